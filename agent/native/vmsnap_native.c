@@ -1,0 +1,188 @@
+/*
+ * The few syscalls Node cannot make: passing fds over a unix socket
+ * (SCM_RIGHTS, for QMP add-fd), reading the peer's credentials
+ * (SO_PEERCRED, to learn which QEMU process owns a QMP socket) and
+ * probing O_DIRECT with an aligned write (Node cannot allocate aligned
+ * buffers, and some filesystems accept O_DIRECT at open but fail writes).
+ */
+#define _GNU_SOURCE
+#include <node_api.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define MAX_FDS 16
+
+static napi_value throw_errno(napi_env env, const char *what, int err) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  napi_value code, message, error;
+  napi_create_string_utf8(env, strerrorname_np(err) ? strerrorname_np(err) : "EUNKNOWN", NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, code, message, &error);
+  napi_throw(env, error);
+  return NULL;
+}
+
+static int get_int(napi_env env, napi_value v, int32_t *out) {
+  return napi_get_value_int32(env, v, out) == napi_ok;
+}
+
+/* sendFds(socketFd, data: Buffer, fds: number[]): number of bytes sent */
+static napi_value send_fds(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc != 3) {
+    napi_throw_type_error(env, NULL, "sendFds(socketFd, data, fds) takes 3 arguments");
+    return NULL;
+  }
+  int32_t sock;
+  if (!get_int(env, argv[0], &sock)) {
+    napi_throw_type_error(env, NULL, "socketFd must be an integer");
+    return NULL;
+  }
+  void *data;
+  size_t len;
+  if (napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok || len == 0) {
+    napi_throw_type_error(env, NULL, "data must be a non-empty Buffer");
+    return NULL;
+  }
+  uint32_t nfds;
+  if (napi_get_array_length(env, argv[2], &nfds) != napi_ok || nfds == 0 || nfds > MAX_FDS) {
+    napi_throw_type_error(env, NULL, "fds must be an array of 1..16 file descriptors");
+    return NULL;
+  }
+  int fds[MAX_FDS];
+  for (uint32_t i = 0; i < nfds; i++) {
+    napi_value el;
+    napi_get_element(env, argv[2], i, &el);
+    if (!get_int(env, el, &fds[i]) || fds[i] < 0) {
+      napi_throw_type_error(env, NULL, "fds must hold non-negative integers");
+      return NULL;
+    }
+  }
+
+  char control[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+  memset(control, 0, sizeof control);
+  struct iovec iov = {.iov_base = data, .iov_len = len};
+  struct msghdr msg = {0};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+  struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+  memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * nfds);
+
+  /* The socket is non-blocking (libuv owns it): wait briefly for room. */
+  size_t sent = 0;
+  while (sent < len) {
+    ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        struct pollfd p = {.fd = sock, .events = POLLOUT};
+        if (poll(&p, 1, 5000) <= 0) return throw_errno(env, "sendmsg (socket not writable)", ETIMEDOUT);
+        continue;
+      }
+      return throw_errno(env, "sendmsg", errno);
+    }
+    sent += (size_t)n;
+    /* The fds travel with the first byte; the rest is plain data. */
+    iov.iov_base = (char *)data + sent;
+    iov.iov_len = len - sent;
+    msg.msg_control = NULL;
+    msg.msg_controllen = 0;
+  }
+  napi_value result;
+  napi_create_int64(env, (int64_t)sent, &result);
+  return result;
+}
+
+/* peerCredentials(socketFd): { pid, uid, gid } */
+static napi_value peer_credentials(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t sock;
+  if (argc != 1 || !get_int(env, argv[0], &sock)) {
+    napi_throw_type_error(env, NULL, "peerCredentials(socketFd) takes an integer");
+    return NULL;
+  }
+  struct ucred cred;
+  socklen_t clen = sizeof cred;
+  if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0)
+    return throw_errno(env, "getsockopt(SO_PEERCRED)", errno);
+  napi_value obj, v;
+  napi_create_object(env, &obj);
+  napi_create_int32(env, cred.pid, &v);
+  napi_set_named_property(env, obj, "pid", v);
+  napi_create_uint32(env, cred.uid, &v);
+  napi_set_named_property(env, obj, "uid", v);
+  napi_create_uint32(env, cred.gid, &v);
+  napi_set_named_property(env, obj, "gid", v);
+  return obj;
+}
+
+/*
+ * probeDirectIO(dir): null when an O_DIRECT file can be created in dir and
+ * take an aligned 4 KiB write; otherwise a string saying why not.
+ */
+static napi_value probe_direct_io(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char dir[4096];
+  size_t dlen;
+  if (argc != 1 || napi_get_value_string_utf8(env, argv[0], dir, sizeof dir - 64, &dlen) != napi_ok) {
+    napi_throw_type_error(env, NULL, "probeDirectIO(dir) takes a directory path");
+    return NULL;
+  }
+  char path[4160];
+  snprintf(path, sizeof path, "%s/.vmsnap-odirect-probe-XXXXXX", dir);
+  char reason[512] = {0};
+  int fd = mkostemp(path, O_DIRECT);
+  if (fd < 0) {
+    snprintf(reason, sizeof reason, "open with O_DIRECT in %s failed: %s", dir, strerror(errno));
+  } else {
+    unlink(path);
+    void *buf = NULL;
+    if (posix_memalign(&buf, 4096, 4096) != 0) {
+      snprintf(reason, sizeof reason, "cannot allocate an aligned buffer");
+    } else {
+      memset(buf, 0xA5, 4096);
+      ssize_t n = pwrite(fd, buf, 4096, 0);
+      if (n != 4096)
+        snprintf(reason, sizeof reason, "aligned O_DIRECT write in %s failed: %s", dir,
+                 n < 0 ? strerror(errno) : "short write");
+      free(buf);
+    }
+    close(fd);
+  }
+  napi_value result;
+  if (reason[0]) napi_create_string_utf8(env, reason, NAPI_AUTO_LENGTH, &result);
+  else napi_get_null(env, &result);
+  return result;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"sendFds", NULL, send_fds, NULL, NULL, NULL, napi_default, NULL},
+      {"peerCredentials", NULL, peer_credentials, NULL, NULL, NULL, napi_default, NULL},
+      {"probeDirectIO", NULL, probe_direct_io, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,34 @@
+import { parseCommand, UsageError, DEFAULT_CHANNELS } from './args.js';
+
+describe('vmsnap-agent arguments', () => {
+  it('parses save with defaults', () => {
+    expect(parseCommand(['save', '--qmp', '/s', '--out', '/f'])).toEqual({
+      kind: 'save', qmp: '/s', out: '/f', channels: DEFAULT_CHANNELS, directIO: 'auto', after: 'resume', live: false, force: false, json: false,
+    });
+  });
+
+  it('parses every save option', () => {
+    const c = parseCommand(['save', '--qmp', '/s', '--out', '/f', '--channels', '8', '--direct-io', 'off', '--after', 'stop', '--live', '--json']);
+    expect(c).toMatchObject({ channels: 8, directIO: 'off', after: 'stop', live: true, json: true });
+  });
+
+  it('parses restore and inspect', () => {
+    expect(parseCommand(['restore', '--in', '/f', '--qmp', '/s', '--launch', '--paused'])).toMatchObject({ kind: 'restore', launch: true, paused: true, channels: undefined });
+    expect(parseCommand(['inspect', '/f', '--json'])).toEqual({ kind: 'inspect', file: '/f', json: true });
+  });
+
+  it.each([
+    [['save', '--out', '/f'], /--qmp is required/],
+    [['save', '--qmp', '/s', '--out', '/f', '--channels', '0'], /--channels must be an integer from 1 to 64; got '0'/],
+    [['save', '--qmp', '/s', '--out', '/f', '--channels', '65'], /--channels/],
+    [['save', '--qmp', '/s', '--out', '/f', '--channels', '2.5'], /--channels/],
+    [['save', '--qmp', '/s', '--out', '/f', '--direct-io', 'yes'], /--direct-io must be one of auto, on, off; got 'yes'/],
+    [['save', '--qmp', '/s', '--out', '/f', '--after', 'pause'], /--after must be one of resume, stop/],
+    [['save', '--qmp', '/s', '--out', '/f', '--bogus'], /bogus/],
+    [['inspect'], /inspect needs a FILE/],
+    [['frobnicate'], /unknown command 'frobnicate'/],
+  ])('refuses %j', (argv, message) => {
+    expect(() => parseCommand(argv as string[])).toThrow(UsageError);
+    expect(() => parseCommand(argv as string[])).toThrow(message as RegExp);
+  });
+});

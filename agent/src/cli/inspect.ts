@@ -1,0 +1,71 @@
+// `vmsnap-agent inspect`: the header and QEMU's RAM blocks, read without QEMU.
+import fs from 'node:fs';
+import { readHeader } from '../snapshot-file/header.js';
+import { readMappedRamLayout, type RamBlockInfo } from '../snapshot-file/mapped-ram.js';
+import { structureCrc32 } from '../snapshot-file/structure-crc.js';
+import type { SnapshotMetadata } from '../snapshot-file/metadata.js';
+import { allocatedBytes } from '../engine/file-stats.js';
+
+export interface InspectReport {
+  path: string;
+  state: 'complete' | 'incomplete';
+  /** Problems found (truncation, checksum mismatch, unreadable RAM headers); empty when the file is good. */
+  problems: string[];
+  logicalBytes: number;
+  allocatedBytes: number;
+  metadata: SnapshotMetadata;
+  ramBlocks: RamBlockInfo[];
+  pagesPresentBytes: number;
+}
+
+export function inspectSnapshot(path: string): InspectReport {
+  const header = readHeader(path);
+  const stat = fs.statSync(path);
+  const problems: string[] = [];
+  let ramBlocks: RamBlockInfo[] = [];
+  const { stream } = header.metadata;
+  if (header.state === 'incomplete') problems.push('incomplete: the save never finished; this file cannot be restored');
+  if (stream.endOffset !== undefined && stat.size < stream.endOffset) {
+    problems.push(`truncated: ${stat.size} bytes, the save wrote ${stream.endOffset}`);
+  }
+  try {
+    ramBlocks = readMappedRamLayout(path, header.streamOffset).blocks;
+    if (stream.structureCrc32 !== undefined && structureCrc32(path, header.streamOffset) !== stream.structureCrc32) {
+      problems.push("corrupted: QEMU's stream headers or device state changed since the save (checksum mismatch)");
+    }
+  } catch (err) {
+    problems.push((err as Error).message);
+  }
+  return {
+    path,
+    state: header.state,
+    problems,
+    logicalBytes: stat.size,
+    allocatedBytes: allocatedBytes(stat),
+    metadata: header.metadata,
+    ramBlocks,
+    pagesPresentBytes: ramBlocks.reduce((s, b) => s + b.pagesPresent * b.pageSize, 0),
+  };
+}
+
+export function formatInspect(r: InspectReport): string {
+  const m = r.metadata;
+  const lines = [
+    `file:        ${r.path}`,
+    `state:       ${r.state}${r.problems.length ? ` — ${r.problems.join('; ')}` : ''}`,
+    `vm:          ${[m.vm.namespace, m.vm.name].filter(Boolean).join('/') || '-'} (QMP ${m.vm.qmpSocket})`,
+    `qemu:        ${m.qemu.version}, machine ${m.qemu.machine}`,
+    `ram:         ${m.ram.bytes} bytes${m.ram.mainBlockId ? `, main block ${m.ram.mainBlockId}` : ''}`,
+    `capture:     ${m.capture.mode}, was ${m.capture.wasRunning ? 'running' : 'paused'}, then ${m.capture.after}`,
+    `stream:      offset ${m.stream.offset}, ${m.stream.channels} channels, direct I/O ${m.stream.directIO ? 'on' : 'off'}` +
+      (m.stream.directIOReason ? ` (${m.stream.directIOReason})` : ''),
+    `size:        ${r.logicalBytes} bytes logical, ${r.allocatedBytes} allocated, ${r.pagesPresentBytes} in RAM pages`,
+    `created:     ${m.createdAt}${m.completedAt ? `, completed ${m.completedAt}` : ''}`,
+  ];
+  if (m.stats) lines.push(`save:        ${m.stats.durationMs} ms, ${m.stats.throughputMiBps} MiB/s, VM paused ${m.stats.vmPausedMs} ms`);
+  lines.push('ram blocks:');
+  for (const b of r.ramBlocks) {
+    lines.push(`  ${b.id.padEnd(24)} ${String(b.usedLength).padStart(12)} bytes  page ${b.pageSize}  pages ${b.pagesPresent}/${b.pages} present  at ${b.pagesOffset}`);
+  }
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env node
+// vmsnap-agent: the node engine without Kubernetes. Exit 0 only on success;
+// on failure one line on stderr that says what went wrong.
+import { parseCommand, USAGE, UsageError, type Command } from './args.js';
+import { progressPrinter } from './progress.js';
+import { formatInspect, inspectSnapshot } from './inspect.js';
+
+async function run(cmd: Command): Promise<void> {
+  switch (cmd.kind) {
+    case 'help':
+      process.stdout.write(USAGE + '\n');
+      return;
+    case 'save': {
+      const { saveVm } = await import('../engine/save.js');
+      const abort = new AbortController();
+      const onSignal = () => abort.abort(new Error('the save was interrupted by a signal; the VM was resumed and the partial file removed'));
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      const progress = cmd.json ? undefined : progressPrinter('save');
+      const r = await saveVm({
+        qmpSocket: cmd.qmp,
+        outPath: cmd.out,
+        channels: cmd.channels,
+        directIO: cmd.directIO,
+        after: cmd.after,
+        live: cmd.live,
+        overwrite: cmd.force,
+        onProgress: progress?.update,
+        signal: abort.signal,
+      });
+      progress?.done();
+      if (cmd.json) {
+        print(r);
+      } else {
+        process.stdout.write(
+          `saved ${mib(r.bytes)} MiB of ${mib(r.ramBytes)} MiB RAM to ${r.path} in ${r.durationMs} ms ` +
+            `(${r.throughputMiBps} MiB/s, ${r.channels} channels, direct I/O ${r.directIO ? 'on' : `off: ${r.directIOReason}`}); ` +
+            `VM paused ${r.vmPausedMs} ms; VM ${r.after === 'stop' ? 'stopped' : 'resumed'}\n`,
+        );
+      }
+      return;
+    }
+    case 'restore': {
+      const { restoreVm } = await import('../engine/restore.js');
+      const r = await restoreVm({
+        inPath: cmd.in,
+        qmpSocket: cmd.qmp,
+        channels: cmd.channels,
+        directIO: cmd.directIO,
+        launch: cmd.launch,
+        paused: cmd.paused,
+      });
+      if (cmd.json) {
+        print(r);
+      } else {
+        process.stdout.write(
+          `restored ${mib(r.bytes)} MiB from ${r.path} in ${r.durationMs} ms (${r.throughputMiBps} MiB/s, ${r.channels} channels, ` +
+            `direct I/O ${r.directIO ? 'on' : `off: ${r.directIOReason}`}); VM ${r.running ? 'running' : 'paused'}` +
+            `${r.launched ? `; QEMU pid ${r.launched.pid}, log ${r.launched.logPath}` : ''}\n`,
+        );
+      }
+      return;
+    }
+    case 'inspect': {
+      const report = inspectSnapshot(cmd.file);
+      if (cmd.json) print(report);
+      else process.stdout.write(formatInspect(report));
+      return;
+    }
+  }
+}
+
+function mib(bytes: number): string {
+  return (bytes / (1 << 20)).toFixed(1);
+}
+
+function print(obj: unknown): void {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}
+
+try {
+  await run(parseCommand(process.argv.slice(2)));
+  process.exit(0);
+} catch (err) {
+  const e = err as Error;
+  const reason = e.message.split('\n')[0];
+  process.stderr.write(`vmsnap-agent: ${reason}${e instanceof UsageError ? ' (see: vmsnap-agent help)' : ''}\n`);
+  if (process.env.VMSNAP_DEBUG && e.stack) process.stderr.write(e.stack + '\n');
+  process.exit(e instanceof UsageError ? 2 : 1);
+}

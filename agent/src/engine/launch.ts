@@ -1,0 +1,104 @@
+// Starts a QEMU from a snapshot's recorded command line, waiting for an
+// incoming migration (-incoming defer, -S) on a given QMP socket. The process
+// is detached: a restored VM outlives the agent that launched it.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { QmpClient } from '../qmp/client.js';
+
+/** Options that take a value and must not survive into the relaunch. */
+const DROPPED_WITH_VALUE = new Set(['-incoming', '-loadvm']);
+const DROPPED_FLAGS = new Set(['-S', '-daemonize']);
+
+export class LaunchError extends Error {
+  override name = 'LaunchError';
+}
+
+/**
+ * The recorded argv, pointed at a new QMP socket, without options that
+ * conflict with a restore, plus `-S -incoming defer` (we decide when it runs).
+ */
+export function relaunchArgv(recorded: string[], oldQmpSocket: string, newQmpSocket: string, extra: string[] = []): string[] {
+  if (recorded.length === 0) throw new LaunchError('the snapshot records no QEMU command line to launch');
+  const out: string[] = [];
+  for (let i = 0; i < recorded.length; i++) {
+    const arg = recorded[i]!;
+    if (DROPPED_WITH_VALUE.has(arg)) {
+      i++;
+      continue;
+    }
+    if (DROPPED_FLAGS.has(arg)) continue;
+    out.push(oldQmpSocket === newQmpSocket ? arg : arg.split(oldQmpSocket).join(newQmpSocket));
+  }
+  if (!out.slice(1).some((a) => a.includes(newQmpSocket))) {
+    out.push('-qmp', `unix:${newQmpSocket},server=on,wait=off`);
+  }
+  return [...out, ...extra, '-S', '-incoming', 'defer'];
+}
+
+function socketAnswers(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createConnection(socketPath);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+export interface LaunchedQemu {
+  pid: number;
+  argv: string[];
+  logPath: string;
+  client: QmpClient;
+}
+
+export async function launchQemu(opts: {
+  argv: string[];
+  qmpSocket: string;
+  cwd?: string;
+  logPath?: string;
+  timeoutMs?: number;
+}): Promise<LaunchedQemu> {
+  const { argv, qmpSocket } = opts;
+  if (fs.existsSync(qmpSocket)) {
+    if (await socketAnswers(qmpSocket)) {
+      throw new LaunchError(`a QEMU is already running at ${qmpSocket}: stop it first, or restore to another socket`);
+    }
+    fs.rmSync(qmpSocket, { force: true }); // stale socket of a QEMU that exited
+  }
+  fs.mkdirSync(path.dirname(qmpSocket), { recursive: true });
+  const logPath = opts.logPath ?? `${qmpSocket}.qemu.log`;
+  const log = fs.openSync(logPath, 'a');
+  const cwd = opts.cwd && fs.existsSync(opts.cwd) ? opts.cwd : undefined;
+  const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log, log], cwd });
+  fs.closeSync(log);
+  let exitCode: number | null | undefined;
+  child.once('exit', (code, signal) => {
+    exitCode = code ?? (signal ? -1 : null);
+  });
+  child.once('error', () => {
+    exitCode = -1;
+  });
+  child.unref();
+  const deadline = Date.now() + (opts.timeoutMs ?? 15_000);
+  while (Date.now() < deadline) {
+    if (exitCode !== undefined) {
+      const tail = fs.readFileSync(logPath, 'utf8').trim().split('\n').slice(-3).join(' | ');
+      throw new LaunchError(`QEMU exited during launch (exit ${exitCode}): ${tail || 'no output'} (full log: ${logPath})`);
+    }
+    if (fs.existsSync(qmpSocket)) {
+      try {
+        const client = await QmpClient.connect(qmpSocket);
+        return { pid: child.pid!, argv, logPath, client };
+      } catch {
+        // not listening yet
+      }
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  child.kill('SIGKILL');
+  throw new LaunchError(`QEMU did not open its QMP socket ${qmpSocket} within ${opts.timeoutMs ?? 15_000} ms (log: ${logPath})`);
+}

@@ -1,0 +1,188 @@
+// The QMP side of a mapped-ram + multifd migration to or from a file:
+// capabilities and parameters (set before migrate / migrate-incoming), the
+// fdset that carries our file descriptors, and waiting for the outcome.
+import { QmpCommandError } from '../qmp/errors.js';
+import type { QmpClient } from '../qmp/client.js';
+
+/** Capabilities that QEMU refuses to combine with mapped-ram. */
+const INCOMPATIBLE_CAPABILITIES = ['xbzrle', 'postcopy-ram', 'postcopy-preempt', 'compress', 'background-snapshot', 'return-path'];
+
+export interface MigrationSettings {
+  channels: number;
+  directIO: boolean;
+  /** Set on the source only: QEMU's default limit (128 MiB/s) throttles a file save 10x. */
+  unlimitedBandwidth: boolean;
+}
+
+interface Capability {
+  capability: string;
+  state: boolean;
+}
+
+/** What we changed, so it can be put back after the operation. */
+export interface SavedMigrationConfig {
+  capabilities: Capability[];
+  parameters: Record<string, unknown>;
+}
+
+export class MappedRamUnsupportedError extends Error {
+  override name = 'MappedRamUnsupportedError';
+}
+
+export async function configureMigration(client: QmpClient, settings: MigrationSettings): Promise<SavedMigrationConfig> {
+  const caps = await client.execute<Capability[]>('query-migrate-capabilities');
+  const names = new Set(caps.map((c) => c.capability));
+  if (!names.has('mapped-ram')) {
+    throw new MappedRamUnsupportedError(
+      `QEMU ${client.version.major}.${client.version.minor}.${client.version.micro} has no mapped-ram migration capability: vmsnap needs QEMU >= 9.1`,
+    );
+  }
+  const params = await client.execute<Record<string, unknown>>('query-migrate-parameters');
+  const wanted: Capability[] = [
+    { capability: 'mapped-ram', state: true },
+    { capability: 'multifd', state: true },
+    { capability: 'events', state: true },
+    ...INCOMPATIBLE_CAPABILITIES.filter((c) => names.has(c)).map((c) => ({ capability: c, state: false })),
+  ];
+  const changed = wanted.filter((w) => caps.find((c) => c.capability === w.capability)?.state !== w.state);
+  const newParams: Record<string, unknown> = {
+    'multifd-channels': settings.channels,
+    'direct-io': settings.directIO,
+  };
+  if ('multifd-compression' in params) newParams['multifd-compression'] = 'none';
+  if (settings.unlimitedBandwidth) newParams['max-bandwidth'] = 0;
+  const saved: SavedMigrationConfig = {
+    capabilities: changed.map((c) => ({ capability: c.capability, state: !c.state })),
+    parameters: Object.fromEntries(Object.keys(newParams).filter((k) => k in params).map((k) => [k, params[k]])),
+  };
+  if (changed.length > 0) await client.execute('migrate-set-capabilities', { capabilities: changed });
+  await client.execute('migrate-set-parameters', newParams);
+  return saved;
+}
+
+/** Puts back what configureMigration changed; best effort (QEMU may be gone). */
+export async function restoreMigrationConfig(client: QmpClient, saved: SavedMigrationConfig): Promise<void> {
+  if (client.closed) return;
+  try {
+    if (Object.keys(saved.parameters).length > 0) await client.execute('migrate-set-parameters', saved.parameters);
+    if (saved.capabilities.length > 0) await client.execute('migrate-set-capabilities', { capabilities: saved.capabilities });
+  } catch {
+    // Leaving our settings in place is harmless; the next operation sets its own.
+  }
+}
+
+/** Adds fds (in order) to one new fdset and returns its id. */
+export async function addFdSet(client: QmpClient, fds: number[], opaque: string): Promise<number> {
+  let fdsetId: number | undefined;
+  for (const fd of fds) {
+    const args: Record<string, unknown> = { opaque };
+    if (fdsetId !== undefined) args['fdset-id'] = fdsetId;
+    const r = await client.execute<{ 'fdset-id': number; fd: number }>('add-fd', args, { fds: [fd] });
+    fdsetId = r['fdset-id'];
+  }
+  if (fdsetId === undefined) throw new Error('addFdSet needs at least one fd');
+  return fdsetId;
+}
+
+export async function removeFdSet(client: QmpClient, fdsetId: number): Promise<void> {
+  if (client.closed) return;
+  try {
+    await client.execute('remove-fd', { 'fdset-id': fdsetId });
+  } catch (err) {
+    if (!(err instanceof QmpCommandError)) throw err;
+  }
+}
+
+export function fileUri(fdsetId: number, offset: number): string {
+  return `file:/dev/fdset/${fdsetId},offset=${offset}`;
+}
+
+export interface MigrationInfo {
+  /** Absent before any migration (e.g. on a fresh -incoming QEMU). */
+  status?: string;
+  'total-time'?: number;
+  downtime?: number;
+  'setup-time'?: number;
+  'error-desc'?: string;
+  ram?: {
+    transferred: number;
+    total: number;
+    remaining: number;
+    duplicate: number;
+    normal: number;
+    'normal-bytes': number;
+    mbps: number;
+  };
+}
+
+export interface Progress {
+  bytesDone: number;
+  bytesTotal: number;
+  percent: number;
+  transferredBytes: number;
+  elapsedMs: number;
+}
+
+const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
+
+/**
+ * Polls query-migrate until the migration ends; wakes early on MIGRATION events.
+ * Reports progress from the source's RAM counters.
+ */
+export async function waitForMigration(
+  client: QmpClient,
+  opts: { pollMs: number; onProgress?: (p: Progress) => void; signal?: AbortSignal; startedAt: number },
+): Promise<MigrationInfo> {
+  let wake: (() => void) | undefined;
+  const onEvent = (e: { event: string }) => {
+    if (e.event === 'MIGRATION') wake?.();
+  };
+  const onAbort = () => wake?.();
+  client.on('event', onEvent);
+  opts.signal?.addEventListener('abort', onAbort);
+  try {
+    for (;;) {
+      if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('aborted');
+      const info = await client.execute<MigrationInfo>('query-migrate');
+      if (info.ram && opts.onProgress) {
+        const total = info.ram.total;
+        const done = Math.max(0, total - info.ram.remaining);
+        opts.onProgress({
+          bytesDone: done,
+          bytesTotal: total,
+          percent: total > 0 ? Math.min(100, (100 * done) / total) : 0,
+          transferredBytes: info.ram.transferred,
+          elapsedMs: Date.now() - opts.startedAt,
+        });
+      }
+      if (info.status && TERMINAL.has(info.status)) return info;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, opts.pollMs);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      wake = undefined;
+    }
+  } finally {
+    client.off('event', onEvent);
+    opts.signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+/** Cancels a running outgoing migration and waits until QEMU says it stopped. */
+export async function cancelMigration(client: QmpClient, timeoutMs = 10_000): Promise<void> {
+  if (client.closed) return;
+  try {
+    await client.execute('migrate_cancel');
+  } catch {
+    return;
+  }
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && !client.closed) {
+    const info = await client.execute<MigrationInfo>('query-migrate').catch(() => undefined);
+    if (!info || !info.status || TERMINAL.has(info.status) || info.status === 'none') return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

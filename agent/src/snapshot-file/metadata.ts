@@ -1,0 +1,58 @@
+// The JSON metadata in a snapshot file's header: one zod schema, parsed on every read.
+import { z } from 'zod';
+
+export const SNAPSHOT_FORMAT_VERSION = 1;
+
+export const DirectIOModeSchema = z.enum(['auto', 'on', 'off']);
+export type DirectIOMode = z.infer<typeof DirectIOModeSchema>;
+
+export const SnapshotMetadataSchema = z.object({
+  formatVersion: z.literal(SNAPSHOT_FORMAT_VERSION),
+  createdAt: z.string(),
+  completedAt: z.string().optional(),
+  vm: z.object({
+    /** Namespace and name when the agent knows them (from where the socket lives). */
+    namespace: z.string().optional(),
+    name: z.string().optional(),
+    qmpSocket: z.string(),
+  }),
+  qemu: z.object({
+    version: z.string(),
+    machine: z.string(),
+    pid: z.number().int(),
+    /** The QEMU command line, from /proc/<pid>/cmdline: what a restore relaunches. */
+    argv: z.array(z.string()),
+    cwd: z.string().optional(),
+  }),
+  ram: z.object({
+    bytes: z.number().int().nonnegative(),
+    /** The id of the main RAM block (e.g. pc.ram): what a lazy restore maps. */
+    mainBlockId: z.string().optional(),
+  }),
+  capture: z.object({
+    mode: z.enum(['Paused', 'Live']),
+    wasRunning: z.boolean(),
+    after: z.enum(['resume', 'stop']),
+  }),
+  stream: z.object({
+    offset: z.number().int().positive(),
+    channels: z.number().int().min(1).max(64),
+    directIO: z.boolean(),
+    directIOReason: z.string().optional(),
+    /** File size when complete: shorter means truncated. */
+    endOffset: z.number().int().optional(),
+    /** CRC32 of every stream byte outside the RAM page regions (headers, bitmaps, device state). */
+    structureCrc32: z.number().int().optional(),
+  }),
+  stats: z
+    .object({
+      durationMs: z.number(),
+      migrateMs: z.number(),
+      syncMs: z.number(),
+      vmPausedMs: z.number(),
+      bytesWritten: z.number().int(),
+      throughputMiBps: z.number(),
+    })
+    .optional(),
+});
+export type SnapshotMetadata = z.infer<typeof SnapshotMetadataSchema>;

@@ -1,0 +1,33 @@
+// The node agent's configuration file (the chart renders it into a ConfigMap from its values).
+import { z } from 'zod';
+
+export const DEFAULT_VM_ROOT = '/var/lib/vmsnap/vms';
+export const DEFAULT_STORAGE_ROOT = '/var/lib/vmsnap/snapshots';
+/** Relative to vmRoot; the two directories above the socket are the VM's namespace and name. */
+export const DEFAULT_SOCKET_GLOBS = ['*/*/qmp.sock'];
+
+const absolutePath = (field: string) =>
+  z.string().min(1).refine((p) => p.startsWith('/'), { error: `${field} must be an absolute path` });
+
+export const AgentConfigSchema = z.strictObject({
+  vmRoot: absolutePath('vmRoot')
+    .default(DEFAULT_VM_ROOT)
+    .describe('Directory holding <namespace>/<vmName>/ per VM; discovery globs are relative to it.'),
+  storageRoot: absolutePath('storageRoot')
+    .default(DEFAULT_STORAGE_ROOT)
+    .describe('Directory under which the agent creates snapshot files.'),
+  socketGlobs: z
+    .array(z.string().min(1))
+    .min(1)
+    .default(DEFAULT_SOCKET_GLOBS)
+    .describe('QMP socket globs relative to vmRoot (made absolute with @dsherret/to-absolute-glob).'),
+  inventoryIntervalSeconds: z
+    .number()
+    .int()
+    .min(5)
+    .max(3600)
+    .default(30)
+    .describe('How often the agent rescans VMs and refreshes its VMInventory.'),
+});
+export type AgentConfig = z.infer<typeof AgentConfigSchema>;
+export type AgentConfigInput = z.input<typeof AgentConfigSchema>;

@@ -1,0 +1,100 @@
+// The Helm chart's values, as a zod schema: helm/vmsnap/values.schema.json is generated from it
+// (helm refuses bad values at install time) and a unit test parses values.yaml with it.
+import { z } from 'zod';
+import { DeletionPolicySchema, DirectIOSchema, MAX_CHANNELS, MIN_CHANNELS, dns1123Subdomain } from './common.js';
+
+const anyMap = () => z.record(z.string(), z.unknown());
+const stringMap = () => z.record(z.string(), z.string());
+const envVar = () => z.looseObject({ name: z.string().min(1) });
+const resources = () => z.looseObject({ requests: anyMap().optional(), limits: anyMap().optional() });
+
+const serviceAccount = () =>
+  z.strictObject({
+    create: z.boolean(),
+    name: dns1123Subdomain('serviceAccount.name'),
+    annotations: stringMap(),
+  });
+
+const podPlacement = {
+  podAnnotations: stringMap(),
+  podLabels: stringMap(),
+  nodeSelector: stringMap(),
+  tolerations: z.array(anyMap()),
+  affinity: anyMap(),
+  priorityClassName: z.string(),
+  resources: resources(),
+  extraEnv: z.array(envVar()),
+};
+
+const absolutePath = z.string().regex(/^\/.*/, { error: 'must be an absolute path' });
+
+export const ChartValuesSchema = z.strictObject({
+  global: anyMap().optional(),
+  nameOverride: z.string(),
+  fullnameOverride: z.string(),
+  image: z.strictObject({
+    repository: z.string().min(1),
+    tag: z.string(),
+    pullPolicy: z.enum(['Always', 'IfNotPresent', 'Never']),
+  }),
+  imagePullSecrets: z.array(z.strictObject({ name: z.string().min(1) })),
+  logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']),
+  rbac: z.strictObject({
+    create: z.boolean(),
+    aggregateToDefaultRoles: z.boolean(),
+  }),
+  defaultClass: z.strictObject({
+    create: z.boolean(),
+    name: dns1123Subdomain('defaultClass.name'),
+    channels: z.number().int().min(MIN_CHANNELS).max(MAX_CHANNELS),
+    directIO: DirectIOSchema,
+    deletionPolicy: DeletionPolicySchema,
+  }),
+  operator: z.strictObject({
+    replicas: z.number().int().min(0),
+    serviceAccount: serviceAccount(),
+    command: z.array(z.string()).min(1),
+    args: z.array(z.string()),
+    leaderElection: z.strictObject({
+      enabled: z.boolean(),
+      leaseName: dns1123Subdomain('operator.leaderElection.leaseName'),
+      leaseDurationSeconds: z.number().int().min(1),
+      renewDeadlineSeconds: z.number().int().min(1),
+      retryPeriodSeconds: z.number().int().min(1),
+    }),
+    metricsPort: z.number().int().min(0).max(65535),
+    probes: z.strictObject({
+      enabled: z.boolean(),
+      port: z.number().int().min(1).max(65535),
+    }),
+    ...podPlacement,
+  }),
+  agent: z.strictObject({
+    serviceAccount: serviceAccount(),
+    command: z.array(z.string()).min(1),
+    args: z.array(z.string()),
+    vmRoot: absolutePath,
+    storageRoot: absolutePath,
+    socketGlobs: z.array(z.string().min(1)).min(1),
+    inventoryIntervalSeconds: z.number().int().min(5).max(3600),
+    kvm: z.strictObject({ enabled: z.boolean() }),
+    extraHostPaths: z.array(
+      z.strictObject({
+        name: z.string().min(1),
+        path: absolutePath,
+        mountPath: absolutePath.optional(),
+        type: z.string().optional(),
+        readOnly: z.boolean().optional(),
+      }),
+    ),
+    terminationGracePeriodSeconds: z.number().int().min(0),
+    updateStrategy: anyMap(),
+    ...podPlacement,
+  }),
+});
+export type ChartValues = z.infer<typeof ChartValuesSchema>;
+
+/** values.schema.json content: draft-07, which every Helm 3 release understands. */
+export function chartValuesJsonSchema(): Record<string, unknown> {
+  return z.toJSONSchema(ChartValuesSchema, { target: 'draft-7', io: 'input', unrepresentable: 'throw' }) as Record<string, unknown>;
+}

@@ -1,0 +1,326 @@
+// Building blocks shared by every vmsnap.io resource: identity constants, enums, name and
+// duration rules, conditions. Each schema carries the Kubernetes-facing metadata
+// (descriptions, CEL rules) so the CRDs in crds/ can be generated from it.
+import { z } from 'zod';
+
+export const GROUP = 'vmsnap.io';
+export const VERSION = 'v1alpha1';
+export const API_VERSION = `${GROUP}/${VERSION}`;
+
+/** Marks the VMSnapshotClass used when a VMSnapshot names none (value "true"). */
+export const DEFAULT_CLASS_ANNOTATION = 'vmsnap.io/is-default-class';
+/** Finalizer the operator puts on VMSnapshots so their files are handled by deletionPolicy. */
+export const SNAPSHOT_FINALIZER = 'vmsnap.io/snapshot-file';
+/** Default name of the operator's leader-election Lease (in its own namespace). */
+export const LEADER_ELECTION_LEASE = 'vmsnap-operator';
+
+export const CATEGORY = 'vmsnap';
+
+export interface ResourceNames {
+  kind: string;
+  listKind: string;
+  plural: string;
+  singular: string;
+  shortNames: string[];
+  namespaced: boolean;
+}
+
+export const VMSNAPSHOT_KIND = 'VMSnapshot';
+export const VMSNAPSHOT_PLURAL = 'vmsnapshots';
+export const VMRESTORE_KIND = 'VMRestore';
+export const VMRESTORE_PLURAL = 'vmrestores';
+export const VMSNAPSHOTCLASS_KIND = 'VMSnapshotClass';
+export const VMSNAPSHOTCLASS_PLURAL = 'vmsnapshotclasses';
+export const VMINVENTORY_KIND = 'VMInventory';
+export const VMINVENTORY_PLURAL = 'vminventories';
+
+export const RESOURCES = {
+  vmSnapshot: {
+    kind: VMSNAPSHOT_KIND,
+    listKind: 'VMSnapshotList',
+    plural: VMSNAPSHOT_PLURAL,
+    singular: 'vmsnapshot',
+    shortNames: ['vms'],
+    namespaced: true,
+  },
+  vmRestore: {
+    kind: VMRESTORE_KIND,
+    listKind: 'VMRestoreList',
+    plural: VMRESTORE_PLURAL,
+    singular: 'vmrestore',
+    shortNames: ['vmr'],
+    namespaced: true,
+  },
+  vmSnapshotClass: {
+    kind: VMSNAPSHOTCLASS_KIND,
+    listKind: 'VMSnapshotClassList',
+    plural: VMSNAPSHOTCLASS_PLURAL,
+    singular: 'vmsnapshotclass',
+    shortNames: ['vmsc'],
+    namespaced: false,
+  },
+  vmInventory: {
+    kind: VMINVENTORY_KIND,
+    listKind: 'VMInventoryList',
+    plural: VMINVENTORY_PLURAL,
+    singular: 'vminventory',
+    shortNames: ['vminv'],
+    namespaced: false,
+  },
+} as const satisfies Record<string, ResourceNames>;
+
+// ---- names ------------------------------------------------------------------------------
+
+export const DNS1123_LABEL_PATTERN = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$';
+export const DNS1123_LABEL_MAX = 63;
+export const DNS1123_SUBDOMAIN_PATTERN = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$';
+export const DNS1123_SUBDOMAIN_MAX = 253;
+
+/** A DNS-1123 label (VM names: they are also path components on the node). */
+export function dns1123Label(field: string) {
+  return z
+    .string({ error: `${field} is required and must be a string` })
+    .min(1, { error: `${field} must not be empty` })
+    .max(DNS1123_LABEL_MAX, { error: `${field} must be at most ${DNS1123_LABEL_MAX} characters` })
+    .regex(new RegExp(DNS1123_LABEL_PATTERN), {
+      error: `${field} must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit`,
+    });
+}
+
+/** A DNS-1123 subdomain: what Kubernetes accepts as the name of a custom object. */
+export function dns1123Subdomain(field: string) {
+  return z
+    .string({ error: `${field} is required and must be a string` })
+    .min(1, { error: `${field} must not be empty` })
+    .max(DNS1123_SUBDOMAIN_MAX, { error: `${field} must be at most ${DNS1123_SUBDOMAIN_MAX} characters` })
+    .regex(new RegExp(DNS1123_SUBDOMAIN_PATTERN), {
+      error: `${field} must be a DNS-1123 subdomain: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit`,
+    });
+}
+
+// ---- durations (Go syntax, as in kubectl and CEL's duration()) ----------------------------
+
+// No sign and no 'µs': what remains is accepted identically by Go, CEL and parseDurationMs.
+export const GO_DURATION_PATTERN = '^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$';
+const DURATION_PART = /([0-9]+(?:\.[0-9]+)?)(ns|us|ms|s|m|h)/g;
+const UNIT_MS: Record<string, number> = { ns: 1e-6, us: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** Parses a Go duration ("90s", "10m", "1h30m", "1.5h") into milliseconds; throws when malformed. */
+export function parseDurationMs(text: string): number {
+  if (!new RegExp(GO_DURATION_PATTERN).test(text)) {
+    throw new Error(`invalid duration "${text}": use Go syntax such as "90s", "10m" or "1h30m"`);
+  }
+  let ms = 0;
+  for (const m of text.matchAll(DURATION_PART)) ms += Number(m[1]) * UNIT_MS[m[2]!]!;
+  return ms;
+}
+
+export function goDuration(field: string, bounds: { min: string; max: string }, extraRules: ValidationRule[] = []) {
+  const minMs = parseDurationMs(bounds.min);
+  const maxMs = parseDurationMs(bounds.max);
+  return z
+    .string({ error: `${field} must be a duration string such as "10m"` })
+    .max(32, { error: `${field} must be at most 32 characters` })
+    .regex(new RegExp(GO_DURATION_PATTERN), {
+      error: `${field} must be a Go duration such as "90s", "10m" or "1h30m"`,
+    })
+    .refine(
+      (s) => {
+        const ms = parseDurationMs(s);
+        return ms >= minMs && ms <= maxMs;
+      },
+      { error: `${field} must be between ${bounds.min} and ${bounds.max}` },
+    )
+    .meta({
+      'x-kubernetes-validations': [
+        {
+          rule: `duration(self) >= duration('${bounds.min}') && duration(self) <= duration('${bounds.max}')`,
+          message: `${field} must be between ${bounds.min} and ${bounds.max}`,
+        },
+        ...extraRules,
+      ],
+    });
+}
+
+// ---- enums ------------------------------------------------------------------------------
+// Each enum is exported as a schema, a value object (DirectIO.Auto) and a type.
+
+export const DirectIOSchema = z.enum(['Auto', 'Always', 'Never']);
+export const DirectIO = DirectIOSchema.enum;
+export type DirectIO = z.infer<typeof DirectIOSchema>;
+
+export const CaptureModeSchema = z.enum(['Paused', 'Live']);
+export const CaptureMode = CaptureModeSchema.enum;
+export type CaptureMode = z.infer<typeof CaptureModeSchema>;
+
+export const AfterSnapshotSchema = z.enum(['Resume', 'Stop']);
+export const AfterSnapshot = AfterSnapshotSchema.enum;
+export type AfterSnapshot = z.infer<typeof AfterSnapshotSchema>;
+
+export const DeletionPolicySchema = z.enum(['Delete', 'Retain']);
+export const DeletionPolicy = DeletionPolicySchema.enum;
+export type DeletionPolicy = z.infer<typeof DeletionPolicySchema>;
+
+export const IfRunningSchema = z.enum(['Fail', 'Replace']);
+export const IfRunning = IfRunningSchema.enum;
+export type IfRunning = z.infer<typeof IfRunningSchema>;
+
+export const AfterRestoreSchema = z.enum(['Running', 'Paused']);
+export const AfterRestore = AfterRestoreSchema.enum;
+export type AfterRestore = z.infer<typeof AfterRestoreSchema>;
+
+export const RestoreModeSchema = z.enum(['Eager', 'Lazy']);
+export const RestoreMode = RestoreModeSchema.enum;
+export type RestoreMode = z.infer<typeof RestoreModeSchema>;
+
+export const PhaseSchema = z.enum(['Pending', 'InProgress', 'Succeeded', 'Failed']);
+export const Phase = PhaseSchema.enum;
+export type Phase = z.infer<typeof PhaseSchema>;
+
+export const ConditionStatusSchema = z.enum(['True', 'False', 'Unknown']);
+export const ConditionStatus = ConditionStatusSchema.enum;
+export type ConditionStatus = z.infer<typeof ConditionStatusSchema>;
+
+/** Condition types set by vmsnap. `Ready` is always present once an object has been seen. */
+export const ConditionType = { Ready: 'Ready' } as const;
+
+// ---- built-in defaults (used when neither the object nor its class says) ---------------------
+
+export const MIN_CHANNELS = 1;
+export const MAX_CHANNELS = 64;
+export const DEFAULT_CHANNELS = 4;
+export const DEFAULT_DIRECT_IO: DirectIO = 'Auto';
+export const DEFAULT_CAPTURE_MODE: CaptureMode = 'Paused';
+export const DEFAULT_AFTER_SNAPSHOT: AfterSnapshot = 'Resume';
+export const DEFAULT_FAILURE_DEADLINE = '10m';
+export const FAILURE_DEADLINE_MIN = '1s';
+export const FAILURE_DEADLINE_MAX = '168h';
+export const DEFAULT_DELETION_POLICY: DeletionPolicy = 'Delete';
+export const DEFAULT_IF_RUNNING: IfRunning = 'Fail';
+export const DEFAULT_AFTER_RESTORE: AfterRestore = 'Running';
+export const DEFAULT_RESTORE_MODE: RestoreMode = 'Eager';
+
+// ---- shared field schemas ---------------------------------------------------------------------
+
+export const ParallelismSchema = z
+  .object({
+    channels: z
+      .number({ error: 'parallelism.channels must be a number' })
+      .int({ error: 'parallelism.channels must be an integer' })
+      .min(MIN_CHANNELS, { error: `parallelism.channels must be at least ${MIN_CHANNELS}` })
+      .max(MAX_CHANNELS, { error: `parallelism.channels must be at most ${MAX_CHANNELS}` })
+      .describe(`Number of multifd channels (QEMU threads and file streams), ${MIN_CHANNELS}..${MAX_CHANNELS}.`),
+  })
+  .describe('How many parallel channels QEMU uses to move RAM.');
+export type Parallelism = z.infer<typeof ParallelismSchema>;
+
+export const directIOField = () =>
+  DirectIOSchema.describe(
+    'O_DIRECT for the RAM pages: Auto probes the filesystem and falls back to buffered I/O with a recorded reason; Always fails when O_DIRECT is unsupported; Never uses the page cache.',
+  );
+
+export const deletionPolicyField = () =>
+  DeletionPolicySchema.describe(
+    'What happens to the snapshot file when the VMSnapshot is deleted: Delete removes it, Retain keeps it on the node.',
+  );
+
+const timestamp = (description: string) => z.iso.datetime({ offset: true }).describe(description);
+export { timestamp };
+
+export const byteCount = (description: string) =>
+  z.number().int().min(0).describe(description).meta({ format: 'int64' });
+
+export const milliseconds = (description: string) =>
+  z.number().int().min(0).describe(description).meta({ format: 'int64' });
+
+/** metav1.Condition, as Kubernetes tooling (kubectl wait --for=condition=Ready) expects it. */
+export const ConditionSchema = z.object({
+  type: z.string().min(1).max(316).describe('Condition type, e.g. Ready.'),
+  status: ConditionStatusSchema.describe('True, False or Unknown.'),
+  observedGeneration: z.number().int().min(0).optional().describe('metadata.generation the condition was set for.').meta({ format: 'int64' }),
+  lastTransitionTime: timestamp('When the condition last changed status.'),
+  reason: z
+    .string()
+    .min(1)
+    .max(1024)
+    .regex(/^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$/)
+    .describe('CamelCase reason for the last transition.'),
+  message: z.string().max(32768).optional().describe('Human-readable detail.'),
+});
+export type Condition = z.infer<typeof ConditionSchema>;
+
+export const conditionsField = () =>
+  z
+    .array(ConditionSchema)
+    .max(16)
+    .describe('Current state as standard conditions; Ready is True when the work succeeded.')
+    .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['type'] });
+
+export const ErrorInfoSchema = z
+  .object({
+    time: timestamp('When the error happened.'),
+    message: z.string().max(4096).describe('What went wrong and what to do about it.'),
+  })
+  .describe('The last error.');
+export type ErrorInfo = z.infer<typeof ErrorInfoSchema>;
+
+export const ProgressSchema = z
+  .object({
+    bytesDone: byteCount('Bytes of guest RAM transferred so far.'),
+    bytesTotal: byteCount('Bytes of guest RAM to transfer.'),
+    percent: z.number().min(0).max(100).describe('bytesDone / bytesTotal in percent.'),
+  })
+  .describe('Transfer progress, updated while the work runs.');
+export type Progress = z.infer<typeof ProgressSchema>;
+
+/** Only the metadata fields vmsnap reads; everything else passes through untouched. */
+export const ObjectMetaSchema = z.looseObject({
+  name: z.string().optional(),
+  generateName: z.string().optional(),
+  namespace: z.string().optional(),
+  uid: z.string().optional(),
+  resourceVersion: z.string().optional(),
+  generation: z.number().int().optional(),
+  creationTimestamp: z.union([z.string(), z.date()]).optional(),
+  deletionTimestamp: z.union([z.string(), z.date()]).optional(),
+  labels: z.record(z.string(), z.string()).optional(),
+  annotations: z.record(z.string(), z.string()).optional(),
+  finalizers: z.array(z.string()).optional(),
+});
+export type ObjectMeta = z.infer<typeof ObjectMetaSchema>;
+
+/** One line per problem, each naming the field: "spec.parallelism.channels: ... at most 64". */
+export function formatZodError(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => {
+      const path = issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.').replace(/\.\[/g, '[');
+      return path ? `${path}: ${issue.message}` : issue.message;
+    })
+    .join('; ');
+}
+
+// ---- CEL immutability rules -----------------------------------------------------------------
+
+export interface ValidationRule {
+  rule: string;
+  message: string;
+  fieldPath?: string;
+  reason?: 'FieldValueInvalid' | 'FieldValueForbidden' | 'FieldValueRequired' | 'FieldValueDuplicate';
+}
+
+/** On the field itself: only evaluated when the field exists before and after the update. */
+export function immutableRule(field: string): ValidationRule {
+  return { rule: 'self == oldSelf', message: `${field} is immutable`, reason: 'FieldValueForbidden' };
+}
+
+/** On the parent object, so that adding or removing an optional field is refused too. */
+export function immutableOptionalRule(field: string): ValidationRule {
+  return {
+    rule: `has(self.${field}) == has(oldSelf.${field}) && (!has(self.${field}) || self.${field} == oldSelf.${field})`,
+    message: `${field} is immutable (it cannot be added, changed or removed after creation)`,
+    fieldPath: `.${field}`,
+    reason: 'FieldValueForbidden',
+  };
+}
+
+export const validations = (...rules: ValidationRule[]) => ({ 'x-kubernetes-validations': rules });

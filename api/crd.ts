@@ -1,0 +1,284 @@
+// Builds the CustomResourceDefinitions from the zod schemas, so crds/ can never disagree with
+// what the operator and agent parse. Kubernetes wants *structural* OpenAPI v3 schemas and
+// rejects much of JSON Schema, so zod's output is filtered through an allow-list here.
+import { z } from 'zod';
+import {
+  CATEGORY,
+  GROUP,
+  RESOURCES,
+  VERSION,
+  type ResourceNames,
+} from './common.js';
+import { VMInventoryStatusSchema } from './vminventory.js';
+import { VMRestoreSpecSchema, VMRestoreStatusSchema } from './vmrestore.js';
+import { VMSnapshotSpecSchema, VMSnapshotStatusSchema } from './vmsnapshot.js';
+import { VMSnapshotClassFieldsSchema } from './vmsnapshotclass.js';
+import { toYaml } from './yaml.js';
+
+export type JSONSchemaProps = { [key: string]: unknown };
+
+export interface PrinterColumn {
+  name: string;
+  type: 'string' | 'integer' | 'number' | 'boolean' | 'date';
+  jsonPath: string;
+  description?: string;
+  priority?: number;
+}
+
+export interface CustomResourceDefinition {
+  apiVersion: 'apiextensions.k8s.io/v1';
+  kind: 'CustomResourceDefinition';
+  metadata: { name: string; labels: Record<string, string> };
+  spec: {
+    group: string;
+    names: { kind: string; listKind: string; plural: string; singular: string; shortNames: string[]; categories: string[] };
+    scope: 'Namespaced' | 'Cluster';
+    versions: Array<{
+      name: string;
+      served: boolean;
+      storage: boolean;
+      subresources: { status: Record<string, never> };
+      additionalPrinterColumns: PrinterColumn[];
+      schema: { openAPIV3Schema: JSONSchemaProps };
+    }>;
+  };
+}
+
+// Keywords Kubernetes accepts in a CRD schema (JSONSchemaProps), in the order we write them.
+const KEY_ORDER = [
+  'description',
+  'type',
+  'format',
+  'enum',
+  'default',
+  'minimum',
+  'exclusiveMinimum',
+  'maximum',
+  'exclusiveMaximum',
+  'multipleOf',
+  'minLength',
+  'maxLength',
+  'pattern',
+  'minItems',
+  'maxItems',
+  'minProperties',
+  'maxProperties',
+  'nullable',
+  'required',
+  'properties',
+  'additionalProperties',
+  'items',
+];
+const ALLOWED = new Set(KEY_ORDER);
+// Meaningless to Kubernetes, or JSON Schema keywords it refuses.
+const DROPPED = new Set(['$schema', 'title', 'id', '$id']);
+const SAFE_INTEGER_BOUND = Number.MAX_SAFE_INTEGER;
+
+function rank(key: string): number {
+  const i = KEY_ORDER.indexOf(key);
+  return i >= 0 ? i : KEY_ORDER.length; // x-kubernetes-* last
+}
+
+/** Turns zod's JSON Schema into a structural Kubernetes schema, or throws naming the path. */
+export function toStructural(node: JSONSchemaProps, path = ''): JSONSchemaProps {
+  const out: JSONSchemaProps = {};
+  for (const [key, value] of Object.entries(node)) {
+    if (DROPPED.has(key)) continue;
+    if (key === 'properties') {
+      out.properties = Object.fromEntries(
+        Object.entries(value as Record<string, JSONSchemaProps>).map(([name, child]) => [name, toStructural(child, `${path}.${name}`)]),
+      );
+    } else if (key === 'items') {
+      out.items = toStructural(value as JSONSchemaProps, `${path}[]`);
+    } else if (key === 'additionalProperties') {
+      // `false` is the default for pruned objects; a schema describes a map (z.record).
+      if (value === false) continue;
+      if (value === true || typeof value !== 'object') throw new Error(`${path}: additionalProperties must be a schema`);
+      out.additionalProperties = toStructural(value as JSONSchemaProps, `${path}{}`);
+    } else if (key === 'pattern' && node.format === 'date-time') {
+      continue; // zod's RFC 3339 regex; the date-time format already checks it.
+    } else if ((key === 'maximum' && value === SAFE_INTEGER_BOUND) || (key === 'minimum' && value === -SAFE_INTEGER_BOUND)) {
+      continue; // zod's .int() bounds; Kubernetes integers are int64.
+    } else if (key === 'required' && Array.isArray(value) && value.length === 0) {
+      continue;
+    } else if (key === 'const') {
+      out.enum = [value];
+    } else if (ALLOWED.has(key) || key.startsWith('x-kubernetes-')) {
+      out[key] = value;
+    } else {
+      throw new Error(`${path || '<root>'}: JSON Schema keyword "${key}" is not allowed in a CRD schema`);
+    }
+  }
+  const type = out.type;
+  if (typeof type !== 'string') throw new Error(`${path || '<root>'}: a structural schema needs a single type`);
+  if (type === 'object' && out.properties === undefined && out.additionalProperties === undefined && out['x-kubernetes-preserve-unknown-fields'] !== true) {
+    throw new Error(`${path}: an object needs properties, additionalProperties or x-kubernetes-preserve-unknown-fields`);
+  }
+  return Object.fromEntries(Object.entries(out).sort(([a], [b]) => rank(a) - rank(b)));
+}
+
+export function schemaOf(schema: z.ZodType, path = ''): JSONSchemaProps {
+  // io 'input': fields with defaults are optional, as they are for users writing YAML.
+  const json = z.toJSONSchema(schema, { io: 'input', target: 'openapi-3.0', unrepresentable: 'throw' });
+  return toStructural(json as JSONSchemaProps, path);
+}
+
+const API_VERSION_DESCRIPTION =
+  'APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values.';
+const KIND_DESCRIPTION =
+  'Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. In CamelCase.';
+
+function rootSchema(description: string, properties: Record<string, JSONSchemaProps>, required: string[]): JSONSchemaProps {
+  return {
+    description,
+    type: 'object',
+    ...(required.length ? { required } : {}),
+    properties: {
+      apiVersion: { description: API_VERSION_DESCRIPTION, type: 'string' },
+      kind: { description: KIND_DESCRIPTION, type: 'string' },
+      metadata: { type: 'object' },
+      ...properties,
+    },
+  };
+}
+
+function crd(names: ResourceNames, columns: PrinterColumn[], openAPIV3Schema: JSONSchemaProps): CustomResourceDefinition {
+  return {
+    apiVersion: 'apiextensions.k8s.io/v1',
+    kind: 'CustomResourceDefinition',
+    metadata: {
+      name: `${names.plural}.${GROUP}`,
+      labels: { 'app.kubernetes.io/name': 'vmsnap', 'app.kubernetes.io/part-of': 'vmsnap' },
+    },
+    spec: {
+      group: GROUP,
+      names: {
+        kind: names.kind,
+        listKind: names.listKind,
+        plural: names.plural,
+        singular: names.singular,
+        shortNames: [...names.shortNames],
+        categories: [CATEGORY],
+      },
+      scope: names.namespaced ? 'Namespaced' : 'Cluster',
+      versions: [
+        {
+          name: VERSION,
+          served: true,
+          storage: true,
+          subresources: { status: {} },
+          additionalPrinterColumns: columns,
+          schema: { openAPIV3Schema },
+        },
+      ],
+    },
+  };
+}
+
+const age: PrinterColumn = { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' };
+
+export function vmSnapshotCrd(): CustomResourceDefinition {
+  return crd(
+    RESOURCES.vmSnapshot,
+    [
+      { name: 'VM', type: 'string', jsonPath: '.spec.vmName', description: 'The VM snapshotted.' },
+      { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
+      { name: 'Ready', type: 'boolean', jsonPath: '.status.readyToUse', description: 'The snapshot can be restored.' },
+      { name: 'Size', type: 'string', jsonPath: '.status.restoreSizeHuman', description: 'Guest RAM size.' },
+      { name: 'Duration', type: 'string', jsonPath: '.status.durationHuman', description: 'How long the save took.' },
+      { name: 'Throughput', type: 'string', jsonPath: '.status.throughputHuman', description: 'Average save throughput.' },
+      { name: 'Node', type: 'string', jsonPath: '.status.nodeName' },
+      age,
+      { name: 'Class', type: 'string', jsonPath: '.status.effective.className', priority: 1 },
+      { name: 'Channels', type: 'integer', jsonPath: '.status.effective.channels', priority: 1 },
+      { name: 'DirectIO', type: 'boolean', jsonPath: '.status.directIOUsed', priority: 1 },
+      { name: 'PausedMs', type: 'integer', jsonPath: '.status.vmPausedMs', priority: 1 },
+    ],
+    rootSchema(
+      'VMSnapshot saves the RAM and device state of a running QEMU VM to a file on its node.',
+      {
+        spec: schemaOf(VMSnapshotSpecSchema, '.spec'),
+        status: schemaOf(VMSnapshotStatusSchema, '.status'),
+      },
+      ['spec'],
+    ),
+  );
+}
+
+export function vmRestoreCrd(): CustomResourceDefinition {
+  return crd(
+    RESOURCES.vmRestore,
+    [
+      { name: 'Snapshot', type: 'string', jsonPath: '.spec.snapshotName' },
+      { name: 'Target', type: 'string', jsonPath: '.status.effective.targetVMName', description: 'The VM restored into.' },
+      { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
+      { name: 'Mode', type: 'string', jsonPath: '.spec.restoreMode' },
+      { name: 'Duration', type: 'string', jsonPath: '.status.durationHuman', description: 'How long the restore took.' },
+      { name: 'Downtime', type: 'string', jsonPath: '.status.downtimeHuman', description: 'How long the VM was unavailable.' },
+      { name: 'Node', type: 'string', jsonPath: '.status.nodeName' },
+      age,
+      { name: 'Channels', type: 'integer', jsonPath: '.status.effective.channels', priority: 1 },
+      { name: 'DirectIO', type: 'boolean', jsonPath: '.status.directIOUsed', priority: 1 },
+    ],
+    rootSchema(
+      'VMRestore brings a VM back from a VMSnapshot, into the same VM or a copy.',
+      {
+        spec: schemaOf(VMRestoreSpecSchema, '.spec'),
+        status: schemaOf(VMRestoreStatusSchema, '.status'),
+      },
+      ['spec'],
+    ),
+  );
+}
+
+export function vmSnapshotClassCrd(): CustomResourceDefinition {
+  const fields = schemaOf(VMSnapshotClassFieldsSchema);
+  return crd(
+    RESOURCES.vmSnapshotClass,
+    [
+      { name: 'Channels', type: 'integer', jsonPath: '.parallelism.channels' },
+      { name: 'DirectIO', type: 'string', jsonPath: '.directIO' },
+      { name: 'DeletionPolicy', type: 'string', jsonPath: '.deletionPolicy' },
+      { name: 'Default', type: 'string', jsonPath: '.metadata.annotations.vmsnap\\.io/is-default-class' },
+      age,
+    ],
+    rootSchema(
+      'VMSnapshotClass holds defaults for VMSnapshots that name it (spec.className), or for all VMSnapshots when annotated vmsnap.io/is-default-class: "true".',
+      fields.properties as Record<string, JSONSchemaProps>,
+      [],
+    ),
+  );
+}
+
+export function vmInventoryCrd(): CustomResourceDefinition {
+  return crd(
+    RESOURCES.vmInventory,
+    [
+      { name: 'VMs', type: 'integer', jsonPath: '.status.vmCount' },
+      { name: 'Agent', type: 'string', jsonPath: '.status.agentVersion' },
+      { name: 'Updated', type: 'date', jsonPath: '.status.updatedTime' },
+      age,
+    ],
+    rootSchema(
+      "VMInventory lists the VMs one node's vmsnap agent can see. Named after the node; written by its agent.",
+      { status: schemaOf(VMInventoryStatusSchema, '.status') },
+      [],
+    ),
+  );
+}
+
+export function allCrds(): CustomResourceDefinition[] {
+  return [vmSnapshotCrd(), vmRestoreCrd(), vmSnapshotClassCrd(), vmInventoryCrd()];
+}
+
+export const GENERATED_HEADER =
+  '# Generated by api/gen-crds.ts from the zod schemas in api/. Do not edit: run `npm run gen:crds`.\n';
+
+/** crds/<group>_<plural>.yaml, as kubebuilder names them. */
+export function crdFileName(def: CustomResourceDefinition): string {
+  return `${def.spec.group}_${def.spec.names.plural}.yaml`;
+}
+
+export function crdFiles(): Array<{ name: string; content: string }> {
+  return allCrds().map((def) => ({ name: crdFileName(def), content: `${GENERATED_HEADER}---\n${toYaml(def)}` }));
+}

@@ -1,0 +1,9 @@
+// The vmsnap.io API: the one place operator, agent, tests and generated CRDs take it from.
+export * from './common.js';
+export * from './format.js';
+export * from './vmsnapshot.js';
+export * from './vmrestore.js';
+export * from './vmsnapshotclass.js';
+export * from './vminventory.js';
+export * from './effective.js';
+export * from './agent-config.js';

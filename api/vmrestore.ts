@@ -1,0 +1,131 @@
+// VMRestore: bring a VM back from a VMSnapshot (the same VM, or a copy under another name).
+import { z } from 'zod';
+import {
+  API_VERSION,
+  AfterRestoreSchema,
+  DEFAULT_AFTER_RESTORE,
+  DEFAULT_IF_RUNNING,
+  DEFAULT_RESTORE_MODE,
+  DirectIOSchema,
+  ErrorInfoSchema,
+  IfRunningSchema,
+  MAX_CHANNELS,
+  MIN_CHANNELS,
+  ObjectMetaSchema,
+  ParallelismSchema,
+  PhaseSchema,
+  ProgressSchema,
+  RestoreModeSchema,
+  VMRESTORE_KIND,
+  byteCount,
+  conditionsField,
+  directIOField,
+  dns1123Label,
+  dns1123Subdomain,
+  immutableOptionalRule,
+  immutableRule,
+  milliseconds,
+  timestamp,
+  validations,
+  type ValidationRule,
+} from './common.js';
+
+// A lazy restore maps the file into guest RAM instead of reading it, so O_DIRECT cannot apply.
+const LAZY_EXCLUDES_DIRECT_IO_MESSAGE =
+  'directIO: Always cannot be combined with restoreMode: Lazy (a lazy restore maps the snapshot file instead of reading it); use Auto or Never';
+const lazyExcludesDirectIORule: ValidationRule = {
+  rule: "!(has(self.directIO) && self.directIO == 'Always' && has(self.restoreMode) && self.restoreMode == 'Lazy')",
+  message: LAZY_EXCLUDES_DIRECT_IO_MESSAGE,
+  fieldPath: '.directIO',
+  reason: 'FieldValueInvalid',
+};
+
+export const VMRestoreSpecSchema = z
+  .object({
+    snapshotName: dns1123Subdomain('snapshotName')
+      .describe('The VMSnapshot to restore, in the same namespace; it must be readyToUse. Immutable.')
+      .meta(validations(immutableRule('snapshotName'))),
+    targetVMName: dns1123Label('targetVMName')
+      .describe("The VM to restore into. Defaults to the snapshot's VM; another name restores a copy. Immutable.")
+      .optional(),
+    parallelism: ParallelismSchema.optional(),
+    directIO: directIOField().optional(),
+    ifRunning: IfRunningSchema.describe(
+      'When the target VM is running: Fail leaves it alone and fails the restore; Replace stops it and restores over it.',
+    )
+      .meta(validations(immutableRule('ifRunning')))
+      .default(DEFAULT_IF_RUNNING),
+    afterRestore: AfterRestoreSchema.describe('Running: resume the VM once restored. Paused: leave it paused.')
+      .meta(validations(immutableRule('afterRestore')))
+      .default(DEFAULT_AFTER_RESTORE),
+    restoreMode: RestoreModeSchema.describe(
+      'Eager: all RAM is read before the VM runs. Lazy: the VM runs at once with its RAM mapped from the snapshot file, paging in on demand (the file must stay in place while the VM runs).',
+    )
+      .meta(validations(immutableRule('restoreMode')))
+      .default(DEFAULT_RESTORE_MODE),
+  })
+  .superRefine((spec, ctx) => {
+    if (spec.restoreMode === 'Lazy' && spec.directIO === 'Always') {
+      ctx.addIssue({ code: 'custom', path: ['directIO'], message: LAZY_EXCLUDES_DIRECT_IO_MESSAGE });
+    }
+  })
+  .describe('Which snapshot to restore and how. Immutable: create a new VMRestore to restore again.')
+  .meta(
+    validations(
+      immutableOptionalRule('targetVMName'),
+      immutableOptionalRule('parallelism'),
+      immutableOptionalRule('directIO'),
+      lazyExcludesDirectIORule,
+    ),
+  );
+export type VMRestoreSpec = z.infer<typeof VMRestoreSpecSchema>;
+export type VMRestoreSpecInput = z.input<typeof VMRestoreSpecSchema>;
+
+/** The restore settings after applying the snapshot's values and built-in defaults. */
+export const EffectiveRestoreSpecSchema = z
+  .object({
+    snapshotName: z.string().max(253).describe('The VMSnapshot restored.'),
+    sourceVMName: z.string().max(63).describe('The VM the snapshot was taken of.'),
+    targetVMName: z.string().max(63).describe('The VM restored into.'),
+    copy: z.boolean().describe('True when restoring into a VM other than the source.'),
+    channels: z.number().int().min(MIN_CHANNELS).max(MAX_CHANNELS).describe('Multifd channels used.'),
+    directIO: DirectIOSchema.describe('Requested direct I/O mode.'),
+    ifRunning: IfRunningSchema.describe('Policy for a running target.'),
+    afterRestore: AfterRestoreSchema.describe('State of the VM after the restore.'),
+    restoreMode: RestoreModeSchema.describe('Eager or Lazy.'),
+  })
+  .describe('The settings in force after applying the snapshot and built-in defaults.');
+export type EffectiveRestoreSpec = z.infer<typeof EffectiveRestoreSpecSchema>;
+
+export const VMRestoreStatusSchema = z
+  .object({
+    phase: PhaseSchema.describe('Pending, InProgress, Succeeded or Failed.').optional(),
+    conditions: conditionsField().optional(),
+    observedGeneration: z.number().int().min(0).optional().describe('The metadata.generation this status reflects.').meta({ format: 'int64' }),
+    nodeName: z.string().max(253).optional().describe('The node whose agent does the work (where the snapshot file is).'),
+    effective: EffectiveRestoreSpecSchema.optional(),
+    progress: ProgressSchema.optional(),
+    restoreSize: byteCount('Guest RAM size in bytes.').optional(),
+    startTime: timestamp('When the restore started.').optional(),
+    completionTime: timestamp('When the restore finished (successfully or not).').optional(),
+    durationMs: milliseconds('Restore duration in milliseconds.').optional(),
+    durationHuman: z.string().max(32).optional().describe('durationMs for display, e.g. "3.2s".'),
+    downtimeMs: milliseconds('How long the VM was unavailable (from stop or pause until it runs again), in milliseconds.').optional(),
+    downtimeHuman: z.string().max(32).optional().describe('downtimeMs for display.'),
+    throughputMiBps: z.number().min(0).optional().describe('Average restore throughput in MiB/s (Eager mode).'),
+    directIOUsed: z.boolean().optional().describe('Whether O_DIRECT was actually used for the RAM pages.'),
+    directIOReason: z.string().max(1024).optional().describe('Why direct I/O was or was not used.'),
+    error: ErrorInfoSchema.optional(),
+  })
+  .describe('Observed state, written by the operator and the node agent.');
+export type VMRestoreStatus = z.infer<typeof VMRestoreStatusSchema>;
+
+export const VMRestoreSchema = z.object({
+  apiVersion: z.literal(API_VERSION),
+  kind: z.literal(VMRESTORE_KIND),
+  metadata: ObjectMetaSchema,
+  spec: VMRestoreSpecSchema,
+  status: VMRestoreStatusSchema.optional(),
+});
+export type VMRestore = z.infer<typeof VMRestoreSchema>;
+export type VMRestoreInput = z.input<typeof VMRestoreSchema>;

@@ -1,0 +1,140 @@
+// VMSnapshot: save one VM's RAM and device state to a file on its node.
+import { z } from 'zod';
+import {
+  API_VERSION,
+  AfterSnapshotSchema,
+  CaptureModeSchema,
+  DEFAULT_AFTER_SNAPSHOT,
+  DEFAULT_CAPTURE_MODE,
+  DEFAULT_FAILURE_DEADLINE,
+  DeletionPolicySchema,
+  DirectIOSchema,
+  ErrorInfoSchema,
+  FAILURE_DEADLINE_MAX,
+  FAILURE_DEADLINE_MIN,
+  MAX_CHANNELS,
+  MIN_CHANNELS,
+  ObjectMetaSchema,
+  ParallelismSchema,
+  PhaseSchema,
+  ProgressSchema,
+  VMSNAPSHOT_KIND,
+  byteCount,
+  conditionsField,
+  deletionPolicyField,
+  directIOField,
+  dns1123Label,
+  dns1123Subdomain,
+  goDuration,
+  immutableOptionalRule,
+  immutableRule,
+  milliseconds,
+  timestamp,
+  validations,
+} from './common.js';
+
+export const VMSnapshotSpecSchema = z
+  .object({
+    vmName: dns1123Label('vmName')
+      .describe('The VM to snapshot, in the same namespace as this VMSnapshot. Immutable.')
+      .meta(validations(immutableRule('vmName'))),
+    className: dns1123Subdomain('className')
+      .describe('VMSnapshotClass supplying defaults; when omitted, the class annotated vmsnap.io/is-default-class=true, else built-in defaults. Immutable.')
+      .optional(),
+    parallelism: ParallelismSchema.optional(),
+    directIO: directIOField().optional(),
+    captureMode: CaptureModeSchema.describe(
+      'Paused: pause the VM, copy its RAM, then apply afterSnapshot. Live: copy while the VM runs and pause only for the last dirty pages.',
+    )
+      .meta(validations(immutableRule('captureMode')))
+      .default(DEFAULT_CAPTURE_MODE),
+    afterSnapshot: AfterSnapshotSchema.describe(
+      'Resume: the VM keeps running after the save. Stop: hibernate, the QEMU process ends once the file is complete.',
+    )
+      .meta(validations(immutableRule('afterSnapshot')))
+      .default(DEFAULT_AFTER_SNAPSHOT),
+    failureDeadline: goDuration('failureDeadline', { min: FAILURE_DEADLINE_MIN, max: FAILURE_DEADLINE_MAX }, [
+      immutableRule('failureDeadline'),
+    ])
+      .describe('How long the save may take before it is marked Failed (Go duration: "90s", "10m", "1h30m").')
+      .default(DEFAULT_FAILURE_DEADLINE),
+    deletionPolicy: deletionPolicyField().optional(),
+  })
+  .describe('What to snapshot and how. Everything but deletionPolicy is immutable.')
+  .meta(
+    validations(
+      immutableOptionalRule('className'),
+      immutableOptionalRule('parallelism'),
+      immutableOptionalRule('directIO'),
+    ),
+  );
+export type VMSnapshotSpec = z.infer<typeof VMSnapshotSpecSchema>;
+export type VMSnapshotSpecInput = z.input<typeof VMSnapshotSpecSchema>;
+
+/** The spec after class and built-in defaults are applied; the operator records it in status. */
+export const EffectiveSnapshotSpecSchema = z
+  .object({
+    className: z.string().max(253).optional().describe('The VMSnapshotClass that supplied defaults, if any.'),
+    channels: z.number().int().min(MIN_CHANNELS).max(MAX_CHANNELS).describe('Multifd channels used.'),
+    directIO: DirectIOSchema.describe('Requested direct I/O mode.'),
+    captureMode: CaptureModeSchema.describe('Capture mode used.'),
+    afterSnapshot: AfterSnapshotSchema.describe('What happens to the VM after the save.'),
+    failureDeadline: z.string().max(32).describe('Deadline used.'),
+    deletionPolicy: DeletionPolicySchema.describe('Deletion policy in force.'),
+  })
+  .describe('The settings in force after applying the class and built-in defaults.');
+export type EffectiveSnapshotSpec = z.infer<typeof EffectiveSnapshotSpecSchema>;
+
+export const SnapshotFileSchema = z
+  .object({
+    path: z.string().max(4096).describe('Path of the snapshot file on the node (chosen by the agent under its storage root).'),
+    logicalBytes: byteCount('Logical (apparent) size of the file.').optional(),
+    allocatedBytes: byteCount('Bytes allocated on disk (files are sparse: about the touched RAM).').optional(),
+  })
+  .describe('Where the snapshot lives.');
+export type SnapshotFile = z.infer<typeof SnapshotFileSchema>;
+
+export const QemuInfoSchema = z
+  .object({
+    version: z.string().max(128).optional().describe('QEMU version that wrote the snapshot.'),
+    machine: z.string().max(256).optional().describe('QEMU machine type, needed for a compatible restore.'),
+  })
+  .describe('The QEMU that produced the snapshot.');
+export type QemuInfo = z.infer<typeof QemuInfoSchema>;
+
+export const VMSnapshotStatusSchema = z
+  .object({
+    phase: PhaseSchema.describe('Pending, InProgress, Succeeded or Failed.').optional(),
+    conditions: conditionsField().optional(),
+    observedGeneration: z.number().int().min(0).optional().describe('The metadata.generation this status reflects.').meta({ format: 'int64' }),
+    nodeName: z.string().max(253).optional().describe('The node whose agent does the work (where the VM runs).'),
+    readyToUse: z.boolean().optional().describe('True once the file is complete and synced; a VMRestore can use it.'),
+    restoreSize: byteCount('Guest RAM size in bytes.').optional(),
+    restoreSizeHuman: z.string().max(32).optional().describe('restoreSize for display, e.g. "4Gi".'),
+    progress: ProgressSchema.optional(),
+    startTime: timestamp('When the save started.').optional(),
+    completionTime: timestamp('When the save finished (successfully or not).').optional(),
+    durationMs: milliseconds('Save duration in milliseconds.').optional(),
+    durationHuman: z.string().max(32).optional().describe('durationMs for display, e.g. "12.3s".'),
+    vmPausedMs: milliseconds('How long the VM was paused by the save, in milliseconds.').optional(),
+    throughputMiBps: z.number().min(0).optional().describe('Average save throughput in MiB/s.'),
+    throughputHuman: z.string().max(32).optional().describe('throughputMiBps for display, e.g. "1.8GiB/s".'),
+    directIOUsed: z.boolean().optional().describe('Whether O_DIRECT was actually used for the RAM pages.'),
+    directIOReason: z.string().max(1024).optional().describe('Why direct I/O was or was not used (e.g. the filesystem refused O_DIRECT).'),
+    effective: EffectiveSnapshotSpecSchema.optional(),
+    file: SnapshotFileSchema.optional(),
+    qemu: QemuInfoSchema.optional(),
+    error: ErrorInfoSchema.optional(),
+  })
+  .describe('Observed state, written by the operator and the node agent.');
+export type VMSnapshotStatus = z.infer<typeof VMSnapshotStatusSchema>;
+
+export const VMSnapshotSchema = z.object({
+  apiVersion: z.literal(API_VERSION),
+  kind: z.literal(VMSNAPSHOT_KIND),
+  metadata: ObjectMetaSchema,
+  spec: VMSnapshotSpecSchema,
+  status: VMSnapshotStatusSchema.optional(),
+});
+export type VMSnapshot = z.infer<typeof VMSnapshotSchema>;
+export type VMSnapshotInput = z.input<typeof VMSnapshotSchema>;

@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# Starts (or reuses) the local control plane: etcd + kube-apiserver on loopback, RBAC on.
+# No kubelet, controller-manager or scheduler runs.
+#
+# stdout is meant for `eval "$(npm run -s cluster:up)"`: comment lines, an optional PATH export,
+# and as the very last line `export KUBECONFIG=<path>`. Progress and errors go to stderr.
+# Machine-readable result: $VMSNAP_CLUSTER_STATE/cluster.json (see lib.sh for the variables).
+#
+# Idempotent: if the recorded processes are alive and /readyz answers, nothing is started.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+mkdir -p "$CLUSTER_STATE" "$CERTS" "$LOGS" "$RUN"
+chmod 700 "$CLUSTER_STATE"
+
+# One up/down at a time per instance (parallel jest workers call this concurrently). The
+# daemons are started with fd 9 closed so they never hold the lock.
+exec 9>"$CLUSTER_STATE/.lock"
+flock 9
+
+print_result() {
+  local bin_dir kubeconfig
+  bin_dir="$(sed -n 's/^ *"binDir": "\(.*\)",\{0,1\}$/\1/p' "$CLUSTER_JSON")"
+  kubeconfig="$(sed -n 's/^ *"kubeconfig": "\(.*\)",\{0,1\}$/\1/p' "$CLUSTER_JSON")"
+  echo "# vmsnap local control plane: $(sed -n 's/^ *"server": "\(.*\)",\{0,1\}$/\1/p' "$CLUSTER_JSON") (state: $CLUSTER_STATE)"
+  echo "# kubectl and helm: $bin_dir"
+  echo "export PATH=\"$bin_dir:\$PATH\""
+  echo "export KUBECONFIG=$kubeconfig"
+}
+
+readyz() { # $1 = kubectl
+  "$1" --kubeconfig "$KUBECONFIG_PATH" --request-timeout=3s get --raw /readyz >/dev/null 2>&1
+}
+
+# ---- fast path: healthy instance already running ------------------------------------------
+if [[ -f $CLUSTER_JSON ]] && pid_of etcd >/dev/null && pid_of kube-apiserver >/dev/null; then
+  kubectl_bin="$(sed -n 's/^ *"kubectl": "\(.*\)",\{0,1\}$/\1/p' "$CLUSTER_JSON")"
+  if [[ -x $kubectl_bin ]] && readyz "$kubectl_bin"; then
+    log "reusing running control plane (apiserver pid $(pid_of kube-apiserver))"
+    print_result
+    exit 0
+  fi
+fi
+
+# ---- binaries -----------------------------------------------------------------------------
+APISERVER="$("$CLUSTER_DIR/build-apiserver.sh" | tail -n1)"
+ETCD="$("$CLUSTER_DIR/ensure-etcd.sh" | tail -n1)"
+BIN_DIR="$("$CLUSTER_DIR/ensure-tools.sh" | tail -n1)"
+KUBECTL="$BIN_DIR/kubectl"
+HELM="$BIN_DIR/helm"
+K8S_VERSION="$(basename "$(dirname "$APISERVER")")"
+
+# ---- certificates (created once per instance, so kubeconfigs and tokens survive restarts) --
+gen_certs() {
+  local d=$CERTS
+  log "generating CA, serving and admin certificates in $d"
+  ( umask 077
+    openssl ecparam -name prime256v1 -genkey -noout -out "$d/ca.key"
+    openssl req -x509 -new -key "$d/ca.key" -sha256 -days 3650 -subj "/CN=vmsnap-local-ca" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -out "$d/ca.crt"
+
+    openssl ecparam -name prime256v1 -genkey -noout -out "$d/apiserver.key"
+    openssl req -new -key "$d/apiserver.key" -subj "/CN=kube-apiserver" -out "$d/apiserver.csr"
+    printf '%s\n' \
+      "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+      "extendedKeyUsage=serverAuth" \
+      "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" \
+      > "$d/apiserver.ext"
+    openssl x509 -req -in "$d/apiserver.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+      -sha256 -days 3650 -extfile "$d/apiserver.ext" -out "$d/apiserver.crt" 2>/dev/null
+
+    openssl ecparam -name prime256v1 -genkey -noout -out "$d/admin.key"
+    openssl req -new -key "$d/admin.key" -subj "/O=system:masters/CN=vmsnap-admin" -out "$d/admin.csr"
+    printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature" \
+      "extendedKeyUsage=clientAuth" > "$d/admin.ext"
+    openssl x509 -req -in "$d/admin.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+      -sha256 -days 3650 -extfile "$d/admin.ext" -out "$d/admin.crt" 2>/dev/null
+
+    # ServiceAccount token signing key (RS256, what every client expects).
+    openssl genrsa -out "$d/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$d/sa.key" -pubout -out "$d/sa.pub" 2>/dev/null
+    rm -f "$d"/*.csr "$d"/*.ext "$d"/*.srl
+  ) >&2
+  touch "$d/.complete"
+}
+[[ -f $CERTS/.complete ]] || gen_certs
+
+# ---- stop whatever is left of a previous, unhealthy run ------------------------------------
+stop_pid() { # $1 = name
+  local pid
+  pid="$(pid_of "$1")" || { rm -f "$RUN/$1.pid"; return 0; }
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  pid_of "$1" >/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$RUN/$1.pid"
+}
+
+# Ports from the previous run are reused when still free, so the server URL stays stable.
+ETCD_CLIENT_PORT='' ETCD_PEER_PORT='' APISERVER_PORT=''
+[[ -f $RUN/ports.env ]] && source "$RUN/ports.env"
+
+# Launches a daemon detached from this script (own session, stdio to a log, lock fd closed)
+# and records "<pid> <binary>" so later runs can tell it from a recycled pid.
+launch() { # $1 = name, $2 = binary, rest = args
+  local name=$1 bin=$2; shift 2
+  : > "$LOGS/$name.log"
+  setsid "$bin" "$@" </dev/null >>"$LOGS/$name.log" 2>&1 9>&- &
+  echo "$! $bin" > "$RUN/$name.pid"
+}
+
+save_ports() {
+  printf 'ETCD_CLIENT_PORT=%s\nETCD_PEER_PORT=%s\nAPISERVER_PORT=%s\n' \
+    "$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" > "$RUN/ports.env"
+}
+
+ETCD_DATA="$(etcd_data_dir)"
+etcd_healthy() { pid_of etcd >/dev/null && [[ -n $ETCD_CLIENT_PORT ]] && http_get_ok "$ETCD_CLIENT_PORT" /health; }
+
+if ! etcd_healthy; then
+  stop_pid kube-apiserver   # it would be talking to the etcd we are about to replace
+  stop_pid etcd
+  for attempt in 1 2 3; do
+    [[ -n $ETCD_CLIENT_PORT ]] && port_free "$ETCD_CLIENT_PORT" || ETCD_CLIENT_PORT="$(free_port)"
+    [[ -n $ETCD_PEER_PORT && $ETCD_PEER_PORT != "$ETCD_CLIENT_PORT" ]] && port_free "$ETCD_PEER_PORT" || ETCD_PEER_PORT="$(free_port)"
+    mkdir -p "$ETCD_DATA" && chmod 700 "$ETCD_DATA"
+    log "starting etcd on 127.0.0.1:$ETCD_CLIENT_PORT (data: $ETCD_DATA)"
+    launch etcd "$ETCD" \
+      --name=vmsnap \
+      --data-dir="$ETCD_DATA" \
+      --listen-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" \
+      --advertise-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" \
+      --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+      --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+      --initial-cluster="vmsnap=http://127.0.0.1:$ETCD_PEER_PORT" \
+      --logger=zap --log-outputs=stderr
+    ok=''
+    for _ in $(seq 1 300); do
+      if http_get_ok "$ETCD_CLIENT_PORT" /health; then ok=1; break; fi
+      pid_of etcd >/dev/null || break
+      sleep 0.1
+    done
+    [[ -n $ok ]] && break
+    stop_pid etcd
+    if grep -q 'address already in use' "$LOGS/etcd.log"; then
+      ETCD_CLIENT_PORT='' ETCD_PEER_PORT=''; continue
+    fi
+    tail -n 20 "$LOGS/etcd.log" >&2
+    die "etcd did not become healthy (log: $LOGS/etcd.log)"
+  done
+  [[ -n $ok ]] || die "etcd could not get a free port (log: $LOGS/etcd.log)"
+  save_ports
+fi
+
+# ---- kube-apiserver -------------------------------------------------------------------------
+write_kubeconfig() {
+  local tmp="$KUBECONFIG_PATH.tmp.$$"
+  ( umask 077
+    cat > "$tmp" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: vmsnap-local
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority-data: $(base64 -w0 < "$CERTS/ca.crt")
+users:
+- name: vmsnap-admin
+  user:
+    client-certificate-data: $(base64 -w0 < "$CERTS/admin.crt")
+    client-key-data: $(base64 -w0 < "$CERTS/admin.key")
+contexts:
+- name: vmsnap-local
+  context:
+    cluster: vmsnap-local
+    user: vmsnap-admin
+current-context: vmsnap-local
+KC
+  )
+  mv -f "$tmp" "$KUBECONFIG_PATH"
+}
+
+stop_pid kube-apiserver
+ok=''
+for attempt in 1 2 3; do
+  [[ -n $APISERVER_PORT ]] && port_free "$APISERVER_PORT" || APISERVER_PORT="$(free_port)"
+  write_kubeconfig
+  log "starting kube-apiserver $K8S_VERSION on https://127.0.0.1:$APISERVER_PORT"
+  launch kube-apiserver "$APISERVER" \
+    --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --bind-address=127.0.0.1 \
+    --advertise-address=127.0.0.1 \
+    --secure-port="$APISERVER_PORT" \
+    --cert-dir="$CERTS" \
+    --tls-cert-file="$CERTS/apiserver.crt" \
+    --tls-private-key-file="$CERTS/apiserver.key" \
+    --client-ca-file="$CERTS/ca.crt" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$CERTS/sa.pub" \
+    --service-account-signing-key-file="$CERTS/sa.key" \
+    --service-cluster-ip-range=10.0.0.0/24 \
+    --authorization-mode=RBAC \
+    --disable-admission-plugins=ServiceAccount \
+    --allow-privileged=true \
+    --profiling=false
+  for _ in $(seq 1 240); do   # up to ~2 min: first start on a slow machine bootstraps RBAC etc.
+    if readyz "$KUBECTL"; then ok=1; break; fi
+    pid_of kube-apiserver >/dev/null || break
+    sleep 0.5
+  done
+  [[ -n $ok ]] && break
+  stop_pid kube-apiserver
+  if grep -q 'address already in use' "$LOGS/kube-apiserver.log"; then APISERVER_PORT=''; continue; fi
+  tail -n 30 "$LOGS/kube-apiserver.log" >&2
+  die "kube-apiserver did not become ready (log: $LOGS/kube-apiserver.log)"
+done
+[[ -n $ok ]] || die "kube-apiserver could not get a free port (log: $LOGS/kube-apiserver.log)"
+
+save_ports
+
+# The apiserver's own bootstrap creates `default` shortly after /readyz; without a
+# controller-manager nothing else would, so make sure it exists before anyone applies into it.
+if ! "$KUBECTL" --kubeconfig "$KUBECONFIG_PATH" get namespace default >/dev/null 2>&1; then
+  "$KUBECTL" --kubeconfig "$KUBECONFIG_PATH" create namespace default >/dev/null 2>&1 \
+    || "$KUBECTL" --kubeconfig "$KUBECONFIG_PATH" get namespace default >/dev/null \
+    || die "could not create namespace default"
+fi
+
+# ---- machine-readable result ----------------------------------------------------------------
+SERVER="https://127.0.0.1:$APISERVER_PORT"
+tmp="$CLUSTER_JSON.tmp.$$"
+cat > "$tmp" <<JSON
+{
+  "kubeconfig": $(json_str "$KUBECONFIG_PATH"),
+  "server": $(json_str "$SERVER"),
+  "kubectl": $(json_str "$KUBECTL"),
+  "helm": $(json_str "$HELM"),
+  "binDir": $(json_str "$BIN_DIR"),
+  "stateDir": $(json_str "$CLUSTER_STATE"),
+  "caFile": $(json_str "$CERTS/ca.crt"),
+  "serviceAccountIssuer": "https://kubernetes.default.svc.cluster.local",
+  "kubernetesVersion": $(json_str "$K8S_VERSION"),
+  "apiserver": { "pid": $(pid_of kube-apiserver), "binary": $(json_str "$APISERVER"), "log": $(json_str "$LOGS/kube-apiserver.log") },
+  "etcd": { "pid": $(pid_of etcd), "binary": $(json_str "$ETCD"), "endpoint": "http://127.0.0.1:$ETCD_CLIENT_PORT", "dataDir": $(json_str "$ETCD_DATA"), "log": $(json_str "$LOGS/etcd.log") }
+}
+JSON
+mv -f "$tmp" "$CLUSTER_JSON"
+log "ready"
+print_result

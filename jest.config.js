@@ -1,0 +1,17 @@
+// Jest runs the TypeScript sources as native ESM (client-node 1.x is ESM-only),
+// so every project uses ts-jest's ESM preset and maps the `.js` import suffix
+// that NodeNext resolution requires back to the `.ts` source.
+const esm = {
+  extensionsToTreatAsEsm: ['.ts'],
+  moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
+  transform: { '^.+\\.ts$': ['ts-jest', { useESM: true, tsconfig: 'tsconfig.json', diagnostics: { ignoreCodes: [151001, 151002] } }] },
+  testEnvironment: 'node',
+};
+
+export default {
+  projects: [
+    { ...esm, displayName: 'unit', testMatch: ['<rootDir>/{api,agent,operator}/**/*.test.ts'] },
+    { ...esm, displayName: 'engine', testMatch: ['<rootDir>/test/engine/**/*.test.ts'] },
+    { ...esm, displayName: 'cluster', testMatch: ['<rootDir>/test/cluster/**/*.test.ts'] },
+  ],
+};

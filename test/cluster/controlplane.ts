@@ -1,0 +1,225 @@
+// Helpers for tests that need a real API server: they start (or reuse) the local control plane
+// through cluster/up.sh and run the kubectl/helm binaries it provides.
+//
+// Tests use their own instance (state dir `<VMSNAP_STATE>/cluster-test`, or
+// $VMSNAP_TEST_CLUSTER_STATE) so they never touch a developer's `npm run cluster:up` cluster.
+// The instance is left running between test runs (a warm `up` is ~0.2 s); stop it with
+//   VMSNAP_CLUSTER_STATE=~/.local/state/vmsnap/cluster-test npm run cluster:down
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { request } from 'node:https';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface ControlPlane {
+  kubeconfig: string;
+  kubectl: string;
+  helm: string;
+  server: string;
+  binDir: string;
+  stateDir: string;
+  caFile: string;
+  serviceAccountIssuer: string;
+  kubernetesVersion: string;
+  apiserver: { pid: number; binary: string; log: string };
+  etcd: { pid: number; binary: string; endpoint: string; dataDir: string; log: string };
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+  code: number;
+}
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** The first `up` may build kube-apiserver from source: allow this much for a beforeAll. */
+export const CLUSTER_STARTUP_TIMEOUT_MS = 30 * 60 * 1000;
+
+export function testClusterStateDir(): string {
+  const explicit = process.env.VMSNAP_TEST_CLUSTER_STATE;
+  if (explicit) return explicit;
+  const stateRoot = process.env.VMSNAP_STATE ?? path.join(os.homedir(), '.local', 'state', 'vmsnap');
+  return path.join(stateRoot, 'cluster-test');
+}
+
+function run(
+  file: string,
+  args: readonly string[],
+  opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number; forwardStderr?: boolean } = {},
+): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let timer: NodeJS.Timeout | undefined;
+    if (opts.timeoutMs) timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs);
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => {
+      err.push(b);
+      if (opts.forwardStderr) process.stderr.write(b);
+    });
+    child.on('error', (e) => {
+      if (timer) clearTimeout(timer);
+      reject(e);
+    });
+    child.on('close', (code, signal) => {
+      if (timer) clearTimeout(timer);
+      resolve({
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8') + (signal ? `\n(killed by ${signal})` : ''),
+        code: code ?? 128,
+      });
+    });
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** Runs cluster/up.sh for the test instance. Exposed for tests of up.sh itself. */
+export function runClusterUp(): Promise<RunResult> {
+  return run('bash', [path.join(repoRoot, 'cluster', 'up.sh')], {
+    env: { ...process.env, VMSNAP_CLUSTER_STATE: testClusterStateDir() },
+    // A cold first run builds kube-apiserver for many minutes: show its progress.
+    forwardStderr: process.env.VMSNAP_CLUSTER_QUIET !== '1',
+  });
+}
+
+export function readClusterJson(stateDir = testClusterStateDir()): ControlPlane {
+  return JSON.parse(readFileSync(path.join(stateDir, 'cluster.json'), 'utf8')) as ControlPlane;
+}
+
+let cluster: Promise<ControlPlane> | undefined;
+
+/** Starts the test control plane once per test file (idempotent across files and runs). */
+export function ensureCluster(): Promise<ControlPlane> {
+  if (!cluster) {
+    const starting = (async () => {
+      const up = await runClusterUp();
+      const lines = up.stdout.trimEnd().split('\n');
+      if (up.code !== 0 || !lines.at(-1)?.startsWith('export KUBECONFIG=')) {
+        throw new Error(`cluster/up.sh failed (exit ${up.code}):\n${up.stderr.slice(-4000)}`);
+      }
+      return readClusterJson();
+    })();
+    cluster = starting;
+    // Let a later call retry instead of caching the failure.
+    starting.catch(() => {
+      if (cluster === starting) cluster = undefined;
+    });
+  }
+  return cluster;
+}
+
+export interface KubectlOptions {
+  /** stdin, e.g. a manifest for `apply -f -`. */
+  input?: string;
+  /** Authenticate with this bearer token instead of the admin client certificate. */
+  token?: string;
+  /** Use this kubeconfig instead of the admin one. */
+  kubeconfig?: string;
+  timeoutMs?: number;
+}
+
+/** Runs the cluster's kubectl; never throws on a non-zero exit (inspect `code`). */
+export async function kubectl(args: readonly string[], opts: KubectlOptions = {}): Promise<RunResult> {
+  const cp = await ensureCluster();
+  const kubeconfig = opts.kubeconfig ?? (opts.token ? tokenKubeconfig(cp, opts.token) : cp.kubeconfig);
+  // KUBECONFIG is overridden too, so a developer's ~/.kube/config can never leak in.
+  return run(cp.kubectl, ['--kubeconfig', kubeconfig, ...args], {
+    env: { ...process.env, KUBECONFIG: kubeconfig },
+    input: opts.input,
+    timeoutMs: opts.timeoutMs ?? 60_000,
+  });
+}
+
+/** Like kubectl() but throws with stderr when the command fails; returns stdout. */
+export async function kubectlOk(args: readonly string[], opts: KubectlOptions = {}): Promise<string> {
+  const r = await kubectl(args, opts);
+  if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')} failed (exit ${r.code}): ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+let tokenDir: string | undefined;
+
+/**
+ * Writes a kubeconfig that authenticates only with `token` (no client certificate), e.g. for
+ * running the operator or agent as a ServiceAccount. Returns its path.
+ */
+export function tokenKubeconfig(cp: ControlPlane, token: string, user = 'token-user'): string {
+  tokenDir ??= mkdtempSync(path.join(os.tmpdir(), 'vmsnap-kubeconfig-'));
+  const file = path.join(tokenDir, `${randomBytes(6).toString('hex')}.kubeconfig`);
+  const ca = readFileSync(cp.caFile).toString('base64');
+  writeFileSync(
+    file,
+    [
+      'apiVersion: v1',
+      'kind: Config',
+      'clusters:',
+      '- name: vmsnap-local',
+      '  cluster:',
+      `    server: ${cp.server}`,
+      `    certificate-authority-data: ${ca}`,
+      'users:',
+      `- name: ${user}`,
+      '  user:',
+      `    token: ${token}`,
+      'contexts:',
+      '- name: vmsnap-local',
+      '  context:',
+      '    cluster: vmsnap-local',
+      `    user: ${user}`,
+      'current-context: vmsnap-local',
+      '',
+    ].join('\n'),
+    { mode: 0o600 },
+  );
+  return file;
+}
+
+/** Creates a namespace with a unique name (no controller-manager runs: deleted namespaces stay Terminating, so never reuse names). */
+export async function createNamespace(prefix = 'test'): Promise<string> {
+  const name = `${prefix}-${randomBytes(4).toString('hex')}`;
+  await kubectlOk(['create', 'namespace', name]);
+  return name;
+}
+
+/** One raw HTTPS request to the API server, for asserting exact status codes. */
+export async function apiRequest(
+  urlPath: string,
+  opts: { token?: string; method?: string } = {},
+): Promise<{ status: number; body: string }> {
+  const cp = await ensureCluster();
+  const url = new URL(urlPath, cp.server);
+  const ca = readFileSync(cp.caFile);
+  return new Promise((resolve, reject) => {
+    const req = request(
+      url,
+      {
+        method: opts.method ?? 'GET',
+        ca,
+        headers: opts.token ? { Authorization: `Bearer ${opts.token}` } : {},
+        timeout: 10_000,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`timeout: ${opts.method ?? 'GET'} ${url.href}`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Polls `check` until it returns true (RBAC changes reach the authorizer through an informer). */
+export async function eventually(check: () => Promise<boolean>, timeoutMs = 15_000, intervalMs = 200): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
