@@ -37,7 +37,7 @@ export interface CustomResourceDefinition {
       name: string;
       served: boolean;
       storage: boolean;
-      subresources: { status: Record<string, never> };
+      subresources?: { status: Record<string, never> };
       additionalPrinterColumns: PrinterColumn[];
       schema: { openAPIV3Schema: JSONSchemaProps };
     }>;
@@ -142,7 +142,12 @@ function rootSchema(description: string, properties: Record<string, JSONSchemaPr
   };
 }
 
-function crd(names: ResourceNames, columns: PrinterColumn[], openAPIV3Schema: JSONSchemaProps): CustomResourceDefinition {
+function crd(
+  names: ResourceNames,
+  columns: PrinterColumn[],
+  openAPIV3Schema: JSONSchemaProps,
+  { statusSubresource = true } = {},
+): CustomResourceDefinition {
   return {
     apiVersion: 'apiextensions.k8s.io/v1',
     kind: 'CustomResourceDefinition',
@@ -166,7 +171,7 @@ function crd(names: ResourceNames, columns: PrinterColumn[], openAPIV3Schema: JS
           name: VERSION,
           served: true,
           storage: true,
-          subresources: { status: {} },
+          ...(statusSubresource ? { subresources: { status: {} } } : {}),
           additionalPrinterColumns: columns,
           schema: { openAPIV3Schema },
         },
@@ -247,6 +252,7 @@ export function vmSnapshotClassCrd(): CustomResourceDefinition {
       fields.properties as Record<string, JSONSchemaProps>,
       [],
     ),
+    { statusSubresource: false }, // a class has no status
   );
 }
 

@@ -7,3 +7,5 @@ export * from './vmsnapshotclass.js';
 export * from './vminventory.js';
 export * from './effective.js';
 export * from './agent-config.js';
+export { allCrds, crdFiles, type CustomResourceDefinition } from './crd.js';
+export { toYaml } from './yaml.js';

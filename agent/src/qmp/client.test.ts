@@ -1,0 +1,148 @@
+// The QMP client against a scripted peer: protocol edge cases that a real
+// QEMU rarely shows (the engine tests cover the real one).
+import net from 'node:net';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { QmpClient } from './client.js';
+import { QmpCommandError, QmpDisconnectedError, QmpTimeoutError } from './errors.js';
+import { configureMigration, MappedRamUnsupportedError } from '../engine/migration.js';
+
+type Handler = (msg: Record<string, unknown>, socket: net.Socket) => void;
+
+const GREETING = JSON.stringify({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 0 }, package: 'Debian' }, capabilities: ['oob'] } });
+
+let dir: string;
+let server: net.Server | undefined;
+
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qmp-test-'));
+});
+afterEach(async () => {
+  await new Promise((r) => (server ? server.close(r) : r(undefined)));
+  server = undefined;
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** A QMP peer that greets (unless told not to) and hands each command to `handler`. */
+async function fakeQemu(handler: Handler, opts: { greeting?: string | null } = {}): Promise<string> {
+  const sock = path.join(dir, 'qmp.sock');
+  server = net.createServer((s) => {
+    if (opts.greeting !== null) s.write((opts.greeting ?? GREETING) + '\r\n');
+    let buf = '';
+    s.on('data', (d) => {
+      buf += d.toString();
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const msg = JSON.parse(buf.slice(0, i));
+        buf = buf.slice(i + 1);
+        if (msg.execute === 'qmp_capabilities') s.write(JSON.stringify({ return: {}, id: msg.id }) + '\r\n');
+        else handler(msg, s);
+      }
+    });
+    s.on('error', () => undefined);
+  });
+  await new Promise<void>((r) => server!.listen(sock, r));
+  return sock;
+}
+
+const reply = (s: net.Socket, id: unknown, value: unknown) => s.write(JSON.stringify({ return: value, id }) + '\r\n');
+
+describe('QmpClient', () => {
+  it('negotiates capabilities and reports the QEMU version', async () => {
+    const sock = await fakeQemu(() => undefined);
+    const c = await QmpClient.connect(sock);
+    expect(c.version).toMatchObject({ major: 7, minor: 2, micro: 0 });
+    expect(c.capabilities).toEqual(['oob']);
+    c.close();
+  });
+
+  it('matches answers to commands by id, even out of order, and delivers events', async () => {
+    const held: Array<[unknown, net.Socket]> = [];
+    const sock = await fakeQemu((msg, s) => {
+      held.push([msg.id, s]);
+      if (held.length === 2) {
+        s.write(JSON.stringify({ event: 'STOP', data: {}, timestamp: { seconds: 1, microseconds: 2 } }) + '\r\n');
+        reply(s, held[1]![0], 'second');
+        reply(s, held[0]![0], 'first');
+      }
+    });
+    const c = await QmpClient.connect(sock);
+    const events: string[] = [];
+    c.on('event', (e) => events.push(e.event));
+    const [a, b] = await Promise.all([c.execute('one'), c.execute('two')]);
+    expect([a, b]).toEqual(['first', 'second']);
+    expect(events).toEqual(['STOP']);
+    c.close();
+  });
+
+  it('turns a QMP error into a message naming the command', async () => {
+    const sock = await fakeQemu((msg, s) =>
+      s.write(JSON.stringify({ error: { class: 'GenericError', desc: 'Migration is disabled' }, id: msg.id }) + '\r\n'),
+    );
+    const c = await QmpClient.connect(sock);
+    await expect(c.execute('migrate', { uri: 'file:/x' })).rejects.toThrow(new QmpCommandError('migrate', 'GenericError', 'Migration is disabled'));
+    await expect(c.execute('migrate')).rejects.toThrow("QEMU refused 'migrate': Migration is disabled");
+    c.close();
+  });
+
+  it('times out a command QEMU never answers', async () => {
+    const sock = await fakeQemu(() => undefined);
+    const c = await QmpClient.connect(sock);
+    await expect(c.execute('query-status', {}, { timeoutMs: 100 })).rejects.toThrow(QmpTimeoutError);
+    c.close();
+  });
+
+  it('fails pending commands cleanly when QEMU goes away mid-command', async () => {
+    const sock = await fakeQemu((_msg, s) => s.destroy());
+    const c = await QmpClient.connect(sock);
+    const err = await c.execute('migrate').catch((e) => e);
+    expect(err).toBeInstanceOf(QmpDisconnectedError);
+    expect(err.message).toMatch(/QEMU closed its QMP socket .* while waiting for the answer to 'migrate'/);
+    await expect(c.execute('query-status')).rejects.toThrow(QmpDisconnectedError);
+  });
+
+  it('survives a peer that sends garbage: a clear protocol error, no crash', async () => {
+    const sock = await fakeQemu((_msg, s) => s.write('this is not json\r\n'));
+    const c = await QmpClient.connect(sock);
+    await expect(c.execute('query-status')).rejects.toThrow(/not JSON/);
+  });
+
+  it('ignores answers that belong to no command and keeps working', async () => {
+    const sock = await fakeQemu((msg, s) => {
+      s.write(JSON.stringify({ return: 'stray', id: 'someone-else' }) + '\r\n');
+      s.write(JSON.stringify([1, 2, 3]).slice(0, 0));
+      reply(s, msg.id, 'mine');
+    });
+    const c = await QmpClient.connect(sock);
+    await expect(c.execute('x')).resolves.toBe('mine');
+    c.close();
+  });
+
+  it('explains a monitor that accepts the connection but never greets', async () => {
+    const sock = await fakeQemu(() => undefined, { greeting: null });
+    await expect(QmpClient.connect(sock, { timeoutMs: 200 })).rejects.toThrow(/sent no greeting .* one client at a time/);
+  });
+
+  it('explains a missing socket and a stale one', async () => {
+    await expect(QmpClient.connect(path.join(dir, 'nope.sock'))).rejects.toThrow(/no QMP socket at .*nope\.sock/);
+    // A listener killed with SIGKILL leaves its socket file behind.
+    const stale = path.join(dir, 'stale.sock');
+    spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+    expect(fs.existsSync(stale)).toBe(true);
+    await expect(QmpClient.connect(stale)).rejects.toThrow(/nothing listens on the QMP socket .* stale socket file/);
+  });
+
+  it('refuses a QEMU without mapped-ram with the version it needs', async () => {
+    const sock = await fakeQemu((msg, s) => {
+      if (msg.execute === 'query-migrate-capabilities') reply(s, msg.id, [{ capability: 'xbzrle', state: false }, { capability: 'multifd', state: false }]);
+      else reply(s, msg.id, {});
+    });
+    const c = await QmpClient.connect(sock);
+    await expect(configureMigration(c, { channels: 4, directIO: true, unlimitedBandwidth: true })).rejects.toThrow(
+      new MappedRamUnsupportedError('QEMU 7.2.0 has no mapped-ram migration capability: vmsnap needs QEMU >= 9.1'),
+    );
+    c.close();
+  });
+});

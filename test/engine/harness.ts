@@ -1,0 +1,76 @@
+// Shared pieces of the engine tests: a scratch directory on a real disk, the
+// CLI as a child process, and guests booted to a known state.
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { promisify } from 'node:util';
+import { startGuest, type Guest, type GuestOptions } from '../guest/guest.js';
+import { packageRoot } from '../../agent/src/package-root.js';
+
+export const CLI = path.join(packageRoot(), 'dist/agent/src/cli/main.js');
+
+/** A scratch dir on the root filesystem (ext4 here: real O_DIRECT), removed by the caller. */
+export function scratchDir(name: string): string {
+  const base = process.env.VMSNAP_TEST_DIR ?? path.join(os.tmpdir(), 'vmsnap-tests');
+  fs.mkdirSync(base, { recursive: true });
+  return fs.mkdtempSync(path.join(base, `${name}-`));
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  json?: Record<string, unknown>;
+}
+
+export async function cli(args: string[], timeoutMs = 120_000): Promise<CliResult> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      let json: Record<string, unknown> | undefined;
+      if (args.includes('--json') && code === 0) json = JSON.parse(stdout.trim().split('\n').pop()!);
+      resolve({ code, stdout, stderr, json });
+    });
+  });
+}
+
+/** Boots a guest and waits until it has filled its memory and verified it once. */
+export async function readyGuest(opts: GuestOptions): Promise<Guest> {
+  const guest = await startGuest(opts);
+  await guest.waitForSerial(/VMSNAP PASS n=1 ok/, 120_000);
+  return guest;
+}
+
+/** Waits until the guest prints a passing verification numbered above `after`, from serial offset `from`. */
+export async function expectGuestVerifies(guest: Guest, after: number, fromOffset = 0): Promise<number> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const bad = guest.badLines();
+    if (bad.length > 0) throw new Error(`guest memory check failed after restore: ${bad[0]}`);
+    const passes = [...guest.serialText().slice(fromOffset).matchAll(/VMSNAP PASS n=(\d+) ok/g)].map((m) => Number(m[1]));
+    const newer = passes.filter((n) => n > after);
+    if (newer.length >= 2) return Math.max(...newer);
+    if (Date.now() > deadline) throw new Error(`guest printed no new passing verification after n=${after} within 60 s`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+export async function sha256File(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of fs.createReadStream(file, { highWaterMark: 4 << 20 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+export const run = promisify(execFile);
+
+export function isRoot(): boolean {
+  return process.getuid?.() === 0;
+}
