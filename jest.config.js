@@ -9,6 +9,8 @@ const esm = {
 };
 
 export default {
+  // Engine and cluster tests boot real guests and a real API server; unit tests finish far sooner.
+  testTimeout: 240_000,
   projects: [
     { ...esm, displayName: 'unit', testMatch: ['<rootDir>/{api,agent,operator}/**/*.test.ts'] },
     { ...esm, displayName: 'engine', testMatch: ['<rootDir>/test/engine/**/*.test.ts'] },

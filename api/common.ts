@@ -126,6 +126,7 @@ export function goDuration(field: string, bounds: { min: string; max: string }, 
     })
     .refine(
       (s) => {
+        if (!new RegExp(GO_DURATION_PATTERN).test(s)) return true; // the regex check reports it
         const ms = parseDurationMs(s);
         return ms >= minMs && ms <= maxMs;
       },
@@ -134,7 +135,8 @@ export function goDuration(field: string, bounds: { min: string; max: string }, 
     .meta({
       'x-kubernetes-validations': [
         {
-          rule: `duration(self) >= duration('${bounds.min}') && duration(self) <= duration('${bounds.max}')`,
+          // Guarded so a malformed value is reported once, by the pattern, not also as a CEL error.
+          rule: `!self.matches('${GO_DURATION_PATTERN.replace(/\\/g, '\\\\')}') || (duration(self) >= duration('${bounds.min}') && duration(self) <= duration('${bounds.max}'))`,
           message: `${field} must be between ${bounds.min} and ${bounds.max}`,
         },
         ...extraRules,

@@ -109,6 +109,10 @@ export function toStructural(node: JSONSchemaProps, path = ''): JSONSchemaProps 
       throw new Error(`${path || '<root>'}: JSON Schema keyword "${key}" is not allowed in a CRD schema`);
     }
   }
+  // CEL cost estimates need bounded strings; an enum's longest value is a true bound.
+  if (out.type === 'string' && Array.isArray(out.enum) && out.maxLength === undefined) {
+    out.maxLength = Math.max(...out.enum.map((v) => String(v).length));
+  }
   const type = out.type;
   if (typeof type !== 'string') throw new Error(`${path || '<root>'}: a structural schema needs a single type`);
   if (type === 'object' && out.properties === undefined && out.additionalProperties === undefined && out['x-kubernetes-preserve-unknown-fields'] !== true) {

@@ -46,3 +46,13 @@ function trimNumber(value: number): string {
   const rounded = value < 100 ? Math.round(value * 10) / 10 : Math.round(value);
   return String(rounded);
 }
+
+/** The display-only status fields for a finished transfer (printer columns read these). */
+export function transferDisplay(bytes: number, durationMs: number): {
+  durationHuman: string;
+  throughputMiBps: number;
+  throughputHuman: string;
+} {
+  const mibps = throughputMiBps(bytes, durationMs);
+  return { durationHuman: formatDurationMs(durationMs), throughputMiBps: mibps, throughputHuman: formatThroughput(mibps) };
+}

@@ -35,7 +35,7 @@ function main(argv: string[]): number {
     console.log(`gen-crds: wrote ${file.path}`);
   }
   if (check && stale > 0) {
-    console.error('gen-crds: run `npm run build && npm run gen:crds` and commit the result');
+    console.error('gen-crds: run `npm run gen:crds` and commit the result');
     return 1;
   }
   return 0;

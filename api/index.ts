@@ -6,6 +6,7 @@ export * from './vmrestore.js';
 export * from './vmsnapshotclass.js';
 export * from './vminventory.js';
 export * from './effective.js';
+export * from './conditions.js';
 export * from './agent-config.js';
 export { allCrds, crdFiles, type CustomResourceDefinition } from './crd.js';
 export { toYaml } from './yaml.js';

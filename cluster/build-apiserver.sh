@@ -17,6 +17,9 @@ if [[ -x "$BIN" ]]; then
   echo "$BIN"
   exit 0
 fi
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cache_lock "$OUT_DIR"
+if [[ -x "$BIN" ]]; then echo "$BIN"; exit 0; fi   # built by whoever held the lock
 
 GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 [[ -x "$GO" ]] || { echo "build-apiserver: no Go toolchain found (set GO=/path/to/go)" >&2; exit 1; }
@@ -76,7 +79,6 @@ LDFLAGS="-s -w \
 
 echo "build-apiserver: compiling kube-apiserver $VERSION (several minutes on 2 cores)" >&2
 start=$(date +%s)
-mkdir -p "$OUT_DIR"
 CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false -mod=mod" \
   "$GO" build -ldflags "$LDFLAGS" -o "$BIN.tmp.$$" k8s.io/kubernetes/cmd/kube-apiserver
 mv -f "$BIN.tmp.$$" "$BIN"   # atomic: a half-written binary never looks cached

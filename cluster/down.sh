@@ -30,7 +30,7 @@ stop kube-apiserver
 stop etcd
 
 rm -rf "$(etcd_data_dir)"
-rm -f "$CLUSTER_JSON" "$RUN/ports.env"
+rm -f "$CLUSTER_JSON"   # ports.env stays: the next up reuses the same ports when free
 if [[ -n $purge ]]; then
   rm -rf "$CLUSTER_STATE"
   log "purged $CLUSTER_STATE"

@@ -16,6 +16,10 @@ shopt -s nullglob
 cached=( "$VMSNAP_CACHE"/k8s/etcd/*/etcd )
 if (( ${#cached[@]} )); then echo "${cached[-1]}"; exit 0; fi
 
+cache_lock "$VMSNAP_CACHE/k8s/etcd"
+cached=( "$VMSNAP_CACHE"/k8s/etcd/*/etcd )
+if (( ${#cached[@]} )); then echo "${cached[-1]}"; exit 0; fi
+
 command -v apt-get >/dev/null || die "no etcd found and no apt-get: install etcd 3.4+ or set VMSNAP_ETCD"
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/vmsnap-etcd.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT

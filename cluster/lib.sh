@@ -64,3 +64,11 @@ free_port() {
 json_str() { # minimal JSON string escaping for paths and URLs
   local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "$s"
 }
+
+# Serialises fetching/building into one cache directory across instances (a user's `up` and a
+# test run on a fresh machine would otherwise build the same binary twice). Uses fd 8.
+cache_lock() {
+  mkdir -p "$1"
+  exec 8>"$1/.lock"
+  flock 8
+}

@@ -43,9 +43,9 @@ if [[ -f $CLUSTER_JSON ]] && pid_of etcd >/dev/null && pid_of kube-apiserver >/d
 fi
 
 # ---- binaries -----------------------------------------------------------------------------
-APISERVER="$("$CLUSTER_DIR/build-apiserver.sh" | tail -n1)"
-ETCD="$("$CLUSTER_DIR/ensure-etcd.sh" | tail -n1)"
-BIN_DIR="$("$CLUSTER_DIR/ensure-tools.sh" | tail -n1)"
+APISERVER="$(bash "$CLUSTER_DIR/build-apiserver.sh" | tail -n1)"
+ETCD="$(bash "$CLUSTER_DIR/ensure-etcd.sh" | tail -n1)"
+BIN_DIR="$(bash "$CLUSTER_DIR/ensure-tools.sh" | tail -n1)"
 KUBECTL="$BIN_DIR/kubectl"
 HELM="$BIN_DIR/helm"
 K8S_VERSION="$(basename "$(dirname "$APISERVER")")"
@@ -152,7 +152,10 @@ if ! etcd_healthy; then
   save_ports
 fi
 
-# ---- kube-apiserver -------------------------------------------------------------------------
+# ---- kube-apiserver ----
+# --endpoint-reconciler-type=none: the `kubernetes` Service cannot have a 127.0.0.1 endpoint
+# (loopback is invalid there) and nothing in-cluster needs it; otherwise the apiserver logs an
+# error about it forever.---------------------------------------------------------------------
 write_kubeconfig() {
   local tmp="$KUBECONFIG_PATH.tmp.$$"
   ( umask 077
@@ -202,6 +205,7 @@ for attempt in 1 2 3; do
     --authorization-mode=RBAC \
     --disable-admission-plugins=ServiceAccount \
     --allow-privileged=true \
+    --endpoint-reconciler-type=none \
     --profiling=false
   for _ in $(seq 1 240); do   # up to ~2 min: first start on a slow machine bootstraps RBAC etc.
     if readyz "$KUBECTL"; then ok=1; break; fi

@@ -144,12 +144,13 @@ need_cmd gcc gcc
 need_cmd cpio cpio
 need_cmd gzip gzip
 need_cmd dpkg dpkg
-# Static glibc for `gcc -static`.
-if ! echo 'int main(void){return 0;}' | gcc -static -x c -o /dev/null - >/dev/null 2>&1; then
-  quiet as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libc6-dev
-fi
 
 work="$(mktemp -d "$cache_root/.build.XXXXXX")"
+
+# Static glibc for `gcc -static`.
+if ! echo 'int main(void){return 0;}' | gcc -static -x c -o "$work/probe" - >/dev/null 2>&1; then
+  quiet as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libc6-dev
+fi
 
 # Kernel: cached per package version, shared by every init.c revision.
 kdir="$cache_root/kernel/${pkg}_${ver//[^A-Za-z0-9.+~-]/_}"

@@ -97,7 +97,7 @@ describe('QmpClient', () => {
   it('fails pending commands cleanly when QEMU goes away mid-command', async () => {
     const sock = await fakeQemu((_msg, s) => s.destroy());
     const c = await QmpClient.connect(sock);
-    const err = await c.execute('migrate').catch((e) => e);
+    const err = (await c.execute('migrate').catch((e: unknown) => e)) as Error;
     expect(err).toBeInstanceOf(QmpDisconnectedError);
     expect(err.message).toMatch(/QEMU closed its QMP socket .* while waiting for the answer to 'migrate'/);
     await expect(c.execute('query-status')).rejects.toThrow(QmpDisconnectedError);

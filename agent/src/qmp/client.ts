@@ -62,7 +62,15 @@ export class QmpClient extends EventEmitter {
     super();
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => this.onData(chunk));
-    socket.on('error', (err) => this.fail(new QmpDisconnectedError(`QMP socket ${socketPath} failed: ${err.message}`)));
+    socket.on('error', (err: NodeJS.ErrnoException) =>
+      this.fail(
+        new QmpDisconnectedError(
+          err.code === 'ECONNRESET' || err.code === 'EPIPE'
+            ? `QEMU closed its QMP socket ${socketPath} (the QEMU process exited or crashed)`
+            : `QMP socket ${socketPath} failed: ${err.message}`,
+        ),
+      ),
+    );
     socket.on('close', () =>
       this.fail(new QmpDisconnectedError(`QEMU closed its QMP socket ${socketPath} (the QEMU process exited or crashed)`)),
     );

@@ -1,0 +1,63 @@
+// Static checks of the Helm chart that need no helm binary: values.yaml against the generated
+// values schema, the agent config it renders, and template references to values.
+import { loadAllYaml } from '@kubernetes/client-node';
+import { readFileSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AgentConfigSchema } from './agent-config.js';
+import { ChartValuesSchema } from './chart-values.js';
+import { formatZodError } from './common.js';
+
+const chartDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../helm/vmsnap');
+const values = loadAllYaml(readFileSync(path.join(chartDir, 'values.yaml'), 'utf8'))[0] as Record<string, any>;
+const templates = readdirSync(path.join(chartDir, 'templates')).map((f) => [f, readFileSync(path.join(chartDir, 'templates', f), 'utf8')] as const);
+
+describe('helm chart', () => {
+  it('values.yaml satisfies the values schema', () => {
+    const result = ChartValuesSchema.safeParse(values);
+    if (!result.success) throw new Error(formatZodError(result.error));
+  });
+
+  it('renders an agent config the agent accepts, with the documented roots', () => {
+    const config = AgentConfigSchema.parse({
+      vmRoot: values.agent.vmRoot,
+      storageRoot: values.agent.storageRoot,
+      socketGlobs: values.agent.socketGlobs,
+      inventoryIntervalSeconds: values.agent.inventoryIntervalSeconds,
+    });
+    expect(config.vmRoot).toBe('/var/lib/vmsnap/vms');
+    expect(config.storageRoot).toBe('/var/lib/vmsnap/snapshots');
+  });
+
+  it('names the ServiceAccounts vmsnap-operator and vmsnap-agent', () => {
+    expect(values.operator.serviceAccount.name).toBe('vmsnap-operator');
+    expect(values.agent.serviceAccount.name).toBe('vmsnap-agent');
+  });
+
+  it('templates only reference values that exist', () => {
+    const missing: string[] = [];
+    for (const [file, text] of templates) {
+      for (const match of text.matchAll(/\.Values((?:\.[A-Za-z0-9_]+)+)/g)) {
+        const keys = match[1]!.slice(1).split('.');
+        let node: any = values;
+        for (const key of keys) node = node && typeof node === 'object' ? node[key] : undefined;
+        if (node === undefined) missing.push(`${file}: .Values${match[1]}`);
+      }
+    }
+    expect(missing).toEqual([]);
+  });
+
+  it('the agent DaemonSet has what the node work needs', () => {
+    const ds = templates.find(([f]) => f === 'agent-daemonset.yaml')![1];
+    for (const needle of ['hostPID: true', 'privileged: true', 'fieldPath: spec.nodeName', 'name: NODE_NAME', 'path: /dev/kvm', 'type: CharDevice']) {
+      expect(ds).toContain(needle);
+    }
+  });
+
+  it('grants leases only in the release namespace', () => {
+    const rbac = templates.find(([f]) => f === 'operator-rbac.yaml')![1];
+    const leaseRole = rbac.split('---').find((doc) => doc.includes('coordination.k8s.io'))!;
+    expect(leaseRole).toContain('kind: Role\n');
+    expect(leaseRole).toContain('namespace: {{ .Release.Namespace }}');
+  });
+});

@@ -1,0 +1,213 @@
+import {
+  API_VERSION,
+  AgentConfigSchema,
+  VMInventorySchema,
+  VMRestoreSchema,
+  VMSnapshotClassSchema,
+  VMSnapshotSchema,
+  VMSnapshotStatusSchema,
+} from './index.js';
+
+const snapshot = (spec: Record<string, unknown>) => ({
+  apiVersion: API_VERSION,
+  kind: 'VMSnapshot',
+  metadata: { name: 'demo-snapshot', namespace: 'default' },
+  spec,
+});
+
+const restore = (spec: Record<string, unknown>) => ({
+  apiVersion: API_VERSION,
+  kind: 'VMRestore',
+  metadata: { name: 'demo-restore', namespace: 'default' },
+  spec,
+});
+
+/** The dotted path of every issue, for asserting that an error names the field. */
+function issuePaths(result: { success: boolean; error?: { issues: Array<{ path: PropertyKey[] }> } }): string[] {
+  expect(result.success).toBe(false);
+  return result.error!.issues.map((i) => i.path.map(String).join('.'));
+}
+
+describe('VMSnapshot', () => {
+  it('accepts the minimal spec and fills built-in defaults that are not class-controlled', () => {
+    const parsed = VMSnapshotSchema.parse(snapshot({ vmName: 'demo' }));
+    expect(parsed.spec).toEqual({
+      vmName: 'demo',
+      captureMode: 'Paused',
+      afterSnapshot: 'Resume',
+      failureDeadline: '10m',
+    });
+    // class-controlled fields stay unset so a class can still supply them
+    expect(parsed.spec.parallelism).toBeUndefined();
+    expect(parsed.spec.directIO).toBeUndefined();
+    expect(parsed.spec.deletionPolicy).toBeUndefined();
+  });
+
+  it('accepts every field', () => {
+    const spec = {
+      vmName: 'demo',
+      className: 'fast.nvme',
+      parallelism: { channels: 64 },
+      directIO: 'Always',
+      captureMode: 'Live',
+      afterSnapshot: 'Stop',
+      failureDeadline: '1h30m',
+      deletionPolicy: 'Retain',
+    };
+    expect(VMSnapshotSchema.parse(snapshot(spec)).spec).toEqual(spec);
+  });
+
+  it.each([
+    [{}, 'spec.vmName'],
+    [{ vmName: 'Demo' }, 'spec.vmName'],
+    [{ vmName: 'a'.repeat(64) }, 'spec.vmName'],
+    [{ vmName: 'demo', parallelism: { channels: 0 } }, 'spec.parallelism.channels'],
+    [{ vmName: 'demo', parallelism: { channels: 65 } }, 'spec.parallelism.channels'],
+    [{ vmName: 'demo', parallelism: { channels: 2.5 } }, 'spec.parallelism.channels'],
+    [{ vmName: 'demo', directIO: 'Sometimes' }, 'spec.directIO'],
+    [{ vmName: 'demo', captureMode: 'paused' }, 'spec.captureMode'],
+    [{ vmName: 'demo', afterSnapshot: 'Hibernate' }, 'spec.afterSnapshot'],
+    [{ vmName: 'demo', failureDeadline: '10 minutes' }, 'spec.failureDeadline'],
+    [{ vmName: 'demo', failureDeadline: '0s' }, 'spec.failureDeadline'],
+    [{ vmName: 'demo', failureDeadline: '200h' }, 'spec.failureDeadline'],
+    [{ vmName: 'demo', deletionPolicy: 'Keep' }, 'spec.deletionPolicy'],
+    [{ vmName: 'demo', className: 'Fast_Class' }, 'spec.className'],
+  ])('refuses %j naming %s', (spec, path) => {
+    expect(issuePaths(VMSnapshotSchema.safeParse(snapshot(spec)))).toContain(path);
+  });
+
+  it('refuses a wrong apiVersion or kind', () => {
+    expect(issuePaths(VMSnapshotSchema.safeParse({ ...snapshot({ vmName: 'demo' }), apiVersion: 'vmsnap.io/v1' }))).toContain('apiVersion');
+    expect(issuePaths(VMSnapshotSchema.safeParse({ ...snapshot({ vmName: 'demo' }), kind: 'VMRestore' }))).toContain('kind');
+  });
+
+  it('accepts a full status as the agent writes it', () => {
+    const status = {
+      phase: 'Succeeded',
+      conditions: [
+        { type: 'Ready', status: 'True', reason: 'Saved', message: 'snapshot complete', lastTransitionTime: '2025-01-02T03:04:05Z', observedGeneration: 1 },
+      ],
+      observedGeneration: 1,
+      nodeName: 'node-a',
+      readyToUse: true,
+      restoreSize: 4 * 1024 ** 3,
+      restoreSizeHuman: '4Gi',
+      progress: { bytesDone: 100, bytesTotal: 100, percent: 100 },
+      startTime: '2025-01-02T03:04:00.123Z',
+      completionTime: '2025-01-02T03:04:05Z',
+      durationMs: 5000,
+      durationHuman: '5s',
+      vmPausedMs: 4900,
+      throughputMiBps: 819.2,
+      throughputHuman: '819.2MiB/s',
+      directIOUsed: false,
+      directIOReason: 'tmpfs refuses O_DIRECT',
+      effective: { channels: 4, directIO: 'Auto', captureMode: 'Paused', afterSnapshot: 'Resume', failureDeadline: '10m', deletionPolicy: 'Delete' },
+      file: { path: '/var/lib/vmsnap/snapshots/default/demo-snapshot.vmsnap', logicalBytes: 4 * 1024 ** 3, allocatedBytes: 1024 ** 3 },
+      qemu: { version: '10.0.2', machine: 'pc-q35-10.0' },
+      error: { time: '2025-01-02T03:04:05Z', message: 'none' },
+    };
+    expect(VMSnapshotStatusSchema.parse(status)).toEqual(status);
+  });
+
+  it('refuses a bad status naming the field', () => {
+    expect(issuePaths(VMSnapshotStatusSchema.safeParse({ phase: 'Done' }))).toContain('phase');
+    expect(issuePaths(VMSnapshotStatusSchema.safeParse({ progress: { bytesDone: 1, bytesTotal: 2, percent: 120 } }))).toContain('progress.percent');
+    expect(issuePaths(VMSnapshotStatusSchema.safeParse({ startTime: 'yesterday' }))).toContain('startTime');
+    expect(
+      issuePaths(VMSnapshotStatusSchema.safeParse({ conditions: [{ type: 'Ready', status: 'Yes', reason: 'X', lastTransitionTime: '2025-01-02T03:04:05Z' }] })),
+    ).toContain('conditions.0.status');
+  });
+});
+
+describe('VMRestore', () => {
+  it('accepts the minimal spec and fills defaults', () => {
+    expect(VMRestoreSchema.parse(restore({ snapshotName: 'demo-snapshot' })).spec).toEqual({
+      snapshotName: 'demo-snapshot',
+      ifRunning: 'Fail',
+      afterRestore: 'Running',
+      restoreMode: 'Eager',
+    });
+  });
+
+  it('accepts a lazy copy', () => {
+    const spec = {
+      snapshotName: 'demo-snapshot',
+      targetVMName: 'demo-copy',
+      parallelism: { channels: 8 },
+      directIO: 'Never',
+      ifRunning: 'Replace',
+      afterRestore: 'Paused',
+      restoreMode: 'Lazy',
+    };
+    expect(VMRestoreSchema.parse(restore(spec)).spec).toEqual(spec);
+  });
+
+  it.each([
+    [{}, 'spec.snapshotName'],
+    [{ snapshotName: 'Demo' }, 'spec.snapshotName'],
+    [{ snapshotName: 'demo', targetVMName: 'demo.copy' }, 'spec.targetVMName'],
+    [{ snapshotName: 'demo', restoreMode: 'Instant' }, 'spec.restoreMode'],
+    [{ snapshotName: 'demo', ifRunning: 'Kill' }, 'spec.ifRunning'],
+    [{ snapshotName: 'demo', afterRestore: 'Stopped' }, 'spec.afterRestore'],
+    [{ snapshotName: 'demo', parallelism: { channels: 100 } }, 'spec.parallelism.channels'],
+    [{ snapshotName: 'demo', restoreMode: 'Lazy', directIO: 'Always' }, 'spec.directIO'],
+  ])('refuses %j naming %s', (spec, path) => {
+    expect(issuePaths(VMRestoreSchema.safeParse(restore(spec)))).toContain(path);
+  });
+});
+
+describe('VMSnapshotClass', () => {
+  it('accepts top-level settings and an empty class', () => {
+    const cls = {
+      apiVersion: API_VERSION,
+      kind: 'VMSnapshotClass',
+      metadata: { name: 'default', annotations: { 'vmsnap.io/is-default-class': 'true' } },
+      parallelism: { channels: 8 },
+      directIO: 'Never',
+      deletionPolicy: 'Retain',
+    };
+    expect(VMSnapshotClassSchema.parse(cls)).toEqual(cls);
+    expect(VMSnapshotClassSchema.parse({ apiVersion: API_VERSION, kind: 'VMSnapshotClass', metadata: { name: 'x' } })).toBeTruthy();
+  });
+
+  it('refuses bad settings naming the field', () => {
+    const bad = { apiVersion: API_VERSION, kind: 'VMSnapshotClass', metadata: { name: 'x' }, parallelism: { channels: 65 }, deletionPolicy: 'Maybe' };
+    expect(issuePaths(VMSnapshotClassSchema.safeParse(bad))).toEqual(expect.arrayContaining(['parallelism.channels', 'deletionPolicy']));
+  });
+});
+
+describe('VMInventory', () => {
+  it('accepts what an agent publishes', () => {
+    const inv = {
+      apiVersion: API_VERSION,
+      kind: 'VMInventory',
+      metadata: { name: 'node-a' },
+      status: {
+        nodeName: 'node-a',
+        updatedTime: '2025-01-02T03:04:05Z',
+        vmCount: 1,
+        vms: [{ namespace: 'default', name: 'demo', qmpSocket: '/var/lib/vmsnap/vms/default/demo/qmp.sock', state: 'running', memoryBytes: 1073741824, qemuVersion: '10.0.2' }],
+      },
+    };
+    expect(VMInventorySchema.parse(inv)).toEqual(inv);
+    const bad = { ...inv, status: { vms: [{ namespace: 'default', name: 'demo', state: 'running' }] } };
+    expect(issuePaths(VMInventorySchema.safeParse(bad))).toContain('status.vms.0.qmpSocket');
+  });
+});
+
+describe('AgentConfig', () => {
+  it('has the documented defaults', () => {
+    expect(AgentConfigSchema.parse({})).toEqual({
+      vmRoot: '/var/lib/vmsnap/vms',
+      storageRoot: '/var/lib/vmsnap/snapshots',
+      socketGlobs: ['*/*/qmp.sock'],
+      inventoryIntervalSeconds: 30,
+    });
+  });
+
+  it('refuses relative roots and unknown keys', () => {
+    expect(issuePaths(AgentConfigSchema.safeParse({ vmRoot: 'vms' }))).toContain('vmRoot');
+    expect(AgentConfigSchema.safeParse({ vmroot: '/x' }).success).toBe(false);
+  });
+});

@@ -1,0 +1,63 @@
+// The yardsticks measured in the same run on the same filesystem: dd with
+// O_DIRECT (the disk's physical limit) and QEMU's legacy sequential stream.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import { QmpClient } from '../agent/src/qmp/client.js';
+import { waitForMigration } from '../agent/src/engine/migration.js';
+import type { BenchVm } from './qemu-vm.js';
+
+const DD_BLOCK = 4 << 20;
+
+export function dropCaches(): void {
+  try {
+    execFileSync('sync');
+    fs.writeFileSync('/proc/sys/vm/drop_caches', '3');
+  } catch {
+    // not root: restores of buffered files may then read from the page cache
+  }
+}
+
+function timed(fn: () => void): number {
+  const t = process.hrtime.bigint();
+  fn();
+  return Number(process.hrtime.bigint() - t) / 1e6;
+}
+
+/** dd oflag=direct of `bytes` (rounded up to 4 MiB blocks), with the final fsync like our save. */
+export function ddWrite(file: string, bytes: number): number {
+  const count = Math.ceil(bytes / DD_BLOCK);
+  return timed(() =>
+    execFileSync('dd', ['if=/dev/zero', `of=${file}`, `bs=${DD_BLOCK}`, `count=${count}`, 'oflag=direct', 'conv=fsync'], { stdio: 'ignore' }),
+  );
+}
+
+export function ddRead(file: string): number {
+  dropCaches();
+  return timed(() => execFileSync('dd', [`if=${file}`, 'of=/dev/null', `bs=${DD_BLOCK}`, 'iflag=direct'], { stdio: 'ignore' }));
+}
+
+async function migrateLegacy(vm: BenchVm, command: 'migrate' | 'migrate-incoming', uri: string): Promise<number> {
+  const c = await QmpClient.connect(vm.qmp);
+  try {
+    await c.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
+    if (command === 'migrate') await c.execute('migrate-set-parameters', { 'max-bandwidth': 0 });
+    const started = Date.now();
+    await c.execute(command, { uri });
+    const info = await waitForMigration(c, { pollMs: 10, startedAt: started });
+    if (info.status !== 'completed') throw new Error(`legacy ${command} ${info.status}: ${info['error-desc']}`);
+    return Date.now() - started;
+  } finally {
+    c.close();
+  }
+}
+
+/** QEMU's plain `file:` migration: one sequential stream, no mapped-ram, no multifd; then fsync. */
+export async function legacySave(vm: BenchVm, file: string): Promise<number> {
+  const ms = await migrateLegacy(vm, 'migrate', `file:${file}`);
+  return ms + timed(() => execFileSync('sync', [file]));
+}
+
+export async function legacyRestore(vm: BenchVm, file: string): Promise<number> {
+  dropCaches();
+  return migrateLegacy(vm, 'migrate-incoming', `file:${file}`);
+}

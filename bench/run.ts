@@ -1,0 +1,180 @@
+// `npm run bench`: save and restore throughput of the engine against dd with
+// O_DIRECT (the disk's limit) and QEMU's legacy stream, as ratios from one run.
+// Env: VMSNAP_BENCH_SIZES_GIB (default "1,2,4"), VMSNAP_BENCH_CHANNELS ("1,2,4,8"),
+// VMSNAP_BENCH_DIR (default /var/tmp/vmsnap-bench: must be on the disk under test).
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { saveVm } from '../agent/src/engine/save.js';
+import { restoreVm } from '../agent/src/engine/restore.js';
+import { packageRoot } from '../agent/src/package-root.js';
+import { ddRead, ddWrite, dropCaches, legacyRestore, legacySave } from './baselines.js';
+import { fillRandom, startBenchVm } from './qemu-vm.js';
+import { renderSvg } from './plot.js';
+
+const GiB = 1 << 30;
+const MiB = 1 << 20;
+
+function list(env: string | undefined, fallback: number[]): number[] {
+  return env ? env.split(',').map(Number).filter((n) => n > 0) : fallback;
+}
+
+export interface Row {
+  sizeGiB: number;
+  channels: number;
+  directIO: boolean;
+  saveMs: number;
+  restoreMs: number;
+  bytes: number;
+  saveMiBps: number;
+  restoreMiBps: number;
+  ddWriteMiBps: number;
+  ddReadMiBps: number;
+  saveVsDd: number;
+  restoreVsDd: number;
+  legacySaveMiBps: number;
+  legacyRestoreMiBps: number;
+  saveVsLegacy: number;
+  restoreVsLegacy: number;
+}
+
+const mibps = (bytes: number, ms: number) => Math.round((bytes / MiB / (ms / 1000)) * 10) / 10;
+const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
+
+async function cliStartupMs(dir: string, ramBytes: number): Promise<number> {
+  const memFile = path.join('/dev/shm', 'vmsnap-bench-startup.ram');
+  fillRandom(memFile, ramBytes);
+  const vm = await startBenchVm({ dir, name: 'startup', ramBytes, memFile });
+  try {
+    const out = path.join(dir, 'startup.vms');
+    const cli = path.join(packageRoot(), 'dist/agent/src/cli/main.js');
+    const json = execFileSync(process.execPath, [cli, 'save', '--qmp', vm.qmp, '--out', out, '--json'], { encoding: 'utf8' });
+    fs.rmSync(out, { force: true });
+    return Math.round(JSON.parse(json).migrateIssuedAtMs);
+  } finally {
+    await vm.stop();
+    fs.rmSync(memFile, { force: true });
+  }
+}
+
+async function measure(dir: string, sizeGiB: number, channelsList: number[]): Promise<Row[]> {
+  const ramBytes = sizeGiB * GiB;
+  const memFile = path.join('/dev/shm', `vmsnap-bench-${sizeGiB}g.ram`);
+  const file = path.join(dir, 'snap.vms');
+  const rows: Row[] = [];
+  fillRandom(memFile, ramBytes);
+  try {
+    // Legacy stream: one run per size.
+    const legacyFile = path.join(dir, 'legacy.bin');
+    let src = await startBenchVm({ dir, name: 'legacy-src', ramBytes, memFile });
+    const legacySaveMs = await legacySave(src, legacyFile);
+    await src.stop();
+    let dst = await startBenchVm({ dir, name: 'legacy-dst', ramBytes, incoming: true });
+    const legacyRestoreMs = await legacyRestore(dst, legacyFile);
+    await dst.stop();
+    fs.rmSync(legacyFile, { force: true });
+
+    for (const directIO of [true, false]) {
+      for (const channels of channelsList) {
+        src = await startBenchVm({ dir, name: 'src', ramBytes, memFile });
+        fs.rmSync(file, { force: true });
+        const saved = await saveVm({ qmpSocket: src.qmp, outPath: file, channels, directIO: directIO ? 'on' : 'off', after: 'resume', live: false });
+        await src.stop();
+        dropCaches();
+        dst = await startBenchVm({ dir, name: 'dst', ramBytes, incoming: true });
+        const restored = await restoreVm({ inPath: file, qmpSocket: dst.qmp, channels, directIO: directIO ? 'on' : 'off', paused: true });
+        await dst.stop();
+        fs.rmSync(file, { force: true });
+
+        // dd of the same bytes on the same filesystem, right after.
+        const ddFile = path.join(dir, 'dd.bin');
+        const ddW = ddWrite(ddFile, saved.bytes);
+        const ddR = ddRead(ddFile);
+        fs.rmSync(ddFile, { force: true });
+
+        const bytes = saved.bytes;
+        const row: Row = {
+          sizeGiB,
+          channels,
+          directIO,
+          saveMs: saved.durationMs,
+          restoreMs: restored.durationMs,
+          bytes,
+          saveMiBps: mibps(bytes, saved.durationMs),
+          restoreMiBps: mibps(restored.bytes, restored.durationMs),
+          ddWriteMiBps: mibps(bytes, ddW),
+          ddReadMiBps: mibps(bytes, ddR),
+          saveVsDd: ratio(mibps(bytes, saved.durationMs), mibps(bytes, ddW)),
+          restoreVsDd: ratio(mibps(restored.bytes, restored.durationMs), mibps(bytes, ddR)),
+          legacySaveMiBps: mibps(bytes, legacySaveMs),
+          legacyRestoreMiBps: mibps(bytes, legacyRestoreMs),
+          saveVsLegacy: ratio(legacySaveMs, saved.durationMs),
+          restoreVsLegacy: ratio(legacyRestoreMs, restored.durationMs),
+        };
+        rows.push(row);
+        printRow(row);
+      }
+    }
+  } finally {
+    fs.rmSync(memFile, { force: true });
+  }
+  return rows;
+}
+
+const COLUMNS: Array<[string, (r: Row) => string | number]> = [
+  ['GiB', (r) => r.sizeGiB],
+  ['ch', (r) => r.channels],
+  ['O_DIRECT', (r) => (r.directIO ? 'on' : 'off')],
+  ['save MiB/s', (r) => r.saveMiBps],
+  ['dd write', (r) => r.ddWriteMiBps],
+  ['save/dd', (r) => r.saveVsDd],
+  ['restore MiB/s', (r) => r.restoreMiBps],
+  ['dd read', (r) => r.ddReadMiBps],
+  ['restore/dd', (r) => r.restoreVsDd],
+  ['legacy save', (r) => r.legacySaveMiBps],
+  ['x legacy', (r) => r.saveVsLegacy],
+  ['legacy restore', (r) => r.legacyRestoreMiBps],
+  ['x legacy', (r) => r.restoreVsLegacy],
+];
+
+function printHeader(): void {
+  console.log(COLUMNS.map(([h]) => h.padStart(Math.max(8, h.length))).join(' '));
+}
+
+function printRow(r: Row): void {
+  console.log(COLUMNS.map(([h, f]) => String(f(r)).padStart(Math.max(8, h.length))).join(' '));
+}
+
+async function main(): Promise<void> {
+  const sizes = list(process.env.VMSNAP_BENCH_SIZES_GIB, [1, 2, 4]);
+  const channels = list(process.env.VMSNAP_BENCH_CHANNELS, [1, 2, 4, 8]);
+  const dir = process.env.VMSNAP_BENCH_DIR ?? '/var/tmp/vmsnap-bench';
+  fs.mkdirSync(dir, { recursive: true });
+  const fsType = execFileSync('stat', ['-f', '-c', '%T', dir], { encoding: 'utf8' }).trim();
+  const qemu = execFileSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' }).split('\n')[0];
+  console.log(`vmsnap bench: ${qemu}; ${dir} (${fsType}); sizes ${sizes.join(',')} GiB; channels ${channels.join(',')}`);
+  const startupMs = await cliStartupMs(dir, 256 * MiB);
+  console.log(`CLI start-up to 'migrate': ${startupMs} ms (target <= 150 ms)`);
+  printHeader();
+  const rows: Row[] = [];
+  for (const size of sizes) rows.push(...(await measure(dir, size, channels)));
+
+  const best = (pick: (r: Row) => number) => Math.max(...rows.map(pick));
+  const summary = {
+    cliStartupToMigrateMs: startupMs,
+    bestSaveVsDd: best((r) => r.saveVsDd),
+    bestRestoreVsDd: best((r) => r.restoreVsDd),
+    bestSaveVsLegacy: best((r) => r.saveVsLegacy),
+    bestRestoreVsLegacy: best((r) => r.restoreVsLegacy),
+  };
+  console.log(`summary: ${JSON.stringify(summary)}`);
+  const resultsDir = path.join(packageRoot(), 'bench/results');
+  fs.mkdirSync(resultsDir, { recursive: true });
+  const report = { date: new Date().toISOString(), qemu, filesystem: fsType, dir, nproc: execFileSync('nproc', { encoding: 'utf8' }).trim(), summary, rows };
+  fs.writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify(report, null, 2) + '\n');
+  fs.writeFileSync(path.join(resultsDir, 'latest.svg'), renderSvg(rows));
+  console.log(`wrote ${path.join(resultsDir, 'latest.json')} and latest.svg`);
+}
+
+await main();
+process.exit(0);
