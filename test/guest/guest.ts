@@ -12,7 +12,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { packageRoot } from '../../agent/src/package-root.js';
 
 export interface GuestAssets {
   kernel: string;
@@ -78,8 +78,8 @@ export const QEMU_BINARY = process.env['VMSNAP_QEMU'] ?? 'qemu-system-x86_64';
  */
 export const KERNEL_CMDLINE_BASE = 'console=ttyS0 quiet panic=-1 cryptomgr.notests mitigations=off';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const BUILD_SCRIPT = path.join(here, 'build.sh');
+// From the package root, so it is found from the sources and from dist/ alike.
+const BUILD_SCRIPT = path.join(packageRoot(), 'test/guest/build.sh');
 
 let assetsPromise: Promise<GuestAssets> | undefined;
 
