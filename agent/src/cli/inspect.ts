@@ -1,6 +1,6 @@
 // `vmsnap-agent inspect`: the header and QEMU's RAM blocks, read without QEMU.
 import fs from 'node:fs';
-import { readHeader } from '../snapshot-file/header.js';
+import { readHeader } from '../snapshot-file/read.js';
 import { readMappedRamLayout, type RamBlockInfo } from '../snapshot-file/mapped-ram.js';
 import { structureCrc32 } from '../snapshot-file/structure-crc.js';
 import type { SnapshotMetadata } from '../snapshot-file/metadata.js';

@@ -3,7 +3,6 @@
 // on failure one line on stderr that says what went wrong.
 import { parseCommand, USAGE, UsageError, type Command } from './args.js';
 import { progressPrinter } from './progress.js';
-import { formatInspect, inspectSnapshot } from './inspect.js';
 
 async function run(cmd: Command): Promise<void> {
   switch (cmd.kind) {
@@ -62,6 +61,8 @@ async function run(cmd: Command): Promise<void> {
       return;
     }
     case 'inspect': {
+      // Each command loads only what it needs: start-up time counts for saves.
+      const { formatInspect, inspectSnapshot } = await import('./inspect.js');
       const report = inspectSnapshot(cmd.file);
       if (cmd.json) print(report);
       else process.stdout.write(formatInspect(report));

@@ -4,8 +4,8 @@
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { QmpClient } from '../qmp/client.js';
-import { STREAM_OFFSET, writeHeader } from '../snapshot-file/header.js';
-import { SNAPSHOT_FORMAT_VERSION, type DirectIOMode, type SnapshotMetadata } from '../snapshot-file/metadata.js';
+import { SNAPSHOT_FORMAT_VERSION, STREAM_OFFSET, writeHeader } from '../snapshot-file/header.js';
+import type { DirectIOMode, SnapshotMetadata } from '../snapshot-file/metadata.js';
 import { structureCrc32 } from '../snapshot-file/structure-crc.js';
 import { decideDirectIO } from './direct-io.js';
 import { queryStatus, queryVmInfo } from './qemu-info.js';

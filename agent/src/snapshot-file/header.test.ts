@@ -1,4 +1,5 @@
-import { decodeHeader, encodeHeader, SnapshotFileError, STREAM_OFFSET } from './header.js';
+import { encodeHeader, SnapshotFileError, STREAM_OFFSET } from './header.js';
+import { decodeHeader } from './read.js';
 import type { SnapshotMetadata } from './metadata.js';
 
 const metadata: SnapshotMetadata = {

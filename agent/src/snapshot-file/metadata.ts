@@ -1,7 +1,6 @@
 // The JSON metadata in a snapshot file's header: one zod schema, parsed on every read.
 import { z } from 'zod';
-
-export const SNAPSHOT_FORMAT_VERSION = 1;
+import { SNAPSHOT_FORMAT_VERSION } from './header.js';
 
 export const DirectIOModeSchema = z.enum(['auto', 'on', 'off']);
 export type DirectIOMode = z.infer<typeof DirectIOModeSchema>;

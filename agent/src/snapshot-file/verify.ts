@@ -1,7 +1,8 @@
 // Everything a restore checks before it touches QEMU: a complete, intact
 // header, a file as long as the save left it, and an unchanged stream structure.
 import fs from 'node:fs';
-import { readHeader, SnapshotFileError, type SnapshotHeader } from './header.js';
+import { SnapshotFileError, type SnapshotHeader } from './header.js';
+import { readHeader } from './read.js';
 import { readMappedRamLayout, type MappedRamLayout } from './mapped-ram.js';
 import { structureCrc32 } from './structure-crc.js';
 
