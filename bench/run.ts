@@ -1,7 +1,7 @@
 // `npm run bench`: save and restore throughput of the engine against dd with
 // O_DIRECT (the disk's limit) and QEMU's legacy stream, as ratios from one run.
 // Env: VMSNAP_BENCH_SIZES_GIB (default "1,2,4"), VMSNAP_BENCH_CHANNELS ("1,2,4,8"),
-// VMSNAP_BENCH_DIR (default /var/tmp/vmsnap-bench: must be on the disk under test).
+// VMSNAP_BENCH_REPS (3), VMSNAP_BENCH_DIR (default /var/tmp/vmsnap-bench: must be on the disk under test).
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -57,59 +57,86 @@ async function cliStartupMs(dir: string, ramBytes: number): Promise<number> {
   }
 }
 
-async function measure(dir: string, sizeGiB: number, channelsList: number[]): Promise<Row[]> {
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** One engine save + restore of the bench VM, timed by the engine itself. */
+async function engineRound(dir: string, ramBytes: number, memFile: string, channels: number, directIO: boolean) {
+  const file = path.join(dir, 'snap.vms');
+  fs.rmSync(file, { force: true });
+  const src = await startBenchVm({ dir, name: 'src', ramBytes, memFile });
+  const saved = await saveVm({ qmpSocket: src.qmp, outPath: file, channels, directIO: directIO ? 'on' : 'off', after: 'resume', live: false });
+  await src.stop();
+  dropCaches();
+  const dst = await startBenchVm({ dir, name: 'dst', ramBytes, incoming: true });
+  const restored = await restoreVm({ inPath: file, qmpSocket: dst.qmp, channels, directIO: directIO ? 'on' : 'off', paused: true });
+  await dst.stop();
+  fs.rmSync(file, { force: true });
+  return { saved, restored };
+}
+
+/**
+ * Each configuration runs REPS times, interleaved with dd of the same bytes,
+ * and reports medians: the virtual disks here vary by 2x from one second to the next.
+ */
+async function measure(dir: string, sizeGiB: number, channelsList: number[], reps: number): Promise<Row[]> {
   const ramBytes = sizeGiB * GiB;
   const memFile = path.join('/dev/shm', `vmsnap-bench-${sizeGiB}g.ram`);
-  const file = path.join(dir, 'snap.vms');
+  const ddFile = path.join(dir, 'dd.bin');
   const rows: Row[] = [];
   fillRandom(memFile, ramBytes);
   try {
-    // Legacy stream: one run per size.
     const legacyFile = path.join(dir, 'legacy.bin');
-    let src = await startBenchVm({ dir, name: 'legacy-src', ramBytes, memFile });
-    const legacySaveMs = await legacySave(src, legacyFile);
-    await src.stop();
-    let dst = await startBenchVm({ dir, name: 'legacy-dst', ramBytes, incoming: true });
-    const legacyRestoreMs = await legacyRestore(dst, legacyFile);
-    await dst.stop();
-    fs.rmSync(legacyFile, { force: true });
+    const legacySaves: number[] = [];
+    const legacyRestores: number[] = [];
+    for (let i = 0; i < reps; i++) {
+      const src = await startBenchVm({ dir, name: 'legacy-src', ramBytes, memFile });
+      legacySaves.push(await legacySave(src, legacyFile));
+      await src.stop();
+      const dst = await startBenchVm({ dir, name: 'legacy-dst', ramBytes, incoming: true });
+      legacyRestores.push(await legacyRestore(dst, legacyFile));
+      await dst.stop();
+      fs.rmSync(legacyFile, { force: true });
+    }
 
     for (const directIO of [true, false]) {
       for (const channels of channelsList) {
-        src = await startBenchVm({ dir, name: 'src', ramBytes, memFile });
-        fs.rmSync(file, { force: true });
-        const saved = await saveVm({ qmpSocket: src.qmp, outPath: file, channels, directIO: directIO ? 'on' : 'off', after: 'resume', live: false });
-        await src.stop();
-        dropCaches();
-        dst = await startBenchVm({ dir, name: 'dst', ramBytes, incoming: true });
-        const restored = await restoreVm({ inPath: file, qmpSocket: dst.qmp, channels, directIO: directIO ? 'on' : 'off', paused: true });
-        await dst.stop();
-        fs.rmSync(file, { force: true });
-
-        // dd of the same bytes on the same filesystem, right after.
-        const ddFile = path.join(dir, 'dd.bin');
-        const ddW = ddWrite(ddFile, saved.bytes);
-        const ddR = ddRead(ddFile);
-        fs.rmSync(ddFile, { force: true });
-
-        const bytes = saved.bytes;
+        const save: number[] = [];
+        const restore: number[] = [];
+        const ddW: number[] = [];
+        const ddR: number[] = [];
+        let bytes = 0;
+        let restoredBytes = 0;
+        for (let i = 0; i < reps; i++) {
+          const { saved, restored } = await engineRound(dir, ramBytes, memFile, channels, directIO);
+          bytes = saved.bytes;
+          restoredBytes = restored.bytes;
+          save.push(saved.durationMs);
+          restore.push(restored.durationMs);
+          ddW.push(ddWrite(memFile, ddFile, bytes));
+          ddR.push(ddRead(ddFile));
+          fs.rmSync(ddFile, { force: true });
+        }
+        const saveMiBps = mibps(bytes, median(save));
+        const restoreMiBps = mibps(restoredBytes, median(restore));
+        const ddWriteMiBps = mibps(bytes, median(ddW));
+        const ddReadMiBps = mibps(bytes, median(ddR));
         const row: Row = {
           sizeGiB,
           channels,
           directIO,
-          saveMs: saved.durationMs,
-          restoreMs: restored.durationMs,
+          saveMs: median(save),
+          restoreMs: median(restore),
           bytes,
-          saveMiBps: mibps(bytes, saved.durationMs),
-          restoreMiBps: mibps(restored.bytes, restored.durationMs),
-          ddWriteMiBps: mibps(bytes, ddW),
-          ddReadMiBps: mibps(bytes, ddR),
-          saveVsDd: ratio(mibps(bytes, saved.durationMs), mibps(bytes, ddW)),
-          restoreVsDd: ratio(mibps(restored.bytes, restored.durationMs), mibps(bytes, ddR)),
-          legacySaveMiBps: mibps(bytes, legacySaveMs),
-          legacyRestoreMiBps: mibps(bytes, legacyRestoreMs),
-          saveVsLegacy: ratio(legacySaveMs, saved.durationMs),
-          restoreVsLegacy: ratio(legacyRestoreMs, restored.durationMs),
+          saveMiBps,
+          restoreMiBps,
+          ddWriteMiBps,
+          ddReadMiBps,
+          saveVsDd: ratio(saveMiBps, ddWriteMiBps),
+          restoreVsDd: ratio(restoreMiBps, ddReadMiBps),
+          legacySaveMiBps: mibps(bytes, median(legacySaves)),
+          legacyRestoreMiBps: mibps(bytes, median(legacyRestores)),
+          saveVsLegacy: ratio(median(legacySaves), median(save)),
+          restoreVsLegacy: ratio(median(legacyRestores), median(restore)),
         };
         rows.push(row);
         printRow(row);
@@ -148,16 +175,17 @@ function printRow(r: Row): void {
 async function main(): Promise<void> {
   const sizes = list(process.env.VMSNAP_BENCH_SIZES_GIB, [1, 2, 4]);
   const channels = list(process.env.VMSNAP_BENCH_CHANNELS, [1, 2, 4, 8]);
+  const reps = Number(process.env.VMSNAP_BENCH_REPS ?? 3);
   const dir = process.env.VMSNAP_BENCH_DIR ?? '/var/tmp/vmsnap-bench';
   fs.mkdirSync(dir, { recursive: true });
   const fsType = execFileSync('stat', ['-f', '-c', '%T', dir], { encoding: 'utf8' }).trim();
   const qemu = execFileSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' }).split('\n')[0];
-  console.log(`vmsnap bench: ${qemu}; ${dir} (${fsType}); sizes ${sizes.join(',')} GiB; channels ${channels.join(',')}`);
+  console.log(`vmsnap bench: ${qemu}; ${dir} (${fsType}); sizes ${sizes.join(',')} GiB; channels ${channels.join(',')}; ${reps} runs each, medians`);
   const startupMs = await cliStartupMs(dir, 256 * MiB);
   console.log(`CLI start-up to 'migrate': ${startupMs} ms (target <= 150 ms)`);
   printHeader();
   const rows: Row[] = [];
-  for (const size of sizes) rows.push(...(await measure(dir, size, channels)));
+  for (const size of sizes) rows.push(...(await measure(dir, size, channels, reps)));
 
   const best = (pick: (r: Row) => number) => Math.max(...rows.map(pick));
   const summary = {

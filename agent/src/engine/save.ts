@@ -35,6 +35,11 @@ export interface SaveOptions {
   /** Replace an existing file at outPath instead of refusing. */
   overwrite?: boolean;
   vm?: { namespace?: string; name?: string };
+  /**
+   * How often to ask QEMU for progress. Short: QEMU's monitor may answer only
+   * after a busy stretch, and the MIGRATION event alone is not enough to learn
+   * the final byte counts, so a long interval adds up to that much to every save.
+   */
   pollMs?: number;
   onProgress?: (p: Progress) => void;
   /** Called right after QEMU accepted `migrate` (tests read QEMU's parameters here). */
@@ -141,7 +146,7 @@ class SaveState {
     this.migrating = true;
     await client.execute('migrate', { uri: fileUri(this.fdsetId, STREAM_OFFSET) });
     await opts.onMigrating?.(client);
-    const outcome = await waitForMigration(client, { pollMs: opts.pollMs ?? 100, onProgress: opts.onProgress, signal: opts.signal, startedAt: started });
+    const outcome = await waitForMigration(client, { pollMs: opts.pollMs ?? 20, onProgress: opts.onProgress, signal: opts.signal, startedAt: started });
     this.migrating = false;
     if (outcome.status !== 'completed') {
       throw new SaveError(`QEMU's save ${outcome.status}: ${outcome['error-desc'] ?? 'no reason given'}`);
