@@ -15,5 +15,6 @@ export default {
     { ...esm, displayName: 'unit', testMatch: ['<rootDir>/{api,agent,operator}/**/*.test.ts'] },
     { ...esm, displayName: 'engine', testMatch: ['<rootDir>/test/engine/**/*.test.ts'] },
     { ...esm, displayName: 'cluster', testMatch: ['<rootDir>/test/cluster/**/*.test.ts'] },
+    { ...esm, displayName: 'e2e', testMatch: ['<rootDir>/test/e2e/**/*.test.ts'] },
   ],
 };

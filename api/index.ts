@@ -8,5 +8,6 @@ export * from './vminventory.js';
 export * from './effective.js';
 export * from './conditions.js';
 export * from './agent-config.js';
+export * from './protocol.js';
 export { allCrds, crdFiles, type CustomResourceDefinition } from './crd.js';
 export { toYaml } from './yaml.js';

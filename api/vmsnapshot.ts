@@ -125,6 +125,7 @@ export const VMSnapshotStatusSchema = z
     file: SnapshotFileSchema.optional(),
     qemu: QemuInfoSchema.optional(),
     error: ErrorInfoSchema.optional(),
+    fileDeleted: z.boolean().optional().describe('Set by the agent once it has removed the file of a deleted VMSnapshot (deletionPolicy Delete).'),
   })
   .describe('Observed state, written by the operator and the node agent.');
 export type VMSnapshotStatus = z.infer<typeof VMSnapshotStatusSchema>;

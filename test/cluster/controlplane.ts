@@ -185,34 +185,90 @@ export async function createNamespace(prefix = 'test'): Promise<string> {
   return name;
 }
 
-/** One raw HTTPS request to the API server, for asserting exact status codes. */
-export async function apiRequest(
-  urlPath: string,
-  opts: { token?: string; method?: string } = {},
-): Promise<{ status: number; body: string }> {
+export interface ApiRequestOptions {
+  /** Authenticate with this bearer token. */
+  token?: string;
+  /** Authenticate as the cluster admin (the kubeconfig's client certificate). */
+  admin?: boolean;
+  method?: string;
+  /** Sent as JSON unless it is already a string. */
+  body?: unknown;
+  /** Defaults to application/json, or application/merge-patch+json for PATCH. */
+  contentType?: string;
+  /** Resolve as soon as the status line arrives and drop the connection (for watches). */
+  headersOnly?: boolean;
+}
+
+let adminCredentials: { cert: Buffer; key: Buffer } | undefined;
+
+function adminClientCredentials(cp: ControlPlane): { cert: Buffer; key: Buffer } {
+  if (!adminCredentials) {
+    const text = readFileSync(cp.kubeconfig, 'utf8');
+    const field = (name: string): Buffer => {
+      const m = new RegExp(`${name}:\\s*(\\S+)`).exec(text);
+      if (!m) throw new Error(`${cp.kubeconfig} has no ${name}`);
+      return Buffer.from(m[1]!, 'base64');
+    };
+    adminCredentials = { cert: field('client-certificate-data'), key: field('client-key-data') };
+  }
+  return adminCredentials;
+}
+
+/**
+ * One raw HTTPS request to the API server, for asserting exact status codes. Anonymous unless
+ * `token` or `admin` is given.
+ */
+export async function apiRequest(urlPath: string, opts: ApiRequestOptions = {}): Promise<{ status: number; body: string }> {
   const cp = await ensureCluster();
   const url = new URL(urlPath, cp.server);
   const ca = readFileSync(cp.caFile);
+  const method = opts.method ?? 'GET';
+  const payload = opts.body === undefined ? undefined : typeof opts.body === 'string' ? opts.body : JSON.stringify(opts.body);
+  const headers: Record<string, string> = { Accept: 'application/json' };
+  if (opts.token) headers.Authorization = `Bearer ${opts.token}`;
+  if (payload !== undefined) {
+    headers['Content-Type'] = opts.contentType ?? (method === 'PATCH' ? 'application/merge-patch+json' : 'application/json');
+    headers['Content-Length'] = String(Buffer.byteLength(payload));
+  }
   return new Promise((resolve, reject) => {
     const req = request(
       url,
-      {
-        method: opts.method ?? 'GET',
-        ca,
-        headers: opts.token ? { Authorization: `Bearer ${opts.token}` } : {},
-        timeout: 10_000,
-      },
+      { method, ca, headers, timeout: 10_000, ...(opts.admin ? adminClientCredentials(cp) : {}) },
       (res) => {
+        if (opts.headersOnly) {
+          resolve({ status: res.statusCode ?? 0, body: '' });
+          res.destroy();
+          return;
+        }
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
       },
     );
-    req.on('timeout', () => req.destroy(new Error(`timeout: ${opts.method ?? 'GET'} ${url.href}`)));
+    req.on('timeout', () => req.destroy(new Error(`timeout: ${method} ${url.href}`)));
     req.on('error', reject);
-    req.end();
+    req.end(payload);
   });
 }
+
+/** Runs the cluster's helm against the test control plane; never throws on a non-zero exit. */
+export async function helm(args: readonly string[], opts: { timeoutMs?: number } = {}): Promise<RunResult> {
+  const cp = await ensureCluster();
+  // Helm's own config, cache and data go to a private directory: no developer repos or plugins.
+  helmHome ??= mkdtempSync(path.join(os.tmpdir(), 'vmsnap-helm-'));
+  return run(cp.helm, ['--kubeconfig', cp.kubeconfig, ...args], {
+    env: {
+      ...process.env,
+      KUBECONFIG: cp.kubeconfig,
+      HELM_CONFIG_HOME: path.join(helmHome, 'config'),
+      HELM_CACHE_HOME: path.join(helmHome, 'cache'),
+      HELM_DATA_HOME: path.join(helmHome, 'data'),
+    },
+    timeoutMs: opts.timeoutMs ?? 120_000,
+  });
+}
+
+let helmHome: string | undefined;
 
 /** Polls `check` until it returns true (RBAC changes reach the authorizer through an informer). */
 export async function eventually(check: () => Promise<boolean>, timeoutMs = 15_000, intervalMs = 200): Promise<void> {

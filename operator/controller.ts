@@ -1,0 +1,172 @@
+// Wires informers to the pure reconcilers: a keyed work queue (one reconcile
+// per object at a time, duplicates folded), timed requeues, and the patches,
+// events and metrics that a decision asks for.
+import type { Logger } from 'pino';
+import type { VMInventory, VMRestore, VMSnapshot, VMSnapshotClass } from '../api/index.js';
+import { isTerminal, NODE_LABEL, OPERATOR_COMPONENT } from '../api/protocol.js';
+import { statusCode, startInformer, type Kube, type KubeObject, type ResilientInformer, type ResourceName } from '../kube/client.js';
+import { EventRecorder } from '../kube/events.js';
+import type { Decision } from './decision.js';
+import type { OperatorMetrics } from './metrics.js';
+import { reconcileRestore } from './reconcile-restore.js';
+import { reconcileSnapshot } from './reconcile-snapshot.js';
+import { objectKey, vmKey, type World } from './world.js';
+
+type Kind = 'VMSnapshot' | 'VMRestore';
+const RESOURCE: Record<Kind, ResourceName> = { VMSnapshot: 'vmSnapshot', VMRestore: 'vmRestore' };
+
+export class Controller {
+  private readonly informers: Partial<Record<ResourceName, ResilientInformer<KubeObject>>> = {};
+  private readonly queue = new Set<string>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly recentlyAssigned = new Map<string, string>();
+  private draining = false;
+  private stopped = false;
+  private readonly events: EventRecorder;
+
+  constructor(
+    private readonly kube: Kube,
+    private readonly log: Logger,
+    private readonly metrics: OperatorMetrics,
+  ) {
+    this.events = new EventRecorder(kube, OPERATOR_COMPONENT, (msg, err) => log.warn({ err }, msg));
+  }
+
+  async start(): Promise<void> {
+    const watchOwned = (kind: Kind) =>
+      startInformer<KubeObject>(
+        this.kube,
+        RESOURCE[kind],
+        {
+          onChange: (o) => this.enqueue(objectKey(kind, o.metadata.namespace, o.metadata.name)),
+          onError: (err) => this.log.warn({ err: String(err) }, `${kind} watch failed; restarting`),
+        },
+        { resyncMs: 15_000 },
+      );
+    // Classes and inventories change what Pending objects can do: look at those again.
+    const watchContext = (resource: ResourceName) =>
+      startInformer<KubeObject>(this.kube, resource, {
+        onChange: () => this.enqueuePending(),
+        onDelete: () => this.enqueuePending(),
+        onError: (err) => this.log.warn({ err: String(err) }, `${resource} watch failed; restarting`),
+      });
+    this.informers.vmSnapshotClass = watchContext('vmSnapshotClass');
+    this.informers.vmInventory = watchContext('vmInventory');
+    this.informers.vmSnapshot = watchOwned('VMSnapshot');
+    this.informers.vmRestore = watchOwned('VMRestore');
+    await Promise.all(Object.values(this.informers).map((i) => i!.synced));
+    this.log.info('caches synced');
+    this.enqueuePending();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers.values()) clearTimeout(t);
+    await Promise.all(Object.values(this.informers).map((i) => i!.stop()));
+  }
+
+  private list<T>(resource: ResourceName): T[] {
+    return (this.informers[resource]?.informer.list() ?? []) as unknown as T[];
+  }
+
+  private world(): World {
+    return {
+      snapshots: this.list<VMSnapshot>('vmSnapshot'),
+      restores: this.list<VMRestore>('vmRestore'),
+      classes: this.list<VMSnapshotClass>('vmSnapshotClass'),
+      inventories: this.list<VMInventory>('vmInventory'),
+      recentlyAssigned: this.recentlyAssigned,
+    };
+  }
+
+  private enqueuePending(): void {
+    for (const kind of ['VMSnapshot', 'VMRestore'] as const) {
+      for (const o of this.list<KubeObject & { status?: { phase?: string } }>(RESOURCE[kind])) {
+        if (!isTerminal(o.status?.phase) || o.metadata.deletionTimestamp) this.enqueue(objectKey(kind, o.metadata.namespace, o.metadata.name));
+      }
+    }
+  }
+
+  enqueue(key: string): void {
+    this.queue.add(key);
+    if (!this.draining) void this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    this.draining = true;
+    try {
+      while (this.queue.size > 0 && !this.stopped) {
+        const key = this.queue.values().next().value as string;
+        this.queue.delete(key);
+        await this.reconcile(key).catch((err) => {
+          this.log.error({ err: String(err), key }, 'reconcile failed; retrying');
+          this.metrics.reconciles.inc({ kind: key.split('/')[0], result: 'error' });
+          this.requeue(key, 1_000);
+        });
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private requeue(key: string, afterMs: number): void {
+    clearTimeout(this.timers.get(key));
+    this.timers.set(
+      key,
+      setTimeout(() => {
+        this.timers.delete(key);
+        this.enqueue(key);
+      }, Math.max(0, Math.min(afterMs, 2 ** 31 - 1))),
+    );
+  }
+
+  private async reconcile(key: string): Promise<void> {
+    const [kind, namespace, name] = key.split('/') as [Kind, string, string];
+    const resource = RESOURCE[kind];
+    const obj = this.informers[resource]?.informer.get(name, namespace) as (VMSnapshot & VMRestore) | undefined;
+    if (!obj) return;
+    this.forgetFinished(kind, obj);
+    const world = this.world();
+    const now = new Date();
+    const decision: Decision = kind === 'VMSnapshot' ? reconcileSnapshot(obj as VMSnapshot, world, now) : reconcileRestore(obj as VMRestore, world, now);
+    await this.apply(kind, obj, decision);
+    this.metrics.reconciles.inc({ kind, result: 'ok' });
+    if (decision.requeueAfterMs !== undefined) this.requeue(key, decision.requeueAfterMs);
+  }
+
+  /** Finished operations no longer hold their VM; count them once in the metrics. */
+  private forgetFinished(kind: Kind, obj: VMSnapshot | VMRestore): void {
+    if (!isTerminal(obj.status?.phase)) return;
+    this.metrics.observeFinished(kind, obj.metadata.uid, obj.status as never);
+    const self = objectKey(kind, obj.metadata.namespace, obj.metadata.name);
+    for (const [vm, holder] of this.recentlyAssigned) if (holder === self) this.recentlyAssigned.delete(vm);
+  }
+
+  private async apply(kind: Kind, obj: VMSnapshot | VMRestore, d: Decision): Promise<void> {
+    const resource = RESOURCE[kind];
+    const ref = { namespace: obj.metadata.namespace, name: obj.metadata.name! };
+    const key = objectKey(kind, ref.namespace, ref.name);
+    try {
+      if (d.status) {
+        await this.kube.patchStatus(resource, ref, { metadata: { resourceVersion: obj.metadata.resourceVersion }, status: d.status });
+      }
+      if (d.metadata) await this.kube.patch(resource, ref, { metadata: d.metadata });
+    } catch (err) {
+      const code = statusCode(err);
+      if (code === 409) {
+        this.requeue(key, 200); // the object moved on (an agent claimed it); look again
+        return;
+      }
+      if (code === 404) return;
+      throw err;
+    }
+    if (d.assigned) this.recentlyAssigned.set(d.assigned.vmKey, key);
+    const full = { ...obj, apiVersion: obj.apiVersion ?? 'vmsnap.io/v1alpha1', kind } as unknown as KubeObject;
+    for (const e of d.events) {
+      this.log.info({ object: key, reason: e.reason }, e.message);
+      await this.events.record(full, e.type, e.reason, e.message);
+    }
+  }
+}
+
+export { NODE_LABEL, vmKey };

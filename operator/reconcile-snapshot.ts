@@ -1,0 +1,87 @@
+// VMSnapshot: observed state in, decision out. No I/O here.
+import {
+  SNAPSHOT_FINALIZER,
+  effectiveDeletionPolicy,
+  formatBytes,
+  parseDurationMs,
+  resolveSnapshotSpec,
+  type VMSnapshot,
+} from '../api/index.js';
+import { isTerminal } from '../api/protocol.js';
+import { assign, fail, nothing, wait, type Decision } from './decision.js';
+import { inventoriesFreshSince, locateVM, objectKey, operationHoldingVM, timeOf, vmKey, type World } from './world.js';
+
+const WAIT_POLL_MS = 2_000;
+
+export function reconcileSnapshot(snap: VMSnapshot, world: World, now: Date): Decision {
+  const finalizers = snap.metadata.finalizers ?? [];
+  if (snap.metadata.deletionTimestamp) return onDeletion(snap, now);
+  if (!finalizers.includes(SNAPSHOT_FINALIZER)) {
+    return { metadata: { finalizers: [...finalizers, SNAPSHOT_FINALIZER] }, events: [], requeueAfterMs: 0 };
+  }
+  const phase = snap.status?.phase;
+  if (isTerminal(phase)) return nothing();
+
+  const deadlineMs = parseDurationMs(snap.status?.effective?.failureDeadline ?? snap.spec.failureDeadline ?? '10m');
+  const startedAt = timeOf(snap.status?.startTime) || timeOf(snap.metadata.creationTimestamp);
+  const remaining = startedAt + deadlineMs - now.getTime();
+  if (remaining <= 0) {
+    return fail(snap, 'DeadlineExceeded', `the save did not finish within spec.failureDeadline (${snap.spec.failureDeadline ?? '10m'})`, now);
+  }
+  if (phase === 'InProgress' || snap.status?.nodeName) return nothing(remaining);
+  return schedule(snap, world, now, remaining);
+}
+
+/** Picks the class and the node, waits for the VM to be free, then hands the save to that node's agent. */
+function schedule(snap: VMSnapshot, world: World, now: Date, remaining: number): Decision {
+  const ns = snap.metadata.namespace!;
+  const vm = snap.spec.vmName;
+  const resolved = resolveSnapshotSpec(snap.spec, world.classes);
+  if (!resolved.ok) return fail(snap, 'InvalidSpec', resolved.error, now);
+
+  const where = locateVM(world, ns, vm);
+  if (where.length === 0) {
+    if (!inventoriesFreshSince(world, timeOf(snap.metadata.creationTimestamp))) {
+      return wait(snap, 'WaitingForInventory', `waiting for the node agents to report their VMs before looking up VM "${vm}"`, now, Math.min(WAIT_POLL_MS, remaining));
+    }
+    const nodes = world.inventories.map((i) => i.metadata.name).join(', ');
+    return fail(snap, 'VMNotFound', `VM "${vm}" not found in namespace "${ns}": no node agent reports it (agents on: ${nodes}); spec.vmName must name a VM of this namespace`, now);
+  }
+  if (where.length > 1) {
+    return fail(snap, 'InvalidSpec', `VM "${vm}" of namespace "${ns}" is reported by several nodes (${where.map((w) => w.node).join(', ')}); refusing to guess`, now);
+  }
+  const holder = operationHoldingVM(world, ns, vm, objectKey('VMSnapshot', ns, snap.metadata.name));
+  if (holder) return wait(snap, 'WaitingForVM', `waiting for ${holder} to finish: one operation per VM at a time`, now, Math.min(WAIT_POLL_MS, remaining));
+
+  const { node, vm: found } = where[0]!;
+  const e = resolved.effective;
+  const message = `saving VM "${vm}" on node ${node} (${resolved.reason}; ${e.channels} channels, directIO ${e.directIO}, ${e.captureMode}, then ${e.afterSnapshot})`;
+  const extra: Record<string, unknown> = { effective: e };
+  if (found.memoryBytes) {
+    extra.restoreSize = found.memoryBytes;
+    extra.restoreSizeHuman = formatBytes(found.memoryBytes);
+  }
+  if (found.qemuVersion || found.machine) extra.qemu = { version: found.qemuVersion, machine: found.machine };
+  return { ...assign(snap, node, vmKey(ns, vm), message, now, extra), requeueAfterMs: remaining };
+}
+
+/**
+ * The finalizer goes once nothing remains to clean up on the node: a running
+ * save is cancelled by its agent, a Delete-policy file removed by it; a file
+ * under Retain, or no file at all, needs nothing.
+ */
+function onDeletion(snap: VMSnapshot, now: Date): Decision {
+  const finalizers = snap.metadata.finalizers ?? [];
+  if (!finalizers.includes(SNAPSHOT_FINALIZER)) return nothing();
+  const phase = snap.status?.phase;
+  const release = (message: string): Decision => ({
+    metadata: { finalizers: finalizers.filter((f) => f !== SNAPSHOT_FINALIZER) },
+    events: [{ type: 'Normal', reason: 'Released', message }],
+  });
+  if (phase === 'InProgress') return nothing(WAIT_POLL_MS); // the agent cancels it and marks it Failed
+  if (phase !== 'Succeeded') return release('no snapshot file to keep or remove');
+  if (effectiveDeletionPolicy(snap) === 'Retain') return release(`deletionPolicy Retain: kept ${snap.status?.file?.path ?? 'the file'} on node ${snap.status?.nodeName}`);
+  if (snap.status?.fileDeleted) return release(`removed ${snap.status?.file?.path ?? 'the file'} from node ${snap.status?.nodeName}`);
+  void now;
+  return nothing(WAIT_POLL_MS); // waiting for the node's agent to remove the file
+}

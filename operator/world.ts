@@ -1,0 +1,63 @@
+// The operator's view of the cluster (from its informers), and the questions
+// the reconcilers ask of it.
+import type { InventoryVM, VMInventory, VMRestore, VMSnapshot, VMSnapshotClass } from '../api/index.js';
+import { isTerminal } from '../api/protocol.js';
+
+export interface World {
+  snapshots: readonly VMSnapshot[];
+  restores: readonly VMRestore[];
+  classes: readonly VMSnapshotClass[];
+  inventories: readonly VMInventory[];
+  /** Operations the controller assigned whose label the informer may not show yet: vmKey -> object key. */
+  recentlyAssigned: ReadonlyMap<string, string>;
+}
+
+export const vmKey = (namespace: string, vm: string) => `${namespace}/${vm}`;
+export const objectKey = (kind: string, namespace: string | undefined, name: string | undefined) => `${kind}/${namespace ?? ''}/${name ?? ''}`;
+
+export function timeOf(t: string | Date | undefined): number {
+  if (!t) return 0;
+  const ms = t instanceof Date ? t.getTime() : Date.parse(t);
+  return Number.isNaN(ms) ? 0 : ms;
+}
+
+export interface VMLocation {
+  node: string;
+  vm: InventoryVM;
+}
+
+/** Where the agents see namespace/name. Only that namespace is searched: no cross-namespace access. */
+export function locateVM(world: World, namespace: string, name: string): VMLocation[] {
+  const found: VMLocation[] = [];
+  for (const inv of world.inventories) {
+    const node = inv.status?.nodeName ?? inv.metadata.name;
+    const vm = inv.status?.vms?.find((v) => v.namespace === namespace && v.name === name);
+    if (node && vm) found.push({ node, vm });
+  }
+  return found;
+}
+
+/** True when every agent has published an inventory since `since` (so "not found" is an answer, not a lag). */
+export function inventoriesFreshSince(world: World, since: number): boolean {
+  return world.inventories.length > 0 && world.inventories.every((i) => timeOf(i.status?.updatedTime) >= since);
+}
+
+/** An operation that holds its VM: assigned or running, not finished. */
+function active(o: { metadata: { deletionTimestamp?: unknown }; status?: { phase?: string; nodeName?: string } }): boolean {
+  return !isTerminal(o.status?.phase) && (o.status?.phase === 'InProgress' || !!o.status?.nodeName);
+}
+
+/** Another operation currently holding the VM, if any: "VMSnapshot/name" or "VMRestore/name". */
+export function operationHoldingVM(world: World, namespace: string, vm: string, selfKey: string): string | undefined {
+  for (const s of world.snapshots) {
+    const key = objectKey('VMSnapshot', s.metadata.namespace, s.metadata.name);
+    if (key !== selfKey && s.metadata.namespace === namespace && s.spec.vmName === vm && active(s)) return `VMSnapshot ${s.metadata.name}`;
+  }
+  for (const r of world.restores) {
+    const key = objectKey('VMRestore', r.metadata.namespace, r.metadata.name);
+    if (key !== selfKey && r.metadata.namespace === namespace && r.status?.effective?.targetVMName === vm && active(r)) return `VMRestore ${r.metadata.name}`;
+  }
+  const recent = world.recentlyAssigned.get(vmKey(namespace, vm));
+  if (recent && recent !== selfKey) return recent.split('/').slice(0, 1).concat(recent.split('/').slice(2)).join(' ');
+  return undefined;
+}

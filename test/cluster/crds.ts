@@ -1,0 +1,51 @@
+// The vmsnap CRDs on the shared test control plane. CRDs are cluster-scoped and every test file
+// (and every run) shares them, so one owner applies them: this helper, with server-side apply
+// under a fixed field manager. That is idempotent, safe when several jest workers call it at once,
+// and always leaves the cluster with the CRDs of the working tree. The Helm test installs the
+// chart with --skip-crds so Helm never competes for them.
+import { loadAllYaml } from '@kubernetes/client-node';
+import { readFileSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+
+import { kubectlOk, repoRoot } from './controlplane.js';
+
+export const CRD_DIR = path.join(repoRoot, 'crds');
+export const CRD_FIELD_MANAGER = 'vmsnap-tests';
+
+export const API_PREFIX = '/apis/vmsnap.io/v1alpha1';
+
+let applied: Promise<void> | undefined;
+
+/** Applies crds/*.yaml and waits until the API server serves them. Once per test file. */
+export function ensureCrds(): Promise<void> {
+  if (!applied) {
+    const applying = (async () => {
+      await kubectlOk(['apply', '--server-side', '--force-conflicts', `--field-manager=${CRD_FIELD_MANAGER}`, '-f', CRD_DIR]);
+      await kubectlOk(['wait', '--for=condition=Established', '--timeout=60s', '-f', CRD_DIR]);
+      // Established can precede discovery by a moment; kubectl (not raw requests) needs discovery.
+      for (let i = 0; ; i++) {
+        const names = await kubectlOk(['api-resources', '--api-group=vmsnap.io', '-o', 'name']);
+        if (['vmsnapshots', 'vmrestores', 'vmsnapshotclasses', 'vminventories'].every((r) => names.includes(`${r}.vmsnap.io`))) break;
+        if (i >= 50) throw new Error(`vmsnap.io resources not discoverable: ${names}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    })();
+    applied = applying;
+    applying.catch(() => {
+      if (applied === applying) applied = undefined;
+    });
+  }
+  return applied;
+}
+
+/** Every document of a YAML file (empty documents dropped). */
+export function readYamlDocs(file: string): Array<Record<string, any>> {
+  return loadAllYaml(readFileSync(file, 'utf8')).filter((d): d is Record<string, any> => !!d && typeof d === 'object');
+}
+
+export function crdDocs(dir = CRD_DIR): Array<Record<string, any>> {
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.yaml'))
+    .sort()
+    .flatMap((f) => readYamlDocs(path.join(dir, f)));
+}

@@ -1,0 +1,163 @@
+// The whole product on the local control plane: the CRDs and the Helm chart
+// installed for real, then the operator and one agent per fake node running
+// as processes that authenticate as the chart's ServiceAccounts (tokens from
+// TokenRequest), so the chart's RBAC is what they get.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ensureCluster, helm, kubectl, kubectlOk, repoRoot, tokenKubeconfig, type ControlPlane } from '../cluster/controlplane.js';
+
+export interface AgentProcess {
+  node: string;
+  vmRoot: string;
+  storageRoot: string;
+  process: ChildProcess;
+  logPath: string;
+}
+
+export interface Stack {
+  cp: ControlPlane;
+  releaseNamespace: string;
+  workDir: string;
+  agents: Map<string, AgentProcess>;
+  operator: ChildProcess;
+  operatorKubeconfig: string;
+  agentKubeconfig: string;
+  startAgent(node: string): Promise<AgentProcess>;
+  killAgent(node: string, signal?: NodeJS.Signals): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const OPERATOR = path.join(repoRoot, 'dist/operator/main.js');
+const AGENT = path.join(repoRoot, 'dist/agent/src/cli/main.js');
+
+function spawnLogged(cmd: string, args: string[], env: NodeJS.ProcessEnv, logPath: string): ChildProcess {
+  const log = fs.openSync(logPath, 'a');
+  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', log, log] });
+  fs.closeSync(log);
+  return child;
+}
+
+async function token(serviceAccount: string, namespace: string): Promise<string> {
+  return (await kubectlOk(['create', 'token', serviceAccount, '-n', namespace, '--duration=6h'])).trim();
+}
+
+export async function startStack(nodes: string[]): Promise<Stack> {
+  const cp = await ensureCluster();
+  const crds = await kubectl(['apply', '--server-side', '--force-conflicts', '-f', path.join(repoRoot, 'crds')]);
+  if (crds.code !== 0) throw new Error(`applying the CRDs failed: ${crds.stderr}`);
+  await kubectlOk(['wait', '--for=condition=Established', '--timeout=60s', 'crd', '--all']);
+
+  const suffix = randomBytes(3).toString('hex');
+  const releaseNamespace = `vmsnap-e2e-${suffix}`;
+  const release = `vmsnap-${suffix}`;
+  const installed = await helm(['install', release, path.join(repoRoot, 'helm/vmsnap'), '-n', releaseNamespace, '--create-namespace', '--skip-crds']);
+  if (installed.code !== 0) throw new Error(`helm install failed: ${installed.stderr}`);
+
+  const workDir = fs.mkdtempSync(path.join(process.env.VMSNAP_TEST_DIR ?? os.tmpdir(), 'vmsnap-e2e-'));
+  const operatorKubeconfig = tokenKubeconfig(cp, await token('vmsnap-operator', releaseNamespace), 'vmsnap-operator');
+  const agentKubeconfig = tokenKubeconfig(cp, await token('vmsnap-agent', releaseNamespace), 'vmsnap-agent');
+
+  const operator = spawnLogged(
+    process.execPath,
+    [OPERATOR],
+    { KUBECONFIG: operatorKubeconfig, POD_NAMESPACE: releaseNamespace, POD_NAME: `operator-${suffix}`, METRICS_PORT: '0', METRICS_HOST: '127.0.0.1', LOG_LEVEL: 'debug' },
+    path.join(workDir, 'operator.log'),
+  );
+
+  const agents = new Map<string, AgentProcess>();
+  const startAgent = async (node: string): Promise<AgentProcess> => {
+    const vmRoot = path.join(workDir, node, 'vms');
+    const storageRoot = path.join(workDir, node, 'snapshots');
+    fs.mkdirSync(vmRoot, { recursive: true });
+    fs.mkdirSync(storageRoot, { recursive: true });
+    const logPath = path.join(workDir, `agent-${node}.log`);
+    const child = spawnLogged(
+      process.execPath,
+      [AGENT, 'daemon'],
+      {
+        KUBECONFIG: agentKubeconfig,
+        NODE_NAME: node,
+        VMSNAP_VM_ROOT: vmRoot,
+        VMSNAP_STORAGE_ROOT: storageRoot,
+        VMSNAP_INVENTORY_INTERVAL_SECONDS: '5',
+        LOG_LEVEL: 'debug',
+      },
+      logPath,
+    );
+    const agent = { node, vmRoot, storageRoot, process: child, logPath };
+    agents.set(node, agent);
+    return agent;
+  };
+  for (const node of nodes) await startAgent(node);
+
+  const killAgent = async (node: string, signal: NodeJS.Signals = 'SIGKILL') => {
+    const a = agents.get(node);
+    if (!a || a.process.exitCode !== null || a.process.signalCode !== null) return;
+    const exited = new Promise((r) => a.process.once('exit', r));
+    a.process.kill(signal);
+    await exited;
+  };
+
+  return {
+    cp,
+    releaseNamespace,
+    workDir,
+    agents,
+    operator,
+    operatorKubeconfig,
+    agentKubeconfig,
+    startAgent,
+    killAgent,
+    async stop() {
+      for (const node of agents.keys()) await killAgent(node, 'SIGTERM');
+      if (operator.exitCode === null) {
+        const exited = new Promise((r) => operator.once('exit', r));
+        operator.kill('SIGTERM');
+        await exited;
+      }
+      await helm(['uninstall', release, '-n', releaseNamespace]);
+    },
+  };
+}
+
+/** Polls a namespaced object's jsonpath until `accept` says yes; returns the last value. */
+export async function waitFor(
+  resource: string,
+  namespace: string,
+  jsonpath: string,
+  accept: (value: string) => boolean,
+  timeoutMs = 90_000,
+): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  for (;;) {
+    const r = await kubectl(['get', resource, '-n', namespace, '-o', `jsonpath=${jsonpath}`]);
+    last = r.code === 0 ? r.stdout : `(error: ${r.stderr.trim()})`;
+    if (r.code === 0 && accept(last)) return last;
+    if (Date.now() > deadline) throw new Error(`${resource} in ${namespace}: ${jsonpath} is ${JSON.stringify(last)} after ${timeoutMs} ms`);
+    await new Promise((r2) => setTimeout(r2, 250));
+  }
+}
+
+export async function getJson<T = Record<string, any>>(resource: string, namespace: string): Promise<T> {
+  return JSON.parse(await kubectlOk(['get', resource, '-n', namespace, '-o', 'json'])) as T;
+}
+
+/** Applies YAML from a string. */
+export async function apply(yaml: string, namespace?: string): Promise<void> {
+  const r = await kubectl(['apply', ...(namespace ? ['-n', namespace] : []), '-f', '-'], { input: yaml });
+  if (r.code !== 0) throw new Error(`kubectl apply failed: ${r.stderr}`);
+}
+
+/** Waits for a terminal phase; fails the test with the object's error if it is not `expected`. */
+export async function waitForPhase(resource: string, namespace: string, expected: 'Succeeded' | 'Failed', timeoutMs = 120_000): Promise<Record<string, any>> {
+  await waitFor(resource, namespace, '{.status.phase}', (p) => p === 'Succeeded' || p === 'Failed', timeoutMs);
+  const obj = await getJson(resource, namespace);
+  if (obj.status.phase !== expected) {
+    throw new Error(`${resource} in ${namespace} ended ${obj.status.phase}, expected ${expected}: ${JSON.stringify(obj.status.error ?? obj.status.conditions)}`);
+  }
+  return obj;
+}
