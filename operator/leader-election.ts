@@ -12,6 +12,12 @@ export interface LeaderElectionOptions {
   log: (msg: string) => void;
 }
 
+/**
+ * Lease times are MicroTime (six fractional digits). client-node passes a
+ * string through but serialises a Date with milliseconds, which the API refuses.
+ */
+const microTime = (d: Date) => d.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z') as unknown as Date;
+
 export class LeaderElector {
   private timer: NodeJS.Timeout | undefined;
   private leading = false;
@@ -57,12 +63,12 @@ export class LeaderElector {
     } catch (err) {
       if (statusCode(err) !== 404) throw err;
     }
-    const spec = { holderIdentity: identity, leaseDurationSeconds: this.duration, renewTime: now };
+    const spec = { holderIdentity: identity, leaseDurationSeconds: this.duration, renewTime: microTime(now) };
     if (!lease) {
       try {
         await this.kube.coordination.createNamespacedLease({
           namespace,
-          body: { metadata: { name, namespace }, spec: { ...spec, acquireTime: now, leaseTransitions: 0 } },
+          body: { metadata: { name, namespace }, spec: { ...spec, acquireTime: microTime(now), leaseTransitions: 0 } },
         });
         this.lastRenew = now.getTime();
         return true;
@@ -82,7 +88,7 @@ export class LeaderElector {
         namespace,
         body: {
           metadata: { name, namespace, resourceVersion: lease.metadata?.resourceVersion },
-          spec: { ...spec, acquireTime: holder === identity ? lease.spec?.acquireTime : now, leaseTransitions: transitions },
+          spec: { ...spec, acquireTime: holder === identity ? lease.spec?.acquireTime : microTime(now), leaseTransitions: transitions },
         },
       });
       this.lastRenew = now.getTime();
@@ -105,7 +111,7 @@ export class LeaderElector {
       await this.kube.coordination.replaceNamespacedLease({
         name: this.opts.name,
         namespace: this.opts.namespace,
-        body: { ...lease, spec: { ...lease.spec, holderIdentity: undefined, renewTime: new Date(0) } },
+        body: { ...lease, spec: { ...lease.spec, holderIdentity: undefined, renewTime: microTime(new Date(0)) } },
       });
     } catch {
       // it expires by itself

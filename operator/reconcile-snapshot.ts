@@ -15,7 +15,7 @@ const WAIT_POLL_MS = 2_000;
 
 export function reconcileSnapshot(snap: VMSnapshot, world: World, now: Date): Decision {
   const finalizers = snap.metadata.finalizers ?? [];
-  if (snap.metadata.deletionTimestamp) return onDeletion(snap, now);
+  if (snap.metadata.deletionTimestamp) return onDeletion(snap);
   if (!finalizers.includes(SNAPSHOT_FINALIZER)) {
     return { metadata: { finalizers: [...finalizers, SNAPSHOT_FINALIZER] }, events: [], requeueAfterMs: 0 };
   }
@@ -70,7 +70,7 @@ function schedule(snap: VMSnapshot, world: World, now: Date, remaining: number):
  * save is cancelled by its agent, a Delete-policy file removed by it; a file
  * under Retain, or no file at all, needs nothing.
  */
-function onDeletion(snap: VMSnapshot, now: Date): Decision {
+function onDeletion(snap: VMSnapshot): Decision {
   const finalizers = snap.metadata.finalizers ?? [];
   if (!finalizers.includes(SNAPSHOT_FINALIZER)) return nothing();
   const phase = snap.status?.phase;
@@ -82,6 +82,5 @@ function onDeletion(snap: VMSnapshot, now: Date): Decision {
   if (phase !== 'Succeeded') return release('no snapshot file to keep or remove');
   if (effectiveDeletionPolicy(snap) === 'Retain') return release(`deletionPolicy Retain: kept ${snap.status?.file?.path ?? 'the file'} on node ${snap.status?.nodeName}`);
   if (snap.status?.fileDeleted) return release(`removed ${snap.status?.file?.path ?? 'the file'} from node ${snap.status?.nodeName}`);
-  void now;
   return nothing(WAIT_POLL_MS); // waiting for the node's agent to remove the file
 }

@@ -58,6 +58,9 @@ export function operationHoldingVM(world: World, namespace: string, vm: string, 
     if (key !== selfKey && r.metadata.namespace === namespace && r.status?.effective?.targetVMName === vm && active(r)) return `VMRestore ${r.metadata.name}`;
   }
   const recent = world.recentlyAssigned.get(vmKey(namespace, vm));
-  if (recent && recent !== selfKey) return recent.split('/').slice(0, 1).concat(recent.split('/').slice(2)).join(' ');
+  if (recent && recent !== selfKey) {
+    const [kind, , name] = recent.split('/');
+    return `${kind} ${name}`;
+  }
   return undefined;
 }

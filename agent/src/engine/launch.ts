@@ -15,11 +15,28 @@ export class LaunchError extends Error {
   override name = 'LaunchError';
 }
 
+/** How a copy's command line differs from the source VM's (restoring under another name). */
+export interface ArgvRewrite {
+  /**
+   * [from, to] directory pairs: every argument path equal to `from` or below it
+   * is moved to `to` (sockets, logs, pid files, memory-backend files of the VM).
+   */
+  paths?: Array<[string, string]>;
+  /** The new VM name for `-name`. */
+  name?: string;
+}
+
 /**
  * The recorded argv, pointed at a new QMP socket, without options that
  * conflict with a restore, plus `-S -incoming defer` (we decide when it runs).
  */
-export function relaunchArgv(recorded: string[], oldQmpSocket: string, newQmpSocket: string, extra: string[] = []): string[] {
+export function relaunchArgv(
+  recorded: string[],
+  oldQmpSocket: string,
+  newQmpSocket: string,
+  extra: string[] = [],
+  rewrite: ArgvRewrite = {},
+): string[] {
   if (recorded.length === 0) throw new LaunchError('the snapshot records no QEMU command line to launch');
   const out: string[] = [];
   for (let i = 0; i < recorded.length; i++) {
@@ -29,12 +46,33 @@ export function relaunchArgv(recorded: string[], oldQmpSocket: string, newQmpSoc
       continue;
     }
     if (DROPPED_FLAGS.has(arg)) continue;
-    out.push(oldQmpSocket === newQmpSocket ? arg : arg.split(oldQmpSocket).join(newQmpSocket));
+    let next = oldQmpSocket === newQmpSocket ? arg : arg.split(oldQmpSocket).join(newQmpSocket);
+    if (i > 0) for (const [from, to] of rewrite.paths ?? []) next = replacePath(next, from, to);
+    if (rewrite.name !== undefined && i > 0 && recorded[i - 1] === '-name') next = renameVm(next, rewrite.name);
+    out.push(next);
   }
   if (!out.slice(1).some((a) => a.includes(newQmpSocket))) {
     out.push('-qmp', `unix:${newQmpSocket},server=on,wait=off`);
   }
   return [...out, ...extra, '-S', '-incoming', 'defer'];
+}
+
+/**
+ * Replaces `from` where it is a whole path: `/vms/a` matches `/vms/a`, `/vms/a/x` and
+ * `path=/vms/a/x`, but not `/vms/ab` or `/old/vms/a`.
+ */
+function replacePath(arg: string, from: string, to: string): string {
+  const dir = from.replace(/\/+$/, '');
+  if (!dir) return arg;
+  const escaped = dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return arg.replace(new RegExp(`(?<![^=,:; ])${escaped}(?=$|[/,:;= ])`, 'g'), () => to.replace(/\/+$/, ''));
+}
+
+/** `-name demo` or `-name guest=demo,debug-threads=on`: the name is the first (guest=) part. */
+function renameVm(value: string, name: string): string {
+  const [first = '', ...rest] = value.split(',');
+  const renamed = first.startsWith('guest=') ? `guest=${name}` : first.includes('=') ? first : name;
+  return [renamed, ...rest].join(',');
 }
 
 function socketAnswers(socketPath: string): Promise<boolean> {
@@ -61,6 +99,8 @@ export async function launchQemu(opts: {
   cwd?: string;
   logPath?: string;
   timeoutMs?: number;
+  /** Added to the inherited environment (lets the agent recognise a QEMU it launched). */
+  env?: Record<string, string>;
 }): Promise<LaunchedQemu> {
   const { argv, qmpSocket } = opts;
   if (fs.existsSync(qmpSocket)) {
@@ -73,7 +113,8 @@ export async function launchQemu(opts: {
   const logPath = opts.logPath ?? `${qmpSocket}.qemu.log`;
   const log = fs.openSync(logPath, 'a');
   const cwd = opts.cwd && fs.existsSync(opts.cwd) ? opts.cwd : undefined;
-  const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log, log], cwd });
+  const env = opts.env ? { ...process.env, ...opts.env } : undefined;
+  const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log, log], cwd, env });
   fs.closeSync(log);
   let exitCode: number | null | undefined;
   child.once('exit', (code, signal) => {

@@ -8,7 +8,7 @@ import { verifySnapshotFile, type VerifiedSnapshot } from '../snapshot-file/veri
 import type { DirectIOMode } from '../snapshot-file/metadata.js';
 import { decideDirectIO } from './direct-io.js';
 import { throughputMiBps } from './file-stats.js';
-import { launchQemu, relaunchArgv } from './launch.js';
+import { launchQemu, relaunchArgv, type ArgvRewrite } from './launch.js';
 import {
   addFdSet,
   configureMigration,
@@ -31,6 +31,10 @@ export interface RestoreOptions {
   paused?: boolean;
   pollMs?: number;
   onMigrating?: (client: QmpClient) => Promise<void> | void;
+  /** With launch: how the recorded command line changes (a copy under another name) and extra environment. */
+  relaunch?: { rewrite?: ArgvRewrite; env?: Record<string, string> };
+  /** Aborting stops waiting for the load; a QEMU this call launched is quit (its VM is only half loaded). */
+  signal?: AbortSignal;
 }
 
 export interface RestoreResult {
@@ -64,8 +68,9 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
   let client: QmpClient;
   let launched: { pid: number; logPath: string } | undefined;
   if (opts.launch) {
-    const argv = relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket);
-    const q = await launchQemu({ argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd });
+    if (opts.signal?.aborted) throw opts.signal.reason ?? new RestoreError('the restore was cancelled');
+    const argv = relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], opts.relaunch?.rewrite);
+    const q = await launchQemu({ argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd, env: opts.relaunch?.env });
     client = q.client;
     launched = { pid: q.pid, logPath: q.logPath };
   } else {
@@ -85,7 +90,7 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
     const migrateIssuedAtMs = performance.now();
     await client.execute('migrate-incoming', { uri: fileUri(fdsetId, snapshot.header.streamOffset), 'exit-on-error': false });
     await opts.onMigrating?.(client);
-    const outcome = await waitForMigration(client, { pollMs: opts.pollMs ?? 10, startedAt: started });
+    const outcome = await waitForMigration(client, { pollMs: opts.pollMs ?? 10, startedAt: started, signal: opts.signal });
     if (outcome.status !== 'completed') {
       throw new RestoreError(`QEMU could not load ${opts.inPath}: ${outcome['error-desc'] ?? outcome.status}`);
     }

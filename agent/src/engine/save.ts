@@ -6,7 +6,6 @@ import { performance } from 'node:perf_hooks';
 import { QmpClient } from '../qmp/client.js';
 import { SNAPSHOT_FORMAT_VERSION, STREAM_OFFSET, writeHeader } from '../snapshot-file/header.js';
 import type { DirectIOMode, SnapshotMetadata } from '../snapshot-file/metadata.js';
-import { structureCrc32 } from '../snapshot-file/structure-crc.js';
 import { decideDirectIO } from './direct-io.js';
 import { queryStatus, queryVmInfo } from './qemu-info.js';
 import {
@@ -21,7 +20,8 @@ import {
   type Progress,
   type SavedMigrationConfig,
 } from './migration.js';
-import { allocatedBytes, throughputMiBps } from './file-stats.js';
+import { throughputMiBps } from './file-stats.js';
+import { finishSnapshotFile } from './finish.js';
 
 export type AfterSave = 'resume' | 'stop';
 
@@ -153,26 +153,21 @@ class SaveState {
     }
     const migrateMs = Date.now() - started;
 
-    // QEMU does not fsync; the header says "complete" only after the data is durable.
-    fs.fsyncSync(plain);
-    const endOffset = fs.fstatSync(plain).size;
     const bytes = outcome.ram?.transferred ?? 0;
-    metadata.stream.endOffset = endOffset;
-    metadata.stream.structureCrc32 = structureCrc32(opts.outPath, STREAM_OFFSET);
-    metadata.completedAt = new Date().toISOString();
-    const durationMs = Date.now() - started;
-    const vmPausedMs = opts.live ? (outcome.downtime ?? 0) : pausedAt !== undefined ? Date.now() - pausedAt : 0;
-    metadata.stats = {
-      durationMs,
-      migrateMs,
-      syncMs: durationMs - migrateMs,
-      vmPausedMs,
-      bytesWritten: bytes,
-      throughputMiBps: throughputMiBps(bytes, durationMs),
-    };
-    writeHeader(plain, 'complete', metadata);
-    fs.fsyncSync(plain);
-    const allocated = allocatedBytes(fs.fstatSync(plain));
+    let durationMs = 0;
+    let vmPausedMs = 0;
+    const { endOffset, allocatedBytes: allocated } = finishSnapshotFile(plain, opts.outPath, metadata, () => {
+      durationMs = Date.now() - started;
+      vmPausedMs = opts.live ? (outcome.downtime ?? 0) : pausedAt !== undefined ? Date.now() - pausedAt : 0;
+      return {
+        durationMs,
+        migrateMs,
+        syncMs: durationMs - migrateMs,
+        vmPausedMs,
+        bytesWritten: bytes,
+        throughputMiBps: throughputMiBps(bytes, durationMs),
+      };
+    });
     this.closeFds();
     await removeFdSet(client, this.fdsetId);
     this.fdsetId = undefined;

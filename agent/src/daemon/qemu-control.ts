@@ -1,0 +1,105 @@
+// Small QMP and process helpers the daemon needs around the engine: a quick
+// connect that tells "nobody there" from "busy", quitting a QEMU and waiting
+// until its process is gone, and cleaning up what a dead agent left in QEMU.
+import fs from 'node:fs';
+import { QmpClient } from '../qmp/client.js';
+
+export type Probe = { kind: 'answers'; client: QmpClient } | { kind: 'absent'; message: string } | { kind: 'unreachable'; message: string };
+
+/** Connects with a short timeout. "absent": no socket or nothing listens (a stale socket). */
+export async function probeQmp(socket: string, timeoutMs = 1000): Promise<Probe> {
+  if (!fs.existsSync(socket)) return { kind: 'absent', message: `no QMP socket at ${socket}` };
+  try {
+    return { kind: 'answers', client: await QmpClient.connect(socket, { timeoutMs }) };
+  } catch (err) {
+    const message = (err as Error).message;
+    if (/nothing listens|no QMP socket/.test(message)) return { kind: 'absent', message };
+    return { kind: 'unreachable', message };
+  }
+}
+
+/** The pid of the QEMU on the other end, if the kernel tells us. */
+export function peerPid(client: QmpClient): number | undefined {
+  try {
+    return client.peerCredentials().pid;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Running (not a zombie) process? */
+export function processAlive(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+export async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (processAlive(pid)) {
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return true;
+}
+
+/**
+ * `quit`s the QEMU and waits until its process has exited: a QEMU removes its
+ * socket file on exit, which must not happen after a new QEMU bound the same path.
+ */
+export async function quitQemu(client: QmpClient, timeoutMs = 30_000): Promise<void> {
+  const pid = peerPid(client);
+  await client.execute('quit').catch(() => undefined);
+  await client.waitClosed(timeoutMs);
+  client.close();
+  if (pid === undefined) return;
+  if (await waitForExit(pid, timeoutMs)) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    return;
+  }
+  if (!(await waitForExit(pid, 5_000))) throw new Error(`QEMU (pid ${pid}) did not exit after quit and SIGKILL`);
+}
+
+interface FdSetInfo {
+  'fdset-id': number;
+  fds: Array<{ fd: number; opaque?: string }>;
+}
+
+/** fdset ids holding an fd added with `opaque` (what a save or restore left behind). */
+export async function fdSetsWithOpaque(client: QmpClient, opaque: string): Promise<number[]> {
+  const sets = await client.execute<FdSetInfo[]>('query-fdsets').catch(() => [] as FdSetInfo[]);
+  return sets.filter((s) => s.fds.some((f) => f.opaque === opaque)).map((s) => s['fdset-id']);
+}
+
+export async function removeFdSets(client: QmpClient, opaque: string): Promise<void> {
+  for (const id of await fdSetsWithOpaque(client, opaque)) {
+    await client.execute('remove-fd', { 'fdset-id': id }).catch(() => undefined);
+  }
+}
+
+/** One variable of a process's environment (readable by root or the same user). */
+export function processEnvVar(pid: number, name: string): string | undefined {
+  try {
+    const env = fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+    const entry = env.find((e) => e.startsWith(`${name}=`));
+    return entry?.slice(name.length + 1);
+  } catch {
+    return undefined;
+  }
+}
+
+export function processArgv(pid: number): string[] | undefined {
+  try {
+    const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    if (argv[argv.length - 1] === '') argv.pop();
+    return argv;
+  } catch {
+    return undefined;
+  }
+}

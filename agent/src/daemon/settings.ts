@@ -1,0 +1,42 @@
+// The settings in force (status.effective, recorded by the operator) in the
+// engine's terms.
+import type { EffectiveRestoreSpec, EffectiveSnapshotSpec } from '../../../api/index.js';
+import type { DirectIOMode } from '../snapshot-file/metadata.js';
+
+const DIRECT_IO: Record<EffectiveSnapshotSpec['directIO'], DirectIOMode> = { Auto: 'auto', Always: 'on', Never: 'off' };
+
+export function directIOMode(mode: EffectiveSnapshotSpec['directIO']): DirectIOMode {
+  return DIRECT_IO[mode];
+}
+
+export interface SaveSettings {
+  channels: number;
+  directIO: DirectIOMode;
+  live: boolean;
+  after: 'resume' | 'stop';
+}
+
+export function saveSettings(e: EffectiveSnapshotSpec): SaveSettings {
+  return {
+    channels: e.channels,
+    directIO: directIOMode(e.directIO),
+    live: e.captureMode === 'Live',
+    after: e.afterSnapshot === 'Stop' ? 'stop' : 'resume',
+  };
+}
+
+export interface RestoreSettings {
+  channels: number;
+  directIO: DirectIOMode;
+  paused: boolean;
+  replaceRunning: boolean;
+}
+
+export function restoreSettings(e: EffectiveRestoreSpec): RestoreSettings {
+  return {
+    channels: e.channels,
+    directIO: directIOMode(e.directIO),
+    paused: e.afterRestore === 'Paused',
+    replaceRunning: e.ifRunning === 'Replace',
+  };
+}

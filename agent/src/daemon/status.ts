@@ -1,0 +1,154 @@
+// Status patches the agent writes, as pure functions of the object, the
+// outcome and the time. Merge patches: conditions are sent whole, computed
+// from the object's current list so lastTransitionTime moves only on change.
+import {
+  Reason,
+  formatBytes,
+  formatDurationMs,
+  setCondition,
+  transferDisplay,
+  type Condition,
+  type VMRestoreStatus,
+  type VMSnapshotStatus,
+} from '../../../api/index.js';
+
+export interface StatusOwner {
+  metadata: { generation?: number; resourceVersion?: string };
+  status?: { conditions?: Condition[] };
+}
+
+const MAX_MESSAGE = 4096;
+
+function ready(obj: StatusOwner, status: 'True' | 'False', reason: string, message: string, now: Date): Condition[] {
+  return setCondition(
+    obj.status?.conditions,
+    { type: 'Ready', status, reason, message: message.slice(0, MAX_MESSAGE), observedGeneration: obj.metadata.generation },
+    now,
+  );
+}
+
+/** The claim: phase InProgress, guarded by the resourceVersion the agent saw (409 if it changed). */
+export function claimPatch<S extends VMSnapshotStatus | VMRestoreStatus>(
+  obj: StatusOwner,
+  message: string,
+  now: Date,
+  extra: Partial<S> = {},
+): { metadata: { resourceVersion?: string }; status: Partial<S> } {
+  return {
+    metadata: { resourceVersion: obj.metadata.resourceVersion },
+    status: {
+      phase: 'InProgress',
+      startTime: now.toISOString(),
+      observedGeneration: obj.metadata.generation,
+      conditions: ready(obj, 'False', Reason.InProgress, message, now),
+      ...extra,
+    } as Partial<S>,
+  };
+}
+
+export function failedStatus(obj: StatusOwner, reason: Reason, message: string, now: Date): VMSnapshotStatus & VMRestoreStatus {
+  const text = message.slice(0, MAX_MESSAGE);
+  return {
+    phase: 'Failed',
+    completionTime: now.toISOString(),
+    observedGeneration: obj.metadata.generation,
+    error: { time: now.toISOString(), message: text },
+    conditions: ready(obj, 'False', reason, text, now),
+  };
+}
+
+export function progressStatus(bytesDone: number, bytesTotal: number): { progress: { bytesDone: number; bytesTotal: number; percent: number } } {
+  const done = Math.max(0, Math.round(bytesDone));
+  const total = Math.max(0, Math.round(bytesTotal));
+  const percent = total > 0 ? Math.min(100, Math.floor((1000 * done) / total) / 10) : 0;
+  return { progress: { bytesDone: done, bytesTotal: total, percent } };
+}
+
+/** What a finished save reports, from saveVm's result or from a header completed during recovery. */
+export interface SaveOutcome {
+  path: string;
+  /** Bytes QEMU wrote (what the throughput is computed from). */
+  bytes: number;
+  ramBytes: number;
+  durationMs: number;
+  vmPausedMs: number;
+  directIO: boolean;
+  directIOReason?: string;
+  logicalBytes: number;
+  allocatedBytes: number;
+  qemu: { version: string; machine: string };
+}
+
+export function snapshotSucceededStatus(obj: StatusOwner, r: SaveOutcome, now: Date, note = ''): VMSnapshotStatus {
+  const durationMs = Math.max(0, Math.round(r.durationMs));
+  const display = transferDisplay(r.bytes, durationMs);
+  return {
+    phase: 'Succeeded',
+    readyToUse: true,
+    restoreSize: r.ramBytes,
+    restoreSizeHuman: formatBytes(r.ramBytes),
+    completionTime: now.toISOString(),
+    durationMs,
+    durationHuman: display.durationHuman,
+    vmPausedMs: Math.max(0, Math.round(r.vmPausedMs)),
+    throughputMiBps: display.throughputMiBps,
+    throughputHuman: display.throughputHuman,
+    directIOUsed: r.directIO,
+    ...(r.directIOReason ? { directIOReason: r.directIOReason.slice(0, 1024) } : {}),
+    file: { path: r.path, logicalBytes: r.logicalBytes, allocatedBytes: r.allocatedBytes },
+    qemu: { version: r.qemu.version, machine: r.qemu.machine },
+    ...progressStatus(r.ramBytes, r.ramBytes),
+    observedGeneration: obj.metadata.generation,
+    conditions: ready(obj, 'True', Reason.Succeeded, saveSummary(r) + note, now),
+  };
+}
+
+/** "saved 1GiB in 0.8s (1.3GiB/s) to /path" */
+export function saveSummary(r: Pick<SaveOutcome, 'bytes' | 'durationMs' | 'path'>): string {
+  const d = transferDisplay(r.bytes, r.durationMs);
+  return `saved ${formatBytes(r.bytes)}B in ${d.durationHuman} (${d.throughputHuman}) to ${r.path}`;
+}
+
+export interface RestoreOutcome {
+  path: string;
+  bytes: number;
+  ramBytes: number;
+  /** Wall time of the whole restore (launch included). */
+  durationMs: number;
+  /** Time the QEMU spent loading the file (what the throughput is computed from). */
+  loadMs: number;
+  downtimeMs: number;
+  directIO: boolean;
+  directIOReason?: string;
+  running: boolean;
+  target: string;
+}
+
+export function restoreSucceededStatus(obj: StatusOwner, r: RestoreOutcome, now: Date, note = ''): VMRestoreStatus {
+  const durationMs = Math.max(0, Math.round(r.durationMs));
+  const downtimeMs = Math.max(0, Math.round(r.downtimeMs));
+  return {
+    phase: 'Succeeded',
+    completionTime: now.toISOString(),
+    durationMs,
+    durationHuman: formatDurationMs(durationMs),
+    downtimeMs,
+    downtimeHuman: formatDurationMs(downtimeMs),
+    throughputMiBps: transferDisplay(r.bytes, r.loadMs).throughputMiBps,
+    restoreSize: r.ramBytes,
+    directIOUsed: r.directIO,
+    ...(r.directIOReason ? { directIOReason: r.directIOReason.slice(0, 1024) } : {}),
+    ...progressStatus(r.bytes, r.bytes),
+    observedGeneration: obj.metadata.generation,
+    conditions: ready(obj, 'True', Reason.Succeeded, restoreSummary(r) + note, now),
+  };
+}
+
+/** "restored 1GiB from /path in 0.9s (1.2GiB/s) into default/demo; VM running" */
+export function restoreSummary(r: Pick<RestoreOutcome, 'bytes' | 'loadMs' | 'durationMs' | 'path' | 'target' | 'running'>): string {
+  const load = transferDisplay(r.bytes, r.loadMs);
+  return (
+    `restored ${formatBytes(r.bytes)}B from ${r.path} into ${r.target} in ${formatDurationMs(r.durationMs)} ` +
+    `(${load.throughputHuman}); VM ${r.running ? 'running' : 'paused'}`
+  );
+}

@@ -1,0 +1,530 @@
+// The peer: libvirt 11's `virsh save --image-format sparse --parallel-channels 4
+// --bypass-cache` and `virsh restore --parallel-channels 4 --bypass-cache`
+// against the vmsnap CLI (`save --channels 4 --direct-io on --after stop`,
+// `restore --launch --channels 4 --direct-io on`), end to end as a user sees
+// them (spawn to exit), on the same filesystem, in one run.
+//
+// Both sides run the project's test guest under TCG (machine pc, qemu64, 1
+// vCPU) with the same kernel, initrd, command line and RAM, its pattern
+// filling ~90% of RAM. Each repetition: resume the guest and wait for a fresh
+// `VMSNAP PASS`, drop caches, time the save (the VM ends stopped/destroyed),
+// drop caches, time the restore (a new QEMU, running), and wait for the next
+// PASS: every restore is verified by the guest itself. The side not being
+// measured is paused (a running TCG guest keeps a core busy). The libvirt
+// and vmsnap repetitions alternate, so a slow second on the disk hits both.
+//
+// libvirt comes from bench/libvirt-setup.sh: packages from bookworm-backports
+// (installed only when missing) and a private libvirtd (own mount namespace,
+// own config/state dirs, own socket), stopped at the end.
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { packageRoot } from '../agent/src/package-root.js';
+import { ensureGuestAssets, KERNEL_CMDLINE_BASE, QEMU_BINARY, startGuest, type Guest } from '../test/guest/guest.js';
+import { dropCaches } from './baselines.js';
+import { qmpExecute } from './qemu-vm.js';
+
+export interface LibvirtRow {
+  sizeGiB: number;
+  /** MiB of guest RAM the guest's pattern fills. */
+  fillMiB: number;
+  reps: number;
+  /** Medians, ms, spawn to exit. */
+  virshSaveMs: number;
+  vmsnapSaveMs: number;
+  /** virsh / vmsnap: above 1 means vmsnap is faster. */
+  saveSpeedup: number;
+  virshRestoreMs: number;
+  vmsnapRestoreMs: number;
+  restoreSpeedup: number;
+  /** Every run, in order. */
+  runs: { virshSave: number[]; vmsnapSave: number[]; virshRestore: number[]; vmsnapRestore: number[] };
+  /** Save file sizes (last run): apparent and allocated bytes. */
+  virshFile: { bytes: number; allocatedBytes: number };
+  vmsnapFile: { bytes: number; allocatedBytes: number };
+  /** Every restored guest printed a new PASS and no guest printed BAD. */
+  verified: boolean;
+}
+
+export interface LibvirtOptions {
+  /** Work dir on the filesystem under test (save files, serial logs, the private libvirtd). */
+  dir: string;
+  sizesGiB: number[];
+  reps: number;
+  log: (line: string) => void;
+  /** Default 4 (the issue's target). */
+  channels?: number;
+}
+
+const DOMAIN_PREFIX = 'vmsnap-bench';
+const BOOT_TIMEOUT_MS = 300_000;
+const PASS_TIMEOUT_MS = 120_000;
+
+const setupScript = () => path.join(packageRoot(), 'bench/libvirt-setup.sh');
+const cliPath = () => path.join(packageRoot(), 'dist/agent/src/cli/main.js');
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const round = (x: number, digits = 0) => Math.round(x * 10 ** digits) / 10 ** digits;
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Guest RAM filled by the pattern: 90%, but leave the kernel ~136 MiB (1 GiB guests OOM above ~900 MiB). */
+export function fillMiBFor(memMiB: number): number {
+  return Math.min(Math.floor(memMiB * 0.9), memMiB - 136);
+}
+
+interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  /** Spawn to exit. */
+  ms: number;
+}
+
+/** Runs a command to completion; `ms` is wall time from spawn to process exit. */
+function run(cmd: string, args: string[], timeoutMs = 600_000): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    let exitMs = 0;
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('exit', () => (exitMs = performance.now() - t0));
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr, ms: exitMs || performance.now() - t0 });
+    });
+  });
+}
+
+async function mustRun(cmd: string, args: string[], timeoutMs?: number): Promise<RunResult> {
+  const r = await run(cmd, args, timeoutMs);
+  if (r.code !== 0) {
+    throw new Error(`${path.basename(cmd)} ${args.join(' ')} failed (exit ${r.code}): ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}`);
+  }
+  return r;
+}
+
+function readText(file: string): string {
+  try {
+    return fs.readFileSync(file, 'latin1');
+  } catch {
+    return '';
+  }
+}
+
+function lastPass(serial: string): number {
+  let max = 0;
+  for (const m of readText(serial).matchAll(/VMSNAP PASS n=(\d+)/g)) max = Math.max(max, Number(m[1]));
+  return max;
+}
+
+function badLines(serial: string): string[] {
+  return readText(serial)
+    .split(/\r?\n/)
+    .filter((l) => l.includes('VMSNAP BAD') || l.includes('VMSNAP ERROR') || l.includes('Kernel panic'));
+}
+
+/** Waits until the guest prints a PASS numbered above `after`; returns that number. */
+async function waitForPass(serial: string, after: number, timeoutMs: number, alive: () => boolean, what: string): Promise<number> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const n = lastPass(serial);
+    if (n > after) return n;
+    const bad = badLines(serial);
+    if (bad.length > 0) throw new Error(`${what}: the guest reported ${bad[0]!.trim()}`);
+    if (!alive()) throw new Error(`${what}: the VM is gone while waiting for VMSNAP PASS n>${after} (${serial})`);
+    if (Date.now() > end) throw new Error(`${what}: no VMSNAP PASS n>${after} within ${timeoutMs} ms (${serial})`);
+    await sleep(50);
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitPidGone(pid: number, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (pidAlive(pid) && Date.now() < end) await sleep(10);
+}
+
+function fileSizes(file: string): { bytes: number; allocatedBytes: number } {
+  try {
+    const st = fs.statSync(file);
+    return { bytes: st.size, allocatedBytes: st.blocks * 512 };
+  } catch {
+    return { bytes: 0, allocatedBytes: 0 };
+  }
+}
+
+const xmlEscape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/'/g, '&apos;').replace(/"/g, '&quot;');
+
+/** A transient TCG domain equivalent to test/guest/guest.ts's QEMU command line. */
+export function domainXml(o: { name: string; memMiB: number; kernel: string; initrd: string; cmdline: string; serialPath: string; emulator: string }): string {
+  return `<domain type='qemu'>
+  <name>${xmlEscape(o.name)}</name>
+  <memory unit='MiB'>${o.memMiB}</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>${xmlEscape(o.kernel)}</kernel>
+    <initrd>${xmlEscape(o.initrd)}</initrd>
+    <cmdline>${xmlEscape(o.cmdline)}</cmdline>
+  </os>
+  <features><acpi/></features>
+  <cpu mode='custom' match='exact'><model fallback='forbid'>qemu64</model></cpu>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>${xmlEscape(o.emulator)}</emulator>
+    <serial type='file'>
+      <source path='${xmlEscape(o.serialPath)}' append='on'/>
+      <target port='0'/>
+    </serial>
+    <controller type='usb' model='none'/>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+`;
+}
+
+function resolveBinary(bin: string): string {
+  if (bin.includes('/')) return path.resolve(bin);
+  for (const d of (process.env['PATH'] ?? '/usr/bin:/bin').split(':')) {
+    const p = path.join(d, bin);
+    if (fs.existsSync(p)) return p;
+  }
+  return bin;
+}
+
+/** A private libvirtd started by bench/libvirt-setup.sh. */
+class Libvirt {
+  readonly uri: string;
+  constructor(readonly privDir: string) {
+    this.uri = `qemu:///system?socket=${path.join(privDir, 'sock/libvirt-sock')}`;
+  }
+  virsh(args: string[], timeoutMs?: number): Promise<RunResult> {
+    return run('virsh', ['-q', '-c', this.uri, ...args], timeoutMs);
+  }
+  mustVirsh(args: string[], timeoutMs?: number): Promise<RunResult> {
+    return mustRun('virsh', ['-q', '-c', this.uri, ...args], timeoutMs);
+  }
+  async domainRunning(name: string): Promise<boolean> {
+    const r = await this.virsh(['domstate', name]);
+    return r.code === 0 && /running|paused/.test(r.stdout);
+  }
+  async stop(): Promise<void> {
+    await run('bash', [setupScript(), 'stop', this.privDir], 60_000);
+  }
+}
+
+/** libvirt installed (if missing) and a private daemon running, or why not. */
+async function startLibvirt(dir: string, log: (l: string) => void): Promise<Libvirt | { skipped: string }> {
+  if (process.platform !== 'linux') return { skipped: 'libvirt comparison needs Linux' };
+  if (process.getuid?.() !== 0) return { skipped: 'libvirt comparison needs root (system-mode libvirtd, drop_caches)' };
+  const firstLine = (r: RunResult) => (r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ');
+  let r: RunResult;
+  try {
+    r = await run('bash', [setupScript(), 'install'], 900_000);
+  } catch (e) {
+    return { skipped: `cannot run bench/libvirt-setup.sh: ${(e as Error).message}` };
+  }
+  if (r.code !== 0) return { skipped: `libvirt 11 could not be installed: ${firstLine(r)}` };
+  log(r.stdout.trim());
+  const lv = new Libvirt(path.join(path.resolve(dir), 'libvirt-priv'));
+  await lv.stop(); // a daemon left over from an interrupted run
+  r = await run('bash', [setupScript(), 'start', lv.privDir], 120_000);
+  if (r.code !== 0) {
+    await lv.stop();
+    return { skipped: `libvirtd could not be started: ${firstLine(r)}` };
+  }
+  log(r.stdout.trim());
+  return lv;
+}
+
+interface Side {
+  serial: string;
+  /** Saved file of the current run. */
+  file: string;
+  alive(): boolean;
+  resume(): Promise<void>;
+  pause(): Promise<void>;
+  save(): Promise<number>;
+  restore(): Promise<number>;
+  destroy(): Promise<void>;
+}
+
+async function libvirtSide(lv: Libvirt, dir: string, name: string, xml: string, channels: number): Promise<Side> {
+  const serial = path.join(dir, 'serial.log');
+  const file = path.join(dir, 'virsh.save');
+  const xmlPath = path.join(dir, 'domain.xml');
+  fs.writeFileSync(xmlPath, xml);
+  let running = false;
+  await lv.mustVirsh(['create', xmlPath]);
+  running = true;
+  const side: Side = {
+    serial,
+    file,
+    alive: () => running,
+    async resume() {
+      const st = (await lv.virsh(['domstate', name])).stdout;
+      if (st.includes('paused')) await lv.mustVirsh(['resume', name]);
+    },
+    async pause() {
+      await lv.mustVirsh(['suspend', name]);
+    },
+    async save() {
+      const r = await lv.mustVirsh(['save', name, file, '--image-format', 'sparse', '--parallel-channels', String(channels), '--bypass-cache']);
+      running = false;
+      return r.ms;
+    },
+    async restore() {
+      const r = await lv.mustVirsh(['restore', file, '--parallel-channels', String(channels), '--bypass-cache']);
+      running = true;
+      return r.ms;
+    },
+    async destroy() {
+      if (await lv.domainRunning(name)) await lv.virsh(['destroy', name]);
+      running = false;
+    },
+  };
+  return side;
+}
+
+/** QEMU pids started by vmsnap restore --launch (detached): killed on exit whatever happens. */
+const launchedPids = new Set<number>();
+let exitHook = false;
+function trackPid(pid: number): void {
+  launchedPids.add(pid);
+  if (!exitHook) {
+    exitHook = true;
+    process.on('exit', () => {
+      for (const p of launchedPids) {
+        try {
+          process.kill(p, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    });
+  }
+}
+
+async function vmsnapSide(dir: string, name: string, memMiB: number, fillMiB: number, channels: number): Promise<Side> {
+  const file = path.join(dir, 'vmsnap.vms');
+  const guest: Guest = await startGuest({ dir, name, memMiB, fillMiB, seed: 1 });
+  let qmp = guest.qmpPath;
+  let pid = guest.pid;
+  let gen = 0;
+  const cli = cliPath();
+  return {
+    serial: guest.serialPath,
+    file,
+    alive: () => pidAlive(pid),
+    async resume() {
+      const st = await qmpExecute<{ status: string }>(qmp, 'query-status');
+      if (st.status !== 'running') await qmpExecute(qmp, 'cont');
+    },
+    async pause() {
+      await qmpExecute(qmp, 'stop');
+    },
+    async save() {
+      const r = await mustRun(process.execPath, [cli, 'save', '--qmp', qmp, '--out', file, '--channels', String(channels), '--direct-io', 'on', '--after', 'stop', '--json']);
+      const out = JSON.parse(r.stdout) as { directIO?: boolean };
+      if (out.directIO !== true) throw new Error(`vmsnap save did not use O_DIRECT: ${r.stdout.trim()}`);
+      await waitPidGone(pid); // outside the timing: the CLI asked QEMU to quit
+      return r.ms;
+    },
+    async restore() {
+      gen++;
+      const sock = path.join(dir, `restored-${gen}.sock`);
+      fs.rmSync(sock, { force: true });
+      const r = await mustRun(process.execPath, [cli, 'restore', '--in', file, '--qmp', sock, '--launch', '--channels', String(channels), '--direct-io', 'on', '--json']);
+      const out = JSON.parse(r.stdout) as { directIO?: boolean; running?: boolean; launched?: { pid: number } };
+      if (!out.launched) throw new Error(`vmsnap restore --launch reported no QEMU: ${r.stdout.trim()}`);
+      pid = out.launched.pid;
+      trackPid(pid);
+      qmp = sock;
+      if (out.directIO !== true) throw new Error(`vmsnap restore did not use O_DIRECT: ${r.stdout.trim()}`);
+      if (out.running !== true) throw new Error(`vmsnap restore left the VM paused: ${r.stdout.trim()}`);
+      return r.ms;
+    },
+    async destroy() {
+      if (pidAlive(pid)) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+        await waitPidGone(pid);
+      }
+      await guest.kill('SIGKILL').catch(() => undefined);
+      launchedPids.delete(pid);
+    },
+  };
+}
+
+/** One save + restore of a side, timed; the guest is verified before and after. */
+async function round1(side: Side, what: string, log: (l: string) => void): Promise<{ save: number; restore: number }> {
+  await side.resume();
+  const before = await waitForPass(side.serial, lastPass(side.serial), PASS_TIMEOUT_MS, side.alive, `${what} before save`);
+  fs.rmSync(side.file, { force: true });
+  dropCaches();
+  const save = await side.save();
+  dropCaches();
+  const restore = await side.restore();
+  const after = await waitForPass(side.serial, before, PASS_TIMEOUT_MS, side.alive, `${what} after restore`);
+  await side.pause();
+  log(`  ${what}: save ${round(save)} ms, restore ${round(restore)} ms (guest PASS n=${before} before, n=${after} after restore)`);
+  return { save, restore };
+}
+
+async function measureSize(lv: Libvirt, opts: LibvirtOptions, sizeGiB: number, channels: number): Promise<LibvirtRow> {
+  const { log } = opts;
+  const memMiB = Math.round(sizeGiB * 1024);
+  const fillMiB = fillMiBFor(memMiB);
+  const assets = await ensureGuestAssets();
+  const base = path.join(path.resolve(opts.dir), `libvirt-${sizeGiB}g`);
+  const lvDir = path.join(base, 'virsh');
+  const vsDir = path.join(base, 'vmsnap');
+  fs.rmSync(base, { recursive: true, force: true });
+  fs.mkdirSync(lvDir, { recursive: true });
+  fs.mkdirSync(vsDir, { recursive: true });
+  const name = `${DOMAIN_PREFIX}-${sizeGiB}g`;
+  const cmdline = `${KERNEL_CMDLINE_BASE} vmsnap.fill_mib=${fillMiB} vmsnap.seed=1`;
+  log(`${sizeGiB} GiB guest, pattern ${fillMiB} MiB: booting the libvirt domain and the vmsnap QEMU`);
+
+  const sides: Side[] = [];
+  try {
+    const lvSide = await libvirtSide(
+      lv,
+      lvDir,
+      name,
+      domainXml({ name, memMiB, kernel: assets.kernel, initrd: assets.initrd, cmdline, serialPath: path.join(lvDir, 'serial.log'), emulator: resolveBinary(QEMU_BINARY) }),
+      channels,
+    );
+    sides.push(lvSide);
+    await waitForPass(lvSide.serial, 0, BOOT_TIMEOUT_MS, lvSide.alive, 'libvirt domain boot');
+    await lvSide.pause();
+    const vsSide = await vmsnapSide(vsDir, name, memMiB, fillMiB, channels);
+    sides.push(vsSide);
+    await waitForPass(vsSide.serial, 0, BOOT_TIMEOUT_MS, vsSide.alive, 'vmsnap QEMU boot');
+    await vsSide.pause();
+
+    const runs = { virshSave: [] as number[], vmsnapSave: [] as number[], virshRestore: [] as number[], vmsnapRestore: [] as number[] };
+    for (let i = 0; i < opts.reps; i++) {
+      // Alternate which goes first, so neither always follows the other's I/O.
+      const order: Array<['virsh' | 'vmsnap', Side]> = i % 2 === 0 ? [['virsh', lvSide], ['vmsnap', vsSide]] : [['vmsnap', vsSide], ['virsh', lvSide]];
+      for (const [who, side] of order) {
+        const r = await round1(side, `${sizeGiB} GiB run ${i + 1} ${who}`, log);
+        runs[`${who}Save`].push(r.save);
+        runs[`${who}Restore`].push(r.restore);
+      }
+    }
+    const bad = [...badLines(lvSide.serial), ...badLines(vsSide.serial)];
+    const row: LibvirtRow = {
+      sizeGiB,
+      fillMiB,
+      reps: opts.reps,
+      virshSaveMs: round(median(runs.virshSave)),
+      vmsnapSaveMs: round(median(runs.vmsnapSave)),
+      saveSpeedup: round(median(runs.virshSave) / median(runs.vmsnapSave), 2),
+      virshRestoreMs: round(median(runs.virshRestore)),
+      vmsnapRestoreMs: round(median(runs.vmsnapRestore)),
+      restoreSpeedup: round(median(runs.virshRestore) / median(runs.vmsnapRestore), 2),
+      runs: {
+        virshSave: runs.virshSave.map((x) => round(x)),
+        vmsnapSave: runs.vmsnapSave.map((x) => round(x)),
+        virshRestore: runs.virshRestore.map((x) => round(x)),
+        vmsnapRestore: runs.vmsnapRestore.map((x) => round(x)),
+      },
+      virshFile: fileSizes(lvSide.file),
+      vmsnapFile: fileSizes(vsSide.file),
+      verified: bad.length === 0,
+    };
+    return row;
+  } finally {
+    for (const s of sides) await s.destroy().catch(() => undefined);
+    fs.rmSync(base, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Measures virsh save/restore against the vmsnap CLI per guest size. Returns
+ * `{ skipped }` (never throws) when libvirt cannot be installed or started;
+ * a failure during the measurement itself throws, after cleaning up.
+ */
+export async function compareWithLibvirt(opts: LibvirtOptions): Promise<LibvirtRow[] | { skipped: string }> {
+  const channels = opts.channels ?? 4;
+  if (!fs.existsSync(cliPath())) throw new Error(`${cliPath()} is missing: run npm run build first`);
+  fs.mkdirSync(opts.dir, { recursive: true });
+  let lv: Libvirt | { skipped: string };
+  try {
+    lv = await startLibvirt(opts.dir, opts.log);
+  } catch (e) {
+    return { skipped: `libvirt setup failed: ${(e as Error).message}` };
+  }
+  if (!(lv instanceof Libvirt)) return lv;
+  const daemon = lv;
+  const onExit = () => {
+    // Last resort if the process exits without reaching `finally`.
+    spawnSync('bash', [setupScript(), 'stop', daemon.privDir], { stdio: 'ignore', timeout: 60_000 });
+  };
+  process.once('exit', onExit);
+  try {
+    const ver = (await daemon.virsh(['version'])).stdout.split('\n').filter((l) => /Using|Running/.test(l));
+    for (const l of ver) opts.log(l.trim());
+    const rows: LibvirtRow[] = [];
+    for (const size of opts.sizesGiB) rows.push(await measureSize(daemon, opts, size, channels));
+    return rows;
+  } finally {
+    process.removeListener('exit', onExit);
+    await daemon.stop();
+    fs.rmSync(daemon.privDir, { recursive: true, force: true });
+  }
+}
+
+const COLUMNS: Array<[string, (r: LibvirtRow) => string | number]> = [
+  ['GiB', (r) => r.sizeGiB],
+  ['fill MiB', (r) => r.fillMiB],
+  ['virsh save ms', (r) => r.virshSaveMs],
+  ['vmsnap save ms', (r) => r.vmsnapSaveMs],
+  ['save x', (r) => r.saveSpeedup],
+  ['virsh restore ms', (r) => r.virshRestoreMs],
+  ['vmsnap restore ms', (r) => r.vmsnapRestoreMs],
+  ['restore x', (r) => r.restoreSpeedup],
+  ['verified', (r) => (r.verified ? 'yes' : 'NO')],
+];
+
+/** The comparison as text lines ('x' = virsh time / vmsnap time: above 1, vmsnap is faster). */
+export function formatLibvirtTable(rows: LibvirtRow[]): string[] {
+  const w = COLUMNS.map(([h]) => Math.max(8, h.length));
+  return [
+    COLUMNS.map(([h], i) => h.padStart(w[i]!)).join(' '),
+    ...rows.map((r) => COLUMNS.map(([, f], i) => String(f(r)).padStart(w[i]!)).join(' ')),
+  ];
+}
+
+/** compareWithLibvirt, then the table (or the reason it was skipped) through `log`. */
+export async function runLibvirtComparison(opts: LibvirtOptions): Promise<LibvirtRow[] | { skipped: string }> {
+  const result = await compareWithLibvirt(opts);
+  if (!Array.isArray(result)) {
+    opts.log(`libvirt comparison skipped: ${result.skipped}`);
+    return result;
+  }
+  opts.log(`vmsnap vs libvirt (virsh save --image-format sparse --parallel-channels ${opts.channels ?? 4} --bypass-cache / virsh restore), medians of ${opts.reps}; x = virsh ms / vmsnap ms`);
+  for (const l of formatLibvirtTable(result)) opts.log(l);
+  return result;
+}

@@ -1,0 +1,145 @@
+import type { VMInventory, VMRestore, VMSnapshot, VMSnapshotClass } from '../api/index.js';
+import { SNAPSHOT_FINALIZER } from '../api/index.js';
+import { NODE_LABEL } from '../api/protocol.js';
+import { reconcileRestore } from './reconcile-restore.js';
+import { reconcileSnapshot } from './reconcile-snapshot.js';
+import type { World } from './world.js';
+
+const now = new Date('2026-11-21T12:00:00Z');
+const earlier = '2026-11-21T11:59:50Z';
+
+function snapshot(name: string, over: Partial<VMSnapshot> & { spec?: Partial<VMSnapshot['spec']> } = {}): VMSnapshot {
+  return {
+    apiVersion: 'vmsnap.io/v1alpha1',
+    kind: 'VMSnapshot',
+    ...over,
+    metadata: { name, namespace: 'a', uid: `uid-${name}`, generation: 1, creationTimestamp: earlier, finalizers: [SNAPSHOT_FINALIZER], resourceVersion: '1', ...over.metadata },
+    spec: { vmName: 'vm1', captureMode: 'Paused', afterSnapshot: 'Resume', failureDeadline: '10m', ...over.spec },
+  } as VMSnapshot;
+}
+
+function inventory(node: string, vms: Array<{ namespace: string; name: string; state?: string }>, updatedTime = '2026-11-21T11:59:59Z'): VMInventory {
+  return {
+    apiVersion: 'vmsnap.io/v1alpha1',
+    kind: 'VMInventory',
+    metadata: { name: node },
+    status: { nodeName: node, updatedTime, vms: vms.map((v) => ({ qmpSocket: `/vms/${v.namespace}/${v.name}/qmp.sock`, state: 'running', memoryBytes: 1 << 30, ...v })) },
+  } as VMInventory;
+}
+
+function world(over: Partial<World> = {}): World {
+  return { snapshots: [], restores: [], classes: [], inventories: [inventory('node-a', [{ namespace: 'a', name: 'vm1' }])], recentlyAssigned: new Map(), ...over };
+}
+
+describe('reconcileSnapshot', () => {
+  it('adds the finalizer first', () => {
+    const d = reconcileSnapshot(snapshot('s', { metadata: { finalizers: [] } as never }), world(), now);
+    expect(d.metadata).toEqual({ finalizers: [SNAPSHOT_FINALIZER] });
+    expect(d.status).toBeUndefined();
+  });
+
+  it("assigns to the VM's node with the effective settings, label and event", () => {
+    const d = reconcileSnapshot(snapshot('s', { spec: { parallelism: { channels: 8 } } as never }), world(), now);
+    expect(d.metadata).toEqual({ labels: { [NODE_LABEL]: 'node-a' } });
+    expect(d.status).toMatchObject({ phase: 'Pending', nodeName: 'node-a', restoreSize: 1 << 30, effective: { channels: 8, directIO: 'Auto', deletionPolicy: 'Delete' } });
+    expect(d.assigned).toEqual({ vmKey: 'a/vm1', node: 'node-a' });
+    expect(d.events[0]).toMatchObject({ type: 'Normal', reason: 'Assigned' });
+  });
+
+  it('takes defaults from the default class', () => {
+    const cls = {
+      apiVersion: 'vmsnap.io/v1alpha1',
+      kind: 'VMSnapshotClass',
+      metadata: { name: 'fast', annotations: { 'vmsnap.io/is-default-class': 'true' } },
+      parallelism: { channels: 2 },
+      directIO: 'Never',
+      deletionPolicy: 'Retain',
+    } as unknown as VMSnapshotClass;
+    const d = reconcileSnapshot(snapshot('s'), world({ classes: [cls] }), now);
+    expect(d.status).toMatchObject({ effective: { className: 'fast', channels: 2, directIO: 'Never', deletionPolicy: 'Retain' } });
+  });
+
+  it('fails a VM that only another namespace has, once the inventories are fresh', () => {
+    const w = world({ inventories: [inventory('node-a', [{ namespace: 'b', name: 'vm1' }])] });
+    const d = reconcileSnapshot(snapshot('s'), w, now);
+    expect(d.status).toMatchObject({ phase: 'Failed', error: { message: expect.stringMatching(/VM "vm1" not found in namespace "a"/) } });
+    expect(d.metadata).toBeUndefined();
+  });
+
+  it('waits instead when an inventory predates the snapshot', () => {
+    const w = world({ inventories: [inventory('node-a', [], '2026-11-21T11:00:00Z')] });
+    expect(reconcileSnapshot(snapshot('s'), w, now).status).toMatchObject({ phase: 'Pending', conditions: [{ reason: 'WaitingForInventory' }] });
+  });
+
+  it('waits while another operation holds the VM', () => {
+    const running = snapshot('first', { status: { phase: 'InProgress', nodeName: 'node-a' } as never });
+    const d = reconcileSnapshot(snapshot('second'), world({ snapshots: [running] }), now);
+    expect(d.status).toMatchObject({ phase: 'Pending', conditions: [{ reason: 'WaitingForVM', message: expect.stringContaining('VMSnapshot first') }] });
+    expect(d.metadata).toBeUndefined();
+  });
+
+  it('also waits for an assignment the informer has not shown yet', () => {
+    const d = reconcileSnapshot(snapshot('second'), world({ recentlyAssigned: new Map([['a/vm1', 'VMSnapshot/a/first']]) }), now);
+    expect(d.status).toMatchObject({ conditions: [{ reason: 'WaitingForVM' }] });
+  });
+
+  it('fails an operation past its deadline', () => {
+    const s = snapshot('s', { spec: { failureDeadline: '5s' } as never, status: { phase: 'InProgress', nodeName: 'node-a', startTime: earlier } as never });
+    expect(reconcileSnapshot(s, world(), now).status).toMatchObject({ phase: 'Failed', conditions: [{ reason: 'DeadlineExceeded' }] });
+  });
+
+  it('fails a missing class naming spec.className', () => {
+    expect(reconcileSnapshot(snapshot('s', { spec: { className: 'nope' } as never }), world(), now).status).toMatchObject({
+      phase: 'Failed',
+      error: { message: expect.stringContaining('spec.className') },
+    });
+  });
+
+  describe('deletion', () => {
+    const deleting = (status: object, spec: object = {}) =>
+      snapshot('s', { metadata: { deletionTimestamp: earlier, finalizers: [SNAPSHOT_FINALIZER] } as never, status: status as never, spec: spec as never });
+
+    it('keeps the finalizer until the agent removed the file (Delete)', () => {
+      expect(reconcileSnapshot(deleting({ phase: 'Succeeded', effective: { deletionPolicy: 'Delete' } }), world(), now).metadata).toBeUndefined();
+      expect(reconcileSnapshot(deleting({ phase: 'Succeeded', fileDeleted: true }), world(), now).metadata).toEqual({ finalizers: [] });
+    });
+    it('releases at once for Retain, and for snapshots without a file', () => {
+      expect(reconcileSnapshot(deleting({ phase: 'Succeeded' }, { deletionPolicy: 'Retain' }), world(), now).metadata).toEqual({ finalizers: [] });
+      expect(reconcileSnapshot(deleting({ phase: 'Failed' }), world(), now).metadata).toEqual({ finalizers: [] });
+      expect(reconcileSnapshot(deleting({}), world(), now).metadata).toEqual({ finalizers: [] });
+    });
+    it('waits for a running save to be cancelled', () => {
+      expect(reconcileSnapshot(deleting({ phase: 'InProgress' }), world(), now).metadata).toBeUndefined();
+    });
+  });
+});
+
+describe('reconcileRestore', () => {
+  const done = snapshot('snap', { status: { phase: 'Succeeded', readyToUse: true, nodeName: 'node-a', effective: { channels: 6 } } as never });
+  const restore = (spec: Partial<VMRestore['spec']> = {}): VMRestore =>
+    ({
+      apiVersion: 'vmsnap.io/v1alpha1',
+      kind: 'VMRestore',
+      metadata: { name: 'r', namespace: 'a', uid: 'uid-r', generation: 1, creationTimestamp: earlier },
+      spec: { snapshotName: 'snap', ifRunning: 'Fail', afterRestore: 'Running', restoreMode: 'Eager', ...spec },
+    }) as VMRestore;
+
+  it('refuses to replace a running VM unless ifRunning is Replace', () => {
+    const d = reconcileRestore(restore(), world({ snapshots: [done] }), now);
+    expect(d.status).toMatchObject({ phase: 'Failed', error: { message: expect.stringContaining('spec.ifRunning: Replace') } });
+    const r = reconcileRestore(restore({ ifRunning: 'Replace' }), world({ snapshots: [done] }), now);
+    expect(r.status).toMatchObject({ phase: 'Pending', nodeName: 'node-a', effective: { targetVMName: 'vm1', channels: 6, copy: false } });
+  });
+
+  it('restores a copy under a new name on the snapshot node', () => {
+    const d = reconcileRestore(restore({ targetVMName: 'vm2' }), world({ snapshots: [done] }), now);
+    expect(d.status).toMatchObject({ nodeName: 'node-a', effective: { targetVMName: 'vm2', copy: true } });
+    expect(d.metadata).toEqual({ labels: { [NODE_LABEL]: 'node-a' } });
+  });
+
+  it('waits for the snapshot, and fails with a failed one', () => {
+    expect(reconcileRestore(restore(), world(), now).status).toMatchObject({ phase: 'Pending', conditions: [{ reason: 'SnapshotNotFound' }] });
+    const failed = snapshot('snap', { status: { phase: 'Failed', error: { message: 'disk full' } } as never });
+    expect(reconcileRestore(restore(), world({ snapshots: [failed] }), now).status).toMatchObject({ phase: 'Failed', error: { message: expect.stringContaining('disk full') } });
+  });
+});

@@ -1,0 +1,495 @@
+// The Helm chart, for real: helm lint and template, then `helm install` into the local control
+// plane (no kubelet: pods never start, the objects exist), then the installed ServiceAccounts,
+// authenticated with TokenRequest tokens, make the requests the operator and agent need (allowed)
+// and requests they must never make (refused). Every check is a real API request.
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+import { loadAllYaml } from '@kubernetes/client-node';
+
+import { AgentConfigSchema } from '../../api/agent-config.js';
+import { API_VERSION } from '../../api/common.js';
+import {
+  CLUSTER_STARTUP_TIMEOUT_MS,
+  apiRequest,
+  createNamespace,
+  eventually,
+  helm,
+  kubectl,
+  kubectlOk,
+  repoRoot,
+} from './controlplane.js';
+import { API_PREFIX, crdDocs, ensureCrds } from './crds.js';
+
+type Obj = Record<string, any>;
+
+const chartDir = path.join(repoRoot, 'helm', 'vmsnap');
+const RUN_ID = randomBytes(3).toString('hex');
+// The release name contains the chart name, so the chart's fullname is just the release name.
+const release = `vmsnap-${RUN_ID}`;
+const node = `vmsnap-test-node-${RUN_ID}`;
+
+async function helmOk(args: readonly string[]): Promise<string> {
+  const r = await helm(args);
+  if (r.code !== 0) throw new Error(`helm ${args.join(' ')} failed (exit ${r.code}):\n${r.stderr}${r.stdout}`);
+  return r.stdout;
+}
+
+function docsOf(yaml: string): Obj[] {
+  return loadAllYaml(yaml).filter((d): d is Obj => !!d && typeof d === 'object');
+}
+
+describe('helm lint and template', () => {
+  beforeAll(async () => {
+    await ensureCrds();
+  }, CLUSTER_STARTUP_TIMEOUT_MS);
+
+  it.each([[[] as string[]], [['--set', 'defaultClass.create=true', '--set', 'operator.probes.enabled=true']]])(
+    'helm lint --strict %j passes',
+    async (extra) => {
+      const out = await helmOk(['lint', '--strict', chartDir, ...extra]);
+      expect(out).toMatch(/1 chart\(s\) linted, 0 chart\(s\) failed/);
+    },
+  );
+
+  it('renders every component, and --include-crds renders exactly crds/', async () => {
+    const rendered = docsOf(await helmOk(['template', 'vmsnap', chartDir, '--namespace', 'vmsnap-system', '--include-crds']));
+    const kinds = rendered.map((d) => `${d.kind}/${d.metadata.name}`);
+    expect(kinds).toEqual(
+      expect.arrayContaining([
+        'ServiceAccount/vmsnap-operator',
+        'ServiceAccount/vmsnap-agent',
+        'ConfigMap/vmsnap-agent-config',
+        'Deployment/vmsnap-operator',
+        'DaemonSet/vmsnap-agent',
+        'ClusterRole/vmsnap-operator',
+        'ClusterRoleBinding/vmsnap-operator',
+        'ClusterRole/vmsnap-agent',
+        'ClusterRoleBinding/vmsnap-agent',
+        'Role/vmsnap-operator-leader-election',
+        'RoleBinding/vmsnap-operator-leader-election',
+        'ClusterRole/vmsnap-edit',
+        'ClusterRole/vmsnap-view',
+        'ValidatingAdmissionPolicy/vmsnap-agent-node-restriction',
+        'ValidatingAdmissionPolicyBinding/vmsnap-agent-node-restriction',
+      ]),
+    );
+    const crds = rendered.filter((d) => d.kind === 'CustomResourceDefinition');
+    const byName = (a: Obj, b: Obj) => String(a.metadata.name).localeCompare(String(b.metadata.name));
+    expect(crds.sort(byName)).toEqual(crdDocs().sort(byName));
+    expect(crdDocs(path.join(chartDir, 'crds')).sort(byName)).toEqual(crdDocs().sort(byName));
+
+    const withoutCrds = docsOf(await helmOk(['template', 'vmsnap', chartDir, '--namespace', 'vmsnap-system']));
+    expect(withoutCrds.some((d) => d.kind === 'CustomResourceDefinition')).toBe(false);
+    // Nothing namespaced lands outside the release namespace.
+    for (const d of withoutCrds) {
+      if (d.metadata.namespace !== undefined) expect(`${d.kind}/${d.metadata.name} in ${d.metadata.namespace}`).toMatch(/ in vmsnap-system$/);
+    }
+  });
+
+  it('renders a default VMSnapshotClass that the API server accepts', async () => {
+    const rendered = docsOf(
+      await helmOk(['template', 'vmsnap', chartDir, '--set', 'defaultClass.create=true', '--set', 'defaultClass.channels=16', '--show-only', 'templates/default-class.yaml']),
+    );
+    expect(rendered).toHaveLength(1);
+    const cls = rendered[0]!;
+    expect(cls).toMatchObject({
+      apiVersion: API_VERSION,
+      kind: 'VMSnapshotClass',
+      metadata: { name: 'default', annotations: { 'vmsnap.io/is-default-class': 'true' } },
+      parallelism: { channels: 16 },
+      directIO: 'Auto',
+      deletionPolicy: 'Delete',
+    });
+    // Dry run only: a real default class would change what concurrent tests see.
+    const r = await kubectl(['apply', '--dry-run=server', '--validate=strict', '-f', '-'], { input: JSON.stringify(cls) });
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/vmsnapshotclass\.vmsnap\.io\/default (created|configured|unchanged) \(server dry run\)/);
+  });
+
+  it.each([
+    ['operator.replicas=-1', '/operator/replicas'],
+    ['image.pullPolicy=Sometimes', '/image/pullPolicy'],
+    ['logLevel=loud', '/logLevel'],
+    ['agent.inventoryIntervalSeconds=1', '/agent/inventoryIntervalSeconds'],
+    ['defaultClass.channels=65', '/defaultClass/channels'],
+    ['defaultClass.directIO=On', '/defaultClass/directIO'],
+    ['operator.unknownSetting=1', '/operator'],
+  ])('values schema refuses --set %s, naming %s', async (setting, pointer) => {
+    const r = await helm(['template', 'vmsnap', chartDir, '--set', setting]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain(`at '${pointer}'`);
+  });
+});
+
+describe('helm install into the local control plane', () => {
+  let sys: string; // the release namespace
+  let work: string; // where users' VMSnapshots live
+  let other: string; // a namespace vmsnap has no business in
+  const tokens: Record<string, string> = {};
+  let podBoundAgentToken: string;
+
+  const snapPath = () => `${API_PREFIX}/namespaces/${work}/vmsnapshots/snap`;
+  const restorePath = () => `${API_PREFIX}/namespaces/${work}/vmrestores/rest`;
+  const inventoryPath = (name = node) => `${API_PREFIX}/vminventories/${name}`;
+  const leasePath = (ns: string, name = '') => `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases${name ? `/${name}` : ''}`;
+
+  beforeAll(async () => {
+    await ensureCrds();
+    [sys, work, other] = await Promise.all([createNamespace('helm-sys'), createNamespace('helm-work'), createNamespace('helm-other')]);
+    await helmOk(['install', release, chartDir, '--namespace', sys, '--skip-crds']);
+
+    // Objects the checks below act on, created as the admin.
+    const manifests = [
+      { apiVersion: API_VERSION, kind: 'VMSnapshot', metadata: { name: 'snap', namespace: work }, spec: { vmName: 'demo' } },
+      { apiVersion: API_VERSION, kind: 'VMRestore', metadata: { name: 'rest', namespace: work }, spec: { snapshotName: 'snap' } },
+      { apiVersion: API_VERSION, kind: 'VMInventory', metadata: { name: `${node}-other` } },
+      { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'precious', namespace: work }, stringData: { key: 'value' } },
+      { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'editor', namespace: work } },
+      { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'viewer', namespace: work } },
+      // A user granted the chart's aggregated roles in one namespace (no controller-manager runs
+      // here to aggregate them into admin/edit/view, so they are bound directly).
+      {
+        apiVersion: 'rbac.authorization.k8s.io/v1',
+        kind: 'RoleBinding',
+        metadata: { name: 'editor', namespace: work },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: `${release}-edit` },
+        subjects: [{ kind: 'ServiceAccount', name: 'editor', namespace: work }],
+      },
+      {
+        apiVersion: 'rbac.authorization.k8s.io/v1',
+        kind: 'RoleBinding',
+        metadata: { name: 'viewer', namespace: work },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: `${release}-view` },
+        subjects: [{ kind: 'ServiceAccount', name: 'viewer', namespace: work }],
+      },
+      // A node and an agent pod on it (never started: no kubelet), so TokenRequest can issue the
+      // agent a pod-bound token that carries the node name, as the kubelet does for real pods.
+      { apiVersion: 'v1', kind: 'Node', metadata: { name: node, labels: { 'vmsnap-test-run': RUN_ID } } },
+      {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: 'agent-on-node', namespace: sys },
+        spec: { nodeName: node, serviceAccountName: 'vmsnap-agent', containers: [{ name: 'agent', image: 'vmsnap:0.1.0' }] },
+      },
+    ];
+    await kubectlOk(['apply', '-f', '-'], { input: manifests.map((m) => JSON.stringify(m)).join('\n') });
+
+    const token = async (ns: string, sa: string, ...extra: string[]) =>
+      (await kubectlOk(['create', 'token', sa, '-n', ns, '--duration=1h', ...extra])).trim();
+    tokens.operator = await token(sys, 'vmsnap-operator');
+    tokens.agent = await token(sys, 'vmsnap-agent');
+    tokens.editor = await token(work, 'editor');
+    tokens.viewer = await token(work, 'viewer');
+    podBoundAgentToken = await token(sys, 'vmsnap-agent', '--bound-object-kind=Pod', '--bound-object-name=agent-on-node');
+
+    // New bindings reach the authorizer through an informer.
+    for (const who of ['operator', 'agent', 'viewer'] as const) {
+      await eventually(async () => (await apiRequest(`${API_PREFIX}/namespaces/${work}/vmsnapshots`, { token: tokens[who] })).status === 200);
+    }
+    await eventually(async () => (await apiRequest(`${API_PREFIX}/namespaces/${work}/vmsnapshots`, { token: tokens.editor })).status === 200);
+  }, CLUSTER_STARTUP_TIMEOUT_MS);
+
+  afterAll(async () => {
+    // Cluster-scoped leftovers; the namespaces stay (no controller-manager empties them).
+    if (sys) await helm(['uninstall', release, '--namespace', sys]);
+    await kubectl(['delete', 'pod', 'agent-on-node', '-n', sys, '--grace-period=0', '--force', '--ignore-not-found']);
+    await kubectl(['delete', 'node', node, '--ignore-not-found', '--wait=false']);
+    await kubectl(['delete', 'vminventories', node, `${node}-other`, '--ignore-not-found', '--wait=false']);
+  });
+
+  it('is listed by helm as deployed', async () => {
+    const list = JSON.parse(await helmOk(['list', '--namespace', sys, '-o', 'json'])) as Array<{ name: string; status: string }>;
+    expect(list).toEqual([expect.objectContaining({ name: release, status: 'deployed' })]);
+  });
+
+  it('created the operator Deployment and agent DaemonSet with their ServiceAccounts and config', async () => {
+    const deploy = JSON.parse(await kubectlOk(['get', 'deployment', `${release}-operator`, '-n', sys, '-o', 'json'])) as Obj;
+    expect(deploy.spec.template.spec.serviceAccountName).toBe('vmsnap-operator');
+    expect(deploy.spec.template.spec.containers[0].image).toBe('vmsnap:0.1.0');
+
+    const ds = JSON.parse(await kubectlOk(['get', 'daemonset', `${release}-agent`, '-n', sys, '-o', 'json'])) as Obj;
+    expect(ds.spec.template.spec.serviceAccountName).toBe('vmsnap-agent');
+    expect(ds.spec.template.spec.containers[0].securityContext.privileged).toBe(true);
+
+    const sas = await kubectlOk(['get', 'serviceaccounts', '-n', sys, '-o', 'name']);
+    expect(sas).toMatch(/^serviceaccount\/vmsnap-operator$/m);
+    expect(sas).toMatch(/^serviceaccount\/vmsnap-agent$/m);
+
+    const cm = JSON.parse(await kubectlOk(['get', 'configmap', `${release}-agent-config`, '-n', sys, '-o', 'json'])) as Obj;
+    const config = AgentConfigSchema.parse(JSON.parse(cm.data['config.json'] as string));
+    expect(config).toMatchObject({ vmRoot: '/var/lib/vmsnap/vms', storageRoot: '/var/lib/vmsnap/snapshots' });
+
+    const rbac = await kubectlOk(['get', 'clusterroles,clusterrolebindings', '-l', `app.kubernetes.io/instance=${release}`, '-o', 'name']);
+    for (const name of [`clusterrole.rbac.authorization.k8s.io/${release}-operator`, `clusterrole.rbac.authorization.k8s.io/${release}-agent`,
+      `clusterrolebinding.rbac.authorization.k8s.io/${release}-operator`, `clusterrolebinding.rbac.authorization.k8s.io/${release}-agent`]) {
+      expect(rbac.split('\n')).toContain(name);
+    }
+    const policy = await kubectlOk(['get', 'validatingadmissionpolicies,validatingadmissionpolicybindings', '-o', 'name', '-l', `app.kubernetes.io/instance=${release}`]);
+    expect(policy.trim().split('\n')).toHaveLength(2);
+  });
+
+  // ---- ServiceAccounts against the API, one real request per check ----------------------------
+
+  type Who = 'operator' | 'agent' | 'editor' | 'viewer' | 'anonymous';
+  interface Check {
+    who: Who;
+    what: string;
+    method?: string;
+    path: () => string;
+    body?: () => unknown | Promise<unknown>;
+    contentType?: string;
+    watch?: boolean;
+    /** HTTP status: 2xx where allowed, 403 where RBAC must refuse. */
+    status: number;
+  }
+
+  const event = (ns: string, who: string) => ({
+    apiVersion: 'v1',
+    kind: 'Event',
+    metadata: { name: `snap.${who}-${randomBytes(4).toString('hex')}`, namespace: ns },
+    involvedObject: { apiVersion: API_VERSION, kind: 'VMSnapshot', name: 'snap', namespace: ns },
+    reason: 'Saving',
+    message: `${who} test event`,
+    type: 'Normal',
+    source: { component: `vmsnap-${who}` },
+    firstTimestamp: new Date().toISOString(),
+    lastTimestamp: new Date().toISOString(),
+    count: 1,
+  });
+  const newEvent = (ns: string, who: string) => ({
+    apiVersion: 'events.k8s.io/v1',
+    kind: 'Event',
+    metadata: { name: `snap.${who}-${randomBytes(4).toString('hex')}`, namespace: ns },
+    regarding: { apiVersion: API_VERSION, kind: 'VMSnapshot', name: 'snap', namespace: ns },
+    reason: 'Saving',
+    action: 'Save',
+    note: `${who} test event`,
+    type: 'Normal',
+    eventTime: new Date().toISOString().replace('Z', '000Z'),
+    reportingController: `vmsnap.io/${who}`,
+    reportingInstance: `${who}-0`,
+  });
+  const lease = (name: string) => ({
+    apiVersion: 'coordination.k8s.io/v1',
+    kind: 'Lease',
+    metadata: { name },
+    spec: { holderIdentity: 'operator-0', leaseDurationSeconds: 15, renewTime: new Date().toISOString().replace('Z', '000Z') },
+  });
+  /** The stored object, changed by `edit`, for a PUT. */
+  const current = (p: () => string, edit: (o: Obj) => void) => async () => {
+    const r = await apiRequest(p(), { admin: true });
+    const o = JSON.parse(r.body) as Obj;
+    edit(o);
+    return o;
+  };
+  const all = (plural: string) => () => `${API_PREFIX}/${plural}`;
+  const inWork = (plural: string) => () => `${API_PREFIX}/namespaces/${work}/${plural}`;
+  const newSnapshot = () => ({ apiVersion: API_VERSION, kind: 'VMSnapshot', metadata: { name: `s-${randomBytes(3).toString('hex')}` }, spec: { vmName: 'demo' } });
+  const newRestore = () => ({ apiVersion: API_VERSION, kind: 'VMRestore', metadata: { name: `r-${randomBytes(3).toString('hex')}` }, spec: { snapshotName: 'snap' } });
+
+  // Allowed checks run in order (later ones use what earlier ones created).
+  const operatorAllowed: Check[] = [
+    { who: 'operator', what: 'list VMSnapshots in all namespaces', path: all('vmsnapshots'), status: 200 },
+    { who: 'operator', what: 'watch VMSnapshots in all namespaces', path: () => `${all('vmsnapshots')()}?watch=1`, watch: true, status: 200 },
+    { who: 'operator', what: 'list VMRestores in all namespaces', path: all('vmrestores'), status: 200 },
+    { who: 'operator', what: 'watch VMRestores in all namespaces', path: () => `${all('vmrestores')()}?watch=1`, watch: true, status: 200 },
+    { who: 'operator', what: 'get a VMSnapshot', path: snapPath, status: 200 },
+    { who: 'operator', what: 'add its finalizer to a VMSnapshot (patch)', method: 'PATCH', path: snapPath, body: () => ({ metadata: { finalizers: ['vmsnap.io/snapshot-file'] } }), status: 200 },
+    { who: 'operator', what: 'update a VMSnapshot (put)', method: 'PUT', path: snapPath, body: current(snapPath, (o) => { o.metadata.labels = { reconciled: 'yes' }; }), status: 200 },
+    { who: 'operator', what: 'patch VMSnapshot status', method: 'PATCH', path: () => `${snapPath()}/status`, body: () => ({ status: { phase: 'Pending', nodeName: node, observedGeneration: 1 } }), status: 200 },
+    { who: 'operator', what: 'update VMSnapshot status (put)', method: 'PUT', path: () => `${snapPath()}/status`, body: current(snapPath, (o) => { o.status = { ...o.status, phase: 'InProgress' }; }), status: 200 },
+    { who: 'operator', what: 'add its finalizer to a VMRestore (patch)', method: 'PATCH', path: restorePath, body: () => ({ metadata: { finalizers: ['vmsnap.io/restore'] } }), status: 200 },
+    { who: 'operator', what: 'patch VMRestore status', method: 'PATCH', path: () => `${restorePath()}/status`, body: () => ({ status: { phase: 'Pending' } }), status: 200 },
+    { who: 'operator', what: 'list VMSnapshotClasses', path: all('vmsnapshotclasses'), status: 200 },
+    { who: 'operator', what: 'watch VMSnapshotClasses', path: () => `${all('vmsnapshotclasses')()}?watch=1`, watch: true, status: 200 },
+    { who: 'operator', what: 'list VMInventories', path: all('vminventories'), status: 200 },
+    { who: 'operator', what: 'watch VMInventories', path: () => `${all('vminventories')()}?watch=1`, watch: true, status: 200 },
+    { who: 'operator', what: 'create an Event (core/v1)', method: 'POST', path: () => `/api/v1/namespaces/${work}/events`, body: () => event(work, 'operator'), status: 201 },
+    { who: 'operator', what: 'create an Event (events.k8s.io/v1)', method: 'POST', path: () => `/apis/events.k8s.io/v1/namespaces/${work}/events`, body: () => newEvent(work, 'operator'), status: 201 },
+    { who: 'operator', what: 'create its leader Lease', method: 'POST', path: () => leasePath(sys), body: () => lease('vmsnap-operator'), status: 201 },
+    { who: 'operator', what: 'get its leader Lease', path: () => leasePath(sys, 'vmsnap-operator'), status: 200 },
+    { who: 'operator', what: 'renew its leader Lease (put)', method: 'PUT', path: () => leasePath(sys, 'vmsnap-operator'), body: current(() => leasePath(sys, 'vmsnap-operator'), (o) => { o.spec.leaseTransitions = 1; }), status: 200 },
+    { who: 'operator', what: 'patch its leader Lease', method: 'PATCH', path: () => leasePath(sys, 'vmsnap-operator'), body: () => ({ spec: { holderIdentity: 'operator-1' } }), status: 200 },
+  ];
+
+  const operatorForbidden: Check[] = [
+    { who: 'operator', what: 'create a VMSnapshot', method: 'POST', path: inWork('vmsnapshots'), body: newSnapshot, status: 403 },
+    { who: 'operator', what: 'delete a VMSnapshot', method: 'DELETE', path: snapPath, status: 403 },
+    { who: 'operator', what: 'create a VMRestore', method: 'POST', path: inWork('vmrestores'), body: newRestore, status: 403 },
+    { who: 'operator', what: 'delete a VMRestore', method: 'DELETE', path: restorePath, status: 403 },
+    { who: 'operator', what: 'create a VMSnapshotClass', method: 'POST', path: all('vmsnapshotclasses'), body: () => ({ apiVersion: API_VERSION, kind: 'VMSnapshotClass', metadata: { name: `c-${RUN_ID}` } }), status: 403 },
+    { who: 'operator', what: 'write a VMInventory (agents own them)', method: 'PATCH', path: () => `${inventoryPath(`${node}-other`)}/status`, body: () => ({ status: { vmCount: 0 } }), status: 403 },
+    { who: 'operator', what: 'read a Secret in a user namespace', path: () => `/api/v1/namespaces/${work}/secrets/precious`, status: 403 },
+    { who: 'operator', what: 'list Secrets in all namespaces', path: () => '/api/v1/secrets', status: 403 },
+    { who: 'operator', what: 'list Secrets in its own namespace', path: () => `/api/v1/namespaces/${sys}/secrets`, status: 403 },
+    { who: 'operator', what: 'list Pods', path: () => '/api/v1/pods', status: 403 },
+    { who: 'operator', what: 'list Nodes', path: () => '/api/v1/nodes', status: 403 },
+    { who: 'operator', what: 'create a Lease in another namespace', method: 'POST', path: () => leasePath(other), body: () => lease('vmsnap-operator'), status: 403 },
+    { who: 'operator', what: 'read the kube-system Leases', path: () => leasePath('kube-system'), status: 403 },
+    { who: 'operator', what: 'list Leases in its own namespace', path: () => leasePath(sys), status: 403 },
+    { who: 'operator', what: 'update a Lease it does not own', method: 'PATCH', path: () => leasePath(sys, 'someone-else'), body: () => ({ spec: { holderIdentity: 'operator-0' } }), status: 403 },
+    { who: 'operator', what: 'delete its Lease', method: 'DELETE', path: () => leasePath(sys, 'vmsnap-operator'), status: 403 },
+    { who: 'operator', what: 'mint a token for the agent', method: 'POST', path: () => `/api/v1/namespaces/${sys}/serviceaccounts/vmsnap-agent/token`, body: () => ({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: {} }), status: 403 },
+    { who: 'operator', what: 'bind itself a ClusterRole', method: 'POST', path: () => '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings', body: () => ({ apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: { name: `x-${RUN_ID}` }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'cluster-admin' }, subjects: [{ kind: 'ServiceAccount', name: 'vmsnap-operator', namespace: sys }] }), status: 403 },
+  ];
+
+  const agentAllowed: Check[] = [
+    { who: 'agent', what: 'list VMSnapshots in all namespaces', path: all('vmsnapshots'), status: 200 },
+    { who: 'agent', what: 'watch VMSnapshots in all namespaces', path: () => `${all('vmsnapshots')()}?watch=1`, watch: true, status: 200 },
+    { who: 'agent', what: 'list VMRestores in all namespaces', path: all('vmrestores'), status: 200 },
+    { who: 'agent', what: 'watch VMRestores in all namespaces', path: () => `${all('vmrestores')()}?watch=1`, watch: true, status: 200 },
+    { who: 'agent', what: 'get a VMSnapshot', path: snapPath, status: 200 },
+    { who: 'agent', what: 'patch VMSnapshot status (progress)', method: 'PATCH', path: () => `${snapPath()}/status`, body: () => ({ status: { phase: 'InProgress', progress: { bytesDone: 1, bytesTotal: 2, percent: 50 } } }), status: 200 },
+    { who: 'agent', what: 'patch VMRestore status', method: 'PATCH', path: () => `${restorePath()}/status`, body: () => ({ status: { phase: 'InProgress' } }), status: 200 },
+    { who: 'agent', what: "create its node's VMInventory", method: 'POST', path: all('vminventories'), body: () => ({ apiVersion: API_VERSION, kind: 'VMInventory', metadata: { name: node } }), status: 201 },
+    { who: 'agent', what: "get its node's VMInventory", path: () => inventoryPath(), status: 200 },
+    { who: 'agent', what: "patch its node's VMInventory", method: 'PATCH', path: () => inventoryPath(), body: () => ({ metadata: { labels: { 'vmsnap-test-run': RUN_ID } } }), status: 200 },
+    { who: 'agent', what: "patch its node's VMInventory status", method: 'PATCH', path: () => `${inventoryPath()}/status`, body: () => ({ status: { nodeName: node, vmCount: 0, vms: [] } }), status: 200 },
+    { who: 'agent', what: "update its node's VMInventory status (put)", method: 'PUT', path: () => `${inventoryPath()}/status`, body: current(() => inventoryPath(), (o) => { o.status = { nodeName: node, vmCount: 0 }; }), status: 200 },
+    { who: 'agent', what: 'create an Event (core/v1)', method: 'POST', path: () => `/api/v1/namespaces/${work}/events`, body: () => event(work, 'agent'), status: 201 },
+    { who: 'agent', what: 'create an Event (events.k8s.io/v1)', method: 'POST', path: () => `/apis/events.k8s.io/v1/namespaces/${work}/events`, body: () => newEvent(work, 'agent'), status: 201 },
+  ];
+
+  const agentForbidden: Check[] = [
+    { who: 'agent', what: 'delete a VMSnapshot', method: 'DELETE', path: snapPath, status: 403 },
+    { who: 'agent', what: 'patch a VMSnapshot spec', method: 'PATCH', path: snapPath, body: () => ({ spec: { deletionPolicy: 'Retain' } }), status: 403 },
+    { who: 'agent', what: 'remove the finalizers of a VMSnapshot', method: 'PATCH', path: snapPath, body: () => ({ metadata: { finalizers: null } }), status: 403 },
+    { who: 'agent', what: 'update a VMSnapshot (put)', method: 'PUT', path: snapPath, body: current(snapPath, (o) => { o.spec.deletionPolicy = 'Retain'; }), status: 403 },
+    { who: 'agent', what: 'replace VMSnapshot status (put; it patches)', method: 'PUT', path: () => `${snapPath()}/status`, body: current(snapPath, (o) => { o.status = { phase: 'Succeeded' }; }), status: 403 },
+    { who: 'agent', what: 'create a VMSnapshot', method: 'POST', path: inWork('vmsnapshots'), body: newSnapshot, status: 403 },
+    { who: 'agent', what: 'create a VMRestore', method: 'POST', path: inWork('vmrestores'), body: newRestore, status: 403 },
+    { who: 'agent', what: 'delete a VMRestore', method: 'DELETE', path: restorePath, status: 403 },
+    { who: 'agent', what: 'delete a VMInventory', method: 'DELETE', path: () => inventoryPath(`${node}-other`), status: 403 },
+    { who: 'agent', what: 'list VMInventories (it reads its own by name)', path: all('vminventories'), status: 403 },
+    { who: 'agent', what: 'list VMSnapshotClasses (the operator resolves them)', path: all('vmsnapshotclasses'), status: 403 },
+    { who: 'agent', what: 'read a Secret in a user namespace', path: () => `/api/v1/namespaces/${work}/secrets/precious`, status: 403 },
+    { who: 'agent', what: 'list Secrets in all namespaces', path: () => '/api/v1/secrets', status: 403 },
+    { who: 'agent', what: "read the operator's Lease", path: () => leasePath(sys, 'vmsnap-operator'), status: 403 },
+    { who: 'agent', what: 'create a Lease in its namespace', method: 'POST', path: () => leasePath(sys), body: () => lease('vmsnap-agent'), status: 403 },
+    { who: 'agent', what: 'create a Lease in another namespace', method: 'POST', path: () => leasePath(other), body: () => lease('vmsnap-agent'), status: 403 },
+    { who: 'agent', what: 'list Pods', path: () => '/api/v1/pods', status: 403 },
+    { who: 'agent', what: 'list Nodes', path: () => '/api/v1/nodes', status: 403 },
+    { who: 'agent', what: 'bind itself a ClusterRole', method: 'POST', path: () => '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings', body: () => ({ apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: { name: `y-${RUN_ID}` }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'cluster-admin' }, subjects: [{ kind: 'ServiceAccount', name: 'vmsnap-agent', namespace: sys }] }), status: 403 },
+  ];
+
+  const usersAndAnonymous: Check[] = [
+    { who: 'editor', what: 'create a VMSnapshot in its namespace', method: 'POST', path: inWork('vmsnapshots'), body: () => ({ ...newSnapshot(), metadata: { name: 'by-editor' } }), status: 201 },
+    { who: 'editor', what: 'delete a VMSnapshot in its namespace', method: 'DELETE', path: () => `${inWork('vmsnapshots')()}/by-editor`, status: 200 },
+    { who: 'editor', what: 'create a VMRestore in its namespace', method: 'POST', path: inWork('vmrestores'), body: newRestore, status: 201 },
+    { who: 'editor', what: 'forge VMSnapshot status', method: 'PATCH', path: () => `${snapPath()}/status`, body: () => ({ status: { phase: 'Succeeded', readyToUse: true } }), status: 403 },
+    { who: 'editor', what: 'create a VMSnapshot in another namespace', method: 'POST', path: () => `${API_PREFIX}/namespaces/${other}/vmsnapshots`, body: newSnapshot, status: 403 },
+    { who: 'editor', what: 'create a VMSnapshotClass', method: 'POST', path: all('vmsnapshotclasses'), body: () => ({ apiVersion: API_VERSION, kind: 'VMSnapshotClass', metadata: { name: `e-${RUN_ID}` } }), status: 403 },
+    { who: 'viewer', what: 'list VMSnapshots in its namespace', path: inWork('vmsnapshots'), status: 200 },
+    { who: 'viewer', what: 'create a VMSnapshot', method: 'POST', path: inWork('vmsnapshots'), body: newSnapshot, status: 403 },
+    { who: 'viewer', what: 'delete a VMRestore', method: 'DELETE', path: restorePath, status: 403 },
+    { who: 'anonymous', what: 'list VMSnapshots', path: all('vmsnapshots'), status: 403 },
+    { who: 'anonymous', what: 'create a VMSnapshot', method: 'POST', path: inWork('vmsnapshots'), body: newSnapshot, status: 403 },
+    { who: 'anonymous', what: 'read a Secret', path: () => `/api/v1/namespaces/${work}/secrets/precious`, status: 403 },
+    { who: 'anonymous', what: 'list VMInventories', path: all('vminventories'), status: 403 },
+  ];
+
+  async function perform(c: Check): Promise<{ status: number; body: string }> {
+    const method = c.method ?? 'GET';
+    return apiRequest(c.path(), {
+      method,
+      token: c.who === 'anonymous' ? undefined : tokens[c.who],
+      body: c.body ? await c.body() : undefined,
+      contentType: c.contentType,
+      headersOnly: c.watch,
+    });
+  }
+
+  const title = (c: Check) => `${c.who} ${c.status === 403 ? 'may not' : 'may'} ${c.what}`;
+
+  it.each([...operatorAllowed, ...operatorForbidden, ...agentAllowed, ...agentForbidden, ...usersAndAnonymous].map((c) => [title(c), c] as const))(
+    '%s',
+    async (_t, c) => {
+      const r = await perform(c);
+      // An anonymous request is authenticated as system:anonymous (403); 401 would also refuse it.
+      const status = c.who === 'anonymous' && r.status === 401 ? 403 : r.status;
+      if (status !== c.status) throw new Error(`${title(c)}: expected HTTP ${c.status}, got ${r.status}: ${r.body.slice(0, 500)}`);
+      if (c.status === 403) expect(r.body).toMatch(/forbidden/i);
+    },
+  );
+
+  it.each([
+    ['operator', 'update', 'vmsnapshots', 'finalizers', true],
+    ['operator', 'update', 'vmrestores', 'finalizers', true],
+    ['agent', 'update', 'vmsnapshots', 'finalizers', false],
+    ['agent', 'patch', 'vmsnapshots', '', false],
+    ['agent', 'deletecollection', 'vmsnapshots', '', false],
+    ['operator', 'delete', 'vmsnapshots', '', false],
+    ['operator', 'escalate', 'clusterroles', '', false],
+  ] as const)('SelfSubjectAccessReview: %s %s %s/%s in a user namespace is %s', async (who, verb, resource, subresource, allowed) => {
+    const group = resource === 'clusterroles' ? 'rbac.authorization.k8s.io' : 'vmsnap.io';
+    const r = await apiRequest('/apis/authorization.k8s.io/v1/selfsubjectaccessreviews', {
+      method: 'POST',
+      token: tokens[who],
+      body: {
+        apiVersion: 'authorization.k8s.io/v1',
+        kind: 'SelfSubjectAccessReview',
+        spec: { resourceAttributes: { group, resource, subresource, verb, namespace: work } },
+      },
+    });
+    expect(r.status).toBe(201);
+    expect((JSON.parse(r.body) as Obj).status.allowed ?? false).toBe(allowed);
+  });
+
+  it('the agent cannot change a spec through the status subresource either', async () => {
+    const r = await apiRequest(`${snapPath()}/status`, {
+      method: 'PATCH',
+      token: tokens.agent,
+      body: { spec: { vmName: 'someone-else', deletionPolicy: 'Retain' }, status: { phase: 'InProgress' } },
+    });
+    expect(r.status).toBe(200);
+    const stored = JSON.parse((await apiRequest(snapPath(), { admin: true })).body) as Obj;
+    expect(stored.spec.vmName).toBe('demo');
+    expect(stored.spec.deletionPolicy).toBeUndefined();
+  });
+
+  it("an agent with a pod-bound token writes only its own node's VMInventory", async () => {
+    const as = { token: podBoundAgentToken };
+    const who = JSON.parse(await kubectlOk(['auth', 'whoami', '-o', 'json'], as)) as Obj;
+    expect(who.status.userInfo.extra['authentication.kubernetes.io/node-name']).toEqual([node]);
+
+    // The policy reaches the admission plugin through an informer: wait until it refuses.
+    const foreign = () =>
+      apiRequest(`${inventoryPath(`${node}-other`)}/status`, { method: 'PATCH', token: podBoundAgentToken, body: { status: { vmCount: 7 } } });
+    let refused = { status: 0, body: '' };
+    await eventually(async () => {
+      refused = await foreign();
+      return refused.status === 403;
+    }, 30_000);
+    expect(refused.body).toContain(`may only write the VMInventory named ${node}, not ${node}-other`);
+    expect(refused.body).toContain('metadata.name');
+
+    const create = await apiRequest(all('vminventories')(), {
+      method: 'POST',
+      token: podBoundAgentToken,
+      body: { apiVersion: API_VERSION, kind: 'VMInventory', metadata: { name: `${node}-forged` } },
+    });
+    expect(create.status).toBe(403);
+
+    const own = await apiRequest(`${inventoryPath()}/status`, { method: 'PATCH', token: podBoundAgentToken, body: { status: { vmCount: 1 } } });
+    expect(own.status).toBe(200);
+    // Its own node's inventory is untouched by the refused write to the other one.
+    const other = JSON.parse((await apiRequest(inventoryPath(`${node}-other`), { admin: true })).body) as Obj;
+    expect(other.status?.vmCount).toBeUndefined();
+  });
+});
+
+describe('scripts/kind-e2e.sh', () => {
+  const script = path.join(repoRoot, 'scripts', 'kind-e2e.sh');
+
+  it('is valid bash and uses the chart, the Dockerfile and the examples', async () => {
+    const { execFile } = await import('node:child_process');
+    const code = await new Promise<number>((resolve) => execFile('bash', ['-n', script], (err) => resolve(err ? 1 : 0)));
+    expect(code).toBe(0);
+    const text = readFileSync(script, 'utf8');
+    for (const needle of ['kind create cluster', 'docker build', 'kind load docker-image', 'helm upgrade --install', 'examples/', 'set -euo pipefail']) {
+      expect(text).toContain(needle);
+    }
+  });
+});

@@ -1,0 +1,206 @@
+// VMSnapshot and VMRestore end to end: real API server, the chart's RBAC,
+// the operator and two agents as processes, real QEMU guests.
+import fs from 'node:fs';
+import path from 'node:path';
+import { QmpClient } from '../../agent/src/qmp/client.js';
+import { readHeader } from '../../agent/src/snapshot-file/read.js';
+import { createNamespace, kubectl, kubectlOk, repoRoot } from '../cluster/controlplane.js';
+import { startGuest, type Guest } from '../guest/guest.js';
+import { apply, getJson, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
+
+let stack: Stack;
+const guests: Guest[] = [];
+
+beforeAll(async () => {
+  stack = await startStack(['node-a', 'node-b']);
+}, 30 * 60 * 1000);
+
+afterAll(async () => {
+  await Promise.all(guests.map((g) => g.kill().catch(() => undefined)));
+  await stack?.stop();
+  if (process.env.VMSNAP_KEEP_E2E) console.log(`logs kept in ${stack?.workDir}`);
+  else if (stack) fs.rmSync(stack.workDir, { recursive: true, force: true });
+});
+
+/** Boots a guest where node's agent discovers it: <vmRoot>/<namespace>/<name>/qmp.sock. */
+async function vm(node: string, namespace: string, name: string, opts: { memMiB?: number; fillMiB?: number; monitor?: boolean } = {}): Promise<Guest> {
+  const dir = path.join(stack.agents.get(node)!.vmRoot, namespace, name);
+  const extraArgs = opts.monitor ? ['-qmp', `unix:${path.join(dir, 'test-monitor.sock')},server=on,wait=off`] : [];
+  const g = await startGuest({ dir, name, memMiB: opts.memMiB ?? 256, fillMiB: opts.fillMiB ?? 64, seed: 5, extraArgs });
+  guests.push(g);
+  await g.waitForSerial(/VMSNAP PASS n=1 ok/, 120_000);
+  return g;
+}
+
+const snapshotYaml = (name: string, vmName: string, extra = '') => `
+apiVersion: vmsnap.io/v1alpha1
+kind: VMSnapshot
+metadata:
+  name: ${name}
+spec:
+  vmName: ${vmName}
+${extra}`;
+
+const restoreYaml = (name: string, snapshotName: string, extra = '') => `
+apiVersion: vmsnap.io/v1alpha1
+kind: VMRestore
+metadata:
+  name: ${name}
+spec:
+  snapshotName: ${snapshotName}
+${extra}`;
+
+/** New PASS lines in the serial log after `offset`, with no BAD line: the guest runs with its memory intact. */
+async function expectVerifying(serialPath: string, offset: number): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const text = fs.existsSync(serialPath) ? fs.readFileSync(serialPath, 'utf8').slice(offset) : '';
+    if (/VMSNAP BAD/.test(text)) throw new Error(`guest memory damaged: ${text.match(/VMSNAP BAD[^\r\n]*/)![0]}`);
+    if ((text.match(/VMSNAP PASS n=\d+ ok/g) ?? []).length >= 2) return;
+    if (Date.now() > deadline) throw new Error(`no new passing memory check in ${serialPath} within 60 s`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function qemuStatus(socket: string): Promise<string> {
+  const c = await QmpClient.connect(socket);
+  try {
+    return (await c.execute<{ status: string }>('query-status')).status;
+  } finally {
+    c.close();
+  }
+}
+
+it('examples/vmsnapshot.yaml then examples/vmrestore.yaml: saved on the node, restored running and intact', async () => {
+  // The examples live in namespace default: clear what an earlier run left.
+  await kubectl(['delete', '-f', path.join(repoRoot, 'examples/vmrestore.yaml'), '--ignore-not-found', '--wait=true', '--timeout=60s']);
+  await kubectl(['delete', '-f', path.join(repoRoot, 'examples/vmsnapshot.yaml'), '--ignore-not-found', '--wait=true', '--timeout=60s']);
+  const guest = await vm('node-a', 'default', 'demo');
+  await kubectlOk(['apply', '-f', path.join(repoRoot, 'examples/vmsnapshot.yaml')]);
+  const snap = await waitForPhase('vmsnapshot/demo-snapshot', 'default', 'Succeeded');
+  expect(snap.status).toMatchObject({ nodeName: 'node-a', readyToUse: true, restoreSize: 256 << 20, conditions: [{ type: 'Ready', status: 'True' }] });
+  expect(snap.status.durationMs).toBeGreaterThan(0);
+  expect(snap.status.throughputMiBps).toBeGreaterThan(0);
+  const file = snap.status.file.path as string;
+  expect(file.startsWith(stack.agents.get('node-a')!.storageRoot + '/default/')).toBe(true);
+  expect(readHeader(file).state).toBe('complete');
+  // The printer columns answer "is it done, how big, how fast, where".
+  const row = await kubectlOk(['get', 'vms', 'demo-snapshot', '-n', 'default', '--no-headers']);
+  expect(row).toMatch(/demo\s+Succeeded\s+true\s+256Mi\s+\S+\s+\S+\s+node-a/);
+  const describe = await kubectlOk(['describe', 'vms', 'demo-snapshot', '-n', 'default']);
+  expect(describe).toMatch(/Assigned/);
+  expect(describe).toMatch(/SaveSucceeded/);
+
+  const offset = guest.serialText().length;
+  await kubectlOk(['apply', '-f', path.join(repoRoot, 'examples/vmrestore.yaml')]);
+  const restore = await waitForPhase('vmrestore/demo-restore', 'default', 'Succeeded');
+  expect(restore.status.nodeName).toBe('node-a');
+  await guest.exited; // ifRunning: Replace stopped the running VM first
+  await expectVerifying(guest.serialPath, offset);
+  expect(await qemuStatus(guest.qmpPath)).toBe('running');
+});
+
+it("uses the resource's channels and direct I/O, read back from QEMU during the save", async () => {
+  const ns = await createNamespace('e2e-params');
+  const guest = await vm('node-a', ns, 'tuned', { memMiB: 512, fillMiB: 384, monitor: true });
+  // A second monitor lets the test watch QEMU while the agent holds the first.
+  const monitor = await QmpClient.connect(path.join(path.dirname(guest.qmpPath), 'test-monitor.sock'));
+  const seen: Array<{ channels: number; directIO: boolean }> = [];
+  let watching = true;
+  const watcher = (async () => {
+    while (watching) {
+      const m = await monitor.execute<{ status?: string }>('query-migrate');
+      if (m.status === 'active' || m.status === 'device') {
+        const p = await monitor.execute<Record<string, unknown>>('query-migrate-parameters');
+        seen.push({ channels: p['multifd-channels'] as number, directIO: p['direct-io'] as boolean });
+      }
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  })();
+  await apply(snapshotYaml('tuned', 'tuned', '  parallelism:\n    channels: 3\n  directIO: Never\n'), ns);
+  const snap = await waitForPhase('vmsnapshot/tuned', ns, 'Succeeded');
+  watching = false;
+  await watcher;
+  monitor.close();
+  expect(seen.length).toBeGreaterThan(0);
+  expect(seen[0]).toEqual({ channels: 3, directIO: false });
+  expect(snap.status).toMatchObject({ effective: { channels: 3, directIO: 'Never' }, directIOUsed: false });
+  expect(readHeader(snap.status.file.path).metadata.stream).toMatchObject({ channels: 3, directIO: false });
+});
+
+it('hibernate (afterSnapshot: Stop), restore, and restore a copy under a new name', async () => {
+  const ns = await createNamespace('e2e-hib');
+  const guest = await vm('node-a', ns, 'sleeper');
+  await apply(snapshotYaml('nap', 'sleeper', '  afterSnapshot: Stop\n  directIO: Always\n'), ns);
+  const snap = await waitForPhase('vmsnapshot/nap', ns, 'Succeeded');
+  expect(snap.status.directIOUsed).toBe(true);
+  await guest.exited;
+  const offset = guest.serialText().length;
+
+  await apply(restoreYaml('wake', 'nap'), ns);
+  await waitForPhase('vmrestore/wake', ns, 'Succeeded');
+  await expectVerifying(guest.serialPath, offset);
+
+  // The VM runs again: restoring over it needs ifRunning: Replace.
+  await apply(restoreYaml('again', 'nap'), ns);
+  const refused = await waitForPhase('vmrestore/again', ns, 'Failed');
+  expect(refused.status.error.message).toMatch(/spec\.ifRunning: Replace/);
+
+  await apply(restoreYaml('copy', 'nap', '  targetVMName: sleeper-copy\n'), ns);
+  await waitForPhase('vmrestore/copy', ns, 'Succeeded');
+  const copyDir = path.join(stack.agents.get('node-a')!.vmRoot, ns, 'sleeper-copy');
+  expect(await qemuStatus(path.join(copyDir, 'qmp.sock'))).toBe('running');
+  await expectVerifying(path.join(copyDir, 'serial.log'), 0);
+  expect(await qemuStatus(guest.qmpPath)).toBe('running'); // the original is untouched
+});
+
+it("routes each VM's work to its own node's agent", async () => {
+  const ns = await createNamespace('e2e-nodes');
+  await vm('node-b', ns, 'on-b');
+  await apply(snapshotYaml('b-snap', 'on-b'), ns);
+  const snap = await waitForPhase('vmsnapshot/b-snap', ns, 'Succeeded');
+  expect(snap.status.nodeName).toBe('node-b');
+  expect(snap.metadata.labels['vmsnap.io/node']).toBe('node-b');
+  expect(snap.status.file.path.startsWith(stack.agents.get('node-b')!.storageRoot)).toBe(true);
+});
+
+it('a VMSnapshot in namespace A naming a VM of namespace B fails clearly and touches nothing', async () => {
+  const nsA = await createNamespace('e2e-a');
+  const nsB = await createNamespace('e2e-b');
+  const victim = await vm('node-a', nsB, 'private');
+  await apply(snapshotYaml('steal', 'private'), nsA);
+  const snap = await waitForPhase('vmsnapshot/steal', nsA, 'Failed', 60_000);
+  expect(snap.status.error.message).toMatch(new RegExp(`VM "private" not found in namespace "${nsA}"`));
+  expect(snap.status.nodeName).toBeUndefined();
+  for (const node of ['node-a', 'node-b']) {
+    expect(fs.existsSync(path.join(stack.agents.get(node)!.storageRoot, nsA))).toBe(false);
+  }
+  expect(await qemuStatus(victim.qmpPath)).toBe('running');
+});
+
+it('deleting a snapshot removes its file (Delete) or keeps it (Retain)', async () => {
+  const ns = await createNamespace('e2e-del');
+  await vm('node-a', ns, 'keeper');
+  await apply(snapshotYaml('gone', 'keeper', '  deletionPolicy: Delete\n'), ns);
+  const gone = await waitForPhase('vmsnapshot/gone', ns, 'Succeeded');
+  await apply(snapshotYaml('kept', 'keeper', '  deletionPolicy: Retain\n'), ns);
+  const kept = await waitForPhase('vmsnapshot/kept', ns, 'Succeeded');
+  expect(fs.existsSync(gone.status.file.path)).toBe(true);
+  await kubectlOk(['delete', 'vmsnapshot', 'gone', 'kept', '-n', ns, '--wait=true', '--timeout=60s']);
+  expect(fs.existsSync(gone.status.file.path)).toBe(false);
+  expect(fs.existsSync(kept.status.file.path)).toBe(true);
+});
+
+it('the agent killed during a save: the VM ends up running and the snapshot finishes or fails, never stuck', async () => {
+  const ns = await createNamespace('e2e-kill');
+  const guest = await vm('node-a', ns, 'victim', { memMiB: 1024, fillMiB: 768 });
+  await apply(snapshotYaml('interrupted', 'victim', '  failureDeadline: 2m\n'), ns);
+  await waitFor('vmsnapshot/interrupted', ns, '{.status.phase}', (p) => p === 'InProgress', 60_000);
+  await stack.killAgent('node-a', 'SIGKILL');
+  await stack.startAgent('node-a');
+  const final = await waitFor('vmsnapshot/interrupted', ns, '{.status.phase}', (p) => p === 'Succeeded' || p === 'Failed', 90_000);
+  const snap = await getJson('vmsnapshot/interrupted', ns);
+  if (final === 'Failed') expect(snap.status.error.message).toMatch(/\S/);
+  else expect(readHeader(snap.status.file.path).state).toBe('complete');
+  expect(await qemuStatus(guest.qmpPath)).toBe('running');
+});
