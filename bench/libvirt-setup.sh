@@ -2,7 +2,7 @@
 # libvirt 11 as the peer in the vmsnap benchmark (bench/libvirt.ts).
 #
 #   libvirt-setup.sh install        install libvirtd + the QEMU driver + virsh 11.x from
-#                                   bookworm-backports, only when missing (idempotent)
+#                                   bookworm-backports (and tini), only when missing (idempotent)
 #   libvirt-setup.sh start PRIV     start a private libvirtd (system mode, as root, no systemd)
 #   libvirt-setup.sh stop PRIV      stop it (destroying its domains first)
 #
@@ -22,6 +22,7 @@ as_root() {
 
 installed_ok() {
   command -v virsh >/dev/null 2>&1 || return 1
+  command -v tini >/dev/null 2>&1 || return 1
   [[ -x /usr/sbin/libvirtd ]] || return 1
   compgen -G '/usr/lib/*/libvirt/connection-driver/libvirt_driver_qemu.so' >/dev/null || return 1
   local v
@@ -41,6 +42,7 @@ cmd_install() {
   local pkgs=(
     "libvirt-daemon-driver-qemu/$s" "libvirt-clients/$s" "libvirt-daemon/$s"
     "libvirt-common/$s" "libvirt0/$s" "libvirt-daemon-common/$s" "libvirt-daemon-log/$s"
+    tini
   )
   local log
   log="$(mktemp -t vmsnap-libvirt-install.XXXXXX)"
@@ -94,16 +96,24 @@ EOF
   mkdir -p /run/libvirt
   [[ -f "$priv/run-libvirt-created" ]] || [[ -n "$(ls -A /run/libvirt)" ]] || touch "$priv/run-libvirt-created"
   rm -f "$priv/libvirtd.pid" "$priv/sock/libvirt-sock"
+  # libvirt double-forks QEMU, so QEMU's parent is the nearest subreaper, or
+  # PID 1. After SIGTERM, `virsh save` waits until kill(pid, 0) fails, i.e.
+  # until QEMU's zombie is reaped; this sandbox's PID 1 reaps orphans only
+  # every ~1-2 s (a host's systemd does at once), which would add that to
+  # every virsh save. `tini -s` (a subreaper that reaps on SIGCHLD) runs the
+  # daemon, as systemd would. VMSNAP_LIBVIRT_REAPER=0 leaves it out.
+  local reaper=(tini -s --)
+  [[ "${VMSNAP_LIBVIRT_REAPER:-1}" == 0 ]] && reaper=()
   # Each mount only inside the daemon's namespace; exec keeps one pid.
   setsid unshare --mount --propagation private sh -c '
-    p="$1"
+    p="$1"; shift
     mount --bind "$p/etc" /etc/libvirt
     mount --bind "$p/lib" /var/lib/libvirt
     mount --bind "$p/cache" /var/cache/libvirt
     mount --bind "$p/log" /var/log/libvirt
     mount --bind "$p/run" /run/libvirt
-    exec /usr/sbin/libvirtd -f "$p/etc/libvirtd.conf" -p "$p/libvirtd.pid"
-  ' sh "$priv" </dev/null >"$priv/libvirtd.out" 2>&1 &
+    exec "$@" /usr/sbin/libvirtd -f "$p/etc/libvirtd.conf" -p "$p/libvirtd.pid"
+  ' sh "$priv" "${reaper[@]}" </dev/null >"$priv/libvirtd.out" 2>&1 &
   local pid=$!
   echo "$pid" >"$priv/libvirtd.pid.launcher"
   local i
@@ -114,7 +124,7 @@ EOF
       return 1
     fi
     if [[ -S "$priv/sock/libvirt-sock" ]] && virsh -q -c "$(uri "$priv")" version >/dev/null 2>&1; then
-      echo "libvirtd pid $pid, uri $(uri "$priv")"
+      echo "libvirtd pid $(cat "$priv/libvirtd.pid" 2>/dev/null), launcher pid $pid, uri $(uri "$priv")"
       return 0
     fi
     sleep 0.1
@@ -141,7 +151,8 @@ cmd_stop() {
     pid="$(cat "$f" 2>/dev/null || true)"
     if [[ -n "$pid" ]] && grep -q qemu "/proc/$pid/comm" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; fi
   done
-  for f in "$priv/libvirtd.pid.launcher" "$priv/libvirtd.pid"; do
+  # The daemon first (tini, the launcher, exits with it), then the launcher.
+  for f in "$priv/libvirtd.pid" "$priv/libvirtd.pid.launcher"; do
     [[ -f "$f" ]] || continue
     pid="$(cat "$f" 2>/dev/null || true)"
     if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then

@@ -37,8 +37,15 @@ export interface LibvirtRow {
   virshRestoreMs: number;
   vmsnapRestoreMs: number;
   restoreSpeedup: number;
+  /**
+   * vmsnap save from spawn until the saved VM's QEMU process had exited (median):
+   * the CLI returns once QEMU accepted `quit`, virsh only after QEMU is gone.
+   */
+  vmsnapSaveUntilExitMs: number;
+  /** virsh / that. */
+  saveUntilExitSpeedup: number;
   /** Every run, in order. */
-  runs: { virshSave: number[]; vmsnapSave: number[]; virshRestore: number[]; vmsnapRestore: number[] };
+  runs: { virshSave: number[]; vmsnapSave: number[]; vmsnapSaveUntilExit: number[]; virshRestore: number[]; vmsnapRestore: number[] };
   /** Save file sizes (last run): apparent and allocated bytes. */
   virshFile: { bytes: number; allocatedBytes: number };
   vmsnapFile: { bytes: number; allocatedBytes: number };
@@ -145,18 +152,22 @@ async function waitForPass(serial: string, after: number, timeoutMs: number, ali
   }
 }
 
+/** Alive and not a zombie (an orphaned QEMU may wait a while for its reaper). */
 function pidAlive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
     return false;
   }
 }
 
-async function waitPidGone(pid: number, timeoutMs = 10_000): Promise<void> {
+async function waitPidGone(pid: number, timeoutMs = 30_000): Promise<void> {
   const end = Date.now() + timeoutMs;
-  while (pidAlive(pid) && Date.now() < end) await sleep(10);
+  while (pidAlive(pid)) {
+    if (Date.now() > end) throw new Error(`QEMU pid ${pid} still running ${timeoutMs} ms after the save`);
+    await sleep(2);
+  }
 }
 
 function fileSizes(file: string): { bytes: number; allocatedBytes: number } {
@@ -261,7 +272,8 @@ interface Side {
   alive(): boolean;
   resume(): Promise<void>;
   pause(): Promise<void>;
-  save(): Promise<number>;
+  /** CLI wall time, and the time until the saved VM's QEMU had exited (virsh waits for that itself). */
+  save(): Promise<{ ms: number; untilExitMs: number }>;
   restore(): Promise<number>;
   destroy(): Promise<void>;
 }
@@ -288,7 +300,7 @@ async function libvirtSide(lv: Libvirt, dir: string, name: string, xml: string, 
     async save() {
       const r = await lv.mustVirsh(['save', name, file, '--image-format', 'sparse', '--parallel-channels', String(channels), '--bypass-cache']);
       running = false;
-      return r.ms;
+      return { ms: r.ms, untilExitMs: r.ms };
     },
     async restore() {
       const r = await lv.mustVirsh(['restore', file, '--parallel-channels', String(channels), '--bypass-cache']);
@@ -341,11 +353,13 @@ async function vmsnapSide(dir: string, name: string, memMiB: number, fillMiB: nu
       await qmpExecute(qmp, 'stop');
     },
     async save() {
+      const t0 = performance.now();
       const r = await mustRun(process.execPath, [cli, 'save', '--qmp', qmp, '--out', file, '--channels', String(channels), '--direct-io', 'on', '--after', 'stop', '--json']);
       const out = JSON.parse(r.stdout) as { directIO?: boolean };
       if (out.directIO !== true) throw new Error(`vmsnap save did not use O_DIRECT: ${r.stdout.trim()}`);
-      await waitPidGone(pid); // outside the timing: the CLI asked QEMU to quit
-      return r.ms;
+      // The CLI returns once QEMU accepted `quit`; virsh save returns once QEMU is gone.
+      await waitPidGone(pid);
+      return { ms: r.ms, untilExitMs: performance.now() - t0 };
     },
     async restore() {
       gen++;
@@ -377,18 +391,19 @@ async function vmsnapSide(dir: string, name: string, memMiB: number, fillMiB: nu
 }
 
 /** One save + restore of a side, timed; the guest is verified before and after. */
-async function round1(side: Side, what: string, log: (l: string) => void): Promise<{ save: number; restore: number }> {
+async function round1(side: Side, what: string, log: (l: string) => void): Promise<{ save: number; saveUntilExit: number; restore: number }> {
   await side.resume();
   const before = await waitForPass(side.serial, lastPass(side.serial), PASS_TIMEOUT_MS, side.alive, `${what} before save`);
   fs.rmSync(side.file, { force: true });
   dropCaches();
-  const save = await side.save();
+  const { ms: save, untilExitMs: saveUntilExit } = await side.save();
   dropCaches();
   const restore = await side.restore();
   const after = await waitForPass(side.serial, before, PASS_TIMEOUT_MS, side.alive, `${what} after restore`);
   await side.pause();
-  log(`  ${what}: save ${round(save)} ms, restore ${round(restore)} ms (guest PASS n=${before} before, n=${after} after restore)`);
-  return { save, restore };
+  const exitNote = saveUntilExit !== save ? ` (${round(saveUntilExit)} ms until its QEMU exited)` : '';
+  log(`  ${what}: save ${round(save)} ms${exitNote}, restore ${round(restore)} ms (guest PASS n=${before} before, n=${after} after restore)`);
+  return { save, saveUntilExit, restore };
 }
 
 async function measureSize(lv: Libvirt, opts: LibvirtOptions, sizeGiB: number, channels: number): Promise<LibvirtRow> {
@@ -423,13 +438,14 @@ async function measureSize(lv: Libvirt, opts: LibvirtOptions, sizeGiB: number, c
     await waitForPass(vsSide.serial, 0, BOOT_TIMEOUT_MS, vsSide.alive, 'vmsnap QEMU boot');
     await vsSide.pause();
 
-    const runs = { virshSave: [] as number[], vmsnapSave: [] as number[], virshRestore: [] as number[], vmsnapRestore: [] as number[] };
+    const runs = { virshSave: [] as number[], vmsnapSave: [] as number[], vmsnapSaveUntilExit: [] as number[], virshRestore: [] as number[], vmsnapRestore: [] as number[] };
     for (let i = 0; i < opts.reps; i++) {
       // Alternate which goes first, so neither always follows the other's I/O.
       const order: Array<['virsh' | 'vmsnap', Side]> = i % 2 === 0 ? [['virsh', lvSide], ['vmsnap', vsSide]] : [['vmsnap', vsSide], ['virsh', lvSide]];
       for (const [who, side] of order) {
         const r = await round1(side, `${sizeGiB} GiB run ${i + 1} ${who}`, log);
         runs[`${who}Save`].push(r.save);
+        if (who === 'vmsnap') runs.vmsnapSaveUntilExit.push(r.saveUntilExit);
         runs[`${who}Restore`].push(r.restore);
       }
     }
@@ -444,9 +460,12 @@ async function measureSize(lv: Libvirt, opts: LibvirtOptions, sizeGiB: number, c
       virshRestoreMs: round(median(runs.virshRestore)),
       vmsnapRestoreMs: round(median(runs.vmsnapRestore)),
       restoreSpeedup: round(median(runs.virshRestore) / median(runs.vmsnapRestore), 2),
+      vmsnapSaveUntilExitMs: round(median(runs.vmsnapSaveUntilExit)),
+      saveUntilExitSpeedup: round(median(runs.virshSave) / median(runs.vmsnapSaveUntilExit), 2),
       runs: {
         virshSave: runs.virshSave.map((x) => round(x)),
         vmsnapSave: runs.vmsnapSave.map((x) => round(x)),
+        vmsnapSaveUntilExit: runs.vmsnapSaveUntilExit.map((x) => round(x)),
         virshRestore: runs.virshRestore.map((x) => round(x)),
         vmsnapRestore: runs.vmsnapRestore.map((x) => round(x)),
       },
@@ -502,6 +521,8 @@ const COLUMNS: Array<[string, (r: LibvirtRow) => string | number]> = [
   ['virsh save ms', (r) => r.virshSaveMs],
   ['vmsnap save ms', (r) => r.vmsnapSaveMs],
   ['save x', (r) => r.saveSpeedup],
+  ['vmsnap save+exit ms', (r) => r.vmsnapSaveUntilExitMs],
+  ['x', (r) => r.saveUntilExitSpeedup],
   ['virsh restore ms', (r) => r.virshRestoreMs],
   ['vmsnap restore ms', (r) => r.vmsnapRestoreMs],
   ['restore x', (r) => r.restoreSpeedup],

@@ -6,8 +6,8 @@
 // The instance is left running between test runs (a warm `up` is ~0.2 s); stop it with
 //   VMSNAP_CLUSTER_STATE=~/.local/state/vmsnap/cluster-test npm run cluster:down
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
@@ -141,18 +141,39 @@ export async function kubectlOk(args: readonly string[], opts: KubectlOptions = 
   return r.stdout;
 }
 
-let tokenDir: string | undefined;
+/** Token kubeconfigs older than this are removed (test tokens are requested for at most an hour). */
+const TOKEN_KUBECONFIG_MAX_AGE_MS = 2 * 60 * 60 * 1000;
+let tokenDirPruned = false;
 
 /**
  * Writes a kubeconfig that authenticates only with `token` (no client certificate), e.g. for
  * running the operator or agent as a ServiceAccount. Returns its path.
+ *
+ * The files hold bearer tokens, so they live in the instance's private state directory (0700),
+ * one per token, and stale ones are pruned instead of piling up in /tmp.
  */
 export function tokenKubeconfig(cp: ControlPlane, token: string, user = 'token-user'): string {
-  tokenDir ??= mkdtempSync(path.join(os.tmpdir(), 'vmsnap-kubeconfig-'));
-  const file = path.join(tokenDir, `${randomBytes(6).toString('hex')}.kubeconfig`);
+  const tokenDir = path.join(cp.stateDir, 'token-kubeconfigs');
+  mkdirSync(tokenDir, { recursive: true, mode: 0o700 });
+  if (!tokenDirPruned) {
+    tokenDirPruned = true;
+    for (const name of readdirSync(tokenDir)) {
+      const file = path.join(tokenDir, name);
+      try {
+        if (Date.now() - statSync(file).mtimeMs > TOKEN_KUBECONFIG_MAX_AGE_MS) rmSync(file, { force: true });
+      } catch {
+        // removed concurrently by another test process
+      }
+    }
+  }
+  const id = createHash('sha256').update(`${cp.server}\0${user}\0${token}`).digest('hex').slice(0, 32);
+  const file = path.join(tokenDir, `${id}.kubeconfig`);
+  // Never rewritten in place: a concurrent kubectl may be reading it.
+  if (existsSync(file)) return file;
   const ca = readFileSync(cp.caFile).toString('base64');
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   writeFileSync(
-    file,
+    tmp,
     [
       'apiVersion: v1',
       'kind: Config',
@@ -175,6 +196,7 @@ export function tokenKubeconfig(cp: ControlPlane, token: string, user = 'token-u
     ].join('\n'),
     { mode: 0o600 },
   );
+  renameSync(tmp, file);
   return file;
 }
 
@@ -254,8 +276,8 @@ export async function apiRequest(urlPath: string, opts: ApiRequestOptions = {}):
 /** Runs the cluster's helm against the test control plane; never throws on a non-zero exit. */
 export async function helm(args: readonly string[], opts: { timeoutMs?: number } = {}): Promise<RunResult> {
   const cp = await ensureCluster();
-  // Helm's own config, cache and data go to a private directory: no developer repos or plugins.
-  helmHome ??= mkdtempSync(path.join(os.tmpdir(), 'vmsnap-helm-'));
+  // Helm's own config, cache and data live with the test instance: no developer repos or plugins.
+  const helmHome = path.join(cp.stateDir, 'helm');
   return run(cp.helm, ['--kubeconfig', cp.kubeconfig, ...args], {
     env: {
       ...process.env,
@@ -267,8 +289,6 @@ export async function helm(args: readonly string[], opts: { timeoutMs?: number }
     timeoutMs: opts.timeoutMs ?? 120_000,
   });
 }
-
-let helmHome: string | undefined;
 
 /** Polls `check` until it returns true (RBAC changes reach the authorizer through an informer). */
 export async function eventually(check: () => Promise<boolean>, timeoutMs = 15_000, intervalMs = 200): Promise<void> {

@@ -3,7 +3,9 @@
 // under a fixed field manager. That is idempotent, safe when several jest workers call it at once,
 // and always leaves the cluster with the CRDs of the working tree. The Helm test installs the
 // chart with --skip-crds so Helm never competes for them.
-import { loadAllYaml } from '@kubernetes/client-node';
+// js-yaml, not client-node's loadAllYaml: that one turns known kinds into typed objects (renaming
+// keys such as x-kubernetes-validations), and these tests compare the raw documents.
+import yaml from 'js-yaml';
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 
@@ -38,9 +40,13 @@ export function ensureCrds(): Promise<void> {
   return applied;
 }
 
-/** Every document of a YAML file (empty documents dropped). */
+/** Every document of a YAML text, as plain data (empty documents dropped). */
+export function parseYamlDocs(text: string): Array<Record<string, any>> {
+  return yaml.loadAll(text).filter((d): d is Record<string, any> => !!d && typeof d === 'object');
+}
+
 export function readYamlDocs(file: string): Array<Record<string, any>> {
-  return loadAllYaml(readFileSync(file, 'utf8')).filter((d): d is Record<string, any> => !!d && typeof d === 'object');
+  return parseYamlDocs(readFileSync(file, 'utf8'));
 }
 
 export function crdDocs(dir = CRD_DIR): Array<Record<string, any>> {

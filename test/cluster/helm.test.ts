@@ -6,8 +6,6 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { loadAllYaml } from '@kubernetes/client-node';
-
 import { AgentConfigSchema } from '../../api/agent-config.js';
 import { API_VERSION } from '../../api/common.js';
 import {
@@ -20,9 +18,13 @@ import {
   kubectlOk,
   repoRoot,
 } from './controlplane.js';
-import { API_PREFIX, crdDocs, ensureCrds } from './crds.js';
+import { API_PREFIX, crdDocs, ensureCrds, parseYamlDocs } from './crds.js';
 
 type Obj = Record<string, any>;
+
+// A watch as informers open it today: the server answers at once with the current state and a
+// bookmark (a plain ?watch=1 on an empty collection sends its headers only after seconds).
+const WATCH = 'watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true';
 
 const chartDir = path.join(repoRoot, 'helm', 'vmsnap');
 const RUN_ID = randomBytes(3).toString('hex');
@@ -36,9 +38,7 @@ async function helmOk(args: readonly string[]): Promise<string> {
   return r.stdout;
 }
 
-function docsOf(yaml: string): Obj[] {
-  return loadAllYaml(yaml).filter((d): d is Obj => !!d && typeof d === 'object');
-}
+const docsOf = parseYamlDocs;
 
 describe('helm lint and template', () => {
   beforeAll(async () => {
@@ -292,9 +292,9 @@ describe('helm install into the local control plane', () => {
   // Allowed checks run in order (later ones use what earlier ones created).
   const operatorAllowed: Check[] = [
     { who: 'operator', what: 'list VMSnapshots in all namespaces', path: all('vmsnapshots'), status: 200 },
-    { who: 'operator', what: 'watch VMSnapshots in all namespaces', path: () => `${all('vmsnapshots')()}?watch=1`, watch: true, status: 200 },
+    { who: 'operator', what: 'watch VMSnapshots in all namespaces', path: () => `${all('vmsnapshots')()}?${WATCH}`, watch: true, status: 200 },
     { who: 'operator', what: 'list VMRestores in all namespaces', path: all('vmrestores'), status: 200 },
-    { who: 'operator', what: 'watch VMRestores in all namespaces', path: () => `${all('vmrestores')()}?watch=1`, watch: true, status: 200 },
+    { who: 'operator', what: 'watch VMRestores in all namespaces', path: () => `${all('vmrestores')()}?${WATCH}`, watch: true, status: 200 },
     { who: 'operator', what: 'get a VMSnapshot', path: snapPath, status: 200 },
     { who: 'operator', what: 'add its finalizer to a VMSnapshot (patch)', method: 'PATCH', path: snapPath, body: () => ({ metadata: { finalizers: ['vmsnap.io/snapshot-file'] } }), status: 200 },
     { who: 'operator', what: 'update a VMSnapshot (put)', method: 'PUT', path: snapPath, body: current(snapPath, (o) => { o.metadata.labels = { reconciled: 'yes' }; }), status: 200 },
@@ -303,9 +303,9 @@ describe('helm install into the local control plane', () => {
     { who: 'operator', what: 'add its finalizer to a VMRestore (patch)', method: 'PATCH', path: restorePath, body: () => ({ metadata: { finalizers: ['vmsnap.io/restore'] } }), status: 200 },
     { who: 'operator', what: 'patch VMRestore status', method: 'PATCH', path: () => `${restorePath()}/status`, body: () => ({ status: { phase: 'Pending' } }), status: 200 },
     { who: 'operator', what: 'list VMSnapshotClasses', path: all('vmsnapshotclasses'), status: 200 },
-    { who: 'operator', what: 'watch VMSnapshotClasses', path: () => `${all('vmsnapshotclasses')()}?watch=1`, watch: true, status: 200 },
+    { who: 'operator', what: 'watch VMSnapshotClasses', path: () => `${all('vmsnapshotclasses')()}?${WATCH}`, watch: true, status: 200 },
     { who: 'operator', what: 'list VMInventories', path: all('vminventories'), status: 200 },
-    { who: 'operator', what: 'watch VMInventories', path: () => `${all('vminventories')()}?watch=1`, watch: true, status: 200 },
+    { who: 'operator', what: 'watch VMInventories', path: () => `${all('vminventories')()}?${WATCH}`, watch: true, status: 200 },
     { who: 'operator', what: 'create an Event (core/v1)', method: 'POST', path: () => `/api/v1/namespaces/${work}/events`, body: () => event(work, 'operator'), status: 201 },
     { who: 'operator', what: 'create an Event (events.k8s.io/v1)', method: 'POST', path: () => `/apis/events.k8s.io/v1/namespaces/${work}/events`, body: () => newEvent(work, 'operator'), status: 201 },
     { who: 'operator', what: 'create its leader Lease', method: 'POST', path: () => leasePath(sys), body: () => lease('vmsnap-operator'), status: 201 },
@@ -337,9 +337,9 @@ describe('helm install into the local control plane', () => {
 
   const agentAllowed: Check[] = [
     { who: 'agent', what: 'list VMSnapshots in all namespaces', path: all('vmsnapshots'), status: 200 },
-    { who: 'agent', what: 'watch VMSnapshots in all namespaces', path: () => `${all('vmsnapshots')()}?watch=1`, watch: true, status: 200 },
+    { who: 'agent', what: 'watch VMSnapshots in all namespaces', path: () => `${all('vmsnapshots')()}?${WATCH}`, watch: true, status: 200 },
     { who: 'agent', what: 'list VMRestores in all namespaces', path: all('vmrestores'), status: 200 },
-    { who: 'agent', what: 'watch VMRestores in all namespaces', path: () => `${all('vmrestores')()}?watch=1`, watch: true, status: 200 },
+    { who: 'agent', what: 'watch VMRestores in all namespaces', path: () => `${all('vmrestores')()}?${WATCH}`, watch: true, status: 200 },
     { who: 'agent', what: 'get a VMSnapshot', path: snapPath, status: 200 },
     { who: 'agent', what: 'patch VMSnapshot status (progress)', method: 'PATCH', path: () => `${snapPath()}/status`, body: () => ({ status: { phase: 'InProgress', progress: { bytesDone: 1, bytesTotal: 2, percent: 50 } } }), status: 200 },
     { who: 'agent', what: 'patch VMRestore status', method: 'PATCH', path: () => `${restorePath()}/status`, body: () => ({ status: { phase: 'InProgress' } }), status: 200 },
@@ -465,16 +465,20 @@ describe('helm install into the local control plane', () => {
     expect(refused.body).toContain(`may only write the VMInventory named ${node}, not ${node}-other`);
     expect(refused.body).toContain('metadata.name');
 
-    const create = await apiRequest(all('vminventories')(), {
-      method: 'POST',
-      token: podBoundAgentToken,
-      body: { apiVersion: API_VERSION, kind: 'VMInventory', metadata: { name: `${node}-forged` } },
-    });
-    expect(create.status).toBe(403);
+    const createAs = (name: string) =>
+      apiRequest(all('vminventories')(), {
+        method: 'POST',
+        token: podBoundAgentToken,
+        body: { apiVersion: API_VERSION, kind: 'VMInventory', metadata: { name } },
+      });
+    expect((await createAs(`${node}-forged`)).status).toBe(403);
 
+    // Its own node's inventory: created (again, from scratch) and updated.
+    await kubectlOk(['delete', 'vminventory', node, '--ignore-not-found']);
+    expect((await createAs(node)).status).toBe(201);
     const own = await apiRequest(`${inventoryPath()}/status`, { method: 'PATCH', token: podBoundAgentToken, body: { status: { vmCount: 1 } } });
     expect(own.status).toBe(200);
-    // Its own node's inventory is untouched by the refused write to the other one.
+    // The other node's inventory is untouched by the refused write.
     const other = JSON.parse((await apiRequest(inventoryPath(`${node}-other`), { admin: true })).body) as Obj;
     expect(other.status?.vmCount).toBeUndefined();
   });

@@ -17,7 +17,14 @@ describe('vmsnap-agent arguments', () => {
     expect(parseCommand(['inspect', '/f', '--json'])).toEqual({ kind: 'inspect', file: '/f', json: true });
   });
 
+  it('parses daemon', () => {
+    expect(parseCommand(['daemon'])).toEqual({ kind: 'daemon', config: undefined });
+    expect(parseCommand(['daemon', '--config', '/etc/vmsnap/agent.yaml'])).toEqual({ kind: 'daemon', config: '/etc/vmsnap/agent.yaml' });
+  });
+
   it.each([
+    [['daemon', '--qmp', '/s'], /daemon takes only --config FILE; got --qmp/],
+    [['daemon', 'extra'], /daemon takes only --config FILE/],
     [['save', '--out', '/f'], /--qmp is required/],
     [['save', '--qmp', '/s', '--out', '/f', '--channels', '0'], /--channels must be an integer from 1 to 64; got '0'/],
     [['save', '--qmp', '/s', '--out', '/f', '--channels', '65'], /--channels/],

@@ -10,7 +10,8 @@ export class UsageError extends Error {
 export const USAGE = `usage:
   vmsnap-agent save --qmp SOCK --out FILE [--channels N] [--direct-io auto|on|off] [--after resume|stop] [--live] [--force] [--json]
   vmsnap-agent restore --in FILE --qmp SOCK [--channels N] [--direct-io auto|on|off] [--launch] [--paused] [--json]
-  vmsnap-agent inspect FILE [--json]`;
+  vmsnap-agent inspect FILE [--json]
+  vmsnap-agent daemon [--config FILE]     (node agent; env NODE_NAME, KUBECONFIG, VMSNAP_AGENT_CONFIG)`;
 
 export const DEFAULT_CHANNELS = 4;
 
@@ -18,6 +19,7 @@ export type Command =
   | { kind: 'save'; qmp: string; out: string; channels: number; directIO: DirectIOMode; after: 'resume' | 'stop'; live: boolean; force: boolean; json: boolean }
   | { kind: 'restore'; in: string; qmp: string; channels?: number; directIO: DirectIOMode; launch: boolean; paused: boolean; json: boolean }
   | { kind: 'inspect'; file: string; json: boolean }
+  | { kind: 'daemon'; config?: string }
   | { kind: 'help' };
 
 function oneOf<T extends string>(option: string, value: string | undefined, allowed: readonly T[], fallback: T): T {
@@ -53,6 +55,7 @@ export function parseCommand(argv: string[]): Command {
     launch: { type: 'boolean' },
     paused: { type: 'boolean' },
     json: { type: 'boolean' },
+    config: { type: 'string' },
   } as const;
   let parsed;
   try {
@@ -91,6 +94,13 @@ export function parseCommand(argv: string[]): Command {
       const file = parsed.positionals[0];
       if (!file) throw new UsageError('inspect needs a FILE');
       return { kind: 'inspect', file, json };
+    }
+    case 'daemon': {
+      const extra = Object.keys(v).filter((k) => k !== 'config');
+      if (extra.length > 0 || parsed.positionals.length > 0) {
+        throw new UsageError(`daemon takes only --config FILE; got ${[...extra.map((k) => `--${k}`), ...parsed.positionals].join(' ')}`);
+      }
+      return { kind: 'daemon', config: v.config };
     }
     default:
       throw new UsageError(`unknown command '${verb}'`);

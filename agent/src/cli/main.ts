@@ -60,6 +60,12 @@ async function run(cmd: Command): Promise<void> {
       }
       return;
     }
+    case 'daemon': {
+      // The Kubernetes client is loaded only here: the engine commands stay quick to start.
+      const { runDaemon } = await import('../daemon/daemon.js');
+      await runDaemon({ configPath: cmd.config });
+      return;
+    }
     case 'inspect': {
       // Each command loads only what it needs: start-up time counts for saves.
       const { formatInspect, inspectSnapshot } = await import('./inspect.js');

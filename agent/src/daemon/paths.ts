@@ -2,7 +2,13 @@
 // but every path is still checked to stay under its root before use.
 import fs from 'node:fs';
 import path from 'node:path';
-import { snapshotFileName } from '../../../api/index.js';
+import { DNS1123_LABEL_MAX, DNS1123_LABEL_PATTERN, snapshotFileName } from '../../../api/index.js';
+
+const LABEL = new RegExp(DNS1123_LABEL_PATTERN);
+
+function assertLabel(value: string, what: string): void {
+  if (value.length > DNS1123_LABEL_MAX || !LABEL.test(value)) throw new PathError(`${what} "${value}" is not a DNS-1123 label`);
+}
 
 export class PathError extends Error {
   override name = 'PathError';
@@ -46,11 +52,16 @@ export function assertUnder(root: string, p: string, what: string): string {
 export function snapshotFilePath(storageRoot: string, snapshot: { metadata: { name?: string; namespace?: string; uid?: string } }): string {
   const ns = snapshot.metadata.namespace;
   if (!ns || !snapshot.metadata.name) throw new PathError('the VMSnapshot has no namespace or name');
+  assertLabel(ns, 'namespace');
   const file = path.join(storageRoot, ns, snapshotFileName(snapshot));
+  if (path.dirname(file) !== path.join(storageRoot, ns)) throw new PathError(`the snapshot file name ${path.basename(file)} is not a plain file name`);
+  assertUnder(storageRoot, file, 'the snapshot file');
   return assertUnder(path.join(storageRoot, ns), file, 'the snapshot file');
 }
 
 /** The directory of VM `namespace/name`: `${vmRoot}/${namespace}/${name}`. */
 export function vmDir(vmRoot: string, namespace: string, name: string): string {
+  assertLabel(namespace, 'namespace');
+  assertLabel(name, 'VM name');
   return assertUnder(path.join(vmRoot, namespace), path.join(vmRoot, namespace, name), 'the VM directory');
 }

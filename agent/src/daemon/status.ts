@@ -152,3 +152,24 @@ export function restoreSummary(r: Pick<RestoreOutcome, 'bytes' | 'loadMs' | 'dur
     `(${load.throughputHuman}); VM ${r.running ? 'running' : 'paused'}`
   );
 }
+
+/** A restore that finished while the agent was down: what can still be known. */
+export function restoreRecoveredStatus(
+  obj: StatusOwner,
+  r: { durationMs: number; ramBytes: number; running: boolean; target: string },
+  now: Date,
+  note: string,
+): VMRestoreStatus {
+  const durationMs = Math.max(0, Math.round(r.durationMs));
+  return {
+    phase: 'Succeeded',
+    completionTime: now.toISOString(),
+    durationMs,
+    durationHuman: formatDurationMs(durationMs),
+    downtimeMs: durationMs,
+    downtimeHuman: formatDurationMs(durationMs),
+    restoreSize: r.ramBytes,
+    observedGeneration: obj.metadata.generation,
+    conditions: ready(obj, 'True', Reason.Succeeded, `restored VM ${r.target}; VM ${r.running ? 'running' : 'paused'}${note}`, now),
+  };
+}

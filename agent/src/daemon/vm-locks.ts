@@ -39,7 +39,9 @@ export class VmLocks {
         if (left <= 0) return undefined;
         continue;
       }
-      await Promise.race([current.released, new Promise((r) => setTimeout(r, left))]);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([current.released, new Promise((r) => (timer = setTimeout(r, left)))]);
+      clearTimeout(timer);
     }
   }
 }

@@ -1,0 +1,105 @@
+// `vmsnap-agent daemon`: the node agent. Publishes this node's VMs as its
+// VMInventory and does the VMSnapshots and VMRestores assigned to this node.
+// Env: NODE_NAME (required), KUBECONFIG (else in-cluster), VMSNAP_AGENT_CONFIG
+// or --config, VMSNAP_VM_ROOT / VMSNAP_STORAGE_ROOT /
+// VMSNAP_INVENTORY_INTERVAL_SECONDS overrides, LOG_LEVEL. No network listener.
+import fs from 'node:fs';
+import * as k8s from '@kubernetes/client-node';
+import { pino, type Logger } from 'pino';
+import { AGENT_COMPONENT } from '../../../api/index.js';
+import { Kube } from '../../../kube/client.js';
+import { EventRecorder } from '../../../kube/events.js';
+import { loadDaemonSettings } from './config.js';
+import type { AgentContext } from './context.js';
+import { Discovery } from './discovery.js';
+import { InventoryPublisher } from './inventory.js';
+import { agentVersion } from './version.js';
+import { VmLocks } from './vm-locks.js';
+import { WorkDispatcher } from './work.js';
+
+export function kubeConfigFromEnv(env: NodeJS.ProcessEnv = process.env): k8s.KubeConfig {
+  const kc = new k8s.KubeConfig();
+  if (env.KUBECONFIG) kc.loadFromFile(env.KUBECONFIG);
+  else kc.loadFromCluster();
+  return kc;
+}
+
+export interface RunningDaemon {
+  /** Resolves once the daemon has stopped (after SIGTERM/SIGINT or stop()). */
+  stopped: Promise<void>;
+  stop(reason?: string): Promise<void>;
+  dispatcher: WorkDispatcher;
+  inventory: InventoryPublisher;
+  log: Logger;
+}
+
+export async function startDaemon(
+  opts: { configPath?: string; env?: NodeJS.ProcessEnv; log?: Logger; signal?: AbortSignal } = {},
+): Promise<RunningDaemon> {
+  const env = opts.env ?? process.env;
+  const { nodeName, config, configPath } = loadDaemonSettings({ configPath: opts.configPath, env });
+  const log = opts.log ?? pino({ level: env.LOG_LEVEL ?? 'info', base: { component: AGENT_COMPONENT, node: nodeName } });
+  const version = agentVersion();
+  log.info({ version, configPath, ...config }, 'starting');
+
+  fs.mkdirSync(config.storageRoot, { recursive: true, mode: 0o700 });
+  const kube = new Kube(kubeConfigFromEnv(env));
+  const events = new EventRecorder(kube, `${AGENT_COMPONENT}/${nodeName}`, (msg, err) => log.warn({ err: String(err) }, msg));
+  const discovery = new Discovery(config.vmRoot, config.socketGlobs, (path, reason) => log.warn({ path }, `ignoring ${path}: ${reason}`));
+  const locks = new VmLocks();
+  const ctx: AgentContext = { kube, events, log, nodeName, config, discovery, locks, filesInUse: new Map() };
+  const inventory = new InventoryPublisher({
+    kube,
+    nodeName,
+    agentVersion: version,
+    vmRoot: config.vmRoot,
+    storageRoot: config.storageRoot,
+    intervalSeconds: config.inventoryIntervalSeconds,
+    discovery,
+    locks,
+    log,
+  });
+  const dispatcher = new WorkDispatcher(ctx, () => inventory.refreshSoon());
+
+  const starting = new AbortController();
+  opts.signal?.addEventListener('abort', () => starting.abort(), { once: true });
+  if (opts.signal?.aborted) starting.abort();
+  let stopping: Promise<void> | undefined;
+  let markStopped!: () => void;
+  const stopped = new Promise<void>((r) => (markStopped = r));
+  const stop = (reason = 'stop requested'): Promise<void> => {
+    stopping ??= (async () => {
+      log.info({ reason }, 'stopping: cancelling running saves; restored VMs keep running');
+      starting.abort();
+      await dispatcher.stop();
+      await inventory.stop();
+      log.info('stopped');
+      markStopped();
+    })();
+    return stopping;
+  };
+
+  await dispatcher.start(starting.signal);
+  if (!starting.signal.aborted) {
+    inventory.start();
+    log.info('running');
+  }
+  return { stopped, stop, dispatcher, inventory, log };
+}
+
+/** The CLI entry: runs until SIGTERM or SIGINT, then stops cleanly. */
+export async function runDaemon(opts: { configPath?: string } = {}): Promise<void> {
+  let daemon: RunningDaemon | undefined;
+  let signalled: string | undefined;
+  const early = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => {
+    signalled ??= signal;
+    early.abort();
+    void daemon?.stop(signal);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  daemon = await startDaemon({ configPath: opts.configPath, signal: early.signal });
+  if (signalled) void daemon.stop(signalled);
+  await daemon.stopped;
+}

@@ -1,0 +1,52 @@
+// A deleted VMSnapshot that is not running: with deletionPolicy Delete its
+// file goes, then status.fileDeleted tells the operator to drop its finalizer.
+// Retain needs nothing from the agent.
+import fs from 'node:fs';
+import { effectiveDeletionPolicy, type VMSnapshot } from '../../../api/index.js';
+import type { Completion } from './completion.js';
+import type { AgentContext } from './context.js';
+import { isReallyUnder } from './paths.js';
+
+export type DeletionDecision =
+  | { action: 'none'; why: string }
+  | { action: 'wait'; why: string }
+  | { action: 'refuse'; path: string; why: string }
+  | { action: 'delete'; path?: string };
+
+/** Pure: what to do for a VMSnapshot with a deletionTimestamp and no save running here. */
+export function decideDeletion(snap: VMSnapshot, storageRoot: string, filesInUse: ReadonlyMap<string, number>): DeletionDecision {
+  if (!snap.metadata.deletionTimestamp) return { action: 'none', why: 'not being deleted' };
+  if (snap.status?.fileDeleted) return { action: 'none', why: 'the file is already deleted' };
+  if (effectiveDeletionPolicy(snap) === 'Retain') return { action: 'none', why: 'deletionPolicy Retain keeps the file' };
+  if (snap.status?.phase === 'InProgress') return { action: 'wait', why: 'the save is still in progress' };
+  const file = snap.status?.file?.path;
+  if (!file) return { action: 'delete' }; // never had a file: nothing to remove, but say so
+  if (filesInUse.has(file)) return { action: 'wait', why: `a restore is reading ${file}` };
+  if (!isReallyUnder(storageRoot, file)) return { action: 'refuse', path: file, why: `${file} is not inside the agent's storage root ${storageRoot}` };
+  return { action: 'delete', path: file };
+}
+
+/** Acts on the decision; returns the completion to write, or undefined when there is nothing to write now. */
+export function deleteSnapshotFile(ctx: AgentContext, snap: VMSnapshot): Completion | undefined {
+  const d = decideDeletion(snap, ctx.config.storageRoot, ctx.filesInUse);
+  switch (d.action) {
+    case 'none':
+    case 'wait':
+      return undefined;
+    case 'refuse':
+      return {
+        status: {},
+        skipStatus: true,
+        event: { type: 'Warning', reason: 'FileNotDeleted', message: `not removing ${d.path}: ${d.why}; remove it by hand, then remove the finalizer` },
+      };
+    case 'delete': {
+      let message = 'deletionPolicy Delete: the snapshot had no file';
+      if (d.path) {
+        const existed = fs.existsSync(d.path);
+        fs.rmSync(d.path, { force: true });
+        message = existed ? `deletionPolicy Delete: removed ${d.path} from node ${ctx.nodeName}` : `deletionPolicy Delete: ${d.path} was already gone`;
+      }
+      return { status: { fileDeleted: true }, event: { type: 'Normal', reason: 'FileDeleted', message } };
+    }
+  }
+}

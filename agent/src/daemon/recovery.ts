@@ -1,0 +1,297 @@
+// Work a previous run of this agent left InProgress (it crashed or was
+// killed). Every such object ends Succeeded or Failed, and no VM stays
+// paused because of us: a save whose migration finished in QEMU is completed,
+// anything else is rolled back; a restore whose QEMU loaded is kept.
+import fs from 'node:fs';
+import path from 'node:path';
+import { Reason, type VMRestore, type VMSnapshot } from '../../../api/index.js';
+import { finishSnapshotFile } from '../engine/finish.js';
+import { allocatedBytes } from '../engine/file-stats.js';
+import { cancelMigration, waitForMigration, type MigrationInfo } from '../engine/migration.js';
+import type { QmpClient } from '../qmp/client.js';
+import type { SnapshotHeader } from '../snapshot-file/header.js';
+import type { SnapshotMetadata } from '../snapshot-file/metadata.js';
+import { readHeader } from '../snapshot-file/read.js';
+import { cancellationOf } from './cancellation.js';
+import type { Completion } from './completion.js';
+import type { AgentContext } from './context.js';
+import { isReallyUnder, vmDir } from './paths.js';
+import { fdSetsWithOpaque, peerPid, probeQmp, processArgv, processEnvVar, quitQemu, removeFdSets } from './qemu-control.js';
+import { RESTORE_UID_ENV } from './restore-runner.js';
+import { failedStatus, restoreRecoveredStatus, saveSummary, snapshotSucceededStatus, type SaveOutcome } from './status.js';
+
+const ACTIVE = ['setup', 'active', 'device', 'pre-switchover', 'wait-unplug', 'postcopy-active', 'cancelling'];
+const SAVE_OPAQUE = 'vmsnap-save';
+const RESTORE_OPAQUE = 'vmsnap-restore';
+
+// ---- snapshots ----------------------------------------------------------------------------------
+
+export async function recoverSnapshot(ctx: AgentContext, snap: VMSnapshot): Promise<Completion> {
+  const retry = 'create a new VMSnapshot to retry';
+  const fail = (message: string): Completion => {
+    const text = `the agent restarted during the save; ${message}`;
+    return { status: failedStatus(snap, Reason.AgentRestarted, text, new Date()), event: { type: 'Warning', reason: 'SaveFailed', message: text } };
+  };
+  const file = snap.status?.file?.path;
+  if (!file || !isReallyUnder(ctx.config.storageRoot, file)) return fail(retry);
+  let header: SnapshotHeader;
+  try {
+    header = readHeader(file);
+  } catch {
+    fs.rmSync(file, { force: true }); // not even a header: nothing was saved
+    return fail(retry);
+  }
+  const meta = header.metadata;
+  const client = await connectSameQemu(meta.vm.qmpSocket, meta.qemu.pid);
+  try {
+    if (header.state === 'complete') {
+      const note = client ? await settleAfterSave(client, meta) : '';
+      return succeeded(snap, outcomeFromHeader(file, meta), ` (completed before the agent restarted${note})`);
+    }
+    if (client) {
+      const migration = await client.execute<MigrationInfo>('query-migrate');
+      const ours = (await fdSetsWithOpaque(client, SAVE_OPAQUE)).length > 0;
+      if (migration.status === 'completed' && ours) {
+        try {
+          finishFile(file, meta, migration);
+          const note = await settleAfterSave(client, meta);
+          return succeeded(snap, outcomeFromHeader(file, meta), ` (QEMU finished the save while the agent was restarting${note})`);
+        } catch (err) {
+          ctx.log.warn({ err: String(err), file }, 'cannot complete the snapshot file left by the previous agent');
+        }
+      }
+      if (migration.status && ACTIVE.includes(migration.status)) await cancelMigration(client);
+      await removeFdSets(client, SAVE_OPAQUE);
+      await resumeIfWasRunning(client, meta);
+    }
+    fs.rmSync(file, { force: true });
+    return fail(`the VM was resumed and the partial file removed; ${retry}`);
+  } finally {
+    client?.close();
+  }
+}
+
+function succeeded(snap: VMSnapshot, outcome: SaveOutcome, note: string): Completion {
+  return {
+    status: snapshotSucceededStatus(snap, outcome, new Date(), note) as Record<string, unknown>,
+    event: { type: 'Normal', reason: 'SaveSucceeded', message: saveSummary(outcome) + note },
+  };
+}
+
+/** The QEMU at `socket` if it is still the process that was saved (same pid). */
+async function connectSameQemu(socket: string, pid: number): Promise<QmpClient | undefined> {
+  const probe = await probeQmp(socket, 2000);
+  if (probe.kind !== 'answers') return undefined;
+  if (peerPid(probe.client) === pid) return probe.client;
+  probe.client.close();
+  return undefined;
+}
+
+/** After a complete save: QEMU's fdset released, the VM as capture.after asked. Returns a note for the status. */
+async function settleAfterSave(client: QmpClient, meta: SnapshotMetadata): Promise<string> {
+  await removeFdSets(client, SAVE_OPAQUE);
+  if (meta.capture.after === 'stop') {
+    await quitQemu(client);
+    return '; the VM was stopped (afterSnapshot: Stop)';
+  }
+  return (await resumeIfWasRunning(client, meta)) ? '; the VM was resumed' : '';
+}
+
+async function resumeIfWasRunning(client: QmpClient, meta: SnapshotMetadata): Promise<boolean> {
+  if (!meta.capture.wasRunning) return false;
+  const { running } = await client.execute<{ running: boolean }>('query-status');
+  if (running) return false;
+  await client.execute('cont');
+  return true;
+}
+
+/** The save finished in QEMU but the header was never completed: do what saveVm would have done. */
+function finishFile(file: string, meta: SnapshotMetadata, migration: MigrationInfo): void {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    const created = Date.parse(meta.createdAt);
+    const totalMs = migration['total-time'] ?? 0;
+    const bytes = migration.ram?.transferred ?? 0;
+    finishSnapshotFile(fd, file, meta, () => {
+      const now = Date.now();
+      const pausedSince = meta.capture.mode === 'Live' ? created + totalMs - (migration.downtime ?? 0) : created;
+      return {
+        durationMs: totalMs,
+        migrateMs: totalMs,
+        syncMs: 0,
+        vmPausedMs: meta.capture.wasRunning ? Math.max(0, now - pausedSince) : 0,
+        bytesWritten: bytes,
+        throughputMiBps: totalMs > 0 ? Math.round((bytes / (1 << 20) / (totalMs / 1000)) * 10) / 10 : 0,
+      };
+    });
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function outcomeFromHeader(file: string, meta: SnapshotMetadata): SaveOutcome {
+  const stat = fs.statSync(file);
+  return {
+    path: file,
+    bytes: meta.stats?.bytesWritten ?? 0,
+    ramBytes: meta.ram.bytes,
+    durationMs: meta.stats?.durationMs ?? 0,
+    vmPausedMs: meta.stats?.vmPausedMs ?? 0,
+    directIO: meta.stream.directIO,
+    directIOReason: meta.stream.directIOReason,
+    logicalBytes: meta.stream.endOffset ?? stat.size,
+    allocatedBytes: allocatedBytes(stat),
+    qemu: { version: meta.qemu.version, machine: meta.qemu.machine },
+  };
+}
+
+// ---- restores ----------------------------------------------------------------------------------
+
+export async function recoverRestore(ctx: AgentContext, restore: VMRestore, signal: AbortSignal): Promise<Completion> {
+  const ns = restore.metadata.namespace!;
+  const effective = restore.status!.effective!;
+  const target = `${ns}/${effective.targetVMName}`;
+  const fail = (message: string, reason: Reason = Reason.AgentRestarted): Completion => {
+    const text = `the agent restarted during the restore; ${message}`;
+    return { status: failedStatus(restore, reason, text, new Date()), event: { type: 'Warning', reason: 'RestoreFailed', message: text } };
+  };
+  const socket = (await ctx.discovery.find(ns, effective.targetVMName))?.qmpSocket ?? path.join(vmDir(ctx.config.vmRoot, ns, effective.targetVMName), 'qmp.sock');
+  const probe = await probeQmp(socket, 2000);
+  if (probe.kind !== 'answers') return fail(`no QEMU answers for VM ${target} (${probe.message}); create a new VMRestore to retry`);
+  const client = probe.client;
+  try {
+    const pid = peerPid(client);
+    if (!launchedFor(pid, restore.metadata.uid)) {
+      return fail(`it had not launched the restored VM yet (the QEMU at ${socket} is not the restore's); create a new VMRestore to retry`);
+    }
+    let { status } = await client.execute<{ status: string }>('query-status');
+    if (status === 'inmigrate') {
+      let migration = await client.execute<MigrationInfo>('query-migrate');
+      if (migration.status && ACTIVE.includes(migration.status)) {
+        ctx.log.info({ vm: target, socket }, 'waiting for the load that was running when the agent restarted');
+        try {
+          migration = await waitForMigration(client, { pollMs: 100, startedAt: Date.now(), signal });
+        } catch (err) {
+          const c = cancellationOf(signal);
+          if (c?.kind === 'shutdown') return { status: {}, skipStatus: true, event: { type: 'Normal', reason: 'RestoreInterrupted', message: c.message } };
+          await quitQemu(client);
+          return fail(`${c?.message ?? (err as Error).message}; the QEMU it launched was stopped`, c?.reason);
+        }
+      }
+      if (migration.status !== 'completed') {
+        await quitQemu(client);
+        const why = migration.status === 'failed' ? `QEMU could not load the snapshot: ${migration['error-desc'] ?? 'no reason given'}` : 'the load had not started';
+        return fail(`${why}; the QEMU it launched was stopped; create a new VMRestore to retry`);
+      }
+      ({ status } = await client.execute<{ status: string }>('query-status'));
+    }
+    if (status !== 'running' && status !== 'paused') {
+      await quitQemu(client);
+      return fail(`the restored QEMU is '${status}'; it was stopped; create a new VMRestore to retry`);
+    }
+    await removeFdSets(client, RESTORE_OPAQUE);
+    let running = status === 'running';
+    if (effective.afterRestore === 'Running' && !running) {
+      await client.execute('cont');
+      running = true;
+    }
+    const started = Date.parse(restore.status?.startTime ?? '') || Date.now();
+    const note = ' (completed across an agent restart: duration and downtime include the restart)';
+    const recovered = { durationMs: Date.now() - started, ramBytes: await ramBytes(client), running, target };
+    return {
+      status: restoreRecoveredStatus(restore, recovered, new Date(), note) as Record<string, unknown>,
+      event: { type: 'Normal', reason: 'RestoreSucceeded', message: `restored VM ${target}; VM ${running ? 'running' : 'paused'}${note}` },
+    };
+  } finally {
+    client.close();
+  }
+}
+
+/** Did the agent launch this QEMU for restore `uid`? Falls back to its command line when the environment is unreadable. */
+function launchedFor(pid: number | undefined, uid: string | undefined): boolean {
+  if (pid === undefined || !uid) return false;
+  const tag = processEnvVar(pid, RESTORE_UID_ENV);
+  if (tag !== undefined) return tag === uid;
+  if (fs.existsSync(`/proc/${pid}/environ`)) {
+    try {
+      fs.readFileSync(`/proc/${pid}/environ`);
+      return false; // readable, and no tag: not launched by the agent
+    } catch {
+      // unreadable: judge by the command line
+    }
+  }
+  const argv = processArgv(pid) ?? [];
+  return argv.includes('-incoming') && argv[argv.indexOf('-incoming') + 1] === 'defer';
+}
+
+async function ramBytes(client: QmpClient): Promise<number> {
+  const m = await client.execute<{ 'base-memory': number; 'plugged-memory'?: number }>('query-memory-size-summary');
+  return m['base-memory'] + (m['plugged-memory'] ?? 0);
+}
+
+// ---- leftovers of work the operator failed while no agent was watching ---------------------------
+
+/** Does this Failed VMSnapshot still have a file on the node (a save interrupted with the agent down)? */
+export function hasLeftoverFile(ctx: AgentContext, snap: VMSnapshot): boolean {
+  const file = snap.status?.file?.path;
+  return snap.status?.phase === 'Failed' && !!file && isReallyUnder(ctx.config.storageRoot, file) && fs.existsSync(file);
+}
+
+/** Rolls back what an interrupted save left: the migration cancelled, the VM resumed, the file removed. Status untouched. */
+export async function cleanUpFailedSnapshot(ctx: AgentContext, snap: VMSnapshot): Promise<Completion> {
+  const file = snap.status!.file!.path;
+  let meta: SnapshotMetadata | undefined;
+  try {
+    meta = readHeader(file).metadata;
+  } catch {
+    meta = undefined;
+  }
+  const notes: string[] = [];
+  if (meta) {
+    const client = await connectSameQemu(meta.vm.qmpSocket, meta.qemu.pid);
+    if (client) {
+      try {
+        const migration = await client.execute<MigrationInfo>('query-migrate');
+        if ((await fdSetsWithOpaque(client, SAVE_OPAQUE)).length > 0 && migration.status && ACTIVE.includes(migration.status)) {
+          await cancelMigration(client);
+          notes.push('cancelled the save still running in QEMU');
+        }
+        await removeFdSets(client, SAVE_OPAQUE);
+        if (await resumeIfWasRunning(client, meta)) notes.push('resumed the VM');
+      } finally {
+        client.close();
+      }
+    }
+  }
+  fs.rmSync(file, { force: true });
+  notes.push(`removed ${file}`);
+  return {
+    status: {},
+    skipStatus: true,
+    event: { type: 'Normal', reason: 'SaveCleanedUp', message: `the save failed while the agent was down; the agent ${notes.join(', ')}` },
+  };
+}
+
+/** A Failed VMRestore whose QEMU (launched by the agent for it) is still waiting or loading: stop it. */
+export async function cleanUpFailedRestore(ctx: AgentContext, restore: VMRestore): Promise<Completion | undefined> {
+  const ns = restore.metadata.namespace!;
+  const targetName = restore.status?.effective?.targetVMName;
+  if (!targetName) return undefined;
+  const socket = (await ctx.discovery.find(ns, targetName))?.qmpSocket ?? path.join(vmDir(ctx.config.vmRoot, ns, targetName), 'qmp.sock');
+  const probe = await probeQmp(socket, 1000);
+  if (probe.kind !== 'answers') return undefined;
+  const client = probe.client;
+  try {
+    if (!launchedFor(peerPid(client), restore.metadata.uid)) return undefined;
+    const { status } = await client.execute<{ status: string }>('query-status');
+    if (status !== 'inmigrate') return undefined;
+    await quitQemu(client);
+    return {
+      status: {},
+      skipStatus: true,
+      event: { type: 'Normal', reason: 'RestoreCleanedUp', message: `the restore failed; the agent stopped the half-loaded QEMU at ${socket}` },
+    };
+  } finally {
+    client.close();
+  }
+}

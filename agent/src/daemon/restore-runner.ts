@@ -1,0 +1,201 @@
+// Runs one claimed VMRestore: checks the snapshot and its file, handles a VM
+// already running at the target (spec.ifRunning), then launches QEMU from the
+// snapshot's recorded command line and loads the file into it.
+import fs from 'node:fs';
+import path from 'node:path';
+import { Reason, type VMRestore, type VMSnapshot } from '../../../api/index.js';
+import { relaunchArgv, type ArgvRewrite } from '../engine/launch.js';
+import { restoreVm } from '../engine/restore.js';
+import { verifySnapshotFile } from '../snapshot-file/verify.js';
+import { cancellationOf, type Cancellation } from './cancellation.js';
+import type { Completion } from './completion.js';
+import { useFile, type AgentContext } from './context.js';
+import { assertUnder, vmDir } from './paths.js';
+import { probeQmp, quitQemu } from './qemu-control.js';
+import { restoreSettings } from './settings.js';
+import { failedStatus, restoreSucceededStatus, restoreSummary } from './status.js';
+
+/** Set in the environment of every QEMU the agent launches for a restore: recovery recognises its own. */
+export const RESTORE_UID_ENV = 'VMSNAP_RESTORE_UID';
+
+export const LAZY_NOT_AVAILABLE = 'restoreMode Lazy is not available yet; use Eager';
+
+class RestoreRefused extends Error {
+  constructor(
+    readonly reason: Reason,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The VMSnapshot's file, checked: same namespace, ready, under this agent's storage root, present. */
+export async function snapshotFileFor(ctx: AgentContext, restore: VMRestore): Promise<string> {
+  const ns = restore.metadata.namespace!;
+  const name = restore.status!.effective!.snapshotName;
+  const snap = await ctx.kube.get<VMSnapshot>('vmSnapshot', { namespace: ns, name });
+  if (!snap) throw new RestoreRefused(Reason.SnapshotNotFound, `VMSnapshot ${ns}/${name} (spec.snapshotName) does not exist`);
+  if (snap.metadata.deletionTimestamp) throw new RestoreRefused(Reason.SnapshotNotFound, `VMSnapshot ${ns}/${name} is being deleted`);
+  const file = snap.status?.file?.path;
+  if (snap.status?.phase !== 'Succeeded' || !snap.status?.readyToUse || !file) {
+    throw new RestoreRefused(
+      snap.status?.phase === 'Failed' ? Reason.SnapshotFailed : Reason.SnapshotNotFound,
+      `VMSnapshot ${ns}/${name} is not ready to use (phase ${snap.status?.phase ?? 'unknown'}): restore from a snapshot that Succeeded`,
+    );
+  }
+  try {
+    assertUnder(path.join(ctx.config.storageRoot, ns), file, `the file of VMSnapshot ${ns}/${name}`);
+  } catch (err) {
+    throw new RestoreRefused(Reason.Failed, (err as Error).message);
+  }
+  if (!fs.existsSync(file)) {
+    throw new RestoreRefused(
+      Reason.SnapshotNotFound,
+      `the file of VMSnapshot ${ns}/${name} (${file}) is not on node ${ctx.nodeName}` +
+        (snap.status.nodeName && snap.status.nodeName !== ctx.nodeName ? ` (it was saved on node ${snap.status.nodeName})` : ''),
+    );
+  }
+  return file;
+}
+
+/**
+ * For a copy: the source VM's directory becomes the target's, and -name the
+ * target's name. Refuses a copy whose RAM file would be the source's.
+ */
+export function copyRewrite(args: {
+  recordedArgv: string[];
+  recordedSocket: string;
+  targetSocket: string;
+  sourceDirs: string[];
+  targetDir: string;
+  targetName: string;
+}): ArgvRewrite {
+  const rewrite: ArgvRewrite = {
+    paths: [...new Set(args.sourceDirs)].filter((d) => d !== args.targetDir).map((d): [string, string] => [d, args.targetDir]),
+    name: args.targetName,
+  };
+  const argv = relaunchArgv(args.recordedArgv, args.recordedSocket, args.targetSocket, [], rewrite);
+  for (const arg of argv) {
+    const m = /(?:^|,)mem-path=([^,]+)/.exec(arg);
+    if (m && !path.resolve(m[1]!).startsWith(args.targetDir + path.sep)) {
+      throw new RestoreRefused(
+        Reason.Failed,
+        `the snapshot's VM keeps its RAM in ${m[1]}, outside its VM directory: a copy would share that file with the source VM; ` +
+          'restore into the source VM (omit spec.targetVMName) instead',
+      );
+    }
+  }
+  return rewrite;
+}
+
+export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: AbortSignal): Promise<Completion> {
+  const started = Date.now();
+  const ns = restore.metadata.namespace!;
+  const effective = restore.status!.effective!;
+  const target = `${ns}/${effective.targetVMName}`;
+  const settings = restoreSettings(effective);
+  const fail = (reason: Reason, message: string): Completion => ({
+    status: failedStatus(restore, reason, message, new Date()),
+    event: { type: 'Warning', reason: 'RestoreFailed', message },
+  });
+  if (effective.restoreMode === 'Lazy') return fail(Reason.Failed, LAZY_NOT_AVAILABLE);
+
+  let releaseFile: (() => void) | undefined;
+  try {
+    const file = await snapshotFileFor(ctx, restore);
+    releaseFile = useFile(ctx, file);
+    // Checked before a running VM is replaced: a bad file must not cost the user their VM.
+    const snapshot = verifySnapshotFile(file);
+    const meta = snapshot.header.metadata;
+    const targetDir = vmDir(ctx.config.vmRoot, ns, effective.targetVMName);
+    const discovered = await ctx.discovery.find(ns, effective.targetVMName);
+    const socketName = path.basename(meta.vm.qmpSocket) || 'qmp.sock';
+    const targetSocket = assertUnder(targetDir, discovered?.qmpSocket ?? path.join(targetDir, socketName), 'the target QMP socket');
+    let rewrite: ArgvRewrite | undefined;
+    if (effective.targetVMName !== effective.sourceVMName) {
+      rewrite = copyRewrite({
+        recordedArgv: meta.qemu.argv,
+        recordedSocket: meta.vm.qmpSocket,
+        targetSocket,
+        sourceDirs: [path.dirname(meta.vm.qmpSocket), path.join(ctx.config.vmRoot, ns, effective.sourceVMName)],
+        targetDir,
+        targetName: effective.targetVMName,
+      });
+    }
+
+    void ctx.events.record(
+      restore,
+      'Normal',
+      'RestoreStarted',
+      `restoring VMSnapshot ${effective.snapshotName} (${file}) into VM ${target} on node ${ctx.nodeName} ` +
+        `(${settings.channels} channels, direct I/O ${effective.directIO}, then ${effective.afterRestore})`,
+    );
+
+    let downtimeFrom = started;
+    const probe = await probeQmp(targetSocket, 1000);
+    if (probe.kind === 'unreachable') {
+      throw new RestoreRefused(Reason.VMRunning, `the QEMU of VM ${target} at ${targetSocket} does not answer QMP: ${probe.message}`);
+    }
+    if (probe.kind === 'answers') {
+      if (!settings.replaceRunning) {
+        probe.client.close();
+        throw new RestoreRefused(
+          Reason.VMRunning,
+          `VM ${target} is running (a QEMU answers on ${targetSocket}) and spec.ifRunning is Fail: ` +
+            'stop the VM first, or set spec.ifRunning: Replace to stop it and restore over it',
+        );
+      }
+      if (signal.aborted) {
+        probe.client.close();
+        throw signal.reason;
+      }
+      downtimeFrom = Date.now();
+      ctx.log.info({ vm: target, socket: targetSocket }, 'spec.ifRunning Replace: quitting the running VM');
+      await quitQemu(probe.client);
+    }
+
+    const r = await restoreVm({
+      inPath: file,
+      qmpSocket: targetSocket,
+      channels: settings.channels,
+      directIO: settings.directIO,
+      launch: true,
+      paused: settings.paused,
+      relaunch: { rewrite, env: { [RESTORE_UID_ENV]: restore.metadata.uid ?? '' } },
+      signal,
+    });
+    const now = Date.now();
+    const outcome = {
+      path: file,
+      bytes: r.bytes,
+      ramBytes: r.ramBytes,
+      durationMs: now - started,
+      loadMs: r.durationMs,
+      downtimeMs: now - downtimeFrom,
+      directIO: r.directIO,
+      directIOReason: r.directIOReason,
+      running: r.running,
+      target,
+    };
+    const launched = r.launched ? `; QEMU pid ${r.launched.pid}, log ${r.launched.logPath}` : '';
+    return {
+      status: restoreSucceededStatus(restore, outcome, new Date(now)) as Record<string, unknown>,
+      event: { type: 'Normal', reason: 'RestoreSucceeded', message: restoreSummary(outcome) + launched },
+    };
+  } catch (err) {
+    const cancelled = cancellationOf(signal);
+    if (cancelled) return cancelledCompletion(restore, cancelled);
+    if (err instanceof RestoreRefused) return fail(err.reason, err.message);
+    return fail(Reason.Failed, `the restore into VM ${target} failed: ${(err as Error).message}`);
+  } finally {
+    releaseFile?.();
+  }
+}
+
+function cancelledCompletion(restore: VMRestore, c: Cancellation): Completion {
+  const message = `${c.message}; the restore was cancelled (a QEMU it had launched for the restore was stopped)`;
+  return {
+    status: failedStatus(restore, c.reason, message, new Date()),
+    event: { type: 'Warning', reason: 'RestoreFailed', message },
+  };
+}

@@ -1,0 +1,44 @@
+import type { EffectiveRestoreSpec, EffectiveSnapshotSpec } from '../../../api/index.js';
+import { directIOMode, restoreSettings, saveSettings } from './settings.js';
+
+const snapshot = (over: Partial<EffectiveSnapshotSpec> = {}): EffectiveSnapshotSpec => ({
+  channels: 4,
+  directIO: 'Auto',
+  captureMode: 'Paused',
+  afterSnapshot: 'Resume',
+  failureDeadline: '10m',
+  deletionPolicy: 'Delete',
+  ...over,
+});
+
+describe('settings mapping', () => {
+  it('maps directIO to the engine modes', () => {
+    expect([directIOMode('Auto'), directIOMode('Always'), directIOMode('Never')]).toEqual(['auto', 'on', 'off']);
+  });
+
+  it('maps the effective snapshot settings', () => {
+    expect(saveSettings(snapshot())).toEqual({ channels: 4, directIO: 'auto', live: false, after: 'resume' });
+    expect(saveSettings(snapshot({ channels: 16, directIO: 'Always', captureMode: 'Live', afterSnapshot: 'Stop' }))).toEqual({
+      channels: 16,
+      directIO: 'on',
+      live: true,
+      after: 'stop',
+    });
+  });
+
+  it('maps the effective restore settings', () => {
+    const e: EffectiveRestoreSpec = {
+      snapshotName: 's',
+      sourceVMName: 'a',
+      targetVMName: 'a',
+      copy: false,
+      channels: 8,
+      directIO: 'Never',
+      ifRunning: 'Fail',
+      afterRestore: 'Running',
+      restoreMode: 'Eager',
+    };
+    expect(restoreSettings(e)).toEqual({ channels: 8, directIO: 'off', paused: false, replaceRunning: false });
+    expect(restoreSettings({ ...e, afterRestore: 'Paused', ifRunning: 'Replace' })).toMatchObject({ paused: true, replaceRunning: true });
+  });
+});

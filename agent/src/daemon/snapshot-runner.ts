@@ -1,0 +1,105 @@
+// Runs one claimed VMSnapshot: the engine's save of the VM named by the
+// snapshot, in the snapshot's own namespace, into a file the agent names.
+import fs from 'node:fs';
+import path from 'node:path';
+import { MAX_PROGRESS_UPDATES_PER_SECOND, Reason, type VMSnapshot, type VMSnapshotStatus } from '../../../api/index.js';
+import { saveVm } from '../engine/save.js';
+import { cancellationOf, type Cancellation } from './cancellation.js';
+import type { Completion } from './completion.js';
+import type { AgentContext } from './context.js';
+import { snapshotFilePath } from './paths.js';
+import { saveSettings } from './settings.js';
+import { failedStatus, progressStatus, saveSummary, snapshotSucceededStatus } from './status.js';
+import { Throttle } from './throttle.js';
+
+export function snapshotClaimExtra(ctx: AgentContext, snap: VMSnapshot): Partial<VMSnapshotStatus> {
+  return { file: { path: snapshotFilePath(ctx.config.storageRoot, snap) } };
+}
+
+export async function runSnapshot(ctx: AgentContext, snap: VMSnapshot, signal: AbortSignal): Promise<Completion> {
+  const ns = snap.metadata.namespace!;
+  const vmName = snap.spec.vmName;
+  const effective = snap.status!.effective!;
+  const settings = saveSettings(effective);
+  const ref = { namespace: ns, name: snap.metadata.name! };
+  const fail = (reason: Reason, message: string): Completion => ({
+    status: failedStatus(snap, reason, message, new Date()),
+    event: { type: 'Warning', reason: 'SaveFailed', message },
+  });
+
+  let file: string;
+  try {
+    file = snapshotFilePath(ctx.config.storageRoot, snap);
+  } catch (err) {
+    return fail(Reason.Failed, (err as Error).message);
+  }
+  const vm = await ctx.discovery.find(ns, vmName);
+  if (!vm) {
+    return fail(
+      Reason.VMNotFound,
+      `VM ${ns}/${vmName} has no QMP socket on node ${ctx.nodeName} (looked for ${ctx.config.socketGlobs.join(', ')} under ${ctx.config.vmRoot}): ` +
+        'is the VM running on this node?',
+    );
+  }
+  void ctx.events.record(
+    snap,
+    'Normal',
+    'SaveStarted',
+    `saving VM ${ns}/${vmName} to ${file} on node ${ctx.nodeName} (${settings.channels} channels, direct I/O ${effective.directIO}, ` +
+      `${effective.captureMode} capture, then ${effective.afterSnapshot})`,
+  );
+
+  const progress = new Throttle<ReturnType<typeof progressStatus>>(
+    (p) => ctx.kube.patchStatus('vmSnapshot', ref, { status: p }).then(() => undefined),
+    MAX_PROGRESS_UPDATES_PER_SECOND,
+    {
+      equal: (a, b) => a.progress.percent === b.progress.percent && a.progress.bytesTotal === b.progress.bytesTotal,
+      onError: (err) => ctx.log.debug({ err: String(err), ...ref }, 'progress patch failed'),
+    },
+  );
+  try {
+    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    const r = await saveVm({
+      qmpSocket: vm.qmpSocket,
+      outPath: file,
+      ...settings,
+      vm: { namespace: ns, name: vmName },
+      onProgress: (p) => progress.push(progressStatus(p.bytesDone, p.bytesTotal)),
+      signal,
+    });
+    await progress.stop();
+    const stopped = settings.after === 'stop' ? '; the VM was stopped (afterSnapshot: Stop)' : '';
+    return {
+      status: snapshotSucceededStatus(snap, r, new Date(), stopped) as Record<string, unknown>,
+      event: { type: 'Normal', reason: 'SaveSucceeded', message: saveSummary(r) + stopped },
+    };
+  } catch (err) {
+    await progress.stop();
+    const cancelled = cancellationOf(signal);
+    if (cancelled) return cancelledCompletion(snap, cancelled);
+    return fail(Reason.Failed, `the save of VM ${ns}/${vmName} failed: ${(err as Error).message}`);
+  }
+}
+
+function cancelledCompletion(snap: VMSnapshot, c: Cancellation): Completion {
+  const cleanup = 'the save was cancelled, the VM resumed and the partial file removed';
+  const now = new Date();
+  switch (c.kind) {
+    case 'deleted':
+      return {
+        // No file remains: the operator may drop its finalizer on either field.
+        status: { ...failedStatus(snap, c.reason, `${c.message}; ${cleanup}`, now), fileDeleted: true },
+        event: { type: 'Warning', reason: 'SaveFailed', message: `${c.message}; ${cleanup}` },
+      };
+    case 'failed':
+      return {
+        status: failedStatus(snap, c.reason, `${c.message}; ${cleanup}`, now),
+        event: { type: 'Warning', reason: 'SaveFailed', message: `${c.message}; ${cleanup}` },
+      };
+    case 'shutdown':
+      return {
+        status: failedStatus(snap, c.reason, `${c.message}; ${cleanup}; create a new VMSnapshot to retry`, now),
+        event: { type: 'Warning', reason: 'SaveFailed', message: `${c.message}; ${cleanup}` },
+      };
+  }
+}

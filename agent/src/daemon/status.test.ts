@@ -1,0 +1,73 @@
+import { VMRestoreStatusSchema, VMSnapshotStatusSchema, type Condition, type VMSnapshotStatus } from '../../../api/index.js';
+import { claimPatch, failedStatus, progressStatus, restoreSucceededStatus, saveSummary, snapshotSucceededStatus } from './status.js';
+
+const now = new Date('2025-01-02T03:04:05.000Z');
+const assigned: Condition = { type: 'Ready', status: 'False', reason: 'Assigned', message: 'assigned', lastTransitionTime: '2025-01-02T03:00:00.000Z' };
+const obj = { metadata: { generation: 2, resourceVersion: '42' }, status: { conditions: [assigned] } };
+
+describe('status patches', () => {
+  it('claims with the resourceVersion seen, InProgress and Ready=False', () => {
+    const p = claimPatch<VMSnapshotStatus>(obj, 'node-a is saving the VM', now, { file: { path: '/s/ns/x.vms' } });
+    expect(p.metadata).toEqual({ resourceVersion: '42' });
+    expect(p.status).toMatchObject({ phase: 'InProgress', startTime: now.toISOString(), observedGeneration: 2, file: { path: '/s/ns/x.vms' } });
+    // Ready stays False: lastTransitionTime does not move, the reason does.
+    expect(p.status.conditions).toEqual([{ ...assigned, reason: 'InProgress', message: 'node-a is saving the VM', observedGeneration: 2 }]);
+    expect(VMSnapshotStatusSchema.safeParse(p.status).success).toBe(true);
+  });
+
+  it('reports a success with every field the printer columns read', () => {
+    const s = snapshotSucceededStatus(
+      obj,
+      {
+        path: '/s/ns/x.vms',
+        bytes: 1 << 30,
+        ramBytes: 2 * 2 ** 30,
+        durationMs: 819.6,
+        vmPausedMs: 900,
+        directIO: false,
+        directIOReason: 'tmpfs refuses O_DIRECT',
+        logicalBytes: (2 * 2 ** 30) + (1 << 20),
+        allocatedBytes: 1 << 30,
+        qemu: { version: '10.0.2', machine: 'pc-i440fx-10.0' },
+      },
+      now,
+    );
+    expect(VMSnapshotStatusSchema.parse(s)).toEqual(s);
+    expect(s).toMatchObject({
+      phase: 'Succeeded',
+      readyToUse: true,
+      restoreSize: 2 * 2 ** 30,
+      restoreSizeHuman: '2Gi',
+      durationMs: 820,
+      durationHuman: '820ms',
+      throughputHuman: '1.2GiB/s',
+      directIOUsed: false,
+      progress: { bytesDone: 2 * 2 ** 30, bytesTotal: 2 * 2 ** 30, percent: 100 },
+    });
+    expect(s.conditions?.[0]).toMatchObject({ status: 'True', reason: 'Succeeded', lastTransitionTime: now.toISOString() });
+    expect(saveSummary({ bytes: 1 << 30, durationMs: 800, path: '/p' })).toBe('saved 1GiB in 800ms (1.3GiB/s) to /p');
+  });
+
+  it('reports a failure with error and reason', () => {
+    const s = failedStatus(obj, 'Cancelled', 'the agent was stopped', now);
+    expect(VMRestoreStatusSchema.parse(s)).toEqual(s);
+    expect(s).toMatchObject({ phase: 'Failed', error: { time: now.toISOString(), message: 'the agent was stopped' }, completionTime: now.toISOString() });
+    expect(s.conditions?.[0]).toMatchObject({ status: 'False', reason: 'Cancelled' });
+  });
+
+  it('reports a restore', () => {
+    const s = restoreSucceededStatus(
+      obj,
+      { path: '/p', bytes: 64 << 20, ramBytes: 256 * 2 ** 20, durationMs: 1500, loadMs: 500, downtimeMs: 1700, directIO: true, running: true, target: 'ns/vm' },
+      now,
+    );
+    expect(VMRestoreStatusSchema.parse(s)).toEqual(s);
+    expect(s).toMatchObject({ phase: 'Succeeded', durationMs: 1500, downtimeMs: 1700, throughputMiBps: 128, restoreSize: 256 * 2 ** 20, directIOUsed: true });
+  });
+
+  it('computes progress percent without rounding up to 100', () => {
+    expect(progressStatus(999, 1000).progress.percent).toBe(99.9);
+    expect(progressStatus(9999, 10000).progress.percent).toBe(99.9);
+    expect(progressStatus(0, 0).progress.percent).toBe(0);
+  });
+});

@@ -1,0 +1,321 @@
+// Watches the VMSnapshots and VMRestores labelled with this node and turns
+// each into at most one job: a run (claim, then save or restore), a recovery
+// (left InProgress by a previous agent), or a file deletion. One job per VM at
+// a time; a running job is cancelled when its object turns Failed or is deleted.
+import {
+  NODE_LABEL,
+  VMRestoreSchema,
+  VMSnapshotSchema,
+  formatZodError,
+  isAssignedTo,
+  type VMRestore,
+  type VMRestoreStatus,
+  type VMSnapshot,
+  type VMSnapshotStatus,
+} from '../../../api/index.js';
+import { startInformer, statusCode, type KubeObject, type ResilientInformer, type ResourceName } from '../../../kube/client.js';
+import { deletedCancellation, failedCancellation, shutdownCancellation, type Cancellation } from './cancellation.js';
+import type { Completion } from './completion.js';
+import { patchStatusWithRetry, type AgentContext } from './context.js';
+import { deleteSnapshotFile } from './deletion.js';
+import { cleanUpFailedRestore, cleanUpFailedSnapshot, hasLeftoverFile, recoverRestore, recoverSnapshot } from './recovery.js';
+import { runRestore } from './restore-runner.js';
+import { runSnapshot, snapshotClaimExtra } from './snapshot-runner.js';
+import { claimPatch } from './status.js';
+import { vmKey } from './vm-locks.js';
+
+type Kind = 'snapshot' | 'restore';
+type Work = { kind: 'snapshot'; obj: VMSnapshot } | { kind: 'restore'; obj: VMRestore };
+type Mode = 'run' | 'recover' | 'cleanup';
+
+interface Job {
+  uid: string;
+  work: Work;
+  mode: Mode;
+  key: string;
+  controller: AbortController;
+  done: Promise<void>;
+}
+
+const RESOURCE: Record<Kind, ResourceName> = { snapshot: 'vmSnapshot', restore: 'vmRestore' };
+const KIND_NAME: Record<Kind, string> = { snapshot: 'VMSnapshot', restore: 'VMRestore' };
+/** How long work waits for the inventory to finish its short query of the same VM. */
+const LOCK_WAIT_MS = 15_000;
+/** How long a stopping agent lets running restores finish (their QEMUs keep running either way). */
+const RESTORE_GRACE_MS = 20_000;
+const SAVE_CANCEL_GRACE_MS = 60_000;
+
+export class WorkDispatcher {
+  private readonly jobs = new Map<string, Job>();
+  /** VM key -> uid of the job that reserved it. */
+  private readonly reserved = new Map<string, string>();
+  /** uids claimed or recovered by this process: never run again. */
+  private readonly handled = new Set<string>();
+  /** uids with a deletion step in flight or done. */
+  private readonly deletions = new Map<string, 'busy' | 'done'>();
+  /** Final statuses that could not be written yet, retried on the next event or resync. */
+  private readonly unwritten = new Map<string, { kind: Kind; ref: { namespace: string; name: string }; completion: Completion }>();
+  private readonly invalid = new Set<string>();
+  private informers: Array<ResilientInformer<KubeObject>> = [];
+  private stopping = false;
+
+  constructor(
+    private readonly ctx: AgentContext,
+    private readonly onWorkDone: () => void = () => undefined,
+  ) {}
+
+  private get selector(): string {
+    return `${NODE_LABEL}=${this.ctx.nodeName}`;
+  }
+
+  /** Recovers what a previous agent left InProgress, then starts watching for new work. */
+  async start(signal: AbortSignal): Promise<void> {
+    await this.recoverLeftovers(signal);
+    if (signal.aborted) return;
+    for (const kind of ['snapshot', 'restore'] as const) {
+      this.informers.push(
+        startInformer<KubeObject>(
+          this.ctx.kube,
+          RESOURCE[kind],
+          {
+            onChange: (o) => this.consider(kind, o),
+            onDelete: (o) => this.onDeleted(o),
+            onError: (err) => this.ctx.log.warn({ err: String(err), resource: RESOURCE[kind] }, 'watch failed; restarting it'),
+          },
+          { labelSelector: this.selector },
+        ),
+      );
+    }
+    const aborted = new Promise<void>((r) => signal.addEventListener('abort', () => r(), { once: true }));
+    await Promise.race([Promise.all(this.informers.map((i) => i.synced)), aborted]);
+  }
+
+  /** Start-up: every object of this node left InProgress gets a recovery job before new work is claimed. */
+  private async recoverLeftovers(signal: AbortSignal): Promise<void> {
+    for (let delay = 1000; !signal.aborted; delay = Math.min(delay * 2, 30_000)) {
+      try {
+        const [snapshots, restores] = await Promise.all([
+          this.ctx.kube.list<KubeObject>('vmSnapshot', { labelSelector: this.selector }),
+          this.ctx.kube.list<KubeObject>('vmRestore', { labelSelector: this.selector }),
+        ]);
+        // Only leftovers here; new (Pending) work is claimed once the watches run.
+        const leftover = (o: KubeObject) => ['InProgress', 'Failed'].includes((o as { status?: { phase?: string } }).status?.phase ?? '');
+        for (const o of snapshots.filter(leftover)) this.consider('snapshot', o);
+        for (const o of restores.filter(leftover)) this.consider('restore', o);
+        const n = this.jobs.size;
+        if (n > 0) this.ctx.log.info({ count: n }, 'recovering work left InProgress by the previous agent');
+        return;
+      } catch (err) {
+        this.ctx.log.warn({ err: String(err), retryInMs: delay }, 'cannot list work for this node');
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  private parse(kind: Kind, raw: KubeObject): Work | undefined {
+    const result = kind === 'snapshot' ? VMSnapshotSchema.safeParse(raw) : VMRestoreSchema.safeParse(raw);
+    if (result.success) return { kind, obj: result.data } as Work;
+    const id = `${raw.metadata.uid}/${raw.metadata.resourceVersion}`;
+    if (!this.invalid.has(id)) {
+      this.invalid.add(id);
+      this.ctx.log.warn({ kind: KIND_NAME[kind], namespace: raw.metadata.namespace, name: raw.metadata.name, error: formatZodError(result.error) }, 'ignoring an object that does not parse');
+    }
+    return undefined;
+  }
+
+  /** Idempotent: called for every add, update and resync of every object. */
+  consider(kind: Kind, raw: KubeObject): void {
+    const uid = raw.metadata.uid;
+    if (!uid) return;
+    const job = this.jobs.get(uid);
+    if (job) {
+      this.maybeCancel(job, raw);
+      return;
+    }
+    if (this.stopping) return;
+    const pending = this.unwritten.get(uid);
+    if (pending) {
+      this.unwritten.delete(uid);
+      void this.write(pending.kind, pending.ref, uid, pending.completion, raw);
+      return;
+    }
+    const work = this.parse(kind, raw);
+    if (!work) return;
+    const { obj } = work;
+    const status = obj.status;
+    const mine = status?.nodeName === this.ctx.nodeName && obj.metadata.labels?.[NODE_LABEL] === this.ctx.nodeName;
+    if (mine && status?.phase === 'InProgress' && !this.handled.has(uid)) {
+      this.startJob(work, 'recover');
+      return;
+    }
+    if (mine && status?.phase === 'Failed' && !this.handled.has(uid)) {
+      // A failure that happened while no agent watched may have left a paused VM or a file behind.
+      if (work.kind === 'restore' || hasLeftoverFile(this.ctx, work.obj)) this.startJob(work, 'cleanup');
+      else this.handled.add(uid);
+      return;
+    }
+    if (work.kind === 'snapshot' && obj.metadata.deletionTimestamp) {
+      this.handleDeletion(work.obj);
+      return;
+    }
+    if (!obj.metadata.deletionTimestamp && isAssignedTo(obj, this.ctx.nodeName) && !this.handled.has(uid)) this.startJob(work, 'run');
+  }
+
+  private onDeleted(raw: KubeObject): void {
+    const uid = raw.metadata.uid;
+    if (!uid) return;
+    this.unwritten.delete(uid);
+    this.deletions.delete(uid);
+    const job = this.jobs.get(uid);
+    if (job) job.controller.abort(deletedCancellation(KIND_NAME[job.work.kind]));
+  }
+
+  private maybeCancel(job: Job, raw: KubeObject): void {
+    if (job.controller.signal.aborted) return;
+    const status = (raw as { status?: { phase?: string; conditions?: Array<{ type: string; reason: string }>; error?: { message: string } } }).status;
+    if (raw.metadata.deletionTimestamp) job.controller.abort(deletedCancellation(KIND_NAME[job.work.kind]));
+    else if (status?.phase === 'Failed') job.controller.abort(failedCancellation(status));
+  }
+
+  private lockKey(work: Work): string {
+    const ns = work.obj.metadata.namespace ?? '';
+    return work.kind === 'snapshot' ? vmKey(ns, work.obj.spec.vmName) : vmKey(ns, work.obj.status?.effective?.targetVMName ?? work.obj.spec.targetVMName ?? '');
+  }
+
+  private startJob(work: Work, mode: Mode): void {
+    const uid = work.obj.metadata.uid!;
+    const key = this.lockKey(work);
+    const holder = this.reserved.get(key);
+    if (holder !== undefined && holder !== uid) return; // the VM is busy: looked at again when that job ends
+    const job: Job = { uid, work, mode, key, controller: new AbortController(), done: Promise.resolve() };
+    this.jobs.set(uid, job);
+    this.reserved.set(key, uid);
+    if (mode !== 'run') this.handled.add(uid);
+    job.done = this.runJob(job)
+      .catch((err: unknown) => this.ctx.log.error({ err: String(err), uid, key }, 'job failed unexpectedly'))
+      .finally(() => {
+        this.jobs.delete(uid);
+        if (this.reserved.get(key) === uid) this.reserved.delete(key);
+        this.onWorkDone();
+        if (!this.stopping) setImmediate(() => this.reconsiderAll());
+      });
+  }
+
+  private async runJob(job: Job): Promise<void> {
+    const { work, mode, key, controller } = job;
+    const { signal } = controller;
+    const ref = { namespace: work.obj.metadata.namespace!, name: work.obj.metadata.name! };
+    const log = this.ctx.log.child({ kind: KIND_NAME[work.kind], namespace: ref.namespace, name: ref.name, uid: job.uid, mode });
+    const release = await this.ctx.locks.acquire(key, job.uid, LOCK_WAIT_MS);
+    if (!release) {
+      log.warn({ vm: key }, 'the VM stayed busy; trying again later');
+      return;
+    }
+    try {
+      if (mode === 'run') {
+        if (signal.aborted) return;
+        if (!(await this.claim(work, log))) return;
+        this.handled.add(job.uid);
+      }
+      log.info(mode === 'run' ? 'claimed; running' : mode);
+      const completion = await this.execute(work, mode, signal);
+      if (!completion) return;
+      log.info({ outcome: completion.event.reason, message: completion.event.message }, 'finished');
+      await this.write(work.kind, ref, job.uid, completion, work.obj);
+    } finally {
+      release();
+    }
+  }
+
+  private execute(work: Work, mode: Mode, signal: AbortSignal): Promise<Completion | undefined> {
+    if (work.kind === 'snapshot') {
+      if (mode === 'run') return runSnapshot(this.ctx, work.obj, signal);
+      return mode === 'recover' ? recoverSnapshot(this.ctx, work.obj) : cleanUpFailedSnapshot(this.ctx, work.obj);
+    }
+    if (mode === 'run') return runRestore(this.ctx, work.obj, signal);
+    return mode === 'recover' ? recoverRestore(this.ctx, work.obj, signal) : cleanUpFailedRestore(this.ctx, work.obj);
+  }
+
+  /** Pending -> InProgress, guarded by the resourceVersion seen: a 409 means someone changed it first. */
+  private async claim(work: Work, log: AgentContext['log']): Promise<boolean> {
+    const { obj } = work;
+    const ref = { namespace: obj.metadata.namespace!, name: obj.metadata.name! };
+    const message = `node ${this.ctx.nodeName} is ${work.kind === 'snapshot' ? 'saving' : 'restoring'} the VM`;
+    try {
+      const body =
+        work.kind === 'snapshot'
+          ? claimPatch<VMSnapshotStatus>(work.obj, message, new Date(), snapshotClaimExtra(this.ctx, work.obj))
+          : claimPatch<VMRestoreStatus>(work.obj, message, new Date());
+      await this.ctx.kube.patchStatus(RESOURCE[work.kind], ref, body);
+      return true;
+    } catch (err) {
+      const code = statusCode(err);
+      if (code === 409) log.debug('changed since it was seen; not claimed');
+      else if (code !== 404) log.warn({ err: String(err) }, 'cannot claim; trying again later');
+      return false;
+    }
+  }
+
+  private async write(kind: Kind, ref: { namespace: string; name: string }, uid: string, completion: Completion, obj: KubeObject): Promise<void> {
+    if (!completion.skipStatus) {
+      const result = await patchStatusWithRetry(this.ctx, RESOURCE[kind], ref, completion.status);
+      if (result === 'failed') {
+        this.unwritten.set(uid, { kind, ref, completion });
+        return;
+      }
+    }
+    await this.ctx.events.record(obj, completion.event.type, completion.event.reason, completion.event.message);
+  }
+
+  private handleDeletion(snap: VMSnapshot): void {
+    const uid = snap.metadata.uid!;
+    if (this.deletions.has(uid)) return;
+    let completion: Completion | undefined;
+    try {
+      completion = deleteSnapshotFile(this.ctx, snap);
+    } catch (err) {
+      this.ctx.log.warn({ err: String(err), name: snap.metadata.name, namespace: snap.metadata.namespace }, 'cannot remove the snapshot file');
+      return;
+    }
+    if (!completion) return;
+    this.deletions.set(uid, 'busy');
+    const ref = { namespace: snap.metadata.namespace!, name: snap.metadata.name! };
+    this.ctx.log.info({ namespace: ref.namespace, name: ref.name, message: completion.event.message }, 'VMSnapshot deleted');
+    void this.write('snapshot', ref, uid, completion, snap as unknown as KubeObject).finally(() => {
+      if (this.unwritten.has(uid)) this.deletions.delete(uid);
+      else this.deletions.set(uid, 'done');
+    });
+  }
+
+  private reconsiderAll(): void {
+    for (const [i, kind] of [[0, 'snapshot'], [1, 'restore']] as const) {
+      for (const o of this.informers[i]?.informer.list() ?? []) this.consider(kind, o as KubeObject);
+    }
+  }
+
+  /**
+   * Stops watching; running saves are cancelled (their VMs resumed, partial
+   * files removed, objects Failed with reason Cancelled). Restores get a grace
+   * period; their QEMUs run on without the agent either way.
+   */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await Promise.all(this.informers.map((i) => i.stop().catch(() => undefined)));
+    const cancel: Cancellation = shutdownCancellation();
+    const saves: Array<Promise<void>> = [];
+    const restores: Array<Promise<void>> = [];
+    for (const job of this.jobs.values()) {
+      const isRestoreRun = job.work.kind === 'restore' && job.mode === 'run';
+      if (!isRestoreRun) job.controller.abort(cancel);
+      (isRestoreRun ? restores : saves).push(job.done);
+    }
+    const within = (ps: Array<Promise<void>>, ms: number) =>
+      Promise.race([Promise.all(ps), new Promise((r) => setTimeout(r, ms).unref())]);
+    await Promise.all([within(saves, SAVE_CANCEL_GRACE_MS), within(restores, RESTORE_GRACE_MS)]);
+  }
+
+  /** For logs and tests: what is running now. */
+  running(): Array<{ uid: string; kind: Kind; mode: Mode; vm: string }> {
+    return [...this.jobs.values()].map((j) => ({ uid: j.uid, kind: j.work.kind, mode: j.mode, vm: j.key }));
+  }
+}
