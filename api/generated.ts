@@ -3,6 +3,7 @@
 // are written from the same source and a unit test fails if either drifts.
 import { chartValuesJsonSchema } from './chart-values.js';
 import { crdFiles } from './crd.js';
+import { referenceMarkdown } from './reference.js';
 
 export const CRD_DIR = 'crds';
 export const CHART_DIR = 'helm/vmsnap';
@@ -18,5 +19,6 @@ export function generatedFiles(): GeneratedFile[] {
     ...crds.map((f) => ({ path: `${CRD_DIR}/${f.name}`, content: f.content })),
     ...crds.map((f) => ({ path: `${CHART_DIR}/crds/${f.name}`, content: f.content })),
     { path: `${CHART_DIR}/values.schema.json`, content: `${JSON.stringify(chartValuesJsonSchema(), null, 2)}\n` },
+    { path: 'docs/reference.md', content: referenceMarkdown() },
   ];
 }
