@@ -273,8 +273,8 @@ interface Side {
   resume(): Promise<void>;
   pause(): Promise<void>;
   /** CLI wall time, and the time until the saved VM's QEMU had exited (virsh waits for that itself). */
-  save(): Promise<{ ms: number; untilExitMs: number }>;
-  restore(): Promise<number>;
+  save(): Promise<{ ms: number; untilExitMs: number; note?: string }>;
+  restore(): Promise<{ ms: number; note?: string }>;
   destroy(): Promise<void>;
 }
 
@@ -305,7 +305,7 @@ async function libvirtSide(lv: Libvirt, dir: string, name: string, xml: string, 
     async restore() {
       const r = await lv.mustVirsh(['restore', file, '--parallel-channels', String(channels), '--bypass-cache']);
       running = true;
-      return r.ms;
+      return { ms: r.ms };
     },
     async destroy() {
       if (await lv.domainRunning(name)) await lv.virsh(['destroy', name]);
@@ -355,25 +355,25 @@ async function vmsnapSide(dir: string, name: string, memMiB: number, fillMiB: nu
     async save() {
       const t0 = performance.now();
       const r = await mustRun(process.execPath, [cli, 'save', '--qmp', qmp, '--out', file, '--channels', String(channels), '--direct-io', 'on', '--after', 'stop', '--json']);
-      const out = JSON.parse(r.stdout) as { directIO?: boolean };
+      const out = JSON.parse(r.stdout) as { directIO?: boolean; durationMs?: number; migrateIssuedAtMs?: number };
       if (out.directIO !== true) throw new Error(`vmsnap save did not use O_DIRECT: ${r.stdout.trim()}`);
       // The CLI returns once QEMU accepted `quit`; virsh save returns once QEMU is gone.
       await waitPidGone(pid);
-      return { ms: r.ms, untilExitMs: performance.now() - t0 };
+      return { ms: r.ms, untilExitMs: performance.now() - t0, note: `migrate at ${round(out.migrateIssuedAtMs ?? NaN)} ms, migration ${out.durationMs} ms` };
     },
     async restore() {
       gen++;
       const sock = path.join(dir, `restored-${gen}.sock`);
       fs.rmSync(sock, { force: true });
       const r = await mustRun(process.execPath, [cli, 'restore', '--in', file, '--qmp', sock, '--launch', '--channels', String(channels), '--direct-io', 'on', '--json']);
-      const out = JSON.parse(r.stdout) as { directIO?: boolean; running?: boolean; launched?: { pid: number } };
+      const out = JSON.parse(r.stdout) as { directIO?: boolean; running?: boolean; launched?: { pid: number }; durationMs?: number; migrateIssuedAtMs?: number };
       if (!out.launched) throw new Error(`vmsnap restore --launch reported no QEMU: ${r.stdout.trim()}`);
       pid = out.launched.pid;
       trackPid(pid);
       qmp = sock;
       if (out.directIO !== true) throw new Error(`vmsnap restore did not use O_DIRECT: ${r.stdout.trim()}`);
       if (out.running !== true) throw new Error(`vmsnap restore left the VM paused: ${r.stdout.trim()}`);
-      return r.ms;
+      return { ms: r.ms, note: `migrate-incoming at ${round(out.migrateIssuedAtMs ?? NaN)} ms, migration ${out.durationMs} ms` };
     },
     async destroy() {
       if (pidAlive(pid)) {
@@ -396,13 +396,18 @@ async function round1(side: Side, what: string, log: (l: string) => void): Promi
   const before = await waitForPass(side.serial, lastPass(side.serial), PASS_TIMEOUT_MS, side.alive, `${what} before save`);
   fs.rmSync(side.file, { force: true });
   dropCaches();
-  const { ms: save, untilExitMs: saveUntilExit } = await side.save();
+  const saved = await side.save();
+  const { ms: save, untilExitMs: saveUntilExit } = saved;
   dropCaches();
-  const restore = await side.restore();
+  const restored = await side.restore();
+  const restore = restored.ms;
   const after = await waitForPass(side.serial, before, PASS_TIMEOUT_MS, side.alive, `${what} after restore`);
   await side.pause();
-  const exitNote = saveUntilExit !== save ? ` (${round(saveUntilExit)} ms until its QEMU exited)` : '';
-  log(`  ${what}: save ${round(save)} ms${exitNote}, restore ${round(restore)} ms (guest PASS n=${before} before, n=${after} after restore)`);
+  const saveNote = [saved.note, saveUntilExit !== save ? `QEMU gone at ${round(saveUntilExit)} ms` : undefined].filter(Boolean).join(', ');
+  log(
+    `  ${what}: save ${round(save)} ms${saveNote ? ` (${saveNote})` : ''}, restore ${round(restore)} ms${restored.note ? ` (${restored.note})` : ''}` +
+      ` [guest PASS n=${before} before, n=${after} after]`,
+  );
   return { save, saveUntilExit, restore };
 }
 

@@ -18,6 +18,19 @@ export async function probeQmp(socket: string, timeoutMs = 1000): Promise<Probe>
   }
 }
 
+/**
+ * Like probeQmp, but a QEMU that accepts the connection and does not answer yet
+ * (its monitor is busy, e.g. while it loads a snapshot) is asked again until it
+ * answers, goes away, or `signal` aborts.
+ */
+export async function probeQmpPatiently(socket: string, signal: AbortSignal, attemptMs = 5000): Promise<Probe> {
+  for (;;) {
+    const probe = await probeQmp(socket, attemptMs);
+    if (probe.kind !== 'unreachable' || signal.aborted) return probe;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
 /** The pid of the QEMU on the other end, if the kernel tells us. */
 export function peerPid(client: QmpClient): number | undefined {
   try {

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { Reason, type VMRestore, type VMSnapshot } from '../../../api/index.js';
 import { finishSnapshotFile } from '../engine/finish.js';
 import { allocatedBytes } from '../engine/file-stats.js';
-import { cancelMigration, waitForMigration, type MigrationInfo } from '../engine/migration.js';
+import { drainMigration, waitForMigration, type MigrationInfo } from '../engine/migration.js';
 import type { QmpClient } from '../qmp/client.js';
 import type { SnapshotHeader } from '../snapshot-file/header.js';
 import type { SnapshotMetadata } from '../snapshot-file/metadata.js';
@@ -16,7 +16,7 @@ import { cancellationOf } from './cancellation.js';
 import type { Completion } from './completion.js';
 import type { AgentContext } from './context.js';
 import { isReallyUnder, vmDir } from './paths.js';
-import { fdSetsWithOpaque, peerPid, probeQmp, processArgv, processEnvVar, quitQemu, removeFdSets } from './qemu-control.js';
+import { fdSetsWithOpaque, peerPid, probeQmp, probeQmpPatiently, processArgv, processEnvVar, quitQemu, removeFdSets } from './qemu-control.js';
 import { RESTORE_UID_ENV } from './restore-runner.js';
 import { failedStatus, restoreRecoveredStatus, saveSummary, snapshotSucceededStatus, type SaveOutcome } from './status.js';
 
@@ -49,23 +49,30 @@ export async function recoverSnapshot(ctx: AgentContext, snap: VMSnapshot): Prom
       return succeeded(snap, outcomeFromHeader(file, meta), ` (completed before the agent restarted${note})`);
     }
     if (client) {
-      const migration = await client.execute<MigrationInfo>('query-migrate');
+      let migration = await client.execute<MigrationInfo>('query-migrate');
       const ours = (await fdSetsWithOpaque(client, SAVE_OPAQUE)).length > 0;
+      if (ours && migration.status && ACTIVE.includes(migration.status)) {
+        // Cancelling can crash QEMU (see drainMigration): let the save finish, then keep it.
+        await drainMigration(client);
+        migration = await client.execute<MigrationInfo>('query-migrate');
+      }
       if (migration.status === 'completed' && ours) {
         try {
           finishFile(file, meta, migration);
           const note = await settleAfterSave(client, meta);
-          return succeeded(snap, outcomeFromHeader(file, meta), ` (QEMU finished the save while the agent was restarting${note})`);
+          return succeeded(snap, outcomeFromHeader(file, meta), ` (QEMU finished the save across an agent restart${note})`);
         } catch (err) {
           ctx.log.warn({ err: String(err), file }, 'cannot complete the snapshot file left by the previous agent');
         }
       }
-      if (migration.status && ACTIVE.includes(migration.status)) await cancelMigration(client);
+      if (migration.status && ACTIVE.includes(migration.status)) await drainMigration(client);
       await removeFdSets(client, SAVE_OPAQUE);
-      await resumeIfWasRunning(client, meta);
+      const resumed = await resumeIfWasRunning(client, meta);
+      fs.rmSync(file, { force: true });
+      return fail(`the partial file was removed${resumed ? ' and the VM resumed' : ''}; ${retry}`);
     }
     fs.rmSync(file, { force: true });
-    return fail(`the VM was resumed and the partial file removed; ${retry}`);
+    return fail(`the VM's QEMU is gone or was restarted; the partial file was removed; ${retry}`);
   } finally {
     client?.close();
   }
@@ -156,8 +163,13 @@ export async function recoverRestore(ctx: AgentContext, restore: VMRestore, sign
     return { status: failedStatus(restore, reason, text, new Date()), event: { type: 'Warning', reason: 'RestoreFailed', message: text } };
   };
   const socket = (await ctx.discovery.find(ns, effective.targetVMName))?.qmpSocket ?? path.join(vmDir(ctx.config.vmRoot, ns, effective.targetVMName), 'qmp.sock');
-  const probe = await probeQmp(socket, 2000);
-  if (probe.kind !== 'answers') return fail(`no QEMU answers for VM ${target} (${probe.message}); create a new VMRestore to retry`);
+  // A QEMU still loading the snapshot answers QMP only now and then: ask until it does.
+  const probe = await probeQmpPatiently(socket, signal);
+  if (probe.kind !== 'answers') {
+    const c = cancellationOf(signal);
+    if (c?.kind === 'shutdown') return { status: {}, skipStatus: true, event: { type: 'Normal', reason: 'RestoreInterrupted', message: c.message } };
+    return fail(`no QEMU answers for VM ${target} (${probe.message}); create a new VMRestore to retry`, c?.reason);
+  }
   const client = probe.client;
   try {
     const pid = peerPid(client);
@@ -253,8 +265,8 @@ export async function cleanUpFailedSnapshot(ctx: AgentContext, snap: VMSnapshot)
       try {
         const migration = await client.execute<MigrationInfo>('query-migrate');
         if ((await fdSetsWithOpaque(client, SAVE_OPAQUE)).length > 0 && migration.status && ACTIVE.includes(migration.status)) {
-          await cancelMigration(client);
-          notes.push('cancelled the save still running in QEMU');
+          await drainMigration(client);
+          notes.push('let the save still running in QEMU finish and discarded it');
         }
         await removeFdSets(client, SAVE_OPAQUE);
         if (await resumeIfWasRunning(client, meta)) notes.push('resumed the VM');

@@ -123,28 +123,28 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
       });
     }
 
-    void ctx.events.record(
-      restore,
-      'Normal',
-      'RestoreStarted',
-      `restoring VMSnapshot ${effective.snapshotName} (${file}) into VM ${target} on node ${ctx.nodeName} ` +
-        `(${settings.channels} channels, direct I/O ${effective.directIO}, then ${effective.afterRestore})`,
-    );
-
     let downtimeFrom = started;
     const probe = await probeQmp(targetSocket, 1000);
     if (probe.kind === 'unreachable') {
       throw new RestoreRefused(Reason.VMRunning, `the QEMU of VM ${target} at ${targetSocket} does not answer QMP: ${probe.message}`);
     }
+    if (probe.kind === 'answers' && !settings.replaceRunning) {
+      probe.client.close();
+      throw new RestoreRefused(
+        Reason.VMRunning,
+        `VM ${target} is running (a QEMU answers on ${targetSocket}) and spec.ifRunning is Fail: ` +
+          'stop the VM first, or set spec.ifRunning: Replace to stop it and restore over it',
+      );
+    }
+    void ctx.events.record(
+      restore,
+      'Normal',
+      'RestoreStarted',
+      `restoring VMSnapshot ${effective.snapshotName} (${file}) into VM ${target} on node ${ctx.nodeName} ` +
+        `(${settings.channels} channels, direct I/O ${effective.directIO}, then ${effective.afterRestore}` +
+        `${probe.kind === 'answers' ? '; replacing the running VM' : ''})`,
+    );
     if (probe.kind === 'answers') {
-      if (!settings.replaceRunning) {
-        probe.client.close();
-        throw new RestoreRefused(
-          Reason.VMRunning,
-          `VM ${target} is running (a QEMU answers on ${targetSocket}) and spec.ifRunning is Fail: ` +
-            'stop the VM first, or set spec.ifRunning: Replace to stop it and restore over it',
-        );
-      }
       if (signal.aborted) {
         probe.client.close();
         throw signal.reason;

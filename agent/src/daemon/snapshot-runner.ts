@@ -82,7 +82,7 @@ export async function runSnapshot(ctx: AgentContext, snap: VMSnapshot, signal: A
 }
 
 function cancelledCompletion(snap: VMSnapshot, c: Cancellation): Completion {
-  const cleanup = 'the save was cancelled, the VM resumed and the partial file removed';
+  const cleanup = 'the save was cancelled: the VM is back in the state it had before the save and the partial file was removed';
   const now = new Date();
   switch (c.kind) {
     case 'deleted':

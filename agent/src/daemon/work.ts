@@ -43,7 +43,8 @@ const KIND_NAME: Record<Kind, string> = { snapshot: 'VMSnapshot', restore: 'VMRe
 const LOCK_WAIT_MS = 15_000;
 /** How long a stopping agent lets running restores finish (their QEMUs keep running either way). */
 const RESTORE_GRACE_MS = 20_000;
-const SAVE_CANCEL_GRACE_MS = 60_000;
+/** A cancelled save drains at disk speed (see drainMigration); the chart's terminationGracePeriodSeconds must exceed this. */
+const SAVE_CANCEL_GRACE_MS = 100_000;
 
 export class WorkDispatcher {
   private readonly jobs = new Map<string, Job>();
@@ -80,7 +81,9 @@ export class WorkDispatcher {
           {
             onChange: (o) => this.consider(kind, o),
             onDelete: (o) => this.onDeleted(o),
-            onError: (err) => this.ctx.log.warn({ err: String(err), resource: RESOURCE[kind] }, 'watch failed; restarting it'),
+            onError: (err) => {
+              if (!this.stopping) this.ctx.log.warn({ err: String(err), resource: RESOURCE[kind] }, 'watch failed; restarting it');
+            },
           },
           { labelSelector: this.selector },
         ),

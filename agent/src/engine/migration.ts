@@ -186,3 +186,29 @@ export async function cancelMigration(client: QmpClient, timeoutMs = 10_000): Pr
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/**
+ * Ends an unwanted outgoing save without `migrate_cancel`, which QEMU 10.0 can
+ * answer with a crash when the save uses mapped-ram + multifd (a multifd send
+ * thread still marks pages in the RAM block's file bitmap after the cancelled
+ * migration's cleanup freed it: SIGSEGV in thread mig/src/send_N). Instead the
+ * VM is paused, so that even a live save converges at once, and QEMU finishes
+ * writing at disk speed; the caller then resumes the VM and discards the file.
+ * Only a save still running after `timeoutMs` is cancelled after all.
+ */
+export async function drainMigration(client: QmpClient, timeoutMs = 300_000): Promise<void> {
+  if (client.closed) return;
+  try {
+    const status = await client.execute<{ running: boolean }>('query-status');
+    if (status.running) await client.execute('stop');
+  } catch {
+    return; // QEMU is gone or refuses: nothing left to drain
+  }
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && !client.closed) {
+    const info = await client.execute<MigrationInfo>('query-migrate').catch(() => undefined);
+    if (!info || !info.status || TERMINAL.has(info.status) || info.status === 'none') return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await cancelMigration(client);
+}

@@ -10,7 +10,7 @@ import { decideDirectIO } from './direct-io.js';
 import { queryStatus, queryVmInfo } from './qemu-info.js';
 import {
   addFdSet,
-  cancelMigration,
+  drainMigration,
   configureMigration,
   fileUri,
   removeFdSet,
@@ -231,7 +231,7 @@ class SaveState {
   /** Undoes a failed or cancelled save: QEMU back as it was, no partial file. */
   async rollBack(): Promise<void> {
     const { client } = this;
-    if (this.migrating) await cancelMigration(client);
+    if (this.migrating) await drainMigration(client);
     if (this.fdsetId !== undefined) await removeFdSet(client, this.fdsetId).catch(() => undefined);
     if (this.savedConfig) await restoreMigrationConfig(client, this.savedConfig);
     if (this.wasRunning && !client.closed) {
