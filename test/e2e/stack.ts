@@ -119,8 +119,21 @@ export async function startStack(nodes: string[]): Promise<Stack> {
         await exited;
       }
       await helm(['uninstall', release, '-n', releaseNamespace]);
+      killQemusUnder(workDir);
     },
   };
+}
+
+/** Restored VMs are launched detached by the agent (they outlive it by design): end those of this run. */
+export function killQemusUnder(dir: string): void {
+  for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (cmd.startsWith('qemu-system') && cmd.includes(dir)) process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // gone, or not ours to read
+    }
+  }
 }
 
 /** Polls a namespaced object's jsonpath until `accept` says yes; returns the last value. */

@@ -249,9 +249,10 @@ export function hasLeftoverFile(ctx: AgentContext, snap: VMSnapshot): boolean {
   return snap.status?.phase === 'Failed' && !!file && isReallyUnder(ctx.config.storageRoot, file) && fs.existsSync(file);
 }
 
-/** Rolls back what an interrupted save left: the migration cancelled, the VM resumed, the file removed. Status untouched. */
+/** Rolls back what an interrupted save left: the migration drained, the VM resumed, the file removed. Status untouched. */
 export async function cleanUpFailedSnapshot(ctx: AgentContext, snap: VMSnapshot): Promise<Completion> {
   const file = snap.status!.file!.path;
+  ctx.log.info({ file }, 'cleaning up after a save that failed while no agent watched it');
   let meta: SnapshotMetadata | undefined;
   try {
     meta = readHeader(file).metadata;

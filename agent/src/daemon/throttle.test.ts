@@ -58,7 +58,7 @@ describe('Throttle', () => {
     let inFlight = 0;
     let maxInFlight = 0;
     const t = new Throttle<number>(
-      (v) =>
+      () =>
         new Promise<void>((r) => {
           inFlight++;
           maxInFlight = Math.max(maxInFlight, inFlight);
