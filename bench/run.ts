@@ -202,6 +202,11 @@ async function main(): Promise<void> {
   fs.writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify(report, null, 2) + '\n');
   fs.writeFileSync(path.join(resultsDir, 'latest.svg'), renderSvg(rows));
   console.log(`wrote ${path.join(resultsDir, 'latest.json')} and latest.svg`);
+  // libvirt's virsh save/restore on the same guest: opt-in (installs libvirt, needs root).
+  if (process.env.VMSNAP_BENCH_LIBVIRT === '1') {
+    const { runLibvirtComparison } = await import('./libvirt.js');
+    await runLibvirtComparison({ dir, sizesGiB: sizes.filter((s) => s <= 2), reps, log: (l) => console.log(l) });
+  }
 }
 
 await main();

@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, s
 import { request } from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { packageRoot } from '../../agent/src/package-root.js';
 
 export interface ControlPlane {
   kubeconfig: string;
@@ -33,7 +33,8 @@ export interface RunResult {
   code: number;
 }
 
-export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+// From the package root, so it holds from the sources and from dist/ (the demo) alike.
+export const repoRoot = packageRoot();
 
 /** The first `up` may build kube-apiserver from source: allow this much for a beforeAll. */
 export const CLUSTER_STARTUP_TIMEOUT_MS = 30 * 60 * 1000;

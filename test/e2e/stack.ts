@@ -19,6 +19,7 @@ export interface AgentProcess {
 
 export interface Stack {
   cp: ControlPlane;
+  release: string;
   releaseNamespace: string;
   workDir: string;
   agents: Map<string, AgentProcess>;
@@ -33,10 +34,18 @@ export interface Stack {
 const OPERATOR = path.join(repoRoot, 'dist/operator/main.js');
 const AGENT = path.join(repoRoot, 'dist/agent/src/cli/main.js');
 
-function spawnLogged(cmd: string, args: string[], env: NodeJS.ProcessEnv, logPath: string): ChildProcess {
+export interface StackOptions {
+  /** Run the operator and agents detached, so that they outlive this process (the demo). */
+  detached?: boolean;
+  /** Where logs, VM roots and snapshots go (default: a new temp dir). */
+  workDir?: string;
+}
+
+function spawnLogged(cmd: string, args: string[], env: NodeJS.ProcessEnv, logPath: string, detached = false): ChildProcess {
   const log = fs.openSync(logPath, 'a');
-  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', log, log] });
+  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', log, log], detached });
   fs.closeSync(log);
+  if (detached) child.unref();
   return child;
 }
 
@@ -44,7 +53,7 @@ async function token(serviceAccount: string, namespace: string): Promise<string>
   return (await kubectlOk(['create', 'token', serviceAccount, '-n', namespace, '--duration=6h'])).trim();
 }
 
-export async function startStack(nodes: string[]): Promise<Stack> {
+export async function startStack(nodes: string[], opts: StackOptions = {}): Promise<Stack> {
   const cp = await ensureCluster();
   const crds = await kubectl(['apply', '--server-side', '--force-conflicts', '-f', path.join(repoRoot, 'crds')]);
   if (crds.code !== 0) throw new Error(`applying the CRDs failed: ${crds.stderr}`);
@@ -56,7 +65,8 @@ export async function startStack(nodes: string[]): Promise<Stack> {
   const installed = await helm(['install', release, path.join(repoRoot, 'helm/vmsnap'), '-n', releaseNamespace, '--create-namespace', '--skip-crds']);
   if (installed.code !== 0) throw new Error(`helm install failed: ${installed.stderr}`);
 
-  const workDir = fs.mkdtempSync(path.join(process.env.VMSNAP_TEST_DIR ?? os.tmpdir(), 'vmsnap-e2e-'));
+  const workDir = opts.workDir ?? fs.mkdtempSync(path.join(process.env.VMSNAP_TEST_DIR ?? os.tmpdir(), 'vmsnap-e2e-'));
+  fs.mkdirSync(workDir, { recursive: true });
   const operatorKubeconfig = tokenKubeconfig(cp, await token('vmsnap-operator', releaseNamespace), 'vmsnap-operator');
   const agentKubeconfig = tokenKubeconfig(cp, await token('vmsnap-agent', releaseNamespace), 'vmsnap-agent');
 
@@ -65,6 +75,7 @@ export async function startStack(nodes: string[]): Promise<Stack> {
     [OPERATOR],
     { KUBECONFIG: operatorKubeconfig, POD_NAMESPACE: releaseNamespace, POD_NAME: `operator-${suffix}`, METRICS_PORT: '0', METRICS_HOST: '127.0.0.1', LOG_LEVEL: 'debug' },
     path.join(workDir, 'operator.log'),
+    opts.detached,
   );
 
   const agents = new Map<string, AgentProcess>();
@@ -86,6 +97,7 @@ export async function startStack(nodes: string[]): Promise<Stack> {
         LOG_LEVEL: 'debug',
       },
       logPath,
+      opts.detached,
     );
     const agent = { node, vmRoot, storageRoot, process: child, logPath };
     agents.set(node, agent);
@@ -103,6 +115,7 @@ export async function startStack(nodes: string[]): Promise<Stack> {
 
   return {
     cp,
+    release,
     releaseNamespace,
     workDir,
     agents,
