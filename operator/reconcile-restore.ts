@@ -34,7 +34,7 @@ export function reconcileRestore(restore: VMRestore, world: World, now: Date): D
   const effective = effectiveRestoreSpec(restore.spec, snapshot);
   const node = snapshot.status.nodeName;
   const target = effective.targetVMName;
-  const running = locateVM(world, ns, target).find((l) => l.vm.state !== 'unreachable');
+  const running = locateVM(world, ns, target, now.getTime()).find((l) => l.vm.state !== 'unreachable');
   if (running && effective.ifRunning === 'Fail') {
     return fail(
       restore,

@@ -9,7 +9,7 @@ import {
 } from '../api/index.js';
 import { isTerminal } from '../api/protocol.js';
 import { assign, fail, nothing, wait, type Decision } from './decision.js';
-import { inventoriesFreshSince, locateVM, objectKey, operationHoldingVM, timeOf, vmKey, type World } from './world.js';
+import { inventoriesFreshSince, liveInventories, locateVM, objectKey, operationHoldingVM, timeOf, vmKey, type World } from './world.js';
 
 const WAIT_POLL_MS = 2_000;
 
@@ -39,12 +39,12 @@ function schedule(snap: VMSnapshot, world: World, now: Date, remaining: number):
   const resolved = resolveSnapshotSpec(snap.spec, world.classes);
   if (!resolved.ok) return fail(snap, 'InvalidSpec', resolved.error, now);
 
-  const where = locateVM(world, ns, vm);
+  const where = locateVM(world, ns, vm, now.getTime());
   if (where.length === 0) {
-    if (!inventoriesFreshSince(world, timeOf(snap.metadata.creationTimestamp))) {
+    if (!inventoriesFreshSince(world, timeOf(snap.metadata.creationTimestamp), now.getTime())) {
       return wait(snap, 'WaitingForInventory', `waiting for the node agents to report their VMs before looking up VM "${vm}"`, now, Math.min(WAIT_POLL_MS, remaining));
     }
-    const nodes = world.inventories.map((i) => i.metadata.name).join(', ');
+    const nodes = liveInventories(world, now.getTime()).map((i) => i.metadata.name).join(', ');
     return fail(snap, 'VMNotFound', `VM "${vm}" not found in namespace "${ns}": no node agent reports it (agents on: ${nodes}); spec.vmName must name a VM of this namespace`, now);
   }
   if (where.length > 1) {

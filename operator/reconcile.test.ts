@@ -71,6 +71,14 @@ describe('reconcileSnapshot', () => {
     expect(reconcileSnapshot(snapshot('s'), w, now).status).toMatchObject({ phase: 'Pending', conditions: [{ reason: 'WaitingForInventory' }] });
   });
 
+  it('ignores the inventory of an agent gone for minutes (no ghost node, no endless wait)', () => {
+    const ghost = inventory('old-node', [{ namespace: 'a', name: 'vm1' }], '2026-11-21T10:00:00Z');
+    const d = reconcileSnapshot(snapshot('s'), world({ inventories: [inventory('node-a', [{ namespace: 'a', name: 'vm1' }]), ghost] }), now);
+    expect(d.status).toMatchObject({ nodeName: 'node-a' });
+    const missing = reconcileSnapshot(snapshot('s', { spec: { vmName: 'nope' } as never }), world({ inventories: [inventory('node-a', []), ghost] }), now);
+    expect(missing.status).toMatchObject({ phase: 'Failed', error: { message: expect.stringContaining('agents on: node-a)') } });
+  });
+
   it('waits while another operation holds the VM', () => {
     const running = snapshot('first', { status: { phase: 'InProgress', nodeName: 'node-a' } as never });
     const d = reconcileSnapshot(snapshot('second'), world({ snapshots: [running] }), now);

@@ -26,10 +26,10 @@ export interface VMLocation {
   vm: InventoryVM;
 }
 
-/** Where the agents see namespace/name. Only that namespace is searched: no cross-namespace access. */
-export function locateVM(world: World, namespace: string, name: string): VMLocation[] {
+/** Where the live agents see namespace/name. Only that namespace is searched: no cross-namespace access. */
+export function locateVM(world: World, namespace: string, name: string, now: number): VMLocation[] {
   const found: VMLocation[] = [];
-  for (const inv of world.inventories) {
+  for (const inv of liveInventories(world, now)) {
     const node = inv.status?.nodeName ?? inv.metadata.name;
     const vm = inv.status?.vms?.find((v) => v.namespace === namespace && v.name === name);
     if (node && vm) found.push({ node, vm });
@@ -37,9 +37,20 @@ export function locateVM(world: World, namespace: string, name: string): VMLocat
   return found;
 }
 
-/** True when every agent has published an inventory since `since` (so "not found" is an answer, not a lag). */
-export function inventoriesFreshSince(world: World, since: number): boolean {
-  return world.inventories.length > 0 && world.inventories.every((i) => timeOf(i.status?.updatedTime) >= since);
+/** An inventory not refreshed for this long belongs to a node whose agent is gone. */
+export const INVENTORY_LIVE_MS = 120_000;
+
+/**
+ * True when every live agent has published an inventory since `since` (so "not found" is an
+ * answer, not a lag). Inventories of agents gone for longer than INVENTORY_LIVE_MS are ignored.
+ */
+export function inventoriesFreshSince(world: World, since: number, now: number): boolean {
+  const live = liveInventories(world, now);
+  return live.length > 0 && live.every((i) => timeOf(i.status?.updatedTime) >= since);
+}
+
+export function liveInventories(world: World, now: number): VMInventory[] {
+  return world.inventories.filter((i) => now - timeOf(i.status?.updatedTime) < INVENTORY_LIVE_MS);
 }
 
 /** An operation that holds its VM: assigned or running, not finished. */

@@ -11,6 +11,8 @@ import { apply, getJson, startStack, waitFor, waitForPhase, type Stack } from '.
 let stack: Stack;
 const guests: Guest[] = [];
 
+const nodeName = (node: string) => stack.agents.get(node)!.nodeName;
+
 beforeAll(async () => {
   stack = await startStack(['node-a', 'node-b']);
 }, 30 * 60 * 1000);
@@ -78,7 +80,7 @@ it('examples/vmsnapshot.yaml then examples/vmrestore.yaml: saved on the node, re
   const guest = await vm('node-a', 'default', 'demo');
   await kubectlOk(['apply', '-f', path.join(repoRoot, 'examples/vmsnapshot.yaml')]);
   const snap = await waitForPhase('vmsnapshot/demo-snapshot', 'default', 'Succeeded');
-  expect(snap.status).toMatchObject({ nodeName: 'node-a', readyToUse: true, restoreSize: 256 << 20, conditions: [{ type: 'Ready', status: 'True' }] });
+  expect(snap.status).toMatchObject({ nodeName: nodeName('node-a'), readyToUse: true, restoreSize: 256 << 20, conditions: [{ type: 'Ready', status: 'True' }] });
   expect(snap.status.durationMs).toBeGreaterThan(0);
   expect(snap.status.throughputMiBps).toBeGreaterThan(0);
   const file = snap.status.file.path as string;
@@ -86,7 +88,7 @@ it('examples/vmsnapshot.yaml then examples/vmrestore.yaml: saved on the node, re
   expect(readHeader(file).state).toBe('complete');
   // The printer columns answer "is it done, how big, how fast, where".
   const row = await kubectlOk(['get', 'vms', 'demo-snapshot', '-n', 'default', '--no-headers']);
-  expect(row).toMatch(/demo\s+Succeeded\s+true\s+256Mi\s+\S+\s+\S+\s+node-a/);
+  expect(row).toMatch(new RegExp(`demo\\s+Succeeded\\s+true\\s+256Mi\\s+\\S+\\s+\\S+\\s+${nodeName('node-a')}`));
   const describe = await kubectlOk(['describe', 'vms', 'demo-snapshot', '-n', 'default']);
   expect(describe).toMatch(/Assigned/);
   expect(describe).toMatch(/SaveSucceeded/);
@@ -94,7 +96,7 @@ it('examples/vmsnapshot.yaml then examples/vmrestore.yaml: saved on the node, re
   const offset = guest.serialText().length;
   await kubectlOk(['apply', '-f', path.join(repoRoot, 'examples/vmrestore.yaml')]);
   const restore = await waitForPhase('vmrestore/demo-restore', 'default', 'Succeeded');
-  expect(restore.status.nodeName).toBe('node-a');
+  expect(restore.status.nodeName).toBe(nodeName('node-a'));
   await guest.exited; // ifRunning: Replace stopped the running VM first
   await expectVerifying(guest.serialPath, offset);
   expect(await qemuStatus(guest.qmpPath)).toBe('running');
@@ -159,8 +161,8 @@ it("routes each VM's work to its own node's agent", async () => {
   await vm('node-b', ns, 'on-b');
   await apply(snapshotYaml('b-snap', 'on-b'), ns);
   const snap = await waitForPhase('vmsnapshot/b-snap', ns, 'Succeeded');
-  expect(snap.status.nodeName).toBe('node-b');
-  expect(snap.metadata.labels['vmsnap.io/node']).toBe('node-b');
+  expect(snap.status.nodeName).toBe(nodeName('node-b'));
+  expect(snap.metadata.labels['vmsnap.io/node']).toBe(nodeName('node-b'));
   expect(snap.status.file.path.startsWith(stack.agents.get('node-b')!.storageRoot)).toBe(true);
 });
 

@@ -10,7 +10,10 @@ import path from 'node:path';
 import { ensureCluster, helm, kubectl, kubectlOk, repoRoot, tokenKubeconfig, type ControlPlane } from '../cluster/controlplane.js';
 
 export interface AgentProcess {
+  /** The name tests use ('node-a'). */
   node: string;
+  /** NODE_NAME: unique per stack, so that two runs on one control plane never share a node. */
+  nodeName: string;
   vmRoot: string;
   storageRoot: string;
   process: ChildProcess;
@@ -90,7 +93,7 @@ export async function startStack(nodes: string[], opts: StackOptions = {}): Prom
       [AGENT, 'daemon'],
       {
         KUBECONFIG: agentKubeconfig,
-        NODE_NAME: node,
+        NODE_NAME: `${node}-${suffix}`,
         VMSNAP_VM_ROOT: vmRoot,
         VMSNAP_STORAGE_ROOT: storageRoot,
         VMSNAP_INVENTORY_INTERVAL_SECONDS: '5',
@@ -99,7 +102,7 @@ export async function startStack(nodes: string[], opts: StackOptions = {}): Prom
       logPath,
       opts.detached,
     );
-    const agent = { node, vmRoot, storageRoot, process: child, logPath };
+    const agent = { node, nodeName: `${node}-${suffix}`, vmRoot, storageRoot, process: child, logPath };
     agents.set(node, agent);
     return agent;
   };
@@ -132,6 +135,7 @@ export async function startStack(nodes: string[], opts: StackOptions = {}): Prom
         await exited;
       }
       await helm(['uninstall', release, '-n', releaseNamespace]);
+      for (const a of agents.values()) await kubectl(['delete', 'vminventory', a.nodeName, '--ignore-not-found']);
       killQemusUnder(workDir);
     },
   };
