@@ -9,6 +9,7 @@ import { saveVm } from '../agent/src/engine/save.js';
 import { restoreVm } from '../agent/src/engine/restore.js';
 import type { Progress } from '../agent/src/engine/migration.js';
 import { startGuest } from '../test/guest/guest.js';
+import { waitForLine } from './serial.js';
 
 const MEM_MIB = Number(process.env.VMSNAP_DEMO_MEM_MIB ?? 512);
 const FILL_MIB = Number(process.env.VMSNAP_DEMO_FILL_MIB ?? 256);
@@ -26,16 +27,6 @@ function bar(label: string): (p: Progress) => void {
     else if (Math.floor(p.percent / 25) !== lastStep) console.log(line);
     lastStep = Math.floor(p.percent / 25);
   };
-}
-
-async function waitForLine(file: string, from: number, re: RegExp, timeoutMs: number): Promise<RegExpMatchArray> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const m = fs.readFileSync(file, 'utf8').slice(from).match(re);
-    if (m) return m;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`the restored guest printed nothing on ${file} within ${timeoutMs / 1000} s`);
 }
 
 async function main(): Promise<void> {

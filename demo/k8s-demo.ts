@@ -17,6 +17,7 @@ const recordFile = path.join(stateRoot, 'k8s-demo.json');
 const { kubectl, kubectlOk, helm, repoRoot } = await import('../test/cluster/controlplane.js');
 const { startStack, getJson, killQemusUnder } = await import('../test/e2e/stack.js');
 const { startGuest } = await import('../test/guest/guest.js');
+const { waitForLine } = await import('./serial.js');
 
 const MEM_MIB = Number(process.env.VMSNAP_DEMO_MEM_MIB ?? 512);
 const FILL_MIB = Number(process.env.VMSNAP_DEMO_FILL_MIB ?? 256);
@@ -78,16 +79,6 @@ async function follow(resource: string): Promise<Record<string, any>> {
     if (Date.now() - started > 300_000) throw new Error(`${resource} did not finish within 5 minutes (phase ${st.phase})`);
     await new Promise((r) => setTimeout(r, 150));
   }
-}
-
-async function waitForLine(file: string, from: number, re: RegExp, timeoutMs: number): Promise<RegExpMatchArray> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const m = fs.readFileSync(file, 'utf8').slice(from).match(re);
-    if (m) return m;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`the guest printed nothing on ${file} within ${timeoutMs / 1000} s`);
 }
 
 async function main(): Promise<void> {
