@@ -206,3 +206,15 @@ it('the agent killed during a save: the VM ends up running and the snapshot fini
   else expect(readHeader(snap.status.file.path).state).toBe('complete');
   expect(await qemuStatus(guest.qmpPath)).toBe('running');
 });
+
+it('the operator leads through its Lease and counts finished work on /metrics', async () => {
+  const lease = await getJson(`lease/vmsnap-operator`, stack.releaseNamespace);
+  expect(lease.spec.holderIdentity).toMatch(/^operator-/);
+  const log = fs.readFileSync(path.join(stack.workDir, 'operator.log'), 'utf8');
+  const port = Number(/"port":(\d+),"msg":"serving \/metrics/.exec(log)?.[1]);
+  expect(port).toBeGreaterThan(0);
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const succeeded = /vmsnap_operations_total\{kind="VMSnapshot",phase="Succeeded",node="[^"]+"\} (\d+)/.exec(text);
+  expect(Number(succeeded?.[1])).toBeGreaterThan(0);
+  expect(text).toMatch(/vmsnap_operation_duration_seconds_count\{kind="VMSnapshot"\} [1-9]/);
+});
