@@ -105,8 +105,8 @@ async function main(): Promise<void> {
   const agent = stack.agents.get('demo-node')!;
   const guest = await startGuest({ dir: path.join(agent.vmRoot, 'default', 'demo'), name: 'demo', memMiB: MEM_MIB, fillMiB: FILL_MIB, seed: 7 });
   await guest.waitForSerial(/VMSNAP PASS n=1 ok/, 180_000);
-  await kubectlOk(['wait', '--for=jsonpath={.status.vmCount}=1', 'vminventory/demo-node', '--timeout=60s']);
-  console.log(`   running; the agent reports it in VMInventory demo-node`);
+  await kubectlOk(['wait', '--for=jsonpath={.status.vmCount}=1', `vminventory/${agent.nodeName}`, '--timeout=60s']);
+  console.log(`   running; the agent reports it in VMInventory ${agent.nodeName}`);
 
   step('3. kubectl apply -f examples/vmsnapshot.yaml');
   const tApply = Date.now();

@@ -2,7 +2,7 @@
 import { DEFAULT_FAILURE_DEADLINE, effectiveRestoreSpec, parseDurationMs, type VMRestore } from '../api/index.js';
 import { isTerminal } from '../api/protocol.js';
 import { assign, fail, nothing, wait, type Decision } from './decision.js';
-import { locateVM, objectKey, operationHoldingVM, timeOf, vmKey, type World } from './world.js';
+import { inventoryUpdatedAt, lastFinishedOn, locateVM, objectKey, operationHoldingVM, timeOf, vmKey, type World } from './world.js';
 
 const WAIT_POLL_MS = 2_000;
 /** VMRestore has no failureDeadline field: the same default as VMSnapshot. */
@@ -34,6 +34,11 @@ export function reconcileRestore(restore: VMRestore, world: World, now: Date): D
   const effective = effectiveRestoreSpec(restore.spec, snapshot);
   const node = snapshot.status.nodeName;
   const target = effective.targetVMName;
+  // Whether the target runs is read from the inventory: it must postdate the last operation on
+  // that VM (a hibernating save has just ended its QEMU; the next inventory says so).
+  if (inventoryUpdatedAt(world, node) < lastFinishedOn(world, ns, target)) {
+    return wait(restore, 'WaitingForInventory', `waiting for node ${node} to report the state of VM "${target}" after its last operation`, now, Math.min(500, remaining));
+  }
   const running = locateVM(world, ns, target, now.getTime()).find((l) => l.vm.state !== 'unreachable');
   if (running && effective.ifRunning === 'Fail') {
     return fail(

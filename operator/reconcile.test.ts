@@ -139,6 +139,16 @@ describe('reconcileRestore', () => {
     expect(r.status).toMatchObject({ phase: 'Pending', nodeName: 'node-a', effective: { targetVMName: 'vm1', channels: 6, copy: false } });
   });
 
+  it('waits for an inventory newer than the last operation on the target (a hibernated VM)', () => {
+    const hibernated = snapshot('snap', {
+      status: { phase: 'Succeeded', readyToUse: true, nodeName: 'node-a', completionTime: '2026-11-21T12:00:00Z', effective: { channels: 6 } } as never,
+    });
+    const d = reconcileRestore(restore(), world({ snapshots: [hibernated] }), now);
+    expect(d.status).toMatchObject({ phase: 'Pending', conditions: [{ reason: 'WaitingForInventory' }] });
+    const fresh = world({ snapshots: [hibernated], inventories: [inventory('node-a', [{ namespace: 'a', name: 'vm1', state: 'unreachable' }], '2026-11-21T12:00:01Z')] });
+    expect(reconcileRestore(restore(), fresh, new Date('2026-11-21T12:00:02Z')).status).toMatchObject({ phase: 'Pending', nodeName: 'node-a' });
+  });
+
   it('restores a copy under a new name on the snapshot node', () => {
     const d = reconcileRestore(restore({ targetVMName: 'vm2' }), world({ snapshots: [done] }), now);
     expect(d.status).toMatchObject({ nodeName: 'node-a', effective: { targetVMName: 'vm2', copy: true } });

@@ -75,3 +75,20 @@ export function operationHoldingVM(world: World, namespace: string, vm: string, 
   }
   return undefined;
 }
+
+/** When the last operation on namespace/vm finished (a hibernating save ends its QEMU). */
+export function lastFinishedOn(world: World, namespace: string, vm: string): number {
+  let last = 0;
+  for (const s of world.snapshots) {
+    if (s.metadata.namespace === namespace && s.spec.vmName === vm) last = Math.max(last, timeOf(s.status?.completionTime));
+  }
+  for (const r of world.restores) {
+    if (r.metadata.namespace === namespace && r.status?.effective?.targetVMName === vm) last = Math.max(last, timeOf(r.status?.completionTime));
+  }
+  return last;
+}
+
+export function inventoryUpdatedAt(world: World, node: string): number {
+  const inv = world.inventories.find((i) => (i.status?.nodeName ?? i.metadata.name) === node);
+  return timeOf(inv?.status?.updatedTime);
+}
