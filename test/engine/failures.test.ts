@@ -9,6 +9,7 @@ import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { readMappedRamLayout } from '../../agent/src/snapshot-file/mapped-ram.js';
 import { startGuest, type Guest } from '../guest/guest.js';
 import { cli, isRoot, readyGuest, run, scratchDir, CLI } from './harness.js';
+import { fillRandom, startBenchVm } from '../../bench/qemu-vm.js';
 
 
 const guests: Guest[] = [];
@@ -208,4 +209,31 @@ it('the agent killed mid-save: the file stays marked incomplete and is refused',
     expect(fs.existsSync(out)).toBe(false);
     expect((await status(vm.qmpPath)).status).toBe('running');
   });
+});
+
+it('a save interrupted mid-way (SIGINT): clear error, QEMU alive and as it was, no file left', async () => {
+  // RAM of random bytes (1 GiB) so the save takes long enough to interrupt it in the middle.
+  const memFile = path.join('/dev/shm', `vmsnap-test-${process.pid}-interrupt.ram`);
+  fillRandom(memFile, 1 << 30);
+  const vm = await startBenchVm({ dir, name: 'interrupt', ramBytes: 1 << 30, memFile });
+  try {
+    const out = path.join(dir, 'interrupted.vms');
+    const child = spawn(process.execPath, [CLI, 'save', '--qmp', vm.qmp, '--out', out, '--channels', '2'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    // Interrupt once QEMU is writing: the file has grown past our 1 MiB header.
+    const deadline = Date.now() + 20_000;
+    while (!(fs.existsSync(out) && fs.statSync(out).size > 64 << 20) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    child.kill('SIGINT');
+    const code = await new Promise((r) => child.on('exit', r));
+    expect(code).toBe(1);
+    expect(stderr).toMatch(/interrupted/);
+    expect(fs.existsSync(out)).toBe(false);
+    const s = await status(vm.qmp);
+    expect(['prelaunch', 'paused', 'postmigrate']).toContain(s.status);
+    expect(vm.process.exitCode).toBeNull(); // QEMU survived the interruption
+  } finally {
+    await vm.stop();
+    fs.rmSync(memFile, { force: true });
+  }
 });
