@@ -11,6 +11,7 @@ import { packageRoot } from '../agent/src/package-root.js';
 import { ddRead, ddWrite, dropCaches, legacyRestore, legacySave } from './baselines.js';
 import { fillRandom, startBenchVm } from './qemu-vm.js';
 import { renderSvg } from './plot.js';
+import { throughputMiBps as mibps } from '../api/format.js';
 
 const GiB = 1 << 30;
 const MiB = 1 << 20;
@@ -38,7 +39,6 @@ export interface Row {
   restoreVsLegacy: number;
 }
 
-const mibps = (bytes: number, ms: number) => Math.round((bytes / MiB / (ms / 1000)) * 10) / 10;
 const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
 
 async function cliStartupMs(dir: string, ramBytes: number): Promise<number> {

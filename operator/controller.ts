@@ -3,14 +3,14 @@
 // events and metrics that a decision asks for.
 import type { Logger } from 'pino';
 import type { VMInventory, VMRestore, VMSnapshot, VMSnapshotClass } from '../api/index.js';
-import { isTerminal, NODE_LABEL, OPERATOR_COMPONENT } from '../api/protocol.js';
+import { isTerminal, OPERATOR_COMPONENT } from '../api/protocol.js';
 import { statusCode, startInformer, type Kube, type KubeObject, type ResilientInformer, type ResourceName } from '../kube/client.js';
 import { EventRecorder } from '../kube/events.js';
 import type { Decision } from './decision.js';
 import type { OperatorMetrics } from './metrics.js';
 import { reconcileRestore } from './reconcile-restore.js';
 import { reconcileSnapshot } from './reconcile-snapshot.js';
-import { objectKey, vmKey, type World } from './world.js';
+import { objectKey, type World } from './world.js';
 
 type Kind = 'VMSnapshot' | 'VMRestore';
 const RESOURCE: Record<Kind, ResourceName> = { VMSnapshot: 'vmSnapshot', VMRestore: 'vmRestore' };
@@ -169,4 +169,3 @@ export class Controller {
   }
 }
 
-export { NODE_LABEL, vmKey };

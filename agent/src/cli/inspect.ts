@@ -29,8 +29,9 @@ export function inspectSnapshot(path: string): InspectReport {
     problems.push(`truncated: ${stat.size} bytes, the save wrote ${stream.endOffset}`);
   }
   try {
-    ramBlocks = readMappedRamLayout(path, header.streamOffset).blocks;
-    if (stream.structureCrc32 !== undefined && structureCrc32(path, header.streamOffset) !== stream.structureCrc32) {
+    const layout = readMappedRamLayout(path, header.streamOffset);
+    ramBlocks = layout.blocks;
+    if (stream.structureCrc32 !== undefined && structureCrc32(path, header.streamOffset, layout) !== stream.structureCrc32) {
       problems.push("corrupted: QEMU's stream headers or device state changed since the save (checksum mismatch)");
     }
   } catch (err) {

@@ -7,7 +7,7 @@ import { QmpClient } from '../qmp/client.js';
 import { verifySnapshotFile, type VerifiedSnapshot } from '../snapshot-file/verify.js';
 import type { DirectIOMode } from '../snapshot-file/metadata.js';
 import { decideDirectIO } from './direct-io.js';
-import { throughputMiBps } from './file-stats.js';
+import { throughputMiBps } from '../../../api/format.js';
 import { launchQemu, relaunchArgv, type ArgvRewrite } from './launch.js';
 import {
   addFdSet,

@@ -20,7 +20,7 @@ import {
   type Progress,
   type SavedMigrationConfig,
 } from './migration.js';
-import { throughputMiBps } from './file-stats.js';
+import { throughputMiBps } from '../../../api/format.js';
 import { finishSnapshotFile } from './finish.js';
 
 export type AfterSave = 'resume' | 'stop';

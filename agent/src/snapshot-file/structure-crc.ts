@@ -3,10 +3,10 @@
 // lets a restore refuse a damaged file before QEMU is touched.
 import fs from 'node:fs';
 import { crc32 } from 'node:zlib';
-import { readMappedRamLayout, structureRanges } from './mapped-ram.js';
+import { readMappedRamLayout, structureRanges, type MappedRamLayout } from './mapped-ram.js';
 
-export function structureCrc32(path: string, streamOffset: number): number {
-  const layout = readMappedRamLayout(path, streamOffset, { countPages: false });
+export function structureCrc32(path: string, streamOffset: number, layout?: MappedRamLayout): number {
+  layout ??= readMappedRamLayout(path, streamOffset, { countPages: false });
   const size = fs.statSync(path).size;
   const fd = fs.openSync(path, 'r');
   try {

@@ -26,7 +26,7 @@ export function verifySnapshotFile(path: string): VerifiedSnapshot {
     throw new SnapshotFileError(`${path} is truncated: ${fileSize} bytes, the save wrote ${stream.endOffset}`);
   }
   const layout = readMappedRamLayout(path, header.streamOffset);
-  const crc = structureCrc32(path, header.streamOffset);
+  const crc = structureCrc32(path, header.streamOffset, layout);
   if (crc !== stream.structureCrc32) {
     throw new SnapshotFileError(`${path} is corrupted: QEMU's stream headers or device state changed since the save (checksum mismatch)`);
   }
