@@ -28,6 +28,13 @@ export const AgentConfigSchema = z.strictObject({
     .max(3600)
     .default(30)
     .describe('How often the agent rescans VMs and refreshes its VMInventory.'),
+  maxConcurrentOperations: z
+    .number()
+    .int()
+    .min(1)
+    .max(64)
+    .default(2)
+    .describe('Saves and restores this agent runs at once (each on its own VM); more wait Pending, so the node disk is not split too many ways.'),
 });
 export type AgentConfig = z.infer<typeof AgentConfigSchema>;
 export type AgentConfigInput = z.input<typeof AgentConfigSchema>;

@@ -77,6 +77,7 @@ export const ChartValuesSchema = z.strictObject({
     storageRoot: absolutePath,
     socketGlobs: z.array(z.string().min(1)).min(1),
     inventoryIntervalSeconds: z.number().int().min(5).max(3600),
+    maxConcurrentOperations: z.number().int().min(1).max(64),
     kvm: z.strictObject({ enabled: z.boolean() }),
     extraHostPaths: z.array(
       z.strictObject({

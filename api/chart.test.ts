@@ -24,6 +24,7 @@ describe('helm chart', () => {
       storageRoot: values.agent.storageRoot,
       socketGlobs: values.agent.socketGlobs,
       inventoryIntervalSeconds: values.agent.inventoryIntervalSeconds,
+      maxConcurrentOperations: values.agent.maxConcurrentOperations,
     });
     expect(config.vmRoot).toBe('/var/lib/vmsnap/vms');
     expect(config.storageRoot).toBe('/var/lib/vmsnap/snapshots');

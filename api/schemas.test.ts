@@ -203,6 +203,7 @@ describe('AgentConfig', () => {
       storageRoot: '/var/lib/vmsnap/snapshots',
       socketGlobs: ['*/*/qmp.sock'],
       inventoryIntervalSeconds: 30,
+      maxConcurrentOperations: 2,
     });
   });
 

@@ -27,13 +27,13 @@ describe('loadDaemonSettings', () => {
     const json = path.join(dir, 'agent.json');
     fs.writeFileSync(json, JSON.stringify({ vmRoot: '/json/vms' }));
     const fromYaml = loadDaemonSettings({ env: { NODE_NAME: 'n', VMSNAP_AGENT_CONFIG: yaml } });
-    expect(fromYaml.config).toEqual({ vmRoot: '/srv/vms', storageRoot: '/srv/snaps', socketGlobs: ['*/*/monitor.sock'], inventoryIntervalSeconds: 60 });
+    expect(fromYaml.config).toEqual({ vmRoot: '/srv/vms', storageRoot: '/srv/snaps', socketGlobs: ['*/*/monitor.sock'], inventoryIntervalSeconds: 60, maxConcurrentOperations: 2 });
     const fromFlag = loadDaemonSettings({ configPath: json, env: { NODE_NAME: 'n', VMSNAP_AGENT_CONFIG: yaml } });
     expect(fromFlag.config.vmRoot).toBe('/json/vms');
     const overridden = loadDaemonSettings({
-      env: { NODE_NAME: 'n', VMSNAP_AGENT_CONFIG: yaml, VMSNAP_VM_ROOT: '/tmp/vmroot', VMSNAP_STORAGE_ROOT: '/tmp/snaps', VMSNAP_INVENTORY_INTERVAL_SECONDS: '5' },
+      env: { NODE_NAME: 'n', VMSNAP_AGENT_CONFIG: yaml, VMSNAP_VM_ROOT: '/tmp/vmroot', VMSNAP_STORAGE_ROOT: '/tmp/snaps', VMSNAP_INVENTORY_INTERVAL_SECONDS: '5', VMSNAP_MAX_CONCURRENT_OPERATIONS: '4' },
     });
-    expect(overridden.config).toMatchObject({ vmRoot: '/tmp/vmroot', storageRoot: '/tmp/snaps', inventoryIntervalSeconds: 5, socketGlobs: ['*/*/monitor.sock'] });
+    expect(overridden.config).toMatchObject({ vmRoot: '/tmp/vmroot', storageRoot: '/tmp/snaps', inventoryIntervalSeconds: 5, maxConcurrentOperations: 4, socketGlobs: ['*/*/monitor.sock'] });
   });
 
   it('names the field that is wrong', () => {
@@ -41,6 +41,7 @@ describe('loadDaemonSettings', () => {
     fs.writeFileSync(bad, 'vmRoot: relative/path\nunknownField: 1\n');
     expect(() => loadDaemonSettings({ env: { NODE_NAME: 'n', VMSNAP_AGENT_CONFIG: bad } })).toThrow(/vmRoot must be an absolute path/);
     expect(() => loadDaemonSettings({ env: { NODE_NAME: 'n', VMSNAP_INVENTORY_INTERVAL_SECONDS: 'soon' } })).toThrow(/inventoryIntervalSeconds/);
+    expect(() => loadDaemonSettings({ env: { NODE_NAME: 'n', VMSNAP_MAX_CONCURRENT_OPERATIONS: '0' } })).toThrow(/maxConcurrentOperations/);
     expect(() => loadDaemonSettings({ env: { NODE_NAME: 'n', VMSNAP_AGENT_CONFIG: path.join(dir, 'missing.yaml') } })).toThrow(/cannot read the agent config/);
     const list = path.join(dir, 'list.yaml');
     fs.writeFileSync(list, '- a\n');

@@ -21,6 +21,7 @@ export const ENV_OVERRIDES = {
   VMSNAP_VM_ROOT: 'vmRoot',
   VMSNAP_STORAGE_ROOT: 'storageRoot',
   VMSNAP_INVENTORY_INTERVAL_SECONDS: 'inventoryIntervalSeconds',
+  VMSNAP_MAX_CONCURRENT_OPERATIONS: 'maxConcurrentOperations',
 } as const;
 
 export function loadDaemonSettings(opts: { configPath?: string; env?: NodeJS.ProcessEnv } = {}): DaemonSettings {
@@ -53,10 +54,12 @@ function readConfigFile(file: string): Record<string, unknown> {
   }
   if (parsed === undefined || parsed === null) return {};
   if (typeof parsed !== 'object' || Array.isArray(parsed)) {
-    throw new ConfigError(`the agent config ${file} must be a mapping of settings (vmRoot, storageRoot, socketGlobs, inventoryIntervalSeconds)`);
+    throw new ConfigError(`the agent config ${file} must be a mapping of settings (vmRoot, storageRoot, socketGlobs, inventoryIntervalSeconds, maxConcurrentOperations)`);
   }
   return parsed as Record<string, unknown>;
 }
+
+const NUMERIC_FIELDS = new Set<string>(['inventoryIntervalSeconds', 'maxConcurrentOperations']);
 
 export function envOverrides(env: NodeJS.ProcessEnv): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -64,7 +67,7 @@ export function envOverrides(env: NodeJS.ProcessEnv): Record<string, unknown> {
     const value = env[name];
     if (value === undefined || value === '') continue;
     // Numbers stay strings when malformed so that the schema names the field in its error.
-    out[field] = field === 'inventoryIntervalSeconds' && /^\d+$/.test(value) ? Number(value) : value;
+    out[field] = NUMERIC_FIELDS.has(field) && /^\d+$/.test(value) ? Number(value) : value;
   }
   return out;
 }

@@ -190,6 +190,8 @@ export class WorkDispatcher {
     const key = this.lockKey(work);
     const holder = this.reserved.get(key);
     if (holder !== undefined && holder !== uid) return; // the VM is busy: looked at again when that job ends
+    // The node's limit: new work stays Pending (unclaimed) until a running job ends and frees a slot.
+    if (mode === 'run' && this.activeOperations() >= this.ctx.config.maxConcurrentOperations) return;
     const job: Job = { uid, work, mode, key, controller: new AbortController(), done: Promise.resolve() };
     this.jobs.set(uid, job);
     this.reserved.set(key, uid);
@@ -315,6 +317,13 @@ export class WorkDispatcher {
     const within = (ps: Array<Promise<void>>, ms: number) =>
       Promise.race([Promise.all(ps), new Promise((r) => setTimeout(r, ms).unref())]);
     await Promise.all([within(saves, SAVE_CANCEL_GRACE_MS), within(restores, RESTORE_GRACE_MS)]);
+  }
+
+  /** Saves and restores running or recovering now (cleanups are short and not counted). */
+  private activeOperations(): number {
+    let n = 0;
+    for (const j of this.jobs.values()) if (j.mode !== 'cleanup') n++;
+    return n;
   }
 
   /** For logs and tests: what is running now. */

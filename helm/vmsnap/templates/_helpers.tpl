@@ -56,5 +56,5 @@ app.kubernetes.io/component: {{ index . 1 }}
 
 {{/* The agent's config file (schema: api/agent-config.ts). */}}
 {{- define "vmsnap.agentConfig" -}}
-{{- dict "vmRoot" .Values.agent.vmRoot "storageRoot" .Values.agent.storageRoot "socketGlobs" .Values.agent.socketGlobs "inventoryIntervalSeconds" .Values.agent.inventoryIntervalSeconds | toPrettyJson -}}
+{{- dict "vmRoot" .Values.agent.vmRoot "storageRoot" .Values.agent.storageRoot "socketGlobs" .Values.agent.socketGlobs "inventoryIntervalSeconds" .Values.agent.inventoryIntervalSeconds "maxConcurrentOperations" .Values.agent.maxConcurrentOperations | toPrettyJson -}}
 {{- end -}}
