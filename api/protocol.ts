@@ -50,10 +50,13 @@ export const MAX_PROGRESS_UPDATES_PER_SECOND = 2;
 export const OPERATOR_COMPONENT = 'vmsnap-operator';
 export const AGENT_COMPONENT = 'vmsnap-agent';
 
-/** Where the agent puts a snapshot file: never a user-supplied path. */
+/** How much of an object's name goes into its file name: names may have 253 characters, a file name at most 255 bytes. */
+export const FILE_NAME_PART_MAX = 200;
+
+/** Where the agent puts a snapshot file: never a user-supplied path. The uid keeps shortened names apart. */
 export function snapshotFileName(snapshot: { metadata: { name?: string; uid?: string } }): string {
   const uid = (snapshot.metadata.uid ?? '').replace(/[^a-f0-9]/g, '').slice(0, 12) || 'nouid';
-  return `${snapshot.metadata.name}-${uid}.vms`;
+  return `${(snapshot.metadata.name ?? '').slice(0, FILE_NAME_PART_MAX)}-${uid}.vms`;
 }
 
 /** Is the object waiting for an agent to claim it on `node`? */

@@ -41,3 +41,59 @@ describe('path containment', () => {
     expect(() => vmDir('/vms', 'default', '../other/demo')).toThrow(PathError);
   });
 });
+
+describe('hostile names never reach the filesystem', () => {
+  const uid = '0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0';
+  const snap = (namespace: string, name: string, u = uid) => ({ metadata: { namespace, name, uid: u } });
+
+  it.each([
+    ['..', 'x'],
+    ['.', 'x'],
+    ['a/b', 'x'],
+    ['', 'x'],
+    ['team-a', '..'],
+    ['team-a', '../team-b/x'],
+    ['team-a', '/etc/passwd'],
+    ['team-a', 'a/../../b'],
+    ['team-a', 'x\u0000y'],
+    ['team-a', 'x\ny'],
+    ['team-a', 'Upper'],
+    ['team-a', 'snap shot'],
+    ['team-a', 'ü'],
+    ['team-a', '-leading'],
+    ['team-a', 'a'.repeat(254)],
+    ['a'.repeat(64), 'x'],
+    ['Team-A', 'x'],
+  ])('snapshot file of namespace %j, name %j: refused', (namespace, name) => {
+    expect(() => snapshotFilePath('/snaps', snap(namespace, name))).toThrow(PathError);
+  });
+
+  it('a uid is reduced to hex digits, so it cannot carry a path either', () => {
+    expect(snapshotFilePath('/snaps', snap('team-a', 'x', '../../etc/passwd'))).toBe('/snaps/team-a/x-ecad.vms');
+    expect(snapshotFilePath('/snaps', snap('team-a', 'x', '/'))).toBe('/snaps/team-a/x-nouid.vms');
+  });
+
+  it('the longest name the API server accepts (253 characters) gives a file name the filesystem takes', () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'vmsnap-paths-'));
+    try {
+      const names = ['a'.repeat(253), `${'b'.repeat(62)}.${'c'.repeat(62)}.${'d'.repeat(62)}.${'e'.repeat(63)}`];
+      const files = names.map((name) => snapshotFilePath(root, snap('n'.repeat(63), name)));
+      for (const file of files) {
+        expect(path.dirname(file)).toBe(path.join(root, 'n'.repeat(63)));
+        expect(Buffer.byteLength(path.basename(file))).toBeLessThanOrEqual(255);
+        fs.mkdirSync(path.dirname(file), { recursive: true });
+        fs.writeFileSync(file, 'x'); // no ENAMETOOLONG
+      }
+      // Two long names with the same first 200 characters stay apart by their uids.
+      const other = snapshotFilePath(root, snap('n'.repeat(63), `${'a'.repeat(252)}b`, 'ffffffff-0000-0000-0000-000000000000'));
+      expect(other).not.toBe(files[0]);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it.each(['..', '.', 'a/b', '../x', 'x/..', '', 'A', 'a'.repeat(64), 'a\u0000'])('VM directory with a hostile part %j: refused', (bad) => {
+    expect(() => vmDir('/vms', bad, 'demo')).toThrow(PathError);
+    expect(() => vmDir('/vms', 'default', bad)).toThrow(PathError);
+  });
+});

@@ -2,9 +2,10 @@
 // but every path is still checked to stay under its root before use.
 import fs from 'node:fs';
 import path from 'node:path';
-import { DNS1123_LABEL_MAX, DNS1123_LABEL_PATTERN, snapshotFileName } from '../../../api/index.js';
+import { DNS1123_LABEL_MAX, DNS1123_LABEL_PATTERN, DNS1123_SUBDOMAIN_MAX, DNS1123_SUBDOMAIN_PATTERN, snapshotFileName } from '../../../api/index.js';
 
 const LABEL = new RegExp(DNS1123_LABEL_PATTERN);
+const SUBDOMAIN = new RegExp(DNS1123_SUBDOMAIN_PATTERN);
 
 function assertLabel(value: string, what: string): void {
   if (value.length > DNS1123_LABEL_MAX || !LABEL.test(value)) throw new PathError(`${what} "${value}" is not a DNS-1123 label`);
@@ -53,6 +54,9 @@ export function snapshotFilePath(storageRoot: string, snapshot: { metadata: { na
   const ns = snapshot.metadata.namespace;
   if (!ns || !snapshot.metadata.name) throw new PathError('the VMSnapshot has no namespace or name');
   assertLabel(ns, 'namespace');
+  // The API server allows only DNS-1123 subdomains as names; anything else did not come from it.
+  const name = snapshot.metadata.name;
+  if (name.length > DNS1123_SUBDOMAIN_MAX || !SUBDOMAIN.test(name)) throw new PathError(`the VMSnapshot name "${name}" is not a DNS-1123 subdomain`);
   const file = path.join(storageRoot, ns, snapshotFileName(snapshot));
   if (path.dirname(file) !== path.join(storageRoot, ns)) throw new PathError(`the snapshot file name ${path.basename(file)} is not a plain file name`);
   assertUnder(storageRoot, file, 'the snapshot file');

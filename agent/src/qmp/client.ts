@@ -8,9 +8,11 @@ import {
   QmpCommandError,
   QmpDisconnectedError,
   QmpError,
+  QmpReplyError,
   QmpTimeoutError,
   describeConnectError,
 } from './errors.js';
+import { replyProblem } from './replies.js';
 
 export interface QemuVersion {
   major: number;
@@ -33,6 +35,7 @@ export interface ExecuteOptions {
 
 interface Pending {
   command: string;
+  args: Record<string, unknown>;
   resolve: (value: unknown) => void;
   reject: (err: Error) => void;
   timer: NodeJS.Timeout;
@@ -153,7 +156,7 @@ export class QmpClient extends EventEmitter {
         this.pending.delete(id);
         reject(new QmpTimeoutError(`QEMU did not answer '${command}' within ${timeoutMs} ms (QEMU hung or overloaded)`));
       }, timeoutMs);
-      this.pending.set(id, { command, resolve: resolve as (v: unknown) => void, reject, timer });
+      this.pending.set(id, { command, args, resolve: resolve as (v: unknown) => void, reject, timer });
     });
     if (opts.fds && opts.fds.length > 0) {
       // The fds must arrive with this command's bytes; libuv must not hold
@@ -221,7 +224,9 @@ export class QmpClient extends EventEmitter {
       const pending = this.pending.get(id)!;
       this.settle(id, undefined, new QmpCommandError(pending.command, String(e.class ?? 'GenericError'), String(e.desc ?? 'unknown error')));
     } else {
-      this.settle(id, m.return, undefined);
+      const { command, args } = this.pending.get(id)!;
+      const problem = 'return' in m ? replyProblem(command, m.return, args) : "it has neither 'return' nor 'error'";
+      this.settle(id, m.return, problem ? new QmpReplyError(command, problem) : undefined);
     }
   }
 

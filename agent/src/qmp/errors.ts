@@ -21,6 +21,17 @@ export class QmpDisconnectedError extends QmpError {
   override name = 'QmpDisconnectedError';
 }
 
+/** QEMU answered, but not with what the command returns (a misbehaving or incompatible QEMU). */
+export class QmpReplyError extends QmpError {
+  override name = 'QmpReplyError';
+  constructor(
+    readonly command: string,
+    problem: string,
+  ) {
+    super(`QEMU sent an unexpected reply to '${command}': ${problem} (a misbehaving or incompatible QEMU)`);
+  }
+}
+
 export class QmpTimeoutError extends QmpError {
   override name = 'QmpTimeoutError';
 }
