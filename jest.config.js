@@ -16,5 +16,6 @@ export default {
     { ...esm, displayName: 'engine', testMatch: ['<rootDir>/test/engine/**/*.test.ts'] },
     { ...esm, displayName: 'cluster', testMatch: ['<rootDir>/test/cluster/**/*.test.ts'] },
     { ...esm, displayName: 'e2e', testMatch: ['<rootDir>/test/e2e/**/*.test.ts'] },
+    { ...esm, displayName: 'load', testMatch: ['<rootDir>/test/load/**/*.test.ts'] },
   ],
 };

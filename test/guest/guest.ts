@@ -165,7 +165,7 @@ export function guestArgs(assets: GuestAssets, opts: GuestOptions): string[] {
 const live = new Set<ChildProcess>();
 let exitHookInstalled = false;
 
-function track(child: ChildProcess): void {
+export function track(child: ChildProcess): void {
   live.add(child);
   child.once('exit', () => live.delete(child));
   if (!exitHookInstalled) {
@@ -186,7 +186,7 @@ function track(child: ChildProcess): void {
 // without running its 'exit' handlers (SIGKILL, crash). It execs, so the
 // child's pid is QEMU's.
 let setprivPath: string | null | undefined;
-function findSetpriv(): string | null {
+export function findSetpriv(): string | null {
   if (setprivPath === undefined) {
     setprivPath = null;
     for (const p of ['/usr/bin/setpriv', '/bin/setpriv']) {

@@ -1,0 +1,203 @@
+// Load: 10 agents (processes with their own node names) with 5 tiny VMs each,
+// 100 VMSnapshots applied at once. All must succeed, none may run twice, and
+// no agent may run more than its maxConcurrentOperations at a time. Reports
+// the API requests it took, the operator's peak memory and the time to drain,
+// and writes them to bench/results/load.json for the README.
+import fs from 'node:fs';
+import path from 'node:path';
+import * as k8s from '@kubernetes/client-node';
+import { apiRequest, createNamespace, ensureCluster, kubectl } from '../cluster/controlplane.js';
+import { startTinyVm, type TinyVm } from '../guest/tiny.js';
+import { startStack, type Stack } from '../e2e/stack.js';
+import { repoRoot } from '../cluster/controlplane.js';
+import { AgentConfigSchema } from '../../api/index.js';
+
+const NODES = 10;
+const VMS_PER_NODE = 5;
+const SNAPSHOTS_PER_VM = 2;
+/** The chart's (and the agent's) default. */
+const LIMIT = AgentConfigSchema.parse({}).maxConcurrentOperations;
+
+let stack: Stack;
+let ns: string;
+const vms: TinyVm[] = [];
+
+beforeAll(async () => {
+  stack = await startStack(Array.from({ length: NODES }, (_, i) => `load-${i}`));
+  ns = await createNamespace('load');
+  const starts: Array<Promise<TinyVm>> = [];
+  for (const agent of stack.agents.values()) {
+    for (let j = 0; j < VMS_PER_NODE; j++) starts.push(startTinyVm(path.join(agent.vmRoot, ns, `${agent.node}-vm-${j}`)));
+  }
+  vms.push(...(await Promise.all(starts)));
+}, 10 * 60 * 1000);
+
+afterAll(async () => {
+  await Promise.all(vms.map((v) => v.kill()));
+  await stack?.stop();
+  if (ns) await kubectl(['delete', 'namespace', ns, '--wait=false']);
+  if (stack && !process.env.VMSNAP_KEEP_E2E) fs.rmSync(stack.workDir, { recursive: true, force: true });
+});
+
+/** Sum of apiserver_request_total by resource (other tests on a shared control plane add to it too). */
+async function apiRequests(): Promise<Map<string, number>> {
+  const r = await apiRequest('/metrics', { admin: true });
+  if (r.status !== 200) throw new Error(`/metrics: HTTP ${r.status}`);
+  const byResource = new Map<string, number>();
+  for (const m of r.body.matchAll(/^apiserver_request_total\{([^}]*)\} (\S+)$/gm)) {
+    const resource = /(?:^|,)resource="([^"]*)"/.exec(m[1]!)?.[1] || '(none)';
+    byResource.set(resource, (byResource.get(resource) ?? 0) + Number(m[2]));
+  }
+  return byResource;
+}
+
+function vmHwmBytes(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m?.[1] ?? 0) * 1024;
+}
+
+interface Tracker {
+  /** uid -> how many times it entered InProgress. */
+  entered: Map<string, number>;
+  /** node -> most objects InProgress at once. */
+  peak: Map<string, number>;
+  phases: Map<string, string>;
+  stop(): void;
+}
+
+/** Watches the namespace's VMSnapshots; concurrency is computed from the ordered event stream. */
+async function track(namespace: string): Promise<Tracker> {
+  const kc = new k8s.KubeConfig();
+  kc.loadFromFile((await ensureCluster()).kubeconfig);
+  const t: Tracker = { entered: new Map(), peak: new Map(), phases: new Map(), stop: () => undefined };
+  const inProgress = new Map<string, string>(); // uid -> node
+  const req = await new k8s.Watch(kc).watch(
+    `/apis/vmsnap.io/v1alpha1/namespaces/${namespace}/vmsnapshots`,
+    { allowWatchBookmarks: false },
+    (type: string, obj: { metadata: { uid: string }; status?: { phase?: string; nodeName?: string } }) => {
+      const uid = obj.metadata.uid;
+      const phase = type === 'DELETED' ? 'Deleted' : (obj.status?.phase ?? '');
+      const before = t.phases.get(uid);
+      t.phases.set(uid, phase);
+      if (phase === 'InProgress' && before !== 'InProgress') {
+        t.entered.set(uid, (t.entered.get(uid) ?? 0) + 1);
+        inProgress.set(uid, obj.status?.nodeName ?? '?');
+        const node = obj.status?.nodeName ?? '?';
+        const now = [...inProgress.values()].filter((n) => n === node).length;
+        t.peak.set(node, Math.max(t.peak.get(node) ?? 0, now));
+      } else if (phase !== 'InProgress') {
+        inProgress.delete(uid);
+      }
+    },
+    (err: unknown) => {
+      if (err) console.warn(`load test watch ended: ${String(err)}`);
+    },
+  );
+  t.stop = () => req.abort();
+  return t;
+}
+
+async function inventoriesComplete(): Promise<boolean> {
+  for (const agent of stack.agents.values()) {
+    const r = await kubectl(['get', 'vminventory', agent.nodeName, '-o', 'jsonpath={.status.vms[*].name}']);
+    if (r.code !== 0 || r.stdout.split(' ').filter((n) => n.startsWith(`${agent.node}-vm-`)).length < VMS_PER_NODE) return false;
+  }
+  return true;
+}
+
+it(`${NODES} agents x ${VMS_PER_NODE} VMs, ${NODES * VMS_PER_NODE * SNAPSHOTS_PER_VM} VMSnapshots at once: all succeed once, within the per-node limit`, async () => {
+  const inventoryDeadline = Date.now() + 120_000;
+  while (!(await inventoriesComplete())) {
+    if (Date.now() > inventoryDeadline) throw new Error('the agents did not publish all VMs in their inventories within 120 s');
+    await new Promise((r) => setTimeout(r, 500));
+  }
+
+  const docs: string[] = [];
+  for (const agent of stack.agents.values()) {
+    for (let j = 0; j < VMS_PER_NODE; j++) {
+      for (let k = 0; k < SNAPSHOTS_PER_VM; k++) {
+        docs.push(`apiVersion: vmsnap.io/v1alpha1\nkind: VMSnapshot\nmetadata:\n  name: ${agent.node}-vm-${j}-s${k}\nspec:\n  vmName: ${agent.node}-vm-${j}\n`);
+      }
+    }
+  }
+  const tracker = await track(ns);
+  const requestsBefore = await apiRequests();
+  const started = Date.now();
+  const applied = await kubectl(['apply', '-n', ns, '-f', '-'], { input: docs.join('---\n'), timeoutMs: 120_000 });
+  expect(applied.stderr).toBe('');
+
+  const drainDeadline = started + 8 * 60_000;
+  let phases: Map<string, string>;
+  for (;;) {
+    phases = tracker.phases;
+    const terminal = [...phases.values()].filter((p) => p === 'Succeeded' || p === 'Failed').length;
+    if (phases.size === docs.length && terminal === docs.length) break;
+    if (Date.now() > drainDeadline) throw new Error(`only ${terminal} of ${docs.length} VMSnapshots finished within 8 min`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const drainMs = Date.now() - started;
+  tracker.stop();
+  const requestsAfter = await apiRequests();
+  const operatorPeakRss = vmHwmBytes(stack.operator.pid!);
+  const agentPeakRss = Math.max(...[...stack.agents.values()].map((a) => vmHwmBytes(a.process.pid!)));
+
+  // All succeeded.
+  const list = JSON.parse((await kubectl(['get', 'vmsnapshots', '-n', ns, '-o', 'json'])).stdout) as {
+    items: Array<{ metadata: { name: string; uid: string }; spec: { vmName: string }; status: { phase: string; nodeName: string; file: { path: string }; error?: { message: string } } }>;
+  };
+  const failed = list.items.filter((s) => s.status.phase !== 'Succeeded');
+  expect(failed.map((s) => `${s.metadata.name}: ${s.status.phase} ${s.status.error?.message ?? ''}`)).toEqual([]);
+  expect(list.items).toHaveLength(docs.length);
+
+  // None ran twice: entered InProgress once (watch), claimed once (agent logs), one file each.
+  expect([...tracker.entered.entries()].filter(([, n]) => n !== 1)).toEqual([]);
+  expect(tracker.entered.size).toBe(docs.length);
+  const claims = new Map<string, number>();
+  for (const agent of stack.agents.values()) {
+    for (const line of fs.readFileSync(agent.logPath, 'utf8').split('\n')) {
+      if (!line.includes('"claimed; running"')) continue;
+      const uid = (JSON.parse(line) as { uid: string }).uid;
+      claims.set(uid, (claims.get(uid) ?? 0) + 1);
+    }
+  }
+  for (const s of list.items) expect([s.metadata.name, claims.get(s.metadata.uid)]).toEqual([s.metadata.name, 1]);
+  const files = [...stack.agents.values()].flatMap((a) => {
+    const d = path.join(a.storageRoot, ns);
+    return fs.existsSync(d) ? fs.readdirSync(d).filter((f) => f.endsWith('.vms')) : [];
+  });
+  expect(files).toHaveLength(docs.length);
+  for (const s of list.items) {
+    // Each VM's snapshots ran on the node that has it.
+    expect(s.status.nodeName).toBe(stack.agents.get(s.spec.vmName.replace(/-vm-\d+$/, ''))!.nodeName);
+    expect(fs.existsSync(s.status.file.path)).toBe(true);
+  }
+
+  // The per-node limit held, and was reached (so the test could see it break).
+  const peaks = [...stack.agents.values()].map((a) => tracker.peak.get(a.nodeName) ?? 0);
+  expect(Math.max(...peaks)).toBeLessThanOrEqual(LIMIT);
+  expect(Math.max(...peaks)).toBe(LIMIT);
+
+  const delta = (r: string) => (requestsAfter.get(r) ?? 0) - (requestsBefore.get(r) ?? 0);
+  const totalRequests = [...requestsAfter.keys()].reduce((sum, r) => sum + delta(r), 0);
+  const report = {
+    date: new Date().toISOString(),
+    agents: NODES,
+    vms: NODES * VMS_PER_NODE,
+    snapshots: docs.length,
+    succeeded: list.items.length - failed.length,
+    ranTwice: [...tracker.entered.values()].filter((n) => n > 1).length,
+    perNodeLimit: LIMIT,
+    peakInProgressPerNode: Math.max(...peaks),
+    drainMs,
+    apiRequests: {
+      total: totalRequests,
+      perSnapshot: Math.round((totalRequests / docs.length) * 10) / 10,
+      byResource: Object.fromEntries([...requestsAfter.keys()].map((r) => [r, delta(r)]).filter(([, n]) => (n as number) > 0)),
+      note: 'apiserver_request_total delta during the run; other clients of a shared control plane add to it',
+    },
+    operatorPeakRssMiB: Math.round(operatorPeakRss / (1 << 20)),
+    agentPeakRssMiB: Math.round(agentPeakRss / (1 << 20)),
+  };
+  console.log(`load: ${JSON.stringify(report, null, 2)}`);
+  fs.writeFileSync(path.join(repoRoot, 'bench/results/load.json'), JSON.stringify(report, null, 2) + '\n');
+}, 15 * 60 * 1000);
