@@ -3,18 +3,20 @@ import { parseCommand, UsageError, DEFAULT_CHANNELS } from './args.js';
 describe('vmsnap-agent arguments', () => {
   it('parses save with defaults', () => {
     expect(parseCommand(['save', '--qmp', '/s', '--out', '/f'])).toEqual({
-      kind: 'save', qmp: '/s', out: '/f', channels: DEFAULT_CHANNELS, directIO: 'auto', after: 'resume', live: false, force: false, json: false,
+      kind: 'save', qmp: '/s', out: '/f', channels: DEFAULT_CHANNELS, directIO: 'auto', after: 'resume', live: false, force: false, digest: false, json: false,
     });
   });
 
   it('parses every save option', () => {
-    const c = parseCommand(['save', '--qmp', '/s', '--out', '/f', '--channels', '8', '--direct-io', 'off', '--after', 'stop', '--live', '--json']);
-    expect(c).toMatchObject({ channels: 8, directIO: 'off', after: 'stop', live: true, json: true });
+    const c = parseCommand(['save', '--qmp', '/s', '--out', '/f', '--channels', '8', '--direct-io', 'off', '--after', 'stop', '--live', '--digest', '--json']);
+    expect(c).toMatchObject({ channels: 8, directIO: 'off', after: 'stop', live: true, digest: true, json: true });
   });
 
   it('parses restore and inspect', () => {
-    expect(parseCommand(['restore', '--in', '/f', '--qmp', '/s', '--launch', '--paused'])).toMatchObject({ kind: 'restore', launch: true, paused: true, channels: undefined });
-    expect(parseCommand(['inspect', '/f', '--json'])).toEqual({ kind: 'inspect', file: '/f', json: true });
+    expect(parseCommand(['restore', '--in', '/f', '--qmp', '/s', '--launch', '--paused'])).toMatchObject({ kind: 'restore', launch: true, paused: true, verify: false, channels: undefined });
+    expect(parseCommand(['restore', '--in', '/f', '--qmp', '/s', '--verify'])).toMatchObject({ verify: true });
+    expect(parseCommand(['inspect', '/f', '--json'])).toEqual({ kind: 'inspect', file: '/f', verify: false, json: true });
+    expect(parseCommand(['inspect', '/f', '--verify'])).toMatchObject({ verify: true });
   });
 
   it('parses daemon', () => {

@@ -8,17 +8,17 @@ export class UsageError extends Error {
 }
 
 export const USAGE = `usage:
-  vmsnap-agent save --qmp SOCK --out FILE [--channels N] [--direct-io auto|on|off] [--after resume|stop] [--live] [--force] [--json]
-  vmsnap-agent restore --in FILE --qmp SOCK [--channels N] [--direct-io auto|on|off] [--launch] [--paused] [--json]
-  vmsnap-agent inspect FILE [--json]
+  vmsnap-agent save --qmp SOCK --out FILE [--channels N] [--direct-io auto|on|off] [--after resume|stop] [--live] [--force] [--digest] [--json]
+  vmsnap-agent restore --in FILE --qmp SOCK [--channels N] [--direct-io auto|on|off] [--launch] [--paused] [--verify] [--json]
+  vmsnap-agent inspect FILE [--verify] [--json]
   vmsnap-agent daemon [--config FILE]     (node agent; env NODE_NAME, KUBECONFIG, VMSNAP_AGENT_CONFIG)`;
 
 export const DEFAULT_CHANNELS = 4;
 
 export type Command =
-  | { kind: 'save'; qmp: string; out: string; channels: number; directIO: DirectIOMode; after: 'resume' | 'stop'; live: boolean; force: boolean; json: boolean }
-  | { kind: 'restore'; in: string; qmp: string; channels?: number; directIO: DirectIOMode; launch: boolean; paused: boolean; json: boolean }
-  | { kind: 'inspect'; file: string; json: boolean }
+  | { kind: 'save'; qmp: string; out: string; channels: number; directIO: DirectIOMode; after: 'resume' | 'stop'; live: boolean; force: boolean; digest: boolean; json: boolean }
+  | { kind: 'restore'; in: string; qmp: string; channels?: number; directIO: DirectIOMode; launch: boolean; paused: boolean; verify: boolean; json: boolean }
+  | { kind: 'inspect'; file: string; verify: boolean; json: boolean }
   | { kind: 'daemon'; config?: string }
   | { kind: 'help' };
 
@@ -54,6 +54,8 @@ export function parseCommand(argv: string[]): Command {
     force: { type: 'boolean' },
     launch: { type: 'boolean' },
     paused: { type: 'boolean' },
+    digest: { type: 'boolean' },
+    verify: { type: 'boolean' },
     json: { type: 'boolean' },
     config: { type: 'string' },
   } as const;
@@ -77,6 +79,7 @@ export function parseCommand(argv: string[]): Command {
         after: oneOf('after', v.after, ['resume', 'stop'] as const, 'resume'),
         live: v.live ?? false,
         force: v.force ?? false,
+        digest: v.digest ?? false,
         json,
       };
     case 'restore':
@@ -88,12 +91,13 @@ export function parseCommand(argv: string[]): Command {
         directIO,
         launch: v.launch ?? false,
         paused: v.paused ?? false,
+        verify: v.verify ?? false,
         json,
       };
     case 'inspect': {
       const file = parsed.positionals[0];
       if (!file) throw new UsageError('inspect needs a FILE');
-      return { kind: 'inspect', file, json };
+      return { kind: 'inspect', file, verify: v.verify ?? false, json };
     }
     case 'daemon': {
       const extra = Object.keys(v).filter((k) => k !== 'config');

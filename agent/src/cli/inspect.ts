@@ -5,6 +5,7 @@ import { readMappedRamLayout, type RamBlockInfo } from '../snapshot-file/mapped-
 import { structureCrc32 } from '../snapshot-file/structure-crc.js';
 import type { SnapshotMetadata } from '../snapshot-file/metadata.js';
 import { allocatedBytes } from '../engine/file-stats.js';
+import { checkDigests, type DigestCheck } from '../snapshot-file/check-digests.js';
 
 export interface InspectReport {
   path: string;
@@ -16,13 +17,16 @@ export interface InspectReport {
   metadata: SnapshotMetadata;
   ramBlocks: RamBlockInfo[];
   pagesPresentBytes: number;
+  /** With --verify: the RAM digest check (a mismatch is in problems). */
+  digests?: DigestCheck;
 }
 
-export function inspectSnapshot(path: string): InspectReport {
+export function inspectSnapshot(path: string, opts: { verify?: boolean } = {}): InspectReport {
   const header = readHeader(path);
   const stat = fs.statSync(path);
   const problems: string[] = [];
   let ramBlocks: RamBlockInfo[] = [];
+  let digests: DigestCheck | undefined;
   const { stream } = header.metadata;
   if (header.state === 'incomplete') problems.push('incomplete: the save never finished; this file cannot be restored');
   if (stream.endOffset !== undefined && stat.size < stream.endOffset) {
@@ -34,6 +38,7 @@ export function inspectSnapshot(path: string): InspectReport {
     if (stream.structureCrc32 !== undefined && structureCrc32(path, header.streamOffset, layout) !== stream.structureCrc32) {
       problems.push("corrupted: QEMU's stream headers or device state changed since the save (checksum mismatch)");
     }
+    if (opts.verify && problems.length === 0) digests = checkDigests(path, { header, layout, fileSize: stat.size });
   } catch (err) {
     problems.push((err as Error).message);
   }
@@ -46,6 +51,7 @@ export function inspectSnapshot(path: string): InspectReport {
     metadata: header.metadata,
     ramBlocks,
     pagesPresentBytes: ramBlocks.reduce((s, b) => s + b.pagesPresent * b.pageSize, 0),
+    digests,
   };
 }
 
@@ -63,6 +69,7 @@ export function formatInspect(r: InspectReport): string {
     `size:        ${r.logicalBytes} bytes logical, ${r.allocatedBytes} allocated, ${r.pagesPresentBytes} in RAM pages`,
     `created:     ${m.createdAt}${m.completedAt ? `, completed ${m.completedAt}` : ''}`,
   ];
+  if (r.digests) lines.push(`ram digests: ok (${r.digests.algorithm}, ${r.digests.regions} regions, ${r.digests.bytesHashed} bytes)`);
   if (m.stats) lines.push(`save:        ${m.stats.durationMs} ms, ${m.stats.throughputMiBps} MiB/s, VM paused ${m.stats.vmPausedMs} ms`);
   lines.push('ram blocks:');
   for (const b of r.ramBlocks) {

@@ -26,7 +26,9 @@ async function run(cmd: Command): Promise<void> {
         overwrite: cmd.force,
         onProgress: progress?.update,
         signal: abort.signal,
+        digest: cmd.digest,
       });
+      if (r.digests && 'error' in r.digests) process.stderr.write(`vmsnap-agent: warning: ${r.digests.error}\n`);
       progress?.done();
       if (cmd.json) {
         print(r);
@@ -34,7 +36,9 @@ async function run(cmd: Command): Promise<void> {
         process.stdout.write(
           `saved ${mib(r.bytes)} MiB of ${mib(r.ramBytes)} MiB RAM to ${r.path} in ${r.durationMs} ms ` +
             `(${r.throughputMiBps} MiB/s, ${r.channels} channels, direct I/O ${r.directIO ? 'on' : `off: ${r.directIOReason}`}); ` +
-            `VM paused ${r.vmPausedMs} ms; VM ${r.after === 'stop' ? 'stopped' : 'resumed'}\n`,
+            `VM paused ${r.vmPausedMs} ms; VM ${r.after === 'stop' ? 'stopped' : 'resumed'}` +
+            (r.digests && 'path' in r.digests ? `; RAM digests (${r.digests.algorithm}) in ${r.digests.path} after ${r.digests.durationMs} ms more` : '') +
+            '\n',
         );
       }
       return;
@@ -48,6 +52,7 @@ async function run(cmd: Command): Promise<void> {
         directIO: cmd.directIO,
         launch: cmd.launch,
         paused: cmd.paused,
+        verify: cmd.verify,
       });
       if (cmd.json) {
         print(r);
@@ -55,7 +60,8 @@ async function run(cmd: Command): Promise<void> {
         process.stdout.write(
           `restored ${mib(r.bytes)} MiB from ${r.path} in ${r.durationMs} ms (${r.throughputMiBps} MiB/s, ${r.channels} channels, ` +
             `direct I/O ${r.directIO ? 'on' : `off: ${r.directIOReason}`}); VM ${r.running ? 'running' : 'paused'}` +
-            `${r.launched ? `; QEMU pid ${r.launched.pid}, log ${r.launched.logPath}` : ''}\n`,
+            `${r.launched ? `; QEMU pid ${r.launched.pid}, log ${r.launched.logPath}` : ''}` +
+            `${r.verified ? `; RAM verified (${r.verified.algorithm}, ${r.verified.regions} regions) in ${r.verified.durationMs} ms first` : ''}\n`,
         );
       }
       return;
@@ -69,7 +75,7 @@ async function run(cmd: Command): Promise<void> {
     case 'inspect': {
       // Each command loads only what it needs: start-up time counts for saves.
       const { formatInspect, inspectSnapshot } = await import('./inspect.js');
-      const report = inspectSnapshot(cmd.file);
+      const report = inspectSnapshot(cmd.file, { verify: cmd.verify });
       if (cmd.json) print(report);
       else process.stdout.write(formatInspect(report));
       return;

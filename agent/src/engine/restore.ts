@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { QmpClient } from '../qmp/client.js';
 import { verifySnapshotFile, type VerifiedSnapshot } from '../snapshot-file/verify.js';
+import { checkDigests, type DigestCheck } from '../snapshot-file/check-digests.js';
 import type { DirectIOMode } from '../snapshot-file/metadata.js';
 import { decideDirectIO } from './direct-io.js';
 import { throughputMiBps } from '../../../api/format.js';
@@ -35,6 +36,8 @@ export interface RestoreOptions {
   relaunch?: { rewrite?: ArgvRewrite; env?: Record<string, string> };
   /** Aborting stops waiting for the load; a QEMU this call launched is quit (its VM is only half loaded). */
   signal?: AbortSignal;
+  /** Verification mode: check the RAM pages against <file>.digests before QEMU is touched. */
+  verify?: boolean;
 }
 
 export interface RestoreResult {
@@ -50,6 +53,8 @@ export interface RestoreResult {
   launched?: { pid: number; logPath: string };
   /** Milliseconds from process start to `migrate-incoming`. */
   migrateIssuedAtMs: number;
+  /** With `verify`: the check of the RAM digests (before QEMU was touched; not part of durationMs). */
+  verified?: DigestCheck;
 }
 
 export class RestoreError extends Error {
@@ -58,6 +63,7 @@ export class RestoreError extends Error {
 
 export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
   const snapshot = verifySnapshotFile(opts.inPath);
+  const verified = opts.verify ? checkDigests(opts.inPath, snapshot) : undefined;
   const meta = snapshot.header.metadata;
   const channels = opts.channels ?? meta.stream.channels;
   if (!Number.isInteger(channels) || channels < 1 || channels > 64) {
@@ -114,6 +120,7 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
       running: !opts.paused,
       launched,
       migrateIssuedAtMs,
+      verified,
     };
   } catch (err) {
     if (fdsetId !== undefined) await removeFdSet(client, fdsetId).catch(() => undefined);

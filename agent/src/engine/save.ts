@@ -22,6 +22,7 @@ import {
 } from './migration.js';
 import { throughputMiBps } from '../../../api/format.js';
 import { finishSnapshotFile } from './finish.js';
+import { digestsPath, writeDigests } from '../snapshot-file/digests.js';
 
 export type AfterSave = 'resume' | 'stop';
 
@@ -45,6 +46,11 @@ export interface SaveOptions {
   /** Called right after QEMU accepted `migrate` (tests read QEMU's parameters here). */
   onMigrating?: (client: QmpClient) => Promise<void> | void;
   signal?: AbortSignal;
+  /**
+   * Verification mode: after the save (VM resumed, file complete and durable) hash the RAM
+   * pages into <file>.digests, which `restore --verify` checks. Not part of durationMs or the pause.
+   */
+  digest?: boolean;
 }
 
 export interface SaveResult {
@@ -63,6 +69,8 @@ export interface SaveResult {
   /** Milliseconds from process start to the `migrate` command (CLI start-up cost). */
   migrateIssuedAtMs: number;
   after: AfterSave;
+  /** With `digest`: the sidecar written after the save, or why it could not be (the snapshot itself is good). */
+  digests?: { path: string; algorithm: string; durationMs: number; bytesHashed: number } | { error: string };
 }
 
 /** QEMU run states a save starts from ('prelaunch': started with -S, never run). */
@@ -78,13 +86,26 @@ export async function saveVm(opts: SaveOptions): Promise<SaveResult> {
   }
   const client = await QmpClient.connect(opts.qmpSocket);
   const state = new SaveState(client, opts);
+  let result: SaveResult;
   try {
-    return await state.run();
+    result = await state.run();
   } catch (err) {
     await state.rollBack();
     throw err;
   } finally {
     client.close();
+  }
+  if (opts.digest && state.metadata) result.digests = recordDigests(result.path, state.metadata);
+  return result;
+}
+
+/** The save is done and good either way; a failure here only means the snapshot cannot be verified later. */
+function recordDigests(path: string, metadata: SnapshotMetadata): SaveResult['digests'] {
+  try {
+    const d = writeDigests(path, { state: 'complete', streamOffset: metadata.stream.offset, metadata });
+    return { path: digestsPath(path), algorithm: d.algorithm, durationMs: d.stats.durationMs, bytesHashed: d.stats.bytesHashed };
+  } catch (err) {
+    return { error: `the RAM digests of ${path} could not be written: ${(err as Error).message}` };
   }
 }
 
@@ -96,6 +117,8 @@ class SaveState {
   private savedConfig: SavedMigrationConfig | undefined;
   private wasRunning = false;
   private migrating = false;
+  /** The header metadata, once the file is complete. */
+  metadata: SnapshotMetadata | undefined;
 
   constructor(
     private readonly client: QmpClient,
@@ -168,6 +191,7 @@ class SaveState {
         throughputMiBps: throughputMiBps(bytes, durationMs),
       };
     });
+    this.metadata = metadata;
     this.closeFds();
     await removeFdSet(client, this.fdsetId);
     this.fdsetId = undefined;

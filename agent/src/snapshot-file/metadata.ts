@@ -55,3 +55,17 @@ export const SnapshotMetadataSchema = z.object({
     .optional(),
 });
 export type SnapshotMetadata = z.infer<typeof SnapshotMetadataSchema>;
+
+/** The sidecar <file>.digests of the verification mode (see digests.ts). */
+export const SnapshotDigestsSchema = z.object({
+  formatVersion: z.literal(1),
+  algorithm: z.enum(['sha256', 'crc32']),
+  regionBytes: z.number().int().positive(),
+  /** The snapshot these digests belong to. */
+  snapshot: z.object({ completedAt: z.string(), endOffset: z.number().int(), structureCrc32: z.number().int() }),
+  /** Per RAM block, one hex digest per region of `regionBytes` of its page area (present pages only). */
+  blocks: z.array(z.object({ id: z.string(), usedLength: z.number().int(), regions: z.array(z.string()) })),
+  stats: z.object({ durationMs: z.number(), bytesHashed: z.number().int() }),
+});
+export type SnapshotDigests = z.infer<typeof SnapshotDigestsSchema>;
+export type DigestAlgorithm = SnapshotDigests['algorithm'];
