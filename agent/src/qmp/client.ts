@@ -175,6 +175,12 @@ export class QmpClient extends EventEmitter {
 
   private onData(chunk: string): void {
     this.buffer += chunk;
+    // Look for a line end only in the new bytes: scanning the whole buffer on every chunk is
+    // quadratic, and a QEMU that sends one endless line would keep the agent busy for seconds.
+    if (!chunk.includes('\n')) {
+      if (this.buffer.length > MAX_LINE_BYTES) this.protocolError(`a QMP message exceeded ${MAX_LINE_BYTES} bytes`);
+      return;
+    }
     let newline: number;
     while ((newline = this.buffer.indexOf('\n')) >= 0) {
       const line = this.buffer.slice(0, newline).trim();

@@ -16,6 +16,7 @@ function kindOf(v: unknown): string {
 
 function describe(v: unknown): string {
   const text = JSON.stringify(v) ?? String(v);
+  if (v === null || v === undefined) return String(v);
   return `${kindOf(v)} ${text.length > 60 ? `${text.slice(0, 60)}...` : text}`;
 }
 
