@@ -1,5 +1,6 @@
-// Tiny VMs for load and isolation tests: QEMU that never runs guest code (-S),
-// a few MiB of RAM, no kernel, so a save is small and fast. Tied to this
+// Tiny VMs for load and isolation tests: QEMU with a few MiB of RAM and no
+// disk or kernel (the firmware finds nothing to boot and idles), so a save is
+// small and fast. Running, not -S: QEMU saves a VM that never ran only once. Tied to this
 // process with setpriv --pdeathsig (it dies with us, even on SIGKILL).
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -19,7 +20,7 @@ export async function startTinyVm(dir: string, memMiB = 16): Promise<TinyVm> {
   fs.rmSync(qmpPath, { force: true });
   const args = [
     'qemu-system-x86_64', '-accel', 'tcg,tb-size=4', '-machine', 'pc', '-m', `${memMiB}M`, '-nodefaults', '-no-user-config',
-    '-display', 'none', '-S', '-qmp', `unix:${qmpPath},server=on,wait=off`,
+    '-display', 'none', '-qmp', `unix:${qmpPath},server=on,wait=off`,
   ];
   const setpriv = findSetpriv();
   const [bin, ...rest] = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', ...args] : args;

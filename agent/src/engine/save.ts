@@ -129,7 +129,9 @@ class SaveState {
     const { client, opts } = this;
     const vm = await queryVmInfo(client);
     if (!SAVEABLE_STATES.includes(vm.status)) {
-      throw new SaveError(`the VM at ${opts.qmpSocket} is '${vm.status}'; a save needs a running or paused VM (${SAVEABLE_STATES.join(', ')})`);
+      // QEMU keeps a VM that was not running when it was saved in 'postmigrate' and refuses to migrate it again.
+      const hint = vm.status === 'postmigrate' ? ': it was paused when it was last saved, and QEMU saves such a VM only once until it runs again (cont)' : '';
+      throw new SaveError(`the VM at ${opts.qmpSocket} is '${vm.status}'; a save needs a running or paused VM (${SAVEABLE_STATES.join(', ')})${hint}`);
     }
     const active = await client.execute<MigrationInfo>('query-migrate');
     if (active.status && ['setup', 'active', 'device', 'pre-switchover', 'cancelling'].includes(active.status)) {
