@@ -62,38 +62,61 @@ interface Tracker {
   /** node -> most objects InProgress at once. */
   peak: Map<string, number>;
   phases: Map<string, string>;
+  errors: string[];
   stop(): void;
 }
 
-/** Watches the namespace's VMSnapshots; concurrency is computed from the ordered event stream. */
+/**
+ * Watches the namespace's VMSnapshots; concurrency is computed from the ordered event stream.
+ * Starts at resourceVersion 0 (the namespace is new, so nothing is missed): a watch without one
+ * asks for a consistent read, which an etcd without progress notifications can time out.
+ */
 async function track(namespace: string): Promise<Tracker> {
   const kc = new k8s.KubeConfig();
   kc.loadFromFile((await ensureCluster()).kubeconfig);
-  const t: Tracker = { entered: new Map(), peak: new Map(), phases: new Map(), stop: () => undefined };
+  const t: Tracker = { entered: new Map(), peak: new Map(), phases: new Map(), errors: [], stop: () => undefined };
   const inProgress = new Map<string, string>(); // uid -> node
-  const req = await new k8s.Watch(kc).watch(
-    `/apis/vmsnap.io/v1alpha1/namespaces/${namespace}/vmsnapshots`,
-    { allowWatchBookmarks: false },
-    (type: string, obj: { metadata: { uid: string }; status?: { phase?: string; nodeName?: string } }) => {
-      const uid = obj.metadata.uid;
-      const phase = type === 'DELETED' ? 'Deleted' : (obj.status?.phase ?? '');
-      const before = t.phases.get(uid);
-      t.phases.set(uid, phase);
-      if (phase === 'InProgress' && before !== 'InProgress') {
-        t.entered.set(uid, (t.entered.get(uid) ?? 0) + 1);
-        inProgress.set(uid, obj.status?.nodeName ?? '?');
-        const node = obj.status?.nodeName ?? '?';
-        const now = [...inProgress.values()].filter((n) => n === node).length;
-        t.peak.set(node, Math.max(t.peak.get(node) ?? 0, now));
-      } else if (phase !== 'InProgress') {
-        inProgress.delete(uid);
-      }
-    },
-    (err: unknown) => {
-      if (err) console.warn(`load test watch ended: ${String(err)}`);
-    },
-  );
-  t.stop = () => req.abort();
+  let resourceVersion = '0';
+  let stopped = false;
+  let current: AbortController | undefined;
+  type Obj = { metadata: { uid: string; resourceVersion: string }; status?: { phase?: string; nodeName?: string } };
+  const onEvent = (type: string, obj: Obj) => {
+    if (type === 'ERROR' || !obj.metadata?.uid) {
+      t.errors.push(JSON.stringify(obj).slice(0, 300));
+      return;
+    }
+    resourceVersion = obj.metadata.resourceVersion;
+    const uid = obj.metadata.uid;
+    const phase = type === 'DELETED' ? 'Deleted' : (obj.status?.phase ?? '');
+    const before = t.phases.get(uid);
+    t.phases.set(uid, phase);
+    if (phase === 'InProgress' && before !== 'InProgress') {
+      const node = obj.status?.nodeName ?? '?';
+      t.entered.set(uid, (t.entered.get(uid) ?? 0) + 1);
+      inProgress.set(uid, node);
+      const now = [...inProgress.values()].filter((n) => n === node).length;
+      t.peak.set(node, Math.max(t.peak.get(node) ?? 0, now));
+    } else if (phase !== 'InProgress') {
+      inProgress.delete(uid);
+    }
+  };
+  // The server ends watches now and then: resume from the last version seen.
+  const start = async (): Promise<void> => {
+    current = await new k8s.Watch(kc).watch(
+      `/apis/vmsnap.io/v1alpha1/namespaces/${namespace}/vmsnapshots`,
+      { resourceVersion, allowWatchBookmarks: false },
+      onEvent,
+      (err: unknown) => {
+        if (err) t.errors.push(String(err));
+        if (!stopped) void start();
+      },
+    );
+  };
+  await start();
+  t.stop = () => {
+    stopped = true;
+    current?.abort();
+  };
   return t;
 }
 
@@ -132,6 +155,7 @@ it(`${NODES} agents x ${VMS_PER_NODE} VMs, ${NODES * VMS_PER_NODE * SNAPSHOTS_PE
     phases = tracker.phases;
     const terminal = [...phases.values()].filter((p) => p === 'Succeeded' || p === 'Failed').length;
     if (phases.size === docs.length && terminal === docs.length) break;
+    if (tracker.errors.length > 0) throw new Error(`the watch failed: ${tracker.errors[0]}`);
     if (Date.now() > drainDeadline) throw new Error(`only ${terminal} of ${docs.length} VMSnapshots finished within 8 min`);
     await new Promise((r) => setTimeout(r, 100));
   }
