@@ -63,6 +63,12 @@ export const VMRestoreSpecSchema = z
     )
       .meta(validations(immutableRule('restoreMode')))
       .default(DEFAULT_RESTORE_MODE),
+    verify: z
+      .boolean()
+      .describe(
+        "Check the snapshot's RAM pages against the digests taken after the save (VMSnapshot spec.digests) before QEMU loads anything; damaged pages, or a snapshot without digests, fail the restore. Costs one read of the file. Immutable.",
+      )
+      .optional(),
   })
   .superRefine((spec, ctx) => {
     if (spec.restoreMode === 'Lazy' && spec.directIO === 'Always') {
@@ -75,6 +81,7 @@ export const VMRestoreSpecSchema = z
       immutableOptionalRule('targetVMName'),
       immutableOptionalRule('parallelism'),
       immutableOptionalRule('directIO'),
+      immutableOptionalRule('verify'),
       lazyExcludesDirectIORule,
     ),
   );

@@ -59,6 +59,12 @@ export const VMSnapshotSpecSchema = z
       .describe('How long the save may take before it is marked Failed (Go duration: "90s", "10m", "1h30m").')
       .default(DEFAULT_FAILURE_DEADLINE),
     deletionPolicy: deletionPolicyField().optional(),
+    digests: z
+      .boolean()
+      .describe(
+        'Verification mode: after the save (VM already resumed, not counted in the save time) hash the RAM pages into a sidecar file, so that a VMRestore with verify: true can refuse damaged pages. Immutable.',
+      )
+      .optional(),
   })
   .describe('What to snapshot and how. Everything but deletionPolicy is immutable.')
   .meta(
@@ -66,6 +72,7 @@ export const VMSnapshotSpecSchema = z
       immutableOptionalRule('className'),
       immutableOptionalRule('parallelism'),
       immutableOptionalRule('directIO'),
+      immutableOptionalRule('digests'),
     ),
   );
 export type VMSnapshotSpec = z.infer<typeof VMSnapshotSpecSchema>;

@@ -6,6 +6,7 @@ import { effectiveDeletionPolicy, type VMSnapshot } from '../../../api/index.js'
 import type { Completion } from './completion.js';
 import type { AgentContext } from './context.js';
 import { isReallyUnder } from './paths.js';
+import { digestsPath } from '../snapshot-file/digests.js';
 
 export type DeletionDecision =
   | { action: 'none'; why: string }
@@ -44,6 +45,7 @@ export function deleteSnapshotFile(ctx: AgentContext, snap: VMSnapshot): Complet
       if (d.path) {
         const existed = fs.existsSync(d.path);
         fs.rmSync(d.path, { force: true });
+        fs.rmSync(digestsPath(d.path), { force: true });
         message = existed ? `deletionPolicy Delete: removed ${d.path} from node ${ctx.nodeName}` : `deletionPolicy Delete: ${d.path} was already gone`;
       }
       return { status: { fileDeleted: true }, event: { type: 'Normal', reason: 'FileDeleted', message } };

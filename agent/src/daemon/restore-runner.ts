@@ -161,6 +161,7 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
       directIO: settings.directIO,
       launch: true,
       paused: settings.paused,
+      verify: restore.spec.verify ?? false,
       relaunch: { rewrite, env: { [RESTORE_UID_ENV]: restore.metadata.uid ?? '' } },
       signal,
     });

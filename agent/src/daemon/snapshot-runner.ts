@@ -64,11 +64,13 @@ export async function runSnapshot(ctx: AgentContext, snap: VMSnapshot, signal: A
       outPath: file,
       ...settings,
       vm: { namespace: ns, name: vmName },
+      digest: snap.spec.digests ?? false,
       onProgress: (p) => progress.push(progressStatus(p.bytesDone, p.bytesTotal)),
       signal,
     });
     await progress.stop();
-    const stopped = settings.after === 'stop' ? '; the VM was stopped (afterSnapshot: Stop)' : '';
+    const digestsFailed = r.digests && 'error' in r.digests ? `; ${r.digests.error} (spec.digests)` : '';
+    const stopped = (settings.after === 'stop' ? '; the VM was stopped (afterSnapshot: Stop)' : '') + digestsFailed;
     return {
       status: snapshotSucceededStatus(snap, r, new Date(), stopped) as Record<string, unknown>,
       event: { type: 'Normal', reason: 'SaveSucceeded', message: saveSummary(r) + stopped },

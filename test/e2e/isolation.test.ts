@@ -1,0 +1,148 @@
+// Bad input and isolation end to end: names at the limits reach the disk only
+// as safe file names under the agent's storage root; a VMRestore or
+// VMSnapshot never reaches across namespaces; the agent listens on no
+// network socket and the operator serves only read-only metrics and health.
+import fs from 'node:fs';
+import path from 'node:path';
+import { createNamespace, kubectl } from '../cluster/controlplane.js';
+import { startTinyVm, type TinyVm } from '../guest/tiny.js';
+import { apply, getJson, startStack, waitForPhase, type Stack } from './stack.js';
+import { isUnder } from '../../agent/src/daemon/paths.js';
+
+let stack: Stack;
+const vms: TinyVm[] = [];
+let nsA: string;
+let nsB: string;
+
+beforeAll(async () => {
+  stack = await startStack(['iso-a']);
+  nsA = await createNamespace('iso-a');
+  nsB = await createNamespace('iso-b');
+  vms.push(await startTinyVm(path.join(stack.agents.get('iso-a')!.vmRoot, nsA, 'private')));
+  await waitForInventory('private');
+}, 10 * 60 * 1000);
+
+afterAll(async () => {
+  await Promise.all(vms.map((v) => v.kill()));
+  await stack?.stop();
+  for (const ns of [nsA, nsB]) if (ns) await kubectl(['delete', 'namespace', ns, '--wait=false']);
+  if (stack && !process.env.VMSNAP_KEEP_E2E) fs.rmSync(stack.workDir, { recursive: true, force: true });
+});
+
+async function waitForInventory(vm: string): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const r = await kubectl(['get', 'vminventory', stack.agents.get('iso-a')!.nodeName, '-o', 'jsonpath={.status.vms[*].name}']);
+    if (r.code === 0 && r.stdout.split(' ').includes(vm)) return;
+    if (Date.now() > deadline) throw new Error(`the agent did not report VM ${vm} within 60 s`);
+    await new Promise((r2) => setTimeout(r2, 300));
+  }
+}
+
+const snapshot = (name: string, vmName: string) => `apiVersion: vmsnap.io/v1alpha1\nkind: VMSnapshot\nmetadata:\n  name: ${name}\nspec:\n  vmName: ${vmName}\n`;
+
+it('the longest name the API server accepts (253 characters) becomes a safe file under the storage root', async () => {
+  const name = `${'a'.repeat(62)}.${'b'.repeat(62)}.${'c'.repeat(62)}.${'d'.repeat(63)}`;
+  expect(name).toHaveLength(253);
+  await apply(snapshot(name, 'private'), nsA);
+  const snap = await waitForPhase(`vmsnapshot/${name}`, nsA, 'Succeeded');
+  const file: string = snap.status.file.path;
+  const root = stack.agents.get('iso-a')!.storageRoot;
+  expect(path.dirname(file)).toBe(path.join(root, nsA));
+  expect(isUnder(root, fs.realpathSync(file))).toBe(true);
+  expect(Buffer.byteLength(path.basename(file))).toBeLessThanOrEqual(255);
+  expect(path.basename(file)).toMatch(/^[a-z0-9.-]+-[0-9a-f]{12}\.vms$/);
+});
+
+it('a VMRestore in namespace B naming a snapshot of namespace A finds nothing and touches nothing', async () => {
+  await apply(snapshot('a-snap', 'private'), nsA);
+  await waitForPhase('vmsnapshot/a-snap', nsA, 'Succeeded');
+  await apply(`apiVersion: vmsnap.io/v1alpha1\nkind: VMRestore\nmetadata:\n  name: steal\nspec:\n  snapshotName: a-snap\n  targetVMName: private\n`, nsB);
+  // Give the operator time to act on it; it must only wait, never assign it to a node.
+  await new Promise((r) => setTimeout(r, 5000));
+  const restore = await getJson('vmrestore/steal', nsB);
+  expect(restore.status.phase).toBe('Pending');
+  const ready = restore.status.conditions.find((c: { type: string }) => c.type === 'Ready');
+  expect(ready).toMatchObject({ reason: 'SnapshotNotFound', message: `waiting for VMSnapshot "a-snap" (spec.snapshotName) to exist in namespace "${nsB}"` });
+  expect(restore.status.nodeName).toBeUndefined();
+  expect(restore.metadata.labels?.['vmsnap.io/node']).toBeUndefined();
+  expect(vms[0]!.process.exitCode).toBeNull(); // the VM of namespace A was not replaced
+  expect(fs.existsSync(path.join(stack.agents.get('iso-a')!.storageRoot, nsB))).toBe(false);
+});
+
+it('a VMSnapshot in namespace B naming a VM that exists only in namespace A fails and writes nothing', async () => {
+  await apply(snapshot('steal', 'private'), nsB);
+  const snap = await waitForPhase('vmsnapshot/steal', nsB, 'Failed', 60_000);
+  expect(snap.status.error.message).toMatch(new RegExp(`VM "private" not found in namespace "${nsB}"`));
+  expect(snap.status.nodeName).toBeUndefined();
+  expect(fs.existsSync(path.join(stack.agents.get('iso-a')!.storageRoot, nsB))).toBe(false);
+});
+
+/** Inodes of the sockets a process has open. */
+function socketInodes(pid: number): Set<string> {
+  const inodes = new Set<string>();
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    const m = /^socket:\[(\d+)\]$/.exec(safeReadlink(`/proc/${pid}/fd/${fd}`));
+    if (m) inodes.add(m[1]!);
+  }
+  return inodes;
+}
+
+function safeReadlink(p: string): string {
+  try {
+    return fs.readlinkSync(p);
+  } catch {
+    return '';
+  }
+}
+
+/** Listening TCP sockets (state 0A) of a process, as local ports. */
+function listeningTcpPorts(pid: number): number[] {
+  const mine = socketInodes(pid);
+  const ports: number[] = [];
+  for (const table of ['tcp', 'tcp6']) {
+    for (const line of fs.readFileSync(`/proc/${pid}/net/${table}`, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length > 9 && f[3] === '0A' && mine.has(f[9]!)) ports.push(parseInt(f[1]!.split(':')[1]!, 16));
+    }
+  }
+  return ports;
+}
+
+/** Listening unix sockets (flag __SO_ACCEPTCON) of a process, as paths. */
+function listeningUnixSockets(pid: number): string[] {
+  const mine = socketInodes(pid);
+  return fs
+    .readFileSync(`/proc/${pid}/net/unix`, 'utf8')
+    .split('\n')
+    .slice(1)
+    .map((line) => line.trim().split(/\s+/))
+    .filter((f) => f.length >= 7 && (parseInt(f[3]!, 16) & 0x10000) !== 0 && mine.has(f[6]!))
+    .map((f) => f[7] ?? '(unnamed)');
+}
+
+it('the agent listens on no TCP port and no unix socket (it only dials out)', () => {
+  const pid = stack.agents.get('iso-a')!.process.pid!;
+  expect(socketInodes(pid).size).toBeGreaterThan(0); // it does talk (to the API server): the check sees its sockets
+  expect(listeningTcpPorts(pid)).toEqual([]);
+  expect(listeningUnixSockets(pid)).toEqual([]);
+});
+
+it("the operator listens only on its metrics port, which serves metrics and health and nothing else", async () => {
+  const pid = stack.operator.pid!;
+  const ports = listeningTcpPorts(pid);
+  expect(ports).toHaveLength(1);
+  expect(listeningUnixSockets(pid)).toEqual([]);
+  const base = `http://127.0.0.1:${ports[0]}`;
+  expect((await fetch(`${base}/metrics`)).status).toBe(200);
+  expect(await (await fetch(`${base}/healthz`)).text()).toBe('ok');
+  for (const p of ['/', '/debug/pprof/', '/../../etc/passwd', '/metrics/../../etc/passwd', '/api/v1/secrets', '/%2e%2e/%2e%2e/etc/passwd']) {
+    const r = await fetch(`${base}${p}`);
+    expect([p, r.status]).toEqual([p, 404]);
+  }
+  // Other methods reach the same read-only handlers (there is nothing to write to); none fails.
+  for (const method of ['POST', 'PUT', 'DELETE']) {
+    const r = await fetch(`${base}/metrics`, { method, body: method === 'DELETE' ? undefined : 'vmsnap_operations_total 0' });
+    expect(r.status).not.toBe(500);
+  }
+});
