@@ -8,6 +8,8 @@ import { createNamespace, kubectl } from '../cluster/controlplane.js';
 import { startTinyVm, type TinyVm } from '../guest/tiny.js';
 import { apply, getJson, startStack, waitForPhase, type Stack } from './stack.js';
 import { isUnder } from '../../agent/src/daemon/paths.js';
+import { digestsPath } from '../../agent/src/snapshot-file/digests.js';
+import { firstPresentPage, flipBits } from '../engine/harness.js';
 
 let stack: Stack;
 const vms: TinyVm[] = [];
@@ -42,7 +44,7 @@ async function waitForInventory(vm: string): Promise<void> {
 const snapshot = (name: string, vmName: string) => `apiVersion: vmsnap.io/v1alpha1\nkind: VMSnapshot\nmetadata:\n  name: ${name}\nspec:\n  vmName: ${vmName}\n`;
 
 it('the longest name the API server accepts (253 characters) becomes a safe file under the storage root', async () => {
-  const name = `${'a'.repeat(62)}.${'b'.repeat(62)}.${'c'.repeat(62)}.${'d'.repeat(63)}`;
+  const name = `${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(61)}`;
   expect(name).toHaveLength(253);
   await apply(snapshot(name, 'private'), nsA);
   const snap = await waitForPhase(`vmsnapshot/${name}`, nsA, 'Succeeded');
@@ -76,6 +78,24 @@ it('a VMSnapshot in namespace B naming a VM that exists only in namespace A fail
   expect(snap.status.error.message).toMatch(new RegExp(`VM "private" not found in namespace "${nsB}"`));
   expect(snap.status.nodeName).toBeUndefined();
   expect(fs.existsSync(path.join(stack.agents.get('iso-a')!.storageRoot, nsB))).toBe(false);
+});
+
+it('verification mode through the API: spec.digests writes them, spec.verify refuses a damaged RAM page and names it', async () => {
+  await apply(snapshot('with-digests', 'private') + '  digests: true\n', nsA);
+  const snap = await waitForPhase('vmsnapshot/with-digests', nsA, 'Succeeded');
+  const file: string = snap.status.file.path;
+  expect(fs.existsSync(digestsPath(file))).toBe(true);
+  const { block, offset } = firstPresentPage(file);
+  flipBits(file, offset + 7);
+  await apply(`apiVersion: vmsnap.io/v1alpha1\nkind: VMRestore\nmetadata:\n  name: verified\nspec:\n  snapshotName: with-digests\n  targetVMName: copy\n  verify: true\n`, nsA);
+  const restore = await waitForPhase('vmrestore/verified', nsA, 'Failed');
+  expect(restore.status.error.message).toMatch(new RegExp(`is corrupted: RAM block ${block.id.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}, bytes 0\\.\\.\\d+ .*differ from the sha256 digest`));
+  expect(fs.existsSync(path.join(stack.agents.get('iso-a')!.vmRoot, nsA, 'copy', 'qmp.sock'))).toBe(false); // QEMU never launched
+  // Deleting the snapshot (deletionPolicy Delete by default) removes the digests with the file.
+  await kubectl(['delete', 'vmrestore', 'verified', '-n', nsA, '--wait=true', '--timeout=60s']);
+  expect((await kubectl(['delete', 'vmsnapshot', 'with-digests', '-n', nsA, '--wait=true', '--timeout=60s'])).code).toBe(0);
+  expect(fs.existsSync(file)).toBe(false);
+  expect(fs.existsSync(digestsPath(file))).toBe(false);
 });
 
 /** Inodes of the sockets a process has open. */

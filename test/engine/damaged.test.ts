@@ -9,7 +9,7 @@ import { readMappedRamLayout, type RamBlockInfo } from '../../agent/src/snapshot
 import { DIGEST_REGION_BYTES, digestsPath } from '../../agent/src/snapshot-file/digests.js';
 import { killQemusUnder } from '../e2e/stack.js';
 import { startTinyVm, type TinyVm } from '../guest/tiny.js';
-import { cli, scratchDir } from './harness.js';
+import { cli, firstPresentPage as firstPresent, flipBits, scratchDir } from './harness.js';
 
 let dir: string;
 let vm: TinyVm;
@@ -25,13 +25,7 @@ beforeAll(async () => {
   const r = await cli(['save', '--qmp', vm.qmpPath, '--out', good, '--digest', '--json']);
   expect(r.stderr).toBe('');
   expect(r.json).toMatchObject({ digests: { path: digestsPath(good), algorithm: 'sha256' } });
-  const layout = readMappedRamLayout(good, readHeader(good).streamOffset);
-  block = layout.blocks.find((b) => b.pagesPresent > 0)!;
-  const bitmap = Buffer.alloc(Math.ceil(block.pages / 8));
-  const fd = fs.openSync(good, 'r');
-  fs.readSync(fd, bitmap, 0, bitmap.length, block.bitmapOffset);
-  fs.closeSync(fd);
-  firstPresentPage = [...Array(block.pages).keys()].find((p) => (bitmap[p >> 3]! >> (p & 7)) & 1)!;
+  ({ block, page: firstPresentPage } = firstPresent(good));
 });
 afterAll(async () => {
   await vm?.kill();
@@ -47,15 +41,6 @@ function damaged(damage: (file: string) => void): string {
   fs.copyFileSync(digestsPath(good), digestsPath(f));
   damage(f);
   return f;
-}
-
-function flip(file: string, offset: number, mask = 0x01): void {
-  const fd = fs.openSync(file, 'r+');
-  const b = Buffer.alloc(1);
-  fs.readSync(fd, b, 0, 1, offset);
-  b[0]! ^= mask;
-  fs.writeSync(fd, b, 0, 1, offset);
-  fs.closeSync(fd);
 }
 
 /** Restores with --launch: on refusal QEMU must never have started (no socket, no process). */
@@ -89,33 +74,33 @@ describe('our header', () => {
     ['the header CRC', 29, /corrupted header \(checksum mismatch\)/],
     ['the metadata JSON', 100, /corrupted header \(checksum mismatch\)/],
   ])('a flipped bit in %s: refused before QEMU starts', async (_what, offset, message) => {
-    expect(await refusedBeforeLaunch(damaged((f) => flip(f, offset as number)))).toMatch(message as RegExp);
+    expect(await refusedBeforeLaunch(damaged((f) => flipBits(f, offset as number)))).toMatch(message as RegExp);
   });
 });
 
 describe("QEMU's stream structure", () => {
   it('a flipped bit in the QEVM magic', async () => {
     const offset = readHeader(good).streamOffset;
-    expect(await refusedBeforeLaunch(damaged((f) => flip(f, offset + 1)))).toMatch(/missing QEVM magic/);
+    expect(await refusedBeforeLaunch(damaged((f) => flipBits(f, offset + 1)))).toMatch(/missing QEVM magic/);
   });
 
   it("a flipped bit in a RAM block's header (its page offset)", async () => {
     // The 28-byte mapped-ram header ends just before the bitmap; its last 8 bytes are the pages offset.
-    expect(await refusedBeforeLaunch(damaged((f) => flip(f, block.bitmapOffset - 2, 0x10)))).toMatch(
+    expect(await refusedBeforeLaunch(damaged((f) => flipBits(f, block.bitmapOffset - 2, 0x10)))).toMatch(
       /inconsistent mapped-ram header|stream headers or device state changed|RAM blocks add up to/,
     );
   });
 
   it("a flipped bit in a RAM block's bitmap (a page that was saved reads as absent)", async () => {
     const at = block.bitmapOffset + (firstPresentPage >> 3);
-    expect(await refusedBeforeLaunch(damaged((f) => flip(f, at, 1 << (firstPresentPage & 7))))).toMatch(
+    expect(await refusedBeforeLaunch(damaged((f) => flipBits(f, at, 1 << (firstPresentPage & 7))))).toMatch(
       /is corrupted: QEMU's stream headers or device state changed since the save/,
     );
   });
 
   it('a flipped bit in the device state after the RAM', async () => {
     const pagesEnd = readMappedRamLayout(good, readHeader(good).streamOffset).pagesEnd;
-    expect(await refusedBeforeLaunch(damaged((f) => flip(f, pagesEnd + 100)))).toMatch(/stream headers or device state changed/);
+    expect(await refusedBeforeLaunch(damaged((f) => flipBits(f, pagesEnd + 100)))).toMatch(/stream headers or device state changed/);
   });
 });
 
@@ -137,13 +122,13 @@ describe('RAM pages and the verification mode', () => {
   const pageOffset = () => block.pagesOffset + firstPresentPage * block.pageSize + 123;
 
   it('without --verify a flipped bit in a RAM page is not visible to the header checks (what the mode is for)', async () => {
-    const f = damaged((file) => flip(file, pageOffset()));
+    const f = damaged((file) => flipBits(file, pageOffset()));
     const r = await cli(['inspect', f, '--json']);
     expect(r.json).toMatchObject({ problems: [] });
   });
 
   it('with --verify it is refused before QEMU starts, naming the block and the offsets', async () => {
-    const f = damaged((file) => flip(file, pageOffset()));
+    const f = damaged((file) => flipBits(file, pageOffset()));
     const region = Math.floor((firstPresentPage * block.pageSize) / DIGEST_REGION_BYTES);
     const from = region * DIGEST_REGION_BYTES;
     const message = new RegExp(`is corrupted: RAM block ${escape(block.id)}, bytes ${from}\\.\\.\\d+ \\(file offset ${block.pagesOffset + from}\\) differ from the sha256 digest`);

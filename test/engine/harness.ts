@@ -8,6 +8,8 @@ import { createHash } from 'node:crypto';
 import { promisify } from 'node:util';
 import { startGuest, type Guest, type GuestOptions } from '../guest/guest.js';
 import { packageRoot } from '../../agent/src/package-root.js';
+import { readHeader } from '../../agent/src/snapshot-file/read.js';
+import { readMappedRamLayout, type RamBlockInfo } from '../../agent/src/snapshot-file/mapped-ram.js';
 
 export const CLI = path.join(packageRoot(), 'dist/agent/src/cli/main.js');
 
@@ -73,4 +75,34 @@ export const run = promisify(execFile);
 
 export function isRoot(): boolean {
   return process.getuid?.() === 0;
+}
+
+/** The first RAM page a snapshot holds: its block, page index and file offset (to damage it on purpose). */
+export function firstPresentPage(file: string): { block: RamBlockInfo; page: number; offset: number } {
+  const layout = readMappedRamLayout(file, readHeader(file).streamOffset);
+  const block = layout.blocks.find((b) => b.pagesPresent > 0);
+  if (!block) throw new Error(`${file} holds no RAM pages`);
+  const bitmap = Buffer.alloc(Math.ceil(block.pages / 8));
+  const fd = fs.openSync(file, 'r');
+  try {
+    fs.readSync(fd, bitmap, 0, bitmap.length, block.bitmapOffset);
+  } finally {
+    fs.closeSync(fd);
+  }
+  let page = 0;
+  while (!((bitmap[page >> 3]! >> (page & 7)) & 1)) page++;
+  return { block, page, offset: block.pagesOffset + page * block.pageSize };
+}
+
+/** Flips bits (`mask`) of the byte at `offset`. */
+export function flipBits(file: string, offset: number, mask = 0x01): void {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    fs.readSync(fd, b, 0, 1, offset);
+    b[0]! ^= mask;
+    fs.writeSync(fd, b, 0, 1, offset);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
