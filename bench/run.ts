@@ -210,6 +210,12 @@ async function main(): Promise<void> {
     report.k8sOverhead = k8sRow;
     fs.writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify(report, null, 2) + '\n');
   }
+  // The verification mode's cost (digests after the save, a check before the restore): opt-in.
+  if (process.env.VMSNAP_BENCH_VERIFY === '1') {
+    const { measureVerification } = await import('./verify.js');
+    report.verification = await measureVerification({ dir, sizeGiB: Math.min(...sizes), channels: 4, reps, log: (l) => console.log(l) });
+    fs.writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify(report, null, 2) + '\n');
+  }
   // libvirt's virsh save/restore on the same guest: opt-in (installs libvirt, needs root).
   if (process.env.VMSNAP_BENCH_LIBVIRT === '1') {
     const { runLibvirtComparison } = await import('./libvirt.js');

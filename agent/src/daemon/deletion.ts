@@ -45,7 +45,8 @@ export function deleteSnapshotFile(ctx: AgentContext, snap: VMSnapshot): Complet
       if (d.path) {
         const existed = fs.existsSync(d.path);
         fs.rmSync(d.path, { force: true });
-        fs.rmSync(digestsPath(d.path), { force: true });
+        // Its digests, and a half-written digests file left by an agent that died during the pass.
+        for (const extra of [digestsPath(d.path), `${digestsPath(d.path)}.tmp`]) fs.rmSync(extra, { force: true });
         message = existed ? `deletionPolicy Delete: removed ${d.path} from node ${ctx.nodeName}` : `deletionPolicy Delete: ${d.path} was already gone`;
       }
       return { status: { fileDeleted: true }, event: { type: 'Normal', reason: 'FileDeleted', message } };
