@@ -158,6 +158,7 @@ const createCases: CreateCase[] = [
   { kind: 'VMSnapshot', field: 'spec.className', problem: '254 characters', value: long(254) },
   { kind: 'VMSnapshot', field: 'spec.className', problem: 'a number', value: 7 },
   { kind: 'VMSnapshot', field: 'spec.parallelism', problem: 'not an object', value: 4 },
+  { kind: 'VMSnapshot', field: 'spec.digests', problem: 'not a boolean', value: 'yes' },
   { kind: 'VMSnapshot', field: 'spec.parallelism.channels', problem: 'missing from parallelism', set: 'spec.parallelism', value: {} },
   { kind: 'VMSnapshot', field: 'spec.parallelism.channels', problem: '0', value: 0 },
   { kind: 'VMSnapshot', field: 'spec.parallelism.channels', problem: '65', value: 65 },
@@ -197,6 +198,7 @@ const createCases: CreateCase[] = [
   { kind: 'VMRestore', field: 'spec.ifRunning', problem: 'an unknown policy', value: 'Kill' },
   { kind: 'VMRestore', field: 'spec.afterRestore', problem: 'an unknown state', value: 'Stopped' },
   { kind: 'VMRestore', field: 'spec.restoreMode', problem: 'an unknown mode', value: 'Lazily' },
+  { kind: 'VMRestore', field: 'spec.verify', problem: 'not a boolean', value: 1 },
   { kind: 'VMRestore', field: 'spec.directIO', problem: 'Always with restoreMode Lazy', value: 'Always', also: { 'spec.restoreMode': 'Lazy' } },
   { kind: 'VMRestore', field: 'spec.snapshotNamespace', problem: 'unknown (no cross-namespace restores)', value: 'other' },
   { kind: 'VMRestore', field: 'spec.file', problem: 'unknown (a user-chosen file path)', value: '/var/lib/x' },
@@ -286,6 +288,7 @@ const updateCases: UpdateCase[] = [
   { kind: 'VMSnapshot', from: 'minimal', change: 'change the defaulted failureDeadline', specPatch: { failureDeadline: '1h' }, field: 'spec.failureDeadline' },
   { kind: 'VMSnapshot', from: 'full', change: 'change deletionPolicy (mutable)', specPatch: { deletionPolicy: 'Retain' } },
   { kind: 'VMSnapshot', from: 'minimal', change: 'add deletionPolicy (mutable)', specPatch: { deletionPolicy: 'Retain' } },
+  { kind: 'VMSnapshot', from: 'minimal', change: 'add digests', specPatch: { digests: true }, field: 'spec.digests' },
   { kind: 'VMRestore', from: 'full', change: 'change snapshotName', specPatch: { snapshotName: 'other' }, field: 'spec.snapshotName' },
   { kind: 'VMRestore', from: 'full', change: 'change targetVMName', specPatch: { targetVMName: 'other' }, field: 'spec.targetVMName' },
   { kind: 'VMRestore', from: 'full', change: 'remove targetVMName', specPatch: { targetVMName: null }, field: 'spec.targetVMName' },
@@ -295,6 +298,7 @@ const updateCases: UpdateCase[] = [
   { kind: 'VMRestore', from: 'minimal', change: 'add directIO', specPatch: { directIO: 'Never' }, field: 'spec.directIO' },
   { kind: 'VMRestore', from: 'full', change: 'change ifRunning', specPatch: { ifRunning: 'Replace' }, field: 'spec.ifRunning' },
   { kind: 'VMRestore', from: 'full', change: 'change afterRestore', specPatch: { afterRestore: 'Paused' }, field: 'spec.afterRestore' },
+  { kind: 'VMRestore', from: 'minimal', change: 'add verify', specPatch: { verify: true }, field: 'spec.verify' },
   { kind: 'VMRestore', from: 'minimal', change: 'change the defaulted restoreMode', specPatch: { restoreMode: 'Lazy' }, field: 'spec.restoreMode' },
 ];
 
