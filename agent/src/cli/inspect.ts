@@ -21,7 +21,7 @@ export interface InspectReport {
   digests?: DigestCheck;
 }
 
-export function inspectSnapshot(path: string, opts: { verify?: boolean } = {}): InspectReport {
+export async function inspectSnapshot(path: string, opts: { verify?: boolean } = {}): Promise<InspectReport> {
   const header = readHeader(path);
   const stat = fs.statSync(path);
   const problems: string[] = [];
@@ -38,7 +38,7 @@ export function inspectSnapshot(path: string, opts: { verify?: boolean } = {}): 
     if (stream.structureCrc32 !== undefined && structureCrc32(path, header.streamOffset, layout) !== stream.structureCrc32) {
       problems.push("corrupted: QEMU's stream headers or device state changed since the save (checksum mismatch)");
     }
-    if (opts.verify && problems.length === 0) digests = checkDigests(path, { header, layout, fileSize: stat.size });
+    if (opts.verify && problems.length === 0) digests = await checkDigests(path, { header, layout, fileSize: stat.size });
   } catch (err) {
     problems.push((err as Error).message);
   }

@@ -75,7 +75,7 @@ async function run(cmd: Command): Promise<void> {
     case 'inspect': {
       // Each command loads only what it needs: start-up time counts for saves.
       const { formatInspect, inspectSnapshot } = await import('./inspect.js');
-      const report = inspectSnapshot(cmd.file, { verify: cmd.verify });
+      const report = await inspectSnapshot(cmd.file, { verify: cmd.verify });
       if (cmd.json) print(report);
       else process.stdout.write(formatInspect(report));
       return;

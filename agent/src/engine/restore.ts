@@ -63,7 +63,7 @@ export class RestoreError extends Error {
 
 export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
   const snapshot = verifySnapshotFile(opts.inPath);
-  const verified = opts.verify ? checkDigests(opts.inPath, snapshot) : undefined;
+  const verified = opts.verify ? await checkDigests(opts.inPath, snapshot) : undefined;
   const meta = snapshot.header.metadata;
   const channels = opts.channels ?? meta.stream.channels;
   if (!Number.isInteger(channels) || channels < 1 || channels > 64) {

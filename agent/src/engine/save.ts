@@ -95,14 +95,14 @@ export async function saveVm(opts: SaveOptions): Promise<SaveResult> {
   } finally {
     client.close();
   }
-  if (opts.digest && state.metadata) result.digests = recordDigests(result.path, state.metadata);
+  if (opts.digest && state.metadata) result.digests = await recordDigests(result.path, state.metadata);
   return result;
 }
 
 /** The save is done and good either way; a failure here only means the snapshot cannot be verified later. */
-function recordDigests(path: string, metadata: SnapshotMetadata): SaveResult['digests'] {
+async function recordDigests(path: string, metadata: SnapshotMetadata): Promise<SaveResult['digests']> {
   try {
-    const d = writeDigests(path, { state: 'complete', streamOffset: metadata.stream.offset, metadata });
+    const d = await writeDigests(path, { state: 'complete', streamOffset: metadata.stream.offset, metadata });
     return { path: digestsPath(path), algorithm: d.algorithm, durationMs: d.stats.durationMs, bytesHashed: d.stats.bytesHashed };
   } catch (err) {
     return { error: `the RAM digests of ${path} could not be written: ${(err as Error).message}` };

@@ -3,7 +3,7 @@
 // names its block and offsets. Refuses a sidecar that belongs to another save.
 import fs from 'node:fs';
 import { SnapshotFileError } from './header.js';
-import { digestBlock, digestsPath, READ_CHUNK } from './digests.js';
+import { digestBlock, digestsPath } from './digests.js';
 import { SnapshotDigestsSchema, type SnapshotDigests } from './metadata.js';
 import type { VerifiedSnapshot } from './verify.js';
 
@@ -37,7 +37,7 @@ export interface DigestCheck {
 }
 
 /** Throws a SnapshotFileError naming the block and offsets of the first region whose pages changed. */
-export function checkDigests(path: string, snapshot: VerifiedSnapshot): DigestCheck {
+export async function checkDigests(path: string, snapshot: VerifiedSnapshot): Promise<DigestCheck> {
   const started = Date.now();
   const stored = readDigests(path);
   const { stream, completedAt } = snapshot.header.metadata;
@@ -49,14 +49,13 @@ export function checkDigests(path: string, snapshot: VerifiedSnapshot): DigestCh
   if (stored.blocks.length !== blocks.length || stored.blocks.some((b, i) => b.id !== blocks[i]!.id || b.usedLength !== blocks[i]!.usedLength)) {
     throw new SnapshotFileError(`${path} is corrupted: its RAM blocks differ from the ones the digests were computed over`);
   }
-  const fd = fs.openSync(path, 'r');
-  const buf = Buffer.allocUnsafe(READ_CHUNK);
+  const file = await fs.promises.open(path, 'r');
   let bytesHashed = 0;
   let regions = 0;
   try {
     for (const [i, block] of blocks.entries()) {
       const expected = stored.blocks[i]!.regions;
-      bytesHashed += digestBlock(fd, block, stored.algorithm, stored.regionBytes, buf, (r, digest) => {
+      bytesHashed += await digestBlock(file, block, stored.algorithm, stored.regionBytes, (r, digest) => {
         regions++;
         if (digest === expected[r]) return;
         const from = r * stored.regionBytes;
@@ -68,7 +67,7 @@ export function checkDigests(path: string, snapshot: VerifiedSnapshot): DigestCh
       });
     }
   } finally {
-    fs.closeSync(fd);
+    await file.close();
   }
   return { algorithm: stored.algorithm, regions, bytesHashed, durationMs: Date.now() - started };
 }

@@ -38,50 +38,86 @@ function hasher(algorithm: DigestAlgorithm): Hasher {
   return { update: (b) => (c = crc32(b, c)), digest: () => c.toString(16).padStart(8, '0') };
 }
 
-export const READ_CHUNK = 8 << 20;
+/** Reads go in windows of this size; windows without a present page are skipped (holes cost nothing). */
+const WINDOW_BYTES = 8 << 20;
 
 /**
- * Hashes one block's present pages region by region, calling `onRegion(index, digest)`.
- * Runs of present pages are read in large chunks; absent pages (holes) are skipped.
+ * Hashes one block's present pages region by region, calling `onRegion(index, digest)`;
+ * returns the bytes hashed. The next window is read while this one is hashed, so the
+ * pass runs at about the slower of the disk and the hash, not their sum.
  */
-export function digestBlock(fd: number, block: RamBlockInfo, algorithm: DigestAlgorithm, regionBytes: number, buf: Buffer, onRegion: (i: number, d: string) => void): number {
+export async function digestBlock(
+  file: fs.promises.FileHandle,
+  block: RamBlockInfo,
+  algorithm: DigestAlgorithm,
+  regionBytes: number,
+  onRegion: (i: number, d: string) => void,
+): Promise<number> {
   const bitmap = Buffer.alloc(Math.ceil(block.pages / 64) * 8);
-  if (fs.readSync(fd, bitmap, 0, bitmap.length, block.bitmapOffset) < bitmap.length) {
+  if ((await file.read(bitmap, 0, bitmap.length, block.bitmapOffset)).bytesRead < bitmap.length) {
     throw new SnapshotFileError(`RAM block ${block.id}: its bitmap is truncated`);
   }
   const present = (page: number) => (bitmap[page >> 3]! >> (page & 7)) & 1;
   const pagesPerRegion = Math.max(1, Math.floor(regionBytes / block.pageSize));
+  const pagesPerWindow = Math.max(1, Math.min(pagesPerRegion, Math.floor(WINDOW_BYTES / block.pageSize)));
+  // The windows that hold a present page, in order; a window never spans two regions.
+  const windows: Array<{ region: number; first: number; end: number }> = [];
+  const regions = Math.ceil(block.pages / pagesPerRegion);
+  for (let region = 0; region < regions; region++) {
+    const regionEnd = Math.min(block.pages, (region + 1) * pagesPerRegion);
+    for (let first = region * pagesPerRegion; first < regionEnd; first += pagesPerWindow) {
+      const end = Math.min(regionEnd, first + pagesPerWindow);
+      for (let p = first; p < end; p++) {
+        if (present(p)) {
+          windows.push({ region, first, end });
+          break;
+        }
+      }
+    }
+  }
+  const buffers = [Buffer.allocUnsafe(pagesPerWindow * block.pageSize), Buffer.allocUnsafe(pagesPerWindow * block.pageSize)];
+  const read = async (i: number): Promise<Buffer> => {
+    const w = windows[i]!;
+    const from = w.first * block.pageSize;
+    const length = Math.min(w.end * block.pageSize, block.usedLength) - from; // the last page may be partial
+    const buf = buffers[i % 2]!;
+    const { bytesRead } = await file.read(buf, 0, length, block.pagesOffset + from);
+    if (bytesRead < length) throw new SnapshotFileError(`RAM block ${block.id} is truncated at offset ${from + bytesRead}`);
+    return buf.subarray(0, length);
+  };
   let hashed = 0;
-  for (let region = 0, first = 0; first < block.pages; region++, first += pagesPerRegion) {
-    const h = hasher(algorithm);
-    const end = Math.min(block.pages, first + pagesPerRegion);
-    for (let page = first; page < end; ) {
-      if (!present(page)) {
-        page++;
+  let region = 0;
+  let h = hasher(algorithm);
+  let next = windows.length > 0 ? read(0) : undefined;
+  for (let i = 0; i < windows.length; i++) {
+    const data = await next!;
+    next = i + 1 < windows.length ? read(i + 1) : undefined;
+    next?.catch(() => undefined); // awaited on the next turn; do not let it go unhandled if this one throws
+    const w = windows[i]!;
+    for (; region < w.region; region++, h = hasher(algorithm)) onRegion(region, h.digest());
+    for (let p = w.first; p < w.end; ) {
+      if (!present(p)) {
+        p++;
         continue;
       }
-      let run = page;
-      while (run < end && present(run)) run++;
-      // The last page of a block may be partial.
-      const from = page * block.pageSize;
-      const to = Math.min(run * block.pageSize, block.usedLength);
-      for (let pos = from; pos < to; ) {
-        const want = Math.min(buf.length, to - pos);
-        const n = fs.readSync(fd, buf, 0, want, block.pagesOffset + pos);
-        if (n < want) throw new SnapshotFileError(`RAM block ${block.id} is truncated at offset ${pos + n}`);
-        h.update(buf.subarray(0, n));
-        pos += n;
-        hashed += n;
-      }
-      page = run;
+      let run = p;
+      while (run < w.end && present(run)) run++;
+      const chunk = data.subarray((p - w.first) * block.pageSize, Math.min((run - w.first) * block.pageSize, data.length));
+      h.update(chunk);
+      hashed += chunk.length;
+      p = run;
     }
-    onRegion(region, h.digest());
   }
+  for (; region < regions; region++, h = hasher(algorithm)) onRegion(region, h.digest());
   return hashed;
 }
 
 /** Computes the digests of a complete snapshot file. */
-export function computeDigests(path: string, header: SnapshotHeader, opts: { algorithm?: DigestAlgorithm; layout?: MappedRamLayout } = {}): SnapshotDigests {
+export async function computeDigests(
+  path: string,
+  header: SnapshotHeader,
+  opts: { algorithm?: DigestAlgorithm; layout?: MappedRamLayout } = {},
+): Promise<SnapshotDigests> {
   const { stream, completedAt } = header.metadata;
   if (header.state !== 'complete' || !completedAt || stream.endOffset === undefined || stream.structureCrc32 === undefined) {
     throw new SnapshotFileError(`${path} is not a complete snapshot: digests are computed only after a save finished`);
@@ -89,15 +125,15 @@ export function computeDigests(path: string, header: SnapshotHeader, opts: { alg
   const started = Date.now();
   const algorithm = opts.algorithm ?? DEFAULT_DIGEST_ALGORITHM;
   const layout = opts.layout ?? readMappedRamLayout(path, header.streamOffset, { countPages: false });
-  const fd = fs.openSync(path, 'r');
-  const buf = Buffer.allocUnsafe(READ_CHUNK);
+  const file = await fs.promises.open(path, 'r');
   let bytesHashed = 0;
   try {
-    const blocks = layout.blocks.map((b) => {
+    const blocks: SnapshotDigests['blocks'] = [];
+    for (const b of layout.blocks) {
       const regions: string[] = [];
-      bytesHashed += digestBlock(fd, b, algorithm, DIGEST_REGION_BYTES, buf, (_i, d) => regions.push(d));
-      return { id: b.id, usedLength: b.usedLength, regions };
-    });
+      bytesHashed += await digestBlock(file, b, algorithm, DIGEST_REGION_BYTES, (_i, d) => regions.push(d));
+      blocks.push({ id: b.id, usedLength: b.usedLength, regions });
+    }
     return {
       formatVersion: 1,
       algorithm,
@@ -107,13 +143,13 @@ export function computeDigests(path: string, header: SnapshotHeader, opts: { alg
       stats: { durationMs: Date.now() - started, bytesHashed },
     };
   } finally {
-    fs.closeSync(fd);
+    await file.close();
   }
 }
 
 /** Computes the digests and writes the sidecar atomically (temp file, fsync, rename, fsync of the directory). */
-export function writeDigests(path: string, header: SnapshotHeader, opts: { algorithm?: DigestAlgorithm } = {}): SnapshotDigests {
-  const digests = computeDigests(path, header, opts);
+export async function writeDigests(path: string, header: SnapshotHeader, opts: { algorithm?: DigestAlgorithm } = {}): Promise<SnapshotDigests> {
+  const digests = await computeDigests(path, header, opts);
   const target = digestsPath(path);
   const tmp = `${target}.tmp`;
   const fd = fs.openSync(tmp, 'w', 0o600);
