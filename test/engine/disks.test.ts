@@ -1,0 +1,241 @@
+// Disk-consistent snapshots with a real guest that has an ext4 disk: the guest
+// writes files before a snapshot and others after; every restore must see
+// exactly the files of the snapshot's instant, keep its memory pattern, leave a
+// clean file system, and share no writable state with other restores.
+import fs from 'node:fs';
+import path from 'node:path';
+import { saveVm } from '../../agent/src/engine/save.js';
+import { restoreVm } from '../../agent/src/engine/restore.js';
+import { readHeader } from '../../agent/src/snapshot-file/read.js';
+import { guestCommand, type Guest } from '../guest/guest.js';
+import { readyGuest, run, scratchDir, sha256File } from './harness.js';
+
+let dir: string;
+const guests: Guest[] = [];
+const launchedPids: number[] = [];
+
+beforeAll(() => {
+  dir = scratchDir('disks');
+});
+afterAll(async () => {
+  await Promise.all(guests.map((g) => g.kill().catch(() => undefined)));
+  for (const pid of launchedPids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+async function ext4Image(file: string): Promise<void> {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, '');
+  fs.truncateSync(file, 64 << 20);
+  await run('mkfs.ext4', ['-q', '-F', file]);
+}
+
+/** Polls a serial log (restored VMs are not our children) for `re` after `from`. */
+async function serial(file: string, re: RegExp, from = 0, timeoutMs = 90_000): Promise<RegExpMatchArray> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const text = fs.existsSync(file) ? fs.readFileSync(file, 'latin1').slice(from) : '';
+    const bad = /VMSNAP BAD.*/.exec(text);
+    if (bad) throw new Error(`${file}: ${bad[0]}`);
+    const m = text.match(re);
+    if (m) return m;
+    if (Date.now() > end) throw new Error(`${file}: no ${re} within ${timeoutMs} ms; tail: ${text.slice(-500)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A VM driven through its serial log and its command socket. */
+class Vm {
+  constructor(readonly dir: string) {}
+  private n = 0;
+  get log(): string {
+    return path.join(this.dir, 'serial.log');
+  }
+  offset(): number {
+    return fs.existsSync(this.log) ? fs.statSync(this.log).size : 0;
+  }
+  async command(line: string, answer: RegExp): Promise<RegExpMatchArray> {
+    const from = this.offset();
+    await guestCommand(this.dir, line);
+    return serial(this.log, answer, from);
+  }
+  async write(name: string): Promise<void> {
+    await this.command(`write ${name}`, new RegExp(`VMSNAP DISK WROTE ${name}\\r?\\n`));
+  }
+  /** The files the guest finds on its disk (caches dropped), each checked against its pattern. */
+  async list(): Promise<string[]> {
+    const tag = `t${++this.n}`;
+    const m = await this.command(`list ${tag}`, new RegExp(`VMSNAP DISK LIST ${tag} (\\S+)\\r?\\n`));
+    return m[1] === '-' ? [] : m[1]!.split(',').sort();
+  }
+  async umount(): Promise<void> {
+    await this.command('umount u', /VMSNAP DISK UMOUNTED u\r?\n/);
+  }
+  /** Waits for two memory sweeps that start after `from`: the pattern survived. */
+  async memoryVerifies(from: number): Promise<void> {
+    await serial(this.log, /VMSNAP PASS n=\d+ ok\r?\n[^]*VMSNAP PASS n=\d+ ok/, from);
+  }
+}
+
+/** The disk as a host sees it through the overlay chain: file names, and e2fsck's verdict. */
+async function inspectDisk(image: string): Promise<{ files: string[]; clean: boolean; fsck: string }> {
+  const flat = `${image}.flat.raw`;
+  await run('qemu-img', ['convert', '-U', '-O', 'raw', image, flat]);
+  try {
+    const fsck = await run('e2fsck', ['-fn', flat]).then(
+      (r) => ({ code: 0, out: r.stdout + r.stderr }),
+      (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, out: e.stdout + e.stderr }),
+    );
+    const ls = await run('debugfs', ['-R', 'ls -p /', flat]);
+    const files = ls.stdout
+      .split('\n')
+      .map((l) => l.split('/')[5])
+      .filter((n): n is string => !!n && n !== '.' && n !== '..' && n !== 'lost+found')
+      .sort();
+    return { files, clean: fsck.code === 0, fsck: fsck.out };
+  } finally {
+    fs.rmSync(flat, { force: true });
+  }
+}
+
+async function diskGuest(name: string, seed: number): Promise<{ guest: Guest; vm: Vm; disk: string }> {
+  const gdir = path.join(dir, name);
+  const disk = path.join(gdir, 'disk.raw');
+  await ext4Image(disk);
+  const guest = await readyGuest({ dir: gdir, name, memMiB: 256, fillMiB: 32, seed, disk: { path: disk, format: 'raw' } });
+  guests.push(guest);
+  expect(guest.serialText()).toContain('VMSNAP DISK MOUNTED');
+  return { guest, vm: new Vm(gdir), disk };
+}
+
+it('one snapshot restores twice (in place and as a copy): each sees the files of its instant, memory intact, file system clean, nothing shared', async () => {
+  const { guest, vm: src, disk } = await diskGuest('src', 31);
+  await src.write('a1');
+  await src.write('a2');
+
+  const file = path.join(dir, 'src.vms');
+  const saved = await saveVm({ qmpSocket: guest.qmpPath, outPath: file, channels: 2, directIO: 'auto', after: 'resume', live: false });
+  expect(saved.disks).toHaveLength(1);
+  const [rec] = saved.disks;
+  expect(rec).toMatchObject({ argvPath: disk, base: disk, baseFormat: 'raw' });
+  expect(rec!.overlay).toMatch(/disk\.raw\.vmsnap-[0-9a-z]+\.qcow2$/);
+  expect(fs.existsSync(rec!.overlay!)).toBe(true);
+  expect(readHeader(file).metadata.disks).toEqual(saved.disks);
+  const baseHash = await sha256File(disk);
+
+  // The source goes on, writing to its overlay and not to the frozen base.
+  await src.write('b1');
+  expect(await src.list()).toEqual(['a1:ok', 'a2:ok', 'b1:ok']);
+  await src.umount();
+  expect((await inspectDisk(rec!.overlay!)).files).toEqual(['a1', 'a2', 'b1']);
+  await guest.kill();
+  expect(await sha256File(disk)).toBe(baseHash);
+
+  // Restore 1: the same VM, in its own directory.
+  const from1 = src.offset();
+  const r1 = await restoreVm({ inPath: file, qmpSocket: guest.qmpPath, directIO: 'auto', launch: true });
+  launchedPids.push(r1.launched!.pid);
+  // Restore 2: a copy under another name and directory, from the same snapshot.
+  const copyDir = path.join(dir, 'copy');
+  const copy = new Vm(copyDir);
+  const r2 = await restoreVm({
+    inPath: file,
+    qmpSocket: path.join(copyDir, 'qmp.sock'),
+    directIO: 'auto',
+    launch: true,
+    relaunch: { rewrite: { paths: [[path.join(dir, 'src'), copyDir]], name: 'copy' } },
+  });
+  launchedPids.push(r2.launched!.pid);
+  expect(r1.running && r2.running).toBe(true);
+
+  await src.memoryVerifies(from1);
+  await copy.memoryVerifies(0);
+  // What the guest wrote before the snapshot is there, what it wrote after is not.
+  expect(await src.list()).toEqual(['a1:ok', 'a2:ok']);
+  expect(await copy.list()).toEqual(['a1:ok', 'a2:ok']);
+
+  // Independent: writes in one do not show in the other.
+  await src.write('x1');
+  await copy.write('y1');
+  expect(await src.list()).toEqual(['a1:ok', 'a2:ok', 'x1:ok']);
+  expect(await copy.list()).toEqual(['a1:ok', 'a2:ok', 'y1:ok']);
+  await src.memoryVerifies(src.offset());
+
+  // Each runs on its own overlay of the base; after unmounting, fsck finds both clean.
+  const overlays = fs.readdirSync(path.join(dir, 'src')).filter((f) => f.endsWith('.qcow2') && path.join(dir, 'src', f) !== rec!.overlay);
+  const copyOverlays = fs.readdirSync(copyDir).filter((f) => f.endsWith('.qcow2'));
+  expect(overlays).toHaveLength(1);
+  expect(copyOverlays).toHaveLength(1);
+  await src.umount();
+  await copy.umount();
+  const d1 = await inspectDisk(path.join(dir, 'src', overlays[0]!));
+  const d2 = await inspectDisk(path.join(copyDir, copyOverlays[0]!));
+  expect(d1).toMatchObject({ files: ['a1', 'a2', 'x1'], clean: true });
+  expect(d2).toMatchObject({ files: ['a1', 'a2', 'y1'], clean: true });
+  expect(await sha256File(disk)).toBe(baseHash);
+});
+
+it('live snapshot, then a hibernate of the same VM: each restores to its own instant', async () => {
+  const { guest, vm, disk } = await diskGuest('hib', 32);
+  await vm.write('h1');
+  const live = path.join(dir, 'live.vms');
+  const s1 = await saveVm({ qmpSocket: guest.qmpPath, outPath: live, channels: 2, directIO: 'auto', after: 'resume', live: true });
+  expect(s1.disks[0]).toMatchObject({ base: disk, argvPath: disk });
+  await vm.write('h2');
+
+  // Hibernate: the VM ends; its current image (the live snapshot's overlay) is the base.
+  const hib = path.join(dir, 'hib.vms');
+  const s2 = await saveVm({ qmpSocket: guest.qmpPath, outPath: hib, channels: 2, directIO: 'auto', after: 'stop', live: false });
+  expect(await guest.exited).toBe(0);
+  expect(s2.disks[0]).toMatchObject({ base: s1.disks[0]!.overlay, argvPath: disk });
+  expect(s2.disks[0]!.overlay).toBeUndefined();
+
+  let from = vm.offset();
+  const r = await restoreVm({ inPath: hib, qmpSocket: guest.qmpPath, directIO: 'auto', launch: true });
+  launchedPids.push(r.launched!.pid);
+  await vm.memoryVerifies(from);
+  expect(await vm.list()).toEqual(['h1:ok', 'h2:ok']);
+  await vm.write('h3'); // lands on the restore's overlay, not on either snapshot's base
+  await vm.umount();
+  process.kill(r.launched!.pid, 'SIGKILL');
+  await new Promise((res) => setTimeout(res, 300));
+
+  from = vm.offset();
+  const r2 = await restoreVm({ inPath: live, qmpSocket: guest.qmpPath, directIO: 'auto', launch: true });
+  launchedPids.push(r2.launched!.pid);
+  await vm.memoryVerifies(from);
+  expect(await vm.list()).toEqual(['h1:ok']);
+
+  // The hibernated snapshot is still intact after the live one was restored.
+  await vm.umount();
+  process.kill(r2.launched!.pid, 'SIGKILL');
+  await new Promise((res) => setTimeout(res, 300));
+  from = vm.offset();
+  const r3 = await restoreVm({ inPath: hib, qmpSocket: guest.qmpPath, directIO: 'auto', launch: true });
+  launchedPids.push(r3.launched!.pid);
+  await vm.memoryVerifies(from);
+  expect(await vm.list()).toEqual(['h1:ok', 'h2:ok']);
+});
+
+it('refuses to restore into a QEMU that would write onto the frozen base', async () => {
+  const { guest, disk } = await diskGuest('attach', 33);
+  const file = path.join(dir, 'attach.vms');
+  await saveVm({ qmpSocket: guest.qmpPath, outPath: file, channels: 1, directIO: 'auto', after: 'stop', live: false });
+  const target = await (await import('../guest/guest.js')).startGuest({
+    dir: path.join(dir, 'attach-dst'),
+    name: 'attach',
+    memMiB: 256,
+    fillMiB: 32,
+    seed: 33,
+    incomingDefer: true,
+    disk: { path: disk, format: 'raw' },
+  });
+  guests.push(target);
+  await expect(restoreVm({ inPath: file, qmpSocket: target.qmpPath, directIO: 'auto' })).rejects.toThrow(/would write to .*disk\.raw, the snapshot's frozen disk base/);
+});
