@@ -1,7 +1,8 @@
 import { argvImagePath, copyMac, overlayPath, rewriteDiskArgs, rewriteMacs, writableDisks, type BlockInfo } from './disks.js';
 import { relaunchArgv } from './launch.js';
 
-const img = (filename: string, format: string, backing?: object) => ({ filename, format, 'virtual-size': 1 << 26, ...(backing ? { 'backing-image': backing } : {}) });
+type Image = NonNullable<BlockInfo['inserted']>['image'];
+const img = (filename: string, format: string, backing?: Image): Image => ({ filename, format, 'virtual-size': 1 << 26, ...(backing ? { 'backing-image': backing } : {}) });
 
 describe('writableDisks', () => {
   it('keeps writable drives with their chain and skips read-only, CD-ROM and empty ones', () => {
