@@ -6,6 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { saveVm } from '../../agent/src/engine/save.js';
 import { restoreVm } from '../../agent/src/engine/restore.js';
+import { layersOn, mergeIntoBase } from '../../agent/src/engine/disk-merge.js';
+import { QmpClient } from '../../agent/src/qmp/client.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { guestCommand, type Guest } from '../guest/guest.js';
 import { readyGuest, run, scratchDir, sha256File } from './harness.js';
@@ -238,4 +240,44 @@ it('refuses to restore into a QEMU that would write onto the frozen base', async
   });
   guests.push(target);
   await expect(restoreVm({ inPath: file, qmpSocket: target.qmpPath, directIO: 'auto' })).rejects.toThrow(/would write to .*disk\.raw, the snapshot's frozen disk base/);
+});
+
+it('the layer of a deleted snapshot is merged back into the base only once nothing else is built on it', async () => {
+  const { guest, vm, disk } = await diskGuest('merge', 34);
+  await vm.write('a1');
+  const file = path.join(dir, 'merge.vms');
+  const saved = await saveVm({ qmpSocket: guest.qmpPath, outPath: file, channels: 1, directIO: 'auto', after: 'resume', live: false });
+  const rec = saved.disks[0]!;
+  await vm.write('b1');
+
+  // A copy restored from the snapshot runs on an overlay of the same base: the base is in use.
+  const copyDir = path.join(dir, 'merge-copy');
+  const r = await restoreVm({
+    inPath: file,
+    qmpSocket: path.join(copyDir, 'qmp.sock'),
+    directIO: 'auto',
+    launch: true,
+    relaunch: { rewrite: { paths: [[path.join(dir, 'merge'), copyDir]], name: 'merge-copy' } },
+  });
+  launchedPids.push(r.launched!.pid);
+  const scan = () => layersOn(rec.base, [path.dirname(rec.base), copyDir], [rec.overlay!]);
+  expect(scan()).toEqual([expect.stringMatching(new RegExp(`^${copyDir}/disk\\.raw\\.vmsnap-`))]);
+  process.kill(r.launched!.pid, 'SIGKILL');
+  fs.rmSync(copyDir, { recursive: true, force: true });
+  expect(scan()).toEqual([]);
+
+  // Merged: the running VM pivots onto its original image with everything it wrote, and goes on.
+  const client = await QmpClient.connect(guest.qmpPath);
+  try {
+    await mergeIntoBase(client, rec);
+  } finally {
+    client.close();
+  }
+  expect(fs.existsSync(rec.overlay!)).toBe(false);
+  const from = vm.offset();
+  await vm.write('c1');
+  expect(await vm.list()).toEqual(['a1:ok', 'b1:ok', 'c1:ok']);
+  await vm.memoryVerifies(from);
+  await vm.umount();
+  expect(await inspectDisk(disk)).toMatchObject({ files: ['a1', 'b1', 'c1'], clean: true });
 });
