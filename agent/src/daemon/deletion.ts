@@ -6,6 +6,17 @@ import { effectiveDeletionPolicy, type VMSnapshot } from '../../../api/index.js'
 import type { Completion } from './completion.js';
 import type { AgentContext } from './context.js';
 import { isReallyUnder } from './paths.js';
+import { mergeLayersOfDeleted } from './disk-layers.js';
+import { readHeader } from '../snapshot-file/read.js';
+import type { SnapshotMetadata } from '../snapshot-file/metadata.js';
+
+function metadataOrUndefined(file: string): SnapshotMetadata | undefined {
+  try {
+    return readHeader(file).metadata;
+  } catch {
+    return undefined; // a damaged file: nothing it froze is known, so nothing is merged
+  }
+}
 
 export type DeletionDecision =
   | { action: 'none'; why: string }
@@ -43,7 +54,9 @@ export function deleteSnapshotFile(ctx: AgentContext, snap: VMSnapshot): Complet
       let message = 'deletionPolicy Delete: the snapshot had no file';
       if (d.path) {
         const existed = fs.existsSync(d.path);
+        const meta = existed ? metadataOrUndefined(d.path) : undefined;
         fs.rmSync(d.path, { force: true });
+        if (meta?.disks?.length) void mergeLayersOfDeleted(ctx, snap, meta);
         message = existed ? `deletionPolicy Delete: removed ${d.path} from node ${ctx.nodeName}` : `deletionPolicy Delete: ${d.path} was already gone`;
       }
       return { status: { fileDeleted: true }, event: { type: 'Normal', reason: 'FileDeleted', message } };
