@@ -32,6 +32,14 @@ afterAll(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
+/** Launches QEMU from the snapshot (a copy when `copyOf` = [source dir, copy dir]); ended after the tests. */
+async function launchRestore(file: string, qmpSocket: string, copyOf?: [string, string]) {
+  const rewrite = copyOf ? { paths: [copyOf], name: path.basename(copyOf[1]) } : undefined;
+  const r = await restoreVm({ inPath: file, qmpSocket, directIO: 'auto', launch: true, relaunch: rewrite ? { rewrite } : undefined });
+  launchedPids.push(r.launched!.pid);
+  return r;
+}
+
 async function diskGuest(name: string, seed: number): Promise<{ guest: Guest; vm: Vm; disk: string }> {
   const gdir = path.join(dir, name);
   const disk = path.join(gdir, 'disk.raw');
@@ -67,19 +75,11 @@ it('one snapshot restores twice (in place and as a copy): each sees the files of
 
   // Restore 1: the same VM, in its own directory.
   const from1 = src.offset();
-  const r1 = await restoreVm({ inPath: file, qmpSocket: guest.qmpPath, directIO: 'auto', launch: true });
-  launchedPids.push(r1.launched!.pid);
+  const r1 = await launchRestore(file, guest.qmpPath);
   // Restore 2: a copy under another name and directory, from the same snapshot.
   const copyDir = path.join(dir, 'copy');
   const copy = new Vm(copyDir);
-  const r2 = await restoreVm({
-    inPath: file,
-    qmpSocket: path.join(copyDir, 'qmp.sock'),
-    directIO: 'auto',
-    launch: true,
-    relaunch: { rewrite: { paths: [[path.join(dir, 'src'), copyDir]], name: 'copy' } },
-  });
-  launchedPids.push(r2.launched!.pid);
+  const r2 = await launchRestore(file, path.join(copyDir, 'qmp.sock'), [path.join(dir, 'src'), copyDir]);
   expect(r1.running && r2.running).toBe(true);
 
   await src.memoryVerifies(from1);
@@ -124,31 +124,28 @@ it('live snapshot, then a hibernate of the same VM: each restores to its own ins
   expect(s2.disks[0]).toMatchObject({ base: s1.disks[0]!.overlay, argvPath: disk });
   expect(s2.disks[0]!.overlay).toBeUndefined();
 
-  let from = vm.offset();
-  const r = await restoreVm({ inPath: hib, qmpSocket: guest.qmpPath, directIO: 'auto', launch: true });
-  launchedPids.push(r.launched!.pid);
-  await vm.memoryVerifies(from);
-  expect(await vm.list()).toEqual(['h1:ok', 'h2:ok']);
+  // Each restore in place: memory intact, and the files of its snapshot's instant.
+  const restoreInPlace = async (file: string) => {
+    const from = vm.offset();
+    const r = await launchRestore(file, guest.qmpPath);
+    await vm.memoryVerifies(from);
+    const files = await vm.list();
+    const end = async () => {
+      await vm.umount();
+      process.kill(r.launched!.pid, 'SIGKILL');
+      await new Promise((res) => setTimeout(res, 300));
+    };
+    return { files, end };
+  };
+  const first = await restoreInPlace(hib);
+  expect(first.files).toEqual(['h1:ok', 'h2:ok']);
   await vm.write('h3'); // lands on the restore's overlay, not on either snapshot's base
-  await vm.umount();
-  process.kill(r.launched!.pid, 'SIGKILL');
-  await new Promise((res) => setTimeout(res, 300));
-
-  from = vm.offset();
-  const r2 = await restoreVm({ inPath: live, qmpSocket: guest.qmpPath, directIO: 'auto', launch: true });
-  launchedPids.push(r2.launched!.pid);
-  await vm.memoryVerifies(from);
-  expect(await vm.list()).toEqual(['h1:ok']);
-
-  // The hibernated snapshot is still intact after the live one was restored.
-  await vm.umount();
-  process.kill(r2.launched!.pid, 'SIGKILL');
-  await new Promise((res) => setTimeout(res, 300));
-  from = vm.offset();
-  const r3 = await restoreVm({ inPath: hib, qmpSocket: guest.qmpPath, directIO: 'auto', launch: true });
-  launchedPids.push(r3.launched!.pid);
-  await vm.memoryVerifies(from);
-  expect(await vm.list()).toEqual(['h1:ok', 'h2:ok']);
+  await first.end();
+  const second = await restoreInPlace(live);
+  expect(second.files).toEqual(['h1:ok']);
+  await second.end();
+  // The hibernated snapshot is still intact after both restores.
+  expect((await restoreInPlace(hib)).files).toEqual(['h1:ok', 'h2:ok']);
 });
 
 it('refuses to restore into a QEMU that would write onto the frozen base', async () => {
@@ -178,14 +175,7 @@ it('the layer of a deleted snapshot is merged back into the base only once nothi
 
   // A copy restored from the snapshot runs on an overlay of the same base: the base is in use.
   const copyDir = path.join(dir, 'merge-copy');
-  const r = await restoreVm({
-    inPath: file,
-    qmpSocket: path.join(copyDir, 'qmp.sock'),
-    directIO: 'auto',
-    launch: true,
-    relaunch: { rewrite: { paths: [[path.join(dir, 'merge'), copyDir]], name: 'merge-copy' } },
-  });
-  launchedPids.push(r.launched!.pid);
+  const r = await launchRestore(file, path.join(copyDir, 'qmp.sock'), [path.join(dir, 'merge'), copyDir]);
   const scan = () => layersOn(rec.base, [path.dirname(rec.base), copyDir], [rec.overlay!]);
   expect(scan()).toEqual([expect.stringMatching(new RegExp(`^${copyDir}/disk\\.raw\\.vmsnap-`))]);
   process.kill(r.launched!.pid, 'SIGKILL');
