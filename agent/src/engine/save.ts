@@ -176,6 +176,8 @@ class SaveState {
       let freezeError: unknown;
       try {
         metadata.disks = await freezeDisks(client, disks, vm.process.argv, vm.process.cwd);
+        // Recorded before the save goes on: an agent that dies now must not finish the file without them.
+        writeHeader(plain, 'incomplete', metadata);
       } catch (err) {
         freezeError = err;
       }
