@@ -8,6 +8,15 @@ import { saveVm } from '../../agent/src/engine/save.js';
 import { restoreVm } from '../../agent/src/engine/restore.js';
 import { layersOn, mergeIntoBase } from '../../agent/src/engine/disk-merge.js';
 import { QmpClient } from '../../agent/src/qmp/client.js';
+import { freezeDisks, writableDisks } from '../../agent/src/engine/disks.js';
+import { addFdSet, configureMigration, fileUri, waitForMigration } from '../../agent/src/engine/migration.js';
+import { queryVmInfo } from '../../agent/src/engine/qemu-info.js';
+import { SNAPSHOT_FORMAT_VERSION, STREAM_OFFSET, writeHeader } from '../../agent/src/snapshot-file/header.js';
+import type { SnapshotMetadata } from '../../agent/src/snapshot-file/metadata.js';
+import { recoverSnapshot } from '../../agent/src/daemon/recovery.js';
+import type { AgentContext } from '../../agent/src/daemon/context.js';
+import type { VMSnapshot } from '../../api/index.js';
+import { pino } from 'pino';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { type Guest } from '../guest/guest.js';
 import { Vm, ext4Image, inspectDisk } from '../guest/disk.js';
@@ -196,4 +205,87 @@ it('the layer of a deleted snapshot is merged back into the base only once nothi
   await vm.memoryVerifies(from);
   await vm.umount();
   expect(await inspectDisk(disk)).toMatchObject({ files: ['a1', 'b1', 'c1'], clean: true });
+});
+
+/**
+ * What saveVm has done when its agent dies while QEMU holds the save before
+ * switchover: header written, QEMU configured and migrating into our fdset.
+ * `thenFreeze` goes on as far as the freeze, the header rewrite and the switchover.
+ */
+async function saveHeldBeforeSwitchover(qmpSocket: string, file: string, thenFreeze: boolean): Promise<void> {
+  const client = await QmpClient.connect(qmpSocket);
+  try {
+    const vm = await queryVmInfo(client);
+    const meta: SnapshotMetadata = {
+      formatVersion: SNAPSHOT_FORMAT_VERSION,
+      createdAt: new Date().toISOString(),
+      vm: { qmpSocket },
+      qemu: { version: vm.version, machine: vm.machine, pid: vm.process.pid, argv: vm.process.argv, cwd: vm.process.cwd },
+      ram: { bytes: vm.ramBytes, mainBlockId: vm.mainBlockId },
+      capture: { mode: 'Paused', wasRunning: true, after: 'resume' },
+      stream: { offset: STREAM_OFFSET, channels: 1, directIO: false },
+    };
+    const fd = fs.openSync(file, 'w');
+    writeHeader(fd, 'incomplete', meta);
+    await configureMigration(client, { channels: 1, directIO: false, unlimitedBandwidth: true, pauseBeforeSwitchover: true });
+    const fdset = await addFdSet(client, [fd], 'vmsnap-save');
+    await client.execute('stop');
+    await client.execute('migrate', { uri: fileUri(fdset, STREAM_OFFSET) });
+    const held = await waitForMigration(client, { pollMs: 20, startedAt: Date.now(), until: ['pre-switchover'] });
+    expect(held.status).toBe('pre-switchover');
+    if (thenFreeze) {
+      meta.disks = await freezeDisks(client, writableDisks(await client.execute('query-block')), vm.process.argv, vm.process.cwd);
+      writeHeader(fd, 'incomplete', meta);
+      await client.execute('migrate-continue', { state: 'pre-switchover' });
+      expect((await waitForMigration(client, { pollMs: 20, startedAt: Date.now() })).status).toBe('completed');
+    }
+    fs.closeSync(fd);
+  } finally {
+    client.close(); // the agent is gone
+  }
+}
+
+it('an agent that dies during the disk freeze: the next one never finishes a file without its disks, and the VM runs', async () => {
+  const { guest, vm } = await diskGuest('crash', 35);
+  await vm.write('a1');
+  const ctx = { config: { storageRoot: dir }, log: pino({ level: 'silent' }) } as unknown as AgentContext;
+  const snap = (file: string) =>
+    ({ metadata: { name: 's', namespace: 'ns', uid: 'u' }, spec: { vmName: 'crash' }, status: { phase: 'InProgress', file: { path: file } } }) as unknown as VMSnapshot;
+  const activeImage = async () => {
+    const c = await QmpClient.connect(guest.qmpPath);
+    try {
+      return writableDisks(await c.execute('query-block'))[0]!.chain[0]!.filename;
+    } finally {
+      c.close();
+    }
+  };
+  const disk = await activeImage();
+
+  // Held before the freeze: the save is rolled back and the VM resumed on the disk it had.
+  const held = path.join(dir, 'held.vms');
+  await saveHeldBeforeSwitchover(guest.qmpPath, held, false);
+  const failed = await recoverSnapshot(ctx, snap(held));
+  expect(failed.status).toMatchObject({ phase: 'Failed' });
+  expect(fs.existsSync(held)).toBe(false);
+  expect(await activeImage()).toBe(disk);
+  let from = vm.offset();
+  await vm.memoryVerifies(from);
+  expect(await vm.list()).toEqual(['a1:ok']);
+
+  // Died after the switchover: the file is finished with its frozen disk, and restores to that instant.
+  const done = path.join(dir, 'done.vms');
+  await saveHeldBeforeSwitchover(guest.qmpPath, done, true);
+  const ok = await recoverSnapshot(ctx, snap(done));
+  expect(ok.status).toMatchObject({ phase: 'Succeeded' });
+  const [rec] = readHeader(done).metadata.disks ?? [];
+  expect(rec).toMatchObject({ base: disk });
+  expect(await activeImage()).toBe(rec!.overlay);
+  from = vm.offset();
+  await vm.memoryVerifies(from);
+  await vm.write('b1');
+  await guest.kill();
+  from = vm.offset();
+  await launchRestore(done, guest.qmpPath);
+  await vm.memoryVerifies(from);
+  expect(await vm.list()).toEqual(['a1:ok']);
 });
