@@ -46,16 +46,21 @@ async function waitForEvent(ns: string, name: string, reasons: string[]): Promis
   }
 }
 
-it('snapshot a VM with a disk, restore it in place and as a copy, then delete the snapshots', async () => {
-  const ns = await createNamespace('e2e-disks');
+/** A guest with an ext4 disk where the agent finds it: <vmRoot>/<ns>/<name>/. */
+async function diskVm(ns: string, name: string, seed: number): Promise<{ guest: Guest; vm: Vm; disk: string; vmRoot: string }> {
   const vmRoot = stack.agents.get('disk-node')!.vmRoot;
-  const dir = path.join(vmRoot, ns, 'dvm');
+  const dir = path.join(vmRoot, ns, name);
   const disk = path.join(dir, 'disk.raw');
   await ext4Image(disk);
-  const guest = await startGuest({ dir, name: 'dvm', memMiB: 256, fillMiB: 32, seed: 41, disk: { path: disk, format: 'raw' } });
+  const guest = await startGuest({ dir, name, memMiB: 256, fillMiB: 32, seed, disk: { path: disk, format: 'raw' } });
   guests.push(guest);
   await guest.waitForSerial(/VMSNAP PASS n=1 ok/, 120_000);
-  const vm = new Vm(dir);
+  return { guest, vm: new Vm(dir), disk, vmRoot };
+}
+
+it('snapshot a VM with a disk, restore it in place and as a copy, then delete the snapshots', async () => {
+  const ns = await createNamespace('e2e-disks');
+  const { guest, vm, disk, vmRoot } = await diskVm(ns, 'dvm', 41);
   await vm.write('a1');
 
   await apply(yaml('VMSnapshot', 'before', { vmName: 'dvm', deletionPolicy: 'Delete' }), ns);
@@ -74,6 +79,8 @@ it('snapshot a VM with a disk, restore it in place and as a copy, then delete th
   await apply(yaml('VMRestore', 'back', { snapshotName: 'before', ifRunning: 'Replace' }), ns);
   await waitForPhase('vmrestore/back', ns, 'Succeeded');
   await guest.exited;
+  // The replaced VM's layer (holding b1) was its discarded state: gone, so it pins nothing.
+  expect(fs.existsSync(rec!.overlay!)).toBe(false);
   await vm.memoryVerifies(from);
   expect(await vm.list()).toEqual(['a1:ok']);
   await vm.write('x1');
@@ -103,4 +110,27 @@ it('snapshot a VM with a disk, restore it in place and as a copy, then delete th
   const copyDisks = fs.readdirSync(copyDir).filter((f) => f.endsWith('.qcow2'));
   expect(copyDisks).toHaveLength(1); // the restore's overlay, with the merged layer in it
   expect(await inspectDisk(path.join(copyDir, copyDisks[0]!))).toMatchObject({ files: ['a1', 'y1'], clean: true });
+});
+
+it('hibernate a VM with a disk, wake it, delete the snapshot: the VM is back on its one disk image', async () => {
+  const ns = await createNamespace('e2e-hib-disk');
+  const { guest, vm, disk } = await diskVm(ns, 'sleeper', 42);
+  await vm.write('a1');
+  await apply(yaml('VMSnapshot', 'nap', { vmName: 'sleeper', afterSnapshot: 'Stop', deletionPolicy: 'Delete' }), ns);
+  await waitForPhase('vmsnapshot/nap', ns, 'Succeeded');
+  await guest.exited;
+  const from = vm.offset();
+  await apply(yaml('VMRestore', 'wake', { snapshotName: 'nap' }), ns);
+  await waitForPhase('vmrestore/wake', ns, 'Succeeded');
+  await vm.memoryVerifies(from);
+  await vm.write('a2'); // onto the restore's overlay
+  const layers = () => fs.readdirSync(path.dirname(disk)).filter((f) => f.endsWith('.qcow2'));
+  expect(layers()).toHaveLength(1);
+
+  await kubectlOk(['delete', 'vmsnapshot', 'nap', '-n', ns, '--wait=true', '--timeout=60s']);
+  expect(await waitForEvent(ns, 'nap', ['DiskLayersMerged', 'DiskLayersKept'])).toMatchObject({ reason: 'DiskLayersMerged' });
+  expect(layers()).toEqual([]);
+  expect(await vm.list()).toEqual(['a1:ok', 'a2:ok']);
+  await vm.umount();
+  expect(await inspectDisk(disk)).toMatchObject({ files: ['a1', 'a2'], clean: true });
 });

@@ -194,7 +194,7 @@ it('the layer of a deleted snapshot is merged back into the base only once nothi
   // Merged: the running VM pivots onto its original image with everything it wrote, and goes on.
   const client = await QmpClient.connect(guest.qmpPath);
   try {
-    await mergeIntoBase(client, rec);
+    await mergeIntoBase(client, { ...rec, top: rec.overlay! });
   } finally {
     client.close();
   }

@@ -1,13 +1,14 @@
-// After a VMSnapshot's file was deleted (deletionPolicy Delete): the disk layer
-// its save added to the VM's chain is merged back, so chains stay as long as
-// the number of live snapshots, not of snapshots ever taken. Never when
-// anything else is built on the frozen base: another snapshot's chain, or an
-// overlay of a restored VM (a copy) in a VM directory or beside the disk.
+// After a VMSnapshot's file was deleted (deletionPolicy Delete): the VM's layer
+// right above the snapshot's frozen base (the freeze's overlay, or the overlay
+// a restore of it started the VM on) is merged back into the base, so chains
+// stay as long as the number of live snapshots, not of snapshots ever taken.
+// Never when anything else needs the base or that layer: another snapshot's
+// chain, or an overlay of a restored VM in a VM directory or beside the disk.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { VMSnapshot } from '../../../api/index.js';
-import { layersOn, mergeIntoBase, qcow2Backing } from '../engine/disk-merge.js';
-import type { DiskRecord } from '../engine/disks.js';
+import { layersOn, mergeIntoBase, qcow2Backing, VMSNAP_LAYER } from '../engine/disk-merge.js';
+import { writableDisks, type BlockInfo } from '../engine/disks.js';
 import { QmpClient } from '../qmp/client.js';
 import { readHeader } from '../snapshot-file/read.js';
 import type { SnapshotMetadata } from '../snapshot-file/metadata.js';
@@ -49,16 +50,16 @@ function imagesOfSnapshots(storageRoot: string): Set<string> {
   return images;
 }
 
-/** Pure enough to test: why `rec.base` must stay as it is, or undefined when it may be merged into. */
-export function baseInUse(rec: DiskRecord, snapshotImages: ReadonlySet<string>, dirs: string[]): string | undefined {
-  if (snapshotImages.has(path.resolve(rec.base))) return `another snapshot needs ${rec.base}`;
-  const users = layersOn(rec.base, dirs, rec.overlay ? [rec.overlay] : []);
-  if (users.length > 0) return `${users.join(', ')} ${users.length === 1 ? 'is' : 'are'} built on ${rec.base}`;
+/** Why `image` must stay as it is (a snapshot needs it, or a layer other than `except` is built on it), or undefined. */
+export function imageInUse(image: string, snapshotImages: ReadonlySet<string>, dirs: string[], except: string[]): string | undefined {
+  if (snapshotImages.has(path.resolve(image))) return `a snapshot needs ${image}`;
+  const users = layersOn(image, dirs, except);
+  if (users.length > 0) return `${users.join(', ')} ${users.length === 1 ? 'is' : 'are'} built on ${image}`;
   return undefined;
 }
 
 export async function mergeLayersOfDeleted(ctx: AgentContext, snap: VMSnapshot, meta: SnapshotMetadata): Promise<void> {
-  const recs = (meta.disks ?? []).filter((d) => d.overlay);
+  const recs = meta.disks ?? [];
   if (recs.length === 0) return;
   const ns = snap.metadata.namespace!;
   const vmName = snap.spec.vmName;
@@ -74,14 +75,19 @@ export async function mergeLayersOfDeleted(ctx: AgentContext, snap: VMSnapshot, 
       const merged: string[] = [];
       const client = await QmpClient.connect(vm.qmpSocket);
       try {
+        const disks = writableDisks(await client.execute<BlockInfo[]>('query-block'));
         for (const rec of recs) {
-          const why = baseInUse(rec, images, dirs);
+          // The VM's layer right above the base: the freeze's overlay, or a restore's.
+          const top = disks.find((d) => d.chain[1]?.filename === rec.base)?.chain[0]?.filename;
+          const why = !top
+            ? `VM ${ns}/${vmName} no longer runs directly above ${rec.base}`
+            : (imageInUse(rec.base, images, dirs, [top]) ?? imageInUse(top, images, dirs, []));
           if (why) {
             await keep(why);
             continue;
           }
-          await mergeIntoBase(client, rec);
-          merged.push(`${rec.overlay} into ${rec.base}`);
+          await mergeIntoBase(client, { device: rec.device, base: rec.base, baseFormat: rec.baseFormat, top: top! });
+          merged.push(`${top} into ${rec.base}`);
         }
       } finally {
         client.close();
@@ -96,4 +102,28 @@ export async function mergeLayersOfDeleted(ctx: AgentContext, snap: VMSnapshot, 
     ctx.log.warn({ err: String(err), namespace: ns, vm: vmName }, 'disk layers not merged');
     await keep((err as Error).message).catch(() => undefined);
   }
+}
+
+/** The top image of each writable disk of a VM (taken before a restore replaces it). */
+export async function topLayers(client: QmpClient): Promise<string[]> {
+  return writableDisks(await client.execute<BlockInfo[]>('query-block')).map((d) => d.chain[0]!.filename);
+}
+
+/**
+ * After a restore replaced a running VM (ifRunning: Replace): the layers vmsnap
+ * had started it on are its discarded state. Each one nothing else needs is
+ * deleted, so it neither leaks nor pins its base; returns what was removed.
+ */
+export function dropReplacedLayers(ctx: AgentContext, tops: string[]): string[] {
+  const candidates = tops.filter((t) => VMSNAP_LAYER.test(t));
+  if (candidates.length === 0) return [];
+  const images = imagesOfSnapshots(ctx.config.storageRoot);
+  const dirs = [...vmDirs(ctx.config.vmRoot), ...candidates.map((t) => path.dirname(t))];
+  const removed: string[] = [];
+  for (const t of candidates) {
+    if (imageInUse(t, images, dirs, []) !== undefined) continue;
+    fs.rmSync(t, { force: true });
+    removed.push(t);
+  }
+  return removed;
 }

@@ -1,12 +1,13 @@
 // Keeps disk chains short. Every snapshot of a running VM adds a layer (the VM
-// continues on an overlay of the frozen base). When that snapshot is deleted
-// and nothing else depends on its base, the VM's overlay is merged back into
-// the base (an active block-commit that pivots the running VM) and the overlay
-// file goes: the VM is back on the image it had before the snapshot.
+// continues on an overlay of the frozen base; a restored VM runs on an overlay
+// of it). When that snapshot is deleted and nothing else depends on its base,
+// the VM's layer above the base is merged back into it (an active block-commit
+// that pivots the running VM) and the layer's file goes: the VM is back on the
+// image it had before the snapshot.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { QmpClient } from '../qmp/client.js';
-import { writableDisks, type BlockInfo, type DiskRecord } from './disks.js';
+import { writableDisks, type BlockInfo } from './disks.js';
 
 const QCOW2_MAGIC = 0x514649fb;
 
@@ -68,20 +69,31 @@ interface NamedNode {
   drv: string;
 }
 
+/** What mergeIntoBase needs: the VM's top layer `top`, directly above `base`. */
+export interface MergeTarget {
+  device: string;
+  base: string;
+  baseFormat: string;
+  top: string;
+}
+
+/** A layer vmsnap created (a freeze's or a restore's overlay): the only kind it ever deletes. */
+export const VMSNAP_LAYER = /\.vmsnap-[0-9a-z]+\.qcow2$/;
+
 /**
- * Merges the VM's active layer `rec.overlay` into `rec.base` and pivots the
- * VM onto the base, then deletes the overlay. Only when the VM still runs
- * directly on that overlay; the caller has checked nobody else uses the base.
+ * Merges the VM's active layer `top` into `base` and pivots the running VM
+ * onto the base, then deletes `top`. Only when the VM still runs on `top`
+ * directly above `base`; the caller has checked nobody else uses either.
  */
-export async function mergeIntoBase(client: QmpClient, rec: DiskRecord, timeoutMs = 600_000): Promise<void> {
-  if (!rec.overlay) throw new MergeError(`disk ${rec.device}: the snapshot left no overlay to merge`);
-  const disk = writableDisks(await client.execute<BlockInfo[]>('query-block')).find((d) => d.chain[0]?.filename === rec.overlay);
-  if (!disk || disk.chain[1]?.filename !== rec.base) {
-    throw new MergeError(`disk ${rec.device}: the VM no longer runs on ${rec.overlay} directly above ${rec.base}`);
+export async function mergeIntoBase(client: QmpClient, t: MergeTarget, timeoutMs = 600_000): Promise<void> {
+  if (!VMSNAP_LAYER.test(t.top)) throw new MergeError(`disk ${t.device}: ${t.top} was not created by vmsnap; it is not merged away`);
+  const disk = writableDisks(await client.execute<BlockInfo[]>('query-block')).find((d) => d.chain[0]?.filename === t.top);
+  if (!disk || disk.chain[1]?.filename !== t.base) {
+    throw new MergeError(`disk ${t.device}: the VM no longer runs on ${t.top} directly above ${t.base}`);
   }
   const nodes = await client.execute<NamedNode[]>('query-named-block-nodes', { flat: true });
-  const baseNode = nodes.find((n) => n.file === rec.base && n.drv === rec.baseFormat);
-  if (!baseNode) throw new MergeError(`disk ${rec.device}: QEMU has no ${rec.baseFormat} node for ${rec.base}`);
+  const baseNode = nodes.find((n) => n.file === t.base && n.drv === t.baseFormat);
+  if (!baseNode) throw new MergeError(`disk ${t.device}: QEMU has no ${t.baseFormat} node for ${t.base}`);
   const jobId = `vmsnap-merge-${Date.now().toString(36)}`;
   await client.execute('block-commit', {
     'job-id': jobId,
@@ -92,22 +104,22 @@ export async function mergeIntoBase(client: QmpClient, rec: DiskRecord, timeoutM
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const j = await job();
-    if (!j) throw new MergeError(`disk ${rec.device}: the merge job ended before it was ready`);
+    if (!j) throw new MergeError(`disk ${t.device}: the merge job ended before it was ready`);
     if (j.ready) break;
-    if (j.error) throw new MergeError(`disk ${rec.device}: merge failed: ${j.error}`);
+    if (j.error) throw new MergeError(`disk ${t.device}: merge failed: ${j.error}`);
     if (Date.now() > deadline) {
       // Cancelled before the pivot, the VM stays on its overlay: nothing lost.
       await client.execute('block-job-cancel', { device: jobId }).catch(() => undefined);
-      throw new MergeError(`disk ${rec.device}: the merge was not ready within ${timeoutMs} ms; cancelled`);
+      throw new MergeError(`disk ${t.device}: the merge was not ready within ${timeoutMs} ms; cancelled`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }
   await client.execute('block-job-complete', { device: jobId });
   while (await job()) {
-    if (Date.now() > deadline) throw new MergeError(`disk ${rec.device}: the merge did not finish within ${timeoutMs} ms`);
+    if (Date.now() > deadline) throw new MergeError(`disk ${t.device}: the merge did not finish within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 20));
   }
-  const after = writableDisks(await client.execute<BlockInfo[]>('query-block')).find((d) => d.chain[0]?.filename === rec.base);
-  if (!after) throw new MergeError(`disk ${rec.device}: after the merge the VM does not run on ${rec.base}`);
-  fs.rmSync(rec.overlay, { force: true });
+  const after = writableDisks(await client.execute<BlockInfo[]>('query-block')).find((d) => d.chain[0]?.filename === t.base);
+  if (!after) throw new MergeError(`disk ${t.device}: after the merge the VM does not run on ${t.base}`);
+  fs.rmSync(t.top, { force: true });
 }
