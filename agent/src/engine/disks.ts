@@ -90,7 +90,8 @@ export function overlayPath(dir: string, argvPath: string): string {
 /** The metadata record of a disk whose current image is the base (no overlay yet). */
 export function diskRecord(d: WritableDisk, argv: string[], cwd?: string): DiskRecord {
   const base = d.chain[0]!;
-  return { device: diskName(d), argvPath: argvImagePath(argv, d, cwd), base: base.filename, baseFormat: base.format, virtualSize: d.virtualSize };
+  // The base absolute (QEMU reports a relative -drive path as given); argvPath as the command line says it.
+  return { device: diskName(d), argvPath: argvImagePath(argv, d, cwd), base: path.resolve(cwd ?? '/', base.filename), baseFormat: base.format, virtualSize: d.virtualSize };
 }
 
 /**
@@ -102,7 +103,7 @@ export function diskRecord(d: WritableDisk, argv: string[], cwd?: string): DiskR
 export async function freezeDisks(client: QmpClient, disks: WritableDisk[], argv: string[], cwd?: string): Promise<DiskRecord[]> {
   const records = disks.map((d) => {
     const r = diskRecord(d, argv, cwd);
-    return { ...r, overlay: overlayPath(path.dirname(path.resolve(cwd ?? '/', r.base)), r.argvPath) };
+    return { ...r, overlay: overlayPath(path.dirname(r.base), r.argvPath) };
   });
   const actions = disks.map((d, i) => ({
     type: 'blockdev-snapshot-sync',
@@ -127,15 +128,15 @@ const run = promisify(execFile);
 /**
  * Creates a fresh qcow2 overlay on each frozen base for a restored VM and
  * returns the command-line rewrites that start the VM on them. `dirFor` maps
- * the directory of a disk in the recorded command line to where the restored
- * VM's overlay goes (a copy's own directory).
+ * the directory of a disk in the recorded command line (made absolute against
+ * the recorded `cwd`) to where the restored VM's overlay goes (a copy's own directory).
  */
-export async function createRestoreOverlays(disks: DiskRecord[], dirFor: (dir: string) => string): Promise<DiskRewrite[]> {
+export async function createRestoreOverlays(disks: DiskRecord[], dirFor: (dir: string) => string, cwd = '/'): Promise<DiskRewrite[]> {
   const made: DiskRewrite[] = [];
   try {
     for (const d of disks) {
       if (!fs.existsSync(d.base)) throw new DiskError(`disk ${d.device}: the snapshot's frozen base ${d.base} is missing; the snapshot cannot be restored`);
-      const overlay = overlayPath(dirFor(path.dirname(d.argvPath)), d.argvPath);
+      const overlay = overlayPath(dirFor(path.dirname(path.resolve(cwd, d.argvPath))), d.argvPath);
       fs.mkdirSync(path.dirname(overlay), { recursive: true });
       // -u: the size is recorded, so the base is not opened (a running VM holds its lock).
       await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-u', '-b', d.base, '-F', d.baseFormat, overlay, String(d.virtualSize)]);

@@ -73,7 +73,7 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
   if (opts.launch) {
     if (opts.signal?.aborted) throw opts.signal.reason ?? new RestoreError('the restore was cancelled');
     const rewrite = opts.relaunch?.rewrite;
-    overlays = await createRestoreOverlays(meta.disks ?? [], (dir) => movedPath(dir, rewrite));
+    overlays = await createRestoreOverlays(meta.disks ?? [], (dir) => movedPath(dir, rewrite), meta.qemu.cwd);
     try {
       const argv = relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], { ...rewrite, disks: overlays });
       const q = await launchQemu({ argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd, env: opts.relaunch?.env });
