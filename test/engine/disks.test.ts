@@ -18,6 +18,7 @@ import type { AgentContext } from '../../agent/src/daemon/context.js';
 import type { VMSnapshot } from '../../api/index.js';
 import { pino } from 'pino';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
+import { formatInspect, inspectSnapshot } from '../../agent/src/cli/inspect.js';
 import { type Guest } from '../guest/guest.js';
 import { Vm, ext4Image, inspectDisk } from '../guest/disk.js';
 import { readyGuest, scratchDir, sha256File } from './harness.js';
@@ -157,10 +158,16 @@ it('live snapshot, then a hibernate of the same VM: each restores to its own ins
   expect((await restoreInPlace(hib)).files).toEqual(['h1:ok', 'h2:ok']);
 });
 
-it('refuses to restore into a QEMU that would write onto the frozen base', async () => {
+it('inspect shows the frozen disk and a missing base; a restore refuses a missing base and a QEMU that would write onto it', async () => {
   const { guest, disk } = await diskGuest('attach', 33);
   const file = path.join(dir, 'attach.vms');
   await saveVm({ qmpSocket: guest.qmpPath, outPath: file, channels: 1, directIO: 'auto', after: 'stop', live: false });
+  expect(inspectSnapshot(file).problems).toEqual([]);
+  expect(formatInspect(inspectSnapshot(file))).toContain(`${disk} frozen as ${disk} (raw`);
+  fs.renameSync(disk, `${disk}.away`);
+  expect(inspectSnapshot(file).problems).toEqual([`disk virtio0: its frozen base ${disk} is missing; this file cannot be restored`]);
+  await expect(restoreVm({ inPath: file, qmpSocket: path.join(dir, 'attach-x', 'qmp.sock'), directIO: 'auto', launch: true })).rejects.toThrow(/frozen base .* is missing/);
+  fs.renameSync(`${disk}.away`, disk);
   const target = await (await import('../guest/guest.js')).startGuest({
     dir: path.join(dir, 'attach-dst'),
     name: 'attach',
