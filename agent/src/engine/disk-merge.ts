@@ -15,6 +15,7 @@ const QCOW2_MAGIC = 0x514649fb;
 export function qcow2Backing(file: string): string | undefined {
   let fd: number | undefined;
   try {
+    if (!fs.statSync(file).isFile()) return undefined; // sockets, FIFOs: never opened
     fd = fs.openSync(file, 'r');
     const head = Buffer.alloc(20);
     if (fs.readSync(fd, head, 0, 20, 0) < 20 || head.readUInt32BE(0) !== QCOW2_MAGIC) return undefined;
