@@ -296,3 +296,37 @@ it('an agent that dies during the disk freeze: the next one never finishes a fil
   await vm.memoryVerifies(from);
   expect(await vm.list()).toEqual(['a1:ok']);
 });
+
+it('a -blockdev disk (file node + format node) is frozen and restored onto an overlay of its own', async () => {
+  const gdir = path.join(dir, 'blockdev');
+  const disk = path.join(gdir, 'disk.raw');
+  await ext4Image(disk);
+  const guest = await readyGuest({
+    dir: gdir,
+    name: 'blockdev',
+    memMiB: 256,
+    fillMiB: 32,
+    seed: 36,
+    extraArgs: ['-blockdev', `driver=file,filename=${disk},node-name=f0`, '-blockdev', 'driver=raw,file=f0,node-name=d0', '-device', 'virtio-blk-pci,drive=d0'],
+  });
+  guests.push(guest);
+  const file = path.join(dir, 'blockdev.vms');
+  const saved = await saveVm({ qmpSocket: guest.qmpPath, outPath: file, channels: 1, directIO: 'auto', after: 'resume', live: false });
+  expect(saved.disks).toEqual([expect.objectContaining({ argvPath: disk, base: disk, baseFormat: 'raw' })]);
+  await guest.kill();
+  const from = fs.statSync(guest.serialPath).size;
+  const r = await launchRestore(file, guest.qmpPath);
+  const client = await QmpClient.connect(guest.qmpPath);
+  try {
+    const [restored] = writableDisks(await client.execute('query-block'));
+    expect(restored!.chain).toEqual([
+      { filename: expect.stringMatching(/disk\.raw\.vmsnap-[0-9a-z]+\.qcow2$/), format: 'qcow2' },
+      { filename: disk, format: 'raw' },
+    ]);
+    expect(restored!.chain[0]!.filename).not.toBe(saved.disks[0]!.overlay);
+  } finally {
+    client.close();
+  }
+  expect(r.running).toBe(true);
+  await new Vm(gdir).memoryVerifies(from);
+});

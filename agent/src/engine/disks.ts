@@ -105,11 +105,14 @@ export async function freezeDisks(client: QmpClient, disks: WritableDisk[], argv
     const r = diskRecord(d, argv, cwd);
     return { ...r, overlay: overlayPath(path.dirname(r.base), r.argvPath) };
   });
+  const stamp = Date.now().toString(36);
   const actions = disks.map((d, i) => ({
     type: 'blockdev-snapshot-sync',
     data: {
       ...(d.device ? { device: d.device } : { 'node-name': d.nodeName }),
       'snapshot-file': records[i]!.overlay,
+      // Required when the disk is named by node (-blockdev); unique for the QEMU's life.
+      'snapshot-node-name': `vmsnap-${stamp}-${i}`,
       format: 'qcow2',
       mode: 'absolute-paths',
     },
