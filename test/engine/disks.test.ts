@@ -21,7 +21,7 @@ import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { formatInspect, inspectSnapshot } from '../../agent/src/cli/inspect.js';
 import { type Guest } from '../guest/guest.js';
 import { Vm, ext4Image, inspectDisk } from '../guest/disk.js';
-import { readyGuest, scratchDir, sha256File } from './harness.js';
+import { readyGuest, run, scratchDir, sha256File } from './harness.js';
 
 let dir: string;
 const guests: Guest[] = [];
@@ -297,33 +297,49 @@ it('an agent that dies during the disk freeze: the next one never finishes a fil
   expect(await vm.list()).toEqual(['a1:ok']);
 });
 
-it('a -blockdev disk (file node + format node) is frozen and restored onto an overlay of its own', async () => {
+it('-blockdev and -drive disks are frozen in one transaction and restored onto overlays of their own; read-only ones are left alone', async () => {
   const gdir = path.join(dir, 'blockdev');
   const disk = path.join(gdir, 'disk.raw');
+  const second = path.join(gdir, 'second.qcow2');
+  const readonly = path.join(gdir, 'readonly.raw');
   await ext4Image(disk);
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', second, '16M']);
+  fs.writeFileSync(readonly, Buffer.alloc(1 << 20));
   const guest = await readyGuest({
     dir: gdir,
     name: 'blockdev',
     memMiB: 256,
     fillMiB: 32,
     seed: 36,
-    extraArgs: ['-blockdev', `driver=file,filename=${disk},node-name=f0`, '-blockdev', 'driver=raw,file=f0,node-name=d0', '-device', 'virtio-blk-pci,drive=d0'],
+    extraArgs: [
+      '-blockdev', `driver=file,filename=${disk},node-name=f0`,
+      '-blockdev', 'driver=raw,file=f0,node-name=d0',
+      '-device', 'virtio-blk-pci,drive=d0',
+      '-drive', `file=${second},format=qcow2,if=virtio`,
+      '-drive', `file=${readonly},format=raw,if=virtio,readonly=on`,
+    ],
   });
   guests.push(guest);
   const file = path.join(dir, 'blockdev.vms');
   const saved = await saveVm({ qmpSocket: guest.qmpPath, outPath: file, channels: 1, directIO: 'auto', after: 'resume', live: false });
-  expect(saved.disks).toEqual([expect.objectContaining({ argvPath: disk, base: disk, baseFormat: 'raw' })]);
+  const byBase = <T extends { base: string }>(xs: T[]) => [...xs].sort((a, b) => a.base.localeCompare(b.base));
+  expect(byBase(saved.disks)).toEqual([
+    expect.objectContaining({ argvPath: disk, base: disk, baseFormat: 'raw' }),
+    expect.objectContaining({ argvPath: second, base: second, baseFormat: 'qcow2' }),
+  ]);
   await guest.kill();
   const from = fs.statSync(guest.serialPath).size;
   const r = await launchRestore(file, guest.qmpPath);
   const client = await QmpClient.connect(guest.qmpPath);
   try {
-    const [restored] = writableDisks(await client.execute('query-block'));
-    expect(restored!.chain).toEqual([
-      { filename: expect.stringMatching(/disk\.raw\.vmsnap-[0-9a-z]+\.qcow2$/), format: 'qcow2' },
-      { filename: disk, format: 'raw' },
+    const restored = writableDisks(await client.execute('query-block')).sort((a, b) => a.chain[1]!.filename.localeCompare(b.chain[1]!.filename));
+    expect(restored.map((d) => d.chain)).toEqual([
+      [{ filename: expect.stringMatching(/disk\.raw\.vmsnap-[0-9a-z]+\.qcow2$/), format: 'qcow2' }, { filename: disk, format: 'raw' }],
+      [{ filename: expect.stringMatching(/second\.qcow2\.vmsnap-[0-9a-z]+\.qcow2$/), format: 'qcow2' }, { filename: second, format: 'qcow2' }],
     ]);
-    expect(restored!.chain[0]!.filename).not.toBe(saved.disks[0]!.overlay);
+    expect(restored[0]!.chain[0]!.filename).not.toBe(byBase(saved.disks)[0]!.overlay);
+    const all = await client.execute<Array<{ inserted?: { image: { filename: string } } }>>('query-block');
+    expect(all.some((b) => b.inserted?.image.filename === readonly)).toBe(true); // read-only: as it was
   } finally {
     client.close();
   }
