@@ -188,6 +188,12 @@ class SaveState {
         this.migrating = false;
         throw freezeError;
       }
+    } else if (freeze && outcome.status === 'completed') {
+      this.migrating = false;
+      throw new SaveError(
+        `QEMU ${vm.version} finished the save without holding it before switchover (capability pause-before-switchover), ` +
+          'so the disks could not be frozen with the RAM; nothing was kept',
+      );
     } else if (disks.length > 0 && !freeze) {
       metadata.disks = disks.map((d) => diskRecord(d, vm.process.argv, vm.process.cwd));
     }
