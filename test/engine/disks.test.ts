@@ -42,6 +42,19 @@ afterAll(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
+/** SIGKILLs a QEMU the engine launched (not our child) and waits until it is gone. */
+async function killAndWait(pid: number): Promise<void> {
+  process.kill(pid, 'SIGKILL');
+  const alive = () => {
+    try {
+      return !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8')); // a zombie holds no files
+    } catch {
+      return false;
+    }
+  };
+  for (let i = 0; i < 200 && alive(); i++) await new Promise((res) => setTimeout(res, 25));
+}
+
 /** Launches QEMU from the snapshot (a copy when `copyOf` = [source dir, copy dir]); ended after the tests. */
 async function launchRestore(file: string, qmpSocket: string, copyOf?: [string, string]) {
   const rewrite = copyOf ? { paths: [copyOf], name: path.basename(copyOf[1]) } : undefined;
@@ -142,8 +155,7 @@ it('live snapshot, then a hibernate of the same VM: each restores to its own ins
     const files = await vm.list();
     const end = async () => {
       await vm.umount();
-      process.kill(r.launched!.pid, 'SIGKILL');
-      await new Promise((res) => setTimeout(res, 300));
+      await killAndWait(r.launched!.pid);
     };
     return { files, end };
   };
@@ -194,7 +206,7 @@ it('the layer of a deleted snapshot is merged back into the base only once nothi
   const r = await launchRestore(file, path.join(copyDir, 'qmp.sock'), [path.join(dir, 'merge'), copyDir]);
   const scan = () => layersOn(rec.base, [path.dirname(rec.base), copyDir], [rec.overlay!]);
   expect(scan()).toEqual([expect.stringMatching(new RegExp(`^${copyDir}/disk\\.raw\\.vmsnap-`))]);
-  process.kill(r.launched!.pid, 'SIGKILL');
+  await killAndWait(r.launched!.pid); // gone, with its lock on the base
   fs.rmSync(copyDir, { recursive: true, force: true });
   expect(scan()).toEqual([]);
 
