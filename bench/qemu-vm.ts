@@ -29,7 +29,7 @@ export function fillRandom(file: string, bytes: number): void {
   }
 }
 
-export async function startBenchVm(opts: { dir: string; name: string; ramBytes: number; memFile?: string; incoming?: boolean }): Promise<BenchVm> {
+export async function startBenchVm(opts: { dir: string; name: string; ramBytes: number; memFile?: string; incoming?: boolean; extraArgs?: string[] }): Promise<BenchVm> {
   const qmp = path.join(opts.dir, `${opts.name}.sock`);
   fs.rmSync(qmp, { force: true });
   const mib = opts.ramBytes / (1 << 20);
@@ -39,6 +39,7 @@ export async function startBenchVm(opts: { dir: string; name: string; ramBytes: 
   }
   args.push('-qmp', `unix:${qmp},server=on,wait=off`);
   if (opts.incoming) args.push('-incoming', 'defer');
+  args.push(...(opts.extraArgs ?? []));
   const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'inherit'] });
   const deadline = Date.now() + 20_000;
   while (!fs.existsSync(qmp)) {

@@ -202,6 +202,19 @@ async function main(): Promise<void> {
   fs.writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify(report, null, 2) + '\n');
   fs.writeFileSync(path.join(resultsDir, 'latest.svg'), renderSvg(rows));
   console.log(`wrote ${path.join(resultsDir, 'latest.json')} and latest.svg`);
+  // What freezing a VM's disks adds to the pause of a snapshot.
+  if (process.env.VMSNAP_BENCH_DISKS !== '0') {
+    const { measureDiskPause } = await import('./disks.js');
+    const diskRows = await measureDiskPause({ dir, ramGiB: 1, diskGiB: 16, reps, log: (l) => console.log(l) });
+    for (const d of diskRows) {
+      console.log(
+        `Disk freeze, ${d.mode}, ${d.ramGiB} GiB RAM + ${d.diskGiB} GiB disk: paused ${d.pausedMsNoDisk} ms without the disk, ${d.pausedMsDisk} ms with it ` +
+          `(+${d.extraPauseMs} ms; the freeze itself ${d.diskFreezeMs} ms)`,
+      );
+    }
+    report.diskFreeze = diskRows;
+    fs.writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify(report, null, 2) + '\n');
+  }
   // Kubernetes overhead: kubectl apply -> Succeeded against the engine's own save time.
   if (process.env.VMSNAP_BENCH_K8S !== '0') {
     const { measureK8sOverhead } = await import('./k8s-overhead.js');

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs everything vmsnap's tests and demo need on a fresh machine:
-# QEMU >= 9.1, the npm packages (building the native addon), the compiled
+# QEMU >= 9.1 (and qemu-img), e2fsprogs, the npm packages (building the native addon), the compiled
 # TypeScript and the test guest. Idempotent and quiet when all is in place.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$VMSNAP_ROOT"
 
 bash scripts/ensure-qemu.sh
+# Disk snapshots: qemu-img makes restore overlays; the disk tests build and
+# check ext4 images (mkfs.ext4, e2fsck, debugfs).
+command -v qemu-img >/dev/null || { log "installing qemu-utils"; apt_install qemu-utils; }
+command -v debugfs >/dev/null && command -v mkfs.ext4 >/dev/null || { log "installing e2fsprogs"; apt_install e2fsprogs; }
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] ||
    [ ! -f agent/native/build/Release/vmsnap_native.node ]; then
   log "installing npm packages"

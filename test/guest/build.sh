@@ -152,9 +152,12 @@ if ! echo 'int main(void){return 0;}' | gcc -static -x c -o "$work/probe" - >/de
   quiet as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libc6-dev
 fi
 
-# Kernel: cached per package version, shared by every init.c revision.
+# Kernel and the modules the disk mode loads (virtio_blk is a module in the
+# cloud kernel; ext4 is built in): cached per package version, shared by every
+# init.c revision. Listed in load order (dependencies first).
+disk_modules=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk)
 kdir="$cache_root/kernel/${pkg}_${ver//[^A-Za-z0-9.+~-]/_}"
-if [[ ! -f "$kdir/vmlinuz" ]]; then
+if [[ ! -f "$kdir/vmlinuz" || ! -f "$kdir/modules/virtio_blk.ko" ]]; then
   mkdir -p "$work/deb" "$work/x"
   cd "$work/deb"
   quiet apt-get download -qq "$pkg=$ver"
@@ -164,18 +167,31 @@ if [[ ! -f "$kdir/vmlinuz" ]]; then
   quiet dpkg -x "$deb" "$work/x"
   vmlinuz="$(ls "$work"/x/boot/vmlinuz-* 2>/dev/null | head -n 1)"
   [[ -n "$vmlinuz" ]] || die "no boot/vmlinuz-* in $deb"
-  mkdir -p "$kdir"
+  mkdir -p "$kdir" "$work/mods"
+  for m in "${disk_modules[@]}"; do
+    ko="$(find "$work"/x/lib/modules -name "$m.ko*" | head -n 1)"
+    [[ -n "$ko" ]] || die "no module $m in $deb"
+    case "$ko" in
+      *.xz) xz -dc "$ko" >"$work/mods/$m.ko" ;;
+      *.zst) zstd -qdc "$ko" >"$work/mods/$m.ko" ;;
+      *) cp "$ko" "$work/mods/$m.ko" ;;
+    esac
+  done
+  rm -rf "$kdir/modules"
+  mv -T "$work/mods" "$kdir/modules"
   cp "$vmlinuz" "$kdir/.vmlinuz.tmp.$$"
   mv -f "$kdir/.vmlinuz.tmp.$$" "$kdir/vmlinuz"
 fi
 
-# Initramfs: just /init plus the mount points it uses (it mounts devtmpfs and
-# proc itself, so no device nodes are needed and no root is needed to pack it).
+# Initramfs: /init, the disk-mode modules and the mount points it uses (it
+# mounts devtmpfs and proc itself, so no device nodes are needed and no root is
+# needed to pack it).
 root="$work/root"
-mkdir -p "$root/dev" "$root/proc"
+mkdir -p "$root/dev" "$root/proc" "$root/mnt" "$root/lib/modules"
 quiet gcc -static -O2 -s -Wall -Wextra -o "$root/init" "$here/init.c"
 chmod 0755 "$root/init"
-touch -h -d @0 "$root" "$root/dev" "$root/proc" "$root/init"
+for m in "${disk_modules[@]}"; do cp "$kdir/modules/$m.ko" "$root/lib/modules/"; done
+find "$root" -exec touch -h -d @0 {} +
 (cd "$root" && find . -mindepth 1 | LC_ALL=C sort |
   cpio --quiet -o -H newc -R 0:0 --reproducible 2>>"$log" | gzip -9n >"$work/initrd.img") ||
   die "packing the initramfs failed"

@@ -11,6 +11,7 @@
 // Lines end in "\r\n" (tty ONLCR).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { packageRoot } from '../../agent/src/package-root.js';
 
@@ -39,6 +40,11 @@ export interface GuestOptions {
   incomingDefer?: boolean;
   /** Add `-S` (start with the vCPU stopped). */
   paused?: boolean;
+  /**
+   * Disk mode (init.c `vmsnap.disk=1`): this image becomes /dev/vda (ext4,
+   * mounted on /mnt) and <dir>/ctl.sock feeds the guest commands (guestCommand).
+   */
+  disk?: { path: string; format: 'raw' | 'qcow2' };
   /** Extra kernel command-line words, appended after the defaults. */
   kernelArgs?: string[];
   /** Extra QEMU arguments, appended last. */
@@ -128,7 +134,8 @@ export function guestArgs(assets: GuestAssets, opts: GuestOptions): string[] {
   const mem = opts.memMiB ?? 256;
   const fill = opts.fillMiB ?? 64;
   const seed = opts.seed ?? 1;
-  const append = [KERNEL_CMDLINE_BASE, `vmsnap.fill_mib=${fill}`, `vmsnap.seed=${seed}`, ...(opts.kernelArgs ?? [])].join(' ');
+  const diskArgs = opts.disk ? ['vmsnap.disk=1'] : [];
+  const append = [KERNEL_CMDLINE_BASE, `vmsnap.fill_mib=${fill}`, `vmsnap.seed=${seed}`, ...diskArgs, ...(opts.kernelArgs ?? [])].join(' ');
   const args = [
     QEMU_BINARY,
     '-accel', 'tcg',
@@ -152,6 +159,13 @@ export function guestArgs(assets: GuestAssets, opts: GuestOptions): string[] {
     args.push(
       '-object', `memory-backend-file,id=pc.ram,size=${mem}M,mem-path=${path.resolve(opts.memoryBackendFile)},share=on`,
       '-machine', 'memory-backend=pc.ram',
+    );
+  }
+  if (opts.disk) {
+    args.push(
+      '-drive', `file=${path.resolve(opts.disk.path)},format=${opts.disk.format},if=virtio`,
+      '-chardev', `socket,id=ctl,path=${path.join(dir, 'ctl.sock')},server=on,wait=off`,
+      '-serial', 'chardev:ctl',
     );
   }
   if (opts.incomingDefer) args.push('-incoming', 'defer');
@@ -316,4 +330,16 @@ export async function startGuest(opts: GuestOptions): Promise<Guest> {
     },
   };
   return guest;
+}
+
+/**
+ * Sends one disk-mode command line (`write NAME`, `list TAG`, `umount TAG`) to
+ * the guest whose working dir is `dir`; answers appear on its serial log.
+ */
+export function guestCommand(dir: string, line: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const sock = net.createConnection(path.join(dir, 'ctl.sock'));
+    sock.once('error', reject);
+    sock.once('connect', () => sock.end(`${line}\n`, () => resolve()));
+  });
 }

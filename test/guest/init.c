@@ -12,6 +12,18 @@
  *
  * K counts sweeps from 1 (BAD sweeps count too). Word I holds
  * splitmix64(I ^ splitmix64(S)). ~200 ms of sleep separate sweeps.
+ *
+ * With `vmsnap.disk=1` it also loads the virtio block modules packed in
+ * /lib/modules, mounts /dev/vda (ext4) on /mnt and takes one-line commands
+ * from the second serial port (ttyS1), answering on the console:
+ *
+ *   VMSNAP DISK MOUNTED                                 before READY
+ *   write NAME   -> VMSNAP DISK WROTE NAME              64 KiB file, fsync'd
+ *   list TAG     -> VMSNAP DISK LIST TAG a:ok,b:BAD     from the disk (caches dropped)
+ *   umount TAG   -> VMSNAP DISK UMOUNTED TAG            file system clean on disk
+ *
+ * A file's bytes are a pattern derived from its name, so `list` proves the
+ * contents as well as the names.
  * PID 1 must never exit (that panics the kernel), so every path ends in a loop.
  */
 #define _GNU_SOURCE
@@ -24,8 +36,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <dirent.h>
+#include <poll.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -113,6 +129,158 @@ static void open_console(void) {
   }
 }
 
+/* ---- disk mode ---- */
+
+#define DISK_FILE_BYTES (64 * 1024)
+static const char *const disk_modules[] = {"virtio_ring", "virtio", "virtio_pci_modern_dev",
+                                           "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk"};
+static int ctl = -1;      /* ttyS1, commands from the host */
+static int mounted = 0;
+
+static void name_pattern(const char *name, unsigned char *buf, size_t n) {
+  uint64_t h = 1469598103934665603ULL;
+  for (const char *p = name; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+  for (size_t i = 0; i < n; i += 8) {
+    uint64_t v = splitmix64(h ^ i);
+    memcpy(buf + i, &v, n - i < 8 ? n - i : 8);
+  }
+}
+
+static int disk_setup(void) {
+  char path[64];
+  for (size_t i = 0; i < sizeof disk_modules / sizeof disk_modules[0]; i++) {
+    snprintf(path, sizeof path, "/lib/modules/%s.ko", disk_modules[i]);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || syscall(SYS_finit_module, fd, "", 0) < 0) {
+      if (errno != EEXIST) {
+        say("VMSNAP ERROR module %s: %s", disk_modules[i], strerror(errno));
+        return -1;
+      }
+    }
+    if (fd >= 0) close(fd);
+  }
+  struct stat st;
+  for (int i = 0; stat("/dev/vda", &st) < 0; i++) {
+    if (i > 200) {
+      say("VMSNAP ERROR no /dev/vda");
+      return -1;
+    }
+    msleep(50);
+  }
+  mkdir("/mnt", 0755);
+  if (mount("/dev/vda", "/mnt", "ext4", 0, NULL) < 0) {
+    say("VMSNAP ERROR mount /dev/vda: %s", strerror(errno));
+    return -1;
+  }
+  mounted = 1;
+  ctl = open("/dev/ttyS1", O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+  if (ctl < 0) {
+    say("VMSNAP ERROR open ttyS1: %s", strerror(errno));
+    return -1;
+  }
+  struct termios t;
+  if (tcgetattr(ctl, &t) == 0) {
+    cfmakeraw(&t);
+    tcsetattr(ctl, TCSANOW, &t);
+  }
+  say("VMSNAP DISK MOUNTED");
+  return 0;
+}
+
+static void disk_write(const char *name) {
+  static unsigned char buf[DISK_FILE_BYTES];
+  char path[128];
+  snprintf(path, sizeof path, "/mnt/%s", name);
+  name_pattern(name, buf, sizeof buf);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0 || write(fd, buf, sizeof buf) != (ssize_t)sizeof buf || fsync(fd) < 0) {
+    say("VMSNAP DISK ERROR write %s: %s", name, strerror(errno));
+  } else {
+    int dfd = open("/mnt", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      fsync(dfd);
+      close(dfd);
+    }
+    say("VMSNAP DISK WROTE %s", name);
+  }
+  if (fd >= 0) close(fd);
+}
+
+/* Lists /mnt as the disk has it: caches are dropped first, so a name or a
+   byte that only lives in this guest's memory would not be seen. */
+static void disk_list(const char *tag) {
+  static unsigned char want[DISK_FILE_BYTES], got[DISK_FILE_BYTES + 1];
+  sync();
+  int fd = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    if (write(fd, "3", 1) < 0) say("VMSNAP WARN drop_caches: %s", strerror(errno));
+    close(fd);
+  }
+  char out[200] = "";
+  size_t used = 0;
+  DIR *d = opendir("/mnt");
+  struct dirent *e;
+  while (d && (e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.' || strcmp(e->d_name, "lost+found") == 0) continue;
+    char path[300];
+    snprintf(path, sizeof path, "/mnt/%s", e->d_name);
+    name_pattern(e->d_name, want, sizeof want);
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = f >= 0 ? read(f, got, sizeof got) : -1;
+    if (f >= 0) close(f);
+    int ok = n == (ssize_t)sizeof want && memcmp(want, got, sizeof want) == 0;
+    int w = snprintf(out + used, sizeof out - used, "%s%s:%s", used ? "," : "", e->d_name, ok ? "ok" : "BAD");
+    if (w > 0 && used + (size_t)w < sizeof out) used += (size_t)w;
+  }
+  if (d) closedir(d);
+  say("VMSNAP DISK LIST %s %s", tag, used ? out : "-");
+}
+
+static void disk_command(char *line) {
+  char *arg = strchr(line, ' ');
+  if (arg) *arg++ = '\0';
+  if (!arg || !*arg || strlen(arg) > 60 || strchr(arg, '/')) {
+    say("VMSNAP DISK ERROR bad command '%s'", line);
+  } else if (strcmp(line, "write") == 0 && mounted) {
+    disk_write(arg);
+  } else if (strcmp(line, "list") == 0 && mounted) {
+    disk_list(arg);
+  } else if (strcmp(line, "umount") == 0 && mounted) {
+    sync();
+    if (umount("/mnt") < 0) {
+      say("VMSNAP DISK ERROR umount: %s", strerror(errno));
+    } else {
+      mounted = 0;
+      say("VMSNAP DISK UMOUNTED %s", arg);
+    }
+  } else {
+    say("VMSNAP DISK ERROR unknown command '%s'", line);
+  }
+}
+
+/* Sleeps ~ms, running every complete command line that arrives meanwhile. */
+static void disk_wait(long ms) {
+  static char line[128];
+  static size_t len = 0;
+  uint64_t end = now_ms(CLOCK_MONOTONIC) + (uint64_t)ms;
+  for (;;) {
+    uint64_t now = now_ms(CLOCK_MONOTONIC);
+    if (now >= end) return;
+    struct pollfd p = {ctl, POLLIN, 0};
+    if (poll(&p, 1, (int)(end - now)) <= 0) continue;
+    char c;
+    while (read(ctl, &c, 1) == 1) {
+      if (c == '\n' || c == '\r') {
+        line[len] = '\0';
+        if (len > 0) disk_command(line);
+        len = 0;
+      } else if (len < sizeof line - 1) {
+        line[len++] = c;
+      }
+    }
+  }
+}
+
 int main(void) {
   const uint64_t init_ms = now_ms(CLOCK_BOOTTIME); /* kernel boot time */
   open_console();
@@ -129,6 +297,7 @@ int main(void) {
   }
   uint64_t fill_mib = cmdline_u64(cmdline, "vmsnap.fill_mib", 64);
   uint64_t seed = cmdline_u64(cmdline, "vmsnap.seed", 1);
+  if (cmdline_u64(cmdline, "vmsnap.disk", 0) && disk_setup() < 0) hang();
 
   size_t bytes = (size_t)fill_mib << 20;
   size_t words = bytes / sizeof(uint64_t);
@@ -158,7 +327,10 @@ int main(void) {
   say("VMSNAP READY fill_mib=%" PRIu64 " seed=%" PRIu64, fill_mib, seed);
 
   for (uint64_t pass = 1;; pass++) {
-    msleep(200);
+    if (ctl >= 0)
+      disk_wait(200);
+    else
+      msleep(200);
     /* Make the compiler assume the buffer may have changed behind its back
        (it has: the VM may have been saved and restored). */
     __asm__ volatile("" : : "r"(mem) : "memory");

@@ -32,6 +32,9 @@ export async function inspectSnapshot(path: string, opts: { verify?: boolean } =
   if (stream.endOffset !== undefined && stat.size < stream.endOffset) {
     problems.push(`truncated: ${stat.size} bytes, the save wrote ${stream.endOffset}`);
   }
+  for (const d of header.metadata.disks ?? []) {
+    if (!fs.existsSync(d.base)) problems.push(`disk ${d.device}: its frozen base ${d.base} is missing; this file cannot be restored`);
+  }
   try {
     const layout = readMappedRamLayout(path, header.streamOffset);
     ramBlocks = layout.blocks;
@@ -71,6 +74,9 @@ export function formatInspect(r: InspectReport): string {
   ];
   if (r.digests) lines.push(`ram digests: ok (${r.digests.algorithm}, ${r.digests.regions} regions, ${r.digests.bytesHashed} bytes)`);
   if (m.stats) lines.push(`save:        ${m.stats.durationMs} ms, ${m.stats.throughputMiBps} MiB/s, VM paused ${m.stats.vmPausedMs} ms`);
+  for (const d of m.disks ?? []) {
+    lines.push(`disk:        ${d.device}: ${d.argvPath} frozen as ${d.base} (${d.baseFormat}, ${d.virtualSize} bytes)${d.overlay ? `, the VM went on in ${d.overlay}` : ''}`);
+  }
   lines.push('ram blocks:');
   for (const b of r.ramBlocks) {
     lines.push(`  ${b.id.padEnd(24)} ${String(b.usedLength).padStart(12)} bytes  page ${b.pageSize}  pages ${b.pagesPresent}/${b.pages} present  at ${b.pagesOffset}`);

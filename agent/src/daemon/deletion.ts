@@ -7,6 +7,17 @@ import type { Completion } from './completion.js';
 import type { AgentContext } from './context.js';
 import { isReallyUnder } from './paths.js';
 import { digestsPath } from '../snapshot-file/digests.js';
+import { mergeLayersOfDeleted } from './disk-layers.js';
+import { readHeader } from '../snapshot-file/read.js';
+import type { SnapshotMetadata } from '../snapshot-file/metadata.js';
+
+function metadataOrUndefined(file: string): SnapshotMetadata | undefined {
+  try {
+    return readHeader(file).metadata;
+  } catch {
+    return undefined; // a damaged file: nothing it froze is known, so nothing is merged
+  }
+}
 
 export type DeletionDecision =
   | { action: 'none'; why: string }
@@ -44,9 +55,11 @@ export function deleteSnapshotFile(ctx: AgentContext, snap: VMSnapshot): Complet
       let message = 'deletionPolicy Delete: the snapshot had no file';
       if (d.path) {
         const existed = fs.existsSync(d.path);
+        const meta = existed ? metadataOrUndefined(d.path) : undefined;
         fs.rmSync(d.path, { force: true });
         // Its digests, and a half-written digests file left by an agent that died during the pass.
         for (const extra of [digestsPath(d.path), `${digestsPath(d.path)}.tmp`]) fs.rmSync(extra, { force: true });
+        if (meta?.disks?.length) void mergeLayersOfDeleted(ctx, snap, meta);
         message = existed ? `deletionPolicy Delete: removed ${d.path} from node ${ctx.nodeName}` : `deletionPolicy Delete: ${d.path} was already gone`;
       }
       return { status: { fileDeleted: true }, event: { type: 'Normal', reason: 'FileDeleted', message } };

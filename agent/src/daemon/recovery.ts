@@ -51,12 +51,14 @@ export async function recoverSnapshot(ctx: AgentContext, snap: VMSnapshot): Prom
     if (client) {
       let migration = await client.execute<MigrationInfo>('query-migrate');
       const ours = (await fdSetsWithOpaque(client, SAVE_OPAQUE)).length > 0;
+      // Held before switchover for the disk freeze, which may not have happened: never finish that file.
+      const freezeUnsure = migration.status === 'pre-switchover';
       if (ours && migration.status && ACTIVE.includes(migration.status)) {
         // Cancelling can crash QEMU (see drainMigration): let the save finish, then keep it.
         await drainMigration(client);
         migration = await client.execute<MigrationInfo>('query-migrate');
       }
-      if (migration.status === 'completed' && ours) {
+      if (migration.status === 'completed' && ours && !freezeUnsure) {
         try {
           finishFile(file, meta, migration);
           const note = await settleAfterSave(client, meta);

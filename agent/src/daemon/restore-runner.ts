@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Reason, type VMRestore, type VMSnapshot } from '../../../api/index.js';
 import { relaunchArgv, type ArgvRewrite } from '../engine/launch.js';
+import { dropReplacedLayers, topLayers } from './disk-layers.js';
 import { restoreVm } from '../engine/restore.js';
 import { verifySnapshotFile } from '../snapshot-file/verify.js';
 import { cancellationOf, type Cancellation } from './cancellation.js';
@@ -124,6 +125,7 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
     }
 
     let downtimeFrom = started;
+    let replacedLayers: string[] = [];
     const probe = await probeQmp(targetSocket, 1000);
     if (probe.kind === 'unreachable') {
       throw new RestoreRefused(Reason.VMRunning, `the QEMU of VM ${target} at ${targetSocket} does not answer QMP: ${probe.message}`);
@@ -150,6 +152,7 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
         throw signal.reason;
       }
       downtimeFrom = Date.now();
+      replacedLayers = await topLayers(probe.client).catch(() => []);
       ctx.log.info({ vm: target, socket: targetSocket }, 'spec.ifRunning Replace: quitting the running VM');
       await quitQemu(probe.client);
     }
@@ -179,9 +182,11 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
       target,
     };
     const launched = r.launched ? `; QEMU pid ${r.launched.pid}, log ${r.launched.logPath}` : '';
+    const dropped = dropReplacedLayers(ctx, replacedLayers);
+    const droppedNote = dropped.length > 0 ? `; removed the replaced VM's disk layers ${dropped.join(', ')}` : '';
     return {
       status: restoreSucceededStatus(restore, outcome, new Date(now)) as Record<string, unknown>,
-      event: { type: 'Normal', reason: 'RestoreSucceeded', message: restoreSummary(outcome) + launched },
+      event: { type: 'Normal', reason: 'RestoreSucceeded', message: restoreSummary(outcome) + launched + droppedNote },
     };
   } catch (err) {
     const cancelled = cancellationOf(signal);

@@ -71,9 +71,10 @@ export async function runSnapshot(ctx: AgentContext, snap: VMSnapshot, signal: A
     await progress.stop();
     const digestsFailed = r.digests && 'error' in r.digests ? `; ${r.digests.error} (spec.digests)` : '';
     const stopped = (settings.after === 'stop' ? '; the VM was stopped (afterSnapshot: Stop)' : '') + digestsFailed;
+    const disks = r.disks.length > 0 ? `; disks frozen with the RAM: ${r.disks.map((d) => `${d.device} (${d.base})`).join(', ')}` : '';
     return {
       status: snapshotSucceededStatus(snap, r, new Date(), stopped) as Record<string, unknown>,
-      event: { type: 'Normal', reason: 'SaveSucceeded', message: saveSummary(r) + stopped },
+      event: { type: 'Normal', reason: 'SaveSucceeded', message: saveSummary(r) + stopped + disks },
     };
   } catch (err) {
     await progress.stop();

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { QmpClient } from '../qmp/client.js';
+import { rewriteDiskArgs, rewriteMacs, type DiskRewrite } from './disks.js';
 
 /** Options that take a value and must not survive into the relaunch. */
 const DROPPED_WITH_VALUE = new Set(['-incoming', '-loadvm']);
@@ -22,8 +23,10 @@ export interface ArgvRewrite {
    * is moved to `to` (sockets, logs, pid files, memory-backend files of the VM).
    */
   paths?: Array<[string, string]>;
-  /** The new VM name for `-name`. */
+  /** The new VM name for `-name` (a copy: its NICs also get MAC addresses of their own). */
   name?: string;
+  /** Disk images replaced by the restored VM's own overlays (disks.ts). */
+  disks?: DiskRewrite[];
 }
 
 /**
@@ -38,6 +41,9 @@ export function relaunchArgv(
   rewrite: ArgvRewrite = {},
 ): string[] {
   if (recorded.length === 0) throw new LaunchError('the snapshot records no QEMU command line to launch');
+  // Disks first: an overlay's path is final and must not be moved again by `paths`.
+  recorded = rewriteDiskArgs(recorded, rewrite.disks ?? []);
+  if (rewrite.name !== undefined) recorded = rewriteMacs(recorded, rewrite.name);
   const out: string[] = [];
   for (let i = 0; i < recorded.length; i++) {
     const arg = recorded[i]!;
@@ -55,6 +61,13 @@ export function relaunchArgv(
     out.push('-qmp', `unix:${newQmpSocket},server=on,wait=off`);
   }
   return [...out, ...extra, '-S', '-incoming', 'defer'];
+}
+
+/** Where a path of the recorded command line lands after the rewrite's directory moves. */
+export function movedPath(p: string, rewrite: ArgvRewrite = {}): string {
+  let next = p;
+  for (const [from, to] of rewrite.paths ?? []) next = replacePath(next, from, to);
+  return next;
 }
 
 /**

@@ -12,6 +12,8 @@ export interface MigrationSettings {
   directIO: boolean;
   /** Set on the source only: QEMU's default limit (128 MiB/s) throttles a file save 10x. */
   unlimitedBandwidth: boolean;
+  /** Stop in 'pre-switchover' (VM paused, disks still active) until `migrate-continue`. */
+  pauseBeforeSwitchover?: boolean;
 }
 
 interface Capability {
@@ -43,6 +45,7 @@ export async function configureMigration(client: QmpClient, settings: MigrationS
     { capability: 'multifd', state: true },
     { capability: 'events', state: true },
     ...INCOMPATIBLE_CAPABILITIES.filter((c) => names.has(c)).map((c) => ({ capability: c, state: false })),
+    ...(names.has('pause-before-switchover') ? [{ capability: 'pause-before-switchover', state: settings.pauseBeforeSwitchover === true }] : []),
   ];
   const changed = wanted.filter((w) => caps.find((c) => c.capability === w.capability)?.state !== w.state);
   const newParams: Record<string, unknown> = {
@@ -131,7 +134,7 @@ const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
  */
 export async function waitForMigration(
   client: QmpClient,
-  opts: { pollMs: number; onProgress?: (p: Progress) => void; signal?: AbortSignal; startedAt: number },
+  opts: { pollMs: number; onProgress?: (p: Progress) => void; signal?: AbortSignal; startedAt: number; until?: string[] },
 ): Promise<MigrationInfo> {
   let wake: (() => void) | undefined;
   const onEvent = (e: { event: string }) => {
@@ -155,7 +158,7 @@ export async function waitForMigration(
           elapsedMs: Date.now() - opts.startedAt,
         });
       }
-      if (info.status && TERMINAL.has(info.status)) return info;
+      if (info.status && (TERMINAL.has(info.status) || opts.until?.includes(info.status))) return info;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, opts.pollMs);
         wake = () => {
@@ -208,6 +211,8 @@ export async function drainMigration(client: QmpClient, timeoutMs = 300_000): Pr
   while (Date.now() < deadline && !client.closed) {
     const info = await client.execute<MigrationInfo>('query-migrate').catch(() => undefined);
     if (!info || !info.status || TERMINAL.has(info.status) || info.status === 'none') return;
+    // A save with disks waits there for us (pause-before-switchover): let it finish.
+    if (info.status === 'pre-switchover') await client.execute('migrate-continue', { state: 'pre-switchover' }).catch(() => undefined);
     await new Promise((r) => setTimeout(r, 50));
   }
   await cancelMigration(client);

@@ -9,7 +9,8 @@ import { checkDigests, type DigestCheck } from '../snapshot-file/check-digests.j
 import type { DirectIOMode } from '../snapshot-file/metadata.js';
 import { decideDirectIO } from './direct-io.js';
 import { throughputMiBps } from '../../../api/format.js';
-import { launchQemu, relaunchArgv, type ArgvRewrite } from './launch.js';
+import { launchQemu, movedPath, relaunchArgv, type ArgvRewrite } from './launch.js';
+import { createRestoreOverlays, removeOverlays, writableDisks, type BlockInfo, type DiskRewrite } from './disks.js';
 import {
   addFdSet,
   configureMigration,
@@ -73,12 +74,21 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
 
   let client: QmpClient;
   let launched: { pid: number; logPath: string } | undefined;
+  // The restored VM's own disk overlays: removed again unless the restore succeeds.
+  let overlays: DiskRewrite[] = [];
   if (opts.launch) {
     if (opts.signal?.aborted) throw opts.signal.reason ?? new RestoreError('the restore was cancelled');
-    const argv = relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], opts.relaunch?.rewrite);
-    const q = await launchQemu({ argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd, env: opts.relaunch?.env });
-    client = q.client;
-    launched = { pid: q.pid, logPath: q.logPath };
+    const rewrite = opts.relaunch?.rewrite;
+    overlays = await createRestoreOverlays(meta.disks ?? [], (dir) => movedPath(dir, rewrite), meta.qemu.cwd);
+    try {
+      const argv = relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], { ...rewrite, disks: overlays });
+      const q = await launchQemu({ argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd, env: opts.relaunch?.env });
+      client = q.client;
+      launched = { pid: q.pid, logPath: q.logPath };
+    } catch (err) {
+      removeOverlays(overlays);
+      throw err;
+    }
   } else {
     client = await QmpClient.connect(opts.qmpSocket);
   }
@@ -125,9 +135,12 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
   } catch (err) {
     if (fdsetId !== undefined) await removeFdSet(client, fdsetId).catch(() => undefined);
     // A QEMU we launched holds a half-loaded VM: it is of no use to anyone.
-    if (launched && !client.closed) {
-      await client.execute('quit').catch(() => undefined);
-      await client.waitClosed(5_000);
+    if (launched) {
+      if (!client.closed) {
+        await client.execute('quit').catch(() => undefined);
+        await client.waitClosed(5_000);
+      }
+      removeOverlays(overlays);
     }
     throw err;
   } finally {
@@ -156,5 +169,17 @@ async function checkTarget(client: QmpClient, socket: string, snapshot: Verified
   const ram = await queryRamBytes(client);
   if (ram !== meta.ram.bytes) {
     throw new RestoreError(`the QEMU at ${socket} has ${ram} bytes of RAM; the snapshot holds ${meta.ram.bytes}`);
+  }
+  // A QEMU started by someone else must not write onto a frozen base: that would
+  // corrupt every later restore of this snapshot.
+  const bases = new Map((meta.disks ?? []).map((d) => [d.base, d]));
+  for (const disk of writableDisks(await client.execute<BlockInfo[]>('query-block'))) {
+    const d = bases.get(disk.chain[0]!.filename);
+    if (d) {
+      throw new RestoreError(
+        `the QEMU at ${socket} would write to ${d.base}, the snapshot's frozen disk base: start it on an overlay ` +
+          `(qemu-img create -f qcow2 -b ${d.base} -F ${d.baseFormat} OVERLAY) or use --launch`,
+      );
+    }
   }
 }

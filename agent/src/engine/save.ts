@@ -23,6 +23,7 @@ import {
 import { throughputMiBps } from '../../../api/format.js';
 import { finishSnapshotFile } from './finish.js';
 import { digestsPath, writeDigests } from '../snapshot-file/digests.js';
+import { argvImagePath, diskRecord, freezeDisks, writableDisks, type BlockInfo, type DiskRecord } from './disks.js';
 
 export type AfterSave = 'resume' | 'stop';
 
@@ -33,6 +34,11 @@ export interface SaveOptions {
   directIO: DirectIOMode;
   after: AfterSave;
   live: boolean;
+  /**
+   * Freeze the VM's writable disks with the RAM (default true): the VM goes on
+   * writing to new overlays and the snapshot records the frozen bases.
+   */
+  disks?: boolean;
   /** Replace an existing file at outPath instead of refusing. */
   overwrite?: boolean;
   vm?: { namespace?: string; name?: string };
@@ -71,6 +77,9 @@ export interface SaveResult {
   after: AfterSave;
   /** With `digest`: the sidecar written after the save, or why it could not be (the snapshot itself is good). */
   digests?: { path: string; algorithm: string; durationMs: number; bytesHashed: number } | { error: string };
+  /** The frozen disks (see SnapshotMetadata.disks) and how long freezing them paused the VM. */
+  disks: DiskRecord[];
+  diskFreezeMs: number;
 }
 
 /** QEMU run states a save starts from ('prelaunch': started with -S, never run). */
@@ -138,6 +147,12 @@ class SaveState {
       throw new SaveError(`a migration is already in progress on the VM at ${opts.qmpSocket} (status '${active.status}')`);
     }
     this.wasRunning = vm.running;
+    const disks = opts.disks === false ? [] : writableDisks(await client.execute<BlockInfo[]>('query-block'));
+    // A disk that a relaunch could not find in the command line fails the save before anything is touched.
+    for (const d of disks) argvImagePath(vm.process.argv, d, vm.process.cwd);
+    // A VM that stops after the save never writes its disks again: they are the
+    // bases as they are. A running one must move to overlays at the RAM's instant.
+    const freeze = disks.length > 0 && opts.after !== 'stop';
     const directIO = decideDirectIO(opts.directIO, opts.outPath, 'write');
     this.checkAborted();
 
@@ -157,7 +172,12 @@ class SaveState {
     const fdsetFds = [plain];
     if (directIO.enabled) fdsetFds.push(this.open(fs.constants.O_WRONLY | fs.constants.O_DIRECT));
 
-    this.savedConfig = await configureMigration(client, { channels: opts.channels, directIO: directIO.enabled, unlimitedBandwidth: true });
+    this.savedConfig = await configureMigration(client, {
+      channels: opts.channels,
+      directIO: directIO.enabled,
+      unlimitedBandwidth: true,
+      pauseBeforeSwitchover: freeze,
+    });
     this.fdsetId = await addFdSet(client, fdsetFds, 'vmsnap-save');
     this.checkAborted();
 
@@ -171,7 +191,37 @@ class SaveState {
     this.migrating = true;
     await client.execute('migrate', { uri: fileUri(this.fdsetId, STREAM_OFFSET) });
     await opts.onMigrating?.(client);
-    const outcome = await waitForMigration(client, { pollMs: opts.pollMs ?? 20, onProgress: opts.onProgress, signal: opts.signal, startedAt: started });
+    const wait = (until?: string[]) =>
+      waitForMigration(client, { pollMs: opts.pollMs ?? 20, onProgress: opts.onProgress, signal: opts.signal, startedAt: started, until });
+    let outcome = await wait(freeze ? ['pre-switchover'] : undefined);
+    let diskFreezeMs = 0;
+    if (outcome.status === 'pre-switchover') {
+      // The guest is stopped and the disks are still active: the RAM's instant.
+      const t = performance.now();
+      let freezeError: unknown;
+      try {
+        metadata.disks = await freezeDisks(client, disks, vm.process.argv, vm.process.cwd);
+        // Recorded before the save goes on: an agent that dies now must not finish the file without them.
+        writeHeader(plain, 'incomplete', metadata);
+      } catch (err) {
+        freezeError = err;
+      }
+      diskFreezeMs = performance.now() - t;
+      await client.execute('migrate-continue', { state: 'pre-switchover' });
+      outcome = await wait();
+      if (freezeError) {
+        this.migrating = false;
+        throw freezeError;
+      }
+    } else if (freeze && outcome.status === 'completed') {
+      this.migrating = false;
+      throw new SaveError(
+        `QEMU ${vm.version} finished the save without holding it before switchover (capability pause-before-switchover), ` +
+          'so the disks could not be frozen with the RAM; nothing was kept',
+      );
+    } else if (disks.length > 0 && !freeze) {
+      metadata.disks = disks.map((d) => diskRecord(d, vm.process.argv, vm.process.cwd));
+    }
     this.migrating = false;
     if (outcome.status !== 'completed') {
       throw new SaveError(`QEMU's save ${outcome.status}: ${outcome['error-desc'] ?? 'no reason given'}`);
@@ -191,6 +241,7 @@ class SaveState {
         vmPausedMs,
         bytesWritten: bytes,
         throughputMiBps: throughputMiBps(bytes, durationMs),
+        ...(freeze ? { diskFreezeMs } : {}),
       };
     });
     this.metadata = metadata;
@@ -223,6 +274,8 @@ class SaveState {
       qemu: { version: vm.version, machine: vm.machine, pid: vm.process.pid },
       migrateIssuedAtMs,
       after: opts.after,
+      disks: metadata.disks ?? [],
+      diskFreezeMs,
     };
   }
 

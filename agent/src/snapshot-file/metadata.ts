@@ -43,6 +43,26 @@ export const SnapshotMetadataSchema = z.object({
     /** CRC32 of every stream byte outside the RAM page regions (headers, bitmaps, device state). */
     structureCrc32: z.number().int().optional(),
   }),
+  /**
+   * The VM's writable disks, frozen at the instant the RAM was captured: `base`
+   * holds the disk as of the snapshot and is never written again; a restore
+   * starts the VM on a fresh qcow2 overlay of it in place of `argvPath`.
+   */
+  disks: z
+    .array(
+      z.object({
+        /** The drive's BlockBackend name, qdev path or node name. */
+        device: z.string(),
+        /** The image the recorded command line names for this disk. */
+        argvPath: z.string(),
+        base: z.string(),
+        baseFormat: z.string(),
+        virtualSize: z.number().int().nonnegative(),
+        /** The overlay the saved VM continued on (absent when it stopped after the save). */
+        overlay: z.string().optional(),
+      }),
+    )
+    .optional(),
   stats: z
     .object({
       durationMs: z.number(),
@@ -51,6 +71,8 @@ export const SnapshotMetadataSchema = z.object({
       vmPausedMs: z.number(),
       bytesWritten: z.number().int(),
       throughputMiBps: z.number(),
+      /** Milliseconds the disk freeze added to the pause. */
+      diskFreezeMs: z.number().optional(),
     })
     .optional(),
 });

@@ -1,0 +1,264 @@
+// Disk-consistent snapshots. A RAM snapshot is only restorable onto the disks
+// as they were at the same instant, so while the VM is paused for the save each
+// writable disk's current image becomes a frozen base and the VM continues on a
+// new qcow2 overlay (QMP blockdev-snapshot-sync, one transaction: milliseconds,
+// whatever the disk's size). A restore never writes to a base: it starts the VM
+// on a fresh overlay of its own, so one snapshot restores any number of times.
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
+import type { QmpClient } from '../qmp/client.js';
+import type { SnapshotMetadata } from '../snapshot-file/metadata.js';
+
+export type DiskRecord = NonNullable<SnapshotMetadata['disks']>[number];
+
+interface BlockImage {
+  filename: string;
+  format: string;
+  'virtual-size': number;
+  'backing-image'?: BlockImage;
+}
+
+/** The part of QMP `query-block` we read. */
+export interface BlockInfo {
+  device: string;
+  qdev?: string;
+  inserted?: { ro: boolean; drv: string; 'node-name'?: string; image: BlockImage };
+}
+
+export interface WritableDisk {
+  /** BlockBackend name (`-drive`), empty for `-blockdev` disks. */
+  device: string;
+  qdev?: string;
+  nodeName?: string;
+  /** Top (active) image first, then its backing chain. */
+  chain: Array<{ filename: string; format: string }>;
+  virtualSize: number;
+}
+
+export class DiskError extends Error {
+  override name = 'DiskError';
+}
+
+/** Pure: the disks a guest can write (read-only drives, CD-ROMs and empty drives are skipped). */
+export function writableDisks(blocks: BlockInfo[]): WritableDisk[] {
+  const out: WritableDisk[] = [];
+  for (const b of blocks) {
+    const ins = b.inserted;
+    if (!ins || ins.ro) continue;
+    const chain: WritableDisk['chain'] = [];
+    for (let img: BlockImage | undefined = ins.image; img; img = img['backing-image']) chain.push({ filename: img.filename, format: img.format });
+    out.push({ device: b.device, qdev: b.qdev, nodeName: ins['node-name'], chain, virtualSize: ins.image['virtual-size'] });
+  }
+  return out;
+}
+
+/** Does `arg` name `file` as a whole path (`file=/x/d.img`, `"filename":"/x/d.img"`, ...)? */
+function argNamesPath(arg: string, file: string): boolean {
+  const escaped = file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return new RegExp(`(?<=^|[=,:"])${escaped}(?=$|[,"])`).test(arg);
+}
+
+/**
+ * Pure: the image of the disk's chain that the QEMU command line names (what a
+ * relaunch must point at a new overlay). Top first: after earlier snapshots the
+ * command line still names an image further down.
+ */
+export function argvImagePath(argv: string[], disk: WritableDisk, cwd?: string): string {
+  for (const { filename } of disk.chain) {
+    const candidates = [filename, ...(cwd && filename.startsWith(cwd + '/') ? [path.relative(cwd, filename)] : [])];
+    for (const c of candidates) if (argv.slice(1).some((a) => argNamesPath(a, c))) return c;
+  }
+  throw new DiskError(
+    `disk ${diskName(disk)}: none of its images (${disk.chain.map((c) => c.filename).join(' <- ')}) appears in the QEMU command line, ` +
+      'so a restore could not start it on a fresh overlay (was it hot-plugged?)',
+  );
+}
+
+function diskName(d: { device?: string; qdev?: string; nodeName?: string }): string {
+  return d.device || d.qdev || d.nodeName || '?';
+}
+
+/** `disk.raw` and `disk.raw.vmsnap-x.qcow2` both give `disk.raw.vmsnap-<new>.qcow2` (names do not grow). */
+export function overlayPath(dir: string, argvPath: string): string {
+  const stem = path.basename(argvPath).replace(/(\.vmsnap-[0-9a-z]+\.qcow2)+$/, '');
+  return path.join(dir, `${stem}.vmsnap-${Date.now().toString(36)}${randomBytes(3).toString('hex')}.qcow2`);
+}
+
+/** The metadata record of a disk whose current image is the base (no overlay yet). */
+export function diskRecord(d: WritableDisk, argv: string[], cwd?: string): DiskRecord {
+  const base = d.chain[0]!;
+  // The base absolute (QEMU reports a relative -drive path as given); argvPath as the command line says it.
+  return { device: diskName(d), argvPath: argvImagePath(argv, d, cwd), base: path.resolve(cwd ?? '/', base.filename), baseFormat: base.format, virtualSize: d.virtualSize };
+}
+
+/**
+ * Freezes every writable disk of a paused VM: one `transaction` of
+ * blockdev-snapshot-sync, so either every disk moved to its overlay or none.
+ * The overlays sit beside the active image. Returns the records for the
+ * snapshot's metadata (with `overlay`, the layer the VM continues on).
+ */
+export async function freezeDisks(client: QmpClient, disks: WritableDisk[], argv: string[], cwd?: string): Promise<DiskRecord[]> {
+  const records = disks.map((d) => {
+    const r = diskRecord(d, argv, cwd);
+    return { ...r, overlay: overlayPath(path.dirname(r.base), r.argvPath) };
+  });
+  const stamp = Date.now().toString(36);
+  const actions = disks.map((d, i) => ({
+    type: 'blockdev-snapshot-sync',
+    data: {
+      ...(d.device ? { device: d.device } : { 'node-name': d.nodeName }),
+      'snapshot-file': records[i]!.overlay,
+      // Required when the disk is named by node (-blockdev); unique for the QEMU's life.
+      'snapshot-node-name': `vmsnap-${stamp}-${i}`,
+      format: 'qcow2',
+      mode: 'absolute-paths',
+    },
+  }));
+  try {
+    if (actions.length > 0) await client.execute('transaction', { actions });
+  } catch (err) {
+    for (const r of records) if (r.overlay) fs.rmSync(r.overlay, { force: true }); // aborted: nothing uses them
+    throw new DiskError(`could not freeze the VM's disks: ${(err as Error).message}`);
+  }
+  return records;
+}
+
+const run = promisify(execFile);
+
+/**
+ * Creates a fresh qcow2 overlay on each frozen base for a restored VM and
+ * returns the command-line rewrites that start the VM on them. `dirFor` maps
+ * the directory of a disk in the recorded command line (made absolute against
+ * the recorded `cwd`) to where the restored VM's overlay goes (a copy's own directory).
+ */
+export async function createRestoreOverlays(disks: DiskRecord[], dirFor: (dir: string) => string, cwd = '/'): Promise<DiskRewrite[]> {
+  const made: DiskRewrite[] = [];
+  try {
+    for (const d of disks) {
+      if (!fs.existsSync(d.base)) throw new DiskError(`disk ${d.device}: the snapshot's frozen base ${d.base} is missing; the snapshot cannot be restored`);
+      const overlay = overlayPath(dirFor(path.dirname(path.resolve(cwd, d.argvPath))), d.argvPath);
+      fs.mkdirSync(path.dirname(overlay), { recursive: true });
+      // -u: the size is recorded, so the base is not opened (a running VM holds its lock).
+      await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-u', '-b', d.base, '-F', d.baseFormat, overlay, String(d.virtualSize)]);
+      made.push({ from: d.argvPath, to: overlay });
+    }
+  } catch (err) {
+    for (const m of made) fs.rmSync(m.to, { force: true });
+    throw err instanceof DiskError ? err : new DiskError(`could not create a restore overlay: ${(err as Error).message}`);
+  }
+  return made;
+}
+
+/** Removes overlays created for a restore that did not happen. */
+export function removeOverlays(rewrites: DiskRewrite[]): void {
+  for (const r of rewrites) fs.rmSync(r.to, { force: true });
+}
+
+/** A disk image of the recorded command line and the qcow2 overlay that replaces it. */
+export interface DiskRewrite {
+  from: string;
+  to: string;
+}
+
+/** Splits QEMU keyval options (`a=1,b=x,,y`: a doubled comma is a literal comma). */
+function splitKeyval(s: string): string[] {
+  return s.split(/(?<!,),(?!,)/).map((p) => p.replace(/,,/g, ','));
+}
+function joinKeyval(parts: string[]): string {
+  return parts.map((p) => p.replace(/,/g, ',,')).join(',');
+}
+
+/**
+ * Pure: the command line with each disk image replaced by its overlay and the
+ * format layer above it switched to qcow2 (`-drive`, keyval and JSON `-blockdev`).
+ */
+export function rewriteDiskArgs(argv: string[], rewrites: DiskRewrite[]): string[] {
+  if (rewrites.length === 0) return argv;
+  const target = new Map(rewrites.map((r) => [r.from, r.to]));
+  const out = [...argv];
+  const fileNodes = new Set<string>();
+  for (let i = 1; i < out.length; i++) {
+    const opt = out[i - 1];
+    if (opt === '-drive') out[i] = rewriteDrive(out[i]!, target);
+    else if (opt === '-blockdev' && out[i]!.startsWith('{')) out[i] = rewriteBlockdevJson(out[i]!, target, fileNodes);
+    else if (opt === '-blockdev') out[i] = rewriteBlockdevKeyval(out[i]!, target, fileNodes);
+  }
+  // Second pass: a format node on top of a rewritten file node becomes qcow2.
+  for (let i = 1; i < out.length; i++) {
+    if (out[i - 1] !== '-blockdev') continue;
+    if (out[i]!.startsWith('{')) {
+      const o = JSON.parse(out[i]!) as Record<string, unknown>;
+      if (typeof o['file'] === 'string' && fileNodes.has(o['file'])) out[i] = JSON.stringify({ ...o, driver: 'qcow2' });
+    } else {
+      const parts = splitKeyval(out[i]!);
+      if (parts.some((p) => p.startsWith('file=') && fileNodes.has(p.slice(5)))) {
+        out[i] = joinKeyval(parts.map((p) => (p.startsWith('driver=') ? 'driver=qcow2' : p)));
+      }
+    }
+  }
+  return out;
+}
+
+function rewriteDrive(value: string, target: Map<string, string>): string {
+  const parts = splitKeyval(value);
+  const file = parts.find((p) => p.startsWith('file='));
+  const to = file && target.get(file.slice(5));
+  if (!to) return value;
+  const rest = parts.filter((p) => !p.startsWith('file=') && !p.startsWith('format='));
+  return joinKeyval([`file=${to}`, 'format=qcow2', ...rest]);
+}
+
+function rewriteBlockdevKeyval(value: string, target: Map<string, string>, fileNodes: Set<string>): string {
+  const parts = splitKeyval(value);
+  const nested = parts.find((p) => p.startsWith('file.filename='));
+  const own = parts.find((p) => p.startsWith('filename='));
+  if (nested && target.has(nested.slice('file.filename='.length))) {
+    const to = target.get(nested.slice('file.filename='.length))!;
+    return joinKeyval(parts.map((p) => (p === nested ? `file.filename=${to}` : p.startsWith('driver=') ? 'driver=qcow2' : p)));
+  }
+  if (own && target.has(own.slice('filename='.length))) {
+    const node = parts.find((p) => p.startsWith('node-name='));
+    if (node) fileNodes.add(node.slice('node-name='.length));
+    return joinKeyval(parts.map((p) => (p === own ? `filename=${target.get(own.slice('filename='.length))}` : p)));
+  }
+  return value;
+}
+
+function rewriteBlockdevJson(value: string, target: Map<string, string>, fileNodes: Set<string>): string {
+  const o = JSON.parse(value) as Record<string, unknown>;
+  const file = o['file'];
+  if (file && typeof file === 'object' && typeof (file as Record<string, unknown>)['filename'] === 'string') {
+    const to = target.get((file as Record<string, string>)['filename']!);
+    if (to) return JSON.stringify({ ...o, driver: 'qcow2', file: { ...(file as object), filename: to } });
+  }
+  if (typeof o['filename'] === 'string' && target.has(o['filename'])) {
+    if (typeof o['node-name'] === 'string') fileNodes.add(o['node-name']);
+    return JSON.stringify({ ...o, filename: target.get(o['filename']) });
+  }
+  return value;
+}
+
+/**
+ * Pure: a locally administered unicast MAC derived from the VM name and the
+ * NIC's index, so a copy never shares its source's address on a bridge.
+ */
+export function copyMac(vmName: string, index: number): string {
+  const h = [...`${vmName}/${index}`].reduce((a, c) => Math.imul(a ^ c.charCodeAt(0), 16777619) >>> 0, 2166136261);
+  const bytes = [0x52, 0x56, (h >>> 24) & 0xff, (h >>> 16) & 0xff, (h >>> 8) & 0xff, h & 0xff];
+  bytes[0] = (bytes[0]! & 0xfe) | 0x02;
+  return bytes.map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
+/** Pure: every `mac=` of `-device`/`-nic`/`-net` replaced by copyMac(vmName, n), n counting NICs. */
+export function rewriteMacs(argv: string[], vmName: string): string[] {
+  let n = 0;
+  return argv.map((arg, i) => {
+    if (i === 0 || !['-device', '-nic', '-net'].includes(argv[i - 1]!)) return arg;
+    if (!/(^|,)mac=/.test(arg)) return arg;
+    const mac = copyMac(vmName, n++);
+    return arg.replace(/(^|,)mac=[^,]*/, `$1mac=${mac}`);
+  });
+}
