@@ -18,6 +18,10 @@ import {
   type MigrationInfo,
 } from './migration.js';
 import { queryMachine, queryRamBytes, queryStatus } from './qemu-info.js';
+import { buildCompanionStream } from './lazy/companion.js';
+import { decideLazy, type LazyDecision } from './lazy/decide.js';
+import { startPrefetch } from './lazy/prefetch.js';
+import { lazyResidency, type LazyResidency } from './lazy/residency.js';
 
 export interface RestoreOptions {
   inPath: string;
@@ -35,6 +39,25 @@ export interface RestoreOptions {
   relaunch?: { rewrite?: ArgvRewrite; env?: Record<string, string> };
   /** Aborting stops waiting for the load; a QEMU this call launched is quit (its VM is only half loaded). */
   signal?: AbortSignal;
+  /**
+   * Map the main RAM block from the file instead of loading it (needs launch):
+   * the VM runs at once. When that cannot work the restore is eager and says why.
+   */
+  lazy?: { prefetch?: boolean };
+}
+
+/** What a lazy restore did (RestoreResult.lazy). */
+export interface LazyRestoreInfo {
+  /** The file the main RAM block is mapped from (its real path). */
+  file: string;
+  /** The main RAM block's id and size. */
+  blockId: string;
+  mappedBytes: number;
+  /** Bytes QEMU loaded from the companion stream (small blocks' pages). */
+  loadedBytes: number;
+  prefetch: { pid?: number; reason?: string } | 'off';
+  /** Right after the VM started. */
+  residency?: LazyResidency;
 }
 
 export interface RestoreResult {
@@ -50,6 +73,10 @@ export interface RestoreResult {
   launched?: { pid: number; logPath: string };
   /** Milliseconds from process start to `migrate-incoming`. */
   migrateIssuedAtMs: number;
+  mode: 'eager' | 'lazy';
+  /** A lazy restore was asked for but ran eagerly: why. */
+  lazyFallbackReason?: string;
+  lazy?: LazyRestoreInfo;
 }
 
 export class RestoreError extends Error {
@@ -63,13 +90,19 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
   if (!Number.isInteger(channels) || channels < 1 || channels > 64) {
     throw new RestoreError(`channels must be an integer from 1 to 64, got ${channels}`);
   }
-  const directIO = decideDirectIO(opts.directIO, opts.inPath, 'read');
+  const relaunched = opts.launch ? relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], opts.relaunch?.rewrite) : undefined;
+  const realFile = fs.realpathSync(opts.inPath);
+  const lazy: LazyDecision | undefined = opts.lazy ? decideLazy(snapshot, realFile, relaunched) : undefined;
+  const mapped = lazy?.lazy ? lazy : undefined;
+  const directIO = mapped
+    ? { enabled: false, reason: 'lazy restore: the RAM is mapped from the file, not read' }
+    : decideDirectIO(opts.directIO, opts.inPath, 'read');
 
   let client: QmpClient;
   let launched: { pid: number; logPath: string } | undefined;
-  if (opts.launch) {
+  if (relaunched) {
     if (opts.signal?.aborted) throw opts.signal.reason ?? new RestoreError('the restore was cancelled');
-    const argv = relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], opts.relaunch?.rewrite);
+    const argv = mapped?.argv ?? relaunched;
     const q = await launchQemu({ argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd, env: opts.relaunch?.env });
     client = q.client;
     launched = { pid: q.pid, logPath: q.logPath };
@@ -82,7 +115,10 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
     await checkTarget(client, opts.qmpSocket, snapshot);
     await configureMigration(client, { channels, directIO: directIO.enabled, unlimitedBandwidth: false });
     const { O_RDONLY, O_DIRECT } = fs.constants;
-    fds.push(fs.openSync(opts.inPath, O_RDONLY));
+    // Lazy: QEMU loads the companion stream; the main block's pages come from the mapping.
+    const companion = mapped ? buildCompanionStream(opts.inPath, snapshot, mapped.main) : undefined;
+    if (companion) fds.push(companion.fd);
+    else fds.push(fs.openSync(opts.inPath, O_RDONLY));
     if (directIO.enabled) fds.push(fs.openSync(opts.inPath, O_RDONLY | O_DIRECT));
     fdsetId = await addFdSet(client, fds, 'vmsnap-restore');
 
@@ -101,7 +137,8 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
     const status = await queryStatus(client);
     if (!opts.paused && !status.running) await client.execute('cont');
     if (opts.paused && status.running) await client.execute('stop');
-    const bytes = snapshot.layout.blocks.reduce((sum, b) => sum + b.pagesPresent * b.pageSize, 0);
+    const bytes = companion?.pageBytes ?? snapshot.layout.blocks.reduce((sum, b) => sum + b.pagesPresent * b.pageSize, 0);
+    const lazyInfo = mapped && companion && launched ? lazyInfoOf(mapped, realFile, companion.pageBytes, launched.pid, opts.lazy?.prefetch ?? true) : undefined;
     return {
       path: opts.inPath,
       bytes,
@@ -114,6 +151,9 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
       running: !opts.paused,
       launched,
       migrateIssuedAtMs,
+      mode: lazyInfo ? 'lazy' : 'eager',
+      ...(lazy && !lazy.lazy ? { lazyFallbackReason: lazy.reason } : {}),
+      ...(lazyInfo ? { lazy: lazyInfo } : {}),
     };
   } catch (err) {
     if (fdsetId !== undefined) await removeFdSet(client, fdsetId).catch(() => undefined);
@@ -127,6 +167,23 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
     for (const fd of fds) fs.closeSync(fd);
     client.close();
   }
+}
+
+function lazyInfoOf(
+  mapped: Extract<LazyDecision, { lazy: true }>,
+  file: string,
+  loadedBytes: number,
+  pid: number,
+  prefetch: boolean,
+): LazyRestoreInfo {
+  return {
+    file,
+    blockId: mapped.main.id,
+    mappedBytes: mapped.main.usedLength,
+    loadedBytes,
+    prefetch: prefetch ? startPrefetch(file, mapped.main) : 'off',
+    residency: lazyResidency(pid, file),
+  };
 }
 
 /** Refuses a QEMU that is not waiting for this snapshot, before anything is loaded. */
