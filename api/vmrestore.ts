@@ -63,6 +63,12 @@ export const VMRestoreSpecSchema = z
     )
       .meta(validations(immutableRule('restoreMode')))
       .default(DEFAULT_RESTORE_MODE),
+    prefetch: z
+      .boolean()
+      .describe(
+        'restoreMode Lazy only: read the mapped RAM into the page cache in the background, so the guest warms up without waiting for each page fault. Default true.',
+      )
+      .optional(),
   })
   .superRefine((spec, ctx) => {
     if (spec.restoreMode === 'Lazy' && spec.directIO === 'Always') {
@@ -75,6 +81,7 @@ export const VMRestoreSpecSchema = z
       immutableOptionalRule('targetVMName'),
       immutableOptionalRule('parallelism'),
       immutableOptionalRule('directIO'),
+      immutableOptionalRule('prefetch'),
       lazyExcludesDirectIORule,
     ),
   );
@@ -93,9 +100,24 @@ export const EffectiveRestoreSpecSchema = z
     ifRunning: IfRunningSchema.describe('Policy for a running target.'),
     afterRestore: AfterRestoreSchema.describe('State of the VM after the restore.'),
     restoreMode: RestoreModeSchema.describe('Eager or Lazy.'),
+    prefetch: z.boolean().optional().describe('Lazy only: whether the mapped RAM is prefetched in the background.'),
   })
   .describe('The settings in force after applying the snapshot and built-in defaults.');
 export type EffectiveRestoreSpec = z.infer<typeof EffectiveRestoreSpecSchema>;
+
+export const LazyRestoreStatusSchema = z
+  .object({
+    file: z.string().max(4096).describe('The snapshot file the main RAM block is mapped from (read-only, copy-on-write).'),
+    mappedBytes: byteCount('Size of the mapped main RAM block.'),
+    residentBytes: byteCount('Bytes of the mapped RAM in the VM now: paged in from the file or written by the guest.').optional(),
+    residentPercent: z.number().min(0).max(100).optional().describe('residentBytes as a percentage of mappedBytes.'),
+    privateBytes: byteCount('Bytes the guest has written: private copies no longer backed by the file.').optional(),
+    sharedBytes: byteCount('Resident bytes also mapped by other VMs restored from the same file.').optional(),
+    vmRunning: z.boolean().optional().describe('False once the VM has exited: the file no longer backs it.'),
+    measuredAt: timestamp('When the node agent last measured residency.').optional(),
+  })
+  .describe('A lazy restore: how much of the VM\'s RAM is resident, updated by the node agent while the VM runs.');
+export type LazyRestoreStatus = z.infer<typeof LazyRestoreStatusSchema>;
 
 export const VMRestoreStatusSchema = z
   .object({
@@ -115,6 +137,11 @@ export const VMRestoreStatusSchema = z
     throughputMiBps: z.number().min(0).optional().describe('Average restore throughput in MiB/s (Eager mode).'),
     directIOUsed: z.boolean().optional().describe('Whether O_DIRECT was actually used for the RAM pages.'),
     directIOReason: z.string().max(1024).optional().describe('Why direct I/O was or was not used.'),
+    restoreMode: RestoreModeSchema.optional().describe(
+      'The mode the restore ran in: Lazy, or Eager (asked for, or the fallback when Lazy could not work: restoreModeReason says why).',
+    ),
+    restoreModeReason: z.string().max(1024).optional().describe('Why a Lazy restore ran Eager.'),
+    lazy: LazyRestoreStatusSchema.optional(),
     error: ErrorInfoSchema.optional(),
   })
   .describe('Observed state, written by the operator and the node agent.');

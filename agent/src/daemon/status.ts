@@ -8,6 +8,7 @@ import {
   setCondition,
   transferDisplay,
   type Condition,
+  type LazyRestoreStatus,
   type VMRestoreStatus,
   type VMSnapshotStatus,
 } from '../../../api/index.js';
@@ -122,6 +123,10 @@ export interface RestoreOutcome {
   directIOReason?: string;
   running: boolean;
   target: string;
+  mode?: 'eager' | 'lazy';
+  /** restoreMode Lazy asked for, Eager done: why. */
+  lazyFallbackReason?: string;
+  lazy?: LazyRestoreStatus;
 }
 
 export function restoreSucceededStatus(obj: StatusOwner, r: RestoreOutcome, now: Date, note = ''): VMRestoreStatus {
@@ -134,8 +139,11 @@ export function restoreSucceededStatus(obj: StatusOwner, r: RestoreOutcome, now:
     durationHuman: formatDurationMs(durationMs),
     downtimeMs,
     downtimeHuman: formatDurationMs(downtimeMs),
-    throughputMiBps: transferDisplay(r.bytes, r.loadMs).throughputMiBps,
+    ...(r.mode === 'lazy' ? {} : { throughputMiBps: transferDisplay(r.bytes, r.loadMs).throughputMiBps }),
     restoreSize: r.ramBytes,
+    ...(r.mode ? { restoreMode: r.mode === 'lazy' ? 'Lazy' : 'Eager' } : {}),
+    ...(r.lazyFallbackReason ? { restoreModeReason: r.lazyFallbackReason.slice(0, 1024) } : {}),
+    ...(r.lazy ? { lazy: r.lazy } : {}),
     directIOUsed: r.directIO,
     ...(r.directIOReason ? { directIOReason: r.directIOReason.slice(0, 1024) } : {}),
     ...progressStatus(r.bytes, r.bytes),
@@ -145,8 +153,15 @@ export function restoreSucceededStatus(obj: StatusOwner, r: RestoreOutcome, now:
 }
 
 /** "restored 1GiB from /path in 0.9s (1.2GiB/s) into default/demo; VM running" */
-export function restoreSummary(r: Pick<RestoreOutcome, 'bytes' | 'loadMs' | 'durationMs' | 'path' | 'target' | 'running'>): string {
+export function restoreSummary(r: Pick<RestoreOutcome, 'bytes' | 'loadMs' | 'durationMs' | 'path' | 'target' | 'running' | 'lazy' | 'lazyFallbackReason'>): string {
   const load = transferDisplay(r.bytes, r.loadMs);
+  if (r.lazy) {
+    return (
+      `restored ${r.target} lazily in ${formatDurationMs(r.durationMs)}: ${formatBytes(r.lazy.mappedBytes)}B of RAM mapped from ${r.path}, ` +
+      `paging in on demand; VM ${r.running ? 'running' : 'paused'}`
+    );
+  }
+  if (r.lazyFallbackReason) return `restored eagerly (a lazy restore is not possible: ${r.lazyFallbackReason}); ` + restoreSummary({ ...r, lazyFallbackReason: undefined });
   return (
     `restored ${formatBytes(r.bytes)}B from ${r.path} into ${r.target} in ${formatDurationMs(r.durationMs)} ` +
     `(${load.throughputHuman}); VM ${r.running ? 'running' : 'paused'}`
