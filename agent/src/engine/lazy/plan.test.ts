@@ -19,7 +19,7 @@ describe('planLazyArgv', () => {
     expect(plan.lazy).toBe(true);
     const argv = (plan as { argv: string[] }).argv;
     expect(argv[2]).toBe('memory-backend-file,id=mem0,size=268435456,merge=off,mem-path=/snap/a,,b.vms,offset=3145728,share=off,readonly=on,rom=off');
-    expect(argv).toHaveLength(7); // nothing appended
+    expect(argv).toHaveLength(8); // nothing appended
   });
 
   it('rewrites the JSON form of -object', () => {
