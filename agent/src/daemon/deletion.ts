@@ -6,6 +6,7 @@ import { effectiveDeletionPolicy, type VMSnapshot } from '../../../api/index.js'
 import type { Completion } from './completion.js';
 import type { AgentContext } from './context.js';
 import { isReallyUnder } from './paths.js';
+import { qemusMapping } from '../engine/lazy/residency.js';
 
 export type DeletionDecision =
   | { action: 'none'; why: string }
@@ -43,8 +44,14 @@ export function deleteSnapshotFile(ctx: AgentContext, snap: VMSnapshot): Complet
       let message = 'deletionPolicy Delete: the snapshot had no file';
       if (d.path) {
         const existed = fs.existsSync(d.path);
+        // Lazily restored VMs map the file: unlinking leaves their mappings intact, and the
+        // kernel frees the space when the last of them exits.
+        const mappers = existed ? qemusMapping(fs.realpathSync(d.path)) : [];
         fs.rmSync(d.path, { force: true });
         message = existed ? `deletionPolicy Delete: removed ${d.path} from node ${ctx.nodeName}` : `deletionPolicy Delete: ${d.path} was already gone`;
+        if (mappers.length > 0) {
+          message += `; ${mappers.length} lazily restored VM(s) still run on it (QEMU pid ${mappers.join(', ')}): its space is freed when they exit`;
+        }
       }
       return { status: { fileDeleted: true }, event: { type: 'Normal', reason: 'FileDeleted', message } };
     }

@@ -46,3 +46,18 @@ export function lazyResidency(pid: number, file: string): LazyResidency | undefi
   }
   return found;
 }
+
+/** QEMU processes that map `file` (lazily restored VMs running on it). */
+export function qemusMapping(file: string): number[] {
+  const pids: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (!fs.readFileSync(`/proc/${entry}/comm`, 'utf8').startsWith('qemu')) continue;
+      if (fs.readFileSync(`/proc/${entry}/maps`, 'utf8').includes(` ${file}\n`)) pids.push(Number(entry));
+    } catch {
+      // exited, or not ours to read
+    }
+  }
+  return pids;
+}
