@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { QmpClient } from '../qmp/client.js';
-import { verifySnapshotFile, type VerifiedSnapshot } from '../snapshot-file/verify.js';
+import type { VerifiedSnapshot } from '../snapshot-file/verify.js';
 import type { DirectIOMode } from '../snapshot-file/metadata.js';
 import { decideDirectIO } from './direct-io.js';
 import { throughputMiBps } from '../../../api/format.js';
@@ -20,6 +20,7 @@ import {
 import { queryMachine, queryRamBytes, queryStatus } from './qemu-info.js';
 import { buildCompanionStream } from './lazy/companion.js';
 import { decideLazy, type LazyDecision } from './lazy/decide.js';
+import { abandonEarlyLaunch, earlyLazyLaunch, type EarlyLaunch } from './lazy/early-launch.js';
 import { startPrefetch } from './lazy/prefetch.js';
 import { lazyResidency, type LazyResidency } from './lazy/residency.js';
 
@@ -84,26 +85,52 @@ export class RestoreError extends Error {
 }
 
 export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
-  const snapshot = verifySnapshotFile(opts.inPath);
-  const meta = snapshot.header.metadata;
-  const channels = opts.channels ?? meta.stream.channels;
-  if (!Number.isInteger(channels) || channels < 1 || channels > 64) {
-    throw new RestoreError(`channels must be an integer from 1 to 64, got ${channels}`);
-  }
-  const relaunched = opts.launch ? relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], opts.relaunch?.rewrite) : undefined;
   const realFile = fs.realpathSync(opts.inPath);
-  const lazy: LazyDecision | undefined = opts.lazy ? decideLazy(snapshot, realFile, relaunched) : undefined;
+  let early: EarlyLaunch | undefined =
+    opts.lazy && opts.launch && !opts.signal?.aborted
+      ? earlyLazyLaunch({ inPath: opts.inPath, realFile, qmpSocket: opts.qmpSocket, rewrite: opts.relaunch?.rewrite, env: opts.relaunch?.env })
+      : undefined;
+  let snapshot: VerifiedSnapshot;
+  let lazy: LazyDecision | undefined;
+  let relaunched: string[] | undefined;
+  let channels: number;
+  let directIO: { enabled: boolean; reason?: string };
+  try {
+    // Loaded here, not at the top: a lazy restore starts QEMU while this loads.
+    const { verifySnapshotFile } = await import('../snapshot-file/verify.js');
+    snapshot = verifySnapshotFile(opts.inPath);
+    const meta = snapshot.header.metadata;
+    channels = opts.channels ?? meta.stream.channels;
+    if (!Number.isInteger(channels) || channels < 1 || channels > 64) {
+      throw new RestoreError(`channels must be an integer from 1 to 64, got ${channels}`);
+    }
+    relaunched = opts.launch ? relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], opts.relaunch?.rewrite) : undefined;
+    lazy = opts.lazy ? decideLazy(snapshot, realFile, relaunched) : undefined;
+    directIO = lazy?.lazy
+      ? { enabled: false, reason: 'lazy restore: the RAM is mapped from the file, not read' }
+      : decideDirectIO(opts.directIO, opts.inPath, 'read');
+    // The checked header must say what the early launch read from it.
+    if (early && (!lazy?.lazy || lazy.argv.join('\0') !== early.argv.join('\0'))) {
+      const stale = early;
+      early = undefined;
+      await abandonEarlyLaunch(stale);
+    }
+  } catch (err) {
+    await abandonEarlyLaunch(early);
+    throw err;
+  }
+  const meta = snapshot.header.metadata;
   const mapped = lazy?.lazy ? lazy : undefined;
-  const directIO = mapped
-    ? { enabled: false, reason: 'lazy restore: the RAM is mapped from the file, not read' }
-    : decideDirectIO(opts.directIO, opts.inPath, 'read');
 
   let client: QmpClient;
   let launched: { pid: number; logPath: string } | undefined;
   if (relaunched) {
-    if (opts.signal?.aborted) throw opts.signal.reason ?? new RestoreError('the restore was cancelled');
+    if (opts.signal?.aborted) {
+      await abandonEarlyLaunch(early);
+      throw opts.signal.reason ?? new RestoreError('the restore was cancelled');
+    }
     const argv = mapped?.argv ?? relaunched;
-    const q = await launchQemu({ argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd, env: opts.relaunch?.env });
+    const q = early ? await early.launching : await launchQemu({ argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd, env: opts.relaunch?.env });
     client = q.client;
     launched = { pid: q.pid, logPath: q.logPath };
   } else {
