@@ -57,12 +57,15 @@ async function verifiesInLog(serial: string, after: number, from = 0): Promise<n
   }
 }
 
+let cliFile: string | undefined;
+
 function cmdline(pid: number): string[] {
   return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
 }
 
 it('CLI --launch --lazy: the VM runs on its RAM mapped from the unchanged file and keeps verifying it', async () => {
   const { guest, file } = await hibernatedGuest('cli', 51);
+  cliFile = file;
   const hashBefore = await sha256File(file);
   const before = guest.serialText().length;
   const lastPass = guest.lastPass();
@@ -163,6 +166,34 @@ it('copies restored lazily from one file share its pages and diverge independent
   launchedPids.push((restored.json!.launched as { pid: number }).pid);
   expect(restored.json).toMatchObject({ mode: 'eager' });
   await verifiesInLog(a.serial, lastPass, before);
+});
+
+it('a damaged file fails the lazy restore and quits the QEMU started while it was being checked', async () => {
+  expect(cliFile).toBeDefined();
+  const bad = path.join(dir, 'damaged.vms');
+  fs.copyFileSync(cliFile!, bad);
+  const fd = fs.openSync(bad, 'r+');
+  const at = fs.fstatSync(fd).size - 64; // device state: covered by the structure checksum, not by the header's CRC
+  const byte = Buffer.alloc(1);
+  fs.readSync(fd, byte, 0, 1, at);
+  byte[0] = byte[0]! ^ 0xff;
+  fs.writeSync(fd, byte, 0, 1, at);
+  fs.closeSync(fd);
+  const socket = path.join(dir, 'damaged', 'qmp.sock');
+  fs.mkdirSync(path.dirname(socket), { recursive: true });
+  const restore = await cli(['restore', '--in', bad, '--qmp', socket, '--launch', '--lazy']);
+  expect(restore.code).toBe(1);
+  expect(restore.stderr).toMatch(/is corrupted: QEMU's stream headers or device state changed/);
+  // A QEMU was started early (its log exists) and is gone again.
+  expect(fs.existsSync(`${socket}.qemu.log`)).toBe(true);
+  const stillRunning = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).some((p) => {
+    try {
+      return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(socket);
+    } catch {
+      return false;
+    }
+  });
+  expect(stillRunning).toBe(false);
 });
 
 it('falls back to an eager restore, with the reason, when the RAM is a shared file', async () => {
