@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createNamespace, kubectlOk } from '../cluster/controlplane.js';
 import { startGuest, type Guest } from '../guest/guest.js';
-import { apply, getJson, killQemusUnder, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
+import { apply, expectVerifying, getJson, killQemusUnder, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
 
 let stack: Stack;
 let ns: string;
@@ -49,17 +49,6 @@ metadata: {name: ${name}}
 spec: {snapshotName: ${snapshot}, restoreMode: Lazy${target ? `, targetVMName: ${target}` : ''}}
 `, ns);
   return waitForPhase(`vmrestore/${name}`, ns, 'Succeeded');
-}
-
-async function expectVerifying(serialPath: string, offset: number): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const text = fs.existsSync(serialPath) ? fs.readFileSync(serialPath, 'latin1').slice(offset) : '';
-    if (/VMSNAP BAD/.test(text)) throw new Error(`guest memory damaged: ${text.match(/VMSNAP BAD[^\r\n]*/)![0]}`);
-    if ((text.match(/VMSNAP PASS n=\d+ ok/g) ?? []).length >= 2) return;
-    if (Date.now() > deadline) throw new Error(`no new passing memory check in ${serialPath} within 60 s`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 function qemuPidOf(dir: string): number {
