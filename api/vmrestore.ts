@@ -59,7 +59,7 @@ export const VMRestoreSpecSchema = z
       .meta(validations(immutableRule('afterRestore')))
       .default(DEFAULT_AFTER_RESTORE),
     restoreMode: RestoreModeSchema.describe(
-      'Eager: all RAM is read before the VM runs. Lazy: the VM runs at once with its RAM mapped from the snapshot file, paging in on demand (the file must stay in place while the VM runs).',
+      'Eager: all RAM is read before the VM runs. Lazy: the VM runs at once with its RAM mapped (private, copy-on-write) from the snapshot file, paging in on demand; the file is never modified, and deleting its VMSnapshot frees the space when the last VM using it exits. Falls back to Eager, with status.restoreModeReason, for VMs whose RAM cannot be mapped.',
     )
       .meta(validations(immutableRule('restoreMode')))
       .default(DEFAULT_RESTORE_MODE),
