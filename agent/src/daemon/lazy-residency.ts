@@ -24,6 +24,11 @@ export function lazyStatus(file: string, mappedBytes: number, residency: LazyRes
   };
 }
 
+/** status.lazy of a VM known to run (just restored): an unreadable measurement counts as nothing resident yet. */
+export function runningLazyStatus(file: string, mappedBytes: number, residency: LazyResidency | undefined, now: Date): LazyRestoreStatus {
+  return lazyStatus(file, mappedBytes, residency ?? { mappedBytes, residentBytes: 0, privateBytes: 0, sharedBytes: 0 }, now);
+}
+
 /** Pure: whether a new measurement is worth a status write (1% of the RAM, or the VM exited). */
 export function residencyChanged(before: LazyRestoreStatus | undefined, after: LazyRestoreStatus): boolean {
   if (!before) return true;

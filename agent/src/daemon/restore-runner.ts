@@ -12,7 +12,7 @@ import type { Completion } from './completion.js';
 import { useFile, type AgentContext } from './context.js';
 import { assertUnder, vmDir } from './paths.js';
 import { probeQmp, quitQemu } from './qemu-control.js';
-import { lazyStatus } from './lazy-residency.js';
+import { runningLazyStatus } from './lazy-residency.js';
 import { restoreSettings } from './settings.js';
 import { failedStatus, restoreSucceededStatus, restoreSummary } from './status.js';
 
@@ -180,9 +180,7 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
       target,
       mode: r.mode,
       lazyFallbackReason: r.lazyFallbackReason,
-      lazy: r.lazy
-        ? lazyStatus(r.lazy.file, r.lazy.mappedBytes, r.lazy.residency ?? { mappedBytes: r.lazy.mappedBytes, residentBytes: 0, privateBytes: 0, sharedBytes: 0 }, new Date(now))
-        : undefined,
+      lazy: r.lazy ? runningLazyStatus(r.lazy.file, r.lazy.mappedBytes, r.lazy.residency, new Date(now)) : undefined,
     };
     const launched = r.launched ? `; QEMU pid ${r.launched.pid}, log ${r.launched.logPath}` : '';
     return {

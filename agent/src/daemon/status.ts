@@ -141,14 +141,20 @@ export function restoreSucceededStatus(obj: StatusOwner, r: RestoreOutcome, now:
     downtimeHuman: formatDurationMs(downtimeMs),
     ...(r.mode === 'lazy' ? {} : { throughputMiBps: transferDisplay(r.bytes, r.loadMs).throughputMiBps }),
     restoreSize: r.ramBytes,
-    ...(r.mode ? { restoreMode: r.mode === 'lazy' ? 'Lazy' : 'Eager' } : {}),
-    ...(r.lazyFallbackReason ? { restoreModeReason: r.lazyFallbackReason.slice(0, 1024) } : {}),
-    ...(r.lazy ? { lazy: r.lazy } : {}),
+    ...lazyFields(r),
     directIOUsed: r.directIO,
     ...(r.directIOReason ? { directIOReason: r.directIOReason.slice(0, 1024) } : {}),
     ...progressStatus(r.bytes, r.bytes),
     observedGeneration: obj.metadata.generation,
     conditions: ready(obj, 'True', Reason.Succeeded, restoreSummary(r) + note, now),
+  };
+}
+
+function lazyFields(r: Pick<RestoreOutcome, 'mode' | 'lazyFallbackReason' | 'lazy'>): Pick<VMRestoreStatus, 'restoreMode' | 'restoreModeReason' | 'lazy'> {
+  return {
+    ...(r.mode ? { restoreMode: r.mode === 'lazy' ? 'Lazy' : 'Eager' } : {}),
+    ...(r.lazyFallbackReason ? { restoreModeReason: r.lazyFallbackReason.slice(0, 1024) } : {}),
+    ...(r.lazy ? { lazy: r.lazy } : {}),
   };
 }
 
@@ -171,7 +177,7 @@ export function restoreSummary(r: Pick<RestoreOutcome, 'bytes' | 'loadMs' | 'dur
 /** A restore that finished while the agent was down: what can still be known. */
 export function restoreRecoveredStatus(
   obj: StatusOwner,
-  r: { durationMs: number; ramBytes: number; running: boolean; target: string },
+  r: { durationMs: number; ramBytes: number; running: boolean; target: string } & Pick<RestoreOutcome, 'mode' | 'lazyFallbackReason' | 'lazy'>,
   now: Date,
   note: string,
 ): VMRestoreStatus {
@@ -184,6 +190,7 @@ export function restoreRecoveredStatus(
     downtimeMs: durationMs,
     downtimeHuman: formatDurationMs(durationMs),
     restoreSize: r.ramBytes,
+    ...lazyFields(r),
     observedGeneration: obj.metadata.generation,
     conditions: ready(obj, 'True', Reason.Succeeded, `restored VM ${r.target}; VM ${r.running ? 'running' : 'paused'}${note}`, now),
   };

@@ -1,4 +1,4 @@
-import { eagerArgv, planLazyArgv, type LazyBacking } from './plan.js';
+import { eagerArgv, lazyBackingOf, planLazyArgv, type LazyBacking } from './plan.js';
 import { parseQemuOptions, formatQemuOptions } from './qemu-options.js';
 
 const backing: LazyBacking = { file: '/snap/a,b.vms', blockId: 'pc.ram', size: 268435456, offset: 3145728 };
@@ -71,5 +71,14 @@ describe('QEMU option syntax', () => {
     const o = parseQemuOptions('memory-backend-file,id=x,mem-path=/a,,b,share', 'qom-type');
     expect(o.props).toEqual([['qom-type', 'memory-backend-file'], ['id', 'x'], ['mem-path', '/a,b'], ['share', 'on']]);
     expect(formatQemuOptions(o, 'qom-type')).toBe('memory-backend-file,id=x,mem-path=/a,,b,share=on');
+  });
+});
+
+describe('lazyBackingOf', () => {
+  it('finds the snapshot mapping of a lazily restored command line, and nothing in an eager one', () => {
+    const lazy = (planLazyArgv(['qemu', '-m', '256'], backing) as { argv: string[] }).argv;
+    expect(lazyBackingOf(lazy)).toEqual({ file: '/snap/a,b.vms', size: 268435456 });
+    expect(lazyBackingOf(['qemu', '-object', 'memory-backend-file,id=pc.ram,size=1G,mem-path=/dev/shm/x,share=on'])).toBeUndefined();
+    expect(lazyBackingOf(['qemu', '-m', '256'])).toBeUndefined();
   });
 });

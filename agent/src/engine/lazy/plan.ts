@@ -107,6 +107,25 @@ export function planLazyArgv(argv: string[], b: LazyBacking): LazyArgvPlan {
   };
 }
 
+/** The snapshot mapping of a lazily restored VM's command line: its file and size. */
+export function lazyBackingOf(argv: string[]): { file: string; size: number } | undefined {
+  for (let i = 1; i < argv.length - 1; i++) {
+    if (!isObjectFlag(argv[i]!)) continue;
+    let o: QemuOptions;
+    try {
+      o = parseQemuOptions(argv[i + 1]!, 'qom-type');
+    } catch {
+      continue;
+    }
+    const file = getOption(o, 'mem-path');
+    const size = Number(getOption(o, 'size'));
+    if (getOption(o, 'qom-type') !== 'memory-backend-file' || !file || !isOn(getOption(o, 'readonly'))) continue;
+    if (isOn(getOption(o, 'rom') ?? 'on') || isOn(getOption(o, 'share')) || !Number.isInteger(size)) continue;
+    return { file, size };
+  }
+  return undefined;
+}
+
 /**
  * The command line to record for a VM that runs lazily restored: its RAM
  * mapped from a snapshot becomes plain anonymous RAM again (same id and size),
