@@ -40,6 +40,8 @@ async function run(cmd: Command): Promise<void> {
       return;
     }
     case 'restore': {
+      // Starting QEMU is most of a lazy restore: it starts before the rest of the engine loads.
+      const early = cmd.lazy && cmd.launch ? (await import('../engine/lazy/early-launch.js')).earlyLazyLaunch({ inPath: cmd.in, qmpSocket: cmd.qmp }) : undefined;
       const { restoreVm } = await import('../engine/restore.js');
       const r = await restoreVm({
         inPath: cmd.in,
@@ -49,6 +51,7 @@ async function run(cmd: Command): Promise<void> {
         launch: cmd.launch,
         paused: cmd.paused,
         lazy: cmd.lazy ? { prefetch: cmd.prefetch } : undefined,
+        early,
       });
       if (cmd.json) {
         print(r);

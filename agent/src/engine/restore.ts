@@ -40,6 +40,8 @@ export interface RestoreOptions {
   relaunch?: { rewrite?: ArgvRewrite; env?: Record<string, string> };
   /** Aborting stops waiting for the load; a QEMU this call launched is quit (its VM is only half loaded). */
   signal?: AbortSignal;
+  /** With lazy: a QEMU the caller already started with earlyLazyLaunch (same file, socket and relaunch). */
+  early?: EarlyLaunch;
   /**
    * Map the main RAM block from the file instead of loading it (needs launch):
    * the VM runs at once. When that cannot work the restore is eager and says why.
@@ -85,20 +87,22 @@ export class RestoreError extends Error {
 }
 
 export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
-  const realFile = fs.realpathSync(opts.inPath);
   let early: EarlyLaunch | undefined =
     opts.lazy && opts.launch && !opts.signal?.aborted
-      ? earlyLazyLaunch({ inPath: opts.inPath, realFile, qmpSocket: opts.qmpSocket, rewrite: opts.relaunch?.rewrite, env: opts.relaunch?.env })
+      ? (opts.early ?? earlyLazyLaunch({ inPath: opts.inPath, qmpSocket: opts.qmpSocket, rewrite: opts.relaunch?.rewrite, env: opts.relaunch?.env }))
       : undefined;
+  if (opts.early && !early) await abandonEarlyLaunch(opts.early);
   let snapshot: VerifiedSnapshot;
   let lazy: LazyDecision | undefined;
   let relaunched: string[] | undefined;
   let channels: number;
   let directIO: { enabled: boolean; reason?: string };
+  let realFile: string;
   try {
     // Loaded here, not at the top: a lazy restore starts QEMU while this loads.
     const { verifySnapshotFile } = await import('../snapshot-file/verify.js');
     snapshot = verifySnapshotFile(opts.inPath);
+    realFile = fs.realpathSync(opts.inPath);
     const meta = snapshot.header.metadata;
     channels = opts.channels ?? meta.stream.channels;
     if (!Number.isInteger(channels) || channels < 1 || channels > 64) {

@@ -3,6 +3,7 @@
 // check itself. Both start together: QEMU is launched from the CRC-checked
 // header as soon as it is read, while the file is checked in full; a file that
 // fails the check quits that QEMU before anything is loaded into it.
+import fs from 'node:fs';
 import { launchQemu, relaunchArgv, type ArgvRewrite, type LaunchedQemu } from '../launch.js';
 import { readMappedRamLayout } from '../../snapshot-file/mapped-ram.js';
 import type { SnapshotMetadata } from '../../snapshot-file/metadata.js';
@@ -21,7 +22,6 @@ export interface EarlyLaunch {
  */
 export function earlyLazyLaunch(opts: {
   inPath: string;
-  realFile: string;
   qmpSocket: string;
   rewrite?: ArgvRewrite;
   env?: Record<string, string>;
@@ -33,7 +33,7 @@ export function earlyLazyLaunch(opts: {
     const layout = readMappedRamLayout(opts.inPath, raw.streamOffset, { countPages: false });
     const snapshot = { header: { metadata: meta }, layout } as unknown as VerifiedSnapshot;
     const relaunched = relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], opts.rewrite);
-    const decision = decideLazy(snapshot, opts.realFile, relaunched);
+    const decision = decideLazy(snapshot, fs.realpathSync(opts.inPath), relaunched);
     if (!decision.lazy) return undefined;
     const launching = launchQemu({ argv: decision.argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd, env: opts.env });
     launching.catch(() => undefined); // awaited (or abandoned) by the caller
