@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { native } from '../../native.js';
 import { packageRoot } from '../../package-root.js';
 import type { RamBlockInfo } from '../../snapshot-file/mapped-ram.js';
 
@@ -21,6 +22,7 @@ const SCRIPT = 'dist/agent/src/engine/lazy/prefetch-main.js';
 export function startPrefetch(file: string, block: PrefetchBlock): { pid?: number; reason?: string } {
   const script = path.join(packageRoot(), SCRIPT);
   if (!fs.existsSync(script)) return { reason: `${script} is missing (run npm run build)` };
+  if (typeof native().fadviseWillNeed !== 'function') return { reason: 'the native addon predates the prefetch: rebuild it (npm install)' };
   const child = spawn(process.execPath, [script, file, JSON.stringify(block)], { detached: true, stdio: 'ignore' });
   child.on('error', () => undefined);
   child.unref();
