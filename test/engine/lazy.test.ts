@@ -11,7 +11,7 @@ import { lazyResidency } from '../../agent/src/engine/lazy/residency.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { QmpClient } from '../../agent/src/qmp/client.js';
 import type { Guest } from '../guest/guest.js';
-import { cli, expectGuestVerifies, readyGuest, scratchDir, sha256File } from './harness.js';
+import { cli, expectGuestVerifies, readyGuest, run, scratchDir, sha256File } from './harness.js';
 
 const guests: Guest[] = [];
 const launchedPids: number[] = [];
@@ -194,6 +194,42 @@ it('a damaged file fails the lazy restore and quits the QEMU started while it wa
     }
   });
   expect(stillRunning).toBe(false);
+});
+
+/** Bytes of `file` in the page cache (util-linux fincore). */
+async function cachedBytes(file: string): Promise<number> {
+  const { stdout } = await run('fincore', ['--bytes', '--noheadings', '--output', 'RES', file]);
+  return Number(stdout.trim());
+}
+
+it('the prefetch reads the RAM of a paused lazy VM into the page cache; without it nothing is read', async () => {
+  const source = cliFile ?? (await hibernatedGuest('prefetch-src', 55)).file;
+  for (const prefetch of [false, true]) {
+    // A fresh copy, synced and dropped from the page cache: only a reader brings its pages back.
+    const file = path.join(dir, `prefetch-${prefetch}.vms`);
+    fs.copyFileSync(source, file);
+    const fd = fs.openSync(file, 'r');
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    await run('dd', [`if=${file}`, 'iflag=nocache', 'count=0']);
+    expect(await cachedBytes(file)).toBeLessThan(4 << 20);
+    const socket = path.join(dir, `prefetch-${prefetch}`, 'qmp.sock');
+    const restore = await cli(['restore', '--in', file, '--qmp', socket, '--launch', '--lazy', '--paused', '--json', ...(prefetch ? [] : ['--no-prefetch'])]);
+    expect(restore.code).toBe(0);
+    launchedPids.push((restore.json!.launched as { pid: number }).pid);
+    expect(restore.json).toMatchObject({ mode: 'lazy', running: false });
+    if (prefetch) {
+      // The guest is paused: the 64 MiB it filled can only come in through the prefetch.
+      const deadline = Date.now() + 60_000;
+      while ((await cachedBytes(file)) < 64 << 20) {
+        if (Date.now() > deadline) throw new Error(`the prefetch brought only ${await cachedBytes(file)} bytes of ${file} into the page cache in 60 s`);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    } else {
+      await new Promise((r) => setTimeout(r, 3_000));
+      expect(await cachedBytes(file)).toBeLessThan(16 << 20);
+    }
+  }
 });
 
 it('falls back to an eager restore, with the reason, when the RAM is a shared file', async () => {
