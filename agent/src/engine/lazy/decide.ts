@@ -1,8 +1,8 @@
 // Decides whether a restore can be lazy: the conditions on the snapshot and on
 // how the target QEMU comes to be, then the command-line plan. Anything that
 // stands in the way is a reason, and the restore goes on eagerly.
-import type { RamBlockInfo } from '../../snapshot-file/mapped-ram.js';
-import type { VerifiedSnapshot } from '../../snapshot-file/verify.js';
+import type { MappedRamLayout, RamBlockInfo } from '../../snapshot-file/mapped-ram.js';
+import type { SnapshotMetadata } from '../../snapshot-file/metadata.js';
 import { planLazyArgv } from './plan.js';
 
 /** x86-64's base page: a block saved with larger pages lives in hugepages. */
@@ -14,7 +14,13 @@ export type LazyDecision = { lazy: true; argv: string[]; main: RamBlockInfo } | 
  * `relaunchedArgv`: the command line the restore would launch (undefined when
  * it attaches to a QEMU started by someone else). `file`: the snapshot's real path.
  */
-export function decideLazy(snapshot: VerifiedSnapshot, file: string, relaunchedArgv: string[] | undefined): LazyDecision {
+/** What the decision reads of a snapshot: its RAM record and its stream's RAM layout. */
+export interface LazySource {
+  header: { metadata: Pick<SnapshotMetadata, 'ram'> };
+  layout: MappedRamLayout;
+}
+
+export function decideLazy(snapshot: LazySource, file: string, relaunchedArgv: string[] | undefined): LazyDecision {
   if (!relaunchedArgv) {
     return { lazy: false, reason: 'the target QEMU was started outside vmsnap (no --launch): its RAM already exists, so the file can only be loaded into it' };
   }

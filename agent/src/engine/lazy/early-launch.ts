@@ -8,7 +8,6 @@ import { launchQemu, relaunchArgv, type ArgvRewrite, type LaunchedQemu } from '.
 import { readMappedRamLayout } from '../../snapshot-file/mapped-ram.js';
 import type { SnapshotMetadata } from '../../snapshot-file/metadata.js';
 import { readRawHeader } from '../../snapshot-file/raw-header.js';
-import type { VerifiedSnapshot } from '../../snapshot-file/verify.js';
 import { decideLazy } from './decide.js';
 
 export interface EarlyLaunch {
@@ -31,9 +30,8 @@ export function earlyLazyLaunch(opts: {
     if (raw.state !== 'complete') return undefined;
     const meta = raw.metadata as SnapshotMetadata;
     const layout = readMappedRamLayout(opts.inPath, raw.streamOffset, { countPages: false });
-    const snapshot = { header: { metadata: meta }, layout } as unknown as VerifiedSnapshot;
     const relaunched = relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], opts.rewrite);
-    const decision = decideLazy(snapshot, fs.realpathSync(opts.inPath), relaunched);
+    const decision = decideLazy({ header: { metadata: meta }, layout }, fs.realpathSync(opts.inPath), relaunched);
     if (!decision.lazy) return undefined;
     const launching = launchQemu({ argv: decision.argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd, env: opts.env });
     launching.catch(() => undefined); // awaited (or abandoned) by the caller
