@@ -60,9 +60,12 @@ export async function startDaemon(
     locks,
     log,
   });
-  const dispatcher = new WorkDispatcher(ctx, () => inventory.refreshSoon());
   // Lazily restored VMs: status.lazy.residentBytes, at the inventory's pace.
   const residency = new LazyResidencyReporter(ctx, config.inventoryIntervalSeconds * 1000);
+  const dispatcher = new WorkDispatcher(ctx, () => {
+    inventory.refreshSoon();
+    residency.wake();
+  });
 
   const starting = new AbortController();
   opts.signal?.addEventListener('abort', () => starting.abort(), { once: true });

@@ -56,6 +56,8 @@ export class LazyResidencyReporter {
   private running: Promise<void> | undefined;
   /** restore uid -> QEMU pid, so /proc is scanned once per VM. */
   private readonly pids = new Map<string, number>();
+  /** List the restores on the next tick: at start, after work finished, while lazy VMs run. */
+  private stale = true;
 
   constructor(
     private readonly ctx: AgentContext,
@@ -71,13 +73,20 @@ export class LazyResidencyReporter {
     this.timer.unref();
   }
 
+  /** A restore finished: it may be a lazy one to follow. */
+  wake(): void {
+    this.stale = true;
+  }
+
   async stop(): Promise<void> {
     clearInterval(this.timer);
     await this.running;
   }
 
   async tick(now = () => new Date()): Promise<void> {
+    if (!this.stale) return;
     const restores = await this.ctx.kube.list<VMRestore>('vmRestore', { labelSelector: `${NODE_LABEL}=${this.ctx.nodeName}` });
+    let following = 0;
     for (const r of restores) {
       const lazy = r.status?.lazy;
       const uid = r.metadata.uid;
@@ -87,10 +96,13 @@ export class LazyResidencyReporter {
       if (pid === undefined) this.pids.delete(uid);
       else this.pids.set(uid, pid);
       const next = lazyStatus(lazy.file, lazy.mappedBytes, pid === undefined ? undefined : lazyResidency(pid, lazy.file), now());
+      if (next.vmRunning) following++;
       if (!residencyChanged(lazy, next)) continue;
       await this.ctx.kube
         .patchStatus('vmRestore', { namespace: r.metadata.namespace!, name: r.metadata.name! }, { status: { lazy: next } })
         .catch((err) => this.ctx.log.warn({ err: String(err), restore: r.metadata.name }, 'cannot write status.lazy'));
     }
+    // With no lazy VM running here, nothing is listed again until a restore finishes.
+    this.stale = following > 0;
   }
 }
