@@ -107,8 +107,11 @@ export function planLazyArgv(argv: string[], b: LazyBacking): LazyArgvPlan {
   };
 }
 
-/** The snapshot mapping of a lazily restored VM's command line: its file and size. */
-export function lazyBackingOf(argv: string[]): { file: string; size: number } | undefined {
+/**
+ * The -object values that map a file private and copy-on-write the way a lazy
+ * restore does (memory-backend-file, readonly=on, rom=off, not shared).
+ */
+function* fileMappings(argv: string[]): Generator<{ index: number; options: QemuOptions; file: string }> {
   for (let i = 1; i < argv.length - 1; i++) {
     if (!isObjectFlag(argv[i]!)) continue;
     let o: QemuOptions;
@@ -118,10 +121,17 @@ export function lazyBackingOf(argv: string[]): { file: string; size: number } | 
       continue;
     }
     const file = getOption(o, 'mem-path');
-    const size = Number(getOption(o, 'size'));
     if (getOption(o, 'qom-type') !== 'memory-backend-file' || !file || !isOn(getOption(o, 'readonly'))) continue;
-    if (isOn(getOption(o, 'rom') ?? 'on') || isOn(getOption(o, 'share')) || !Number.isInteger(size)) continue;
-    return { file, size };
+    if (isOn(getOption(o, 'rom') ?? 'on') || isOn(getOption(o, 'share'))) continue;
+    yield { index: i + 1, options: o, file };
+  }
+}
+
+/** The snapshot mapping of a lazily restored VM's command line: its file and size. */
+export function lazyBackingOf(argv: string[]): { file: string; size: number } | undefined {
+  for (const m of fileMappings(argv)) {
+    const size = Number(getOption(m.options, 'size'));
+    if (Number.isInteger(size)) return { file: m.file, size };
   }
   return undefined;
 }
@@ -133,20 +143,11 @@ export function lazyBackingOf(argv: string[]): { file: string; size: number } | 
  */
 export function eagerArgv(argv: string[], isSnapshotFile: (path: string) => boolean): string[] {
   const out = [...argv];
-  for (let i = 1; i < out.length - 1; i++) {
-    if (!isObjectFlag(out[i]!)) continue;
-    let o: QemuOptions;
-    try {
-      o = parseQemuOptions(out[i + 1]!, 'qom-type');
-    } catch {
-      continue;
-    }
-    const memPath = getOption(o, 'mem-path');
-    if (getOption(o, 'qom-type') !== 'memory-backend-file' || !memPath || !isOn(getOption(o, 'readonly'))) continue;
-    if (isOn(getOption(o, 'rom') ?? 'on') || isOn(getOption(o, 'share')) || !isSnapshotFile(memPath)) continue;
-    setOption(o, 'qom-type', 'memory-backend-ram');
-    for (const p of [...FILE_BACKEND_PROPS, 'share']) deleteOption(o, p);
-    out[i + 1] = formatQemuOptions(o, 'qom-type');
+  for (const m of fileMappings(argv)) {
+    if (!isSnapshotFile(m.file)) continue;
+    setOption(m.options, 'qom-type', 'memory-backend-ram');
+    for (const p of [...FILE_BACKEND_PROPS, 'share']) deleteOption(m.options, p);
+    out[m.index] = formatQemuOptions(m.options, 'qom-type');
   }
   return out;
 }
