@@ -228,6 +228,7 @@ export function vmRestoreCrd(): CustomResourceDefinition {
       age,
       { name: 'Channels', type: 'integer', jsonPath: '.status.effective.channels', priority: 1 },
       { name: 'DirectIO', type: 'boolean', jsonPath: '.status.directIOUsed', priority: 1 },
+      { name: 'Resident%', type: 'number', jsonPath: '.status.lazy.residentPercent', description: 'Lazy restores: share of the RAM in memory.', priority: 1 },
     ],
     rootSchema(
       'VMRestore brings a VM back from a VMSnapshot, into the same VM or a copy.',

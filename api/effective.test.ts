@@ -133,6 +133,7 @@ describe('effectiveRestoreSpec', () => {
       ifRunning: 'Replace',
       afterRestore: 'Paused',
       restoreMode: 'Lazy',
+      prefetch: true,
     });
   });
 });

@@ -106,5 +106,6 @@ export function effectiveRestoreSpec(
     ifRunning: spec.ifRunning ?? DEFAULT_IF_RUNNING,
     afterRestore: spec.afterRestore ?? DEFAULT_AFTER_RESTORE,
     restoreMode: spec.restoreMode ?? DEFAULT_RESTORE_MODE,
+    ...((spec.restoreMode ?? DEFAULT_RESTORE_MODE) === 'Lazy' ? { prefetch: spec.prefetch ?? true } : {}),
   };
 }

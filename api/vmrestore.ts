@@ -59,7 +59,7 @@ export const VMRestoreSpecSchema = z
       .meta(validations(immutableRule('afterRestore')))
       .default(DEFAULT_AFTER_RESTORE),
     restoreMode: RestoreModeSchema.describe(
-      'Eager: all RAM is read before the VM runs. Lazy: the VM runs at once with its RAM mapped from the snapshot file, paging in on demand (the file must stay in place while the VM runs).',
+      'Eager: all RAM is read before the VM runs. Lazy: the VM runs at once with its RAM mapped (private, copy-on-write) from the snapshot file, paging in on demand; the file is never modified, and deleting its VMSnapshot frees the space when the last VM using it exits. Falls back to Eager, with status.restoreModeReason, for VMs whose RAM cannot be mapped.',
     )
       .meta(validations(immutableRule('restoreMode')))
       .default(DEFAULT_RESTORE_MODE),
@@ -67,6 +67,12 @@ export const VMRestoreSpecSchema = z
       .boolean()
       .describe(
         "Check the snapshot's RAM pages against the digests taken after the save (VMSnapshot spec.digests) before QEMU loads anything; damaged pages, or a snapshot without digests, fail the restore. Costs one read of the file. Immutable.",
+      )
+      .optional(),
+    prefetch: z
+      .boolean()
+      .describe(
+        'restoreMode Lazy only: read the mapped RAM into the page cache in the background, so the guest warms up without waiting for each page fault. Default true.',
       )
       .optional(),
   })
@@ -82,6 +88,7 @@ export const VMRestoreSpecSchema = z
       immutableOptionalRule('parallelism'),
       immutableOptionalRule('directIO'),
       immutableOptionalRule('verify'),
+      immutableOptionalRule('prefetch'),
       lazyExcludesDirectIORule,
     ),
   );
@@ -100,9 +107,24 @@ export const EffectiveRestoreSpecSchema = z
     ifRunning: IfRunningSchema.describe('Policy for a running target.'),
     afterRestore: AfterRestoreSchema.describe('State of the VM after the restore.'),
     restoreMode: RestoreModeSchema.describe('Eager or Lazy.'),
+    prefetch: z.boolean().optional().describe('Lazy only: whether the mapped RAM is prefetched in the background.'),
   })
   .describe('The settings in force after applying the snapshot and built-in defaults.');
 export type EffectiveRestoreSpec = z.infer<typeof EffectiveRestoreSpecSchema>;
+
+export const LazyRestoreStatusSchema = z
+  .object({
+    file: z.string().max(4096).describe('The snapshot file the main RAM block is mapped from (read-only, copy-on-write).'),
+    mappedBytes: byteCount('Size of the mapped main RAM block.'),
+    residentBytes: byteCount('Bytes of the mapped RAM in the VM now: paged in from the file or written by the guest.').optional(),
+    residentPercent: z.number().min(0).max(100).optional().describe('residentBytes as a percentage of mappedBytes.'),
+    privateBytes: byteCount('Bytes the guest has written: private copies no longer backed by the file.').optional(),
+    sharedBytes: byteCount('Resident bytes also mapped by other VMs restored from the same file.').optional(),
+    vmRunning: z.boolean().optional().describe('False once the VM has exited: the file no longer backs it.'),
+    measuredAt: timestamp('When the node agent last measured residency.').optional(),
+  })
+  .describe('A lazy restore: how much of the VM\'s RAM is resident, updated by the node agent while the VM runs.');
+export type LazyRestoreStatus = z.infer<typeof LazyRestoreStatusSchema>;
 
 export const VMRestoreStatusSchema = z
   .object({
@@ -122,6 +144,11 @@ export const VMRestoreStatusSchema = z
     throughputMiBps: z.number().min(0).optional().describe('Average restore throughput in MiB/s (Eager mode).'),
     directIOUsed: z.boolean().optional().describe('Whether O_DIRECT was actually used for the RAM pages.'),
     directIOReason: z.string().max(1024).optional().describe('Why direct I/O was or was not used.'),
+    restoreMode: RestoreModeSchema.optional().describe(
+      'The mode the restore ran in: Lazy, or Eager (asked for, or the fallback when Lazy could not work: restoreModeReason says why).',
+    ),
+    restoreModeReason: z.string().max(1024).optional().describe('Why a Lazy restore ran Eager.'),
+    lazy: LazyRestoreStatusSchema.optional(),
     error: ErrorInfoSchema.optional(),
   })
   .describe('Observed state, written by the operator and the node agent.');

@@ -229,6 +229,12 @@ async function main(): Promise<void> {
     report.verification = await measureVerification({ dir, sizeGiB: Math.min(...sizes), channels: 4, reps, log: (l) => console.log(l) });
     fs.writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify(report, null, 2) + '\n');
   }
+  // Lazy against eager restore (VMSNAP_BENCH_LAZY=0 skips it; bench/lazy-main.ts runs it alone).
+  if (process.env.VMSNAP_BENCH_LAZY !== '0') {
+    const { lazySection } = await import('./lazy-main.js');
+    report.lazy = await lazySection((l) => console.log(l));
+    fs.writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify(report, null, 2) + '\n');
+  }
   // libvirt's virsh save/restore on the same guest: opt-in (installs libvirt, needs root).
   if (process.env.VMSNAP_BENCH_LIBVIRT === '1') {
     const { runLibvirtComparison } = await import('./libvirt.js');

@@ -16,6 +16,11 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   log "installing npm packages"
   npm ci --no-audit --no-fund --loglevel=error
 else
+  # A checkout whose addon source changed since it was built (a new syscall) rebuilds it.
+  if [ agent/native/vmsnap_native.c -nt agent/native/build/Release/vmsnap_native.node ]; then
+    log "rebuilding the native addon"
+    node agent/native/build.mjs >/dev/null
+  fi
   npm run --silent build
 fi
 bash test/guest/build.sh >/dev/null

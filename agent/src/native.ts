@@ -1,5 +1,6 @@
-// Loads the N-API addon (agent/native) that makes the three syscalls Node
-// cannot: SCM_RIGHTS fd passing, SO_PEERCRED and an aligned O_DIRECT probe.
+// Loads the N-API addon (agent/native) that makes the syscalls Node
+// cannot: SCM_RIGHTS fd passing, SO_PEERCRED, an aligned O_DIRECT probe and
+// posix_fadvise (a lazy restore's prefetch).
 import { createRequire } from 'node:module';
 import { packageRoot } from './package-root.js';
 import path from 'node:path';
@@ -14,6 +15,7 @@ interface NativeAddon {
   sendFds(socketFd: number, data: Buffer, fds: number[]): number;
   peerCredentials(socketFd: number): PeerCredentials;
   probeDirectIO(dir: string): string | null;
+  fadviseWillNeed(fd: number, offset: number, length: number): void;
 }
 
 let addon: NativeAddon | undefined;

@@ -6,7 +6,7 @@ import { QmpClient } from '../../agent/src/qmp/client.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { createNamespace, kubectl, kubectlOk, repoRoot } from '../cluster/controlplane.js';
 import { startGuest, type Guest } from '../guest/guest.js';
-import { apply, getJson, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
+import { apply, expectVerifying, getJson, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
 
 let stack: Stack;
 const guests: Guest[] = [];
@@ -51,18 +51,6 @@ metadata:
 spec:
   snapshotName: ${snapshotName}
 ${extra}`;
-
-/** New PASS lines in the serial log after `offset`, with no BAD line: the guest runs with its memory intact. */
-async function expectVerifying(serialPath: string, offset: number): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const text = fs.existsSync(serialPath) ? fs.readFileSync(serialPath, 'utf8').slice(offset) : '';
-    if (/VMSNAP BAD/.test(text)) throw new Error(`guest memory damaged: ${text.match(/VMSNAP BAD[^\r\n]*/)![0]}`);
-    if ((text.match(/VMSNAP PASS n=\d+ ok/g) ?? []).length >= 2) return;
-    if (Date.now() > deadline) throw new Error(`no new passing memory check in ${serialPath} within 60 s`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 async function qemuStatus(socket: string): Promise<string> {
   const c = await QmpClient.connect(socket);

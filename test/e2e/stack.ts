@@ -191,3 +191,15 @@ export async function waitForPhase(resource: string, namespace: string, expected
   }
   return obj;
 }
+
+/** New PASS lines in the serial log after `offset`, with no BAD line: the guest runs with its memory intact. */
+export async function expectVerifying(serialPath: string, offset: number): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const text = fs.existsSync(serialPath) ? fs.readFileSync(serialPath, 'utf8').slice(offset) : '';
+    if (/VMSNAP BAD/.test(text)) throw new Error(`guest memory damaged: ${text.match(/VMSNAP BAD[^\r\n]*/)![0]}`);
+    if ((text.match(/VMSNAP PASS n=\d+ ok/g) ?? []).length >= 2) return;
+    if (Date.now() > deadline) throw new Error(`no new passing memory check in ${serialPath} within 60 s`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

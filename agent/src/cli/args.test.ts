@@ -19,6 +19,12 @@ describe('vmsnap-agent arguments', () => {
     expect(parseCommand(['inspect', '/f', '--verify'])).toMatchObject({ verify: true });
   });
 
+  it('parses a lazy restore', () => {
+    expect(parseCommand(['restore', '--in', '/f', '--qmp', '/s', '--launch', '--lazy'])).toMatchObject({ launch: true, lazy: true, prefetch: true });
+    expect(parseCommand(['restore', '--in', '/f', '--qmp', '/s', '--launch', '--lazy', '--no-prefetch'])).toMatchObject({ lazy: true, prefetch: false });
+    expect(parseCommand(['restore', '--in', '/f', '--qmp', '/s'])).toMatchObject({ lazy: false });
+  });
+
   it('parses daemon', () => {
     expect(parseCommand(['daemon'])).toEqual({ kind: 'daemon', config: undefined });
     expect(parseCommand(['daemon', '--config', '/etc/vmsnap/agent.yaml'])).toEqual({ kind: 'daemon', config: '/etc/vmsnap/agent.yaml' });
@@ -35,6 +41,9 @@ describe('vmsnap-agent arguments', () => {
     [['save', '--qmp', '/s', '--out', '/f', '--after', 'pause'], /--after must be one of resume, stop/],
     [['save', '--qmp', '/s', '--out', '/f', '--bogus'], /bogus/],
     [['inspect'], /inspect needs a FILE/],
+    [['restore', '--in', '/f', '--qmp', '/s', '--lazy'], /--lazy needs --launch/],
+    [['restore', '--in', '/f', '--qmp', '/s', '--launch', '--no-prefetch'], /--no-prefetch goes with --lazy/],
+    [['restore', '--in', '/f', '--qmp', '/s', '--launch', '--lazy', '--direct-io', 'on'], /--lazy cannot be combined with --direct-io on/],
     [['frobnicate'], /unknown command 'frobnicate'/],
   ])('refuses %j', (argv, message) => {
     expect(() => parseCommand(argv as string[])).toThrow(UsageError);

@@ -9,7 +9,7 @@ export class UsageError extends Error {
 
 export const USAGE = `usage:
   vmsnap-agent save --qmp SOCK --out FILE [--channels N] [--direct-io auto|on|off] [--after resume|stop] [--live] [--force] [--digest] [--json]
-  vmsnap-agent restore --in FILE --qmp SOCK [--channels N] [--direct-io auto|on|off] [--launch] [--paused] [--verify] [--json]
+  vmsnap-agent restore --in FILE --qmp SOCK [--channels N] [--direct-io auto|on|off] [--launch [--lazy [--no-prefetch]]] [--paused] [--verify] [--json]
   vmsnap-agent inspect FILE [--verify] [--json]
   vmsnap-agent daemon [--config FILE]     (node agent; env NODE_NAME, KUBECONFIG, VMSNAP_AGENT_CONFIG)`;
 
@@ -17,7 +17,7 @@ export const DEFAULT_CHANNELS = 4;
 
 export type Command =
   | { kind: 'save'; qmp: string; out: string; channels: number; directIO: DirectIOMode; after: 'resume' | 'stop'; live: boolean; force: boolean; digest: boolean; json: boolean }
-  | { kind: 'restore'; in: string; qmp: string; channels?: number; directIO: DirectIOMode; launch: boolean; paused: boolean; verify: boolean; json: boolean }
+  | { kind: 'restore'; in: string; qmp: string; channels?: number; directIO: DirectIOMode; launch: boolean; lazy: boolean; prefetch: boolean; paused: boolean; verify: boolean; json: boolean }
   | { kind: 'inspect'; file: string; verify: boolean; json: boolean }
   | { kind: 'daemon'; config?: string }
   | { kind: 'help' };
@@ -53,6 +53,8 @@ export function parseCommand(argv: string[]): Command {
     live: { type: 'boolean' },
     force: { type: 'boolean' },
     launch: { type: 'boolean' },
+    lazy: { type: 'boolean' },
+    'no-prefetch': { type: 'boolean' },
     paused: { type: 'boolean' },
     digest: { type: 'boolean' },
     verify: { type: 'boolean' },
@@ -83,6 +85,9 @@ export function parseCommand(argv: string[]): Command {
         json,
       };
     case 'restore':
+      if (v.lazy && !v.launch) throw new UsageError('--lazy needs --launch: a lazy restore maps the RAM of a QEMU that vmsnap starts');
+      if (v['no-prefetch'] && !v.lazy) throw new UsageError('--no-prefetch goes with --lazy');
+      if (v.lazy && directIO === 'on') throw new UsageError("--lazy cannot be combined with --direct-io on: a lazy restore maps the file instead of reading it");
       return {
         kind: 'restore',
         in: required('in', v.in),
@@ -90,6 +95,8 @@ export function parseCommand(argv: string[]): Command {
         channels: channelsOption(v.channels),
         directIO,
         launch: v.launch ?? false,
+        lazy: v.lazy ?? false,
+        prefetch: !v['no-prefetch'],
         paused: v.paused ?? false,
         verify: v.verify ?? false,
         json,

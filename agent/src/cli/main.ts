@@ -45,6 +45,8 @@ async function run(cmd: Command): Promise<void> {
       return;
     }
     case 'restore': {
+      // Starting QEMU is most of a lazy restore: it starts before the rest of the engine loads.
+      const early = cmd.lazy && cmd.launch ? (await import('../engine/lazy/early-launch.js')).earlyLazyLaunch({ inPath: cmd.in, qmpSocket: cmd.qmp }) : undefined;
       const { restoreVm } = await import('../engine/restore.js');
       const r = await restoreVm({
         inPath: cmd.in,
@@ -54,10 +56,19 @@ async function run(cmd: Command): Promise<void> {
         launch: cmd.launch,
         paused: cmd.paused,
         verify: cmd.verify,
+        lazy: cmd.lazy ? { prefetch: cmd.prefetch } : undefined,
+        early,
       });
       if (cmd.json) {
         print(r);
+      } else if (r.lazy) {
+        process.stdout.write(
+          `restored lazily from ${r.path} in ${r.durationMs} ms: ${mib(r.lazy.mappedBytes)} MiB of RAM (${r.lazy.blockId}) mapped from the file, ` +
+            `${mib(r.bytes)} MiB loaded; prefetch ${r.lazy.prefetch === 'off' ? 'off' : r.lazy.prefetch.pid ? `running (pid ${r.lazy.prefetch.pid})` : `not started: ${r.lazy.prefetch.reason}`}; ` +
+            `VM ${r.running ? 'running' : 'paused'}${r.launched ? `; QEMU pid ${r.launched.pid}, log ${r.launched.logPath}` : ''}\n`,
+        );
       } else {
+        if (r.lazyFallbackReason) process.stderr.write(`vmsnap-agent: a lazy restore is not possible (${r.lazyFallbackReason}); restoring eagerly\n`);
         process.stdout.write(
           `restored ${mib(r.bytes)} MiB from ${r.path} in ${r.durationMs} ms (${r.throughputMiBps} MiB/s, ${r.channels} channels, ` +
             `direct I/O ${r.directIO ? 'on' : `off: ${r.directIOReason}`}); VM ${r.running ? 'running' : 'paused'}` +

@@ -13,6 +13,7 @@ import { loadDaemonSettings } from './config.js';
 import type { AgentContext } from './context.js';
 import { Discovery } from './discovery.js';
 import { InventoryPublisher } from './inventory.js';
+import { LazyResidencyReporter } from './lazy-residency.js';
 import { agentVersion } from './version.js';
 import { VmLocks } from './vm-locks.js';
 import { WorkDispatcher } from './work.js';
@@ -59,7 +60,12 @@ export async function startDaemon(
     locks,
     log,
   });
-  const dispatcher = new WorkDispatcher(ctx, () => inventory.refreshSoon());
+  // Lazily restored VMs: status.lazy.residentBytes, at the inventory's pace.
+  const residency = new LazyResidencyReporter(ctx, config.inventoryIntervalSeconds * 1000);
+  const dispatcher = new WorkDispatcher(ctx, () => {
+    inventory.refreshSoon();
+    residency.wake();
+  });
 
   const starting = new AbortController();
   opts.signal?.addEventListener('abort', () => starting.abort(), { once: true });
@@ -72,6 +78,7 @@ export async function startDaemon(
       log.info({ reason }, 'stopping: cancelling running saves; restored VMs keep running');
       starting.abort();
       await dispatcher.stop();
+      await residency.stop();
       await inventory.stop();
       log.info('stopped');
       markStopped();
@@ -82,6 +89,7 @@ export async function startDaemon(
   await dispatcher.start(starting.signal);
   if (!starting.signal.aborted) {
     inventory.start();
+    residency.start();
     log.info('running');
   }
   return { stopped, stop, dispatcher, inventory, log };

@@ -18,6 +18,7 @@ function metadataOrUndefined(file: string): SnapshotMetadata | undefined {
     return undefined; // a damaged file: nothing it froze is known, so nothing is merged
   }
 }
+import { qemusMapping } from '../engine/lazy/residency.js';
 
 export type DeletionDecision =
   | { action: 'none'; why: string }
@@ -56,11 +57,17 @@ export function deleteSnapshotFile(ctx: AgentContext, snap: VMSnapshot): Complet
       if (d.path) {
         const existed = fs.existsSync(d.path);
         const meta = existed ? metadataOrUndefined(d.path) : undefined;
+        // Lazily restored VMs map the file: unlinking leaves their mappings intact, and the
+        // kernel frees the space when the last of them exits.
+        const mappers = existed ? qemusMapping(fs.realpathSync(d.path)) : [];
         fs.rmSync(d.path, { force: true });
         // Its digests, and a half-written digests file left by an agent that died during the pass.
         for (const extra of [digestsPath(d.path), `${digestsPath(d.path)}.tmp`]) fs.rmSync(extra, { force: true });
         if (meta?.disks?.length) void mergeLayersOfDeleted(ctx, snap, meta);
         message = existed ? `deletionPolicy Delete: removed ${d.path} from node ${ctx.nodeName}` : `deletionPolicy Delete: ${d.path} was already gone`;
+        if (mappers.length > 0) {
+          message += `; ${mappers.length} lazily restored VM(s) still run on it (QEMU pid ${mappers.join(', ')}): its space is freed when they exit`;
+        }
       }
       return { status: { fileDeleted: true }, event: { type: 'Normal', reason: 'FileDeleted', message } };
     }

@@ -4,7 +4,7 @@
 // anything else is rolled back; a restore whose QEMU loaded is kept.
 import fs from 'node:fs';
 import path from 'node:path';
-import { Reason, type VMRestore, type VMSnapshot } from '../../../api/index.js';
+import { Reason, type LazyRestoreStatus, type VMRestore, type VMSnapshot } from '../../../api/index.js';
 import { finishSnapshotFile } from '../engine/finish.js';
 import { allocatedBytes } from '../engine/file-stats.js';
 import { drainMigration, waitForMigration, type MigrationInfo } from '../engine/migration.js';
@@ -18,6 +18,9 @@ import type { AgentContext } from './context.js';
 import { isReallyUnder, vmDir } from './paths.js';
 import { fdSetsWithOpaque, peerPid, probeQmp, probeQmpPatiently, processArgv, processEnvVar, quitQemu, removeFdSets } from './qemu-control.js';
 import { RESTORE_UID_ENV } from './restore-runner.js';
+import { lazyBackingOf } from '../engine/lazy/plan.js';
+import { lazyResidency } from '../engine/lazy/residency.js';
+import { runningLazyStatus } from './lazy-residency.js';
 import { failedStatus, restoreRecoveredStatus, saveSummary, snapshotSucceededStatus, type SaveOutcome } from './status.js';
 
 const ACTIVE = ['setup', 'active', 'device', 'pre-switchover', 'wait-unplug', 'postcopy-active', 'cancelling'];
@@ -211,7 +214,7 @@ export async function recoverRestore(ctx: AgentContext, restore: VMRestore, sign
     }
     const started = Date.parse(restore.status?.startTime ?? '') || Date.now();
     const note = ' (completed across an agent restart: duration and downtime include the restart)';
-    const recovered = { durationMs: Date.now() - started, ramBytes: await ramBytes(client), running, target };
+    const recovered = { durationMs: Date.now() - started, ramBytes: await ramBytes(client), running, target, ...recoveredLazy(pid, effective.restoreMode) };
     return {
       status: restoreRecoveredStatus(restore, recovered, new Date(), note) as Record<string, unknown>,
       event: { type: 'Normal', reason: 'RestoreSucceeded', message: `restored VM ${target}; VM ${running ? 'running' : 'paused'}${note}` },
@@ -236,6 +239,14 @@ function launchedFor(pid: number | undefined, uid: string | undefined): boolean 
   }
   const argv = processArgv(pid) ?? [];
   return argv.includes('-incoming') && argv[argv.indexOf('-incoming') + 1] === 'defer';
+}
+
+/** For restoreMode Lazy: what the QEMU's command line says it became (the agent that knew is gone). */
+function recoveredLazy(pid: number | undefined, mode: 'Eager' | 'Lazy'): { mode?: 'eager' | 'lazy'; lazyFallbackReason?: string; lazy?: LazyRestoreStatus } {
+  if (mode !== 'Lazy' || pid === undefined) return {};
+  const backing = lazyBackingOf(processArgv(pid) ?? []);
+  if (!backing) return { mode: 'eager', lazyFallbackReason: 'the restore ran eagerly (its reason was lost in the agent restart)' };
+  return { mode: 'lazy', lazy: runningLazyStatus(backing.file, backing.size, lazyResidency(pid, backing.file), new Date()) };
 }
 
 async function ramBytes(client: QmpClient): Promise<number> {

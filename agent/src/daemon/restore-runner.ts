@@ -13,13 +13,12 @@ import type { Completion } from './completion.js';
 import { useFile, type AgentContext } from './context.js';
 import { assertUnder, vmDir } from './paths.js';
 import { probeQmp, quitQemu } from './qemu-control.js';
+import { runningLazyStatus } from './lazy-residency.js';
 import { restoreSettings } from './settings.js';
 import { failedStatus, restoreSucceededStatus, restoreSummary } from './status.js';
 
 /** Set in the environment of every QEMU the agent launches for a restore: recovery recognises its own. */
 export const RESTORE_UID_ENV = 'VMSNAP_RESTORE_UID';
-
-export const LAZY_NOT_AVAILABLE = 'restoreMode Lazy is not available yet; use Eager';
 
 class RestoreRefused extends Error {
   constructor(
@@ -99,7 +98,6 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
     status: failedStatus(restore, reason, message, new Date()),
     event: { type: 'Warning', reason: 'RestoreFailed', message },
   });
-  if (effective.restoreMode === 'Lazy') return fail(Reason.Failed, LAZY_NOT_AVAILABLE);
 
   let releaseFile: (() => void) | undefined;
   try {
@@ -143,7 +141,7 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
       'Normal',
       'RestoreStarted',
       `restoring VMSnapshot ${effective.snapshotName} (${file}) into VM ${target} on node ${ctx.nodeName} ` +
-        `(${settings.channels} channels, direct I/O ${effective.directIO}, then ${effective.afterRestore}` +
+        `(${settings.lazy ? 'Lazy' : `${settings.channels} channels, direct I/O ${effective.directIO}`}, then ${effective.afterRestore}` +
         `${probe.kind === 'answers' ? '; replacing the running VM' : ''})`,
     );
     if (probe.kind === 'answers') {
@@ -167,7 +165,11 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
       verify: restore.spec.verify ?? false,
       relaunch: { rewrite, env: { [RESTORE_UID_ENV]: restore.metadata.uid ?? '' } },
       signal,
+      lazy: settings.lazy,
     });
+    if (r.lazyFallbackReason) {
+      void ctx.events.record(restore, 'Warning', 'LazyFallback', `restoreMode Lazy is not possible for this VM, restored eagerly: ${r.lazyFallbackReason}`);
+    }
     const now = Date.now();
     const outcome = {
       path: file,
@@ -180,6 +182,9 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
       directIOReason: r.directIOReason,
       running: r.running,
       target,
+      mode: r.mode,
+      lazyFallbackReason: r.lazyFallbackReason,
+      lazy: r.lazy ? runningLazyStatus(r.lazy.file, r.lazy.mappedBytes, r.lazy.residency, new Date(now)) : undefined,
     };
     const launched = r.launched ? `; QEMU pid ${r.launched.pid}, log ${r.launched.logPath}` : '';
     const dropped = dropReplacedLayers(ctx, replacedLayers);

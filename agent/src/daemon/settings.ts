@@ -30,6 +30,8 @@ export interface RestoreSettings {
   directIO: DirectIOMode;
   paused: boolean;
   replaceRunning: boolean;
+  /** Present for restoreMode Lazy. */
+  lazy?: { prefetch: boolean };
 }
 
 export function restoreSettings(e: EffectiveRestoreSpec): RestoreSettings {
@@ -38,5 +40,6 @@ export function restoreSettings(e: EffectiveRestoreSpec): RestoreSettings {
     directIO: directIOMode(e.directIO),
     paused: e.afterRestore === 'Paused',
     replaceRunning: e.ifRunning === 'Replace',
+    ...(e.restoreMode === 'Lazy' ? { lazy: { prefetch: e.prefetch ?? true } } : {}),
   };
 }

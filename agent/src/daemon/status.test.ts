@@ -65,6 +65,19 @@ describe('status patches', () => {
     expect(s).toMatchObject({ phase: 'Succeeded', durationMs: 1500, downtimeMs: 1700, throughputMiBps: 128, restoreSize: 256 * 2 ** 20, directIOUsed: true });
   });
 
+  it('reports a lazy restore, and a lazy one that fell back to eager', () => {
+    const base = { path: '/p', bytes: 1 << 20, ramBytes: 256 * 2 ** 20, durationMs: 90, loadMs: 10, downtimeMs: 90, directIO: false, running: true, target: 'ns/vm' };
+    const lazy = { file: '/p', mappedBytes: 256 * 2 ** 20, residentBytes: 0, residentPercent: 0, vmRunning: true };
+    const s = restoreSucceededStatus(obj, { ...base, mode: 'lazy', lazy }, now);
+    expect(VMRestoreStatusSchema.parse(s)).toEqual(s);
+    expect(s).toMatchObject({ restoreMode: 'Lazy', lazy });
+    expect(s.throughputMiBps).toBeUndefined(); // nothing was read: no throughput to speak of
+    expect(s.conditions?.[0]?.message).toMatch(/lazily .*256Mi.*mapped from \/p/);
+    const e = restoreSucceededStatus(obj, { ...base, mode: 'eager', lazyFallbackReason: 'the VM has a VFIO device' }, now);
+    expect(e).toMatchObject({ restoreMode: 'Eager', restoreModeReason: 'the VM has a VFIO device' });
+    expect(e.conditions?.[0]?.message).toMatch(/^restored eagerly \(a lazy restore is not possible: the VM has a VFIO device\)/);
+  });
+
   it('computes progress percent without rounding up to 100', () => {
     expect(progressStatus(999, 1000).progress.percent).toBe(99.9);
     expect(progressStatus(9999, 10000).progress.percent).toBe(99.9);

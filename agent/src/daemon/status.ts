@@ -8,6 +8,7 @@ import {
   setCondition,
   transferDisplay,
   type Condition,
+  type LazyRestoreStatus,
   type VMRestoreStatus,
   type VMSnapshotStatus,
 } from '../../../api/index.js';
@@ -122,6 +123,10 @@ export interface RestoreOutcome {
   directIOReason?: string;
   running: boolean;
   target: string;
+  mode?: 'eager' | 'lazy';
+  /** restoreMode Lazy asked for, Eager done: why. */
+  lazyFallbackReason?: string;
+  lazy?: LazyRestoreStatus;
 }
 
 export function restoreSucceededStatus(obj: StatusOwner, r: RestoreOutcome, now: Date, note = ''): VMRestoreStatus {
@@ -134,8 +139,9 @@ export function restoreSucceededStatus(obj: StatusOwner, r: RestoreOutcome, now:
     durationHuman: formatDurationMs(durationMs),
     downtimeMs,
     downtimeHuman: formatDurationMs(downtimeMs),
-    throughputMiBps: transferDisplay(r.bytes, r.loadMs).throughputMiBps,
+    ...(r.mode === 'lazy' ? {} : { throughputMiBps: transferDisplay(r.bytes, r.loadMs).throughputMiBps }),
     restoreSize: r.ramBytes,
+    ...lazyFields(r),
     directIOUsed: r.directIO,
     ...(r.directIOReason ? { directIOReason: r.directIOReason.slice(0, 1024) } : {}),
     ...progressStatus(r.bytes, r.bytes),
@@ -144,9 +150,24 @@ export function restoreSucceededStatus(obj: StatusOwner, r: RestoreOutcome, now:
   };
 }
 
+function lazyFields(r: Pick<RestoreOutcome, 'mode' | 'lazyFallbackReason' | 'lazy'>): Pick<VMRestoreStatus, 'restoreMode' | 'restoreModeReason' | 'lazy'> {
+  return {
+    ...(r.mode ? { restoreMode: r.mode === 'lazy' ? 'Lazy' : 'Eager' } : {}),
+    ...(r.lazyFallbackReason ? { restoreModeReason: r.lazyFallbackReason.slice(0, 1024) } : {}),
+    ...(r.lazy ? { lazy: r.lazy } : {}),
+  };
+}
+
 /** "restored 1GiB from /path in 0.9s (1.2GiB/s) into default/demo; VM running" */
-export function restoreSummary(r: Pick<RestoreOutcome, 'bytes' | 'loadMs' | 'durationMs' | 'path' | 'target' | 'running'>): string {
+export function restoreSummary(r: Pick<RestoreOutcome, 'bytes' | 'loadMs' | 'durationMs' | 'path' | 'target' | 'running' | 'lazy' | 'lazyFallbackReason'>): string {
   const load = transferDisplay(r.bytes, r.loadMs);
+  if (r.lazy) {
+    return (
+      `restored ${r.target} lazily in ${formatDurationMs(r.durationMs)}: ${formatBytes(r.lazy.mappedBytes)}B of RAM mapped from ${r.path}, ` +
+      `paging in on demand; VM ${r.running ? 'running' : 'paused'}`
+    );
+  }
+  if (r.lazyFallbackReason) return `restored eagerly (a lazy restore is not possible: ${r.lazyFallbackReason}); ` + restoreSummary({ ...r, lazyFallbackReason: undefined });
   return (
     `restored ${formatBytes(r.bytes)}B from ${r.path} into ${r.target} in ${formatDurationMs(r.durationMs)} ` +
     `(${load.throughputHuman}); VM ${r.running ? 'running' : 'paused'}`
@@ -156,7 +177,7 @@ export function restoreSummary(r: Pick<RestoreOutcome, 'bytes' | 'loadMs' | 'dur
 /** A restore that finished while the agent was down: what can still be known. */
 export function restoreRecoveredStatus(
   obj: StatusOwner,
-  r: { durationMs: number; ramBytes: number; running: boolean; target: string },
+  r: { durationMs: number; ramBytes: number; running: boolean; target: string } & Pick<RestoreOutcome, 'mode' | 'lazyFallbackReason' | 'lazy'>,
   now: Date,
   note: string,
 ): VMRestoreStatus {
@@ -169,6 +190,7 @@ export function restoreRecoveredStatus(
     downtimeMs: durationMs,
     downtimeHuman: formatDurationMs(durationMs),
     restoreSize: r.ramBytes,
+    ...lazyFields(r),
     observedGeneration: obj.metadata.generation,
     conditions: ready(obj, 'True', Reason.Succeeded, `restored VM ${r.target}; VM ${r.running ? 'running' : 'paused'}${note}`, now),
   };

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { QmpClient } from '../qmp/client.js';
-import { verifySnapshotFile, type VerifiedSnapshot } from '../snapshot-file/verify.js';
+import type { VerifiedSnapshot } from '../snapshot-file/verify.js';
 import { checkDigests, type DigestCheck } from '../snapshot-file/check-digests.js';
 import type { DirectIOMode } from '../snapshot-file/metadata.js';
 import { decideDirectIO } from './direct-io.js';
@@ -20,6 +20,11 @@ import {
   type MigrationInfo,
 } from './migration.js';
 import { queryMachine, queryRamBytes, queryStatus } from './qemu-info.js';
+import { buildCompanionStream } from './lazy/companion.js';
+import { decideLazy, type LazyDecision } from './lazy/decide.js';
+import { abandonEarlyLaunch, earlyLazyLaunch, type EarlyLaunch } from './lazy/early-launch.js';
+import { startPrefetch } from './lazy/prefetch.js';
+import { lazyResidency, type LazyResidency } from './lazy/residency.js';
 
 export interface RestoreOptions {
   inPath: string;
@@ -39,6 +44,27 @@ export interface RestoreOptions {
   signal?: AbortSignal;
   /** Verification mode: check the RAM pages against <file>.digests before QEMU is touched. */
   verify?: boolean;
+  /** With lazy: a QEMU the caller already started with earlyLazyLaunch (same file, socket and relaunch). */
+  early?: EarlyLaunch;
+  /**
+   * Map the main RAM block from the file instead of loading it (needs launch):
+   * the VM runs at once. When that cannot work the restore is eager and says why.
+   */
+  lazy?: { prefetch?: boolean };
+}
+
+/** What a lazy restore did (RestoreResult.lazy). */
+export interface LazyRestoreInfo {
+  /** The file the main RAM block is mapped from (its real path). */
+  file: string;
+  /** The main RAM block's id and size. */
+  blockId: string;
+  mappedBytes: number;
+  /** Bytes QEMU loaded from the companion stream (small blocks' pages). */
+  loadedBytes: number;
+  prefetch: { pid?: number; reason?: string } | 'off';
+  /** Right after the VM started. */
+  residency?: LazyResidency;
 }
 
 export interface RestoreResult {
@@ -56,6 +82,10 @@ export interface RestoreResult {
   migrateIssuedAtMs: number;
   /** With `verify`: the check of the RAM digests (before QEMU was touched; not part of durationMs). */
   verified?: DigestCheck;
+  mode: 'eager' | 'lazy';
+  /** A lazy restore was asked for but ran eagerly: why. */
+  lazyFallbackReason?: string;
+  lazy?: LazyRestoreInfo;
 }
 
 export class RestoreError extends Error {
@@ -63,26 +93,65 @@ export class RestoreError extends Error {
 }
 
 export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
-  const snapshot = verifySnapshotFile(opts.inPath);
-  const verified = opts.verify ? await checkDigests(opts.inPath, snapshot) : undefined;
-  const meta = snapshot.header.metadata;
-  const channels = opts.channels ?? meta.stream.channels;
-  if (!Number.isInteger(channels) || channels < 1 || channels > 64) {
-    throw new RestoreError(`channels must be an integer from 1 to 64, got ${channels}`);
+  let early: EarlyLaunch | undefined =
+    opts.lazy && opts.launch && !opts.signal?.aborted
+      ? (opts.early ?? earlyLazyLaunch({ inPath: opts.inPath, qmpSocket: opts.qmpSocket, rewrite: opts.relaunch?.rewrite, env: opts.relaunch?.env }))
+      : undefined;
+  if (opts.early && !early) await abandonEarlyLaunch(opts.early);
+  let snapshot: VerifiedSnapshot;
+  let verified: DigestCheck | undefined;
+  let lazy: LazyDecision | undefined;
+  let relaunched: string[] | undefined;
+  let channels: number;
+  let directIO: { enabled: boolean; reason?: string };
+  let realFile: string;
+  // The restored VM's own disk overlays: removed again unless the restore succeeds.
+  let overlays: DiskRewrite[] = [];
+  try {
+    // Loaded here, not at the top: a lazy restore starts QEMU while this loads.
+    const { verifySnapshotFile } = await import('../snapshot-file/verify.js');
+    snapshot = verifySnapshotFile(opts.inPath);
+    verified = opts.verify ? await checkDigests(opts.inPath, snapshot) : undefined;
+    realFile = fs.realpathSync(opts.inPath);
+    const meta = snapshot.header.metadata;
+    channels = opts.channels ?? meta.stream.channels;
+    if (!Number.isInteger(channels) || channels < 1 || channels > 64) {
+      throw new RestoreError(`channels must be an integer from 1 to 64, got ${channels}`);
+    }
+    if (opts.launch) {
+      const rewrite = opts.relaunch?.rewrite;
+      overlays = await createRestoreOverlays(meta.disks ?? [], (dir) => movedPath(dir, rewrite), meta.qemu.cwd);
+      relaunched = relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], { ...rewrite, disks: overlays });
+    }
+    lazy = opts.lazy ? decideLazy(snapshot, realFile, relaunched) : undefined;
+    directIO = lazy?.lazy
+      ? { enabled: false, reason: 'lazy restore: the RAM is mapped from the file, not read' }
+      : decideDirectIO(opts.directIO, opts.inPath, 'read');
+    // The checked header must say what the early launch read from it.
+    if (early && (!lazy?.lazy || lazy.argv.join('\0') !== early.argv.join('\0'))) {
+      const stale = early;
+      early = undefined;
+      await abandonEarlyLaunch(stale);
+    }
+  } catch (err) {
+    removeOverlays(overlays);
+    await abandonEarlyLaunch(early);
+    throw err;
   }
-  const directIO = decideDirectIO(opts.directIO, opts.inPath, 'read');
+  const meta = snapshot.header.metadata;
+  const mapped = lazy?.lazy ? lazy : undefined;
 
   let client: QmpClient;
   let launched: { pid: number; logPath: string } | undefined;
-  // The restored VM's own disk overlays: removed again unless the restore succeeds.
-  let overlays: DiskRewrite[] = [];
-  if (opts.launch) {
-    if (opts.signal?.aborted) throw opts.signal.reason ?? new RestoreError('the restore was cancelled');
-    const rewrite = opts.relaunch?.rewrite;
-    overlays = await createRestoreOverlays(meta.disks ?? [], (dir) => movedPath(dir, rewrite), meta.qemu.cwd);
+  if (relaunched) {
+    if (opts.signal?.aborted) {
+      removeOverlays(overlays);
+      await abandonEarlyLaunch(early);
+      throw opts.signal.reason ?? new RestoreError('the restore was cancelled');
+    }
     try {
-      const argv = relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], { ...rewrite, disks: overlays });
-      const q = await launchQemu({ argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd, env: opts.relaunch?.env });
+      const argv = mapped?.argv ?? relaunched;
+      const q = early ? await early.launching : await launchQemu({ argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd, env: opts.relaunch?.env });
       client = q.client;
       launched = { pid: q.pid, logPath: q.logPath };
     } catch (err) {
@@ -98,7 +167,10 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
     await checkTarget(client, opts.qmpSocket, snapshot);
     await configureMigration(client, { channels, directIO: directIO.enabled, unlimitedBandwidth: false });
     const { O_RDONLY, O_DIRECT } = fs.constants;
-    fds.push(fs.openSync(opts.inPath, O_RDONLY));
+    // Lazy: QEMU loads the companion stream; the main block's pages come from the mapping.
+    const companion = mapped ? buildCompanionStream(opts.inPath, snapshot, mapped.main) : undefined;
+    if (companion) fds.push(companion.fd);
+    else fds.push(fs.openSync(opts.inPath, O_RDONLY));
     if (directIO.enabled) fds.push(fs.openSync(opts.inPath, O_RDONLY | O_DIRECT));
     fdsetId = await addFdSet(client, fds, 'vmsnap-restore');
 
@@ -117,7 +189,8 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
     const status = await queryStatus(client);
     if (!opts.paused && !status.running) await client.execute('cont');
     if (opts.paused && status.running) await client.execute('stop');
-    const bytes = snapshot.layout.blocks.reduce((sum, b) => sum + b.pagesPresent * b.pageSize, 0);
+    const bytes = companion?.pageBytes ?? snapshot.layout.blocks.reduce((sum, b) => sum + b.pagesPresent * b.pageSize, 0);
+    const lazyInfo = mapped && companion && launched ? lazyInfoOf(mapped, realFile, companion.pageBytes, launched.pid, opts.lazy?.prefetch ?? true) : undefined;
     return {
       path: opts.inPath,
       bytes,
@@ -131,6 +204,9 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
       launched,
       migrateIssuedAtMs,
       verified,
+      mode: lazyInfo ? 'lazy' : 'eager',
+      ...(lazy && !lazy.lazy ? { lazyFallbackReason: lazy.reason } : {}),
+      ...(lazyInfo ? { lazy: lazyInfo } : {}),
     };
   } catch (err) {
     if (fdsetId !== undefined) await removeFdSet(client, fdsetId).catch(() => undefined);
@@ -147,6 +223,23 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
     for (const fd of fds) fs.closeSync(fd);
     client.close();
   }
+}
+
+function lazyInfoOf(
+  mapped: Extract<LazyDecision, { lazy: true }>,
+  file: string,
+  loadedBytes: number,
+  pid: number,
+  prefetch: boolean,
+): LazyRestoreInfo {
+  return {
+    file,
+    blockId: mapped.main.id,
+    mappedBytes: mapped.main.usedLength,
+    loadedBytes,
+    prefetch: prefetch ? startPrefetch(file, mapped.main) : 'off',
+    residency: lazyResidency(pid, file),
+  };
 }
 
 /** Refuses a QEMU that is not waiting for this snapshot, before anything is loaded. */

@@ -24,6 +24,7 @@ import { throughputMiBps } from '../../../api/format.js';
 import { finishSnapshotFile } from './finish.js';
 import { digestsPath, writeDigests } from '../snapshot-file/digests.js';
 import { argvImagePath, diskRecord, freezeDisks, writableDisks, type BlockInfo, type DiskRecord } from './disks.js';
+import { recordableArgv } from './lazy/recorded-argv.js';
 
 export type AfterSave = 'resume' | 'stop';
 
@@ -161,7 +162,7 @@ class SaveState {
       formatVersion: SNAPSHOT_FORMAT_VERSION,
       createdAt: new Date().toISOString(),
       vm: { ...opts.vm, qmpSocket: opts.qmpSocket },
-      qemu: { version: vm.version, machine: vm.machine, pid: vm.process.pid, argv: vm.process.argv, cwd: vm.process.cwd },
+      qemu: { version: vm.version, machine: vm.machine, pid: vm.process.pid, argv: recordableArgv(vm.process.argv), cwd: vm.process.cwd },
       ram: { bytes: vm.ramBytes, mainBlockId: vm.mainBlockId },
       capture: { mode: opts.live ? 'Live' : 'Paused', wasRunning: vm.running, after: opts.after },
       stream: { offset: STREAM_OFFSET, channels: opts.channels, directIO: directIO.enabled, directIOReason: directIO.reason },
@@ -284,9 +285,11 @@ class SaveState {
   }
 
   private openOutput(): number {
-    const { O_WRONLY, O_CREAT, O_EXCL, O_TRUNC } = fs.constants;
+    const { O_WRONLY, O_CREAT, O_EXCL } = fs.constants;
     try {
-      const fd = fs.openSync(this.opts.outPath, O_WRONLY | O_CREAT | (this.opts.overwrite ? O_TRUNC : O_EXCL), 0o600);
+      // Overwriting unlinks first: the old file may back a lazily restored VM, which keeps its copy.
+      if (this.opts.overwrite) fs.rmSync(this.opts.outPath, { force: true });
+      const fd = fs.openSync(this.opts.outPath, O_WRONLY | O_CREAT | O_EXCL, 0o600);
       this.createdFile = true;
       this.fds.push(fd);
       return fd;

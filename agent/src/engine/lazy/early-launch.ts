@@ -1,0 +1,54 @@
+// A lazy restore is done in milliseconds once QEMU runs, so starting QEMU is
+// most of it, and so is loading the code that checks the file (zod) and the
+// check itself. Both start together: QEMU is launched from the CRC-checked
+// header as soon as it is read, while the file is checked in full; a file that
+// fails the check quits that QEMU before anything is loaded into it.
+import fs from 'node:fs';
+import { launchQemu, relaunchArgv, type ArgvRewrite, type LaunchedQemu } from '../launch.js';
+import { readMappedRamLayout } from '../../snapshot-file/mapped-ram.js';
+import type { SnapshotMetadata } from '../../snapshot-file/metadata.js';
+import { readRawHeader } from '../../snapshot-file/raw-header.js';
+import { decideLazy } from './decide.js';
+
+export interface EarlyLaunch {
+  argv: string[];
+  launching: Promise<LaunchedQemu>;
+}
+
+/**
+ * Starts the lazy QEMU from the raw header, or returns undefined whenever that
+ * is not clearly possible (the normal path then decides and reports).
+ */
+export function earlyLazyLaunch(opts: {
+  inPath: string;
+  qmpSocket: string;
+  rewrite?: ArgvRewrite;
+  env?: Record<string, string>;
+}): EarlyLaunch | undefined {
+  try {
+    const raw = readRawHeader(opts.inPath);
+    if (raw.state !== 'complete') return undefined;
+    const meta = raw.metadata as SnapshotMetadata;
+    // Disks need their restore overlays made first: such a VM takes the normal path.
+    if (meta.disks?.length) return undefined;
+    const layout = readMappedRamLayout(opts.inPath, raw.streamOffset, { countPages: false });
+    const relaunched = relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], opts.rewrite);
+    const decision = decideLazy({ header: { metadata: meta }, layout }, fs.realpathSync(opts.inPath), relaunched);
+    if (!decision.lazy) return undefined;
+    const launching = launchQemu({ argv: decision.argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd, env: opts.env });
+    launching.catch(() => undefined); // awaited (or abandoned) by the caller
+    return { argv: decision.argv, launching };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Quits an early QEMU that will not be used; it has loaded nothing. */
+export async function abandonEarlyLaunch(early: EarlyLaunch | undefined): Promise<void> {
+  if (!early) return;
+  const q = await early.launching.catch(() => undefined);
+  if (!q) return;
+  await q.client.execute('quit').catch(() => undefined);
+  await q.client.waitClosed(5_000);
+  q.client.close();
+}

@@ -1,0 +1,235 @@
+// Lazy against eager restore, with the test guest (it fills most of its RAM
+// with a pattern and keeps re-reading all of it), on the e2e stack:
+// - from the CLI's start to the guest running (the CLI exits once it runs),
+//   and from creating a VMRestore to it Succeeded (the VM is running then);
+// - until the guest has touched all its memory: the end of its first full
+//   verification sweep after the restore (the second PASS line);
+// - memory used by N copies restored from one snapshot (sum of PSS, which
+//   charges page-cache pages shared by lazy copies once).
+// Each restore starts with the snapshot out of the page cache.
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import * as k8s from '@kubernetes/client-node';
+import { restoreVm } from '../agent/src/engine/restore.js';
+import { Kube } from '../kube/client.js';
+import { createNamespace } from '../test/cluster/controlplane.js';
+import { killQemusUnder, startStack, type Stack } from '../test/e2e/stack.js';
+import { startGuest } from '../test/guest/guest.js';
+import { packageRoot } from '../agent/src/package-root.js';
+
+export interface LazyTimingRow {
+  sizeGiB: number;
+  mode: 'Eager' | 'Lazy';
+  /** CLI spawn to exit (the VM runs when it exits). */
+  cliRunningMs: number;
+  /** CLI spawn to the end of the guest's first full sweep over its memory. */
+  cliAllTouchedMs: number;
+  /** VMRestore created to Succeeded. */
+  k8sRunningMs: number;
+  k8sAllTouchedMs: number;
+}
+
+export interface LazyCopiesRow {
+  copies: number;
+  guestMiB: number;
+  filledMiB: number;
+  mode: 'Eager' | 'Lazy';
+  pssMiB: number;
+  rssMiB: number;
+}
+
+const CLI = path.join(packageRoot(), 'dist/agent/src/cli/main.js');
+const MiB = 1 << 20;
+
+/** Evicts the file from the page cache, so every restore reads from the disk. */
+function dropCache(file: string): void {
+  spawnSync('dd', [`if=${file}`, 'iflag=nocache', 'count=0'], { stdio: 'ignore' });
+}
+
+/** Resolves when the serial log shows `count` PASS lines after `offset`; the time it saw them. */
+async function passes(serial: string, offset: number, count: number, timeoutMs = 600_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = fs.existsSync(serial) ? fs.readFileSync(serial, 'latin1').slice(offset) : '';
+    if (text.includes('VMSNAP BAD')) throw new Error(`guest memory damaged after a restore (${serial})`);
+    if ((text.match(/VMSNAP PASS n=\d+ ok/g) ?? []).length >= count) return performance.now();
+    if (Date.now() > deadline) throw new Error(`no ${count} passing sweeps in ${serial} within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const serialLength = (serial: string) => (fs.existsSync(serial) ? fs.statSync(serial).size : 0);
+
+async function cliRestore(file: string, socket: string, serial: string, lazy: boolean): Promise<{ runningMs: number; touchedMs: number }> {
+  dropCache(file);
+  const offset = serialLength(serial);
+  const t0 = performance.now();
+  const args = [CLI, 'restore', '--in', file, '--qmp', socket, '--launch', '--json', ...(lazy ? ['--lazy'] : [])];
+  const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    child.on('close', (c) => resolve({ code: c, stdout: out, stderr: err }));
+  });
+  const running = performance.now();
+  if (code !== 0) throw new Error(`vmsnap-agent restore failed: ${stderr.trim()}`);
+  const r = JSON.parse(stdout.trim().split('\n').pop()!) as { mode: string; launched: { pid: number } };
+  if (r.mode !== (lazy ? 'lazy' : 'eager')) throw new Error(`the CLI restored ${r.mode}, expected ${lazy ? 'lazy' : 'eager'}`);
+  try {
+    const touched = await passes(serial, offset, 2);
+    return { runningMs: Math.round(running - t0), touchedMs: Math.round(touched - t0) };
+  } finally {
+    process.kill(r.launched.pid, 'SIGKILL');
+    await new Promise((res) => setTimeout(res, 300));
+  }
+}
+
+async function waitPhase(kube: Kube, ns: string, resource: 'vmSnapshot' | 'vmRestore', name: string): Promise<Record<string, any>> {
+  for (;;) {
+    const o = await kube.get<{ metadata: object; status?: Record<string, any> }>(resource, { namespace: ns, name });
+    if (o?.status?.phase === 'Succeeded') return o.status;
+    if (o?.status?.phase === 'Failed') throw new Error(`${resource} ${name} failed: ${o.status.error?.message}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+async function k8sRestore(stack: Stack, kube: Kube, ns: string, snapshot: string, target: string, file: string, lazy: boolean) {
+  dropCache(file);
+  const dir = path.join(stack.agents.get('bench-node')!.vmRoot, ns, target);
+  const t0 = performance.now();
+  await kube.create('vmRestore', {
+    apiVersion: 'vmsnap.io/v1alpha1',
+    kind: 'VMRestore',
+    metadata: { name: target, namespace: ns },
+    spec: { snapshotName: snapshot, targetVMName: target, restoreMode: lazy ? 'Lazy' : 'Eager' },
+  } as never);
+  const status = await waitPhase(kube, ns, 'vmRestore', target);
+  const running = performance.now();
+  // (status.restoreMode is absent when another checkout's CRDs, without that field, were applied last.)
+  if (status.restoreMode !== undefined && status.restoreMode !== (lazy ? 'Lazy' : 'Eager')) throw new Error(`VMRestore ${target} ran ${status.restoreMode}: ${status.restoreModeReason}`);
+  try {
+    const touched = await passes(path.join(dir, 'serial.log'), 0, 2);
+    return { runningMs: Math.round(running - t0), touchedMs: Math.round(touched - t0) };
+  } finally {
+    killQemusUnder(dir);
+    await new Promise((res) => setTimeout(res, 300));
+  }
+}
+
+/** What the guest fills: 3/4 of its RAM, leaving at least 128 MiB to its kernel. */
+const filledMiB = (mib: number) => mib - Math.max(Math.floor(mib / 4), 128);
+
+/** A guest of `mib` MiB, filled, saved with afterSnapshot Stop through the stack. */
+async function hibernatedGuest(stack: Stack, kube: Kube, ns: string, name: string, mib: number): Promise<{ file: string; dir: string }> {
+  const dir = path.join(stack.agents.get('bench-node')!.vmRoot, ns, name);
+  const guest = await startGuest({ dir, name, memMiB: mib, fillMiB: filledMiB(mib), seed: 7 });
+  await guest.waitForSerial(/VMSNAP PASS n=1 ok/, 900_000);
+  for (let i = 0; i < 300; i++) {
+    const inv = await kube.get<{ metadata: object; status?: { vms?: Array<{ namespace?: string; name: string }> } }>('vmInventory', { name: stack.agents.get('bench-node')!.nodeName });
+    if (inv?.status?.vms?.some((v) => v.name === name)) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await kube.create('vmSnapshot', {
+    apiVersion: 'vmsnap.io/v1alpha1',
+    kind: 'VMSnapshot',
+    metadata: { name, namespace: ns },
+    spec: { vmName: name, afterSnapshot: 'Stop', parallelism: { channels: 4 } },
+  } as never);
+  const status = await waitPhase(kube, ns, 'vmSnapshot', name);
+  await guest.exited;
+  return { file: status.file.path as string, dir };
+}
+
+/** Sum of Pss and Rss (smaps_rollup) over the processes. */
+function memoryOf(pids: number[]): { pssMiB: number; rssMiB: number } {
+  let pss = 0;
+  let rss = 0;
+  for (const pid of pids) {
+    const text = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    pss += Number(/^Pss:\s+(\d+) kB/m.exec(text)?.[1] ?? 0);
+    rss += Number(/^Rss:\s+(\d+) kB/m.exec(text)?.[1] ?? 0);
+  }
+  return { pssMiB: Math.round(pss / 1024), rssMiB: Math.round(rss / 1024) };
+}
+
+async function measureCopies(stack: Stack, kube: Kube, ns: string, copies: number, mib: number, log: (l: string) => void): Promise<LazyCopiesRow[]> {
+  const { file, dir } = await hibernatedGuest(stack, kube, ns, 'copies-src', mib);
+  const rows: LazyCopiesRow[] = [];
+  for (const lazy of [false, true]) {
+    dropCache(file);
+    const pids: number[] = [];
+    const root = path.join(stack.workDir, `copies-${lazy ? 'lazy' : 'eager'}`);
+    try {
+      for (let i = 0; i < copies; i++) {
+        const copyDir = path.join(root, `c${i}`);
+        const r = await restoreVm({
+          inPath: file,
+          qmpSocket: path.join(copyDir, 'qmp.sock'),
+          directIO: 'auto',
+          launch: true,
+          ...(lazy ? { lazy: { prefetch: false } } : {}),
+          relaunch: { rewrite: { paths: [[dir, copyDir]], name: `c${i}` } },
+        });
+        pids.push(r.launched!.pid);
+      }
+      // Every copy has read all its filled memory at least once.
+      for (let i = 0; i < copies; i++) await passes(path.join(root, `c${i}`, 'serial.log'), 0, 2);
+      const m = memoryOf(pids);
+      rows.push({ copies, guestMiB: mib, filledMiB: filledMiB(mib), mode: lazy ? 'Lazy' : 'Eager', ...m });
+      log(`  ${copies} ${lazy ? 'lazy' : 'eager'} copies of a ${mib} MiB guest: PSS ${m.pssMiB} MiB, RSS ${m.rssMiB} MiB`);
+    } finally {
+      killQemusUnder(root);
+      await new Promise((res) => setTimeout(res, 500));
+    }
+  }
+  return rows;
+}
+
+export async function runLazyBench(opts: {
+  sizesGiB: number[];
+  copies: number;
+  copyMiB: number;
+  log: (l: string) => void;
+}): Promise<{ timings: LazyTimingRow[]; copies: LazyCopiesRow[] }> {
+  const stack = await startStack(['bench-node']);
+  const kc = new k8s.KubeConfig();
+  kc.loadFromFile(stack.cp.kubeconfig);
+  const kube = new Kube(kc);
+  const ns = await createNamespace('bench-lazy');
+  const timings: LazyTimingRow[] = [];
+  try {
+    for (const size of opts.sizesGiB) {
+      const name = `g${size}`;
+      opts.log(`  ${size} GiB guest: booting and filling ${filledMiB(size * 1024)} MiB under TCG, then a VMSnapshot (afterSnapshot Stop)`);
+      const { file, dir } = await hibernatedGuest(stack, kube, ns, name, size * 1024);
+      for (const lazy of [false, true]) {
+        const cli = await cliRestore(file, path.join(dir, 'qmp.sock'), path.join(dir, 'serial.log'), lazy);
+        const k = await k8sRestore(stack, kube, ns, name, `${name}-${lazy ? 'lazy' : 'eager'}`, file, lazy);
+        const row: LazyTimingRow = {
+          sizeGiB: size,
+          mode: lazy ? 'Lazy' : 'Eager',
+          cliRunningMs: cli.runningMs,
+          cliAllTouchedMs: cli.touchedMs,
+          k8sRunningMs: k.runningMs,
+          k8sAllTouchedMs: k.touchedMs,
+        };
+        timings.push(row);
+        opts.log(
+          `  ${size} GiB ${row.mode.padEnd(5)}: CLI -> running ${row.cliRunningMs} ms, -> all memory touched ${row.cliAllTouchedMs} ms; ` +
+            `VMRestore -> Succeeded ${row.k8sRunningMs} ms, -> all touched ${row.k8sAllTouchedMs} ms`,
+        );
+      }
+      await kube.custom.deleteNamespacedCustomObject({ group: 'vmsnap.io', version: 'v1alpha1', namespace: ns, plural: 'vmsnapshots', name });
+    }
+    const copies = opts.copies > 0 ? await measureCopies(stack, kube, ns, opts.copies, opts.copyMiB, opts.log) : [];
+    return { timings, copies };
+  } finally {
+    killQemusUnder(stack.workDir);
+    await stack.stop();
+    fs.rmSync(stack.workDir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,120 @@
+// restoreMode: Lazy end to end: the operator and an agent as processes on the
+// real API server, real QEMU guests. The VM and a copy run on RAM mapped from
+// the snapshot file, status.lazy follows how much of it is resident, deleting
+// the VMSnapshot under them is safe, and a VM whose RAM cannot be mapped is
+// restored eagerly with the reason in its status.
+import fs from 'node:fs';
+import path from 'node:path';
+import { createNamespace, kubectlOk } from '../cluster/controlplane.js';
+import { startGuest, type Guest } from '../guest/guest.js';
+import { apply, expectVerifying, getJson, killQemusUnder, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
+
+let stack: Stack;
+let ns: string;
+const guests: Guest[] = [];
+
+beforeAll(async () => {
+  stack = await startStack(['node-a']);
+  ns = await createNamespace('e2e-lazy');
+}, 30 * 60 * 1000);
+
+afterAll(async () => {
+  await Promise.all(guests.map((g) => g.kill().catch(() => undefined)));
+  await stack?.stop();
+  if (stack && !process.env.VMSNAP_KEEP_E2E) fs.rmSync(stack.workDir, { recursive: true, force: true });
+});
+
+const vmRoot = () => stack.agents.get('node-a')!.vmRoot;
+
+async function hibernate(name: string, extra: { memoryBackendFile?: string } = {}): Promise<Guest> {
+  const g = await startGuest({ dir: path.join(vmRoot(), ns, name), name, memMiB: 256, fillMiB: 64, seed: 9, ...extra });
+  guests.push(g);
+  await g.waitForSerial(/VMSNAP PASS n=1 ok/, 120_000);
+  await apply(`
+apiVersion: vmsnap.io/v1alpha1
+kind: VMSnapshot
+metadata: {name: ${name}-snap}
+spec: {vmName: ${name}, afterSnapshot: Stop}
+`, ns);
+  await waitForPhase(`vmsnapshot/${name}-snap`, ns, 'Succeeded');
+  await g.exited;
+  return g;
+}
+
+async function lazyRestore(name: string, snapshot: string, target?: string): Promise<Record<string, any>> {
+  await apply(`
+apiVersion: vmsnap.io/v1alpha1
+kind: VMRestore
+metadata: {name: ${name}}
+spec: {snapshotName: ${snapshot}, restoreMode: Lazy${target ? `, targetVMName: ${target}` : ''}}
+`, ns);
+  return waitForPhase(`vmrestore/${name}`, ns, 'Succeeded');
+}
+
+function qemuPidOf(dir: string): number {
+  for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (cmd.startsWith('qemu-system') && cmd.includes(path.join(dir, 'qmp.sock'))) return Number(pid);
+    } catch {
+      // gone
+    }
+  }
+  throw new Error(`no QEMU runs for ${dir}`);
+}
+
+it('restores a VM and a copy lazily; status.lazy follows residency; the snapshot can be deleted under them', async () => {
+  const guest = await hibernate('app');
+  const snap = await getJson(`vmsnapshot/app-snap`, ns);
+  const file = snap.status.file.path as string;
+  const offset = guest.serialText().length;
+
+  const restore = await lazyRestore('app-lazy', 'app-snap');
+  expect(restore.status).toMatchObject({
+    restoreMode: 'Lazy',
+    effective: { restoreMode: 'Lazy', prefetch: true },
+    lazy: { file: fs.realpathSync(file), mappedBytes: 256 << 20, vmRunning: true },
+  });
+  expect(restore.status.restoreModeReason).toBeUndefined();
+  await expectVerifying(guest.serialPath, offset);
+  // The agent measures residency as the guest pages its 64 MiB pattern in.
+  await waitFor('vmrestore/app-lazy', ns, '{.status.lazy.residentBytes}', (v) => Number(v) >= 64 << 20, 60_000);
+  const wide = await kubectlOk(['get', 'vmrestore', 'app-lazy', '-n', ns, '-o', 'wide', '--no-headers']);
+  expect(wide).toMatch(/\bLazy\b/);
+
+  const copyDir = path.join(vmRoot(), ns, 'app-copy');
+  const copy = await lazyRestore('app-copy', 'app-snap', 'app-copy');
+  expect(copy.status).toMatchObject({ restoreMode: 'Lazy', lazy: { vmRunning: true } });
+  await expectVerifying(path.join(copyDir, 'serial.log'), 0);
+
+  // Deleting the snapshot removes its file; both VMs keep running on their mappings.
+  await kubectlOk(['delete', 'vmsnapshot', 'app-snap', '-n', ns, '--wait=true', '--timeout=60s']);
+  expect(fs.existsSync(file)).toBe(false);
+  const events = await kubectlOk(['get', 'events', '-n', ns, '--field-selector', 'reason=FileDeleted', '-o', 'jsonpath={.items[*].message}']);
+  expect(events).toMatch(/2 lazily restored VM\(s\) still run on it/);
+  await expectVerifying(guest.serialPath, guest.serialText().length);
+  await expectVerifying(path.join(copyDir, 'serial.log'), fs.readFileSync(path.join(copyDir, 'serial.log'), 'latin1').length);
+
+  // Once the copy's QEMU is gone, its status says the file no longer backs it.
+  process.kill(qemuPidOf(copyDir), 'SIGKILL');
+  await waitFor('vmrestore/app-copy', ns, '{.status.lazy.vmRunning}', (v) => v === 'false', 30_000);
+  killQemusUnder(path.join(vmRoot(), ns, 'app'));
+});
+
+it('falls back to Eager with the reason in status when the RAM cannot be mapped', async () => {
+  const shm = path.join('/dev/shm', `vmsnap-e2e-lazy-${process.pid}.ram`);
+  try {
+    const guest = await hibernate('shared', { memoryBackendFile: shm });
+    const offset = guest.serialText().length;
+    const restore = await lazyRestore('shared-lazy', 'shared-snap');
+    expect(restore.status.restoreMode).toBe('Eager');
+    expect(restore.status.restoreModeReason).toMatch(/keeps its RAM in a file \(memory-backend-file/);
+    expect(restore.status.lazy).toBeUndefined();
+    const events = await kubectlOk(['get', 'events', '-n', ns, '--field-selector', 'reason=LazyFallback', '-o', 'jsonpath={.items[*].message}']);
+    expect(events).toMatch(/restoreMode Lazy is not possible/);
+    await expectVerifying(guest.serialPath, offset);
+  } finally {
+    killQemusUnder(path.join(vmRoot(), ns, 'shared'));
+    fs.rmSync(shm, { force: true });
+  }
+});
