@@ -109,6 +109,8 @@ describe('the QMP client against a hostile peer', () => {
     ['query-status', { status: 42, running: true }, "'status' should be a string, got number 42"],
     ['query-status', { status: 'running' }, "'running' is missing"],
     ['query-status', null, 'the reply should be an object, got null ('],
+    ['query-block', { device: 'virtio0' }, 'the reply should be an array, got object'],
+    ['query-block', [{ device: 'virtio0', inserted: { ro: 'no', drv: 'qcow2' } }], "'[0].inserted.ro' should be a boolean, got string"],
     ['query-migrate', { status: 'active', ram: { transferred: 'lots', total: 1, remaining: 0 } }, "'ram.transferred' should be a number, got string \"lots\""],
     ['query-migrate', { status: ['completed'] }, "'status' should be a string, got array [\"completed\"]"],
     ['query-migrate', 'completed', 'the reply should be an object, got string'],
@@ -199,6 +201,7 @@ async function lyingQemu(lie: (msg: { execute: string; id: unknown }, s: net.Soc
         'query-migrate-capabilities': ['mapped-ram', 'multifd', 'events'].map((capability) => ({ capability, state: false })),
         'query-migrate-parameters': { 'multifd-channels': 2, 'direct-io': false, 'max-bandwidth': 134217728 },
         'add-fd': { 'fdset-id': 7, fd: 40 },
+        'query-block': [],
       };
       if (msg.execute === 'stop') running = false;
       if (msg.execute === 'cont') running = true;

@@ -64,6 +64,9 @@ const CHECKS: Record<string, (reply: unknown, args: Record<string, unknown>) => 
   'query-machines': (r) => checkList(r, { name: 'string', 'default-ram-id': 'string?' }),
   'query-fdsets': (r) => checkList(r, { 'fdset-id': 'number', fds: 'array' }),
   'add-fd': (r) => check(r, { 'fdset-id': 'number', fd: 'number' }, ''),
+  // The disks a save freezes and a restore protects (engine/disks.ts).
+  'query-block': (r) =>
+    checkList(r, { device: 'string', inserted: { ro: 'boolean', drv: 'string', image: { filename: 'string', format: 'string' } } }),
   'qom-get': (r, args) => (args.property === 'type' && typeof r !== 'string' ? `the type should be a string, got ${describe(r)}` : undefined),
 };
 
