@@ -4,6 +4,7 @@
 // Succeeded snapshot, and guest memory intact. Returns the violations found.
 import fs from 'node:fs';
 import path from 'node:path';
+import { processAlive } from '../../agent/src/daemon/qemu-control.js';
 import { QmpClient } from '../../agent/src/qmp/client.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { verifySnapshotFile } from '../../agent/src/snapshot-file/verify.js';
@@ -30,15 +31,6 @@ function filesUnder(dir: string): string[] {
   return fs.readdirSync(dir, { withFileTypes: true, recursive: true }).filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name));
 }
 
-function processState(pid: string): string | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  } catch {
-    return undefined;
-  }
-}
-
 /** Live (not zombie) QEMU processes whose QMP socket is `<dir>/qmp.sock`. */
 export function qemuPidsFor(dir: string): number[] {
   const socket = path.join(dir, 'qmp.sock');
@@ -51,8 +43,7 @@ export function qemuPidsFor(dir: string): number[] {
       continue;
     }
     if (!path.basename(argv[0] ?? '').startsWith('qemu-system') || !argv.some((a) => a.includes(socket))) continue;
-    const state = processState(pid);
-    if (state && state !== 'Z' && state !== 'X') pids.push(Number(pid));
+    if (processAlive(Number(pid))) pids.push(Number(pid));
   }
   return pids;
 }
