@@ -29,8 +29,8 @@ interface RunRecord {
   run: string;
   op: Op;
   victim: Victim;
-  /** The object's phase when the victim was killed (as last seen by the test). */
-  killedAt: string;
+  /** Where the kill landed: before the agent claimed the work, during it, or after it had finished. */
+  landed: string;
   outcome: string;
   retry?: string;
   violations: string[];
@@ -183,6 +183,15 @@ async function settle(timeoutMs = 30_000): Promise<string[]> {
   }
 }
 
+/** Places the kill against the object's own claim and completion times. */
+async function landed(resource: string, at: number): Promise<string> {
+  const { status } = await getJson(resource, ns);
+  const claimed = Date.parse(status.startTime ?? '');
+  const completed = Date.parse(status.completionTime ?? '');
+  if (!(at >= claimed)) return 'before the claim';
+  return at < completed ? 'during the operation' : 'after it finished';
+}
+
 /** Waits for a terminal phase; a violation if it takes longer than the object's deadline allows. */
 async function finish(resource: string, op: Op): Promise<{ phase: string; message?: string; violation?: string }> {
   const limit = op === 'restore' ? RESTORE_SETTLE_MS : (SAVE_DEADLINE_S + 45) * 1000;
@@ -223,10 +232,10 @@ describe(`kill -9 during saves and restores (seed ${SEED})`, () => {
       if (run.op !== 'restore') await ensureVmRunning();
       const resource = await start(run.op, name);
       const phase = watchPhase(resource);
-      let killedAt: string;
+      let killedAt: number;
       try {
         await awaitMoment(run, phase.last);
-        killedAt = phase.last();
+        killedAt = Date.now();
         await kill(run.victim);
       } finally {
         phase.stop();
@@ -237,7 +246,7 @@ describe(`kill -9 during saves and restores (seed ${SEED})`, () => {
       const done = await finish(resource, run.op);
       const violations = done.violation ? [done.violation] : [];
       violations.push(...(await settle()));
-      const record: RunRecord = { run: describeRun(run), op: run.op, victim: run.victim, killedAt, outcome: done.phase, violations };
+      const record: RunRecord = { run: describeRun(run), op: run.op, victim: run.victim, landed: await landed(resource, killedAt), outcome: done.phase, violations };
       records.push(record);
 
       if (done.phase !== 'Succeeded') {
@@ -263,17 +272,18 @@ describe(`kill -9 during saves and restores (seed ${SEED})`, () => {
 });
 
 function report(): string {
-  const byVictim = new Map<string, { runs: number; clean: number }>();
+  const byVictim = new Map<string, { runs: number; during: number; clean: number }>();
   for (const r of records) {
-    const v = byVictim.get(r.victim) ?? { runs: 0, clean: 0 };
+    const v = byVictim.get(r.victim) ?? { runs: 0, during: 0, clean: 0 };
     v.runs += 1;
+    if (r.landed === 'during the operation') v.during += 1;
     if (r.violations.length === 0) v.clean += 1;
     byVictim.set(r.victim, v);
   }
   const lines = [
     `chaos seed ${SEED}: ${records.length} runs, ${records.filter((r) => r.violations.length === 0).length} without a violation`,
-    ...[...byVictim].map(([victim, v]) => `  ${victim.padEnd(9)} ${v.runs} runs, ${v.clean} survived`),
-    ...records.map((r) => `  ${r.run} | killed while ${r.killedAt} | ${r.outcome}${r.retry ? `, retry ${r.retry}` : ''}${r.violations.length ? ` | ${r.violations.join('; ')}` : ''}`),
+    ...[...byVictim].map(([victim, v]) => `  ${victim.padEnd(9)} ${v.runs} runs (${v.during} killed during the operation), ${v.clean} without a violation`),
+    ...records.map((r) => `  ${r.run} | ${r.landed} | ${r.outcome}${r.retry ? `, retry ${r.retry}` : ''}${r.violations.length ? ` | ${r.violations.join('; ')}` : ''}`),
   ];
   return lines.join('\n');
 }

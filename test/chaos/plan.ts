@@ -48,7 +48,7 @@ export function planRuns(seed: number, count: number): Run[] {
   return victims.map((victim, index) => {
     const kind = pick(['delay', 'inProgress', 'migrating'] as const);
     const moment: Moment =
-      kind === 'delay' ? { kind, ms: int(0, 2500) } : kind === 'inProgress' ? { kind, extraMs: int(0, 400) } : { kind, percent: int(0, 90) };
+      kind === 'delay' ? { kind, ms: int(0, 1500) } : kind === 'inProgress' ? { kind, extraMs: int(0, 400) } : { kind, percent: int(0, 90) };
     return { index, op: pick(OPS), victim, moment, downMs: int(0, 2000) };
   });
 }
