@@ -3,6 +3,7 @@
 // nothing was lost (see invariants.ts); a failed operation, retried, succeeds.
 // The plan comes from a seed (printed; replay with VMSNAP_CHAOS_SEED, more runs
 // with VMSNAP_CHAOS_RUNS). The API server and etcd are a private instance.
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -173,11 +174,17 @@ async function revive(victim: Victim): Promise<void> {
   }
 }
 
+/** The operator and the agent must survive everything but their own kill (no one restarts them here). */
+function exited(): string[] {
+  const gone = (who: string, p: ChildProcess) => (p.exitCode !== null || p.signalCode !== null ? [`${who} exited (${p.exitCode ?? p.signalCode})`] : []);
+  return [...gone('the operator', stack.operator), ...gone('the agent', agent().process)];
+}
+
 /** Waits for the invariants to hold (agents finish clean-ups after a Failed status); returns what still fails. */
 async function settle(timeoutMs = 30_000): Promise<string[]> {
   const until = Date.now() + timeoutMs;
   for (;;) {
-    const violations = await checkInvariants(scope());
+    const violations = [...exited(), ...(await checkInvariants(scope()))];
     if (violations.length === 0 || Date.now() > until) return violations;
     await sleep(1000);
   }
@@ -185,7 +192,7 @@ async function settle(timeoutMs = 30_000): Promise<string[]> {
 
 /** Places the kill against the object's own claim and completion times. */
 async function landed(resource: string, at: number): Promise<string> {
-  const { status } = await getJson(resource, ns);
+  const status = (await getJson(resource, ns)).status ?? {};
   const claimed = Date.parse(status.startTime ?? '');
   const completed = Date.parse(status.completionTime ?? '');
   if (!(at >= claimed)) return 'before the claim';
