@@ -30,6 +30,8 @@ interface RunRecord {
   run: string;
   op: Op;
   victim: Victim;
+  /** Restarts of the operator after it gave up its lease (by design, see supervise). */
+  restarts: string[];
   /** Where the kill landed: before the agent claimed the work, during it, or after it had finished. */
   landed: string;
   outcome: string;
@@ -140,6 +142,7 @@ async function awaitMoment(run: Run, phase: () => string): Promise<void> {
 }
 
 async function kill(victim: Victim): Promise<void> {
+  holding = victim;
   switch (victim) {
     case 'agent':
       return stack.killAgent(NODE, 'SIGKILL');
@@ -159,32 +162,48 @@ async function kill(victim: Victim): Promise<void> {
 }
 
 async function revive(victim: Victim): Promise<void> {
-  switch (victim) {
-    case 'agent':
-      await stack.startAgent(NODE);
-      return;
-    case 'operator':
-      stack.restartOperator();
-      return;
-    case 'apiserver':
-    case 'etcd':
-      return restartControlPlane();
-    case 'qemu':
-      return; // the VM stays down; a retried save starts it again
-  }
+  if (victim === 'agent') await stack.startAgent(NODE);
+  if (victim === 'operator') stack.restartOperator();
+  if (victim === 'apiserver' || victim === 'etcd') await restartControlPlane();
+  // QEMU stays down: a retried save starts the VM again.
+  holding = undefined;
 }
 
-/** The operator and the agent must survive everything but their own kill (no one restarts them here). */
-function exited(): string[] {
-  const gone = (who: string, p: ChildProcess) => (p.exitCode !== null || p.signalCode !== null ? [`${who} exited (${p.exitCode ?? p.signalCode})`] : []);
-  return [...gone('the operator', stack.operator), ...gone('the agent', agent().process)];
+/** The victim the test keeps down between its kill and its restart. */
+let holding: Victim | undefined;
+/** What the supervisor saw since the run began: restarts as a Deployment/DaemonSet would do them, and crashes. */
+let restarts: string[] = [];
+let crashes: string[] = [];
+let supervisor: NodeJS.Timeout | undefined;
+
+const ended = (p: ChildProcess) => p.exitCode !== null || p.signalCode !== null;
+
+/**
+ * Plays the kubelet: an operator or agent that exits on its own is started again. An operator
+ * that lost its lease during an API server outage exits by design (so that only one acts); any
+ * other exit is a crash, and a violation.
+ */
+function supervise(): void {
+  supervisor = setInterval(() => {
+    if (holding !== 'operator' && ended(stack.operator)) {
+      const tail = fs.readFileSync(path.join(stack.workDir, 'operator.log'), 'utf8').slice(-2000);
+      const why = `the operator exited (${stack.operator.exitCode ?? stack.operator.signalCode})`;
+      if (tail.includes('lost the leader lease')) restarts.push(`${why} after losing its lease; restarted`);
+      else crashes.push(why);
+      stack.restartOperator();
+    }
+    if (holding !== 'agent' && ended(agent().process)) {
+      crashes.push(`the agent exited (${agent().process.exitCode ?? agent().process.signalCode})`);
+      void stack.startAgent(NODE);
+    }
+  }, 500);
 }
 
 /** Waits for the invariants to hold (agents finish clean-ups after a Failed status); returns what still fails. */
 async function settle(timeoutMs = 30_000): Promise<string[]> {
   const until = Date.now() + timeoutMs;
   for (;;) {
-    const violations = [...exited(), ...(await checkInvariants(scope()))];
+    const violations = [...crashes, ...(await checkInvariants(scope()))];
     if (violations.length === 0 || Date.now() > until) return violations;
     await sleep(1000);
   }
@@ -216,6 +235,7 @@ beforeAll(async () => {
   console.log(`chaos: seed ${SEED}, ${RUNS} runs (replay with VMSNAP_CHAOS_SEED=${SEED}); control plane ${controlPlaneDir}`);
   stack = await startStack([NODE]);
   ns = await createNamespace('chaos');
+  supervise();
   await startVm();
   const base = await start('save-paused-resume', 'baseline');
   const done = await finish(base, 'save-paused-resume');
@@ -223,6 +243,7 @@ beforeAll(async () => {
 }, 30 * 60 * 1000);
 
 afterAll(async () => {
+  clearInterval(supervisor);
   console.log(report());
   const reportPath = path.join(process.env.VMSNAP_TEST_DIR ?? os.tmpdir(), 'vmsnap-chaos-report.json');
   fs.writeFileSync(reportPath, JSON.stringify({ seed: SEED, runs: records }, null, 2));
@@ -235,6 +256,8 @@ afterAll(async () => {
 describe(`kill -9 during saves and restores (seed ${SEED})`, () => {
   for (const run of plan) {
     it(describeRun(run), async () => {
+      restarts = [];
+      crashes = [];
       const name = `r${String(run.index + 1).padStart(2, '0')}-${run.op === 'restore' ? 'restore' : 'save'}`;
       if (run.op !== 'restore') await ensureVmRunning();
       const resource = await start(run.op, name);
@@ -253,7 +276,7 @@ describe(`kill -9 during saves and restores (seed ${SEED})`, () => {
       const done = await finish(resource, run.op);
       const violations = done.violation ? [done.violation] : [];
       violations.push(...(await settle()));
-      const record: RunRecord = { run: describeRun(run), op: run.op, victim: run.victim, landed: await landed(resource, killedAt), outcome: done.phase, violations };
+      const record: RunRecord = { run: describeRun(run), op: run.op, victim: run.victim, landed: await landed(resource, killedAt), outcome: done.phase, restarts, violations };
       records.push(record);
 
       if (done.phase !== 'Succeeded') {
@@ -288,9 +311,10 @@ function report(): string {
     byVictim.set(r.victim, v);
   }
   const lines = [
-    `chaos seed ${SEED}: ${records.length} runs, ${records.filter((r) => r.violations.length === 0).length} without a violation`,
+    `chaos seed ${SEED}: ${records.length} runs, ${records.filter((r) => r.violations.length === 0).length} without a violation, ` +
+      `${records.filter((r) => r.retry).length} retried, ${records.reduce((n, r) => n + r.restarts.length, 0)} operator restarts after a lost lease`,
     ...[...byVictim].map(([victim, v]) => `  ${victim.padEnd(9)} ${v.runs} runs (${v.during} killed during the operation), ${v.clean} without a violation`),
-    ...records.map((r) => `  ${r.run} | ${r.landed} | ${r.outcome}${r.retry ? `, retry ${r.retry}` : ''}${r.violations.length ? ` | ${r.violations.join('; ')}` : ''}`),
+    ...records.map((r) => `  ${r.run} | ${r.landed} | ${r.outcome}${r.retry ? `, retry ${r.retry}` : ''}${r.restarts.length ? ` | ${r.restarts.join('; ')}` : ''}${r.violations.length ? ` | ${r.violations.join('; ')}` : ''}`),
   ];
   return lines.join('\n');
 }
