@@ -19,7 +19,7 @@ export interface Scope {
 interface Obj {
   kind: string;
   metadata: { name: string; deletionTimestamp?: string };
-  status?: { phase?: string; readyToUse?: boolean; file?: { path?: string }; error?: { message?: string } };
+  status?: { phase?: string; conditions?: Array<{ type: string; status: string }>; readyToUse?: boolean; file?: { path?: string }; error?: { message?: string } };
 }
 
 export async function listWork(namespace: string): Promise<Obj[]> {
@@ -74,6 +74,10 @@ export async function checkInvariants(scope: Scope): Promise<string[]> {
     const id = `${o.kind} ${o.metadata.name}`;
     const phase = o.status?.phase;
     if (phase !== 'Succeeded' && phase !== 'Failed') violations.push(`${id} is ${phase ?? 'without a phase'}`);
+    // A terminal phase is final and says one thing: no success carrying an earlier failure's error.
+    const ready = o.status?.conditions?.find((c) => c.type === 'Ready')?.status;
+    if (phase === 'Succeeded' && (o.status?.error || ready !== 'True')) violations.push(`${id} Succeeded with Ready ${ready} and error ${JSON.stringify(o.status?.error)}`);
+    if (phase === 'Failed' && (!o.status?.error?.message || ready !== 'False')) violations.push(`${id} Failed without an error message or with Ready ${ready}`);
     if (o.kind !== 'VMSnapshot') continue;
     const file = o.status?.file?.path;
     if (phase === 'Succeeded') {
