@@ -14,6 +14,8 @@ import { mountSmallFs, type SmallFs } from './small-fs.js';
 /** Smaller than the RAM the guest has filled (128 MiB of pattern). */
 const FS_MIB = 64;
 const NO_SPACE = /no space left on device|ENOSPC/i;
+/** What the user must do about it. */
+const FREE_SPACE = /free space for \S+: it needs up to 192Mi/;
 
 let stack: Stack | undefined;
 let small: SmallFs | undefined;
@@ -64,7 +66,9 @@ spec: {vmName: big, failureDeadline: 2m}
     ns,
   );
   const snap = await waitForPhase('vmsnapshot/full', ns, 'Failed', 150_000);
+  console.log(`disk full, VMSnapshot: ${snap.status.error.message}`);
   expect(snap.status.error.message).toMatch(NO_SPACE);
+  expect(snap.status.error.message).toMatch(FREE_SPACE);
   expect(snap.status.conditions.find((c: { type: string }) => c.type === 'Ready')).toMatchObject({ status: 'False' });
   const events = JSON.parse(await kubectlOk(['get', 'events', '-n', ns, '--field-selector', 'involvedObject.name=full', '-o', 'json'])).items as Array<{
     type: string;
@@ -83,8 +87,10 @@ it('CLI save: exit code 1 with the cause on stderr, the VM resumed, no partial f
   const pass = guest.lastPass();
   const out = path.join(small!.dir, 'cli.vms');
   const r = await cli(['save', '--qmp', guest.qmpPath, '--out', out, '--channels', '2']);
+  console.log(`disk full, CLI: ${r.stderr.trim()}`);
   expect(r.code).toBe(1);
   expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(NO_SPACE)]);
+  expect(r.stderr).toMatch(FREE_SPACE);
   expect(fs.existsSync(out)).toBe(false);
   expect(await vmStatus(guest.qmpPath)).toBe('running');
   await expectGuestVerifies(guest, pass);

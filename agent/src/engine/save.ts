@@ -20,7 +20,7 @@ import {
   type Progress,
   type SavedMigrationConfig,
 } from './migration.js';
-import { throughputMiBps } from '../../../api/format.js';
+import { formatBytes, throughputMiBps } from '../../../api/format.js';
 import { finishSnapshotFile } from './finish.js';
 
 export type AfterSave = 'resume' | 'stop';
@@ -149,7 +149,9 @@ class SaveState {
     const outcome = await waitForMigration(client, { pollMs: opts.pollMs ?? 20, onProgress: opts.onProgress, signal: opts.signal, startedAt: started });
     this.migrating = false;
     if (outcome.status !== 'completed') {
-      throw new SaveError(`QEMU's save ${outcome.status}: ${outcome['error-desc'] ?? 'no reason given'}`);
+      const why = outcome['error-desc'] ?? 'no reason given';
+      const hint = /no space left/i.test(why) ? `; free space for ${opts.outPath}: it needs up to ${formatBytes(vm.ramBytes)} (the guest's RAM)` : '';
+      throw new SaveError(`QEMU's save ${outcome.status}: ${why}${hint}`);
     }
     const migrateMs = Date.now() - started;
 
