@@ -102,3 +102,28 @@ it('CLI save: exit code 1 with the cause on stderr, the VM resumed, no partial f
   expect(await vmStatus(guest.qmpPath)).toBe('running');
   expect(filesOn(small!.dir).filter((f) => !f.includes('lost+found'))).toEqual([]);
 });
+
+it('a filesystem already full: even our header cannot be written; same outcome', async () => {
+  const guest = guests.at(-1) ?? (await fullGuest(path.join(scratch, 'cli-vm'), 'cli-vm'));
+  const filler = path.join(small!.dir, 'filler');
+  const fd = fs.openSync(filler, 'w');
+  // Fill every block: big writes until ENOSPC, then small ones for the rest.
+  for (const size of [1 << 20, 4096, 1]) {
+    const chunk = Buffer.alloc(size, 1);
+    try {
+      for (;;) fs.writeSync(fd, chunk);
+    } catch (err) {
+      expect((err as NodeJS.ErrnoException).code).toBe('ENOSPC');
+    }
+  }
+  fs.closeSync(fd);
+  const out = path.join(small!.dir, 'nothing-fits.vms');
+  const r = await cli(['save', '--qmp', guest.qmpPath, '--out', out]);
+  fs.rmSync(filler);
+  console.log(`disk full before the save, CLI: ${r.stderr.trim()}`);
+  expect(r.code).toBe(1);
+  expect(r.stderr).toMatch(NO_SPACE);
+  expect(r.stderr).toMatch(FREE_SPACE);
+  expect(fs.existsSync(out)).toBe(false);
+  expect(await vmStatus(guest.qmpPath)).toBe('running');
+});

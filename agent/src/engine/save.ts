@@ -82,7 +82,7 @@ export async function saveVm(opts: SaveOptions): Promise<SaveResult> {
     return await state.run();
   } catch (err) {
     await state.rollBack();
-    throw err;
+    throw state.explain(err);
   } finally {
     client.close();
   }
@@ -96,6 +96,7 @@ class SaveState {
   private savedConfig: SavedMigrationConfig | undefined;
   private wasRunning = false;
   private migrating = false;
+  private ramBytes: number | undefined;
 
   constructor(
     private readonly client: QmpClient,
@@ -113,6 +114,7 @@ class SaveState {
       throw new SaveError(`a migration is already in progress on the VM at ${opts.qmpSocket} (status '${active.status}')`);
     }
     this.wasRunning = vm.running;
+    this.ramBytes = vm.ramBytes;
     const directIO = decideDirectIO(opts.directIO, opts.outPath, 'write');
     this.checkAborted();
 
@@ -149,9 +151,7 @@ class SaveState {
     const outcome = await waitForMigration(client, { pollMs: opts.pollMs ?? 20, onProgress: opts.onProgress, signal: opts.signal, startedAt: started });
     this.migrating = false;
     if (outcome.status !== 'completed') {
-      const why = outcome['error-desc'] ?? 'no reason given';
-      const hint = /no space left/i.test(why) ? `; free space for ${opts.outPath}: it needs up to ${formatBytes(vm.ramBytes)} (the guest's RAM)` : '';
-      throw new SaveError(`QEMU's save ${outcome.status}: ${why}${hint}`);
+      throw new SaveError(`QEMU's save ${outcome.status}: ${outcome['error-desc'] ?? 'no reason given'}`);
     }
     const migrateMs = Date.now() - started;
 
@@ -228,6 +228,13 @@ class SaveState {
 
   private closeFds(): void {
     for (const fd of this.fds.splice(0)) fs.closeSync(fd);
+  }
+
+  /** A full disk (QEMU's write or ours) says what to do about it. */
+  explain(err: unknown): unknown {
+    const message = (err as Error)?.message ?? '';
+    if (!/no space left|ENOSPC/i.test(message) || this.ramBytes === undefined) return err;
+    return new SaveError(`${message}; free space for ${this.opts.outPath}: it needs up to ${formatBytes(this.ramBytes)} (the guest's RAM)`);
   }
 
   /** Undoes a failed or cancelled save: QEMU back as it was, no partial file. */
