@@ -17,5 +17,7 @@ export default {
     { ...esm, displayName: 'cluster', testMatch: ['<rootDir>/test/cluster/**/*.test.ts'] },
     { ...esm, displayName: 'e2e', testMatch: ['<rootDir>/test/e2e/**/*.test.ts'] },
     { ...esm, displayName: 'load', testMatch: ['<rootDir>/test/load/**/*.test.ts'] },
+    // kill -9 of every component during saves and restores, and a full disk.
+    { ...esm, displayName: 'chaos', testMatch: ['<rootDir>/test/chaos/**/*.test.ts'] },
   ],
 };

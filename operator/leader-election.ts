@@ -37,7 +37,12 @@ export class LeaderElector {
   async acquire(onLost: () => void): Promise<void> {
     for (;;) {
       if (this.stopped) throw new Error('leader election stopped');
-      if (await this.tryAcquireOrRenew()) break;
+      // An API server that is restarting must not end a waiting candidate: ask again.
+      const acquired = await this.tryAcquireOrRenew().catch((err: unknown) => {
+        this.opts.log(`cannot read or take the lease (${String(err)}); trying again`);
+        return false;
+      });
+      if (acquired) break;
       await new Promise((r) => setTimeout(r, this.opts.renewEveryMs ?? 2_000));
     }
     this.leading = true;

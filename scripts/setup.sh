@@ -8,7 +8,8 @@ cd "$VMSNAP_ROOT"
 
 bash scripts/ensure-qemu.sh
 # Disk snapshots: qemu-img makes restore overlays; the disk tests build and
-# check ext4 images (mkfs.ext4, e2fsck, debugfs).
+# check ext4 images (mkfs.ext4, e2fsck, debugfs); the disk-full test (test/chaos)
+# loop-mounts a small ext4 image.
 command -v qemu-img >/dev/null || { log "installing qemu-utils"; apt_install qemu-utils; }
 command -v debugfs >/dev/null && command -v mkfs.ext4 >/dev/null || { log "installing e2fsprogs"; apt_install e2fsprogs; }
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] ||

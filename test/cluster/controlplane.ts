@@ -74,6 +74,8 @@ function run(
         code: code ?? 128,
       });
     });
+    // A child that exits without reading its input (a crash, or a killed API server) must not fail the caller with EPIPE: its exit code tells.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(opts.input ?? '');
   });
 }

@@ -26,11 +26,15 @@ export interface Stack {
   releaseNamespace: string;
   workDir: string;
   agents: Map<string, AgentProcess>;
-  operator: ChildProcess;
+  /** The current operator process (replaced by restartOperator). */
+  readonly operator: ChildProcess;
   operatorKubeconfig: string;
   agentKubeconfig: string;
-  startAgent(node: string): Promise<AgentProcess>;
+  startAgent(node: string, opts?: { storageRoot?: string }): Promise<AgentProcess>;
   killAgent(node: string, signal?: NodeJS.Signals): Promise<void>;
+  killOperator(signal?: NodeJS.Signals): Promise<void>;
+  /** Starts the operator again with the same identity (a restarted container keeps its pod name). */
+  restartOperator(): ChildProcess;
   stop(): Promise<void>;
 }
 
@@ -73,18 +77,20 @@ export async function startStack(nodes: string[], opts: StackOptions = {}): Prom
   const operatorKubeconfig = tokenKubeconfig(cp, await token('vmsnap-operator', releaseNamespace), 'vmsnap-operator');
   const agentKubeconfig = tokenKubeconfig(cp, await token('vmsnap-agent', releaseNamespace), 'vmsnap-agent');
 
-  const operator = spawnLogged(
-    process.execPath,
-    [OPERATOR],
-    { KUBECONFIG: operatorKubeconfig, POD_NAMESPACE: releaseNamespace, POD_NAME: `operator-${suffix}`, METRICS_PORT: '0', METRICS_HOST: '127.0.0.1', LOG_LEVEL: 'debug' },
-    path.join(workDir, 'operator.log'),
-    opts.detached,
-  );
+  const spawnOperator = () =>
+    spawnLogged(
+      process.execPath,
+      [OPERATOR],
+      { KUBECONFIG: operatorKubeconfig, POD_NAMESPACE: releaseNamespace, POD_NAME: `operator-${suffix}`, METRICS_PORT: '0', METRICS_HOST: '127.0.0.1', LOG_LEVEL: 'debug' },
+      path.join(workDir, 'operator.log'),
+      opts.detached,
+    );
+  let operator = spawnOperator();
 
   const agents = new Map<string, AgentProcess>();
-  const startAgent = async (node: string): Promise<AgentProcess> => {
+  const startAgent = async (node: string, agentOpts: { storageRoot?: string } = {}): Promise<AgentProcess> => {
     const vmRoot = path.join(workDir, node, 'vms');
-    const storageRoot = path.join(workDir, node, 'snapshots');
+    const storageRoot = agentOpts.storageRoot ?? path.join(workDir, node, 'snapshots');
     fs.mkdirSync(vmRoot, { recursive: true });
     fs.mkdirSync(storageRoot, { recursive: true });
     const logPath = path.join(workDir, `agent-${node}.log`);
@@ -110,11 +116,9 @@ export async function startStack(nodes: string[], opts: StackOptions = {}): Prom
 
   const killAgent = async (node: string, signal: NodeJS.Signals = 'SIGKILL') => {
     const a = agents.get(node);
-    if (!a || a.process.exitCode !== null || a.process.signalCode !== null) return;
-    const exited = new Promise((r) => a.process.once('exit', r));
-    a.process.kill(signal);
-    await exited;
+    if (a) await killProcess(a.process, signal);
   };
+  const killOperator = (signal: NodeJS.Signals = 'SIGKILL') => killProcess(operator, signal);
 
   return {
     cp,
@@ -122,23 +126,35 @@ export async function startStack(nodes: string[], opts: StackOptions = {}): Prom
     releaseNamespace,
     workDir,
     agents,
-    operator,
+    get operator() {
+      return operator;
+    },
     operatorKubeconfig,
     agentKubeconfig,
     startAgent,
     killAgent,
+    killOperator,
+    restartOperator() {
+      if (operator.exitCode === null && operator.signalCode === null) throw new Error('the operator is still running');
+      operator = spawnOperator();
+      return operator;
+    },
     async stop() {
       for (const node of agents.keys()) await killAgent(node, 'SIGTERM');
-      if (operator.exitCode === null) {
-        const exited = new Promise((r) => operator.once('exit', r));
-        operator.kill('SIGTERM');
-        await exited;
-      }
+      await killOperator('SIGTERM');
       await helm(['uninstall', release, '-n', releaseNamespace]);
       for (const a of agents.values()) await kubectl(['delete', 'vminventory', a.nodeName, '--ignore-not-found']);
       killQemusUnder(workDir);
     },
   };
+}
+
+/** Sends `signal` unless the process has already ended, and waits for it to end. */
+async function killProcess(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill(signal);
+  await exited;
 }
 
 /** Restored VMs are launched detached by the agent (they outlive it by design): end those of this run. */

@@ -20,7 +20,7 @@ import {
   type Progress,
   type SavedMigrationConfig,
 } from './migration.js';
-import { throughputMiBps } from '../../../api/format.js';
+import { formatBytes, throughputMiBps } from '../../../api/format.js';
 import { finishSnapshotFile } from './finish.js';
 import { digestsPath, writeDigests } from '../snapshot-file/digests.js';
 import { argvImagePath, diskRecord, freezeDisks, writableDisks, type BlockInfo, type DiskRecord } from './disks.js';
@@ -101,7 +101,7 @@ export async function saveVm(opts: SaveOptions): Promise<SaveResult> {
     result = await state.run();
   } catch (err) {
     await state.rollBack();
-    throw err;
+    throw state.explain(err);
   } finally {
     client.close();
   }
@@ -129,6 +129,7 @@ class SaveState {
   private migrating = false;
   /** The header metadata, once the file is complete. */
   metadata: SnapshotMetadata | undefined;
+  private ramBytes: number | undefined;
 
   constructor(
     private readonly client: QmpClient,
@@ -154,6 +155,7 @@ class SaveState {
     // A VM that stops after the save never writes its disks again: they are the
     // bases as they are. A running one must move to overlays at the RAM's instant.
     const freeze = disks.length > 0 && opts.after !== 'stop';
+    this.ramBytes = vm.ramBytes;
     const directIO = decideDirectIO(opts.directIO, opts.outPath, 'write');
     this.checkAborted();
 
@@ -308,6 +310,13 @@ class SaveState {
 
   private closeFds(): void {
     for (const fd of this.fds.splice(0)) fs.closeSync(fd);
+  }
+
+  /** A full disk (QEMU's write or ours) says what to do about it. */
+  explain(err: unknown): unknown {
+    const message = (err as Error)?.message ?? '';
+    if (!/no space left|ENOSPC/i.test(message) || this.ramBytes === undefined) return err;
+    return new SaveError(`${message}; free space for ${this.opts.outPath}: it needs up to ${formatBytes(this.ramBytes)} (the guest's RAM)`);
   }
 
   /** Undoes a failed or cancelled save: QEMU back as it was, no partial file. */
