@@ -11,7 +11,7 @@ import type { Guest } from '../guest/guest.js';
 import { vmStatus } from './invariants.js';
 import { mountSmallFs, type SmallFs } from './small-fs.js';
 
-/** Smaller than the RAM the guest has filled (128 MiB of pattern). */
+/** Smaller than the RAM the guest has filled (96 MiB of pattern). */
 const FS_MIB = 64;
 const NO_SPACE = /no space left on device|ENOSPC/i;
 /** What the user must do about it. */
@@ -37,7 +37,7 @@ afterAll(async () => {
 }, 5 * 60 * 1000);
 
 async function fullGuest(dir: string, name: string): Promise<Guest> {
-  const g = await readyGuest({ dir, name, memMiB: 192, fillMiB: 128, seed: 9 });
+  const g = await readyGuest({ dir, name, memMiB: 192, fillMiB: 96, seed: 9 });
   guests.push(g);
   return g;
 }
