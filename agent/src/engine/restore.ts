@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { QmpClient } from '../qmp/client.js';
 import type { VerifiedSnapshot } from '../snapshot-file/verify.js';
-import { checkDigests, type DigestCheck } from '../snapshot-file/check-digests.js';
+import type { DigestCheck } from '../snapshot-file/check-digests.js';
 import type { DirectIOMode } from '../snapshot-file/metadata.js';
 import { decideDirectIO } from './direct-io.js';
 import { throughputMiBps } from '../../../api/format.js';
@@ -111,7 +111,11 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
     // Loaded here, not at the top: a lazy restore starts QEMU while this loads.
     const { verifySnapshotFile } = await import('../snapshot-file/verify.js');
     snapshot = verifySnapshotFile(opts.inPath);
-    verified = opts.verify ? await checkDigests(opts.inPath, snapshot) : undefined;
+    if (opts.verify) {
+      // Loaded only when asked for: it brings zod, which a lazy restore keeps off its start-up path.
+      const { checkDigests } = await import('../snapshot-file/check-digests.js');
+      verified = await checkDigests(opts.inPath, snapshot);
+    }
     realFile = fs.realpathSync(opts.inPath);
     const meta = snapshot.header.metadata;
     channels = opts.channels ?? meta.stream.channels;
