@@ -130,15 +130,10 @@ export interface RestoreOutcome {
 }
 
 export function restoreSucceededStatus(obj: StatusOwner, r: RestoreOutcome, now: Date, note = ''): VMRestoreStatus {
-  const durationMs = Math.max(0, Math.round(r.durationMs));
-  const downtimeMs = Math.max(0, Math.round(r.downtimeMs));
   return {
     phase: 'Succeeded',
     completionTime: now.toISOString(),
-    durationMs,
-    durationHuman: formatDurationMs(durationMs),
-    downtimeMs,
-    downtimeHuman: formatDurationMs(downtimeMs),
+    ...restoreTimes(r.durationMs, r.downtimeMs),
     ...(r.mode === 'lazy' ? {} : { throughputMiBps: transferDisplay(r.bytes, r.loadMs).throughputMiBps }),
     restoreSize: r.ramBytes,
     ...lazyFields(r),
@@ -148,6 +143,13 @@ export function restoreSucceededStatus(obj: StatusOwner, r: RestoreOutcome, now:
     observedGeneration: obj.metadata.generation,
     conditions: ready(obj, 'True', Reason.Succeeded, restoreSummary(r) + note, now),
   };
+}
+
+/** A restore's duration and downtime, whole milliseconds and for people. */
+function restoreTimes(duration: number, downtime: number): Pick<VMRestoreStatus, 'durationMs' | 'durationHuman' | 'downtimeMs' | 'downtimeHuman'> {
+  const durationMs = Math.max(0, Math.round(duration));
+  const downtimeMs = Math.max(0, Math.round(downtime));
+  return { durationMs, durationHuman: formatDurationMs(durationMs), downtimeMs, downtimeHuman: formatDurationMs(downtimeMs) };
 }
 
 function lazyFields(r: Pick<RestoreOutcome, 'mode' | 'lazyFallbackReason' | 'lazy'>): Pick<VMRestoreStatus, 'restoreMode' | 'restoreModeReason' | 'lazy'> {
@@ -181,14 +183,11 @@ export function restoreRecoveredStatus(
   now: Date,
   note: string,
 ): VMRestoreStatus {
-  const durationMs = Math.max(0, Math.round(r.durationMs));
   return {
     phase: 'Succeeded',
     completionTime: now.toISOString(),
-    durationMs,
-    durationHuman: formatDurationMs(durationMs),
-    downtimeMs: durationMs,
-    downtimeHuman: formatDurationMs(durationMs),
+    // Unknown downtime: the whole restore, at most.
+    ...restoreTimes(r.durationMs, r.durationMs),
     restoreSize: r.ramBytes,
     ...lazyFields(r),
     observedGeneration: obj.metadata.generation,
