@@ -13,6 +13,7 @@ COPY package.json package-lock.json ./
 # official image keeps under /usr/local (the script expects /usr), and `prepare` needs sources.
 RUN npm ci --ignore-scripts
 COPY tsconfig.json tsconfig.build.json ./
+COPY scripts/bundle-cli.mjs ./scripts/bundle-cli.mjs
 COPY api ./api
 COPY agent ./agent
 COPY operator ./operator
@@ -22,6 +23,7 @@ COPY helm ./helm
 RUN rm -rf agent/native/build \
  && npx node-gyp rebuild --directory=agent/native --nodedir=/usr/local \
  && npx tsc -p tsconfig.build.json \
+ && node scripts/bundle-cli.mjs \
  && node dist/api/gen-crds.js --check \
  && npm prune --omit=dev
 
@@ -40,6 +42,7 @@ ENV NODE_ENV=production
 COPY --from=build /src/package.json ./package.json
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
+COPY bin ./bin
 # packageRoot() looks for package.json next to agent/native; the addon loads from its build dir.
 COPY --from=build /src/agent/native/build/Release/vmsnap_native.node ./agent/native/build/Release/vmsnap_native.node
 COPY crds ./crds

@@ -40,7 +40,7 @@ export interface LazyCopiesRow {
   rssMiB: number;
 }
 
-const CLI = path.join(packageRoot(), 'dist/agent/src/cli/main.js');
+const CLI = path.join(packageRoot(), 'bin/vmsnap-agent');
 const MiB = 1 << 20;
 
 /** Evicts the file from the page cache, so every restore reads from the disk. */
@@ -66,9 +66,9 @@ async function cliRestore(file: string, socket: string, serial: string, lazy: bo
   dropCache(file);
   const offset = serialLength(serial);
   const t0 = performance.now();
-  const args = [CLI, 'restore', '--in', file, '--qmp', socket, '--launch', '--json', ...(lazy ? ['--lazy'] : [])];
+  const args = ['restore', '--in', file, '--qmp', socket, '--launch', '--json', ...(lazy ? ['--lazy'] : [])];
   const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(CLI, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => (out += d));

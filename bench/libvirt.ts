@@ -68,7 +68,7 @@ const BOOT_TIMEOUT_MS = 300_000;
 const PASS_TIMEOUT_MS = 120_000;
 
 const setupScript = () => path.join(packageRoot(), 'bench/libvirt-setup.sh');
-const cliPath = () => path.join(packageRoot(), 'dist/agent/src/cli/main.js');
+const cliPath = () => path.join(packageRoot(), 'bin/vmsnap-agent');
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const round = (x: number, digits = 0) => Math.round(x * 10 ** digits) / 10 ** digits;
@@ -354,7 +354,7 @@ async function vmsnapSide(dir: string, name: string, memMiB: number, fillMiB: nu
     },
     async save() {
       const t0 = performance.now();
-      const r = await mustRun(process.execPath, [cli, 'save', '--qmp', qmp, '--out', file, '--channels', String(channels), '--direct-io', 'on', '--after', 'stop', '--json']);
+      const r = await mustRun(cli, ['save', '--qmp', qmp, '--out', file, '--channels', String(channels), '--direct-io', 'on', '--after', 'stop', '--json']);
       const out = JSON.parse(r.stdout) as { directIO?: boolean; durationMs?: number; migrateIssuedAtMs?: number };
       if (out.directIO !== true) throw new Error(`vmsnap save did not use O_DIRECT: ${r.stdout.trim()}`);
       // The CLI returns once QEMU accepted `quit`; virsh save returns once QEMU is gone.
@@ -365,7 +365,7 @@ async function vmsnapSide(dir: string, name: string, memMiB: number, fillMiB: nu
       gen++;
       const sock = path.join(dir, `restored-${gen}.sock`);
       fs.rmSync(sock, { force: true });
-      const r = await mustRun(process.execPath, [cli, 'restore', '--in', file, '--qmp', sock, '--launch', '--channels', String(channels), '--direct-io', 'on', '--json']);
+      const r = await mustRun(cli, ['restore', '--in', file, '--qmp', sock, '--launch', '--channels', String(channels), '--direct-io', 'on', '--json']);
       const out = JSON.parse(r.stdout) as { directIO?: boolean; running?: boolean; launched?: { pid: number }; durationMs?: number; migrateIssuedAtMs?: number };
       if (!out.launched) throw new Error(`vmsnap restore --launch reported no QEMU: ${r.stdout.trim()}`);
       pid = out.launched.pid;

@@ -47,8 +47,8 @@ async function cliStartupMs(dir: string, ramBytes: number): Promise<number> {
   const vm = await startBenchVm({ dir, name: 'startup', ramBytes, memFile });
   try {
     const out = path.join(dir, 'startup.vms');
-    const cli = path.join(packageRoot(), 'dist/agent/src/cli/main.js');
-    const json = execFileSync(process.execPath, [cli, 'save', '--qmp', vm.qmp, '--out', out, '--json'], { encoding: 'utf8' });
+    const cli = path.join(packageRoot(), 'bin/vmsnap-agent');
+    const json = execFileSync(cli, ['save', '--qmp', vm.qmp, '--out', out, '--json'], { encoding: 'utf8' });
     fs.rmSync(out, { force: true });
     return Math.round(JSON.parse(json).migrateIssuedAtMs);
   } finally {

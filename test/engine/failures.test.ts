@@ -10,6 +10,7 @@ import { readMappedRamLayout } from '../../agent/src/snapshot-file/mapped-ram.js
 import { startGuest, type Guest } from '../guest/guest.js';
 import { cli, isRoot, readyGuest, run, scratchDir, CLI } from './harness.js';
 import { fillRandom, startBenchVm } from '../../bench/qemu-vm.js';
+import { packageRoot } from '../../agent/src/package-root.js';
 
 
 const guests: Guest[] = [];
@@ -166,7 +167,7 @@ it('the agent killed mid-save: the file stays marked incomplete and is refused',
   guests.push(vm);
   const out = path.join(dir, 'agent-killed.vms');
   const script = `
-    const { saveVm } = await import(${JSON.stringify(path.join(path.dirname(CLI), '../engine/save.js'))});
+    const { saveVm } = await import(${JSON.stringify(path.join(packageRoot(), 'dist/agent/src/engine/save.js'))});
     await saveVm({ qmpSocket: ${JSON.stringify(vm.qmpPath)}, outPath: ${JSON.stringify(out)}, channels: 2, directIO: 'auto',
       after: 'resume', live: false, onMigrating: () => process.kill(process.pid, 'SIGKILL') });`;
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: 'ignore' });
@@ -218,7 +219,7 @@ it('a save interrupted mid-way (SIGINT): clear error, QEMU alive and as it was, 
   const vm = await startBenchVm({ dir, name: 'interrupt', ramBytes: 1 << 30, memFile });
   try {
     const out = path.join(dir, 'interrupted.vms');
-    const child = spawn(process.execPath, [CLI, 'save', '--qmp', vm.qmp, '--out', out, '--channels', '2'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(CLI, ['save', '--qmp', vm.qmp, '--out', out, '--channels', '2'], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     // Interrupt once QEMU is writing: the file has grown past our 1 MiB header.

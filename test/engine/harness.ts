@@ -11,7 +11,7 @@ import { packageRoot } from '../../agent/src/package-root.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { readMappedRamLayout, type RamBlockInfo } from '../../agent/src/snapshot-file/mapped-ram.js';
 
-export const CLI = path.join(packageRoot(), 'dist/agent/src/cli/main.js');
+export const CLI = path.join(packageRoot(), 'bin/vmsnap-agent');
 
 /** A scratch dir on the root filesystem (ext4 here: real O_DIRECT), removed by the caller. */
 export function scratchDir(name: string): string {
@@ -29,7 +29,7 @@ export interface CliResult {
 
 export async function cli(args: string[], timeoutMs = 120_000): Promise<CliResult> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(CLI, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));

@@ -1,6 +1,7 @@
 // Starts a QEMU from a snapshot's recorded command line, waiting for an
 // incoming migration (-incoming defer, -S) on a given QMP socket. The process
 // is detached: a restored VM outlives the agent that launched it.
+import { traceStep } from '../clock.js';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -106,7 +107,7 @@ export interface LaunchedQemu {
   client: QmpClient;
 }
 
-export async function launchQemu(opts: {
+export interface LaunchOptions {
   argv: string[];
   qmpSocket: string;
   cwd?: string;
@@ -114,7 +115,20 @@ export async function launchQemu(opts: {
   timeoutMs?: number;
   /** Added to the inherited environment (lets the agent recognise a QEMU it launched). */
   env?: Record<string, string>;
-}): Promise<LaunchedQemu> {
+}
+
+/** Starts QEMU and waits until its QMP socket answers. */
+export async function launchQemu(opts: LaunchOptions): Promise<LaunchedQemu> {
+  return (await startQemu(opts)).ready;
+}
+
+/**
+ * Starts QEMU once no other QEMU holds the socket, and returns as soon as the
+ * process exists: `ready` resolves once its QMP socket answers. A caller with
+ * work of its own to do (a lazy restore checks the file) does it while QEMU
+ * initialises instead of after.
+ */
+export async function startQemu(opts: LaunchOptions): Promise<{ pid: number; ready: Promise<LaunchedQemu> }> {
   const { argv, qmpSocket } = opts;
   if (fs.existsSync(qmpSocket)) {
     if (await socketAnswers(qmpSocket)) {
@@ -127,6 +141,7 @@ export async function launchQemu(opts: {
   const log = fs.openSync(logPath, 'a');
   const cwd = opts.cwd && fs.existsSync(opts.cwd) ? opts.cwd : undefined;
   const env = opts.env ? { ...process.env, ...opts.env } : undefined;
+  traceStep('spawning QEMU');
   const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log, log], cwd, env });
   fs.closeSync(log);
   let exitCode: number | null | undefined;
@@ -137,22 +152,26 @@ export async function launchQemu(opts: {
     exitCode = -1;
   });
   child.unref();
-  const deadline = Date.now() + (opts.timeoutMs ?? 15_000);
-  while (Date.now() < deadline) {
-    if (exitCode !== undefined) {
-      const tail = fs.readFileSync(logPath, 'utf8').trim().split('\n').slice(-3).join(' | ');
-      throw new LaunchError(`QEMU exited during launch (exit ${exitCode}): ${tail || 'no output'} (full log: ${logPath})`);
-    }
-    if (fs.existsSync(qmpSocket)) {
-      try {
-        const client = await QmpClient.connect(qmpSocket);
-        return { pid: child.pid!, argv, logPath, client };
-      } catch {
-        // not listening yet
+  const ready = (async (): Promise<LaunchedQemu> => {
+    const deadline = Date.now() + (opts.timeoutMs ?? 15_000);
+    while (Date.now() < deadline) {
+      if (exitCode !== undefined) {
+        const tail = fs.readFileSync(logPath, 'utf8').trim().split('\n').slice(-3).join(' | ');
+        throw new LaunchError(`QEMU exited during launch (exit ${exitCode}): ${tail || 'no output'} (full log: ${logPath})`);
       }
+      if (fs.existsSync(qmpSocket)) {
+        try {
+          const client = await QmpClient.connect(qmpSocket);
+          traceStep('QEMU answers on QMP');
+          return { pid: child.pid!, argv, logPath, client };
+        } catch {
+          // not listening yet
+        }
+      }
+      await new Promise((r) => setTimeout(r, 5));
     }
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  child.kill('SIGKILL');
-  throw new LaunchError(`QEMU did not open its QMP socket ${qmpSocket} within ${opts.timeoutMs ?? 15_000} ms (log: ${logPath})`);
+    child.kill('SIGKILL');
+    throw new LaunchError(`QEMU did not open its QMP socket ${qmpSocket} within ${opts.timeoutMs ?? 15_000} ms (log: ${logPath})`);
+  })();
+  return { pid: child.pid ?? -1, ready };
 }

@@ -32,14 +32,16 @@ export class MappedRamUnsupportedError extends Error {
 }
 
 export async function configureMigration(client: QmpClient, settings: MigrationSettings): Promise<SavedMigrationConfig> {
-  const caps = await client.execute<Capability[]>('query-migrate-capabilities');
+  const [caps, params] = await Promise.all([
+    client.execute<Capability[]>('query-migrate-capabilities'),
+    client.execute<Record<string, unknown>>('query-migrate-parameters'),
+  ]);
   const names = new Set(caps.map((c) => c.capability));
   if (!names.has('mapped-ram')) {
     throw new MappedRamUnsupportedError(
       `QEMU ${client.version.major}.${client.version.minor}.${client.version.micro} has no mapped-ram migration capability: vmsnap needs QEMU >= 9.1`,
     );
   }
-  const params = await client.execute<Record<string, unknown>>('query-migrate-parameters');
   const wanted: Capability[] = [
     { capability: 'mapped-ram', state: true },
     { capability: 'multifd', state: true },
@@ -58,8 +60,11 @@ export async function configureMigration(client: QmpClient, settings: MigrationS
     capabilities: changed.map((c) => ({ capability: c.capability, state: !c.state })),
     parameters: Object.fromEntries(Object.keys(newParams).filter((k) => k in params).map((k) => [k, params[k]])),
   };
-  if (changed.length > 0) await client.execute('migrate-set-capabilities', { capabilities: changed });
-  await client.execute('migrate-set-parameters', newParams);
+  // Pipelined, in this order: QMP runs them one after the other.
+  await Promise.all([
+    changed.length > 0 ? client.execute('migrate-set-capabilities', { capabilities: changed }) : undefined,
+    client.execute('migrate-set-parameters', newParams),
+  ]);
   return saved;
 }
 

@@ -2,8 +2,8 @@
 // one the VM's owner started, or launched from the snapshot's recorded
 // command line. The file is checked before QEMU is touched.
 import fs from 'node:fs';
-import { performance } from 'node:perf_hooks';
 import { QmpClient } from '../qmp/client.js';
+import { sinceProcessStartMs, traceStep } from '../clock.js';
 import type { VerifiedSnapshot } from '../snapshot-file/verify.js';
 import type { DigestCheck } from '../snapshot-file/check-digests.js';
 import type { DirectIOMode } from '../snapshot-file/metadata.js';
@@ -20,7 +20,7 @@ import {
   type MigrationInfo,
 } from './migration.js';
 import { queryMachine, queryRamBytes, queryStatus } from './qemu-info.js';
-import { buildCompanionStream } from './lazy/companion.js';
+import { buildCompanionStream, type CompanionStream } from './lazy/companion.js';
 import { decideLazy, type LazyDecision } from './lazy/decide.js';
 import { abandonEarlyLaunch, earlyLazyLaunch, type EarlyLaunch } from './lazy/early-launch.js';
 import { startPrefetch } from './lazy/prefetch.js';
@@ -95,7 +95,7 @@ export class RestoreError extends Error {
 export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
   let early: EarlyLaunch | undefined =
     opts.lazy && opts.launch && !opts.signal?.aborted
-      ? (opts.early ?? earlyLazyLaunch({ inPath: opts.inPath, qmpSocket: opts.qmpSocket, rewrite: opts.relaunch?.rewrite, env: opts.relaunch?.env }))
+      ? (opts.early ?? (await earlyLazyLaunch({ inPath: opts.inPath, qmpSocket: opts.qmpSocket, rewrite: opts.relaunch?.rewrite, env: opts.relaunch?.env })))
       : undefined;
   if (opts.early && !early) await abandonEarlyLaunch(opts.early);
   let snapshot: VerifiedSnapshot;
@@ -110,12 +110,14 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
   try {
     // Loaded here, not at the top: a lazy restore starts QEMU while this loads.
     const { verifySnapshotFile } = await import('../snapshot-file/verify.js');
+    traceStep('file checks loaded');
     snapshot = verifySnapshotFile(opts.inPath);
     if (opts.verify) {
       // Loaded only when asked for: it brings zod, which a lazy restore keeps off its start-up path.
       const { checkDigests } = await import('../snapshot-file/check-digests.js');
       verified = await checkDigests(opts.inPath, snapshot);
     }
+    traceStep('file checked');
     realFile = fs.realpathSync(opts.inPath);
     const meta = snapshot.header.metadata;
     channels = opts.channels ?? meta.stream.channels;
@@ -144,11 +146,24 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
   }
   const meta = snapshot.header.metadata;
   const mapped = lazy?.lazy ? lazy : undefined;
+  // Lazy: QEMU loads the companion stream; the main block's pages come from the mapping.
+  // Built while the early QEMU still starts.
+  let companion: CompanionStream | undefined;
+  try {
+    companion = mapped ? buildCompanionStream(opts.inPath, snapshot, mapped.main) : undefined;
+  } catch (err) {
+    removeOverlays(overlays);
+    await abandonEarlyLaunch(early);
+    throw err;
+  }
+  const fds: number[] = companion ? [companion.fd] : [];
 
+  traceStep('decided; companion stream built');
   let client: QmpClient;
   let launched: { pid: number; logPath: string } | undefined;
   if (relaunched) {
     if (opts.signal?.aborted) {
+      closeAll(fds);
       removeOverlays(overlays);
       await abandonEarlyLaunch(early);
       throw opts.signal.reason ?? new RestoreError('the restore was cancelled');
@@ -159,33 +174,39 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
       client = q.client;
       launched = { pid: q.pid, logPath: q.logPath };
     } catch (err) {
+      closeAll(fds);
       removeOverlays(overlays);
       throw err;
     }
   } else {
-    client = await QmpClient.connect(opts.qmpSocket);
+    client = await QmpClient.connect(opts.qmpSocket).catch((err: unknown) => {
+      closeAll(fds);
+      throw err;
+    });
   }
-  const fds: number[] = [];
   let fdsetId: number | undefined;
   try {
     await checkTarget(client, opts.qmpSocket, snapshot);
+    traceStep('target checked');
     await configureMigration(client, { channels, directIO: directIO.enabled, unlimitedBandwidth: false });
     const { O_RDONLY, O_DIRECT } = fs.constants;
-    // Lazy: QEMU loads the companion stream; the main block's pages come from the mapping.
-    const companion = mapped ? buildCompanionStream(opts.inPath, snapshot, mapped.main) : undefined;
-    if (companion) fds.push(companion.fd);
-    else fds.push(fs.openSync(opts.inPath, O_RDONLY));
+    if (!companion) fds.push(fs.openSync(opts.inPath, O_RDONLY));
     if (directIO.enabled) fds.push(fs.openSync(opts.inPath, O_RDONLY | O_DIRECT));
     fdsetId = await addFdSet(client, fds, 'vmsnap-restore');
 
+    traceStep('migration configured');
     const started = Date.now();
-    const migrateIssuedAtMs = performance.now();
+    const migrateIssuedAtMs = sinceProcessStartMs();
     await client.execute('migrate-incoming', { uri: fileUri(fdsetId, snapshot.header.streamOffset), 'exit-on-error': false });
+    // Started while QEMU loads the companion (a few ms): the spawn is off the path to a running VM.
+    // Should the load fail, it only warms the page cache and ends by itself.
+    const prefetch = mapped ? ((opts.lazy?.prefetch ?? true) ? startPrefetch(realFile, mapped.main) : 'off') : undefined;
     await opts.onMigrating?.(client);
     const outcome = await waitForMigration(client, { pollMs: opts.pollMs ?? 10, startedAt: started, signal: opts.signal });
     if (outcome.status !== 'completed') {
       throw new RestoreError(`QEMU could not load ${opts.inPath}: ${outcome['error-desc'] ?? outcome.status}`);
     }
+    traceStep('loaded');
     const durationMs = Date.now() - started;
     await removeFdSet(client, fdsetId);
     fdsetId = undefined;
@@ -193,8 +214,9 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
     const status = await queryStatus(client);
     if (!opts.paused && !status.running) await client.execute('cont');
     if (opts.paused && status.running) await client.execute('stop');
+    traceStep('running');
     const bytes = companion?.pageBytes ?? snapshot.layout.blocks.reduce((sum, b) => sum + b.pagesPresent * b.pageSize, 0);
-    const lazyInfo = mapped && companion && launched ? lazyInfoOf(mapped, realFile, companion.pageBytes, launched.pid, opts.lazy?.prefetch ?? true) : undefined;
+    const lazyInfo = mapped && companion && launched ? lazyInfoOf(mapped, realFile, companion.pageBytes, launched.pid, prefetch ?? 'off') : undefined;
     return {
       path: opts.inPath,
       bytes,
@@ -224,9 +246,13 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
     }
     throw err;
   } finally {
-    for (const fd of fds) fs.closeSync(fd);
+    closeAll(fds);
     client.close();
   }
+}
+
+function closeAll(fds: number[]): void {
+  for (const fd of fds.splice(0)) fs.closeSync(fd);
 }
 
 function lazyInfoOf(
@@ -234,14 +260,14 @@ function lazyInfoOf(
   file: string,
   loadedBytes: number,
   pid: number,
-  prefetch: boolean,
+  prefetch: LazyRestoreInfo['prefetch'],
 ): LazyRestoreInfo {
   return {
     file,
     blockId: mapped.main.id,
     mappedBytes: mapped.main.usedLength,
     loadedBytes,
-    prefetch: prefetch ? startPrefetch(file, mapped.main) : 'off',
+    prefetch,
     residency: lazyResidency(pid, file),
   };
 }
@@ -249,28 +275,32 @@ function lazyInfoOf(
 /** Refuses a QEMU that is not waiting for this snapshot, before anything is loaded. */
 async function checkTarget(client: QmpClient, socket: string, snapshot: VerifiedSnapshot): Promise<void> {
   const meta = snapshot.header.metadata;
-  const { status } = await queryStatus(client);
+  // One round trip: QMP answers pipelined commands in order (a launched QEMU is waiting on us).
+  const [{ status }, incoming, machine, ram, blocks] = await Promise.all([
+    queryStatus(client),
+    client.execute<MigrationInfo>('query-migrate'),
+    queryMachine(client),
+    queryRamBytes(client),
+    client.execute<BlockInfo[]>('query-block'),
+  ]);
   if (status !== 'inmigrate') {
     throw new RestoreError(
       `the QEMU at ${socket} is '${status}', not waiting for a restore: start it with -incoming defer, or use --launch`,
     );
   }
-  const incoming = await client.execute<MigrationInfo>('query-migrate');
   if (incoming.status !== undefined && incoming.status !== 'none' && incoming.status !== 'setup') {
     throw new RestoreError(`the QEMU at ${socket} already has an incoming migration ('${incoming.status}')`);
   }
-  const machine = await queryMachine(client);
   if (machine !== meta.qemu.machine) {
     throw new RestoreError(`the QEMU at ${socket} runs machine '${machine}'; the snapshot was saved from '${meta.qemu.machine}'`);
   }
-  const ram = await queryRamBytes(client);
   if (ram !== meta.ram.bytes) {
     throw new RestoreError(`the QEMU at ${socket} has ${ram} bytes of RAM; the snapshot holds ${meta.ram.bytes}`);
   }
   // A QEMU started by someone else must not write onto a frozen base: that would
   // corrupt every later restore of this snapshot.
   const bases = new Map((meta.disks ?? []).map((d) => [d.base, d]));
-  for (const disk of writableDisks(await client.execute<BlockInfo[]>('query-block'))) {
+  for (const disk of writableDisks(blocks)) {
     const d = bases.get(disk.chain[0]!.filename);
     if (d) {
       throw new RestoreError(

@@ -3,6 +3,7 @@
 // failure path puts a VM that was running back to running.
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
+import { sinceProcessStartMs } from '../clock.js';
 import { QmpClient } from '../qmp/client.js';
 import { SNAPSHOT_FORMAT_VERSION, STREAM_OFFSET, writeHeader } from '../snapshot-file/header.js';
 import type { DirectIOMode, SnapshotMetadata } from '../snapshot-file/metadata.js';
@@ -190,7 +191,7 @@ class SaveState {
       await client.execute('stop');
       pausedAt = Date.now();
     }
-    const migrateIssuedAtMs = performance.now();
+    const migrateIssuedAtMs = sinceProcessStartMs();
     this.migrating = true;
     await client.execute('migrate', { uri: fileUri(this.fdsetId, STREAM_OFFSET) });
     await opts.onMigrating?.(client);

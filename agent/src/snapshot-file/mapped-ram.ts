@@ -66,9 +66,17 @@ class Cursor {
   }
 }
 
+/** Where the search for the RAM section starts: it follows a configuration section of a few hundred bytes. */
+const FIRST_SEARCH_BYTES = 64 << 10;
+
 /** Finds the RAM section start: 0x01, 4-byte section id, "\x03ram". */
 function findRamSection(fd: number, streamOffset: number, what: string): number {
-  const window = readAt(fd, streamOffset, SECTION_SEARCH_BYTES);
+  // A small read first: on a cold cache, every restore pays for what it reads here.
+  return searchRamSection(fd, streamOffset, what, FIRST_SEARCH_BYTES) ?? searchRamSection(fd, streamOffset, what, SECTION_SEARCH_BYTES)!;
+}
+
+function searchRamSection(fd: number, streamOffset: number, what: string, bytes: number): number | undefined {
+  const window = readAt(fd, streamOffset, bytes);
   if (window.length < 8 || window.readUInt32BE(0) !== QEVM_MAGIC) {
     throw new SnapshotFileError(`${what} has no QEMU migration stream at offset ${streamOffset} (missing QEVM magic)`);
   }
@@ -78,23 +86,24 @@ function findRamSection(fd: number, streamOffset: number, what: string): number 
   let from = 8;
   for (;;) {
     const at = window.indexOf(needle, from);
+    if (at < 0 && bytes < SECTION_SEARCH_BYTES && window.length === bytes) return undefined; // look further
     if (at < 0) throw new SnapshotFileError(`${what} has no RAM section in its QEMU stream (not a mapped-ram save?)`);
     if (at >= 5 && window[at - 5] === 0x01) return streamOffset + at + needle.length;
     from = at + 1;
   }
 }
 
-function popcount64(word: bigint): number {
-  let n = 0;
-  let w = word;
-  while (w) {
-    w &= w - 1n;
-    n++;
-  }
-  return n;
+/** Set bits of a 32-bit word (SWAR; BigInt arithmetic was 16 ms of a 1 GiB lazy restore). */
+function popcount32(v: number): number {
+  v = v - ((v >>> 1) & 0x55555555);
+  v = (v & 0x33333333) + ((v >>> 2) & 0x33333333);
+  return (Math.imul((v + (v >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24);
 }
 
-/** Counts the set bits of a block's bitmap, reading it in 1 MiB slices. */
+/** The low `bits` bits of a 32-bit word (all of them from 32 up). */
+const lowBits = (word: number, bits: number) => (bits >= 32 ? word : bits <= 0 ? 0 : word & ((1 << bits) - 1));
+
+/** Counts the set bits of a block's bitmap (little-endian 64-bit words), reading it in 1 MiB slices. */
 function countPresent(fd: number, bitmapOffset: number, pages: number, what: string): number {
   const words = Math.ceil(pages / 64);
   let present = 0;
@@ -103,12 +112,10 @@ function countPresent(fd: number, bitmapOffset: number, pages: number, what: str
     const len = Math.min(slice, words * 8 - done);
     const buf = readAt(fd, bitmapOffset + done, len);
     if (buf.length < len) throw new SnapshotFileError(`${what} is truncated inside a RAM bitmap`);
-    for (let i = 0; i < len; i += 8) {
-      const word = buf.readBigUInt64LE(i);
-      if (word === 0n) continue;
-      const wordIndex = (done + i) / 8;
-      const validBits = Math.min(64, pages - wordIndex * 64);
-      present += popcount64(validBits === 64 ? word : word & ((1n << BigInt(validBits)) - 1n));
+    for (let i = 0; i < len; i += 4) {
+      const word = buf.readUInt32LE(i);
+      if (word === 0) continue;
+      present += popcount32(lowBits(word, pages - ((done + i) / 4) * 32));
     }
   }
   return present;

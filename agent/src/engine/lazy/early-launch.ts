@@ -4,7 +4,7 @@
 // header as soon as it is read, while the file is checked in full; a file that
 // fails the check quits that QEMU before anything is loaded into it.
 import fs from 'node:fs';
-import { launchQemu, relaunchArgv, type ArgvRewrite, type LaunchedQemu } from '../launch.js';
+import { relaunchArgv, startQemu, type ArgvRewrite, type LaunchedQemu } from '../launch.js';
 import { readMappedRamLayout } from '../../snapshot-file/mapped-ram.js';
 import type { SnapshotMetadata } from '../../snapshot-file/metadata.js';
 import { readRawHeader } from '../../snapshot-file/raw-header.js';
@@ -17,14 +17,15 @@ export interface EarlyLaunch {
 
 /**
  * Starts the lazy QEMU from the raw header, or returns undefined whenever that
- * is not clearly possible (the normal path then decides and reports).
+ * is not clearly possible (the normal path then decides and reports). Resolves
+ * once the process exists, so QEMU initialises while the caller checks the file.
  */
-export function earlyLazyLaunch(opts: {
+export async function earlyLazyLaunch(opts: {
   inPath: string;
   qmpSocket: string;
   rewrite?: ArgvRewrite;
   env?: Record<string, string>;
-}): EarlyLaunch | undefined {
+}): Promise<EarlyLaunch | undefined> {
   try {
     const raw = readRawHeader(opts.inPath);
     if (raw.state !== 'complete') return undefined;
@@ -35,9 +36,9 @@ export function earlyLazyLaunch(opts: {
     const relaunched = relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], opts.rewrite);
     const decision = decideLazy({ header: { metadata: meta }, layout }, fs.realpathSync(opts.inPath), relaunched);
     if (!decision.lazy) return undefined;
-    const launching = launchQemu({ argv: decision.argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd, env: opts.env });
-    launching.catch(() => undefined); // awaited (or abandoned) by the caller
-    return { argv: decision.argv, launching };
+    const { ready } = await startQemu({ argv: decision.argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd, env: opts.env });
+    ready.catch(() => undefined); // awaited (or abandoned) by the caller
+    return { argv: decision.argv, launching: ready };
   } catch {
     return undefined;
   }
