@@ -1,6 +1,8 @@
 // Bench VMs: QEMU that never runs guest code (-S) with RAM backed by a file
 // in /dev/shm pre-filled with random bytes, so a save writes every page;
 // and empty targets waiting with -incoming defer.
+import { readHeader } from '../agent/src/snapshot-file/read.js';
+import { writeHeader } from '../agent/src/snapshot-file/header.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import fs from 'node:fs';
@@ -64,5 +66,44 @@ export async function qmpExecute<T>(socket: string, command: string, args: Recor
     return await c.execute<T>(command, args);
   } finally {
     c.close();
+  }
+}
+
+/** SIGKILLs a QEMU the engine launched (not our child) and waits until it is gone. */
+export async function killAndWait(pid: number): Promise<void> {
+  process.kill(pid, 'SIGKILL');
+  const alive = () => {
+    try {
+      return !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8')); // a zombie holds no files
+    } catch {
+      return false;
+    }
+  };
+  // A loaded machine (CI runs the fault suite beside this) can take seconds to end a killed QEMU.
+  for (let i = 0; i < 1200 && alive(); i++) await new Promise((res) => setTimeout(res, 25));
+  if (alive()) throw new Error(`QEMU pid ${pid} still runs 30 s after SIGKILL`);
+}
+
+/**
+ * Makes a snapshot of a bench VM restore like one of a VM started with plain
+ * `-m` RAM: its recorded command line loses the random file that stood in for
+ * the RAM's content (the only quick way to fill GiBs of guest RAM without a
+ * guest). Launched restores then get anonymous RAM, as the product's VMs do.
+ */
+export function recordPlainRam(file: string): void {
+  const header = readHeader(file);
+  const argv = header.metadata.qemu.argv;
+  const plain: string[] = [argv[0]!];
+  for (let i = 1; i < argv.length; i++) {
+    if (argv[i] === '-object' && argv[i + 1]!.startsWith('memory-backend-file,id=pc.ram,')) i++;
+    else if (argv[i] === '-machine' && argv[i + 1] === 'memory-backend=pc.ram') i++;
+    else plain.push(argv[i]!);
+  }
+  const fd = fs.openSync(file, 'r+');
+  try {
+    writeHeader(fd, header.state, { ...header.metadata, qemu: { ...header.metadata.qemu, argv: plain } });
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
   }
 }

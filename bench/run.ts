@@ -1,5 +1,7 @@
 // `npm run bench`: save and restore throughput of the engine against dd with
 // O_DIRECT (the disk's limit) and QEMU's legacy stream, as ratios from one run.
+// Restores run as the operator runs them (vmsnap launches QEMU, timed from
+// launch to loaded) and into a QEMU started by the caller (attach).
 // Env: VMSNAP_BENCH_SIZES_GIB (default "1,2,4"), VMSNAP_BENCH_CHANNELS ("1,2,4,8"),
 // VMSNAP_BENCH_REPS (3), VMSNAP_BENCH_DIR (default /var/tmp/vmsnap-bench: must be on the disk under test).
 import { execFileSync } from 'node:child_process';
@@ -9,7 +11,8 @@ import { saveVm } from '../agent/src/engine/save.js';
 import { restoreVm } from '../agent/src/engine/restore.js';
 import { packageRoot } from '../agent/src/package-root.js';
 import { ddRead, ddWrite, dropCaches, legacyRestore, legacySave } from './baselines.js';
-import { fillRandom, startBenchVm } from './qemu-vm.js';
+import { fillRandom, killAndWait, recordPlainRam, startBenchVm } from './qemu-vm.js';
+import { performance } from 'node:perf_hooks';
 import { renderSvg } from './plot.js';
 import { throughputMiBps as mibps } from '../api/format.js';
 
@@ -33,6 +36,12 @@ export interface Row {
   ddReadMiBps: number;
   saveVsDd: number;
   restoreVsDd: number;
+  /** The launched restore preallocated the guest RAM (prealloc.ts). */
+  preallocated: boolean;
+  /** Restore into a QEMU the caller started (-incoming defer, RAM not preallocated): the engine's migration time. */
+  attachRestoreMs: number;
+  attachRestoreMiBps: number;
+  attachRestoreVsDd: number;
   legacySaveMiBps: number;
   legacyRestoreMiBps: number;
   saveVsLegacy: number;
@@ -59,19 +68,30 @@ async function cliStartupMs(dir: string, ramBytes: number): Promise<number> {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-/** One engine save + restore of the bench VM, timed by the engine itself. */
+/**
+ * One engine save and two restores of the bench VM. The save and the attach
+ * restore are timed by the engine itself (migrate to completed). The launched
+ * restore, the operator's path, is timed from the call to the loaded VM, so it
+ * includes QEMU's start and the guest RAM's preallocation.
+ */
 async function engineRound(dir: string, ramBytes: number, memFile: string, channels: number, directIO: boolean) {
   const file = path.join(dir, 'snap.vms');
   fs.rmSync(file, { force: true });
   const src = await startBenchVm({ dir, name: 'src', ramBytes, memFile });
   const saved = await saveVm({ qmpSocket: src.qmp, outPath: file, channels, directIO: directIO ? 'on' : 'off', after: 'resume', live: false });
   await src.stop();
+  recordPlainRam(file);
+  dropCaches();
+  const t0 = performance.now();
+  const launched = await restoreVm({ inPath: file, qmpSocket: path.join(dir, 'launched.sock'), channels, directIO: directIO ? 'on' : 'off', launch: true, paused: true });
+  const launchedMs = Math.round(performance.now() - t0);
+  await killAndWait(launched.launched!.pid);
   dropCaches();
   const dst = await startBenchVm({ dir, name: 'dst', ramBytes, incoming: true });
-  const restored = await restoreVm({ inPath: file, qmpSocket: dst.qmp, channels, directIO: directIO ? 'on' : 'off', paused: true });
+  const attached = await restoreVm({ inPath: file, qmpSocket: dst.qmp, channels, directIO: directIO ? 'on' : 'off', paused: true });
   await dst.stop();
   fs.rmSync(file, { force: true });
-  return { saved, restored };
+  return { saved, launched, launchedMs, attached };
 }
 
 /**
@@ -102,22 +122,27 @@ async function measure(dir: string, sizeGiB: number, channelsList: number[], rep
       for (const channels of channelsList) {
         const save: number[] = [];
         const restore: number[] = [];
+        const attach: number[] = [];
         const ddW: number[] = [];
         const ddR: number[] = [];
         let bytes = 0;
         let restoredBytes = 0;
+        let preallocated = false;
         for (let i = 0; i < reps; i++) {
-          const { saved, restored } = await engineRound(dir, ramBytes, memFile, channels, directIO);
+          const { saved, launched, launchedMs, attached } = await engineRound(dir, ramBytes, memFile, channels, directIO);
           bytes = saved.bytes;
-          restoredBytes = restored.bytes;
+          restoredBytes = launched.bytes;
+          preallocated = 'threads' in (launched.prealloc ?? {});
           save.push(saved.durationMs);
-          restore.push(restored.durationMs);
+          restore.push(launchedMs);
+          attach.push(attached.durationMs);
           ddW.push(ddWrite(memFile, ddFile, bytes));
           ddR.push(ddRead(ddFile));
           fs.rmSync(ddFile, { force: true });
         }
         const saveMiBps = mibps(bytes, median(save));
         const restoreMiBps = mibps(restoredBytes, median(restore));
+        const attachRestoreMiBps = mibps(restoredBytes, median(attach));
         const ddWriteMiBps = mibps(bytes, median(ddW));
         const ddReadMiBps = mibps(bytes, median(ddR));
         const row: Row = {
@@ -133,6 +158,10 @@ async function measure(dir: string, sizeGiB: number, channelsList: number[], rep
           ddReadMiBps,
           saveVsDd: ratio(saveMiBps, ddWriteMiBps),
           restoreVsDd: ratio(restoreMiBps, ddReadMiBps),
+          preallocated,
+          attachRestoreMs: median(attach),
+          attachRestoreMiBps,
+          attachRestoreVsDd: ratio(attachRestoreMiBps, ddReadMiBps),
           legacySaveMiBps: mibps(bytes, median(legacySaves)),
           legacyRestoreMiBps: mibps(bytes, median(legacyRestores)),
           saveVsLegacy: ratio(median(legacySaves), median(save)),
@@ -158,6 +187,7 @@ const COLUMNS: Array<[string, (r: Row) => string | number]> = [
   ['restore MiB/s', (r) => r.restoreMiBps],
   ['dd read', (r) => r.ddReadMiBps],
   ['restore/dd', (r) => r.restoreVsDd],
+  ['attach/dd', (r) => r.attachRestoreVsDd],
   ['legacy save', (r) => r.legacySaveMiBps],
   ['x legacy', (r) => r.saveVsLegacy],
   ['legacy restore', (r) => r.legacyRestoreMiBps],
@@ -192,6 +222,9 @@ async function main(): Promise<void> {
     cliStartupToMigrateMs: startupMs,
     bestSaveVsDd: best((r) => r.saveVsDd),
     bestRestoreVsDd: best((r) => r.restoreVsDd),
+    // The targets are met where they hold at every size: the worst size's best configuration.
+    worstSizeBestSaveVsDd: Math.min(...sizes.map((g) => Math.max(...rows.filter((r) => r.sizeGiB === g).map((r) => r.saveVsDd)))),
+    worstSizeBestRestoreVsDd: Math.min(...sizes.map((g) => Math.max(...rows.filter((r) => r.sizeGiB === g).map((r) => r.restoreVsDd)))),
     bestSaveVsLegacy: best((r) => r.saveVsLegacy),
     bestRestoreVsLegacy: best((r) => r.restoreVsLegacy),
   };

@@ -11,6 +11,7 @@ import { QmpClient } from '../../agent/src/qmp/client.js';
 import { freezeDisks, writableDisks } from '../../agent/src/engine/disks.js';
 import { addFdSet, configureMigration, fileUri, waitForMigration } from '../../agent/src/engine/migration.js';
 import { queryVmInfo } from '../../agent/src/engine/qemu-info.js';
+import { killAndWait } from '../../bench/qemu-vm.js';
 import { SNAPSHOT_FORMAT_VERSION, STREAM_OFFSET, writeHeader } from '../../agent/src/snapshot-file/header.js';
 import type { SnapshotMetadata } from '../../agent/src/snapshot-file/metadata.js';
 import { recoverSnapshot } from '../../agent/src/daemon/recovery.js';
@@ -41,21 +42,6 @@ afterAll(async () => {
   }
   fs.rmSync(dir, { recursive: true, force: true });
 });
-
-/** SIGKILLs a QEMU the engine launched (not our child) and waits until it is gone. */
-async function killAndWait(pid: number): Promise<void> {
-  process.kill(pid, 'SIGKILL');
-  const alive = () => {
-    try {
-      return !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8')); // a zombie holds no files
-    } catch {
-      return false;
-    }
-  };
-  // A loaded machine (CI runs the fault suite beside this) can take seconds to end a killed QEMU.
-  for (let i = 0; i < 1200 && alive(); i++) await new Promise((res) => setTimeout(res, 25));
-  if (alive()) throw new Error(`QEMU pid ${pid} still runs 30 s after SIGKILL`);
-}
 
 /** Launches QEMU from the snapshot (a copy when `copyOf` = [source dir, copy dir]); ended after the tests. */
 async function launchRestore(file: string, qmpSocket: string, copyOf?: [string, string]) {

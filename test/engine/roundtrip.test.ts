@@ -32,6 +32,15 @@ async function target(name: string, extra: Partial<Parameters<typeof startGuest>
   return g;
 }
 
+/** A process's command line, arguments joined by spaces. */
+function cmdline(pid: number): string {
+  return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+}
+
+async function waitGone(pid: number): Promise<void> {
+  for (let i = 0; i < 400 && fs.existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 25));
+}
+
 async function migrationParameters(client: QmpClient): Promise<{ channels: number; directIO: boolean; maxBandwidth: number }> {
   const p = await client.execute<Record<string, unknown>>('query-migrate-parameters');
   return { channels: p['multifd-channels'] as number, directIO: p['direct-io'] as boolean, maxBandwidth: p['max-bandwidth'] as number };
@@ -135,6 +144,43 @@ it('hibernate (--after stop) then restore --launch from the recorded command lin
     expect(next).toBeGreaterThan(lastPass);
   } finally {
     process.kill(launched.pid, 'SIGKILL');
+  }
+});
+
+it('an eager --launch restore preallocates a mostly full guest RAM first; a later lazy restore of that VM maps it instead', async () => {
+  const source = await guest('prealloc', { seed: 55, fillMiB: 160 });
+  const file = path.join(dir, 'prealloc.vms');
+  expect((await cli(['save', '--qmp', source.qmpPath, '--out', file, '--after', 'stop', '--channels', '2'])).code).toBe(0);
+  await source.exited;
+  const eager = await cli(['restore', '--in', file, '--qmp', source.qmpPath, '--launch', '--json']);
+  expect(eager.code).toBe(0);
+  const eagerPid = (eager.json!.launched as { pid: number }).pid;
+  try {
+    expect(eager.json!.prealloc).toEqual({ threads: expect.any(Number) });
+    expect(cmdline(eagerPid)).toMatch(/memory-backend-ram,id=pc\.ram,size=268435456,prealloc=on,prealloc-threads=\d/);
+    await expectGuestVerifies(source, source.lastPass(), 0);
+    // Saved again: the recorded command line now has the preallocated backend; a lazy restore drops it.
+    const again = path.join(dir, 'prealloc-again.vms');
+    expect((await cli(['save', '--qmp', source.qmpPath, '--out', again, '--after', 'stop'])).code).toBe(0);
+    await waitGone(eagerPid);
+    const before = source.serialText().length;
+    const lazy = await cli(['restore', '--in', again, '--qmp', source.qmpPath, '--launch', '--lazy', '--no-prefetch', '--json']);
+    expect(lazy.code).toBe(0);
+    expect(lazy.json!.mode).toBe('lazy');
+    const lazyPid = (lazy.json!.launched as { pid: number }).pid;
+    try {
+      expect(cmdline(lazyPid)).toMatch(/memory-backend-file,id=pc\.ram,/);
+      expect(cmdline(lazyPid)).not.toMatch(/prealloc=/);
+      await expectGuestVerifies(source, 0, before);
+    } finally {
+      process.kill(lazyPid, 'SIGKILL');
+    }
+  } finally {
+    try {
+      process.kill(eagerPid, 'SIGKILL');
+    } catch {
+      // saved with --after stop: gone already
+    }
   }
 });
 

@@ -24,6 +24,7 @@ import { buildCompanionStream, type CompanionStream } from './lazy/companion.js'
 import { decideLazy, type LazyDecision } from './lazy/decide.js';
 import { abandonEarlyLaunch, earlyLazyLaunch, type EarlyLaunch } from './lazy/early-launch.js';
 import { startPrefetch } from './lazy/prefetch.js';
+import { planPreallocArgv, type PreallocPlan } from './prealloc.js';
 import { lazyResidency, type LazyResidency } from './lazy/residency.js';
 
 export interface RestoreOptions {
@@ -51,6 +52,8 @@ export interface RestoreOptions {
    * the VM runs at once. When that cannot work the restore is eager and says why.
    */
   lazy?: { prefetch?: boolean };
+  /** Eager launched restores preallocate the guest RAM when that pays (prealloc.ts); false never does (the bench compares). */
+  prealloc?: boolean;
 }
 
 /** What a lazy restore did (RestoreResult.lazy). */
@@ -85,6 +88,8 @@ export interface RestoreResult {
   mode: 'eager' | 'lazy';
   /** A lazy restore was asked for but ran eagerly: why. */
   lazyFallbackReason?: string;
+  /** An eager restore into a QEMU it launched: whether the guest RAM was preallocated first (prealloc.ts), or why not. */
+  prealloc?: { threads: number } | { skipped: string };
   lazy?: LazyRestoreInfo;
 }
 
@@ -102,6 +107,7 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
   let verified: DigestCheck | undefined;
   let lazy: LazyDecision | undefined;
   let relaunched: string[] | undefined;
+  let prealloc: PreallocPlan | undefined;
   let channels: number;
   let directIO: { enabled: boolean; reason?: string };
   let realFile: string;
@@ -130,6 +136,7 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
       relaunched = relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], { ...rewrite, disks: overlays });
     }
     lazy = opts.lazy ? decideLazy(snapshot, realFile, relaunched) : undefined;
+    if (relaunched && !lazy?.lazy && opts.prealloc !== false) prealloc = preallocPlanOf(snapshot, relaunched, channels);
     directIO = lazy?.lazy
       ? { enabled: false, reason: 'lazy restore: the RAM is mapped from the file, not read' }
       : decideDirectIO(opts.directIO, opts.inPath, 'read');
@@ -169,7 +176,7 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
       throw opts.signal.reason ?? new RestoreError('the restore was cancelled');
     }
     try {
-      const argv = mapped?.argv ?? relaunched;
+      const argv = mapped?.argv ?? (prealloc?.prealloc ? prealloc.argv : relaunched);
       const q = early ? await early.launching : await launchQemu({ argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd, env: opts.relaunch?.env });
       client = q.client;
       launched = { pid: q.pid, logPath: q.logPath };
@@ -232,6 +239,7 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
       verified,
       mode: lazyInfo ? 'lazy' : 'eager',
       ...(lazy && !lazy.lazy ? { lazyFallbackReason: lazy.reason } : {}),
+      ...(prealloc ? { prealloc: prealloc.prealloc ? { threads: prealloc.threads } : { skipped: prealloc.reason } } : {}),
       ...(lazyInfo ? { lazy: lazyInfo } : {}),
     };
   } catch (err) {
@@ -253,6 +261,13 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
 
 function closeAll(fds: number[]): void {
   for (const fd of fds.splice(0)) fs.closeSync(fd);
+}
+
+function preallocPlanOf(snapshot: VerifiedSnapshot, relaunched: string[], channels: number): PreallocPlan {
+  const id = snapshot.header.metadata.ram.mainBlockId;
+  const main = snapshot.layout.blocks.find((b) => b.id === id);
+  if (!main) return { prealloc: false, reason: 'the snapshot does not record its main RAM block' };
+  return planPreallocArgv(relaunched, main, channels);
 }
 
 function lazyInfoOf(

@@ -11,6 +11,7 @@ import {
   setOption,
   type QemuOptions,
 } from './qemu-options.js';
+import { findMainRamBackend, isObjectFlag } from '../main-ram.js';
 
 /** Where the main RAM block's pages lie in the snapshot file. */
 export interface LazyBacking {
@@ -36,14 +37,6 @@ function refuseDevices(argv: string[]): string | undefined {
   return undefined;
 }
 
-function isObjectFlag(arg: string): boolean {
-  return arg === '-object' || arg === '--object';
-}
-
-function isMachineFlag(arg: string): boolean {
-  return arg === '-machine' || arg === '-M';
-}
-
 /** The backend a lazy restore puts in place of the main RAM block. */
 function lazyBackend(base: QemuOptions | undefined, b: LazyBacking): QemuOptions {
   const o: QemuOptions = base ?? { props: [], json: false };
@@ -57,7 +50,9 @@ function lazyBackend(base: QemuOptions | undefined, b: LazyBacking): QemuOptions
   setOption(o, 'share', o.json ? 'false' : 'off');
   setOption(o, 'readonly', o.json ? 'true' : 'on');
   setOption(o, 'rom', o.json ? 'false' : 'off');
-  deleteOption(o, 'prealloc'); // would read every page before the VM runs
+  // Would read every page before the VM runs (an eager restore of this VM may have added them).
+  deleteOption(o, 'prealloc');
+  deleteOption(o, 'prealloc-threads');
   return o;
 }
 
@@ -68,43 +63,26 @@ function lazyBackend(base: QemuOptions | undefined, b: LazyBacking): QemuOptions
 export function planLazyArgv(argv: string[], b: LazyBacking): LazyArgvPlan {
   const refused = refuseDevices(argv);
   if (refused) return { lazy: false, reason: refused };
+  const backend = findMainRamBackend(argv, b.blockId);
+  if (backend.kind === 'unknown') {
+    return { lazy: false, reason: backend.reason.startsWith('the VM spreads') ? `${backend.reason}; only a single main RAM block can be mapped` : backend.reason };
+  }
+  if (backend.kind === 'default') {
+    return {
+      lazy: true,
+      argv: [...argv, '-object', formatQemuOptions(lazyBackend(undefined, b), 'qom-type'), '-machine', `memory-backend=${b.blockId}`],
+    };
+  }
+  const { type, options: o } = backend;
+  if (type === 'memory-backend-memfd') return { lazy: false, reason: `the VM's RAM is shared memory (${type})` };
+  if (type === 'memory-backend-file') {
+    return { lazy: false, reason: `the VM keeps its RAM in a file (${type}, mem-path=${getOption(o, 'mem-path')}): it is shared with whoever uses that file` };
+  }
+  if (type !== 'memory-backend-ram') return { lazy: false, reason: `the VM's RAM backend ${type} cannot be replaced by a file mapping` };
+  if (isOn(getOption(o, 'share'))) return { lazy: false, reason: `the VM's RAM is shared (${type} share=on)` };
   const out = [...argv];
-  let replaced = false;
-  let machineBackend: string | undefined;
-  for (let i = 1; i < out.length - 1; i++) {
-    if (isMachineFlag(out[i]!)) {
-      const mb = getOption(parseQemuOptions(out[i + 1]!, 'type'), 'memory-backend');
-      if (mb !== undefined) machineBackend = mb;
-    }
-    if (out[i] === '-numa' && /(^|,)memdev=/.test(out[i + 1]!)) {
-      return { lazy: false, reason: 'the VM spreads its RAM over NUMA memdevs (several RAM blocks); only a single main RAM block can be mapped' };
-    }
-    if (!isObjectFlag(out[i]!)) continue;
-    let o: QemuOptions;
-    try {
-      o = parseQemuOptions(out[i + 1]!, 'qom-type');
-    } catch {
-      return { lazy: false, reason: `cannot read the -object option ${out[i + 1]}` };
-    }
-    const type = getOption(o, 'qom-type') ?? '';
-    if (!type.startsWith('memory-backend-') || getOption(o, 'id') !== b.blockId) continue;
-    if (type === 'memory-backend-memfd') return { lazy: false, reason: `the VM's RAM is shared memory (${type})` };
-    if (type === 'memory-backend-file') {
-      return { lazy: false, reason: `the VM keeps its RAM in a file (${type}, mem-path=${getOption(o, 'mem-path')}): it is shared with whoever uses that file` };
-    }
-    if (type !== 'memory-backend-ram') return { lazy: false, reason: `the VM's RAM backend ${type} cannot be replaced by a file mapping` };
-    if (isOn(getOption(o, 'share'))) return { lazy: false, reason: `the VM's RAM is shared (${type} share=on)` };
-    out[i + 1] = formatQemuOptions(lazyBackend(o, b), 'qom-type');
-    replaced = true;
-  }
-  if (replaced) return { lazy: true, argv: out };
-  if (machineBackend !== undefined && machineBackend !== b.blockId) {
-    return { lazy: false, reason: `-machine memory-backend=${machineBackend} has no -object; the snapshot's main RAM block is ${b.blockId}` };
-  }
-  return {
-    lazy: true,
-    argv: [...out, '-object', formatQemuOptions(lazyBackend(undefined, b), 'qom-type'), '-machine', `memory-backend=${b.blockId}`],
-  };
+  out[backend.index] = formatQemuOptions(lazyBackend(o, b), 'qom-type');
+  return { lazy: true, argv: out };
 }
 
 /**

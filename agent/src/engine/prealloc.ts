@@ -1,0 +1,47 @@
+// Eager restores into a QEMU that vmsnap launches preallocate the guest's RAM
+// before loading it. Measured on 2 GiB of random RAM, 4 channels, O_DIRECT:
+// without it QEMU's reads land on pages not yet faulted in, and with
+// transparent hugepages (QEMU asks for them) each fault allocates and clears
+// a huge page in the middle of the load: 2.5-5.3 s. Preallocated
+// (prealloc-threads clear it in parallel while QEMU starts) the load itself ran
+// at 1.0-1.2 s, faster than dd reads the file. Only worth it when the snapshot
+// holds most of the RAM: absent pages (never written by the guest) would
+// otherwise be cleared and made resident for nothing.
+import os from 'node:os';
+import type { RamBlockInfo } from '../snapshot-file/mapped-ram.js';
+import { findMainRamBackend } from './main-ram.js';
+import { formatQemuOptions, getOption, isOn, setOption } from './lazy/qemu-options.js';
+
+/** Preallocate when at least this share of the main block's pages is in the file. */
+export const PREALLOC_MIN_PRESENT = 0.5;
+
+export type PreallocPlan = { prealloc: true; argv: string[]; threads: number } | { prealloc: false; reason: string };
+
+/** The relaunch argv with the main RAM block preallocated, or why it stays as it is. */
+export function planPreallocArgv(argv: string[], main: Pick<RamBlockInfo, 'id' | 'usedLength' | 'pages' | 'pagesPresent'>, channels: number): PreallocPlan {
+  const present = main.pages > 0 ? main.pagesPresent / main.pages : 0;
+  if (present < PREALLOC_MIN_PRESENT) {
+    return { prealloc: false, reason: `the snapshot holds ${(present * 100).toFixed(0)}% of the RAM's pages (preallocation pays from ${PREALLOC_MIN_PRESENT * 100}%)` };
+  }
+  if (argv.includes('-mem-path')) return { prealloc: false, reason: 'the VM keeps its RAM in files (-mem-path)' };
+  const threads = Math.max(1, Math.min(channels, os.availableParallelism()));
+  const backend = findMainRamBackend(argv, main.id);
+  if (backend.kind === 'unknown') return { prealloc: false, reason: backend.reason };
+  if (backend.kind === 'default') {
+    return {
+      prealloc: true,
+      threads,
+      argv: [...argv, '-object', `memory-backend-ram,id=${main.id},size=${main.usedLength},prealloc=on,prealloc-threads=${threads}`, '-machine', `memory-backend=${main.id}`],
+    };
+  }
+  const o = backend.options;
+  // Shared or file-backed RAM belongs to others as well (and hugepage files are the user's own choice).
+  if (backend.type !== 'memory-backend-ram' || isOn(getOption(o, 'share'))) {
+    return { prealloc: false, reason: `the VM's RAM backend is ${backend.type}${isOn(getOption(o, 'share')) ? ' share=on' : ''}` };
+  }
+  setOption(o, 'prealloc', o.json ? 'true' : 'on');
+  setOption(o, 'prealloc-threads', String(threads));
+  const out = [...argv];
+  out[backend.index] = formatQemuOptions(o, 'qom-type');
+  return { prealloc: true, threads, argv: out };
+}
