@@ -13,7 +13,7 @@ COPY package.json package-lock.json ./
 # official image keeps under /usr/local (the script expects /usr), and `prepare` needs sources.
 RUN npm ci --ignore-scripts
 COPY tsconfig.json tsconfig.build.json ./
-COPY scripts/bundle-cli.mjs ./scripts/bundle-cli.mjs
+COPY scripts/bundle-cli.mjs scripts/build-engine-snapshot.mjs ./scripts/
 COPY api ./api
 COPY agent ./agent
 COPY operator ./operator
@@ -43,6 +43,9 @@ COPY --from=build /src/package.json ./package.json
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
 COPY bin ./bin
+# The engine's start-up snapshot must be built by the node that runs it: this image's.
+COPY scripts/build-engine-snapshot.mjs ./scripts/build-engine-snapshot.mjs
+RUN node scripts/build-engine-snapshot.mjs && test -f dist/cli/engine.blob
 # packageRoot() looks for package.json next to agent/native; the addon loads from its build dir.
 COPY --from=build /src/agent/native/build/Release/vmsnap_native.node ./agent/native/build/Release/vmsnap_native.node
 COPY crds ./crds

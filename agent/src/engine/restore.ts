@@ -193,9 +193,15 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
   }
   let fdsetId: number | undefined;
   try {
-    await checkTarget(client, opts.qmpSocket, snapshot);
-    traceStep('target checked');
-    await configureMigration(client, { channels, directIO: directIO.enabled, unlimitedBandwidth: false });
+    const settings = { channels, directIO: directIO.enabled, unlimitedBandwidth: false };
+    if (launched) {
+      // A QEMU this restore started has nothing to lose: the check and the set-up share round trips.
+      await Promise.all([checkTarget(client, opts.qmpSocket, snapshot), configureMigration(client, settings)]);
+    } else {
+      // Someone else's QEMU is not touched until it proved to be the right target.
+      await checkTarget(client, opts.qmpSocket, snapshot);
+      await configureMigration(client, settings);
+    }
     const { O_RDONLY, O_DIRECT } = fs.constants;
     if (!companion) fds.push(fs.openSync(opts.inPath, O_RDONLY));
     if (directIO.enabled) fds.push(fs.openSync(opts.inPath, O_RDONLY | O_DIRECT));
