@@ -59,6 +59,8 @@ it('walks the blocks and counts present pages, whatever the word boundaries', ()
     ]);
     expect(layout.totalRamBytes).toBe((main.pages + 31 + 64) * 4096);
     expect(readMappedRamLayout(file, 0, { countPages: false }).blocks.every((b) => b.pagesPresent === -1)).toBe(true);
+    // Stopping at a block (a lazy restore's early start needs only the main one).
+    expect(readMappedRamLayout(file, 0, { countPages: false, until: '/rom@etc/acpi/tables' }).blocks.map((b) => b.id)).toEqual(['pc.ram', '/rom@etc/acpi/tables']);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -121,16 +121,21 @@ function countPresent(fd: number, bitmapOffset: number, pages: number, what: str
   return present;
 }
 
-export function readMappedRamLayout(path: string, streamOffset: number, opts: { countPages?: boolean } = {}): MappedRamLayout {
+/**
+ * `until`: stop after this block (the layout then lists the blocks up to it,
+ * and totalRamBytes and pagesEnd are NaN). Each block's header lies past the
+ * previous block's pages: on a cold cache every block costs a disk read.
+ */
+export function readMappedRamLayout(path: string, streamOffset: number, opts: { countPages?: boolean; until?: string } = {}): MappedRamLayout {
   const fd = fs.openSync(path, 'r');
   try {
-    return walk(fd, streamOffset, path, opts.countPages ?? true);
+    return walk(fd, streamOffset, path, opts.countPages ?? true, opts.until);
   } finally {
     fs.closeSync(fd);
   }
 }
 
-function walk(fd: number, streamOffset: number, what: string, countPages: boolean): MappedRamLayout {
+function walk(fd: number, streamOffset: number, what: string, countPages: boolean, until?: string): MappedRamLayout {
   const cur = new Cursor(fd, findRamSection(fd, streamOffset, what), what);
   cur.be32(); // instance id
   cur.be32(); // section version
@@ -165,6 +170,7 @@ function walk(fd: number, streamOffset: number, what: string, countPages: boolea
       pages,
       pagesPresent: countPages ? countPresent(fd, bitmapOffset, pages, what) : -1,
     });
+    if (id === until) return { totalRamBytes: NaN, blocks, pagesEnd: NaN };
     accounted += usedLength;
     cur.pos = pagesOffset + usedLength;
   }

@@ -32,7 +32,8 @@ export async function earlyLazyLaunch(opts: {
     const meta = raw.metadata as SnapshotMetadata;
     // Disks need their restore overlays made first: such a VM takes the normal path.
     if (meta.disks?.length) return undefined;
-    const layout = readMappedRamLayout(opts.inPath, raw.streamOffset, { countPages: false });
+    // Only the main block decides (normally the first): the full walk happens in the file check, beside QEMU's start.
+    const layout = readMappedRamLayout(opts.inPath, raw.streamOffset, { countPages: false, until: meta.ram?.mainBlockId });
     const relaunched = relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], opts.rewrite);
     const decision = decideLazy({ header: { metadata: meta }, layout }, fs.realpathSync(opts.inPath), relaunched);
     if (!decision.lazy) return undefined;
