@@ -29,7 +29,7 @@ export function findMainRamBackend(argv: string[], blockId: string): MainRamBack
       if (mb !== undefined) machineBackend = mb;
     }
     if (arg === '-numa' && /(^|,)memdev=/.test(argv[i + 1]!)) {
-      return { kind: 'unknown', reason: 'the VM spreads its RAM over NUMA memdevs (several RAM blocks)' };
+      return { kind: 'unknown', reason: 'the VM spreads its RAM over NUMA memdevs (several RAM blocks, where one main block is needed)' };
     }
     if (!isObjectFlag(arg) || found) continue;
     let o: QemuOptions;

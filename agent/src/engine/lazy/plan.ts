@@ -64,9 +64,7 @@ export function planLazyArgv(argv: string[], b: LazyBacking): LazyArgvPlan {
   const refused = refuseDevices(argv);
   if (refused) return { lazy: false, reason: refused };
   const backend = findMainRamBackend(argv, b.blockId);
-  if (backend.kind === 'unknown') {
-    return { lazy: false, reason: backend.reason.startsWith('the VM spreads') ? `${backend.reason}; only a single main RAM block can be mapped` : backend.reason };
-  }
+  if (backend.kind === 'unknown') return { lazy: false, reason: backend.reason };
   if (backend.kind === 'default') {
     return {
       lazy: true,
