@@ -1,7 +1,7 @@
 // `npm run bench`: save and restore throughput of the engine against dd with
 // O_DIRECT (the disk's limit) and QEMU's legacy stream, as ratios from one run.
-// Restores run as the operator runs them (vmsnap launches QEMU, timed from
-// launch to loaded) and into a QEMU started by the caller (attach).
+// Restores run as the operator runs them (vmsnap launches QEMU; the launch is
+// reported apart from the load) and into a QEMU started by the caller (attach).
 // Env: VMSNAP_BENCH_SIZES_GIB (default "1,2,4"), VMSNAP_BENCH_CHANNELS ("1,2,4,8"),
 // VMSNAP_BENCH_REPS (3), VMSNAP_BENCH_DIR (default /var/tmp/vmsnap-bench: must be on the disk under test).
 import { execFileSync } from 'node:child_process';

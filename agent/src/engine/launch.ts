@@ -128,7 +128,7 @@ export async function launchQemu(opts: LaunchOptions): Promise<LaunchedQemu> {
  * work of its own to do (a lazy restore checks the file) does it while QEMU
  * initialises instead of after.
  */
-export async function startQemu(opts: LaunchOptions): Promise<{ pid: number; ready: Promise<LaunchedQemu> }> {
+export async function startQemu(opts: LaunchOptions): Promise<{ ready: Promise<LaunchedQemu> }> {
   const { argv, qmpSocket } = opts;
   if (fs.existsSync(qmpSocket)) {
     if (await socketAnswers(qmpSocket)) {
@@ -173,5 +173,5 @@ export async function startQemu(opts: LaunchOptions): Promise<{ pid: number; rea
     child.kill('SIGKILL');
     throw new LaunchError(`QEMU did not open its QMP socket ${qmpSocket} within ${opts.timeoutMs ?? 15_000} ms (log: ${logPath})`);
   })();
-  return { pid: child.pid ?? -1, ready };
+  return { ready };
 }

@@ -2,7 +2,7 @@
 // memory-backend -object with the block's id, or the machine's default RAM
 // (-m alone). Lazy restores replace that backend with a file mapping (lazy/plan.ts);
 // eager restores preallocate it (prealloc.ts). Pure functions.
-import { getOption, parseQemuOptions, type QemuOptions } from './lazy/qemu-options.js';
+import { formatQemuOptions, getOption, parseQemuOptions, type QemuOptions } from './lazy/qemu-options.js';
 
 export type MainRamBackend =
   /** `-object memory-backend-…,id=<block>`: argv[index] is its value. */
@@ -46,4 +46,16 @@ export function findMainRamBackend(argv: string[], blockId: string): MainRamBack
     return { kind: 'unknown', reason: `-machine memory-backend=${machineBackend} has no -object; the snapshot's main RAM block is ${blockId}` };
   }
   return { kind: 'default' };
+}
+
+/**
+ * The argv with `options` as the main RAM block's backend: in place of the
+ * VM's own -object, or added with `-machine memory-backend=<id>` for default RAM.
+ */
+export function withMainRamBackend(argv: string[], backend: Exclude<MainRamBackend, { kind: 'unknown' }>, options: QemuOptions, blockId: string): string[] {
+  const value = formatQemuOptions(options, 'qom-type');
+  if (backend.kind === 'default') return [...argv, '-object', value, '-machine', `memory-backend=${blockId}`];
+  const out = [...argv];
+  out[backend.index] = value;
+  return out;
 }

@@ -9,8 +9,8 @@
 // otherwise be cleared and made resident for nothing.
 import os from 'node:os';
 import type { RamBlockInfo } from '../snapshot-file/mapped-ram.js';
-import { findMainRamBackend } from './main-ram.js';
-import { formatQemuOptions, getOption, isOn, setOption } from './lazy/qemu-options.js';
+import { findMainRamBackend, withMainRamBackend } from './main-ram.js';
+import { getOption, isOn, setOption, type QemuOptions } from './lazy/qemu-options.js';
 
 /** Preallocate when at least this share of the main block's pages is in the file. */
 export const PREALLOC_MIN_PRESENT = 0.5;
@@ -27,21 +27,16 @@ export function planPreallocArgv(argv: string[], main: Pick<RamBlockInfo, 'id' |
   const threads = Math.max(1, Math.min(channels, os.availableParallelism()));
   const backend = findMainRamBackend(argv, main.id);
   if (backend.kind === 'unknown') return { prealloc: false, reason: backend.reason };
-  if (backend.kind === 'default') {
-    return {
-      prealloc: true,
-      threads,
-      argv: [...argv, '-object', `memory-backend-ram,id=${main.id},size=${main.usedLength},prealloc=on,prealloc-threads=${threads}`, '-machine', `memory-backend=${main.id}`],
-    };
+  if (backend.kind === 'object') {
+    const o = backend.options;
+    // Shared or file-backed RAM belongs to others as well (and hugepage files are the user's own choice).
+    if (backend.type !== 'memory-backend-ram' || isOn(getOption(o, 'share'))) {
+      return { prealloc: false, reason: `the VM's RAM backend is ${backend.type}${isOn(getOption(o, 'share')) ? ' share=on' : ''}` };
+    }
   }
-  const o = backend.options;
-  // Shared or file-backed RAM belongs to others as well (and hugepage files are the user's own choice).
-  if (backend.type !== 'memory-backend-ram' || isOn(getOption(o, 'share'))) {
-    return { prealloc: false, reason: `the VM's RAM backend is ${backend.type}${isOn(getOption(o, 'share')) ? ' share=on' : ''}` };
-  }
+  const o: QemuOptions =
+    backend.kind === 'object' ? backend.options : { props: [['qom-type', 'memory-backend-ram'], ['id', main.id], ['size', String(main.usedLength)]], json: false };
   setOption(o, 'prealloc', o.json ? 'true' : 'on');
   setOption(o, 'prealloc-threads', String(threads));
-  const out = [...argv];
-  out[backend.index] = formatQemuOptions(o, 'qom-type');
-  return { prealloc: true, threads, argv: out };
+  return { prealloc: true, threads, argv: withMainRamBackend(argv, backend, o, main.id) };
 }

@@ -11,7 +11,7 @@ import {
   setOption,
   type QemuOptions,
 } from './qemu-options.js';
-import { findMainRamBackend, isObjectFlag } from '../main-ram.js';
+import { findMainRamBackend, isObjectFlag, withMainRamBackend } from '../main-ram.js';
 
 /** Where the main RAM block's pages lie in the snapshot file. */
 export interface LazyBacking {
@@ -65,12 +65,7 @@ export function planLazyArgv(argv: string[], b: LazyBacking): LazyArgvPlan {
   if (refused) return { lazy: false, reason: refused };
   const backend = findMainRamBackend(argv, b.blockId);
   if (backend.kind === 'unknown') return { lazy: false, reason: backend.reason };
-  if (backend.kind === 'default') {
-    return {
-      lazy: true,
-      argv: [...argv, '-object', formatQemuOptions(lazyBackend(undefined, b), 'qom-type'), '-machine', `memory-backend=${b.blockId}`],
-    };
-  }
+  if (backend.kind === 'default') return { lazy: true, argv: withMainRamBackend(argv, backend, lazyBackend(undefined, b), b.blockId) };
   const { type, options: o } = backend;
   if (type === 'memory-backend-memfd') return { lazy: false, reason: `the VM's RAM is shared memory (${type})` };
   if (type === 'memory-backend-file') {
@@ -78,9 +73,7 @@ export function planLazyArgv(argv: string[], b: LazyBacking): LazyArgvPlan {
   }
   if (type !== 'memory-backend-ram') return { lazy: false, reason: `the VM's RAM backend ${type} cannot be replaced by a file mapping` };
   if (isOn(getOption(o, 'share'))) return { lazy: false, reason: `the VM's RAM is shared (${type} share=on)` };
-  const out = [...argv];
-  out[backend.index] = formatQemuOptions(lazyBackend(o, b), 'qom-type');
-  return { lazy: true, argv: out };
+  return { lazy: true, argv: withMainRamBackend(argv, backend, lazyBackend(o, b), b.blockId) };
 }
 
 /**
