@@ -1,8 +1,8 @@
 // Builds dist/cli/engine.blob, a Node start-up snapshot of the engine commands
 // (save, restore, inspect: everything evaluated, zod and the schemas included),
 // from dist/cli/engine-snapshot.cjs (scripts/bundle-cli.mjs). A blob works only
-// with the node that built it: engine.blob.node records that node's size and
-// mtime, and bin/vmsnap-agent uses the blob only when they match. Without a
+// with the node that built it: engine.blob.node has that node's mtime, and
+// bin/vmsnap-agent uses the blob only when they match. Without a
 // blob the launcher runs the plain bundle, so a failure here is a warning.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -16,9 +16,10 @@ try {
     stdio: ['ignore', 'ignore', 'pipe'],
     cwd: cli,
   });
-  const node = fs.statSync(process.execPath);
-  // What bin/vmsnap-agent compares with `stat -Lc '%s %Y'` of the node it finds.
-  fs.writeFileSync(`${blob}.node`, `${node.size} ${Math.floor(node.mtimeMs / 1000)}\n`);
+  // bin/vmsnap-agent uses the blob only with a node of exactly this mtime (`test -nt`/`-ot`, no
+  // subprocess); `touch -r` copies it to the nanosecond. The text is for people.
+  fs.writeFileSync(`${blob}.node`, `built by ${process.execPath} ${process.version}\n`);
+  execFileSync('touch', ['-r', process.execPath, `${blob}.node`]);
 } catch (err) {
   fs.rmSync(blob, { force: true });
   fs.rmSync(`${blob}.node`, { force: true });

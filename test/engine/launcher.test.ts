@@ -51,11 +51,28 @@ it('runs the engine commands from the start-up snapshot, without loading extra C
 
 it('falls back to the plain bundle when the snapshot was built by another node', async () => {
   const bin = copyOfLauncher('other-node');
-  fs.writeFileSync(path.join(path.dirname(bin), '../dist/cli/engine.blob.node'), '1 2\n');
+  // The stamp carries the building node's mtime: any other mtime means another node.
+  const stamp = path.join(path.dirname(bin), '../dist/cli/engine.blob.node');
+  const node = fs.statSync(process.execPath);
+  fs.utimesSync(stamp, node.atime, new Date(node.mtimeMs - 1000));
   const r = await runBin(bin, ['inspect', missing()]);
   expect(r.code).toBe(1);
   expect(r.stderr).toMatch(/start \(plain node\)/);
   expect(r.stderr).toMatch(/vmsnap-agent: .*no-such-file\.vms/);
+});
+
+it('finds the snapshot when run through a symlink (as npm links bins) or a relative path', async () => {
+  const link = path.join(dir, 'linked-vmsnap-agent');
+  fs.rmSync(link, { force: true });
+  fs.symlinkSync(path.join(root, 'bin/vmsnap-agent'), link);
+  expect((await runBin(link, ['inspect', missing()])).stderr).toMatch(/start \(start-up snapshot\)/);
+  const relative = await new Promise<string>((resolve) => {
+    const child = spawn('sh', ['-c', 'cd bin && ./vmsnap-agent inspect "$0"', missing()], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, VMSNAP_TRACE: '1' } });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('close', () => resolve(stderr));
+  });
+  expect(relative).toMatch(/start \(start-up snapshot\)/);
 });
 
 it('falls back to the plain bundle when there is no snapshot, and under NODE_OPTIONS', async () => {

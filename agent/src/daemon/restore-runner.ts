@@ -14,6 +14,7 @@ import { useFile, type AgentContext } from './context.js';
 import { assertUnder, vmDir } from './paths.js';
 import { probeQmp, quitQemu } from './qemu-control.js';
 import { runningLazyStatus } from './lazy-residency.js';
+import { lazyResidency } from '../engine/lazy/residency.js';
 import { restoreSettings } from './settings.js';
 import { failedStatus, restoreSucceededStatus, restoreSummary } from './status.js';
 
@@ -184,7 +185,7 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
       target,
       mode: r.mode,
       lazyFallbackReason: r.lazyFallbackReason,
-      lazy: r.lazy ? runningLazyStatus(r.lazy.file, r.lazy.mappedBytes, r.lazy.residency, new Date(now)) : undefined,
+      lazy: r.lazy ? runningLazyStatus(r.lazy.file, r.lazy.mappedBytes, r.launched && lazyResidency(r.launched.pid, r.lazy.file), new Date(now)) : undefined,
     };
     const launched = r.launched ? `; QEMU pid ${r.launched.pid}, log ${r.launched.logPath}` : '';
     const dropped = dropReplacedLayers(ctx, replacedLayers);

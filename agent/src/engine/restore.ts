@@ -3,6 +3,7 @@
 // command line. The file is checked before QEMU is touched.
 import fs from 'node:fs';
 import { QmpClient } from '../qmp/client.js';
+import { native } from '../native.js';
 import { sinceProcessStartMs, traceStep } from '../clock.js';
 import type { VerifiedSnapshot } from '../snapshot-file/verify.js';
 import type { DigestCheck } from '../snapshot-file/check-digests.js';
@@ -25,7 +26,6 @@ import { decideLazy, type LazyDecision } from './lazy/decide.js';
 import { abandonEarlyLaunch, earlyLazyLaunch, type EarlyLaunch } from './lazy/early-launch.js';
 import { startPrefetch } from './lazy/prefetch.js';
 import { planPreallocArgv, type PreallocPlan } from './prealloc.js';
-import { lazyResidency, type LazyResidency } from './lazy/residency.js';
 
 export interface RestoreOptions {
   inPath: string;
@@ -66,8 +66,6 @@ export interface LazyRestoreInfo {
   /** Bytes QEMU loaded from the companion stream (small blocks' pages). */
   loadedBytes: number;
   prefetch: { pid?: number; reason?: string } | 'off';
-  /** Right after the VM started. */
-  residency?: LazyResidency;
 }
 
 export interface RestoreResult {
@@ -166,6 +164,8 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
   const fds: number[] = companion ? [companion.fd] : [];
 
   traceStep('decided; companion stream built');
+  // The fds go to QEMU through the addon: loading it (a dlopen) while QEMU starts keeps it off the path after.
+  native();
   let client: QmpClient;
   let launched: { pid: number; logPath: string } | undefined;
   if (relaunched) {
@@ -194,18 +194,22 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
   let fdsetId: number | undefined;
   try {
     const settings = { channels, directIO: directIO.enabled, unlimitedBandwidth: false };
+    const { O_RDONLY, O_DIRECT } = fs.constants;
+    if (!companion) fds.push(fs.openSync(opts.inPath, O_RDONLY));
+    if (directIO.enabled) fds.push(fs.openSync(opts.inPath, O_RDONLY | O_DIRECT));
     if (launched) {
-      // A QEMU this restore started has nothing to lose: the check and the set-up share round trips.
-      await Promise.all([checkTarget(client, opts.qmpSocket, snapshot), configureMigration(client, settings)]);
+      // A QEMU this restore started has nothing to lose: the check, the set-up and the fds share round trips.
+      [, , fdsetId] = await Promise.all([
+        checkTarget(client, opts.qmpSocket, snapshot),
+        configureMigration(client, settings),
+        addFdSet(client, fds, 'vmsnap-restore'),
+      ]);
     } else {
       // Someone else's QEMU is not touched until it proved to be the right target.
       await checkTarget(client, opts.qmpSocket, snapshot);
       await configureMigration(client, settings);
+      fdsetId = await addFdSet(client, fds, 'vmsnap-restore');
     }
-    const { O_RDONLY, O_DIRECT } = fs.constants;
-    if (!companion) fds.push(fs.openSync(opts.inPath, O_RDONLY));
-    if (directIO.enabled) fds.push(fs.openSync(opts.inPath, O_RDONLY | O_DIRECT));
-    fdsetId = await addFdSet(client, fds, 'vmsnap-restore');
 
     traceStep('migration configured');
     const started = Date.now();
@@ -229,7 +233,7 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
     if (opts.paused && status.running) await client.execute('stop');
     traceStep('running');
     const bytes = companion?.pageBytes ?? snapshot.layout.blocks.reduce((sum, b) => sum + b.pagesPresent * b.pageSize, 0);
-    const lazyInfo = mapped && companion && launched ? lazyInfoOf(mapped, realFile, companion.pageBytes, launched.pid, prefetch ?? 'off') : undefined;
+    const lazyInfo = mapped && companion && launched ? lazyInfoOf(mapped, realFile, companion.pageBytes, prefetch ?? 'off') : undefined;
     return {
       path: opts.inPath,
       bytes,
@@ -280,7 +284,6 @@ function lazyInfoOf(
   mapped: Extract<LazyDecision, { lazy: true }>,
   file: string,
   loadedBytes: number,
-  pid: number,
   prefetch: LazyRestoreInfo['prefetch'],
 ): LazyRestoreInfo {
   return {
@@ -289,7 +292,6 @@ function lazyInfoOf(
     mappedBytes: mapped.main.usedLength,
     loadedBytes,
     prefetch,
-    residency: lazyResidency(pid, file),
   };
 }
 

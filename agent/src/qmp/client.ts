@@ -1,6 +1,7 @@
 // A QMP client over a unix socket: greeting and capability negotiation,
 // request ids, events, per-command timeouts, fd passing with the command
 // (SCM_RIGHTS, for add-fd) and a clean failure when QEMU goes away.
+import { traceStep } from '../clock.js';
 import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { native, type PeerCredentials } from '../native.js';
@@ -93,6 +94,7 @@ export class QmpClient extends EventEmitter {
     const client = new QmpClient(socketPath, socket);
     try {
       const greeting = await client.waitForGreeting(timeoutMs);
+      traceStep('QMP greeting (QEMU may still be initialising)');
       client.version = greeting.version;
       client.capabilities = greeting.capabilities;
       await client.execute('qmp_capabilities', {}, { timeoutMs });
@@ -240,6 +242,7 @@ export class QmpClient extends EventEmitter {
     const pending = this.pending.get(id);
     if (!pending) return;
     this.pending.delete(id);
+    traceStep(`QMP ${pending.command} answered`);
     clearTimeout(pending.timer);
     if (err) pending.reject(err);
     else pending.resolve(value);

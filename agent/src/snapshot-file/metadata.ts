@@ -1,6 +1,13 @@
 // The JSON metadata in a snapshot file's header: one zod schema, parsed on every read.
-import { z } from 'zod';
+// zod/mini, not classic zod: the same checks from a fraction of the code, and
+// a lazy restore parses this header on its way to a running VM (the engine's
+// start-up snapshot, bin/vmsnap-agent, deserializes whatever it holds on every start).
+import * as z from 'zod/mini';
+import en from 'zod/v4/locales/en.js';
 import { SNAPSHOT_FORMAT_VERSION } from './header.js';
+
+// Messages that say what was expected (mini has none of its own until told).
+z.config(en());
 
 export const DirectIOModeSchema = z.enum(['auto', 'on', 'off']);
 export type DirectIOMode = z.infer<typeof DirectIOModeSchema>;
@@ -8,25 +15,25 @@ export type DirectIOMode = z.infer<typeof DirectIOModeSchema>;
 export const SnapshotMetadataSchema = z.object({
   formatVersion: z.literal(SNAPSHOT_FORMAT_VERSION),
   createdAt: z.string(),
-  completedAt: z.string().optional(),
+  completedAt: z.optional(z.string()),
   vm: z.object({
     /** Namespace and name when the agent knows them (from where the socket lives). */
-    namespace: z.string().optional(),
-    name: z.string().optional(),
+    namespace: z.optional(z.string()),
+    name: z.optional(z.string()),
     qmpSocket: z.string(),
   }),
   qemu: z.object({
     version: z.string(),
     machine: z.string(),
-    pid: z.number().int(),
+    pid: z.int(),
     /** The QEMU command line, from /proc/<pid>/cmdline: what a restore relaunches. */
     argv: z.array(z.string()),
-    cwd: z.string().optional(),
+    cwd: z.optional(z.string()),
   }),
   ram: z.object({
-    bytes: z.number().int().nonnegative(),
+    bytes: z.int().check(z.nonnegative()),
     /** The id of the main RAM block (e.g. pc.ram): what a lazy restore maps. */
-    mainBlockId: z.string().optional(),
+    mainBlockId: z.optional(z.string()),
   }),
   capture: z.object({
     mode: z.enum(['Paused', 'Live']),
@@ -34,22 +41,22 @@ export const SnapshotMetadataSchema = z.object({
     after: z.enum(['resume', 'stop']),
   }),
   stream: z.object({
-    offset: z.number().int().positive(),
-    channels: z.number().int().min(1).max(64),
+    offset: z.int().check(z.positive()),
+    channels: z.int().check(z.minimum(1), z.maximum(64)),
     directIO: z.boolean(),
-    directIOReason: z.string().optional(),
+    directIOReason: z.optional(z.string()),
     /** File size when complete: shorter means truncated. */
-    endOffset: z.number().int().optional(),
+    endOffset: z.optional(z.int()),
     /** CRC32 of every stream byte outside the RAM page regions (headers, bitmaps, device state). */
-    structureCrc32: z.number().int().optional(),
+    structureCrc32: z.optional(z.int()),
   }),
   /**
    * The VM's writable disks, frozen at the instant the RAM was captured: `base`
    * holds the disk as of the snapshot and is never written again; a restore
    * starts the VM on a fresh qcow2 overlay of it in place of `argvPath`.
    */
-  disks: z
-    .array(
+  disks: z.optional(
+    z.array(
       z.object({
         /** The drive's BlockBackend name, qdev path or node name. */
         device: z.string(),
@@ -57,24 +64,24 @@ export const SnapshotMetadataSchema = z.object({
         argvPath: z.string(),
         base: z.string(),
         baseFormat: z.string(),
-        virtualSize: z.number().int().nonnegative(),
+        virtualSize: z.int().check(z.nonnegative()),
         /** The overlay the saved VM continued on (absent when it stopped after the save). */
-        overlay: z.string().optional(),
+        overlay: z.optional(z.string()),
       }),
-    )
-    .optional(),
-  stats: z
-    .object({
+    ),
+  ),
+  stats: z.optional(
+    z.object({
       durationMs: z.number(),
       migrateMs: z.number(),
       syncMs: z.number(),
       vmPausedMs: z.number(),
-      bytesWritten: z.number().int(),
+      bytesWritten: z.int(),
       throughputMiBps: z.number(),
       /** Milliseconds the disk freeze added to the pause. */
-      diskFreezeMs: z.number().optional(),
-    })
-    .optional(),
+      diskFreezeMs: z.optional(z.number()),
+    }),
+  ),
 });
 export type SnapshotMetadata = z.infer<typeof SnapshotMetadataSchema>;
 
@@ -82,12 +89,12 @@ export type SnapshotMetadata = z.infer<typeof SnapshotMetadataSchema>;
 export const SnapshotDigestsSchema = z.object({
   formatVersion: z.literal(1),
   algorithm: z.enum(['sha256', 'crc32']),
-  regionBytes: z.number().int().positive(),
+  regionBytes: z.int().check(z.positive()),
   /** The snapshot these digests belong to. */
-  snapshot: z.object({ completedAt: z.string(), endOffset: z.number().int(), structureCrc32: z.number().int() }),
+  snapshot: z.object({ completedAt: z.string(), endOffset: z.int(), structureCrc32: z.int() }),
   /** Per RAM block, one hex digest per region of `regionBytes` of its page area (present pages only). */
-  blocks: z.array(z.object({ id: z.string(), usedLength: z.number().int(), regions: z.array(z.string()) })),
-  stats: z.object({ durationMs: z.number(), bytesHashed: z.number().int() }),
+  blocks: z.array(z.object({ id: z.string(), usedLength: z.int(), regions: z.array(z.string()) })),
+  stats: z.object({ durationMs: z.number(), bytesHashed: z.int() }),
 });
 export type SnapshotDigests = z.infer<typeof SnapshotDigestsSchema>;
 export type DigestAlgorithm = SnapshotDigests['algorithm'];
