@@ -156,7 +156,10 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
   let companion: CompanionStream | undefined;
   try {
     companion = mapped ? buildCompanionStream(opts.inPath, snapshot, mapped.main) : undefined;
+    // The fds go to QEMU through the addon: loading it (a dlopen) while QEMU starts keeps it off the path after.
+    native();
   } catch (err) {
+    if (companion) fs.closeSync(companion.fd);
     removeOverlays(overlays);
     await abandonEarlyLaunch(early);
     throw err;
@@ -164,8 +167,6 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
   const fds: number[] = companion ? [companion.fd] : [];
 
   traceStep('decided; companion stream built');
-  // The fds go to QEMU through the addon: loading it (a dlopen) while QEMU starts keeps it off the path after.
-  native();
   let client: QmpClient;
   let launched: { pid: number; logPath: string } | undefined;
   if (relaunched) {

@@ -39,7 +39,12 @@ describe('snapshot header', () => {
 
   it('refuses metadata that does not match the schema, naming the field', () => {
     const broken = { ...metadata, stream: { ...metadata.stream, channels: 0 } };
-    expect(() => decodeHeader(encodeHeader('complete', broken))).toThrow(/stream\.channels/);
+    // The message says what is allowed too (zod/mini has English messages only once configured).
+    expect(() => decodeHeader(encodeHeader('complete', broken))).toThrow(/at stream\.channels: .*expected number to be >=1/);
+    const noSocket = { ...metadata, vm: { name: 'demo' } } as unknown as SnapshotMetadata;
+    expect(() => decodeHeader(encodeHeader('complete', noSocket))).toThrow(/at vm\.qmpSocket: .*expected string, received undefined/);
+    const badMode = { ...metadata, capture: { ...metadata.capture, mode: 'Frozen' } } as unknown as SnapshotMetadata;
+    expect(() => decodeHeader(encodeHeader('complete', badMode))).toThrow(/at capture\.mode: .*"Paused"\|"Live"/);
   });
 
   it('refuses a newer format version', () => {
