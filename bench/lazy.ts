@@ -82,14 +82,26 @@ async function cliRestore(file: string, socket: string, serial: string, lazy: bo
   });
   const running = performance.now();
   if (code !== 0) throw new Error(`vmsnap-agent restore failed: ${stderr.trim()}`);
-  const r = JSON.parse(stdout.trim().split('\n').pop()!) as { mode: string; launched: { pid: number } };
+  const r = JSON.parse(stdout.trim().split('\n').pop()!) as { mode: string; launched: { pid: number }; lazy?: { prefetch: { pid?: number } | 'off' } };
   if (r.mode !== (lazy ? 'lazy' : 'eager')) throw new Error(`the CLI restored ${r.mode}, expected ${lazy ? 'lazy' : 'eager'}`);
   try {
     const touched = untilTouched ? await passes(serial, offset, 2) : NaN;
     return { runningMs: Math.round(running - t0), touchedMs: Math.round(touched - t0) };
   } finally {
     process.kill(r.launched.pid, 'SIGKILL');
+    // A prefetch still reading GiBs of this file would slow the next run's reads of it.
+    const prefetch = r.lazy?.prefetch;
+    if (prefetch !== undefined && prefetch !== 'off' && prefetch.pid !== undefined) killPrefetch(prefetch.pid);
     await new Promise((res) => setTimeout(res, 300));
+  }
+}
+
+/** Kills a prefetch that is still running (and not a process that took its pid since). */
+function killPrefetch(pid: number): void {
+  try {
+    if (fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('prefetch-main')) process.kill(pid, 'SIGKILL');
+  } catch {
+    // already done
   }
 }
 
