@@ -11,9 +11,12 @@ import * as k8s from '@kubernetes/client-node';
 
 export interface OverheadRow {
   sizeGiB: number;
+  /** Medians over the runs. */
   wallMs: number;
   engineMs: number;
+  /** The median of each run's own wall - engine (not the difference of two medians from different runs). */
   overheadMs: number;
+  overheadMsRuns: number[];
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -65,7 +68,7 @@ export async function measureK8sOverhead(opts: { sizeGiB: number; reps: number; 
         if (s?.status?.phase === 'Failed') throw new Error(`bench snapshot failed: ${s.status.error?.message}`);
         await new Promise((r) => setTimeout(r, 10));
       }
-      opts.log(`  k8s run ${i + 1}: apply -> Succeeded ${Math.round(walls.at(-1)!)} ms, engine ${engines.at(-1)} ms`);
+      opts.log(`  k8s run ${i + 1}: apply -> Succeeded ${Math.round(walls.at(-1)!)} ms, engine ${engines.at(-1)} ms, overhead ${Math.round(walls.at(-1)! - engines.at(-1)!)} ms`);
       await kube.custom.deleteNamespacedCustomObject({ group: 'vmsnap.io', version: 'v1alpha1', namespace: ns, plural: 'vmsnapshots', name });
     }
   } finally {
@@ -74,7 +77,6 @@ export async function measureK8sOverhead(opts: { sizeGiB: number; reps: number; 
     await stack.stop();
     fs.rmSync(stack.workDir, { recursive: true, force: true });
   }
-  const wallMs = Math.round(median(walls));
-  const engineMs = median(engines);
-  return { sizeGiB: opts.sizeGiB, wallMs, engineMs, overheadMs: wallMs - engineMs };
+  const overheads = walls.map((w, i) => Math.round(w - engines[i]!)).sort((a, b) => a - b);
+  return { sizeGiB: opts.sizeGiB, wallMs: Math.round(median(walls)), engineMs: median(engines), overheadMs: median(overheads), overheadMsRuns: overheads };
 }

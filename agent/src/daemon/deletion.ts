@@ -10,6 +10,7 @@ import { digestsPath } from '../snapshot-file/digests.js';
 import { mergeLayersOfDeleted } from './disk-layers.js';
 import { readHeader } from '../snapshot-file/read.js';
 import type { SnapshotMetadata } from '../snapshot-file/metadata.js';
+import { qemusMapping } from '../engine/lazy/residency.js';
 
 function metadataOrUndefined(file: string): SnapshotMetadata | undefined {
   try {
@@ -18,7 +19,6 @@ function metadataOrUndefined(file: string): SnapshotMetadata | undefined {
     return undefined; // a damaged file: nothing it froze is known, so nothing is merged
   }
 }
-import { qemusMapping } from '../engine/lazy/residency.js';
 
 export type DeletionDecision =
   | { action: 'none'; why: string }
@@ -39,37 +39,43 @@ export function decideDeletion(snap: VMSnapshot, storageRoot: string, filesInUse
   return { action: 'delete', path: file };
 }
 
-/** Acts on the decision; returns the completion to write, or undefined when there is nothing to write now. */
-export function deleteSnapshotFile(ctx: AgentContext, snap: VMSnapshot): Completion | undefined {
+/**
+ * Acts on the decision: undefined when there is nothing to do now, else the
+ * removal, resolving to the completion to write.
+ */
+export function deleteSnapshotFile(ctx: AgentContext, snap: VMSnapshot): Promise<Completion> | undefined {
   const d = decideDeletion(snap, ctx.config.storageRoot, ctx.filesInUse);
   switch (d.action) {
     case 'none':
     case 'wait':
       return undefined;
     case 'refuse':
-      return {
+      return Promise.resolve({
         status: {},
         skipStatus: true,
         event: { type: 'Warning', reason: 'FileNotDeleted', message: `not removing ${d.path}: ${d.why}; remove it by hand, then remove the finalizer` },
-      };
-    case 'delete': {
-      let message = 'deletionPolicy Delete: the snapshot had no file';
-      if (d.path) {
-        const existed = fs.existsSync(d.path);
-        const meta = existed ? metadataOrUndefined(d.path) : undefined;
-        // Lazily restored VMs map the file: unlinking leaves their mappings intact, and the
-        // kernel frees the space when the last of them exits.
-        const mappers = existed ? qemusMapping(fs.realpathSync(d.path)) : [];
-        fs.rmSync(d.path, { force: true });
-        // Its digests, and a half-written digests file left by an agent that died during the pass.
-        for (const extra of [digestsPath(d.path), `${digestsPath(d.path)}.tmp`]) fs.rmSync(extra, { force: true });
-        if (meta?.disks?.length) void mergeLayersOfDeleted(ctx, snap, meta);
-        message = existed ? `deletionPolicy Delete: removed ${d.path} from node ${ctx.nodeName}` : `deletionPolicy Delete: ${d.path} was already gone`;
-        if (mappers.length > 0) {
-          message += `; ${mappers.length} lazily restored VM(s) still run on it (QEMU pid ${mappers.join(', ')}): its space is freed when they exit`;
-        }
-      }
-      return { status: { fileDeleted: true }, event: { type: 'Normal', reason: 'FileDeleted', message } };
-    }
+      });
+    case 'delete':
+      return removeSnapshotFile(ctx, snap, d.path);
   }
+}
+
+async function removeSnapshotFile(ctx: AgentContext, snap: VMSnapshot, file: string | undefined): Promise<Completion> {
+  if (!file) return { status: { fileDeleted: true }, event: { type: 'Normal', reason: 'FileDeleted', message: 'deletionPolicy Delete: the snapshot had no file' } };
+  const existed = fs.existsSync(file);
+  const meta = existed ? metadataOrUndefined(file) : undefined;
+  // Lazily restored VMs map the file: unlinking leaves their mappings intact, and the
+  // kernel frees the space when the last of them exits.
+  const mappers = existed ? qemusMapping(fs.realpathSync(file)) : [];
+  // Not rmSync: freeing the extents of a file of GiBs takes the kernel about 150 ms a GiB on
+  // our disks, and the agent's event loop (claims, the QMP of running saves) must not wait.
+  await fs.promises.rm(file, { force: true });
+  // Its digests, and a half-written digests file left by an agent that died during the pass.
+  for (const extra of [digestsPath(file), `${digestsPath(file)}.tmp`]) await fs.promises.rm(extra, { force: true });
+  if (meta?.disks?.length) void mergeLayersOfDeleted(ctx, snap, meta);
+  let message = existed ? `deletionPolicy Delete: removed ${file} from node ${ctx.nodeName}` : `deletionPolicy Delete: ${file} was already gone`;
+  if (mappers.length > 0) {
+    message += `; ${mappers.length} lazily restored VM(s) still run on it (QEMU pid ${mappers.join(', ')}): its space is freed when they exit`;
+  }
+  return { status: { fileDeleted: true }, event: { type: 'Normal', reason: 'FileDeleted', message } };
 }

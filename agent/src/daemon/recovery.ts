@@ -41,7 +41,7 @@ export async function recoverSnapshot(ctx: AgentContext, snap: VMSnapshot): Prom
   try {
     header = readHeader(file);
   } catch {
-    fs.rmSync(file, { force: true }); // not even a header: nothing was saved
+    await fs.promises.rm(file, { force: true }); // not even a header: nothing was saved
     return fail(retry);
   }
   const meta = header.metadata;
@@ -73,10 +73,10 @@ export async function recoverSnapshot(ctx: AgentContext, snap: VMSnapshot): Prom
       if (migration.status && ACTIVE.includes(migration.status)) await drainMigration(client);
       await removeFdSets(client, SAVE_OPAQUE);
       const resumed = await resumeIfWasRunning(client, meta);
-      fs.rmSync(file, { force: true });
+      await fs.promises.rm(file, { force: true });
       return fail(`the partial file was removed${resumed ? ' and the VM resumed' : ''}; ${retry}`);
     }
-    fs.rmSync(file, { force: true });
+    await fs.promises.rm(file, { force: true });
     return fail(`the VM's QEMU is gone or was restarted; the partial file was removed; ${retry}`);
   } finally {
     client?.close();
@@ -289,7 +289,7 @@ export async function cleanUpFailedSnapshot(ctx: AgentContext, snap: VMSnapshot)
       }
     }
   }
-  fs.rmSync(file, { force: true });
+  await fs.promises.rm(file, { force: true });
   notes.push(`removed ${file}`);
   return {
     status: {},

@@ -275,21 +275,28 @@ export class WorkDispatcher {
   private handleDeletion(snap: VMSnapshot): void {
     const uid = snap.metadata.uid!;
     if (this.deletions.has(uid)) return;
-    let completion: Completion | undefined;
+    const ref = { namespace: snap.metadata.namespace!, name: snap.metadata.name! };
+    let removal: Promise<Completion> | undefined;
     try {
-      completion = deleteSnapshotFile(this.ctx, snap);
+      removal = deleteSnapshotFile(this.ctx, snap);
     } catch (err) {
-      this.ctx.log.warn({ err: String(err), name: snap.metadata.name, namespace: snap.metadata.namespace }, 'cannot remove the snapshot file');
+      this.ctx.log.warn({ err: String(err), ...ref }, 'cannot remove the snapshot file');
       return;
     }
-    if (!completion) return;
+    if (!removal) return;
+    // Busy from here: events that arrive while the kernel frees the file are not a second removal.
     this.deletions.set(uid, 'busy');
-    const ref = { namespace: snap.metadata.namespace!, name: snap.metadata.name! };
-    this.ctx.log.info({ namespace: ref.namespace, name: ref.name, message: completion.event.message }, 'VMSnapshot deleted');
-    void this.write('snapshot', ref, uid, completion, snap as unknown as KubeObject).finally(() => {
-      if (this.unwritten.has(uid)) this.deletions.delete(uid);
-      else this.deletions.set(uid, 'done');
-    });
+    void removal
+      .then(async (completion) => {
+        this.ctx.log.info({ ...ref, message: completion.event.message }, 'VMSnapshot deleted');
+        await this.write('snapshot', ref, uid, completion, snap as unknown as KubeObject);
+        if (this.unwritten.has(uid)) this.deletions.delete(uid);
+        else this.deletions.set(uid, 'done');
+      })
+      .catch((err: unknown) => {
+        this.ctx.log.warn({ err: String(err), ...ref }, 'cannot remove the snapshot file');
+        this.deletions.delete(uid); // tried again on the next event or resync
+      });
   }
 
   private reconsiderAll(): void {

@@ -331,6 +331,7 @@ class SaveState {
       if (status && !status.running) await client.execute('cont').catch(() => undefined);
     }
     this.closeFds();
-    if (this.createdFile) fs.rmSync(this.opts.outPath, { force: true });
+    // Asynchronous: freeing GiBs of extents takes the kernel a while, and a daemon's event loop goes on meanwhile.
+    if (this.createdFile) await fs.promises.rm(this.opts.outPath, { force: true });
   }
 }
