@@ -31,11 +31,12 @@ describe('effectiveSnapshotSpec', () => {
       afterSnapshot: 'Resume',
       failureDeadline: '10m',
       deletionPolicy: 'Delete',
+      digests: false,
     });
   });
 
   it('takes class values where the spec is silent, and the spec wins where it speaks', () => {
-    const fast = cls('fast', { parallelism: { channels: 16 }, directIO: 'Always', deletionPolicy: 'Retain' });
+    const fast = cls('fast', { parallelism: { channels: 16 }, directIO: 'Always', deletionPolicy: 'Retain', digests: true });
     expect(effectiveSnapshotSpec({ vmName: 'demo', directIO: 'Never' }, fast)).toEqual({
       className: 'fast',
       channels: 16,
@@ -44,7 +45,10 @@ describe('effectiveSnapshotSpec', () => {
       afterSnapshot: 'Resume',
       failureDeadline: '10m',
       deletionPolicy: 'Retain',
+      digests: true,
     });
+    // spec.digests: false turns the class's verification mode off for this snapshot.
+    expect(effectiveSnapshotSpec({ vmName: 'demo', digests: false }, fast).digests).toBe(false);
   });
 
   it('falls through a partial class to built-ins', () => {

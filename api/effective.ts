@@ -66,6 +66,7 @@ export function effectiveSnapshotSpec(
     afterSnapshot: spec.afterSnapshot ?? DEFAULT_AFTER_SNAPSHOT,
     failureDeadline: spec.failureDeadline ?? DEFAULT_FAILURE_DEADLINE,
     deletionPolicy: spec.deletionPolicy ?? cls?.deletionPolicy ?? DEFAULT_DELETION_POLICY,
+    digests: spec.digests ?? cls?.digests ?? false,
   };
   const className = cls?.metadata?.name;
   return className ? { className, ...effective } : effective;

@@ -88,6 +88,8 @@ export const EffectiveSnapshotSpecSchema = z
     afterSnapshot: AfterSnapshotSchema.describe('What happens to the VM after the save.'),
     failureDeadline: z.string().max(32).describe('Deadline used.'),
     deletionPolicy: DeletionPolicySchema.describe('Deletion policy in force.'),
+    // Optional: statuses written before the field existed stay valid (absent means false).
+    digests: z.boolean().optional().describe('Whether RAM digests are recorded after the save (spec.digests, else the class).'),
   })
   .describe('The settings in force after applying the class and built-in defaults.');
 export type EffectiveSnapshotSpec = z.infer<typeof EffectiveSnapshotSpecSchema>;
@@ -108,6 +110,28 @@ export const QemuInfoSchema = z
   })
   .describe('The QEMU that produced the snapshot.');
 export type QemuInfo = z.infer<typeof QemuInfoSchema>;
+
+export const FrozenDiskSchema = z
+  .object({
+    device: z.string().max(256).describe("The drive's BlockBackend name, qdev path or node name in QEMU."),
+    base: z.string().max(4096).describe('The image that holds this disk as it was when the RAM was captured; never written again while the snapshot exists.'),
+    baseFormat: z.string().max(32).describe('Format of the base image (raw, qcow2).'),
+    virtualSize: byteCount('Virtual size of the disk in bytes.'),
+    overlay: z
+      .string()
+      .max(4096)
+      .optional()
+      .describe('The qcow2 overlay the VM went on writing to after the save (absent when it stopped after the save).'),
+  })
+  .describe('A disk frozen with the RAM: a restore starts the VM on a fresh overlay of its base.');
+export type FrozenDisk = z.infer<typeof FrozenDiskSchema>;
+
+export const SnapshotDigestsInfoSchema = z
+  .object({
+    path: z.string().max(4096).describe('The sidecar file with the digests, next to the snapshot file.'),
+    algorithm: z.string().max(32).describe('Digest algorithm (sha256 or crc32).'),
+  })
+  .describe('The RAM digests recorded after the save (spec.digests): a VMRestore with verify: true checks the pages against them.');
 
 export const VMSnapshotStatusSchema = z
   .object({
@@ -133,6 +157,8 @@ export const VMSnapshotStatusSchema = z
     qemu: QemuInfoSchema.optional(),
     error: ErrorInfoSchema.optional(),
     fileDeleted: z.boolean().optional().describe('Set by the agent once it has removed the file of a deleted VMSnapshot (deletionPolicy Delete).'),
+    disks: z.array(FrozenDiskSchema).max(64).optional().describe("The VM's writable disks, frozen at the instant its RAM was captured (absent for a VM without writable disks)."),
+    digests: SnapshotDigestsInfoSchema.optional(),
   })
   .describe('Observed state, written by the operator and the node agent.');
 export type VMSnapshotStatus = z.infer<typeof VMSnapshotStatusSchema>;

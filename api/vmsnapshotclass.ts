@@ -16,6 +16,10 @@ export const VMSnapshotClassFieldsSchema = z.object({
   parallelism: ParallelismSchema.optional(),
   directIO: directIOField().optional(),
   deletionPolicy: deletionPolicyField().optional(),
+  digests: z
+    .boolean()
+    .describe('Verification mode for VMSnapshots of this class that leave spec.digests unset: record RAM digests after each save.')
+    .optional(),
 });
 export type VMSnapshotClassFields = z.infer<typeof VMSnapshotClassFieldsSchema>;
 

@@ -67,6 +67,9 @@ it('snapshot a VM with a disk, restore it in place and as a copy, then delete th
   const snap = await waitForPhase('vmsnapshot/before', ns, 'Succeeded');
   const [rec] = readHeader(snap.status.file.path).metadata.disks ?? [];
   expect(rec).toMatchObject({ base: disk, argvPath: disk });
+  // The status says the same: which image holds the disk as of the snapshot, and where the VM went on writing.
+  expect(snap.status.disks).toEqual([{ device: rec!.device, base: disk, baseFormat: rec!.baseFormat, virtualSize: rec!.virtualSize, overlay: rec!.overlay }]);
+  expect(snap.status.disks[0].overlay).toMatch(/\.qcow2$/);
   await vm.write('b1'); // after the snapshot: no restore may see it
 
   await apply(yaml('VMRestore', 'copy', { snapshotName: 'before', targetVMName: 'dvm-copy' }), ns);

@@ -85,6 +85,7 @@ it('verification mode through the API: spec.digests writes them, spec.verify ref
   const snap = await waitForPhase('vmsnapshot/with-digests', nsA, 'Succeeded');
   const file: string = snap.status.file.path;
   expect(fs.existsSync(digestsPath(file))).toBe(true);
+  expect(snap.status.digests).toEqual({ path: digestsPath(file), algorithm: 'sha256' });
   const { block, offset } = firstPresentPage(file);
   flipBits(file, offset + 7);
   await apply(`apiVersion: vmsnap.io/v1alpha1\nkind: VMRestore\nmetadata:\n  name: verified\nspec:\n  snapshotName: with-digests\n  targetVMName: copy\n  verify: true\n`, nsA);
@@ -96,6 +97,25 @@ it('verification mode through the API: spec.digests writes them, spec.verify ref
   expect((await kubectl(['delete', 'vmsnapshot', 'with-digests', '-n', nsA, '--wait=true', '--timeout=60s'])).code).toBe(0);
   expect(fs.existsSync(file)).toBe(false);
   expect(fs.existsSync(digestsPath(file))).toBe(false);
+});
+
+it('a VMSnapshotClass with digests: true turns the verification mode on for its snapshots; spec.digests: false wins', async () => {
+  const className = `verified-${stack.release}`; // cluster-scoped: unique per run, and not a default class
+  await apply(`apiVersion: vmsnap.io/v1alpha1\nkind: VMSnapshotClass\nmetadata:\n  name: ${className}\ndigests: true\n`);
+  try {
+    await apply(snapshot('by-class', 'private') + `  className: ${className}\n`, nsA);
+    const snap = await waitForPhase('vmsnapshot/by-class', nsA, 'Succeeded');
+    expect(snap.status.effective).toMatchObject({ className, digests: true });
+    expect(snap.status.digests).toEqual({ path: digestsPath(snap.status.file.path), algorithm: 'sha256' });
+    expect(fs.existsSync(digestsPath(snap.status.file.path))).toBe(true);
+    await apply(snapshot('class-but-off', 'private') + `  className: ${className}\n  digests: false\n`, nsA);
+    const off = await waitForPhase('vmsnapshot/class-but-off', nsA, 'Succeeded');
+    expect(off.status.effective.digests).toBe(false);
+    expect(off.status.digests).toBeUndefined();
+    expect(fs.existsSync(digestsPath(off.status.file.path))).toBe(false);
+  } finally {
+    await kubectl(['delete', 'vmsnapshotclass', className, '--ignore-not-found']);
+  }
 });
 
 /** Inodes of the sockets a process has open. */

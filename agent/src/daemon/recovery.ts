@@ -154,6 +154,7 @@ function outcomeFromHeader(file: string, meta: SnapshotMetadata): SaveOutcome {
     logicalBytes: meta.stream.endOffset ?? stat.size,
     allocatedBytes: allocatedBytes(stat),
     qemu: { version: meta.qemu.version, machine: meta.qemu.machine },
+    disks: meta.disks,
   };
 }
 

@@ -64,7 +64,8 @@ export async function runSnapshot(ctx: AgentContext, snap: VMSnapshot, signal: A
       outPath: file,
       ...settings,
       vm: { namespace: ns, name: vmName },
-      digest: snap.spec.digests ?? false,
+      // The class may turn the verification mode on; statuses from before that field only know the spec.
+      digest: effective.digests ?? snap.spec.digests ?? false,
       onProgress: (p) => progress.push(progressStatus(p.bytesDone, p.bytesTotal)),
       signal,
     });

@@ -48,6 +48,29 @@ describe('status patches', () => {
     expect(saveSummary({ bytes: 1 << 30, durationMs: 800, path: '/p' })).toBe('saved 1GiB in 800ms (1.3GiB/s) to /p');
   });
 
+  it('reports the disks frozen with the RAM and the digests, and nothing for a VM without either', () => {
+    const outcome = {
+      path: '/s/ns/x.vms',
+      bytes: 1 << 20,
+      ramBytes: 1 << 30,
+      durationMs: 10,
+      vmPausedMs: 10,
+      directIO: true,
+      logicalBytes: 1 << 30,
+      allocatedBytes: 1 << 20,
+      qemu: { version: '10.0.2', machine: 'pc-i440fx-10.0' },
+    };
+    const disk = { device: 'drive0', argvPath: '/vms/a/disk.qcow2', base: '/vms/a/disk.qcow2', baseFormat: 'qcow2', virtualSize: 16 << 30, overlay: '/vms/a/disk.1.qcow2' };
+    const s = snapshotSucceededStatus(obj, { ...outcome, disks: [disk], digests: { path: '/s/ns/x.vms.digests', algorithm: 'sha256' } }, now);
+    expect(VMSnapshotStatusSchema.parse(s)).toEqual(s);
+    // Only what the API publishes: the command-line path stays in the file's metadata.
+    expect(s.disks).toEqual([{ device: 'drive0', base: '/vms/a/disk.qcow2', baseFormat: 'qcow2', virtualSize: 16 << 30, overlay: '/vms/a/disk.1.qcow2' }]);
+    expect(s.digests).toEqual({ path: '/s/ns/x.vms.digests', algorithm: 'sha256' });
+    const plain = snapshotSucceededStatus(obj, { ...outcome, disks: [], digests: { error: 'no space left' } }, now);
+    expect(plain.disks).toBeUndefined();
+    expect(plain.digests).toBeUndefined();
+  });
+
   it('reports a failure with error and reason', () => {
     const s = failedStatus(obj, 'Cancelled', 'the agent was stopped', now);
     expect(VMRestoreStatusSchema.parse(s)).toEqual(s);

@@ -8,6 +8,7 @@ import {
   setCondition,
   transferDisplay,
   type Condition,
+  type FrozenDisk,
   type LazyRestoreStatus,
   type VMRestoreStatus,
   type VMSnapshotStatus,
@@ -78,6 +79,10 @@ export interface SaveOutcome {
   logicalBytes: number;
   allocatedBytes: number;
   qemu: { version: string; machine: string };
+  /** The disks frozen with the RAM (the snapshot's metadata.disks). */
+  disks?: FrozenDisk[];
+  /** The RAM digests, when they were recorded (or why not). */
+  digests?: { path: string; algorithm: string } | { error: string };
 }
 
 export function snapshotSucceededStatus(obj: StatusOwner, r: SaveOutcome, now: Date, note = ''): VMSnapshotStatus {
@@ -98,10 +103,17 @@ export function snapshotSucceededStatus(obj: StatusOwner, r: SaveOutcome, now: D
     ...(r.directIOReason ? { directIOReason: r.directIOReason.slice(0, 1024) } : {}),
     file: { path: r.path, logicalBytes: r.logicalBytes, allocatedBytes: r.allocatedBytes },
     qemu: { version: r.qemu.version, machine: r.qemu.machine },
+    ...(r.disks?.length ? { disks: r.disks.map(frozenDisk) } : {}),
+    ...(r.digests && 'path' in r.digests ? { digests: { path: r.digests.path, algorithm: r.digests.algorithm } } : {}),
     ...progressStatus(r.ramBytes, r.ramBytes),
     observedGeneration: obj.metadata.generation,
     conditions: ready(obj, 'True', Reason.Succeeded, saveSummary(r) + note, now),
   };
+}
+
+/** Only the fields the API publishes (the metadata record may carry more). */
+function frozenDisk(d: FrozenDisk): FrozenDisk {
+  return { device: d.device, base: d.base, baseFormat: d.baseFormat, virtualSize: d.virtualSize, ...(d.overlay ? { overlay: d.overlay } : {}) };
 }
 
 /** "saved 1GiB in 0.8s (1.3GiB/s) to /path" */
