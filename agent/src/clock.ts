@@ -7,7 +7,10 @@ export function sinceProcessStartMs(): number {
 
 const tracing = () => process.env.VMSNAP_TRACE === '1';
 
-/** With VMSNAP_TRACE=1: one stderr line per step of a restore, in ms since the process started. */
+/**
+ * With VMSNAP_TRACE=1: one stderr line per step of a restore, in ms since the
+ * process started, and the wall clock (epoch ms, to line up with the agent's logs).
+ */
 export function traceStep(step: string): void {
-  if (tracing()) process.stderr.write(`vmsnap-trace ${sinceProcessStartMs().toFixed(1)} ${step}\n`);
+  if (tracing()) process.stderr.write(`vmsnap-trace ${sinceProcessStartMs().toFixed(1)} ${step} @${Date.now()}\n`);
 }

@@ -6,6 +6,7 @@ import { QmpClient } from '../../agent/src/qmp/client.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { createNamespace, kubectl, kubectlOk, repoRoot } from '../cluster/controlplane.js';
 import { startGuest, type Guest } from '../guest/guest.js';
+import { flipBits } from '../engine/harness.js';
 import { apply, expectVerifying, getJson, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
 
 let stack: Stack;
@@ -142,6 +143,14 @@ it('hibernate (afterSnapshot: Stop), restore, and restore a copy under a new nam
   expect(await qemuStatus(path.join(copyDir, 'qmp.sock'))).toBe('running');
   await expectVerifying(path.join(copyDir, 'serial.log'), 0);
   expect(await qemuStatus(guest.qmpPath)).toBe('running'); // the original is untouched
+
+  // A damaged file never costs a running VM: with ifRunning: Replace the file is checked before the VM is quit.
+  const file: string = snap.status.file.path;
+  flipBits(file, readHeader(file).streamOffset); // QEMU's stream magic: the header still reads fine
+  await apply(restoreYaml('over-damaged', 'nap', '  ifRunning: Replace\n'), ns);
+  const damaged = await waitForPhase('vmrestore/over-damaged', ns, 'Failed');
+  expect(damaged.status.error.message).toMatch(/missing QEVM magic/);
+  expect(await qemuStatus(guest.qmpPath)).toBe('running');
 });
 
 it("routes each VM's work to its own node's agent", async () => {

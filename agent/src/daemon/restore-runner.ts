@@ -8,6 +8,8 @@ import { relaunchArgv, type ArgvRewrite } from '../engine/launch.js';
 import { dropReplacedLayers, topLayers } from './disk-layers.js';
 import { restoreVm } from '../engine/restore.js';
 import { verifySnapshotFile } from '../snapshot-file/verify.js';
+import { readHeader } from '../snapshot-file/read.js';
+import { traceStep } from '../clock.js';
 import { cancellationOf, type Cancellation } from './cancellation.js';
 import type { Completion } from './completion.js';
 import { useFile, type AgentContext } from './context.js';
@@ -91,6 +93,7 @@ export function copyRewrite(args: {
 
 export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: AbortSignal): Promise<Completion> {
   const started = Date.now();
+  traceStep(`agent: restoring ${restore.metadata.namespace}/${restore.metadata.name}`);
   const ns = restore.metadata.namespace!;
   const effective = restore.status!.effective!;
   const target = `${ns}/${effective.targetVMName}`;
@@ -104,9 +107,8 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
   try {
     const file = await snapshotFileFor(ctx, restore);
     releaseFile = useFile(ctx, file);
-    // Checked before a running VM is replaced: a bad file must not cost the user their VM.
-    const snapshot = verifySnapshotFile(file);
-    const meta = snapshot.header.metadata;
+    // The header only: restoreVm checks the whole file, for a lazy restore while QEMU starts.
+    const meta = readHeader(file).metadata;
     const targetDir = vmDir(ctx.config.vmRoot, ns, effective.targetVMName);
     const discovered = await ctx.discovery.find(ns, effective.targetVMName);
     const socketName = path.basename(meta.vm.qmpSocket) || 'qmp.sock';
@@ -136,6 +138,15 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
         `VM ${target} is running (a QEMU answers on ${targetSocket}) and spec.ifRunning is Fail: ` +
           'stop the VM first, or set spec.ifRunning: Replace to stop it and restore over it',
       );
+    }
+    if (probe.kind === 'answers') {
+      // Checked before a running VM is replaced: a bad file must not cost the user their VM.
+      try {
+        verifySnapshotFile(file);
+      } catch (err) {
+        probe.client.close();
+        throw err;
+      }
     }
     void ctx.events.record(
       restore,
