@@ -8,6 +8,7 @@ import { Kube } from '../kube/client.js';
 import { startStack } from '../test/e2e/stack.js';
 import { fillRandom, startBenchVm } from './qemu-vm.js';
 import * as k8s from '@kubernetes/client-node';
+import { PhaseWatch } from './phase-watch.js';
 
 export interface OverheadRow {
   sizeGiB: number;
@@ -21,6 +22,16 @@ export interface OverheadRow {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+/** Waits until the node's inventory lists the VM run by this QEMU, so no run is charged for discovery. */
+async function reported(kube: Kube, node: string, vmName: string, pid: number): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    const inv = await kube.get<{ metadata: object; status?: { vms?: Array<{ name: string; pid?: number }> } }>('vmInventory', { name: node });
+    if (inv?.status?.vms?.some((v) => v.name === vmName && v.pid === pid)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`the agent on ${node} did not report VM ${vmName} (QEMU pid ${pid}) within 30 s`);
+}
+
 export async function measureK8sOverhead(opts: { sizeGiB: number; reps: number; log: (l: string) => void }): Promise<OverheadRow> {
   const stack = await startStack(['bench-node']);
   const kc = new k8s.KubeConfig();
@@ -32,23 +43,21 @@ export async function measureK8sOverhead(opts: { sizeGiB: number; reps: number; 
   fs.mkdirSync(dir, { recursive: true });
   const memFile = path.join('/dev/shm', `vmsnap-k8s-bench-${process.pid}.ram`);
   const walls: number[] = [];
+  const snapshots = await PhaseWatch.start(kube, 'vmSnapshot');
   const engines: number[] = [];
   let vm: Awaited<ReturnType<typeof startBenchVm>> | undefined;
   try {
     fillRandom(memFile, opts.sizeGiB * 2 ** 30);
     // name 'qmp' puts the socket at <vmRoot>/<ns>/<vm>/qmp.sock, where the agent looks.
     vm = await startBenchVm({ dir, name: 'qmp', ramBytes: opts.sizeGiB * 2 ** 30, memFile });
-    // Wait until the agent reports the VM, so the first run is not charged for discovery.
-    for (let i = 0; i < 200; i++) {
-      const inv = await kube.get<{ metadata: object; status?: { vms?: Array<{ name: string }> } }>('vmInventory', { name: 'bench-node' });
-      if (inv?.status?.vms?.some((v) => v.name === vmName)) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await reported(kube, stack.agents.get('bench-node')!.nodeName, vmName, vm.process.pid!);
     for (let i = 0; i < opts.reps; i++) {
       if (i > 0) {
         // A VM that never ran stays 'postmigrate' after a save: start a fresh one on the same socket.
         await vm.stop();
         vm = await startBenchVm({ dir, name: 'qmp', ramBytes: opts.sizeGiB * 2 ** 30, memFile });
+        // Else the operator may see the inventory between the two QEMUs, without the VM, and fail the save.
+        await reported(kube, stack.agents.get('bench-node')!.nodeName, vmName, vm.process.pid!);
       }
       const name = `${vmName}-${i}`;
       const started = performance.now();
@@ -58,20 +67,14 @@ export async function measureK8sOverhead(opts: { sizeGiB: number; reps: number; 
         metadata: { name, namespace: ns },
         spec: { vmName, directIO: 'Always', parallelism: { channels: 4 } },
       } as never);
-      for (;;) {
-        const s = await kube.get<{ metadata: object; status?: { phase?: string; durationMs?: number; error?: { message: string } } }>('vmSnapshot', { namespace: ns, name });
-        if (s?.status?.phase === 'Succeeded') {
-          walls.push(performance.now() - started);
-          engines.push(s.status.durationMs ?? 0);
-          break;
-        }
-        if (s?.status?.phase === 'Failed') throw new Error(`bench snapshot failed: ${s.status.error?.message}`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
+      const s = await snapshots.until(ns, name);
+      walls.push(performance.now() - started);
+      engines.push(s.durationMs ?? 0);
       opts.log(`  k8s run ${i + 1}: apply -> Succeeded ${Math.round(walls.at(-1)!)} ms, engine ${engines.at(-1)} ms, overhead ${Math.round(walls.at(-1)! - engines.at(-1)!)} ms`);
       await kube.custom.deleteNamespacedCustomObject({ group: 'vmsnap.io', version: 'v1alpha1', namespace: ns, plural: 'vmsnapshots', name });
     }
   } finally {
+    await snapshots.stop();
     await vm?.stop();
     fs.rmSync(memFile, { force: true });
     await stack.stop();

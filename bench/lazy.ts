@@ -18,6 +18,7 @@ import { createNamespace } from '../test/cluster/controlplane.js';
 import { killQemusUnder, startStack, type Stack } from '../test/e2e/stack.js';
 import { startGuest } from '../test/guest/guest.js';
 import { packageRoot } from '../agent/src/package-root.js';
+import { PhaseWatch } from './phase-watch.js';
 
 export interface LazyTimingRow {
   sizeGiB: number;
@@ -105,26 +106,24 @@ function killPrefetch(pid: number): void {
   }
 }
 
-async function waitPhase(kube: Kube, ns: string, resource: 'vmSnapshot' | 'vmRestore', name: string): Promise<Record<string, any>> {
-  for (;;) {
-    const o = await kube.get<{ metadata: object; status?: Record<string, any> }>(resource, { namespace: ns, name });
-    if (o?.status?.phase === 'Succeeded') return o.status;
-    if (o?.status?.phase === 'Failed') throw new Error(`${resource} ${name} failed: ${o.status.error?.message}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
+/** The local control plane and its watches of VMSnapshot and VMRestore phases. */
+interface BenchCluster {
+  stack: Stack;
+  kube: Kube;
+  phases: Record<'vmSnapshot' | 'vmRestore', PhaseWatch>;
 }
 
-async function k8sRestore(stack: Stack, kube: Kube, ns: string, snapshot: string, target: string, file: string, lazy: boolean) {
+async function k8sRestore(c: BenchCluster, ns: string, snapshot: string, target: string, file: string, lazy: boolean) {
   dropCache(file);
-  const dir = path.join(stack.agents.get('bench-node')!.vmRoot, ns, target);
+  const dir = path.join(c.stack.agents.get('bench-node')!.vmRoot, ns, target);
   const t0 = performance.now();
-  await kube.create('vmRestore', {
+  await c.kube.create('vmRestore', {
     apiVersion: 'vmsnap.io/v1alpha1',
     kind: 'VMRestore',
     metadata: { name: target, namespace: ns },
     spec: { snapshotName: snapshot, targetVMName: target, restoreMode: lazy ? 'Lazy' : 'Eager' },
   } as never);
-  const status = await waitPhase(kube, ns, 'vmRestore', target);
+  const status = await c.phases.vmRestore.until(ns, target);
   const running = performance.now();
   // (status.restoreMode is absent when another checkout's CRDs, without that field, were applied last.)
   if (status.restoreMode !== undefined && status.restoreMode !== (lazy ? 'Lazy' : 'Eager')) throw new Error(`VMRestore ${target} ran ${status.restoreMode}: ${status.restoreModeReason}`);
@@ -141,7 +140,8 @@ async function k8sRestore(stack: Stack, kube: Kube, ns: string, snapshot: string
 const filledMiB = (mib: number) => mib - Math.max(Math.floor(mib / 4), 128);
 
 /** A guest of `mib` MiB, filled, saved with afterSnapshot Stop through the stack. */
-async function hibernatedGuest(stack: Stack, kube: Kube, ns: string, name: string, mib: number): Promise<{ file: string; dir: string }> {
+async function hibernatedGuest(c: BenchCluster, ns: string, name: string, mib: number): Promise<{ file: string; dir: string }> {
+  const { stack, kube } = c;
   const dir = path.join(stack.agents.get('bench-node')!.vmRoot, ns, name);
   const guest = await startGuest({ dir, name, memMiB: mib, fillMiB: filledMiB(mib), seed: 7 });
   await guest.waitForSerial(/VMSNAP PASS n=1 ok/, 900_000);
@@ -156,7 +156,7 @@ async function hibernatedGuest(stack: Stack, kube: Kube, ns: string, name: strin
     metadata: { name, namespace: ns },
     spec: { vmName: name, afterSnapshot: 'Stop', parallelism: { channels: 4 } },
   } as never);
-  const status = await waitPhase(kube, ns, 'vmSnapshot', name);
+  const status = await c.phases.vmSnapshot.until(ns, name);
   await guest.exited;
   return { file: status.file.path as string, dir };
 }
@@ -173,13 +173,13 @@ function memoryOf(pids: number[]): { pssMiB: number; rssMiB: number } {
   return { pssMiB: Math.round(pss / 1024), rssMiB: Math.round(rss / 1024) };
 }
 
-async function measureCopies(stack: Stack, kube: Kube, ns: string, copies: number, mib: number, log: (l: string) => void): Promise<LazyCopiesRow[]> {
-  const { file, dir } = await hibernatedGuest(stack, kube, ns, 'copies-src', mib);
+async function measureCopies(c: BenchCluster, ns: string, copies: number, mib: number, log: (l: string) => void): Promise<LazyCopiesRow[]> {
+  const { file, dir } = await hibernatedGuest(c, ns, 'copies-src', mib);
   const rows: LazyCopiesRow[] = [];
   for (const lazy of [false, true]) {
     dropCache(file);
     const pids: number[] = [];
-    const root = path.join(stack.workDir, `copies-${lazy ? 'lazy' : 'eager'}`);
+    const root = path.join(c.stack.workDir, `copies-${lazy ? 'lazy' : 'eager'}`);
     try {
       for (let i = 0; i < copies; i++) {
         const copyDir = path.join(root, `c${i}`);
@@ -218,11 +218,12 @@ export async function runLazyBench(opts: {
   const kube = new Kube(kc);
   const ns = await createNamespace('bench-lazy');
   const timings: LazyTimingRow[] = [];
+  const c: BenchCluster = { stack, kube, phases: { vmSnapshot: await PhaseWatch.start(kube, 'vmSnapshot'), vmRestore: await PhaseWatch.start(kube, 'vmRestore') } };
   try {
     for (const size of opts.sizesGiB) {
       const name = `g${size}`;
       opts.log(`  ${size} GiB guest: booting and filling ${filledMiB(size * 1024)} MiB under TCG, then a VMSnapshot (afterSnapshot Stop)`);
-      const { file, dir } = await hibernatedGuest(stack, kube, ns, name, size * 1024);
+      const { file, dir } = await hibernatedGuest(c, ns, name, size * 1024);
       for (const lazy of [false, true]) {
         const cli = await cliRestore(file, path.join(dir, 'qmp.sock'), path.join(dir, 'serial.log'), lazy);
         // A lazy restore takes a tenth of a second, as much as this machine's noise: more runs
@@ -230,7 +231,7 @@ export async function runLazyBench(opts: {
         const runs = [cli.runningMs];
         if (lazy) for (let i = 1; i < LAZY_CLI_RUNS; i++) runs.push((await cliRestore(file, path.join(dir, 'qmp.sock'), path.join(dir, 'serial.log'), lazy, false)).runningMs);
         runs.sort((a, b) => a - b);
-        const k = await k8sRestore(stack, kube, ns, name, `${name}-${lazy ? 'lazy' : 'eager'}`, file, lazy);
+        const k = await k8sRestore(c, ns, name, `${name}-${lazy ? 'lazy' : 'eager'}`, file, lazy);
         const row: LazyTimingRow = {
           sizeGiB: size,
           mode: lazy ? 'Lazy' : 'Eager',
@@ -248,9 +249,10 @@ export async function runLazyBench(opts: {
       }
       await kube.custom.deleteNamespacedCustomObject({ group: 'vmsnap.io', version: 'v1alpha1', namespace: ns, plural: 'vmsnapshots', name });
     }
-    const copies = opts.copies > 0 ? await measureCopies(stack, kube, ns, opts.copies, opts.copyMiB, opts.log) : [];
+    const copies = opts.copies > 0 ? await measureCopies(c, ns, opts.copies, opts.copyMiB, opts.log) : [];
     return { timings, copies };
   } finally {
+    await Promise.all([c.phases.vmSnapshot.stop(), c.phases.vmRestore.stop()]);
     killQemusUnder(stack.workDir);
     await stack.stop();
     fs.rmSync(stack.workDir, { recursive: true, force: true });
