@@ -11,3 +11,4 @@ export * from './agent-config.js';
 export * from './protocol.js';
 export { allCrds, crdFiles, type CustomResourceDefinition } from './crd.js';
 export { toYaml } from './yaml.js';
+export * from './vm-pod.js';
