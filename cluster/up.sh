@@ -43,7 +43,8 @@ if [[ -f $CLUSTER_JSON ]] && pid_of etcd >/dev/null && pid_of kube-apiserver >/d
 fi
 
 # ---- binaries -----------------------------------------------------------------------------
-APISERVER="$(bash "$CLUSTER_DIR/build-apiserver.sh" | tail -n1)"
+K8S_BIN_DIR="$(bash "$CLUSTER_DIR/build-k8s.sh" | tail -n1)"
+APISERVER="$K8S_BIN_DIR/kube-apiserver"
 ETCD="$(bash "$CLUSTER_DIR/ensure-etcd.sh" | tail -n1)"
 BIN_DIR="$(bash "$CLUSTER_DIR/ensure-tools.sh" | tail -n1)"
 KUBECTL="$BIN_DIR/kubectl"
