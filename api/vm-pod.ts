@@ -22,10 +22,15 @@ export const VM_LAUNCHER_SOCKET = 'launcher.sock';
  * Launcher control protocol: newline-delimited JSON over VM_LAUNCHER_SOCKET, one request and one
  * reply per line, in order.
  * - status: what the launcher is doing now.
- * - restart-incoming: stop the running QEMU (if any; quit, then SIGKILL after a grace period),
+ * - restart-incoming: stop the running QEMU (if any; SIGTERM, then SIGKILL after a grace period),
  *   start QEMU again from the pod's own command line plus `-incoming defer`, and reply once its
- *   QMP socket accepts connections. The agent then drives the restore over QMP.
- * - start: start QEMU from the pod's own command line if none runs (after a hibernate).
+ *   QMP socket accepts connections (the launcher connects once and closes: QMP serves one client
+ *   at a time, and the agent is the one that needs it). The agent then drives the restore over QMP.
+ * - start: start QEMU from the pod's own command line if none runs (after a hibernate); with a
+ *   QEMU already there it changes nothing and replies with the current state.
+ * Requests that change the process run one at a time; `status` answers at once, also while a
+ * restart is under way. A request line longer than VM_LAUNCHER_MAX_REQUEST_BYTES gets an error
+ * reply and the connection is closed; any other bad line gets an error reply.
  */
 export const LauncherRequestSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('status') }),
@@ -34,6 +39,28 @@ export const LauncherRequestSchema = z.discriminatedUnion('op', [
 ]);
 export type LauncherRequest = z.infer<typeof LauncherRequestSchema>;
 
+/** Longest request line the launcher reads (requests are a few dozen bytes). */
+export const VM_LAUNCHER_MAX_REQUEST_BYTES = 4096;
+
+/**
+ * Environment of the VM container that the launcher reads. VMSNAP_RUN_DIR overrides VM_RUN_MOUNT
+ * (process-level tests); VMSNAP_LAUNCHER_START says what to do at start-up: `run` (default) starts
+ * QEMU from the command line, `wait` starts nothing (state `stopped`) so that a pod made for a wake
+ * or a copy does not boot a guest only to have it replaced by `restart-incoming`.
+ */
+export const VM_RUN_DIR_ENV = 'VMSNAP_RUN_DIR';
+export const VM_LAUNCHER_START_ENV = 'VMSNAP_LAUNCHER_START';
+export const LauncherStartModeSchema = z.enum(['run', 'wait']);
+export type LauncherStartMode = z.infer<typeof LauncherStartModeSchema>;
+
+/**
+ * - starting: a QEMU was spawned and its QMP socket does not accept connections yet;
+ * - running: QEMU started from the pod's command line, QMP accepting;
+ * - incoming: QEMU started with `-incoming defer`, QMP accepting; the launcher does not watch
+ *   the migration, so this stays `incoming` after the agent has restored and resumed the VM,
+ *   until that QEMU exits or is replaced;
+ * - stopped: no QEMU (it exited on its own, e.g. after a hibernate's `quit`, or none was started).
+ */
 export const LauncherStateSchema = z.enum(['running', 'incoming', 'stopped', 'starting']);
 export type LauncherState = z.infer<typeof LauncherStateSchema>;
 
@@ -45,6 +72,13 @@ export const LauncherReplySchema = z.discriminatedUnion('ok', [
     qemuPid: z.number().int().positive().optional(),
     /** How many times the launcher has started QEMU. */
     generation: z.number().int().min(0),
+    /** How the last QEMU ended (absent while none has ended). */
+    lastExit: z
+      .strictObject({
+        code: z.number().int().nullable(),
+        signal: z.string().max(32).nullable(),
+      })
+      .optional(),
   }),
   z.strictObject({ ok: z.literal(false), error: z.string().max(4096) }),
 ]);
