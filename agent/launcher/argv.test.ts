@@ -1,0 +1,87 @@
+import { checkPodCommandLine, CommandLineError, QEMU_SANDBOX, qemuArgv, runPaths } from './argv.js';
+
+const paths = runPaths('/run/vmsnap');
+const base = ['qemu-system-x86_64', '-m', '256', '-nographic'];
+
+function refusal(argv: string[], cwd = '/'): string {
+  try {
+    checkPodCommandLine(argv, paths, cwd);
+  } catch (err) {
+    expect(err).toBeInstanceOf(CommandLineError);
+    return (err as Error).message;
+  }
+  throw new Error(`accepted: ${argv.join(' ')}`);
+}
+
+describe('qemuArgv', () => {
+  it('appends the QMP socket and the sandbox to the pod command line', () => {
+    expect(qemuArgv(base, paths, { incoming: false })).toEqual([
+      ...base,
+      '-qmp', 'unix:/run/vmsnap/qmp.sock,server=on,wait=off',
+      '-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
+    ]);
+  });
+
+  it('adds -incoming defer for a restore, last', () => {
+    const argv = qemuArgv(base, paths, { incoming: true });
+    expect(argv.slice(-2)).toEqual(['-incoming', 'defer']);
+    expect(argv).toContain(QEMU_SANDBOX);
+  });
+
+  it('escapes commas in the run directory the way QEMU reads option values', () => {
+    const argv = qemuArgv(base, runPaths('/tmp/a,b'), { incoming: false });
+    expect(argv).toContain('unix:/tmp/a,,b/qmp.sock,server=on,wait=off');
+  });
+
+  it('does not change the pod command line it was given', () => {
+    const pod = [...base];
+    qemuArgv(pod, paths, { incoming: true });
+    expect(pod).toEqual(base);
+  });
+});
+
+describe('checkPodCommandLine', () => {
+  it('accepts an ordinary command line, its own monitors elsewhere and its own -sandbox', () => {
+    expect(() =>
+      checkPodCommandLine(
+        [...base, '-qmp', 'unix:/tmp/mine.sock,server=on,wait=off', '-chardev', 'socket,id=c,path=/run/vmsnap/console.sock,server=on', '-sandbox', 'on'],
+        paths,
+        '/',
+      ),
+    ).not.toThrow();
+  });
+
+  it.each([
+    [['-incoming', 'defer'], '-incoming'],
+    [['--incoming', 'tcp:0:4444'], '--incoming'],
+    [['-daemonize'], '-daemonize'],
+    [['--daemonize'], '--daemonize'],
+  ])('refuses %j, naming the option', (extra, option) => {
+    expect(refusal([...base, ...extra])).toMatch(new RegExp(`^refusing the QEMU option ${option}: `));
+  });
+
+  it.each([
+    [['-qmp', 'unix:/run/vmsnap/qmp.sock,server=on,wait=off'], '-qmp unix:/run/vmsnap/qmp.sock'],
+    [['-qmp-pretty', 'unix:/run/vmsnap//qmp.sock'], '-qmp-pretty'],
+    [['-chardev', 'socket,id=m,path=/run/vmsnap/./qmp.sock,server=on'], '-chardev socket'],
+    [['-chardev', 'socket,id=m,path=/run/vmsnap/launcher.sock,server=on'], 'launcher control socket'],
+    [['-monitor', 'unix:/run/vmsnap/sub/../launcher.sock,server,nowait'], '-monitor'],
+    [['--serial', 'unix:/run/vmsnap/qmp.sock'], '--serial'],
+  ])('refuses %j on the launcher\'s sockets', (extra, named) => {
+    expect(refusal([...base, ...extra])).toContain(named);
+  });
+
+  it('resolves relative socket paths against the working directory', () => {
+    expect(refusal([...base, '-qmp', 'unix:qmp.sock,server=on'], '/run/vmsnap')).toContain('/run/vmsnap/qmp.sock is the QMP socket');
+    expect(() => checkPodCommandLine([...base, '-qmp', 'unix:qmp.sock,server=on'], paths, '/home/vm')).not.toThrow();
+  });
+
+  it('refuses an empty command line or one that starts with an option', () => {
+    expect(refusal([])).toMatch(/must start with the QEMU binary/);
+    expect(refusal(['-m', '256'])).toMatch(/not the option -m/);
+  });
+
+  it('does not mistake a value mentioning incoming for the option', () => {
+    expect(() => checkPodCommandLine([...base, '-name', 'incoming', '-append', 'x=-incoming'], paths, '/')).not.toThrow();
+  });
+});

@@ -1,0 +1,83 @@
+// The control socket against a real unix socket, with a stub behind it: framing, ordering and
+// hostile lines. The QEMU side is covered by test/engine/launcher-pod.test.ts.
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { LauncherReplySchema, VM_LAUNCHER_MAX_REQUEST_BYTES, type LauncherReply } from '../../api/vm-pod.js';
+import { parseRequestLine, startControlServer } from './control-server.js';
+
+describe('parseRequestLine', () => {
+  it('parses the three ops', () => {
+    for (const op of ['status', 'start', 'restart-incoming']) expect(parseRequestLine(JSON.stringify({ op }))).toEqual({ request: { op } });
+  });
+
+  it.each(['not json', '[]', '{"op":"exec","cmd":"sh"}', '{"op":"status","extra":1}', '{}', 'null'])('answers %s with an error', (line) => {
+    const r = parseRequestLine(line);
+    expect('reply' in r && r.reply.ok === false).toBe(true);
+  });
+});
+
+describe('control server', () => {
+  let dir: string;
+  let sockPath: string;
+  let server: net.Server;
+  const calls: string[] = [];
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'launcher-ctl-'));
+    sockPath = path.join(dir, 'launcher.sock');
+    server = await startControlServer(
+      sockPath,
+      async (req): Promise<LauncherReply> => {
+        calls.push(req.op);
+        if (req.op === 'start') throw new Error('boom');
+        // A slow operation, to show that replies keep the request order.
+        if (req.op === 'restart-incoming') await new Promise((r) => setTimeout(r, 50));
+        return { ok: true, state: 'running', generation: calls.length };
+      },
+      () => undefined,
+    );
+  });
+
+  afterAll(async () => {
+    await new Promise((r) => server.close(r));
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Sends `data`, half-closes, and collects every reply line until the server closes. */
+  function exchange(data: string | Buffer): Promise<LauncherReply[]> {
+    return new Promise((resolve, reject) => {
+      const sock = net.createConnection({ path: sockPath, allowHalfOpen: true });
+      let out = '';
+      sock.setEncoding('utf8');
+      sock.on('data', (d: string) => (out += d));
+      sock.on('error', reject);
+      sock.on('close', () => resolve(out.split('\n').filter(Boolean).map((l) => LauncherReplySchema.parse(JSON.parse(l)))));
+      sock.end(data);
+    });
+  }
+
+  it('is a 0600 socket', () => {
+    expect(fs.statSync(sockPath).mode & 0o777).toBe(0o600);
+  });
+
+  it('answers each line in order, also a last line without a newline', async () => {
+    const replies = await exchange('{"op":"restart-incoming"}\n{"op":"status"}\n\n{"op":"status"}');
+    expect(replies).toHaveLength(3);
+    expect(replies.map((r) => r.ok && r.generation)).toEqual([1, 2, 3]);
+  });
+
+  it('turns a handler failure and bad lines into error replies and keeps serving', async () => {
+    const replies = await exchange('{"op":"start"}\n{bad\n{"op":"rm -rf /"}\n{"op":"status"}\n');
+    expect(replies.map((r) => r.ok)).toEqual([false, false, false, true]);
+    expect(replies[0]).toEqual({ ok: false, error: 'start failed: boom' });
+  });
+
+  it('answers an over-long line with an error and hangs up', async () => {
+    const replies = await exchange(Buffer.alloc(VM_LAUNCHER_MAX_REQUEST_BYTES * 4, 'x'));
+    expect(replies).toEqual([{ ok: false, error: expect.stringMatching(/longer than 4096 bytes/) }]);
+    // The server is still there for the next client.
+    expect(await exchange('{"op":"status"}\n')).toEqual([expect.objectContaining({ ok: true })]);
+  });
+});
