@@ -1,0 +1,301 @@
+// The VM pod's launcher as a host process around a real QEMU guest, driven the way the node
+// agent drives it: the real CLI saves and restores over <run>/qmp.sock, the control socket
+// restarts QEMU with -incoming defer in between. The guest's serial console is on QEMU's stdout,
+// which the launcher passes through (as `kubectl logs` would show it), so the memory checks are
+// read from the launcher's own stdout.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { LauncherReplySchema, type LauncherReply } from '../../api/vm-pod.js';
+import { packageRoot } from '../../agent/src/package-root.js';
+import { ensureGuestAssets, guestArgs } from '../guest/guest.js';
+import { cli, scratchDir } from './harness.js';
+
+const LAUNCHER = path.join(packageRoot(), 'dist/agent/launcher/main.js');
+
+let dir: string;
+let podArgv: string[];
+const launchers: Launcher[] = [];
+
+beforeAll(async () => {
+  if (!fs.existsSync(LAUNCHER)) throw new Error(`${LAUNCHER} is missing: run npm run build`);
+  dir = scratchDir('launcher-pod');
+  podArgv = podCommandLine(await ensureGuestAssets());
+});
+
+afterEach(async () => {
+  for (const l of launchers.splice(0)) await l.kill();
+});
+
+afterAll(() => {
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/**
+ * The test guest's command line as a VM pod would carry it: without the -qmp that the launcher
+ * adds, and with the serial console on stdio instead of a file.
+ */
+function podCommandLine(assets: Awaited<ReturnType<typeof ensureGuestAssets>>): string[] {
+  const full = guestArgs(assets, { dir: '/nonexistent', memMiB: 256, fillMiB: 64 });
+  const out: string[] = [];
+  for (let i = 0; i < full.length; i++) {
+    const [arg, value] = [full[i]!, full[i + 1] ?? ''];
+    if (arg === '-qmp' || (arg === '-chardev' && value.startsWith('file,id=serial0,')) || (arg === '-serial' && value === 'chardev:serial0')) {
+      i++;
+      continue;
+    }
+    out.push(arg);
+  }
+  return [...out, '-serial', 'stdio'];
+}
+
+function alive(pid: number): boolean {
+  try {
+    // A zombie has exited; only its parent has not looked yet.
+    return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+function cmdline(pid: number): string[] {
+  return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(0, -1);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+interface Launcher {
+  run: string;
+  qmp: string;
+  child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  exited: Promise<number | null>;
+  /** One request line, one reply line, on a fresh connection. */
+  request(line: string): Promise<LauncherReply>;
+  /** Raw bytes in, every reply line until the launcher closes or `ms` pass. */
+  raw(data: string | Buffer, ms?: number): Promise<string>;
+  /** `VMSNAP PASS n=K ok` numbers on the console from `from`. */
+  passes(from?: number): number[];
+  badLines(): string[];
+  /** JSON event lines from stderr with this msg. */
+  events(msg: string): Record<string, unknown>[];
+  kill(): Promise<void>;
+}
+
+function startLauncher(name: string, argv: string[], env: Record<string, string> = {}): Launcher {
+  const run = path.join(dir, name);
+  fs.mkdirSync(run, { recursive: true });
+  const child = spawn(process.execPath, [LAUNCHER, ...argv], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, VMSNAP_RUN_DIR: run, VMSNAP_QEMU_STOP_GRACE_MS: '5000', ...env },
+  });
+  let out = '';
+  let err = '';
+  child.stdout!.setEncoding('latin1').on('data', (d: string) => (out += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const sockPath = path.join(run, 'launcher.sock');
+  const launcher: Launcher = {
+    run,
+    qmp: path.join(run, 'qmp.sock'),
+    child,
+    exited,
+    stdout: () => out,
+    stderr: () => err,
+    request: (line) =>
+      new Promise((resolve, reject) => {
+        const sock = net.createConnection(sockPath);
+        let buf = '';
+        sock.setEncoding('utf8');
+        sock.on('error', reject);
+        sock.on('data', (d: string) => {
+          buf += d;
+          const nl = buf.indexOf('\n');
+          if (nl < 0) return;
+          sock.destroy();
+          resolve(LauncherReplySchema.parse(JSON.parse(buf.slice(0, nl))));
+        });
+        sock.write(line + '\n');
+      }),
+    raw: (data, ms = 2_000) =>
+      new Promise((resolve, reject) => {
+        const sock = net.createConnection(sockPath);
+        let buf = '';
+        const done = () => {
+          sock.destroy();
+          resolve(buf);
+        };
+        const timer = setTimeout(done, ms);
+        sock.setEncoding('utf8');
+        sock.on('data', (d: string) => (buf += d));
+        sock.on('close', () => {
+          clearTimeout(timer);
+          resolve(buf);
+        });
+        sock.on('error', (e: NodeJS.ErrnoException) => (e.code === 'EPIPE' || e.code === 'ECONNRESET' ? undefined : reject(e)));
+        sock.write(data);
+      }),
+    passes: (from = 0) => [...out.slice(from).matchAll(/VMSNAP PASS n=(\d+) ok/g)].map((m) => Number(m[1])),
+    badLines: () => out.split(/\r?\n/).filter((l) => l.includes('VMSNAP BAD')),
+    events: (msg) =>
+      err
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .filter((e) => e['msg'] === msg),
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+  launchers.push(launcher);
+  return launcher;
+}
+
+async function status(l: Launcher): Promise<Extract<LauncherReply, { ok: true }>> {
+  const r = await l.request('{"op":"status"}');
+  if (!r.ok) throw new Error(`status failed: ${r.error}`);
+  return r;
+}
+
+/** Waits until the guest has filled its RAM and checked it once. */
+async function guestReady(l: Launcher): Promise<void> {
+  await until('the guest\'s first memory check (VMSNAP PASS n=1)', () => l.passes().length > 0 || undefined, 180_000);
+}
+
+/**
+ * Waits for two passing memory checks on the console after `from`, failing on any mismatch, and
+ * makes sure they come from the restored guest, not a fresh boot (which would pass its checks
+ * too): no boot banner, and the check counter continues from before the save.
+ */
+async function guestVerifiesAfter(l: Launcher, from: number, passesBeforeSave: number): Promise<void> {
+  await until('two passing memory checks after the restore', () => {
+    if (l.badLines().length > 0) throw new Error(`guest memory check failed: ${l.badLines()[0]}`);
+    return l.passes(from).length >= 2 || undefined;
+  }, 90_000);
+  expect(l.badLines()).toEqual([]);
+  expect(l.stdout().slice(from)).not.toMatch(/VMSNAP (READY|INFO)/);
+  expect(Math.min(...l.passes(from))).toBeGreaterThan(passesBeforeSave);
+}
+
+async function expectCli(args: string[]): Promise<Record<string, unknown>> {
+  const r = await cli([...args, '--json']);
+  if (r.code !== 0) throw new Error(`vmsnap-agent ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return r.json!;
+}
+
+test('restore in place: save, restart-incoming, restore; the guest keeps its memory; QEMU replaced once', async () => {
+  const l = startLauncher('in-place', podArgv);
+  await until('QEMU running', async () => (fs.existsSync(l.run + '/launcher.sock') && (await status(l)).state === 'running') || undefined);
+  const first = await status(l);
+  expect(first).toMatchObject({ ok: true, state: 'running', generation: 1 });
+  const pidA = first.qemuPid!;
+  expect(cmdline(pidA)).toEqual(
+    expect.arrayContaining(['-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny']),
+  );
+  await guestReady(l);
+
+  const file = path.join(dir, 'in-place.vmsnap');
+  const passesBeforeSave = Math.max(...l.passes());
+  await expectCli(['save', '--qmp', l.qmp, '--out', file]);
+
+  const restarted = await l.request('{"op":"restart-incoming"}');
+  expect(restarted).toMatchObject({ ok: true, state: 'incoming', generation: 2 });
+  const pidB = (restarted as { qemuPid: number }).qemuPid;
+  expect(pidB).not.toBe(pidA);
+  expect(alive(pidA)).toBe(false);
+  expect(cmdline(pidB).slice(-2)).toEqual(['-incoming', 'defer']);
+  // The old QEMU is gone: everything on the console from here on comes from the restored guest.
+  const from = l.stdout().length;
+
+  await expectCli(['restore', '--in', file, '--qmp', l.qmp]);
+  await guestVerifiesAfter(l, from, passesBeforeSave);
+
+  expect(await status(l)).toMatchObject({ state: 'incoming', generation: 2, qemuPid: pidB });
+  expect(l.events('qemu-started').map((e) => e['pid'])).toEqual([pidA, pidB]);
+
+  l.child.kill('SIGTERM');
+  expect(await l.exited).toBe(0);
+  expect(alive(pidB)).toBe(false);
+  expect(fs.existsSync(path.join(l.run, 'launcher.sock'))).toBe(false);
+});
+
+test('hibernate and wake in the same pod: save --after stop leaves the launcher up in `stopped`', async () => {
+  const l = startLauncher('hibernate', podArgv);
+  await guestReady(l);
+  const { qemuPid: pidA } = await status(l);
+
+  const file = path.join(dir, 'hibernate.vmsnap');
+  const passesBeforeSave = Math.max(...l.passes());
+  await expectCli(['save', '--qmp', l.qmp, '--out', file, '--after', 'stop']);
+  const stopped = await until('state stopped', async () => {
+    const s = await status(l);
+    return s.state === 'stopped' ? s : undefined;
+  });
+  expect(stopped).toMatchObject({ generation: 1, lastExit: { code: 0, signal: null } });
+  expect(stopped.qemuPid).toBeUndefined();
+  expect(alive(pidA!)).toBe(false);
+  expect(l.child.exitCode).toBeNull();
+
+  const from = l.stdout().length;
+  const restarted = await l.request('{"op":"restart-incoming"}');
+  expect(restarted).toMatchObject({ ok: true, state: 'incoming', generation: 2 });
+  await expectCli(['restore', '--in', file, '--qmp', l.qmp]);
+  await guestVerifiesAfter(l, from, passesBeforeSave);
+
+  // `start` with a QEMU there changes nothing.
+  expect(await l.request('{"op":"start"}')).toMatchObject({ ok: true, generation: 2, qemuPid: (restarted as { qemuPid: number }).qemuPid });
+
+  // A launcher killed outright takes its QEMU with it (parent-death signal), no orphan.
+  const pidB = (restarted as { qemuPid: number }).qemuPid;
+  l.child.kill('SIGKILL');
+  await l.exited;
+  await until('QEMU to die with its launcher', () => !alive(pidB) || undefined, 10_000);
+});
+
+test('hostile control input gets error replies; the launcher keeps serving', async () => {
+  // `wait`: no QEMU at start, as in a pod made for a wake; the protocol needs none.
+  const l = startLauncher('hostile', podArgv, { VMSNAP_LAUNCHER_START: 'wait' });
+  await until('control socket', () => fs.existsSync(path.join(l.run, 'launcher.sock')) || undefined);
+  expect(await status(l)).toEqual({ ok: true, state: 'stopped', generation: 0 });
+
+  const replies = (await l.raw('garbage\n{"op":"restart-incoming","argv":["sh"]}\n{"op":"status"}\n'))
+    .trim()
+    .split('\n')
+    .map((line) => LauncherReplySchema.parse(JSON.parse(line)));
+  expect(replies.map((r) => r.ok)).toEqual([false, false, true]);
+
+  // 1 MiB without a newline: one error reply, then the launcher hangs up.
+  const long = await l.raw(Buffer.alloc(1 << 20, 'a'), 5_000);
+  expect(long.trim().split('\n').map((line) => JSON.parse(line))).toEqual([{ ok: false, error: expect.stringMatching(/longer than 4096 bytes/) }]);
+
+  // Many clients at once, some hanging up mid-request.
+  await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? l.raw('{"op":"sta', 200) : l.raw('{"op":"status"}\n', 500))));
+
+  expect(l.child.exitCode).toBeNull();
+  expect(await status(l)).toEqual({ ok: true, state: 'stopped', generation: 0 });
+  expect(l.events('qemu-started')).toEqual([]);
+});
+
+test('a command line the launcher cannot own is refused with one line naming the option', async () => {
+  for (const extra of [['-incoming', 'defer'], ['--daemonize']]) {
+    const l = startLauncher('refused', [...podArgv, ...extra]);
+    expect(await l.exited).toBe(2);
+    expect(l.stderr().trim().split('\n')).toEqual([expect.stringContaining(`refusing the QEMU option ${extra[0]}`)]);
+  }
+});
