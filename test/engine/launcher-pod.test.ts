@@ -9,7 +9,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { LauncherReplySchema, type LauncherReply } from '../../api/vm-pod.js';
 import { packageRoot } from '../../agent/src/package-root.js';
-import { ensureGuestAssets, guestArgs } from '../guest/guest.js';
+import { ensureGuestAssets, findSetpriv, guestArgs } from '../guest/guest.js';
 import { cli, scratchDir } from './harness.js';
 
 const LAUNCHER = path.join(packageRoot(), 'dist/agent/launcher/main.js');
@@ -18,10 +18,24 @@ let dir: string;
 let podArgv: string[];
 const launchers: Launcher[] = [];
 
+/** The VM container's user in examples and charts; the launcher and QEMU run as it when we can. */
+const POD_UID = 10001;
+const asPodUser = process.getuid?.() === 0 && findSetpriv() !== null;
+
 beforeAll(async () => {
   if (!fs.existsSync(LAUNCHER)) throw new Error(`${LAUNCHER} is missing: run npm run build`);
   dir = scratchDir('launcher-pod');
-  podArgv = podCommandLine(await ensureGuestAssets());
+  let assets = await ensureGuestAssets();
+  if (asPodUser) {
+    // The pod's user cannot read root's cache: give it its own copy, as an image would.
+    fs.chmodSync(dir, 0o755);
+    const own = path.join(dir, 'assets');
+    fs.mkdirSync(own);
+    assets = { kernel: path.join(own, 'vmlinuz'), initrd: path.join(own, 'initrd') };
+    fs.copyFileSync((await ensureGuestAssets()).kernel, assets.kernel);
+    fs.copyFileSync((await ensureGuestAssets()).initrd, assets.initrd);
+  }
+  podArgv = podCommandLine(assets);
 });
 
 afterEach(async () => {
@@ -94,10 +108,17 @@ interface Launcher {
   kill(): Promise<void>;
 }
 
+/**
+ * Runs the launcher as a VM container would: unprivileged (uid POD_UID) when the test runs as
+ * root, with a run directory only that user can enter. The snapshot CLI stays root, as the agent.
+ */
 function startLauncher(name: string, argv: string[], env: Record<string, string> = {}): Launcher {
   const run = path.join(dir, name);
-  fs.mkdirSync(run, { recursive: true });
-  const child = spawn(process.execPath, [LAUNCHER, ...argv], {
+  fs.mkdirSync(run, { recursive: true, mode: 0o700 });
+  const prefix = asPodUser ? [findSetpriv()!, `--reuid=${POD_UID}`, `--regid=${POD_UID}`, '--clear-groups', '--'] : [];
+  if (asPodUser) fs.chownSync(run, POD_UID, POD_UID);
+  const [bin, ...args] = [...prefix, process.execPath, LAUNCHER, ...argv];
+  const child = spawn(bin!, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, VMSNAP_RUN_DIR: run, VMSNAP_QEMU_STOP_GRACE_MS: '5000', ...env },
   });
@@ -205,6 +226,7 @@ test('restore in place: save, restart-incoming, restore; the guest keeps its mem
   const first = await status(l);
   expect(first).toMatchObject({ ok: true, state: 'running', generation: 1 });
   const pidA = first.qemuPid!;
+  if (asPodUser) expect(fs.readFileSync(`/proc/${pidA}/status`, 'utf8')).toMatch(new RegExp(`^Uid:\\s+${POD_UID}\\s+${POD_UID}\\s`, 'm'));
   expect(cmdline(pidA)).toEqual(
     expect.arrayContaining(['-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny']),
   );
