@@ -21,6 +21,8 @@ export interface QemuProcess {
 // the launcher dies however it dies (SIGKILL, OOM), without native code in the launcher. It
 // execs, so the child's pid is QEMU's. Without setpriv, the container's pid namespace still ends
 // QEMU with the container; a launcher outside a container then relies on its exit handlers.
+// The signal fires when the thread that forked exits: Node forks from its main thread, whose
+// end is the process's end.
 const SETPRIV_CANDIDATES = ['/usr/bin/setpriv', '/bin/setpriv'];
 let setpriv: string | null | undefined;
 
