@@ -196,6 +196,38 @@ describe('helm lint and template', () => {
   });
 });
 
+describe('Pod Security levels (the API server\'s PodSecurity admission)', () => {
+  const podFrom = async (kind: string, template: string, ns: string) => {
+    const docs = docsOf(await helmOk(['template', 'vmsnap', chartDir, '--namespace', ns, '--show-only', template]));
+    const workload = docs.find((d) => d.kind === kind)!;
+    return { apiVersion: 'v1', kind: 'Pod', metadata: { name: `${kind.toLowerCase()}-probe`, namespace: ns }, spec: workload.spec.template.spec };
+  };
+  const namespaceAt = async (level: string) => {
+    const ns = await createNamespace(`psa-${level}`);
+    await kubectlOk(['label', 'namespace', ns, `pod-security.kubernetes.io/enforce=${level}`]);
+    return ns;
+  };
+  const dryRun = (pod: Obj) => kubectl(['apply', '--dry-run=server', '-f', '-'], { input: JSON.stringify(pod) });
+
+  it('the agent needs a privileged namespace: baseline refuses it, naming hostPID, hostPath and privileged', async () => {
+    const baseline = await namespaceAt('baseline');
+    const refused = await dryRun(await podFrom('DaemonSet', 'templates/agent-daemonset.yaml', baseline));
+    expect(refused.code).not.toBe(0);
+    for (const what of ['hostPID', 'hostPath volumes', 'privileged']) expect(refused.stderr).toContain(what);
+    const privileged = await namespaceAt('privileged');
+    const accepted = await dryRun(await podFrom('DaemonSet', 'templates/agent-daemonset.yaml', privileged));
+    expect(accepted.stderr).toBe('');
+    expect(accepted.code).toBe(0);
+  });
+
+  it('the operator runs under restricted', async () => {
+    const restricted = await namespaceAt('restricted');
+    const r = await dryRun(await podFrom('Deployment', 'templates/operator-deployment.yaml', restricted));
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+  });
+});
+
 describe('helm install into the local control plane', () => {
   let sys: string; // the release namespace
   let work: string; // where users' VMSnapshots live
