@@ -27,6 +27,12 @@ const podPlacement = {
 };
 
 const absolutePath = z.string().regex(/^\/.*/, { error: 'must be an absolute path' });
+const port = () => z.number().int().min(1).max(65535);
+// Kubernetes validates these; the chart only passes them through.
+const securityContext = () => anyMap();
+
+/** Where the agent finds VMs (env VMSNAP_VM_SOURCE). */
+export const VM_SOURCES = ['pods', 'sockets'] as const;
 
 export const ChartValuesSchema = z.strictObject({
   global: anyMap().optional(),
@@ -39,6 +45,11 @@ export const ChartValuesSchema = z.strictObject({
   }),
   imagePullSecrets: z.array(z.strictObject({ name: z.string().min(1) })),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']),
+  // Rendered as KUBERNETES_SERVICE_HOST/PORT; the template refuses a host without a port.
+  apiServer: z.strictObject({
+    host: z.string().regex(/^[A-Za-z0-9.:-]*$/, { error: 'must be a host name or an IP address' }),
+    port: z.number().int().min(0).max(65535),
+  }),
   rbac: z.strictObject({
     create: z.boolean(),
     aggregateToDefaultRoles: z.boolean(),
@@ -63,22 +74,28 @@ export const ChartValuesSchema = z.strictObject({
       retryPeriodSeconds: z.number().int().min(1),
     }),
     metricsPort: z.number().int().min(0).max(65535),
-    probes: z.strictObject({
-      enabled: z.boolean(),
-      port: z.number().int().min(1).max(65535),
-    }),
+    probes: z.strictObject({ enabled: z.boolean(), port: port() }),
+    hostNetwork: z.boolean(),
+    podSecurityContext: securityContext(),
+    securityContext: securityContext(),
     ...podPlacement,
   }),
   agent: z.strictObject({
     serviceAccount: serviceAccount(),
     command: z.array(z.string()).min(1),
     args: z.array(z.string()),
+    vmSource: z.enum(VM_SOURCES),
+    kubeletRootDir: absolutePath,
     vmRoot: absolutePath,
     storageRoot: absolutePath,
     socketGlobs: z.array(z.string().min(1)).min(1),
     inventoryIntervalSeconds: z.number().int().min(5).max(3600),
     maxConcurrentOperations: z.number().int().min(1).max(64),
     kvm: z.strictObject({ enabled: z.boolean() }),
+    probes: z.strictObject({ enabled: z.boolean(), port: port() }),
+    hostNetwork: z.boolean(),
+    podSecurityContext: securityContext(),
+    securityContext: securityContext(),
     extraHostPaths: z.array(
       z.strictObject({
         name: z.string().min(1),

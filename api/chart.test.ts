@@ -50,9 +50,12 @@ describe('helm chart', () => {
 
   it('the agent DaemonSet has what the node work needs', () => {
     const ds = templates.find(([f]) => f === 'agent-daemonset.yaml')![1];
-    for (const needle of ['hostPID: true', 'privileged: true', 'fieldPath: spec.nodeName', 'name: NODE_NAME', 'path: /dev/kvm', 'type: CharDevice']) {
+    for (const needle of ['hostPID: true', 'fieldPath: spec.nodeName', 'name: NODE_NAME', 'name: VMSNAP_VM_SOURCE', 'name: VMSNAP_KUBELET_ROOT_DIR', 'mountPropagation: HostToContainer', 'path: /dev/kvm', 'type: CharDevice']) {
       expect(ds).toContain(needle);
     }
+    expect(values.agent.securityContext).toEqual({ privileged: true });
+    expect(values.agent).toMatchObject({ vmSource: 'pods', kubeletRootDir: '/var/lib/kubelet', probes: { enabled: true } });
+    expect(values.operator.probes.enabled).toBe(true);
   });
 
   it('grants leases only in the release namespace', () => {

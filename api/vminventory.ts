@@ -18,7 +18,7 @@ export type InventoryVM = z.infer<typeof InventoryVMSchema>;
 
 export const VMInventoryStatusSchema = z
   .object({
-    nodeName: z.string().max(253).optional().describe('The node this inventory describes (equals metadata.name).'),
+    nodeName: z.string().max(253).optional().describe('The node this inventory describes, as its agent wrote it; the operator goes by metadata.name, which admission ties to the node of the agent that writes it.'),
     agentVersion: z.string().max(64).optional().describe('Version of the agent that published it.'),
     updatedTime: timestamp('When the agent last refreshed this inventory (a heartbeat).').optional(),
     vmRoot: z.string().max(4096).optional().describe('Directory under which the agent discovers QMP sockets.'),

@@ -22,6 +22,8 @@ export class Controller {
   private readonly recentlyAssigned = new Map<string, string>();
   private draining = false;
   private stopped = false;
+  /** True once the first lists of every informer arrived (readiness). */
+  synced = false;
   private readonly events: EventRecorder;
 
   constructor(
@@ -55,6 +57,7 @@ export class Controller {
     this.informers.vmSnapshot = watchOwned('VMSnapshot');
     this.informers.vmRestore = watchOwned('VMRestore');
     await Promise.all(Object.values(this.informers).map((i) => i!.synced));
+    this.synced = true;
     this.log.info('caches synced');
     this.enqueuePending();
   }

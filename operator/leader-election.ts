@@ -8,6 +8,8 @@ export interface LeaderElectionOptions {
   name: string;
   identity: string;
   leaseDurationSeconds?: number;
+  /** A leader that has not renewed for this long stops leading (default: the lease duration). */
+  renewDeadlineSeconds?: number;
   renewEveryMs?: number;
   log: (msg: string) => void;
 }
@@ -23,6 +25,8 @@ export class LeaderElector {
   private leading = false;
   private lastRenew = 0;
   private stopped = false;
+  /** When the API server last answered a lease request (for readiness). */
+  lastApiAnswer = 0;
 
   constructor(
     private readonly kube: Kube,
@@ -31,6 +35,10 @@ export class LeaderElector {
 
   private get duration(): number {
     return this.opts.leaseDurationSeconds ?? 15;
+  }
+
+  get isLeader(): boolean {
+    return this.leading;
   }
 
   /** Resolves once this process leads; `onLost` runs if it stops leading. */
@@ -50,7 +58,7 @@ export class LeaderElector {
     this.timer = setInterval(async () => {
       const ok = await this.tryAcquireOrRenew().catch(() => false);
       if (ok) return;
-      if (Date.now() - this.lastRenew > this.duration * 1000 && this.leading) {
+      if (Date.now() - this.lastRenew > (this.opts.renewDeadlineSeconds ?? this.duration) * 1000 && this.leading) {
         this.leading = false;
         clearInterval(this.timer);
         this.opts.log('lost leadership');
@@ -68,6 +76,7 @@ export class LeaderElector {
     } catch (err) {
       if (statusCode(err) !== 404) throw err;
     }
+    this.lastApiAnswer = Date.now();
     const spec = { holderIdentity: identity, leaseDurationSeconds: this.duration, renewTime: microTime(now) };
     if (!lease) {
       try {

@@ -1,33 +1,48 @@
-// The vmsnap operator: leader-elected, reconciles VMSnapshots and VMRestores,
-// serves Prometheus metrics. Env: KUBECONFIG (else in-cluster), POD_NAMESPACE
-// (the Lease's namespace), POD_NAME (identity), METRICS_PORT (8080; 0 = any),
-// METRICS_HOST, LEADER_ELECTION ("false" to disable), LOG_LEVEL.
-import os from 'node:os';
+// The vmsnap operator: leader-elected, reconciles VMSnapshots and VMRestores, serves Prometheus
+// metrics and the kubelet's probes. Env: KUBECONFIG (else in-cluster), POD_NAME, POD_NAMESPACE
+// and the VMSNAP_* settings of operator/settings.ts (helm/vmsnap/README.md lists them).
 import { pino } from 'pino';
-import { LEADER_ELECTION_LEASE } from '../api/index.js';
 import { Kube } from '../kube/client.js';
+import { serveHealth } from '../kube/health.js';
 import { Controller } from './controller.js';
 import { LeaderElector } from './leader-election.js';
 import { OperatorMetrics } from './metrics.js';
+import { operatorReadiness } from './readiness.js';
+import { operatorSettings } from './settings.js';
 
-const log = pino({ level: process.env.LOG_LEVEL ?? 'info', base: { component: 'vmsnap-operator' } });
+const settings = operatorSettings();
+const log = pino({ level: settings.logLevel, base: { component: 'vmsnap-operator' } });
 
 async function main(): Promise<void> {
   const kube = new Kube();
   const metrics = new OperatorMetrics();
-  const server = await metrics.serve(Number(process.env.METRICS_PORT ?? 8080), process.env.METRICS_HOST ?? '0.0.0.0');
-  log.info({ port: server.port }, 'serving /metrics and /healthz');
-
   const controller = new Controller(kube, log, metrics);
-  const elector =
-    process.env.LEADER_ELECTION === 'false'
-      ? undefined
-      : new LeaderElector(kube, {
-          namespace: process.env.POD_NAMESPACE ?? 'vmsnap-system',
-          name: LEADER_ELECTION_LEASE,
-          identity: process.env.POD_NAME ?? `${os.hostname()}-${process.pid}`,
-          log: (msg) => log.info(msg),
-        });
+  const le = settings.leaderElection;
+  const elector = le
+    ? new LeaderElector(kube, {
+        namespace: le.namespace,
+        name: le.name,
+        identity: le.identity,
+        leaseDurationSeconds: le.leaseDurationSeconds,
+        renewDeadlineSeconds: le.renewDeadlineSeconds,
+        renewEveryMs: le.retryPeriodSeconds * 1000,
+        log: (msg) => log.info(msg),
+      })
+    : undefined;
+  const ready = operatorReadiness({ controller, elector, now: Date.now, apiAnswerMaxAgeMs: (le?.leaseDurationSeconds ?? 15) * 2000 });
+  const live = () => undefined;
+
+  const servers: Array<{ close: () => Promise<void> }> = [];
+  if (settings.metricsPort !== undefined) {
+    const server = await metrics.serve(settings.metricsPort, settings.metricsHost, ready);
+    log.info({ port: server.port }, 'serving /metrics, /healthz and /readyz');
+    servers.push(server);
+  }
+  if (settings.healthPort !== undefined) {
+    const server = await serveHealth({ port: settings.healthPort, host: settings.healthHost, live, ready });
+    log.info({ port: server.port, host: settings.healthHost }, 'serving /healthz and /readyz');
+    servers.push(server);
+  }
 
   let shuttingDown = false;
   const shutdown = async (signal: string) => {
@@ -36,7 +51,7 @@ async function main(): Promise<void> {
     log.info({ signal }, 'shutting down');
     await controller.stop().catch(() => undefined);
     await elector?.release();
-    await server.close();
+    await Promise.all(servers.map((s) => s.close()));
     process.exit(0);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));

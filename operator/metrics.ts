@@ -1,4 +1,4 @@
-// Prometheus metrics on /metrics (and /healthz), observed from finished objects.
+// Prometheus metrics on /metrics (and /healthz, /readyz), observed from finished objects.
 import http from 'node:http';
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
@@ -53,14 +53,18 @@ export class OperatorMetrics {
     if (status.throughputMiBps) this.throughput.observe({ kind }, status.throughputMiBps);
   }
 
-  /** Serves /metrics and /healthz; port 0 picks a free one. Resolves with the bound port. */
-  serve(port: number, host = '0.0.0.0'): Promise<{ port: number; close: () => Promise<void> }> {
+  /** Serves /metrics, /healthz and /readyz (from `ready`); port 0 picks a free one. Resolves with the bound port. */
+  serve(port: number, host = '0.0.0.0', ready: () => string | undefined = () => undefined): Promise<{ port: number; close: () => Promise<void> }> {
     const server = http.createServer(async (req, res) => {
       if (req.url === '/metrics') {
         res.setHeader('Content-Type', this.registry.contentType);
         res.end(await this.registry.metrics());
-      } else if (req.url === '/healthz' || req.url === '/readyz') {
+      } else if (req.url === '/healthz') {
         res.end('ok');
+      } else if (req.url === '/readyz') {
+        const reason = ready();
+        res.statusCode = reason === undefined ? 200 : 503;
+        res.end(reason ?? 'ok');
       } else {
         res.statusCode = 404;
         res.end();

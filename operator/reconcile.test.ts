@@ -46,6 +46,19 @@ describe('reconcileSnapshot', () => {
     expect(d.events[0]).toMatchObject({ type: 'Normal', reason: 'Assigned' });
   });
 
+  it("assigns by the inventory's name, never by the nodeName its agent wrote into status", () => {
+    // node-b's agent may write only the inventory named node-b (admission), but it can claim
+    // anything in status: a forged nodeName must not send node-a's VM's work to node-b.
+    const forged = inventory('node-b', [{ namespace: 'a', name: 'vm1' }]);
+    forged.status!.nodeName = 'node-a';
+    const d = reconcileSnapshot(snapshot('s'), world({ inventories: [forged] }), now);
+    expect(d.metadata).toEqual({ labels: { [NODE_LABEL]: 'node-b' } });
+    expect(d.status).toMatchObject({ nodeName: 'node-b' });
+
+    const onlyForged = reconcileSnapshot(snapshot('s'), world({ inventories: [inventory('node-a', []), forged] }), now);
+    expect(onlyForged.metadata).toEqual({ labels: { [NODE_LABEL]: 'node-b' } });
+  });
+
   it('takes defaults from the default class', () => {
     const cls = {
       apiVersion: 'vmsnap.io/v1alpha1',

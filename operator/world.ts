@@ -26,11 +26,20 @@ export interface VMLocation {
   vm: InventoryVM;
 }
 
+/**
+ * The node an inventory speaks for: its name. Admission lets an agent write only the inventory
+ * named after the node in its token, while status.nodeName is whatever that agent wrote, so
+ * trusting it would let one node's agent draw another node's VMs (and their work) to itself.
+ */
+export function inventoryNode(inv: VMInventory): string {
+  return inv.metadata.name ?? '';
+}
+
 /** Where the live agents see namespace/name. Only that namespace is searched: no cross-namespace access. */
 export function locateVM(world: World, namespace: string, name: string, now: number): VMLocation[] {
   const found: VMLocation[] = [];
   for (const inv of liveInventories(world, now)) {
-    const node = inv.status?.nodeName ?? inv.metadata.name;
+    const node = inventoryNode(inv);
     const vm = inv.status?.vms?.find((v) => v.namespace === namespace && v.name === name);
     if (node && vm) found.push({ node, vm });
   }
@@ -89,6 +98,6 @@ export function lastFinishedOn(world: World, namespace: string, vm: string): num
 }
 
 export function inventoryUpdatedAt(world: World, node: string): number {
-  const inv = world.inventories.find((i) => (i.status?.nodeName ?? i.metadata.name) === node);
+  const inv = world.inventories.find((i) => inventoryNode(i) === node);
   return timeOf(inv?.status?.updatedTime);
 }

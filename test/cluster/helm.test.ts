@@ -73,6 +73,8 @@ describe('helm lint and template', () => {
         'ClusterRole/vmsnap-view',
         'ValidatingAdmissionPolicy/vmsnap-agent-node-restriction',
         'ValidatingAdmissionPolicyBinding/vmsnap-agent-node-restriction',
+        'ValidatingAdmissionPolicy/vmsnap-agent-work-restriction',
+        'ValidatingAdmissionPolicyBinding/vmsnap-agent-work-restriction',
       ]),
     );
     const crds = rendered.filter((d) => d.kind === 'CustomResourceDefinition');
@@ -86,6 +88,72 @@ describe('helm lint and template', () => {
     for (const d of withoutCrds) {
       if (d.metadata.namespace !== undefined) expect(`${d.kind}/${d.metadata.name} in ${d.metadata.namespace}`).toMatch(/ in vmsnap-system$/);
     }
+  });
+
+  const renderOne = async (kind: string, template: string, sets: string[] = []) => {
+    const docs = docsOf(await helmOk(['template', 'vmsnap', chartDir, '--namespace', 'vmsnap-system', '--show-only', template, ...sets.flatMap((v) => ['--set', v])]));
+    return docs.find((d) => d.kind === kind)!;
+  };
+  const envOf = (c: Obj) => Object.fromEntries((c.env as Obj[]).map((e) => [e.name, e.value ?? e.valueFrom?.fieldRef?.fieldPath]));
+
+  it('renders an agent that finds VM pods through the kubelet directory, with real probes', async () => {
+    const ds = await renderOne('DaemonSet', 'templates/agent-daemonset.yaml');
+    const pod = ds.spec.template.spec;
+    const agent = pod.containers[0];
+    expect(pod.hostPID).toBe(true);
+    expect(pod.hostNetwork).toBeUndefined();
+    expect(agent.securityContext).toEqual({ privileged: true });
+    expect(envOf(agent)).toMatchObject({
+      NODE_NAME: 'spec.nodeName',
+      VMSNAP_VM_SOURCE: 'pods',
+      VMSNAP_KUBELET_ROOT_DIR: '/var/lib/kubelet',
+      VMSNAP_HEALTH_PORT: '8082',
+      VMSNAP_HEALTH_HOST: 'status.podIP',
+    });
+    expect(envOf(agent).KUBERNETES_SERVICE_HOST).toBeUndefined();
+    expect(agent.volumeMounts).toContainEqual({ name: 'kubelet-root', mountPath: '/var/lib/kubelet', readOnly: true, mountPropagation: 'HostToContainer' });
+    expect(pod.volumes).toContainEqual({ name: 'kubelet-root', hostPath: { path: '/var/lib/kubelet', type: 'Directory' } });
+    // vmRoot and /dev/kvm belong to vmSource sockets: a pods agent does not get them.
+    expect(pod.volumes.map((v: Obj) => v.name)).toEqual(['config', 'kubelet-root', 'storage-root']);
+    expect(agent.ports).toEqual([{ name: 'health', containerPort: 8082, protocol: 'TCP' }]);
+    expect(agent.livenessProbe.httpGet).toEqual({ path: '/healthz', port: 'health' });
+    expect(agent.readinessProbe.httpGet).toEqual({ path: '/readyz', port: 'health' });
+  });
+
+  it('renders the local stack settings: host network and the API server by address, for both pods', async () => {
+    const sets = ['apiServer.host=127.0.0.1', 'apiServer.port=6443', 'agent.hostNetwork=true', 'operator.hostNetwork=true', 'agent.probes.port=19482', 'operator.probes.port=19481'];
+    const ds = await renderOne('DaemonSet', 'templates/agent-daemonset.yaml', sets);
+    const deploy = await renderOne('Deployment', 'templates/operator-deployment.yaml', sets);
+    for (const pod of [ds.spec.template.spec, deploy.spec.template.spec]) {
+      expect(pod.hostNetwork).toBe(true);
+      expect(envOf(pod.containers[0])).toMatchObject({ KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: '6443', VMSNAP_HEALTH_HOST: 'status.podIP' });
+    }
+    expect(envOf(ds.spec.template.spec.containers[0]).VMSNAP_HEALTH_PORT).toBe('19482');
+    const operator = deploy.spec.template.spec.containers[0];
+    expect(envOf(operator)).toMatchObject({ VMSNAP_HEALTH_PORT: '19481', VMSNAP_METRICS_HOST: 'status.podIP', VMSNAP_METRICS_PORT: '8080' });
+    expect(operator.readinessProbe.httpGet).toEqual({ path: '/readyz', port: 'health' });
+
+    const r = await helm(['template', 'vmsnap', chartDir, '--set', 'apiServer.host=127.0.0.1']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('apiServer.port must be set together with apiServer.host');
+  });
+
+  it('renders vmSource sockets with vmRoot (and /dev/kvm when asked) instead of the kubelet directory', async () => {
+    const ds = await renderOne('DaemonSet', 'templates/agent-daemonset.yaml', ['agent.vmSource=sockets', 'agent.kvm.enabled=true']);
+    const pod = ds.spec.template.spec;
+    expect(pod.volumes.map((v: Obj) => v.name)).toEqual(['config', 'vm-root', 'storage-root', 'dev-kvm']);
+    expect(envOf(pod.containers[0]).VMSNAP_VM_SOURCE).toBe('sockets');
+  });
+
+  it('renders the operator restricted by default, the metrics port "off" when 0, and security contexts from values', async () => {
+    const deploy = await renderOne('Deployment', 'templates/operator-deployment.yaml', ['operator.metricsPort=0']);
+    const pod = deploy.spec.template.spec;
+    expect(pod.securityContext).toEqual({ runAsNonRoot: true, runAsUser: 1000, runAsGroup: 1000, seccompProfile: { type: 'RuntimeDefault' } });
+    expect(pod.containers[0].securityContext).toEqual({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
+    expect(envOf(pod.containers[0]).VMSNAP_METRICS_PORT).toBe('off');
+    const ds = await renderOne('DaemonSet', 'templates/agent-daemonset.yaml', ['agent.podSecurityContext.runAsUser=0', 'agent.securityContext.privileged=false']);
+    expect(ds.spec.template.spec.securityContext).toEqual({ runAsUser: 0 });
+    expect(ds.spec.template.spec.containers[0].securityContext).toEqual({ privileged: false });
   });
 
   it('renders a default VMSnapshotClass that the API server accepts', async () => {
@@ -116,10 +184,47 @@ describe('helm lint and template', () => {
     ['defaultClass.channels=65', '/defaultClass/channels'],
     ['defaultClass.directIO=On', '/defaultClass/directIO'],
     ['operator.unknownSetting=1', '/operator'],
+    ['agent.vmSource=dirs', '/agent/vmSource'],
+    ['agent.kubeletRootDir=var/lib/kubelet', '/agent/kubeletRootDir'],
+    ['agent.probes.port=0', '/agent/probes/port'],
+    ['apiServer.port=70000', '/apiServer/port'],
+    ['agent.hostNetwork=yes', '/agent/hostNetwork'],
   ])('values schema refuses --set %s, naming %s', async (setting, pointer) => {
     const r = await helm(['template', 'vmsnap', chartDir, '--set', setting]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain(`at '${pointer}'`);
+  });
+});
+
+describe('Pod Security levels (the API server\'s PodSecurity admission)', () => {
+  const podFrom = async (kind: string, template: string, ns: string) => {
+    const docs = docsOf(await helmOk(['template', 'vmsnap', chartDir, '--namespace', ns, '--show-only', template]));
+    const workload = docs.find((d) => d.kind === kind)!;
+    return { apiVersion: 'v1', kind: 'Pod', metadata: { name: `${kind.toLowerCase()}-probe`, namespace: ns }, spec: workload.spec.template.spec };
+  };
+  const namespaceAt = async (level: string) => {
+    const ns = await createNamespace(`psa-${level}`);
+    await kubectlOk(['label', 'namespace', ns, `pod-security.kubernetes.io/enforce=${level}`]);
+    return ns;
+  };
+  const dryRun = (pod: Obj) => kubectl(['apply', '--dry-run=server', '-f', '-'], { input: JSON.stringify(pod) });
+
+  it('the agent needs a privileged namespace: baseline refuses it, naming hostPID, hostPath and privileged', async () => {
+    const baseline = await namespaceAt('baseline');
+    const refused = await dryRun(await podFrom('DaemonSet', 'templates/agent-daemonset.yaml', baseline));
+    expect(refused.code).not.toBe(0);
+    for (const what of ['hostPID', 'hostPath volumes', 'privileged']) expect(refused.stderr).toContain(what);
+    const privileged = await namespaceAt('privileged');
+    const accepted = await dryRun(await podFrom('DaemonSet', 'templates/agent-daemonset.yaml', privileged));
+    expect(accepted.stderr).toBe('');
+    expect(accepted.code).toBe(0);
+  });
+
+  it('the operator runs under restricted', async () => {
+    const restricted = await namespaceAt('restricted');
+    const r = await dryRun(await podFrom('Deployment', 'templates/operator-deployment.yaml', restricted));
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
   });
 });
 
@@ -227,7 +332,7 @@ describe('helm install into the local control plane', () => {
       expect(rbac.split('\n')).toContain(name);
     }
     const policy = await kubectlOk(['get', 'validatingadmissionpolicies,validatingadmissionpolicybindings', '-o', 'name', '-l', `app.kubernetes.io/instance=${release}`]);
-    expect(policy.trim().split('\n')).toHaveLength(2);
+    expect(policy.trim().split('\n')).toHaveLength(4);
   });
 
   // ---- ServiceAccounts against the API, one real request per check ----------------------------
@@ -349,6 +454,8 @@ describe('helm install into the local control plane', () => {
     { who: 'agent', what: "patch its node's VMInventory status", method: 'PATCH', path: () => `${inventoryPath()}/status`, body: () => ({ status: { nodeName: node, vmCount: 0, vms: [] } }), status: 200 },
     { who: 'agent', what: "update its node's VMInventory status (put)", method: 'PUT', path: () => `${inventoryPath()}/status`, body: current(() => inventoryPath(), (o) => { o.status = { nodeName: node, vmCount: 0 }; }), status: 200 },
     { who: 'agent', what: 'create an Event (core/v1)', method: 'POST', path: () => `/api/v1/namespaces/${work}/events`, body: () => event(work, 'agent'), status: 201 },
+    { who: 'agent', what: 'list the Pods on its node (VMs are Pods)', path: () => `/api/v1/pods?fieldSelector=spec.nodeName%3D${node}`, status: 200 },
+    { who: 'agent', what: 'watch the Pods on its node', path: () => `/api/v1/pods?fieldSelector=spec.nodeName%3D${node}&${WATCH}`, watch: true, status: 200 },
     { who: 'agent', what: 'create an Event (events.k8s.io/v1)', method: 'POST', path: () => `/apis/events.k8s.io/v1/namespaces/${work}/events`, body: () => newEvent(work, 'agent'), status: 201 },
   ];
 
@@ -369,7 +476,9 @@ describe('helm install into the local control plane', () => {
     { who: 'agent', what: "read the operator's Lease", path: () => leasePath(sys, 'vmsnap-operator'), status: 403 },
     { who: 'agent', what: 'create a Lease in its namespace', method: 'POST', path: () => leasePath(sys), body: () => lease('vmsnap-agent'), status: 403 },
     { who: 'agent', what: 'create a Lease in another namespace', method: 'POST', path: () => leasePath(other), body: () => lease('vmsnap-agent'), status: 403 },
-    { who: 'agent', what: 'list Pods', path: () => '/api/v1/pods', status: 403 },
+    { who: 'agent', what: 'delete a Pod', method: 'DELETE', path: () => `/api/v1/namespaces/${sys}/pods/agent-on-node`, status: 403 },
+    { who: 'agent', what: 'create a Pod', method: 'POST', path: () => `/api/v1/namespaces/${work}/pods`, body: () => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'x' }, spec: { containers: [{ name: 'x', image: 'x' }] } }), status: 403 },
+    { who: 'agent', what: 'exec into a Pod', method: 'POST', path: () => `/api/v1/namespaces/${sys}/pods/agent-on-node/exec?command=true&stdout=true`, status: 403 },
     { who: 'agent', what: 'list Nodes', path: () => '/api/v1/nodes', status: 403 },
     { who: 'agent', what: 'bind itself a ClusterRole', method: 'POST', path: () => '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings', body: () => ({ apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: { name: `y-${RUN_ID}` }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'cluster-admin' }, subjects: [{ kind: 'ServiceAccount', name: 'vmsnap-agent', namespace: sys }] }), status: 403 },
   ];
@@ -481,6 +590,81 @@ describe('helm install into the local control plane', () => {
     // The other node's inventory is untouched by the refused write.
     const other = JSON.parse((await apiRequest(inventoryPath(`${node}-other`), { admin: true })).body) as Obj;
     expect(other.status?.vmCount).toBeUndefined();
+  });
+  it("an agent with a pod-bound token writes only the status of its own node's VMSnapshots and VMRestores", async () => {
+    const otherNode = `${node}-b`;
+    const label = (n: string) => ({ 'vmsnap.io/node': n });
+    // As the operator leaves them: labelled for a node, status.nodeName and (snapshots) the file set.
+    const objects = [
+      { apiVersion: API_VERSION, kind: 'VMSnapshot', metadata: { name: 'mine', namespace: work, labels: label(node) }, spec: { vmName: 'demo' } },
+      { apiVersion: API_VERSION, kind: 'VMSnapshot', metadata: { name: 'theirs', namespace: work, labels: label(otherNode) }, spec: { vmName: 'demo' } },
+      { apiVersion: API_VERSION, kind: 'VMSnapshot', metadata: { name: 'unassigned', namespace: work }, spec: { vmName: 'demo' } },
+      { apiVersion: API_VERSION, kind: 'VMRestore', metadata: { name: 'mine', namespace: work, labels: label(node) }, spec: { snapshotName: 'mine' } },
+      { apiVersion: API_VERSION, kind: 'VMRestore', metadata: { name: 'theirs', namespace: work, labels: label(otherNode) }, spec: { snapshotName: 'theirs' } },
+    ];
+    await kubectlOk(['apply', '-f', '-'], { input: objects.map((m) => JSON.stringify(m)).join('\n') });
+    const at = (plural: string, name: string) => `${API_PREFIX}/namespaces/${work}/${plural}/${name}`;
+    const asAdmin = async (p: string, status: Obj) => {
+      const r = await apiRequest(`${p}/status`, { method: 'PATCH', admin: true, body: { status } });
+      if (r.status !== 200) throw new Error(`admin status patch of ${p}: ${r.status} ${r.body}`);
+    };
+    await asAdmin(at('vmsnapshots', 'mine'), { phase: 'Pending', nodeName: node });
+    await asAdmin(at('vmsnapshots', 'theirs'), { phase: 'Pending', nodeName: otherNode, file: { path: '/var/lib/vmsnap/snapshots/theirs' } });
+    await asAdmin(at('vmrestores', 'mine'), { phase: 'Pending', nodeName: node });
+    await asAdmin(at('vmrestores', 'theirs'), { phase: 'Pending', nodeName: otherNode });
+    const asAgent = (p: string, status: Obj) => apiRequest(`${p}/status`, { method: 'PATCH', token: podBoundAgentToken, body: { status } });
+
+    // The policy reaches the admission plugin through an informer: wait until it refuses.
+    let refused = { status: 0, body: '' };
+    await eventually(async () => {
+      refused = await asAgent(at('vmsnapshots', 'theirs'), { phase: 'Pending' });
+      return refused.status === 403;
+    }, 30_000);
+    expect(refused.body).toContain(`the vmsnap agent on node ${node} may only write the status of work assigned to its node`);
+    expect(refused.body).toContain(`vmsnapshots ${work}/theirs is assigned to node ${otherNode}`);
+
+    // Another node's work: neither taken, failed nor faked.
+    const foreign = [
+      [at('vmsnapshots', 'theirs'), { phase: 'InProgress', nodeName: node }],
+      [at('vmsnapshots', 'theirs'), { phase: 'Failed', error: { time: new Date().toISOString(), message: 'forged' } }],
+      [at('vmsnapshots', 'theirs'), { phase: 'Succeeded', readyToUse: true, file: { path: '/etc/shadow' } }],
+      [at('vmrestores', 'theirs'), { phase: 'Succeeded' }],
+      [at('vmsnapshots', 'unassigned'), { phase: 'InProgress', nodeName: node }],
+    ] as const;
+    for (const [p, status] of foreign) {
+      const r = await asAgent(p, status);
+      if (r.status !== 403) throw new Error(`agent on ${node} patched ${p} with ${JSON.stringify(status)}: HTTP ${r.status} ${r.body.slice(0, 300)}`);
+    }
+    expect((await asAgent(at('vmsnapshots', 'unassigned'), { phase: 'InProgress' })).body).toContain('is not assigned to a node');
+    const theirs = JSON.parse((await apiRequest(at('vmsnapshots', 'theirs'), { admin: true })).body) as Obj;
+    expect(theirs.status).toMatchObject({ phase: 'Pending', nodeName: otherNode, file: { path: '/var/lib/vmsnap/snapshots/theirs' } });
+    expect(theirs.status.error).toBeUndefined();
+
+    // Its own node's work: claimed, its file recorded and then sized, finished.
+    const mine = at('vmsnapshots', 'mine');
+    expect((await asAgent(mine, { phase: 'InProgress', file: { path: '/var/lib/vmsnap/snapshots/mine' } })).status).toBe(200);
+    expect((await asAgent(mine, { progress: { bytesDone: 1, bytesTotal: 2, percent: 50 } })).status).toBe(200);
+    expect((await asAgent(at('vmrestores', 'mine'), { phase: 'InProgress' })).status).toBe(200);
+
+    // Once set, nodeName and the file stay: not moved to another node, not pointed elsewhere, not dropped.
+    const moved = await asAgent(mine, { nodeName: otherNode });
+    expect(moved.status).toBe(403);
+    expect(moved.body).toContain(`status.nodeName: cannot change once set (it is ${node})`);
+    const repointed = await asAgent(mine, { file: { path: '/etc/shadow' } });
+    expect(repointed.status).toBe(403);
+    expect(repointed.body).toContain('status.file.path: cannot change once set (it is /var/lib/vmsnap/snapshots/mine)');
+    expect((await asAgent(mine, { file: null })).status).toBe(403);
+    expect((await asAgent(mine, { nodeName: null })).status).toBe(403);
+    expect((await asAgent(at('vmrestores', 'mine'), { nodeName: otherNode })).status).toBe(403);
+
+    const done = await asAgent(mine, { phase: 'Succeeded', readyToUse: true, file: { path: '/var/lib/vmsnap/snapshots/mine', logicalBytes: 4096, allocatedBytes: 4096 } });
+    expect(done.status).toBe(200);
+    const stored = JSON.parse((await apiRequest(mine, { admin: true })).body) as Obj;
+    expect(stored.status).toMatchObject({ phase: 'Succeeded', nodeName: node, file: { path: '/var/lib/vmsnap/snapshots/mine', logicalBytes: 4096 } });
+
+    // The operator is not the agent: it still reassigns and rewrites status as it must.
+    const byOperator = await apiRequest(`${at('vmsnapshots', 'theirs')}/status`, { method: 'PATCH', token: tokens.operator, body: { status: { nodeName: node } } });
+    expect(byOperator.status).toBe(200);
   });
 });
 

@@ -2,7 +2,8 @@
 // VMInventory and does the VMSnapshots and VMRestores assigned to this node.
 // Env: NODE_NAME (required), KUBECONFIG (else in-cluster), VMSNAP_AGENT_CONFIG
 // or --config, VMSNAP_VM_ROOT / VMSNAP_STORAGE_ROOT /
-// VMSNAP_INVENTORY_INTERVAL_SECONDS overrides, LOG_LEVEL. No network listener.
+// VMSNAP_INVENTORY_INTERVAL_SECONDS overrides, VMSNAP_LOG_LEVEL (or LOG_LEVEL),
+// VMSNAP_HEALTH_PORT / VMSNAP_HEALTH_HOST (the probes' listener, health.ts; none when unset).
 import fs from 'node:fs';
 import * as k8s from '@kubernetes/client-node';
 import { pino, type Logger } from 'pino';
@@ -10,6 +11,7 @@ import { AGENT_COMPONENT } from '../../../api/index.js';
 import { Kube } from '../../../kube/client.js';
 import { EventRecorder } from '../../../kube/events.js';
 import { loadDaemonSettings } from './config.js';
+import { startAgentHealth } from './health.js';
 import type { AgentContext } from './context.js';
 import { Discovery } from './discovery.js';
 import { InventoryPublisher } from './inventory.js';
@@ -39,9 +41,10 @@ export async function startDaemon(
 ): Promise<RunningDaemon> {
   const env = opts.env ?? process.env;
   const { nodeName, config, configPath } = loadDaemonSettings({ configPath: opts.configPath, env });
-  const log = opts.log ?? pino({ level: env.LOG_LEVEL ?? 'info', base: { component: AGENT_COMPONENT, node: nodeName } });
+  const log = opts.log ?? pino({ level: env.VMSNAP_LOG_LEVEL ?? env.LOG_LEVEL ?? 'info', base: { component: AGENT_COMPONENT, node: nodeName } });
   const version = agentVersion();
   log.info({ version, configPath, ...config }, 'starting');
+  const health = await startAgentHealth({ env, log, inventoryIntervalSeconds: config.inventoryIntervalSeconds });
 
   fs.mkdirSync(config.storageRoot, { recursive: true, mode: 0o700 });
   const kube = new Kube(kubeConfigFromEnv(env));
@@ -59,6 +62,7 @@ export async function startDaemon(
     discovery,
     locks,
     log,
+    onPublished: () => health.health.inventoryPublished(),
   });
   // Lazily restored VMs: status.lazy.residentBytes, at the inventory's pace.
   const residency = new LazyResidencyReporter(ctx, config.inventoryIntervalSeconds * 1000);
@@ -76,10 +80,12 @@ export async function startDaemon(
   const stop = (reason = 'stop requested'): Promise<void> => {
     stopping ??= (async () => {
       log.info({ reason }, 'stopping: cancelling running saves; restored VMs keep running');
+      health.health.stopped();
       starting.abort();
       await dispatcher.stop();
       await residency.stop();
       await inventory.stop();
+      await health.close();
       log.info('stopped');
       markStopped();
     })();
@@ -88,6 +94,7 @@ export async function startDaemon(
 
   await dispatcher.start(starting.signal);
   if (!starting.signal.aborted) {
+    health.health.watchesSynced();
     inventory.start();
     residency.start();
     log.info('running');

@@ -83,6 +83,8 @@ export interface InventoryDeps {
   discovery: Discovery;
   locks: VmLocks;
   log: Logger;
+  /** Called after each successful publish (the agent's readiness). */
+  onPublished?: () => void;
 }
 
 export class InventoryPublisher {
@@ -151,6 +153,7 @@ export class InventoryPublisher {
     await this.ensureExists();
     try {
       await deps.kube.patchStatus('vmInventory', { name: deps.nodeName }, { status });
+      deps.onPublished?.();
     } catch (err) {
       if (statusCode(err) === 404) this.exists = false; // deleted by someone: recreated next time
       throw err;

@@ -50,6 +50,11 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- .Values.agent.serviceAccount.name -}}
 {{- end -}}
 
+{{/* The user name the API server gives the agent's ServiceAccount tokens (admission policies match it). */}}
+{{- define "vmsnap.agentUsername" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "vmsnap.agentServiceAccountName" .) -}}
+{{- end -}}
+
 {{- define "vmsnap.agentConfigName" -}}
 {{- printf "%s-agent-config" (include "vmsnap.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
@@ -57,4 +62,19 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{/* The agent's config file (schema: api/agent-config.ts). */}}
 {{- define "vmsnap.agentConfig" -}}
 {{- dict "vmRoot" .Values.agent.vmRoot "storageRoot" .Values.agent.storageRoot "socketGlobs" .Values.agent.socketGlobs "inventoryIntervalSeconds" .Values.agent.inventoryIntervalSeconds "maxConcurrentOperations" .Values.agent.maxConcurrentOperations | toPrettyJson -}}
+{{- end -}}
+
+
+{{/*
+KUBERNETES_SERVICE_HOST/PORT for in-cluster clients, when apiServer.host is set. A container's
+own env wins over the kubelet's (the kubernetes Service's ClusterIP, which without kube-proxy
+leads off the node).
+*/}}
+{{- define "vmsnap.apiServerEnv" -}}
+{{- if .Values.apiServer.host -}}
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ .Values.apiServer.host | quote }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ .Values.apiServer.port | quote }}
+{{- end -}}
 {{- end -}}

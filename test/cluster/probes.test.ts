@@ -1,0 +1,124 @@
+// The probes the chart points the kubelet at, answered by the real processes against the real API
+// server: the agent daemon becomes ready once its watches synced and it published its VMInventory;
+// the operator is ready as a standby while the API server answers its lease requests, and not
+// ready when it cannot reach the API server.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { startDaemon } from '../../agent/src/daemon/daemon.js';
+import { CLUSTER_STARTUP_TIMEOUT_MS, createNamespace, ensureCluster, eventually, kubectl, kubectlOk, repoRoot } from './controlplane.js';
+import { ensureCrds } from './crds.js';
+
+const RUN_ID = randomBytes(3).toString('hex');
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+async function probe(port: number, p: string): Promise<{ status: number; body: string }> {
+  try {
+    const r = await fetch(`http://127.0.0.1:${port}${p}`, { signal: AbortSignal.timeout(2_000) });
+    return { status: r.status, body: (await r.text()).trim() };
+  } catch (err) {
+    return { status: 0, body: String(err) };
+  }
+}
+
+beforeAll(async () => {
+  await ensureCluster();
+  await ensureCrds();
+}, CLUSTER_STARTUP_TIMEOUT_MS);
+
+describe('agent probes', () => {
+  const node = `probe-node-${RUN_ID}`;
+  afterAll(async () => {
+    await kubectl(['delete', 'vminventory', node, '--ignore-not-found', '--wait=false']);
+  });
+
+  it('/readyz turns ready after the watches synced and the first VMInventory publish; /healthz answers throughout', async () => {
+    const cp = await ensureCluster();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vmsnap-probes-'));
+    const port = await freePort();
+    const env = {
+      KUBECONFIG: cp.kubeconfig,
+      NODE_NAME: node,
+      VMSNAP_VM_SOURCE: 'sockets',
+      VMSNAP_VM_ROOT: path.join(dir, 'vms'),
+      VMSNAP_STORAGE_ROOT: path.join(dir, 'snapshots'),
+      VMSNAP_INVENTORY_INTERVAL_SECONDS: '5',
+      VMSNAP_HEALTH_PORT: String(port),
+      VMSNAP_HEALTH_HOST: '127.0.0.1',
+    };
+    fs.mkdirSync(env.VMSNAP_VM_ROOT, { recursive: true });
+    const daemon = await startDaemon({ env, log: pino({ level: 'silent' }) });
+    try {
+      expect(await probe(port, '/healthz')).toEqual({ status: 200, body: 'ok' });
+      let ready = { status: 0, body: '' };
+      await eventually(async () => (ready = await probe(port, '/readyz')).status === 200, 30_000);
+      expect(ready.body).toBe('ok');
+      const inventory = JSON.parse(await kubectlOk(['get', 'vminventory', node, '-o', 'json'])) as { status?: { updatedTime?: string } };
+      expect(inventory.status?.updatedTime).toBeDefined();
+    } finally {
+      await daemon.stop('test over');
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+    // Stopped: nothing listens any more.
+    expect((await probe(port, '/healthz')).status).toBe(0);
+  });
+});
+
+describe('operator probes', () => {
+  const children: ChildProcess[] = [];
+  afterAll(async () => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  });
+
+  const startOperator = (env: Record<string, string>): ChildProcess => {
+    const child = spawn(process.execPath, [path.join(repoRoot, 'dist/operator/main.js')], {
+      env: { ...process.env, VMSNAP_METRICS_PORT: 'off', VMSNAP_HEALTH_HOST: '127.0.0.1', VMSNAP_LOG_LEVEL: 'warn', ...env },
+      stdio: 'ignore',
+    });
+    children.push(child);
+    return child;
+  };
+
+  it('a standby (the lease is held elsewhere) is ready while the API server answers, and never reconciles', async () => {
+    const cp = await ensureCluster();
+    const ns = await createNamespace('probes');
+    const leaseName = `held-${RUN_ID}`;
+    const now = new Date().toISOString().replace('Z', '000Z');
+    const lease = { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: leaseName, namespace: ns }, spec: { holderIdentity: 'someone-else', leaseDurationSeconds: 3600, renewTime: now } };
+    await kubectlOk(['apply', '-f', '-'], { input: JSON.stringify(lease) });
+    const port = await freePort();
+    const child = startOperator({ KUBECONFIG: cp.kubeconfig, VMSNAP_LEASE_NAMESPACE: ns, VMSNAP_LEASE_NAME: leaseName, VMSNAP_HEALTH_PORT: String(port), POD_NAME: 'standby' });
+    let ready = { status: 0, body: '' };
+    await eventually(async () => (ready = await probe(port, '/readyz')).status === 200, 30_000);
+    expect(await probe(port, '/healthz')).toEqual({ status: 200, body: 'ok' });
+    const held = JSON.parse(await kubectlOk(['get', 'lease', leaseName, '-n', ns, '-o', 'json'])) as { spec: { holderIdentity: string } };
+    expect(held.spec.holderIdentity).toBe('someone-else');
+    child.kill('SIGTERM');
+  });
+
+  it('is not ready when the API server cannot be reached, and says so', async () => {
+    const cp = await ensureCluster();
+    // The test cluster's kubeconfig, pointed at a port nothing listens on.
+    const dead = await freePort();
+    const kubeconfig = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'vmsnap-probes-')), 'kubeconfig');
+    fs.writeFileSync(kubeconfig, fs.readFileSync(cp.kubeconfig, 'utf8').replace(/server: https:\/\/[^\s]+/, `server: https://127.0.0.1:${dead}`));
+    const port = await freePort();
+    startOperator({ KUBECONFIG: kubeconfig, VMSNAP_HEALTH_PORT: String(port), POD_NAME: 'cut-off' });
+    let answer = { status: 0, body: '' };
+    await eventually(async () => (answer = await probe(port, '/healthz')).status === 200, 30_000);
+    const notReady = await probe(port, '/readyz');
+    expect(notReady.status).toBe(503);
+    expect(notReady.body).toMatch(/API server has not answered a leader lease request/);
+  });
+});
