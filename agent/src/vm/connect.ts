@@ -30,7 +30,8 @@ export function openPodSocket(kubeletRootDir: string, vm: PodVmIdentity, socketN
   const rel = socketRelPath(socketName);
   let fd: number;
   try {
-    fd = native().openBeneath(dir, rel, O_PATH | fs.constants.O_NOFOLLOW);
+    // No O_NOFOLLOW: with it, O_PATH would open a trailing symlink itself instead of failing with ELOOP.
+    fd = native().openBeneath(dir, rel, O_PATH);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const where = `${socketName} of VM ${vm.namespace}/${vm.name} (pod ${vm.podName}, ${dir}/${rel})`;
