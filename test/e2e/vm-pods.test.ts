@@ -8,6 +8,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { snapshotFilePath } from '../../agent/src/daemon/paths.js';
+import { addFdSet, configureMigration, fileUri, type MigrationInfo } from '../../agent/src/engine/migration.js';
+import { QmpClient } from '../../agent/src/qmp/client.js';
+import { SNAPSHOT_FORMAT_VERSION, STREAM_OFFSET, writeHeader } from '../../agent/src/snapshot-file/header.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { createNamespace, kubectl, kubectlOk, repoRoot } from '../cluster/controlplane.js';
 import { ensureGuestAssets, guestArgs } from '../guest/guest.js';
@@ -169,6 +173,68 @@ spec:
     expect(fs.readFileSync(`/proc/${after.qemuPid}/cgroup`, 'utf8')).toContain(`pod${uid}`);
     await expectVerifying(serialPath, offset);
     await eventuallyInventory(ns, 'web', (v) => v.state === 'running');
+  });
+
+  it('after an agent restart, a VM pod left paused mid-save is resumed and its VMSnapshot ends Failed', async () => {
+    const pod = pods[0]!;
+    const agentEnv = { VMSNAP_VM_SOURCE: 'pods', VMSNAP_KUBELET_ROOT_DIR: kubelet };
+    await stack.killAgent('node-a', 'SIGKILL');
+    await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMSnapshot, metadata: {name: crash}, spec: {vmName: web}}`, ns);
+    // The operator assigns it to the node (the agent is down, so nobody claims it).
+    const deadline = Date.now() + 60_000;
+    let snap = await getJson('vmsnapshot/crash', ns);
+    while (snap.status?.phase !== 'Pending' || !snap.metadata.labels?.['vmsnap.io/node']) {
+      if (Date.now() > deadline) throw new Error(`VMSnapshot crash was not assigned: ${JSON.stringify(snap.status)}`);
+      await new Promise((r) => setTimeout(r, 250));
+      snap = await getJson('vmsnapshot/crash', ns);
+    }
+    // What the agent that died had done: claimed it, written an incomplete header, and started the
+    // save in QEMU with the VM paused (slowed down here so that it is still running on restart).
+    const file = snapshotFilePath(agent.storageRoot, snap as { metadata: { name: string; namespace: string; uid: string } });
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    const fd = fs.openSync(file, fs.constants.O_CREAT | fs.constants.O_WRONLY, 0o600);
+    const client = await QmpClient.connect(path.join(pod.mount, 'qmp.sock'));
+    try {
+      const pid = client.peerCredentials().pid;
+      writeHeader(fd, 'incomplete', {
+        formatVersion: SNAPSHOT_FORMAT_VERSION,
+        createdAt: new Date().toISOString(),
+        vm: { namespace: ns, name: 'web', qmpSocket: path.join(pod.runDir, 'qmp.sock') },
+        qemu: { version: '10.0.0', machine: 'pc', pid, argv: [] },
+        ram: { bytes: 128 << 20 },
+        capture: { mode: 'Paused', wasRunning: true, after: 'resume' },
+        stream: { offset: STREAM_OFFSET, channels: 1, directIO: false },
+      });
+      await kubectlOk([
+        'patch', 'vmsnapshot', 'crash', '-n', ns, '--subresource=status', '--type=merge', '-p',
+        JSON.stringify({ status: { phase: 'InProgress', nodeName: agent.nodeName, startTime: new Date().toISOString(), file: { path: file } } }),
+      ]);
+      await configureMigration(client, { channels: 1, directIO: false, unlimitedBandwidth: false });
+      await client.execute('migrate-set-parameters', { 'max-bandwidth': 3 << 20 });
+      const fdset = await addFdSet(client, [fd], 'vmsnap-save');
+      await client.execute('stop');
+      await client.execute('migrate', { uri: fileUri(fdset, STREAM_OFFSET) });
+      expect((await client.execute<MigrationInfo>('query-migrate')).status).toMatch(/setup|active/);
+    } finally {
+      client.close();
+      fs.closeSync(fd);
+    }
+
+    const offset = fs.readFileSync(path.join(pod.runDir, 'serial.log'), 'utf8').length;
+    agent = await stack.startAgent('node-a', { env: agentEnv });
+    const failed = await waitForPhase('vmsnapshot/crash', ns, 'Failed', 180_000);
+    expect(failed.status.error.message).toMatch(
+      /the agent restarted during the save; the save still running in QEMU was ended; the VM was resumed; the partial file was removed; create a new VMSnapshot to retry/,
+    );
+    expect(fs.existsSync(file)).toBe(false);
+    const after = await QmpClient.connect(path.join(pod.mount, 'qmp.sock'));
+    try {
+      expect((await after.execute<{ status: string }>('query-status')).status).toBe('running');
+      expect(await after.execute<Array<{ 'fdset-id': number }>>('query-fdsets')).toEqual([]);
+    } finally {
+      after.close();
+    }
+    await expectVerifying(path.join(pod.runDir, 'serial.log'), offset);
   });
 
   it("refuses a VM pod whose QMP socket is a symlink to another pod's, and leaves the victim running", async () => {

@@ -46,6 +46,7 @@ export async function recoverSnapshot(ctx: AgentContext, snap: VMSnapshot): Prom
     return fail(retry);
   }
   const meta = header.metadata;
+  if (isPodVms(ctx.discovery)) return recoverPodSnapshot(ctx, snap, file, meta, fail);
   const client = await connectSavedQemu(ctx, snap, meta);
   try {
     if (header.state === 'complete') {
@@ -82,6 +83,42 @@ export async function recoverSnapshot(ctx: AgentContext, snap: VMSnapshot): Prom
   } finally {
     client?.close();
   }
+}
+
+/**
+ * A VM pod's save interrupted by an agent restart always ends Failed: the file was written by the
+ * tenant's QEMU while no agent watched it, so it is not completed after the fact. The save still
+ * running in QEMU is ended (drained: cancelling a mapped-ram save can crash QEMU), the fds are
+ * taken back, the VM resumed if it was running before, and the file removed.
+ */
+async function recoverPodSnapshot(
+  ctx: AgentContext,
+  snap: VMSnapshot,
+  file: string,
+  meta: SnapshotMetadata,
+  fail: (message: string) => Completion,
+): Promise<Completion> {
+  const retry = 'create a new VMSnapshot to retry';
+  const client = await connectSavedQemu(ctx, snap, meta);
+  const notes: string[] = [];
+  if (client) {
+    try {
+      const migration = await client.execute<MigrationInfo>('query-migrate');
+      if (migration.status && ACTIVE.includes(migration.status) && (await fdSetsWithOpaque(client, SAVE_OPAQUE)).length > 0) {
+        await drainMigration(client);
+        notes.push('the save still running in QEMU was ended');
+      }
+      await removeFdSets(client, SAVE_OPAQUE);
+      if (await resumeIfWasRunning(client, meta)) notes.push('the VM was resumed');
+    } finally {
+      client.close();
+    }
+  } else {
+    notes.push("the VM pod's QEMU is gone or was restarted");
+  }
+  await fs.promises.rm(file, { force: true });
+  notes.push('the partial file was removed');
+  return fail(`${notes.join('; ')}; ${retry}`);
 }
 
 function succeeded(snap: VMSnapshot, outcome: SaveOutcome, note: string): Completion {
