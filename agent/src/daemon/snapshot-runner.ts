@@ -116,7 +116,7 @@ async function podSaveConnection(ctx: AgentContext, vm: DiscoveredVm): Promise<Q
     if (disks.length > 0) {
       client.close();
       return (
-        `${where} has writable disks (${disks.map((d) => d.device).join(', ')}): saving VM pods with writable disks is not supported yet ` +
+        `${where} has writable disks (${disks.slice(0, 8).map((d) => String(d.device).slice(0, 64)).join(', ')}): saving VM pods with writable disks is not supported yet ` +
         '(their disks would have to be frozen with the RAM); attach the disks read-only, or detach them before the save'
       );
     }
