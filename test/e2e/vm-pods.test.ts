@@ -14,7 +14,7 @@ import { QmpClient } from '../../agent/src/qmp/client.js';
 import { SNAPSHOT_FORMAT_VERSION, STREAM_OFFSET, writeHeader } from '../../agent/src/snapshot-file/header.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { createNamespace, kubectl, kubectlOk, repoRoot } from '../cluster/controlplane.js';
-import { ensureGuestAssets, guestArgs } from '../guest/guest.js';
+import { ensureGuestAssets, guestArgs, startGuest, type Guest } from '../guest/guest.js';
 import { fakePod, podCgroupsAvailable, PodCgroups, removeFakePod, type FakePod } from '../engine/pod-fixture.js';
 import { apply, expectVerifying, getJson, killQemusUnder, startStack, waitForPhase, type AgentProcess, type Stack } from './stack.js';
 
@@ -29,6 +29,7 @@ describeRoot('VM pods (vmSource: pods)', () => {
   const cgroups = new PodCgroups();
   const pods: FakePod[] = [];
   const launchers: ChildProcess[] = [];
+  const guests: Guest[] = [];
 
   beforeAll(async () => {
     stack = await startStack([]);
@@ -51,6 +52,7 @@ subjects: [{kind: ServiceAccount, name: vmsnap-agent, namespace: ${stack.release
   }, 30 * 60 * 1000);
 
   afterAll(async () => {
+    await Promise.all(guests.map((g) => g.kill('SIGKILL').catch(() => undefined)));
     for (const l of launchers) l.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 1000));
     for (const p of pods) killQemusUnder(p.mount);
@@ -235,6 +237,23 @@ spec:
       after.close();
     }
     await expectVerifying(path.join(pod.runDir, 'serial.log'), offset);
+  });
+
+  it('refuses to save a VM pod with a writable disk, saying what to do, and leaves it running', async () => {
+    const uid = await podObject(ns, 'vm-db-0', 'db');
+    const pod = fakePod(kubelet, uid);
+    pods.push(pod);
+    const disk = path.join(pod.runDir, 'data.img');
+    fs.writeFileSync(disk, Buffer.alloc(1 << 20));
+    const g = await startGuest({ dir: pod.mount, name: 'db', memMiB: 128, fillMiB: 16, extraArgs: ['-drive', `file=${disk},format=raw,if=virtio`] });
+    guests.push(g);
+    cgroups.join(uid, g.pid);
+    await g.waitForSerial(/VMSNAP PASS n=1 ok/, 120_000);
+    await eventuallyInventory(ns, 'db', (v) => v.state === 'running');
+    await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMSnapshot, metadata: {name: db-1}, spec: {vmName: db}}`, ns);
+    const snap = await waitForPhase('vmsnapshot/db-1', ns, 'Failed');
+    expect(snap.status.error.message).toMatch(/VM .*\/db \(pod vm-db-0\) has writable disks \(virtio0\): saving VM pods with writable disks is not supported yet .*attach the disks read-only/);
+    expect((await inventoryVm(ns, 'db'))?.state).toBe('running');
   });
 
   it("refuses a VM pod whose QMP socket is a symlink to another pod's, and leaves the victim running", async () => {
