@@ -97,6 +97,15 @@ export async function runSnapshot(ctx: AgentContext, snap: VMSnapshot, signal: A
   }
 }
 
+/** Why a VM pod with these writable disks (device names as its QEMU reports them) cannot be saved, if it cannot. */
+export function podSaveRefusal(where: string, writableDevices: string[]): string | undefined {
+  if (writableDevices.length === 0) return undefined;
+  return (
+    `${where} has writable disks (${writableDevices.slice(0, 8).map((d) => d.slice(0, 64)).join(', ')}): saving VM pods with writable disks is not supported yet ` +
+    '(their disks would have to be frozen with the RAM); attach the disks read-only, or detach them before the save'
+  );
+}
+
 /**
  * The QMP connection for saving a VM pod (opened beneath its volume, peer checked), or why the
  * save is refused. Writable disks would need the agent to freeze and later merge files inside
@@ -112,13 +121,10 @@ async function podSaveConnection(ctx: AgentContext, vm: DiscoveredVm): Promise<Q
     return `cannot reach the QMP of ${where}: ${(err as Error).message}`;
   }
   try {
-    const disks = writableDisks(await client.execute<BlockInfo[]>('query-block'));
-    if (disks.length > 0) {
+    const refusal = podSaveRefusal(where, writableDisks(await client.execute<BlockInfo[]>('query-block')).map((d) => String(d.device)));
+    if (refusal) {
       client.close();
-      return (
-        `${where} has writable disks (${disks.slice(0, 8).map((d) => String(d.device).slice(0, 64)).join(', ')}): saving VM pods with writable disks is not supported yet ` +
-        '(their disks would have to be frozen with the RAM); attach the disks read-only, or detach them before the save'
-      );
+      return refusal;
     }
     return client;
   } catch (err) {
