@@ -5,11 +5,25 @@ export const DEFAULT_VM_ROOT = '/var/lib/vmsnap/vms';
 export const DEFAULT_STORAGE_ROOT = '/var/lib/vmsnap/snapshots';
 /** Relative to vmRoot; the two directories above the socket are the VM's namespace and name. */
 export const DEFAULT_SOCKET_GLOBS = ['*/*/qmp.sock'];
+export const DEFAULT_KUBELET_ROOT_DIR = '/var/lib/kubelet';
+/**
+ * Where the agent finds VMs: 'pods' (Pods labelled vmsnap.io/vm on its node, sockets reached
+ * beneath the pod's run volume, peers checked; what the chart sets) or 'sockets' (QMP socket globs
+ * under vmRoot: the single host, QEMUs its owner started).
+ */
+export const VmSourceSchema = z.enum(['pods', 'sockets']);
+export type VmSource = z.infer<typeof VmSourceSchema>;
 
 const absolutePath = (field: string) =>
   z.string().min(1).refine((p) => p.startsWith('/'), { error: `${field} must be an absolute path` });
 
 export const AgentConfigSchema = z.strictObject({
+  vmSource: VmSourceSchema.default('sockets').describe(
+    "How VMs are found: 'pods' (Pods labelled vmsnap.io/vm on this node; identity from the API, sockets opened beneath the pod's volume) or 'sockets' (socketGlobs under vmRoot).",
+  ),
+  kubeletRootDir: absolutePath('kubeletRootDir')
+    .default(DEFAULT_KUBELET_ROOT_DIR)
+    .describe("The kubelet's root directory on the node (its --root-dir): VM pods' volumes are under <kubeletRootDir>/pods/<pod uid>/volumes/."),
   vmRoot: absolutePath('vmRoot')
     .default(DEFAULT_VM_ROOT)
     .describe('Directory holding <namespace>/<vmName>/ per VM; discovery globs are relative to it.'),

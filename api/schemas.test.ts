@@ -199,6 +199,8 @@ describe('VMInventory', () => {
 describe('AgentConfig', () => {
   it('has the documented defaults', () => {
     expect(AgentConfigSchema.parse({})).toEqual({
+      vmSource: 'sockets',
+      kubeletRootDir: '/var/lib/kubelet',
       vmRoot: '/var/lib/vmsnap/vms',
       storageRoot: '/var/lib/vmsnap/snapshots',
       socketGlobs: ['*/*/qmp.sock'],
@@ -210,5 +212,7 @@ describe('AgentConfig', () => {
   it('refuses relative roots and unknown keys', () => {
     expect(issuePaths(AgentConfigSchema.safeParse({ vmRoot: 'vms' }))).toContain('vmRoot');
     expect(AgentConfigSchema.safeParse({ vmroot: '/x' }).success).toBe(false);
+    expect(issuePaths(AgentConfigSchema.safeParse({ kubeletRootDir: 'var/lib/kubelet' }))).toContain('kubeletRootDir');
+    expect(issuePaths(AgentConfigSchema.safeParse({ vmSource: 'globs' }))).toContain('vmSource');
   });
 });

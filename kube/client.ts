@@ -112,6 +112,13 @@ export class Kube {
       : await this.custom.createClusterCustomObject({ ...s, body })) as T;
   }
 
+  /** Pods in every namespace matching both selectors (the agent: VM pods on its own node). */
+  async listPods(opts: { fieldSelector?: string; labelSelector?: string }): Promise<k8s.V1Pod[]> {
+    this.requests++;
+    const list = await this.core.listPodForAllNamespaces({ fieldSelector: opts.fieldSelector, labelSelector: opts.labelSelector });
+    return list.items;
+  }
+
   /** The list path an informer watches for a resource (all namespaces). */
   path(resource: ResourceName): string {
     return `/apis/${GROUP}/${VERSION}/${RESOURCES[resource].plural}`;

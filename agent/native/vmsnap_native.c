@@ -3,7 +3,9 @@
  * (SCM_RIGHTS, for QMP add-fd), reading the peer's credentials
  * (SO_PEERCRED, to learn which QEMU process owns a QMP socket) and
  * probing O_DIRECT with an aligned write (Node cannot allocate aligned
- * buffers, and some filesystems accept O_DIRECT at open but fail writes).
+ * buffers, and some filesystems accept O_DIRECT at open but fail writes),
+ * and openat2 (to open paths inside a tenant-writable directory without
+ * following any symlink or leaving the directory).
  */
 #define _GNU_SOURCE
 #include <node_api.h>
@@ -13,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -198,12 +202,77 @@ static napi_value fadvise_willneed(napi_env env, napi_callback_info info) {
   return undefined;
 }
 
+/*
+ * openBeneath(dir: number | string, relPath: string, flags: number): fd
+ * Opens relPath beneath dir (a directory fd, or a directory path the caller trusts) with
+ * RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS: no component may be a symlink
+ * and no step may leave dir. Only reading and O_PATH opens: nothing is created or written.
+ */
+#define OPEN_BENEATH_FLAGS (O_PATH | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_RDONLY)
+static napi_value open_beneath(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char rel[4096], dir[4096];
+  size_t rlen, dlen;
+  int32_t flags, dirfd = -1;
+  napi_valuetype dtype;
+  if (argc != 3 || napi_typeof(env, argv[0], &dtype) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[1], rel, sizeof rel, &rlen) != napi_ok || rlen == 0 ||
+      rlen >= sizeof rel - 1 || !get_int(env, argv[2], &flags)) {
+    napi_throw_type_error(env, NULL, "openBeneath(dirFd | dirPath, relPath, flags) takes a directory, a non-empty relative path and flags");
+    return NULL;
+  }
+  if (strlen(rel) != rlen || rel[0] == '/') {
+    napi_throw_type_error(env, NULL, "openBeneath: relPath must be relative and contain no NUL byte");
+    return NULL;
+  }
+  if ((flags & ~OPEN_BENEATH_FLAGS) != 0) {
+    napi_throw_type_error(env, NULL, "openBeneath: only O_PATH, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK and O_CLOEXEC (read-only opens) are allowed");
+    return NULL;
+  }
+  int own = 0;
+  if (dtype == napi_number) {
+    if (!get_int(env, argv[0], &dirfd) || dirfd < 0) {
+      napi_throw_type_error(env, NULL, "openBeneath: dirFd must be a non-negative integer");
+      return NULL;
+    }
+  } else if (dtype == napi_string) {
+    if (napi_get_value_string_utf8(env, argv[0], dir, sizeof dir, &dlen) != napi_ok || dlen == 0 ||
+        dlen >= sizeof dir - 1 || strlen(dir) != dlen) {
+      napi_throw_type_error(env, NULL, "openBeneath: dirPath must be a non-empty path without NUL bytes");
+      return NULL;
+    }
+    dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0) return throw_errno(env, "openBeneath: open of the directory", errno);
+    own = 1;
+  } else {
+    napi_throw_type_error(env, NULL, "openBeneath: the first argument must be a directory fd or path");
+    return NULL;
+  }
+  struct open_how how;
+  memset(&how, 0, sizeof how);
+  how.flags = (uint64_t)(flags | O_CLOEXEC);
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  long fd;
+  do {
+    fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof how);
+  } while (fd < 0 && (errno == EINTR || errno == EAGAIN));
+  int err = errno;
+  if (own) close(dirfd);
+  if (fd < 0) return throw_errno(env, "openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)", err);
+  napi_value result;
+  napi_create_int32(env, (int32_t)fd, &result);
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"sendFds", NULL, send_fds, NULL, NULL, NULL, napi_default, NULL},
       {"peerCredentials", NULL, peer_credentials, NULL, NULL, NULL, napi_default, NULL},
       {"probeDirectIO", NULL, probe_direct_io, NULL, NULL, NULL, napi_default, NULL},
       {"fadviseWillNeed", NULL, fadvise_willneed, NULL, NULL, NULL, napi_default, NULL},
+      {"openBeneath", NULL, open_beneath, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -1,6 +1,7 @@
 // Loads the N-API addon (agent/native) that makes the syscalls Node
 // cannot: SCM_RIGHTS fd passing, SO_PEERCRED, an aligned O_DIRECT probe and
-// posix_fadvise (a lazy restore's prefetch).
+// posix_fadvise (a lazy restore's prefetch), and openat2 beneath a directory
+// (paths inside a tenant's volume, never following a symlink).
 import { createRequire } from 'node:module';
 import { packageRoot } from './package-root.js';
 import path from 'node:path';
@@ -16,7 +17,17 @@ interface NativeAddon {
   peerCredentials(socketFd: number): PeerCredentials;
   probeDirectIO(dir: string): string | null;
   fadviseWillNeed(fd: number, offset: number, length: number): void;
+  /**
+   * openat2(dir, relPath, flags | O_CLOEXEC) with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+   * RESOLVE_NO_MAGICLINKS: fails (ELOOP, EXDEV) when any component is a symlink or the path
+   * leaves dir. `dir` is an fd or a path the caller trusts. Read-only flags only (O_PATH,
+   * O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK, O_CLOEXEC). Returns the new fd; the caller closes it.
+   */
+  openBeneath(dir: number | string, relPath: string, flags: number): number;
 }
+
+/** O_PATH (not in node's fs.constants). */
+export const O_PATH = 0o10000000;
 
 let addon: NativeAddon | undefined;
 

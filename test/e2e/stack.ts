@@ -30,7 +30,7 @@ export interface Stack {
   readonly operator: ChildProcess;
   operatorKubeconfig: string;
   agentKubeconfig: string;
-  startAgent(node: string, opts?: { storageRoot?: string }): Promise<AgentProcess>;
+  startAgent(node: string, opts?: { storageRoot?: string; env?: Record<string, string> }): Promise<AgentProcess>;
   killAgent(node: string, signal?: NodeJS.Signals): Promise<void>;
   killOperator(signal?: NodeJS.Signals): Promise<void>;
   /** Starts the operator again with the same identity (a restarted container keeps its pod name). */
@@ -88,7 +88,7 @@ export async function startStack(nodes: string[], opts: StackOptions = {}): Prom
   let operator = spawnOperator();
 
   const agents = new Map<string, AgentProcess>();
-  const startAgent = async (node: string, agentOpts: { storageRoot?: string } = {}): Promise<AgentProcess> => {
+  const startAgent = async (node: string, agentOpts: { storageRoot?: string; env?: Record<string, string> } = {}): Promise<AgentProcess> => {
     const vmRoot = path.join(workDir, node, 'vms');
     const storageRoot = agentOpts.storageRoot ?? path.join(workDir, node, 'snapshots');
     fs.mkdirSync(vmRoot, { recursive: true });
@@ -104,6 +104,7 @@ export async function startStack(nodes: string[], opts: StackOptions = {}): Prom
         VMSNAP_STORAGE_ROOT: storageRoot,
         VMSNAP_INVENTORY_INTERVAL_SECONDS: '5',
         LOG_LEVEL: 'debug',
+        ...agentOpts.env,
       },
       logPath,
       opts.detached,

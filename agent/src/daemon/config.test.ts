@@ -27,13 +27,20 @@ describe('loadDaemonSettings', () => {
     const json = path.join(dir, 'agent.json');
     fs.writeFileSync(json, JSON.stringify({ vmRoot: '/json/vms' }));
     const fromYaml = loadDaemonSettings({ env: { NODE_NAME: 'n', VMSNAP_AGENT_CONFIG: yaml } });
-    expect(fromYaml.config).toEqual({ vmRoot: '/srv/vms', storageRoot: '/srv/snaps', socketGlobs: ['*/*/monitor.sock'], inventoryIntervalSeconds: 60, maxConcurrentOperations: 2 });
+    expect(fromYaml.config).toEqual({ vmSource: 'sockets', kubeletRootDir: '/var/lib/kubelet', vmRoot: '/srv/vms', storageRoot: '/srv/snaps', socketGlobs: ['*/*/monitor.sock'], inventoryIntervalSeconds: 60, maxConcurrentOperations: 2 });
     const fromFlag = loadDaemonSettings({ configPath: json, env: { NODE_NAME: 'n', VMSNAP_AGENT_CONFIG: yaml } });
     expect(fromFlag.config.vmRoot).toBe('/json/vms');
     const overridden = loadDaemonSettings({
       env: { NODE_NAME: 'n', VMSNAP_AGENT_CONFIG: yaml, VMSNAP_VM_ROOT: '/tmp/vmroot', VMSNAP_STORAGE_ROOT: '/tmp/snaps', VMSNAP_INVENTORY_INTERVAL_SECONDS: '5', VMSNAP_MAX_CONCURRENT_OPERATIONS: '4' },
     });
     expect(overridden.config).toMatchObject({ vmRoot: '/tmp/vmroot', storageRoot: '/tmp/snaps', inventoryIntervalSeconds: 5, maxConcurrentOperations: 4, socketGlobs: ['*/*/monitor.sock'] });
+  });
+
+  it('takes the VM source and the kubelet root from VMSNAP_VM_SOURCE and VMSNAP_KUBELET_ROOT_DIR', () => {
+    const s = loadDaemonSettings({ env: { NODE_NAME: 'n', VMSNAP_VM_SOURCE: 'pods', VMSNAP_KUBELET_ROOT_DIR: '/srv/kubelet' } });
+    expect(s.config).toMatchObject({ vmSource: 'pods', kubeletRootDir: '/srv/kubelet' });
+    expect(() => loadDaemonSettings({ env: { NODE_NAME: 'n', VMSNAP_VM_SOURCE: 'Pods' } })).toThrow(/vmSource/);
+    expect(() => loadDaemonSettings({ env: { NODE_NAME: 'n', VMSNAP_KUBELET_ROOT_DIR: 'kubelet' } })).toThrow(/kubeletRootDir must be an absolute path/);
   });
 
   it('names the field that is wrong', () => {

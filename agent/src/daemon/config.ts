@@ -22,6 +22,8 @@ export const ENV_OVERRIDES = {
   VMSNAP_STORAGE_ROOT: 'storageRoot',
   VMSNAP_INVENTORY_INTERVAL_SECONDS: 'inventoryIntervalSeconds',
   VMSNAP_MAX_CONCURRENT_OPERATIONS: 'maxConcurrentOperations',
+  VMSNAP_VM_SOURCE: 'vmSource',
+  VMSNAP_KUBELET_ROOT_DIR: 'kubeletRootDir',
 } as const;
 
 export function loadDaemonSettings(opts: { configPath?: string; env?: NodeJS.ProcessEnv } = {}): DaemonSettings {
@@ -54,7 +56,7 @@ function readConfigFile(file: string): Record<string, unknown> {
   }
   if (parsed === undefined || parsed === null) return {};
   if (typeof parsed !== 'object' || Array.isArray(parsed)) {
-    throw new ConfigError(`the agent config ${file} must be a mapping of settings (vmRoot, storageRoot, socketGlobs, inventoryIntervalSeconds, maxConcurrentOperations)`);
+    throw new ConfigError(`the agent config ${file} must be a mapping of settings (vmSource, kubeletRootDir, vmRoot, storageRoot, socketGlobs, inventoryIntervalSeconds, maxConcurrentOperations)`);
   }
   return parsed as Record<string, unknown>;
 }

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { AgentConfig } from '../../../api/index.js';
 import { statusCode, type Kube, type ObjectRef, type ResourceName } from '../../../kube/client.js';
 import type { EventRecorder } from '../../../kube/events.js';
-import type { Discovery } from './discovery.js';
+import type { VmFinder } from './discovery.js';
 import type { VmLocks } from './vm-locks.js';
 
 export interface AgentContext {
@@ -13,7 +13,7 @@ export interface AgentContext {
   log: Logger;
   nodeName: string;
   config: AgentConfig;
-  discovery: Discovery;
+  discovery: VmFinder;
   locks: VmLocks;
   /** Snapshot files that running restores read: never deleted under them. */
   filesInUse: Map<string, number>;

@@ -1,8 +1,8 @@
 // `vmsnap-agent daemon`: the node agent. Publishes this node's VMs as its
 // VMInventory and does the VMSnapshots and VMRestores assigned to this node.
 // Env: NODE_NAME (required), KUBECONFIG (else in-cluster), VMSNAP_AGENT_CONFIG
-// or --config, VMSNAP_VM_ROOT / VMSNAP_STORAGE_ROOT /
-// VMSNAP_INVENTORY_INTERVAL_SECONDS overrides, VMSNAP_LOG_LEVEL (or LOG_LEVEL),
+// or --config, VMSNAP_VM_SOURCE / VMSNAP_KUBELET_ROOT_DIR / VMSNAP_VM_ROOT /
+// VMSNAP_STORAGE_ROOT / VMSNAP_INVENTORY_INTERVAL_SECONDS overrides, VMSNAP_LOG_LEVEL (or LOG_LEVEL),
 // VMSNAP_HEALTH_PORT / VMSNAP_HEALTH_HOST (the probes' listener, health.ts; none when unset).
 import fs from 'node:fs';
 import * as k8s from '@kubernetes/client-node';
@@ -13,7 +13,8 @@ import { EventRecorder } from '../../../kube/events.js';
 import { loadDaemonSettings } from './config.js';
 import { startAgentHealth } from './health.js';
 import type { AgentContext } from './context.js';
-import { Discovery } from './discovery.js';
+import { Discovery, type VmFinder } from './discovery.js';
+import { PodVms } from '../vm/pod-vms.js';
 import { InventoryPublisher } from './inventory.js';
 import { LazyResidencyReporter } from './lazy-residency.js';
 import { agentVersion } from './version.js';
@@ -49,7 +50,10 @@ export async function startDaemon(
   fs.mkdirSync(config.storageRoot, { recursive: true, mode: 0o700 });
   const kube = new Kube(kubeConfigFromEnv(env));
   const events = new EventRecorder(kube, `${AGENT_COMPONENT}/${nodeName}`, (msg, err) => log.warn({ err: String(err) }, msg));
-  const discovery = new Discovery(config.vmRoot, config.socketGlobs, (path, reason) => log.warn({ path }, `ignoring ${path}: ${reason}`));
+  const discovery: VmFinder =
+    config.vmSource === 'pods'
+      ? new PodVms(kube, nodeName, config.kubeletRootDir, (pod, reason) => log.warn({ pod }, `ignoring pod ${pod}: ${reason}`))
+      : new Discovery(config.vmRoot, config.socketGlobs, (path, reason) => log.warn({ path }, `ignoring ${path}: ${reason}`));
   const locks = new VmLocks();
   const ctx: AgentContext = { kube, events, log, nodeName, config, discovery, locks, filesInUse: new Map() };
   const inventory = new InventoryPublisher({

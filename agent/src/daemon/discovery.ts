@@ -6,11 +6,27 @@ import path from 'node:path';
 import toAbsoluteGlob from '@dsherret/to-absolute-glob';
 import { glob } from 'tinyglobby';
 import { DNS1123_LABEL_MAX, DNS1123_LABEL_PATTERN } from '../../../api/index.js';
+import type { PodVmIdentity } from '../vm/identity.js';
+import { probeQmp, type Probe } from './qemu-control.js';
 
 export interface DiscoveredVm {
   namespace: string;
   name: string;
+  /** The QMP socket's path on the node (for a pod VM: shown, never opened by path). */
   qmpSocket: string;
+  /** Set for a VM found as a Pod (vmSource: pods). */
+  pod?: PodVmIdentity;
+}
+
+/** How the daemon finds VMs and reaches their QMP: socket globs (Discovery) or Pods (agent/src/vm). */
+export interface VmFinder {
+  readonly source: 'pods' | 'sockets';
+  scan(): Promise<DiscoveredVm[]>;
+  find(namespace: string, name: string): Promise<DiscoveredVm | undefined>;
+  /** A short connect to the VM's QMP: "absent" when nothing serves it. */
+  probe(vm: DiscoveredVm, timeoutMs: number): Promise<Probe>;
+  /** Where the VM is looked for, for "not found" messages. */
+  describeSearch(namespace: string, name: string): string;
 }
 
 export type SocketIdentity = { ok: true; namespace: string; name: string } | { ok: false; reason: string };
@@ -107,7 +123,8 @@ export async function discoverVms(vmRoot: string, socketGlobs: readonly string[]
 }
 
 /** Repeated scans that log each skipped path once, not on every scan. */
-export class Discovery {
+export class Discovery implements VmFinder {
+  readonly source = 'sockets';
   private readonly reported = new Set<string>();
 
   constructor(
@@ -129,5 +146,13 @@ export class Discovery {
 
   async find(namespace: string, name: string): Promise<DiscoveredVm | undefined> {
     return (await this.scan()).find((vm) => vm.namespace === namespace && vm.name === name);
+  }
+
+  probe(vm: DiscoveredVm, timeoutMs: number): Promise<Probe> {
+    return probeQmp(vm.qmpSocket, timeoutMs);
+  }
+
+  describeSearch(): string {
+    return `looked for ${this.socketGlobs.join(', ')} under ${this.vmRoot}`;
   }
 }

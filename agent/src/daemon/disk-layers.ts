@@ -64,6 +64,8 @@ export async function mergeLayersOfDeleted(ctx: AgentContext, snap: VMSnapshot, 
   const ns = snap.metadata.namespace!;
   const vmName = snap.spec.vmName;
   const keep = (why: string) => ctx.events.record(snap, 'Normal', 'DiskLayersKept', `the disk layers of this snapshot stay: ${why}`);
+  // VM pods never get frozen disks (saves of them refuse writable disks): nothing here is the agent's to merge.
+  if (ctx.discovery.source === 'pods') return await keep('the agent does not merge disk layers of VM pods');
   try {
     const vm = await ctx.discovery.find(ns, vmName);
     if (!vm) return await keep(`VM ${ns}/${vmName} is not running on node ${ctx.nodeName}`);

@@ -6,8 +6,8 @@ import type { Logger } from 'pino';
 import { API_VERSION, VMINVENTORY_KIND, type InventoryVM, type VMInventory, type VMInventoryStatus } from '../../../api/index.js';
 import { statusCode, type Kube } from '../../../kube/client.js';
 import { formatQemuVersion, type QmpClient } from '../qmp/client.js';
-import type { DiscoveredVm, Discovery } from './discovery.js';
-import { peerPid, probeQmp } from './qemu-control.js';
+import type { DiscoveredVm, VmFinder } from './discovery.js';
+import { peerPid, probeQmp, type Probe } from './qemu-control.js';
 import { vmKey, type VmLocks } from './vm-locks.js';
 
 const MAX_VMS = 1024;
@@ -45,9 +45,9 @@ export function storageFreeBytes(dir: string): number | undefined {
 }
 
 /** One VM as QMP describes it; "unreachable" with the reason when it does not answer. */
-export async function queryInventoryVm(vm: DiscoveredVm): Promise<InventoryVM> {
+export async function queryInventoryVm(vm: DiscoveredVm, connect: (vm: DiscoveredVm, timeoutMs: number) => Promise<Probe> = (v, t) => probeQmp(v.qmpSocket, t)): Promise<InventoryVM> {
   const base = { namespace: vm.namespace, name: vm.name, qmpSocket: vm.qmpSocket };
-  const probe = await probeQmp(vm.qmpSocket, 1000);
+  const probe = await connect(vm, 1000);
   if (probe.kind !== 'answers') return { ...base, state: 'unreachable', message: probe.message.slice(0, 1024) };
   const client: QmpClient = probe.client;
   try {
@@ -80,7 +80,7 @@ export interface InventoryDeps {
   vmRoot: string;
   storageRoot: string;
   intervalSeconds: number;
-  discovery: Discovery;
+  discovery: VmFinder;
   locks: VmLocks;
   log: Logger;
   /** Called after each successful publish (the agent's readiness). */
@@ -168,7 +168,7 @@ export class InventoryPublisher {
       return previous ?? { namespace: vm.namespace, name: vm.name, qmpSocket: vm.qmpSocket, state: 'unknown', message: 'an operation is in progress on this VM' };
     }
     try {
-      const entry = await queryInventoryVm(vm);
+      const entry = await queryInventoryVm(vm, (v, t) => this.deps.discovery.probe(v, t));
       this.last.set(key, entry);
       return entry;
     } finally {

@@ -21,6 +21,7 @@ import { RESTORE_UID_ENV } from './restore-runner.js';
 import { lazyBackingOf } from '../engine/lazy/plan.js';
 import { lazyResidency } from '../engine/lazy/residency.js';
 import { runningLazyStatus } from './lazy-residency.js';
+import { isPodVms, type PodVms } from '../vm/pod-vms.js';
 import { failedStatus, restoreRecoveredStatus, saveSummary, snapshotSucceededStatus, type SaveOutcome } from './status.js';
 
 const ACTIVE = ['setup', 'active', 'device', 'pre-switchover', 'wait-unplug', 'postcopy-active', 'cancelling'];
@@ -45,7 +46,8 @@ export async function recoverSnapshot(ctx: AgentContext, snap: VMSnapshot): Prom
     return fail(retry);
   }
   const meta = header.metadata;
-  const client = await connectSameQemu(meta.vm.qmpSocket, meta.qemu.pid);
+  if (isPodVms(ctx.discovery)) return recoverPodSnapshot(ctx, snap, file, meta, fail);
+  const client = await connectSavedQemu(ctx, snap, meta);
   try {
     if (header.state === 'complete') {
       const note = client ? await settleAfterSave(client, meta) : '';
@@ -83,11 +85,66 @@ export async function recoverSnapshot(ctx: AgentContext, snap: VMSnapshot): Prom
   }
 }
 
+/**
+ * A VM pod's save interrupted by an agent restart always ends Failed: the file was written by the
+ * tenant's QEMU while no agent watched it, so it is not completed after the fact. The save still
+ * running in QEMU is ended (drained: cancelling a mapped-ram save can crash QEMU), the fds are
+ * taken back, the VM resumed if it was running before, and the file removed.
+ */
+async function recoverPodSnapshot(
+  ctx: AgentContext,
+  snap: VMSnapshot,
+  file: string,
+  meta: SnapshotMetadata,
+  fail: (message: string) => Completion,
+): Promise<Completion> {
+  const retry = 'create a new VMSnapshot to retry';
+  const client = await connectSavedQemu(ctx, snap, meta);
+  const notes: string[] = [];
+  if (client) {
+    try {
+      const migration = await client.execute<MigrationInfo>('query-migrate');
+      if (migration.status && ACTIVE.includes(migration.status) && (await fdSetsWithOpaque(client, SAVE_OPAQUE)).length > 0) {
+        await drainMigration(client);
+        notes.push('the save still running in QEMU was ended');
+      }
+      await removeFdSets(client, SAVE_OPAQUE);
+      if (await resumeIfWasRunning(client, meta)) notes.push('the VM was resumed');
+    } finally {
+      client.close();
+    }
+  } else {
+    notes.push("the VM pod's QEMU is gone or was restarted");
+  }
+  await fs.promises.rm(file, { force: true });
+  notes.push('the partial file was removed');
+  return fail(`${notes.join('; ')}; ${retry}`);
+}
+
 function succeeded(snap: VMSnapshot, outcome: SaveOutcome, note: string): Completion {
   return {
     status: snapshotSucceededStatus(snap, outcome, new Date(), note) as Record<string, unknown>,
     event: { type: 'Normal', reason: 'SaveSucceeded', message: saveSummary(outcome) + note },
   };
+}
+
+/**
+ * The saved VM's QEMU if it is still the process that was saved (same pid). A VM pod is found
+ * again by its Pod and reached through the checked connection, never through the socket path in
+ * the file's header (the tenant's QEMU could write the file).
+ */
+async function connectSavedQemu(ctx: AgentContext, snap: VMSnapshot, meta: SnapshotMetadata): Promise<QmpClient | undefined> {
+  if (!isPodVms(ctx.discovery)) return connectSameQemu(meta.vm.qmpSocket, meta.qemu.pid);
+  const vm = await ctx.discovery.find(snap.metadata.namespace!, snap.spec.vmName);
+  if (!vm) return undefined;
+  const probe = await ctx.discovery.probe(vm, 2000);
+  if (probe.kind !== 'answers') {
+    if (probe.kind === 'unreachable') ctx.log.warn({ vm: `${vm.namespace}/${vm.name}`, message: probe.message }, 'cannot reach the saved VM pod');
+    return undefined;
+  }
+  if (peerPid(probe.client) === meta.qemu.pid) return probe.client;
+  probe.client.close();
+  return undefined;
 }
 
 /** The QEMU at `socket` if it is still the process that was saved (same pid). */
@@ -168,6 +225,7 @@ export async function recoverRestore(ctx: AgentContext, restore: VMRestore, sign
     const text = `the agent restarted during the restore; ${message}`;
     return { status: failedStatus(restore, reason, text, new Date()), event: { type: 'Warning', reason: 'RestoreFailed', message: text } };
   };
+  if (isPodVms(ctx.discovery)) return recoverPodRestore(ctx, ctx.discovery, restore, signal, fail);
   const socket = (await ctx.discovery.find(ns, effective.targetVMName))?.qmpSocket ?? path.join(vmDir(ctx.config.vmRoot, ns, effective.targetVMName), 'qmp.sock');
   // A QEMU still loading the snapshot answers QMP only now and then: ask until it does.
   const probe = await probeQmpPatiently(socket, signal);
@@ -225,6 +283,73 @@ export async function recoverRestore(ctx: AgentContext, restore: VMRestore, sign
   }
 }
 
+/**
+ * A VM pod's restore interrupted by an agent restart. The pod's QEMU is the launcher's: the agent
+ * only finishes a load it can see in QEMU (its fdset still there) and otherwise ends the
+ * VMRestore Failed, leaving the QEMU to its pod.
+ */
+async function recoverPodRestore(
+  ctx: AgentContext,
+  finder: PodVms,
+  restore: VMRestore,
+  signal: AbortSignal,
+  fail: (message: string, reason?: Reason) => Completion,
+): Promise<Completion> {
+  const ns = restore.metadata.namespace!;
+  const effective = restore.status!.effective!;
+  const target = `${ns}/${effective.targetVMName}`;
+  const retry = 'create a new VMRestore to retry';
+  const vm = await finder.find(ns, effective.targetVMName);
+  if (!vm) return fail(`VM pod ${target} is no longer Running on node ${ctx.nodeName}; ${retry}`);
+  let probe = await finder.probe(vm, 5000);
+  for (let i = 0; probe.kind === 'unreachable' && !signal.aborted && i < 20; i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    probe = await finder.probe(vm, 5000);
+  }
+  if (probe.kind !== 'answers') {
+    const c = cancellationOf(signal);
+    if (c?.kind === 'shutdown') return { status: {}, skipStatus: true, event: { type: 'Normal', reason: 'RestoreInterrupted', message: c.message } };
+    return fail(`the QEMU of VM pod ${target} does not answer (${probe.message}); ${retry}`, c?.reason);
+  }
+  const client = probe.client;
+  try {
+    const { status } = await client.execute<{ status: string }>('query-status');
+    const ours = (await fdSetsWithOpaque(client, RESTORE_OPAQUE)).length > 0;
+    if (status !== 'inmigrate' || !ours) {
+      return fail(`the QEMU of VM pod ${target} is '${String(status).slice(0, 32)}' and shows no load of this restore; check the VM; ${retry}`);
+    }
+    let migration = await client.execute<MigrationInfo>('query-migrate');
+    if (migration.status && ACTIVE.includes(migration.status)) {
+      try {
+        migration = await waitForMigration(client, { pollMs: 100, startedAt: Date.now(), signal });
+      } catch (err) {
+        const c = cancellationOf(signal);
+        if (c?.kind === 'shutdown') return { status: {}, skipStatus: true, event: { type: 'Normal', reason: 'RestoreInterrupted', message: c.message } };
+        return fail(`${c?.message ?? (err as Error).message}; the VM pod's QEMU waits for a restore; ${retry}`, c?.reason);
+      }
+    }
+    await removeFdSets(client, RESTORE_OPAQUE);
+    if (migration.status !== 'completed') {
+      return fail(`the load had not finished (migration '${String(migration.status ?? 'none').slice(0, 32)}'); the VM pod's QEMU waits for a restore; ${retry}`);
+    }
+    const after = (await client.execute<{ status: string; running: boolean }>('query-status')).running;
+    let running = after;
+    if (effective.afterRestore === 'Running' && !running) {
+      await client.execute('cont');
+      running = true;
+    }
+    const started = Date.parse(restore.status?.startTime ?? '') || Date.now();
+    const note = ' (completed across an agent restart: duration and downtime include the restart)';
+    const recovered = { durationMs: Date.now() - started, ramBytes: await ramBytes(client), running, target };
+    return {
+      status: restoreRecoveredStatus(restore, recovered, new Date(), note) as Record<string, unknown>,
+      event: { type: 'Normal', reason: 'RestoreSucceeded', message: `restored VM pod ${target}; VM ${running ? 'running' : 'paused'}${note}` },
+    };
+  } finally {
+    client.close();
+  }
+}
+
 /** Did the agent launch this QEMU for restore `uid`? Falls back to its command line when the environment is unreadable. */
 function launchedFor(pid: number | undefined, uid: string | undefined): boolean {
   if (pid === undefined || !uid) return false;
@@ -275,7 +400,7 @@ export async function cleanUpFailedSnapshot(ctx: AgentContext, snap: VMSnapshot)
   }
   const notes: string[] = [];
   if (meta) {
-    const client = await connectSameQemu(meta.vm.qmpSocket, meta.qemu.pid);
+    const client = await connectSavedQemu(ctx, snap, meta);
     if (client) {
       try {
         const migration = await client.execute<MigrationInfo>('query-migrate');
@@ -304,6 +429,8 @@ export async function cleanUpFailedRestore(ctx: AgentContext, restore: VMRestore
   const ns = restore.metadata.namespace!;
   const targetName = restore.status?.effective?.targetVMName;
   if (!targetName) return undefined;
+  // A VM pod's QEMU belongs to its pod: a half-loaded one waits for the next restore.
+  if (isPodVms(ctx.discovery)) return undefined;
   const socket = (await ctx.discovery.find(ns, targetName))?.qmpSocket ?? path.join(vmDir(ctx.config.vmRoot, ns, targetName), 'qmp.sock');
   const probe = await probeQmp(socket, 1000);
   if (probe.kind !== 'answers') return undefined;

@@ -18,12 +18,14 @@ import { probeQmp, quitQemu } from './qemu-control.js';
 import { runningLazyStatus } from './lazy-residency.js';
 import { lazyResidency } from '../engine/lazy/residency.js';
 import { restoreSettings } from './settings.js';
+import { isPodVms } from '../vm/pod-vms.js';
+import { runPodRestore } from './pod-restore.js';
 import { failedStatus, restoreSucceededStatus, restoreSummary } from './status.js';
 
 /** Set in the environment of every QEMU the agent launches for a restore: recovery recognises its own. */
 export const RESTORE_UID_ENV = 'VMSNAP_RESTORE_UID';
 
-class RestoreRefused extends Error {
+export class RestoreRefused extends Error {
   constructor(
     readonly reason: Reason,
     message: string,
@@ -92,6 +94,7 @@ export function copyRewrite(args: {
 }
 
 export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: AbortSignal): Promise<Completion> {
+  if (isPodVms(ctx.discovery)) return runPodRestore(ctx, ctx.discovery, restore, signal);
   const started = Date.now();
   traceStep(`agent: restoring ${restore.metadata.namespace}/${restore.metadata.name}`);
   const ns = restore.metadata.namespace!;

@@ -30,6 +30,8 @@ import { planPreallocArgv, type PreallocPlan } from './prealloc.js';
 export interface RestoreOptions {
   inPath: string;
   qmpSocket: string;
+  /** Without launch: how to reach QMP instead of connecting to qmpSocket by path (a VM pod's checked connection). */
+  connect?: () => Promise<QmpClient>;
   /** Default: the channels the snapshot was saved with. */
   channels?: number;
   directIO: DirectIOMode;
@@ -187,7 +189,7 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
       throw err;
     }
   } else {
-    client = await QmpClient.connect(opts.qmpSocket).catch((err: unknown) => {
+    client = await (opts.connect ? opts.connect() : QmpClient.connect(opts.qmpSocket)).catch((err: unknown) => {
       closeAll(fds);
       throw err;
     });

@@ -30,7 +30,10 @@ import { recordableArgv } from './lazy/recorded-argv.js';
 export type AfterSave = 'resume' | 'stop';
 
 export interface SaveOptions {
+  /** The VM's QMP socket (also what the header records as the VM's socket). */
   qmpSocket: string;
+  /** How to reach QMP instead of connecting to qmpSocket by path (a VM pod's checked connection). */
+  connect?: () => Promise<QmpClient>;
   outPath: string;
   channels: number;
   directIO: DirectIOMode;
@@ -95,7 +98,7 @@ export async function saveVm(opts: SaveOptions): Promise<SaveResult> {
   if (!Number.isInteger(opts.channels) || opts.channels < 1 || opts.channels > 64) {
     throw new SaveError(`channels must be an integer from 1 to 64, got ${opts.channels}`);
   }
-  const client = await QmpClient.connect(opts.qmpSocket);
+  const client = await (opts.connect ? opts.connect() : QmpClient.connect(opts.qmpSocket));
   const state = new SaveState(client, opts);
   let result: SaveResult;
   try {

@@ -80,19 +80,28 @@ export class QmpClient extends EventEmitter {
     );
   }
 
-  /** Connects, reads the greeting and leaves capability negotiation mode. */
-  static async connect(socketPath: string, opts: { timeoutMs?: number } = {}): Promise<QmpClient> {
+  /**
+   * Connects, reads the greeting and leaves capability negotiation mode. `name` is the socket as
+   * messages show it (when socketPath is a /proc/self/fd link); `verifyPeer` sees the peer's
+   * credentials before a byte is read and throws to refuse it.
+   */
+  static async connect(
+    socketPath: string,
+    opts: { timeoutMs?: number; name?: string; verifyPeer?: (peer: PeerCredentials) => void } = {},
+  ): Promise<QmpClient> {
     const timeoutMs = opts.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    const name = opts.name ?? socketPath;
     const socket = await new Promise<net.Socket>((resolve, reject) => {
       const s = net.createConnection(socketPath);
       s.once('connect', () => {
         s.removeAllListeners('error');
         resolve(s);
       });
-      s.once('error', (err: NodeJS.ErrnoException) => reject(new QmpError(describeConnectError(socketPath, err))));
+      s.once('error', (err: NodeJS.ErrnoException) => reject(new QmpError(describeConnectError(name, err))));
     });
-    const client = new QmpClient(socketPath, socket);
+    const client = new QmpClient(name, socket);
     try {
+      opts.verifyPeer?.(client.peerCredentials());
       const greeting = await client.waitForGreeting(timeoutMs);
       traceStep('QMP greeting (QEMU may still be initialising)');
       client.version = greeting.version;

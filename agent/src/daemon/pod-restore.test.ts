@@ -1,0 +1,44 @@
+import { Reason } from '../../../api/index.js';
+import { decidePodRestore, type PodRestoreFacts } from './pod-restore.js';
+
+const facts = (over: Partial<PodRestoreFacts> = {}): PodRestoreFacts => ({
+  namespace: 'team-a',
+  sourceVMName: 'web',
+  targetVMName: 'web',
+  lazy: false,
+  replaceRunning: false,
+  header: { namespace: 'team-a', name: 'web', disks: [] },
+  qmp: { kind: 'answers', status: 'running' },
+  nodeName: 'node-a',
+  ...over,
+});
+
+describe('decidePodRestore', () => {
+  it('refuses what VM pods do not support yet, saying what to do instead', () => {
+    expect(decidePodRestore(facts({ targetVMName: 'web-copy' }))).toMatchObject({ action: 'refuse', message: expect.stringMatching(/copy into another VM pod is not supported yet; restore into VM web itself \(omit spec.targetVMName\)/) });
+    expect(decidePodRestore(facts({ lazy: true }))).toMatchObject({ action: 'refuse', message: expect.stringMatching(/restoreMode Lazy is not supported for VM pods yet: use restoreMode Eager/) });
+    expect(decidePodRestore(facts({ header: { namespace: 'team-a', name: 'web', disks: ['virtio0'] } }))).toMatchObject({ action: 'refuse', message: expect.stringMatching(/writable disks is not supported for VM pods/) });
+  });
+
+  it("refuses a file whose header names another VM (the tenant's QEMU could write the file)", () => {
+    expect(decidePodRestore(facts({ header: { namespace: 'team-b', name: 'web', disks: [] } }))).toMatchObject({ action: 'refuse', message: expect.stringMatching(/says it holds VM team-b\/web/) });
+  });
+
+  it('needs a Running VM pod that can be reached safely', () => {
+    expect(decidePodRestore(facts({ qmp: undefined }))).toMatchObject({ action: 'refuse', reason: Reason.VMNotFound, message: expect.stringMatching(/no Running pod labelled vmsnap.io\/vm=web on node node-a/) });
+    expect(decidePodRestore(facts({ qmp: { kind: 'unreachable', message: 'refused: symlink' } }))).toMatchObject({ action: 'refuse', reason: Reason.VMRunning, message: expect.stringMatching(/cannot be reached safely: refused: symlink/) });
+  });
+
+  it('keeps a running VM unless spec.ifRunning is Replace, then has the launcher restart it', () => {
+    expect(decidePodRestore(facts())).toMatchObject({ action: 'refuse', reason: Reason.VMRunning, message: expect.stringMatching(/ifRunning is Fail/) });
+    expect(decidePodRestore(facts({ replaceRunning: true }))).toEqual({ action: 'restore', restartIncoming: true, replacing: true });
+    expect(decidePodRestore(facts({ qmp: { kind: 'answers', status: 'paused' } }))).toMatchObject({ action: 'refuse', reason: Reason.VMRunning });
+  });
+
+  it('restarts a stopped QEMU, uses one already waiting, and never interrupts a load', () => {
+    expect(decidePodRestore(facts({ qmp: { kind: 'absent' } }))).toEqual({ action: 'restore', restartIncoming: true, replacing: false });
+    expect(decidePodRestore(facts({ qmp: { kind: 'answers', status: 'inmigrate' } }))).toEqual({ action: 'restore', restartIncoming: false, replacing: false });
+    expect(decidePodRestore(facts({ qmp: { kind: 'answers', status: 'inmigrate', migration: 'failed' } }))).toEqual({ action: 'restore', restartIncoming: true, replacing: false });
+    expect(decidePodRestore(facts({ qmp: { kind: 'answers', status: 'inmigrate', migration: 'active' } }))).toMatchObject({ action: 'refuse', message: expect.stringMatching(/already loading/) });
+  });
+});

@@ -1,0 +1,198 @@
+// An in-place VMRestore of a VM pod. The agent never starts QEMU for a pod: the pod's launcher
+// restarts its own QEMU with -incoming defer, then the agent loads the snapshot into it over the
+// checked QMP connection (the engine's attach restore) and resumes it or leaves it paused.
+// decidePodRestore is the pure part; runPodRestore gathers the facts and carries the plan out.
+import { Reason, type VMRestore } from '../../../api/index.js';
+import { restoreVm } from '../engine/restore.js';
+import { readHeader } from '../snapshot-file/read.js';
+import { verifySnapshotFile } from '../snapshot-file/verify.js';
+import type { SnapshotMetadata } from '../snapshot-file/metadata.js';
+import { LAUNCHER_RESTART_TIMEOUT_MS, type PodVms } from '../vm/pod-vms.js';
+import { VM_LABEL } from '../../../api/vm-pod.js';
+import { cancellationOf } from './cancellation.js';
+import type { Completion } from './completion.js';
+import { useFile, type AgentContext } from './context.js';
+import { RestoreRefused, snapshotFileFor } from './restore-runner.js';
+import { restoreSettings } from './settings.js';
+import { failedStatus, restoreSucceededStatus, restoreSummary } from './status.js';
+
+/** What QMP of the target pod showed before anything was touched. */
+export type PodQmpState =
+  | { kind: 'absent' }
+  | { kind: 'unreachable'; message: string }
+  | { kind: 'answers'; status: string; migration?: string };
+
+export interface PodRestoreFacts {
+  namespace: string;
+  sourceVMName: string;
+  targetVMName: string;
+  lazy: boolean;
+  replaceRunning: boolean;
+  /** From the snapshot file's header: the VM it says it holds and the disks it froze. */
+  header: { namespace?: string; name?: string; disks: string[] };
+  /** undefined: no Running VM pod with that name on this node. */
+  qmp: PodQmpState | undefined;
+  nodeName: string;
+}
+
+export type PodRestorePlan =
+  | { action: 'refuse'; reason: Reason; message: string }
+  | { action: 'restore'; restartIncoming: boolean; replacing: boolean };
+
+const LOADING = ['setup', 'active', 'device', 'cancelling'];
+
+export function decidePodRestore(f: PodRestoreFacts): PodRestorePlan {
+  const target = `${f.namespace}/${f.targetVMName}`;
+  const refuse = (reason: Reason, message: string): PodRestorePlan => ({ action: 'refuse', reason, message });
+  if (f.targetVMName !== f.sourceVMName) {
+    return refuse(
+      Reason.Failed,
+      `spec.targetVMName ${f.targetVMName} is not the snapshot's VM ${f.sourceVMName}: restoring a copy into another VM pod is not supported yet; ` +
+        `restore into VM ${f.sourceVMName} itself (omit spec.targetVMName)`,
+    );
+  }
+  if (f.lazy) {
+    return refuse(Reason.Failed, 'spec.restoreMode Lazy is not supported for VM pods yet: use restoreMode Eager (the default)');
+  }
+  if (f.header.namespace !== f.namespace || f.header.name !== f.sourceVMName) {
+    return refuse(
+      Reason.Failed,
+      `the snapshot file says it holds VM ${f.header.namespace ?? '?'}/${f.header.name ?? '?'}, not ${f.namespace}/${f.sourceVMName}: ` +
+        'the file does not belong to this VMSnapshot; restore from another snapshot',
+    );
+  }
+  if (f.header.disks.length > 0) {
+    return refuse(
+      Reason.Failed,
+      `the snapshot froze writable disks (${f.header.disks.slice(0, 8).join(', ')}): restoring VMs with writable disks is not supported for VM pods yet; ` +
+        'restore it with the node CLI on a single host, or save the VM pod with its disks read-only',
+    );
+  }
+  if (!f.qmp) {
+    return refuse(
+      Reason.VMNotFound,
+      `VM ${target} has no Running pod labelled ${VM_LABEL}=${f.targetVMName} on node ${f.nodeName}: start the VM pod (it keeps running the launcher) and retry`,
+    );
+  }
+  if (f.qmp.kind === 'unreachable') {
+    return refuse(Reason.VMRunning, `the QEMU of VM pod ${target} cannot be reached safely: ${f.qmp.message}`);
+  }
+  if (f.qmp.kind === 'absent') return { action: 'restore', restartIncoming: true, replacing: false };
+  if (f.qmp.status === 'inmigrate') {
+    if (f.qmp.migration && LOADING.includes(f.qmp.migration)) {
+      return refuse(Reason.VMRunning, `VM pod ${target} is already loading a snapshot (migration '${f.qmp.migration}'): wait for that restore to end`);
+    }
+    // Waiting for a restore and never loaded: nothing to lose, used as it is. Anything else there is restarted.
+    const fresh = f.qmp.migration === undefined || f.qmp.migration === 'none';
+    return { action: 'restore', restartIncoming: !fresh, replacing: false };
+  }
+  if (!f.replaceRunning) {
+    return refuse(
+      Reason.VMRunning,
+      `VM ${target} is running (its QEMU is '${f.qmp.status}') and spec.ifRunning is Fail: stop the VM first, or set spec.ifRunning: Replace to restart it from the snapshot`,
+    );
+  }
+  return { action: 'restore', restartIncoming: true, replacing: true };
+}
+
+export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: VMRestore, signal: AbortSignal): Promise<Completion> {
+  const started = Date.now();
+  const ns = restore.metadata.namespace!;
+  const effective = restore.status!.effective!;
+  const target = `${ns}/${effective.targetVMName}`;
+  const settings = restoreSettings(effective);
+  const fail = (reason: Reason, message: string): Completion => ({
+    status: failedStatus(restore, reason, message, new Date()),
+    event: { type: 'Warning', reason: 'RestoreFailed', message },
+  });
+  let releaseFile: (() => void) | undefined;
+  let restarted = false;
+  try {
+    const file = await snapshotFileFor(ctx, restore);
+    releaseFile = useFile(ctx, file);
+    const meta: SnapshotMetadata = readHeader(file).metadata;
+    const vm = await finder.find(ns, effective.targetVMName);
+    let qmp: PodQmpState | undefined;
+    if (vm) {
+      const probe = await finder.probe(vm, 2000);
+      if (probe.kind === 'answers') {
+        try {
+          const [{ status }, migration] = await Promise.all([
+            probe.client.execute<{ status: string }>('query-status'),
+            probe.client.execute<{ status?: string }>('query-migrate'),
+          ]);
+          qmp = { kind: 'answers', status: String(status).slice(0, 64), ...(migration?.status ? { migration: String(migration.status).slice(0, 64) } : {}) };
+        } catch (err) {
+          qmp = { kind: 'unreachable', message: (err as Error).message };
+        } finally {
+          probe.client.close(); // QMP serves one client: the launcher's restart and the load connect anew
+        }
+      } else qmp = probe.kind === 'absent' ? { kind: 'absent' } : { kind: 'unreachable', message: probe.message };
+    }
+    const plan = decidePodRestore({
+      namespace: ns,
+      sourceVMName: effective.sourceVMName,
+      targetVMName: effective.targetVMName,
+      lazy: !!settings.lazy,
+      replaceRunning: settings.replaceRunning,
+      header: { namespace: meta.vm.namespace, name: meta.vm.name, disks: (meta.disks ?? []).map((d) => String(d.device).slice(0, 64)) },
+      qmp,
+      nodeName: ctx.nodeName,
+    });
+    if (plan.action === 'refuse') throw new RestoreRefused(plan.reason, plan.message);
+    // Checked before a running VM is replaced: a bad file must not cost the user their VM.
+    if (plan.replacing) verifySnapshotFile(file);
+    void ctx.events.record(
+      restore,
+      'Normal',
+      'RestoreStarted',
+      `restoring VMSnapshot ${effective.snapshotName} (${file}) into VM pod ${target} (pod ${vm!.pod!.podName}) on node ${ctx.nodeName} ` +
+        `(${settings.channels} channels, direct I/O ${effective.directIO}, then ${effective.afterRestore}${plan.replacing ? '; restarting the running VM' : ''})`,
+    );
+    if (signal.aborted) throw signal.reason;
+    const downtimeFrom = plan.replacing ? Date.now() : started;
+    if (plan.restartIncoming) {
+      restarted = true;
+      const reply = await finder.launcher(vm!, { op: 'restart-incoming' }, LAUNCHER_RESTART_TIMEOUT_MS);
+      if (reply.state !== 'incoming') {
+        throw new Error(`the VM pod's launcher answered restart-incoming with state '${reply.state}', not 'incoming': check the launcher's log in pod ${vm!.pod!.podName}`);
+      }
+    }
+    const r = await restoreVm({
+      inPath: file,
+      qmpSocket: vm!.qmpSocket,
+      connect: () => finder.connectQmp(vm!, 10_000),
+      channels: settings.channels,
+      directIO: settings.directIO,
+      paused: settings.paused,
+      verify: restore.spec.verify ?? false,
+      signal,
+    });
+    const now = Date.now();
+    const outcome = {
+      path: file,
+      bytes: r.bytes,
+      ramBytes: r.ramBytes,
+      durationMs: now - started,
+      loadMs: r.durationMs,
+      downtimeMs: now - downtimeFrom,
+      directIO: r.directIO,
+      directIOReason: r.directIOReason,
+      running: r.running,
+      target,
+      mode: r.mode,
+    };
+    return {
+      status: restoreSucceededStatus(restore, outcome, new Date(now)) as Record<string, unknown>,
+      event: { type: 'Normal', reason: 'RestoreSucceeded', message: `${restoreSummary(outcome)}; QEMU restarted by the launcher of pod ${vm!.pod!.podName}` },
+    };
+  } catch (err) {
+    const left = restarted ? "; the VM pod's QEMU waits for a restore (-incoming defer): create a new VMRestore to load a snapshot into it" : '';
+    const cancelled = cancellationOf(signal);
+    if (cancelled) return fail(cancelled.reason, `${cancelled.message}; the restore was cancelled${left}`);
+    if (err instanceof RestoreRefused) return fail(err.reason, err.message);
+    return fail(Reason.Failed, `the restore into VM pod ${target} failed: ${(err as Error).message}${left}`);
+  } finally {
+    releaseFile?.();
+  }
+}
