@@ -7,7 +7,7 @@ export const InventoryVMSchema = z.object({
   namespace: z.string().min(1).max(63).describe('Namespace the VM belongs to (from where its QMP socket lives).'),
   name: z.string().min(1).max(63).describe('VM name (from where its QMP socket lives).'),
   qmpSocket: z.string().max(4096).describe('Absolute path of the QMP socket on the node.'),
-  state: z.string().max(64).describe('QEMU run state from query-status (running, paused, inmigrate, ...), or "unreachable".'),
+  state: z.string().max(64).describe('QEMU run state from query-status (running, paused, inmigrate, ...), "stopped" (a VM pod whose launcher runs no QEMU, e.g. hibernated), or "unreachable".'),
   memoryBytes: byteCount('Guest RAM size in bytes.').optional(),
   qemuVersion: z.string().max(128).optional().describe('QEMU version.'),
   machine: z.string().max(256).optional().describe('QEMU machine type.'),
@@ -15,6 +15,11 @@ export const InventoryVMSchema = z.object({
   message: z.string().max(1024).optional().describe('Why the VM could not be queried, if it could not.'),
 });
 export type InventoryVM = z.infer<typeof InventoryVMSchema>;
+
+/** Whether an inventory state means a QEMU is there (a VM pod with no QEMU says "stopped"). */
+export function inventoryVmIsUp(state: string): boolean {
+  return state !== 'unreachable' && state !== 'stopped';
+}
 
 export const VMInventoryStatusSchema = z
   .object({

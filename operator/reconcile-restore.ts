@@ -1,5 +1,5 @@
 // VMRestore: observed state in, decision out. No I/O here.
-import { DEFAULT_FAILURE_DEADLINE, effectiveRestoreSpec, parseDurationMs, type VMRestore } from '../api/index.js';
+import { DEFAULT_FAILURE_DEADLINE, effectiveRestoreSpec, inventoryVmIsUp, parseDurationMs, type VMRestore } from '../api/index.js';
 import { isTerminal } from '../api/protocol.js';
 import { assign, fail, nothing, wait, type Decision } from './decision.js';
 import { inventoryUpdatedAt, lastFinishedOn, locateVM, objectKey, operationHoldingVM, timeOf, vmKey, type World } from './world.js';
@@ -39,7 +39,7 @@ export function reconcileRestore(restore: VMRestore, world: World, now: Date): D
   if (inventoryUpdatedAt(world, node) < lastFinishedOn(world, ns, target)) {
     return wait(restore, 'WaitingForInventory', `waiting for node ${node} to report the state of VM "${target}" after its last operation`, now, Math.min(500, remaining));
   }
-  const running = locateVM(world, ns, target, now.getTime()).find((l) => l.vm.state !== 'unreachable');
+  const running = locateVM(world, ns, target, now.getTime()).find((l) => inventoryVmIsUp(l.vm.state));
   if (running && effective.ifRunning === 'Fail') {
     return fail(
       restore,

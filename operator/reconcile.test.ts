@@ -160,6 +160,9 @@ describe('reconcileRestore', () => {
     expect(d.status).toMatchObject({ phase: 'Pending', conditions: [{ reason: 'WaitingForInventory' }] });
     const fresh = world({ snapshots: [hibernated], inventories: [inventory('node-a', [{ namespace: 'a', name: 'vm1', state: 'unreachable' }], '2026-11-21T12:00:01Z')] });
     expect(reconcileRestore(restore(), fresh, new Date('2026-11-21T12:00:02Z')).status).toMatchObject({ phase: 'Pending', nodeName: 'node-a' });
+    // A hibernated VM pod: its launcher is up, no QEMU runs; not running for ifRunning.
+    const pod = world({ snapshots: [hibernated], inventories: [inventory('node-a', [{ namespace: 'a', name: 'vm1', state: 'stopped' }], '2026-11-21T12:00:01Z')] });
+    expect(reconcileRestore(restore(), pod, new Date('2026-11-21T12:00:02Z')).status).toMatchObject({ phase: 'Pending', nodeName: 'node-a' });
   });
 
   it('restores a copy under a new name on the snapshot node', () => {

@@ -19,5 +19,8 @@ describe('launcherConfig', () => {
   it('names the variable it cannot use', () => {
     expect(() => launcherConfig({ VMSNAP_LAUNCHER_START: 'later' })).toThrow(/VMSNAP_LAUNCHER_START=later: expected one of run, wait/);
     expect(() => launcherConfig({ VMSNAP_QEMU_STOP_GRACE_MS: '-1' })).toThrow(ConfigError);
+    // A socket path the kernel cannot bind is refused up front, not truncated or failed at bind.
+    const long = `/var/lib/kubelet/pods/${'0'.repeat(36)}/volumes/kubernetes.io~empty-dir/vmsnap-run`;
+    expect(() => launcherConfig({ VMSNAP_RUN_DIR: long })).toThrow(/qmp\.sock would be 110 bytes long, over the 107 a unix socket path may have/);
   });
 });

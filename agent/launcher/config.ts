@@ -23,12 +23,29 @@ function positiveMs(env: NodeJS.ProcessEnv, name: string, fallback: number): num
   return n;
 }
 
+/** Longest unix socket path the kernel takes (sun_path is 108 bytes with its NUL). */
+const UNIX_PATH_MAX_BYTES = 107;
+
+/** The run directory's paths, refused when a socket path would not fit a unix socket address. */
+function checkedRunPaths(runDir: string): RunPaths {
+  const paths = runPaths(runDir);
+  for (const p of [paths.qmpSocket, paths.launcherSocket]) {
+    const bytes = Buffer.byteLength(p);
+    if (bytes > UNIX_PATH_MAX_BYTES) {
+      throw new ConfigError(
+        `${VM_RUN_DIR_ENV}=${runDir}: the socket ${p} would be ${bytes} bytes long, over the ${UNIX_PATH_MAX_BYTES} a unix socket path may have; use a shorter run directory`,
+      );
+    }
+  }
+  return paths;
+}
+
 export function launcherConfig(env: NodeJS.ProcessEnv): LauncherConfig {
   const startRaw = env[VM_LAUNCHER_START_ENV] || 'run';
   const start = LauncherStartModeSchema.safeParse(startRaw);
   if (!start.success) throw new ConfigError(`${VM_LAUNCHER_START_ENV}=${startRaw}: expected one of ${LauncherStartModeSchema.options.join(', ')}`);
   return {
-    paths: runPaths(env[VM_RUN_DIR_ENV] || VM_RUN_MOUNT),
+    paths: checkedRunPaths(env[VM_RUN_DIR_ENV] || VM_RUN_MOUNT),
     start: start.data,
     // Below the pod's default terminationGracePeriodSeconds (30 s), so a pod deletion still
     // stops QEMU itself and not only through the kubelet's SIGKILL.

@@ -1,67 +1,68 @@
 // VM pods end to end without a kubelet: a real API server, the operator and an agent with
 // vmSource 'pods' as processes, Pod objects bound to the agent's node, the kubelet's pod directory
-// layout on the host, real cgroups named after the pod uids, and real QEMUs started by a stand-in
-// launcher (test/e2e/fake-launcher.mjs) inside those cgroups. The agent must find the VM by its Pod,
-// save and restore it through the checked sockets, never start QEMU itself, and refuse what a
-// tenant plants or what VM pods do not support yet.
-import { spawn, type ChildProcess } from 'node:child_process';
+// layout on the host, real cgroups named after the pod uids, and the real launcher
+// (dist/agent/launcher/main.js) as the VM container: the pod's user (uid 10001), in the pod's
+// cgroup, owning the QEMU it starts. The agent must find the VM by its Pod, save and restore it
+// through the checked sockets with only the chart's RBAC, never start QEMU itself, and refuse what
+// a tenant plants or what VM pods do not support yet.
+import { type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
+import { VM_LAUNCHER_SOCKET, VM_LAUNCHER_START_ENV, type LauncherReply } from '../../api/vm-pod.js';
 import { snapshotFilePath } from '../../agent/src/daemon/paths.js';
 import { addFdSet, configureMigration, fileUri, type MigrationInfo } from '../../agent/src/engine/migration.js';
 import { QmpClient } from '../../agent/src/qmp/client.js';
 import { SNAPSHOT_FORMAT_VERSION, STREAM_OFFSET, writeHeader } from '../../agent/src/snapshot-file/header.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
-import { createNamespace, kubectl, kubectlOk, repoRoot } from '../cluster/controlplane.js';
-import { ensureGuestAssets, guestArgs, startGuest, type Guest } from '../guest/guest.js';
-import { fakePod, podCgroupsAvailable, PodCgroups, removeFakePod, type FakePod } from '../engine/pod-fixture.js';
+import { createNamespace, kubectl, kubectlOk } from '../cluster/controlplane.js';
+import { guestArgs, type GuestAssets } from '../guest/guest.js';
+import {
+  canRunAsPodUser,
+  fakePod,
+  launcherRequest,
+  podCgroupsAvailable,
+  PodCgroups,
+  podUserAssets,
+  POD_UID,
+  removeFakePod,
+  spawnLauncher,
+  type FakePod,
+} from '../engine/pod-fixture.js';
+import { stopProcess, until } from '../engine/harness.js';
 import { apply, expectVerifying, getJson, killQemusUnder, startStack, waitForPhase, type AgentProcess, type Stack } from './stack.js';
 
 const describeRoot = podCgroupsAvailable() ? describe : describe.skip;
-const LAUNCHER = path.join(repoRoot, 'test/e2e/fake-launcher.mjs');
+
+type Status = Extract<LauncherReply, { ok: true }>;
 
 describeRoot('VM pods (vmSource: pods)', () => {
   let stack: Stack;
   let agent: AgentProcess;
   let kubelet: string;
   let ns: string;
+  let assets: GuestAssets;
   const cgroups = new PodCgroups();
   const pods: FakePod[] = [];
   const launchers: ChildProcess[] = [];
-  const guests: Guest[] = [];
 
   beforeAll(async () => {
     stack = await startStack([]);
     kubelet = path.join(stack.workDir, 'kubelet');
-    // What the chart must grant the agent for vmSource pods: reading Pods.
-    await apply(`
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: ${stack.release}-agent-pods}
-rules: [{apiGroups: [""], resources: [pods], verbs: [get, list, watch]}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: ${stack.release}-agent-pods}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: ${stack.release}-agent-pods}
-subjects: [{kind: ServiceAccount, name: vmsnap-agent, namespace: ${stack.releaseNamespace}}]
-`);
+    // The pod's user reaches its run volume under the kubelet directory, and reads the guest's kernel.
+    assets = await podUserAssets(stack.workDir);
+    // Only what the chart grants the agent (pods get/list/watch among it): no extra RBAC here.
     agent = await stack.startAgent('node-a', { env: { VMSNAP_VM_SOURCE: 'pods', VMSNAP_KUBELET_ROOT_DIR: kubelet } });
     ns = await createNamespace('vmpods');
   }, 30 * 60 * 1000);
 
   afterAll(async () => {
-    await Promise.all(guests.map((g) => g.kill('SIGKILL').catch(() => undefined)));
-    for (const l of launchers) l.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 1000));
+    // The launchers stop their QEMUs on SIGTERM; what is left after that is killed.
+    await Promise.all(launchers.map((l) => stopProcess(l)));
     for (const p of pods) killQemusUnder(p.mount);
-    for (const l of launchers) l.kill('SIGKILL');
     await new Promise((r) => setTimeout(r, 300));
     cgroups.remove();
     for (const p of pods) removeFakePod(p);
     if (ns) await kubectl(['delete', 'namespace', ns, '--wait=false']);
-    await kubectl(['delete', 'clusterrole,clusterrolebinding', `${stack.release}-agent-pods`, '--ignore-not-found']);
     await stack?.stop();
     if (process.env.VMSNAP_KEEP_E2E) console.log(`logs kept in ${stack?.workDir}`);
     else if (stack) fs.rmSync(stack.workDir, { recursive: true, force: true });
@@ -84,45 +85,40 @@ spec:
     return (await kubectlOk(['get', 'pod', podName, '-n', namespace, '-o', 'jsonpath={.metadata.uid}'])).trim();
   }
 
-  function launcherRequest(pod: FakePod, op: string): Promise<Record<string, unknown>> {
-    return new Promise((resolve, reject) => {
-      const s = net.createConnection(path.join(pod.mount, 'launcher.sock'));
-      let buf = '';
-      s.on('data', (d) => {
-        buf += d;
-        if (buf.includes('\n')) {
-          s.destroy();
-          resolve(JSON.parse(buf.slice(0, buf.indexOf('\n'))));
-        }
-      });
-      s.on('error', reject);
-      s.write(JSON.stringify({ op }) + '\n');
-    });
-  }
-
-  /** The VM pod's side: its run volume, the launcher in the pod's cgroup, QEMU started by it. */
-  async function vmPod(uid: string): Promise<{ pod: FakePod; launcher: ChildProcess; serialPath: string }> {
+  /** The pod's run volume on the node (and as the pod sees it); spawnLauncher hands it to the pod's user. */
+  function runVolume(uid: string): FakePod {
     const pod = fakePod(kubelet, uid);
     pods.push(pod);
-    const assets = await ensureGuestAssets();
-    const argv = guestArgs(assets, { dir: pod.mount, name: 'web', memMiB: 128, fillMiB: 32, seed: 7 });
-    const launcher = spawn(process.execPath, [LAUNCHER], {
-      env: {
-        ...process.env,
-        QEMU_ARGV: JSON.stringify(argv),
-        QMP_SOCKET: path.join(pod.mount, 'qmp.sock'),
-        QEMU_LOG: path.join(pod.mount, 'qemu.log'),
-        LAUNCHER_SOCKET: path.join(pod.mount, 'launcher.sock'),
-      },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
+    return pod;
+  }
+
+  async function launcherStatus(pod: FakePod, op = 'status'): Promise<Status> {
+    const r = await launcherRequest(path.join(pod.mount, VM_LAUNCHER_SOCKET), JSON.stringify({ op }));
+    if (!r.ok) throw new Error(`launcher ${op} failed: ${r.error}`);
+    return r;
+  }
+
+  /**
+   * The VM container: the real launcher with the pod's QEMU command line, started in `wait` mode,
+   * moved into the pod's cgroup, then asked to `start`, so that its QEMU is born in that cgroup.
+   * Its output goes to <workDir>/launcher-<uid>.log.
+   */
+  async function vmPod(pod: FakePod, name: string, extraArgs: string[] = []): Promise<{ launcher: ChildProcess; serialPath: string }> {
+    const argv = guestArgs(assets, { dir: pod.mount, name, memMiB: 128, fillMiB: 32, seed: 7, extraArgs, pod: { serial: 'file' } });
+    const launcher = spawnLauncher(pod.mount, argv, { [VM_LAUNCHER_START_ENV]: 'wait' });
     launchers.push(launcher);
-    await new Promise((r) => launcher.stdout!.once('data', r));
-    cgroups.join(uid, launcher.pid!);
-    expect(await launcherRequest(pod, 'start')).toMatchObject({ ok: true, state: 'running', generation: 1 });
+    const log = fs.createWriteStream(path.join(stack.workDir, `launcher-${pod.uid.slice(0, 8)}.log`));
+    launcher.stdout!.pipe(log);
+    launcher.stderr!.pipe(log);
+    await until(`the launcher of pod ${pod.uid} to answer (its log is in ${stack.workDir})`, async () => {
+      if (launcher.exitCode !== null) throw new Error(`the launcher of pod ${pod.uid} exited (${launcher.exitCode}); its log is in ${stack.workDir}`);
+      return launcherStatus(pod).catch(() => undefined);
+    });
+    cgroups.join(pod.uid, launcher.pid!);
+    expect(await launcherStatus(pod, 'start')).toMatchObject({ ok: true, state: 'running', generation: 1 });
     const serialPath = path.join(pod.runDir, 'serial.log');
     await expectVerifying(serialPath, 0);
-    return { pod, launcher, serialPath };
+    return { launcher, serialPath };
   }
 
   async function inventoryVm(namespace: string, name: string): Promise<Record<string, any> | undefined> {
@@ -130,19 +126,22 @@ spec:
     return (inv.status?.vms ?? []).find((v: any) => v.namespace === namespace && v.name === name);
   }
 
-  async function eventuallyInventory(namespace: string, name: string, accept: (vm: Record<string, any>) => boolean): Promise<Record<string, any>> {
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      const vm = await inventoryVm(namespace, name).catch(() => undefined);
-      if (vm && accept(vm)) return vm;
-      if (Date.now() > deadline) throw new Error(`inventory of ${agent.nodeName} shows ${namespace}/${name} as ${JSON.stringify(vm)}`);
-      await new Promise((r) => setTimeout(r, 500));
-    }
+  function eventuallyInventory(namespace: string, name: string, accept: (vm: Record<string, any>) => boolean): Promise<Record<string, any>> {
+    return until(
+      `the inventory of ${agent.nodeName} to show ${namespace}/${name} as expected`,
+      async () => {
+        const vm = await inventoryVm(namespace, name).catch(() => undefined);
+        return vm && accept(vm) ? vm : undefined;
+      },
+      60_000,
+      500,
+    );
   }
 
   it('saves a VM pod and restores it in place through its launcher; the agent never starts QEMU', async () => {
     const uid = await podObject(ns, 'vm-web-0', 'web');
-    const { pod, launcher, serialPath } = await vmPod(uid);
+    const pod = runVolume(uid);
+    const { launcher, serialPath } = await vmPod(pod, 'web');
     const listed = await eventuallyInventory(ns, 'web', (v) => v.state === 'running');
     expect(listed.qmpSocket).toBe(path.join(kubelet, 'pods', uid, 'volumes/kubernetes.io~empty-dir/vmsnap-run/qmp.sock'));
     expect(listed.memoryBytes).toBe(128 << 20);
@@ -161,14 +160,16 @@ spec:
     expect(lazy.status.error.message).toMatch(/restoreMode Lazy is not supported for VM pods yet: use restoreMode Eager/);
     await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMRestore, metadata: {name: keep}, spec: {snapshotName: web-1}}`, ns);
     expect((await waitForPhase('vmrestore/keep', ns, 'Failed')).status.error.message).toMatch(/set spec.ifRunning: Replace/);
-    expect(await launcherRequest(pod, 'status')).toMatchObject({ state: 'running', generation: 1 });
+    expect(await launcherStatus(pod)).toMatchObject({ state: 'running', generation: 1 });
 
     const offset = fs.readFileSync(serialPath, 'utf8').length;
     await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMRestore, metadata: {name: back}, spec: {snapshotName: web-1, ifRunning: Replace}}`, ns);
     const restored = await waitForPhase('vmrestore/back', ns, 'Succeeded');
     expect(restored.status.downtimeMs).toBeGreaterThan(0);
-    const after = await launcherRequest(pod, 'status');
+    const after = await launcherStatus(pod);
     expect(after).toMatchObject({ ok: true, state: 'incoming', generation: 2 });
+    // QEMU runs as the pod's user, not as the agent's root.
+    if (canRunAsPodUser()) expect(fs.readFileSync(`/proc/${after.qemuPid}/status`, 'utf8')).toMatch(new RegExp(`^Uid:\\s+${POD_UID}\\s`, 'm'));
     // The restored QEMU is the launcher's child, in the pod's cgroup: not the agent's.
     const ppid = /PPid:\s+(\d+)/.exec(fs.readFileSync(`/proc/${after.qemuPid}/status`, 'utf8'))![1];
     expect(Number(ppid)).toBe(launcher.pid);
@@ -183,13 +184,15 @@ spec:
     await stack.killAgent('node-a', 'SIGKILL');
     await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMSnapshot, metadata: {name: crash}, spec: {vmName: web}}`, ns);
     // The operator assigns it to the node (the agent is down, so nobody claims it).
-    const deadline = Date.now() + 60_000;
-    let snap = await getJson('vmsnapshot/crash', ns);
-    while (snap.status?.phase !== 'Pending' || !snap.metadata.labels?.['vmsnap.io/node']) {
-      if (Date.now() > deadline) throw new Error(`VMSnapshot crash was not assigned: ${JSON.stringify(snap.status)}`);
-      await new Promise((r) => setTimeout(r, 250));
-      snap = await getJson('vmsnapshot/crash', ns);
-    }
+    const snap = await until(
+      'the operator to assign VMSnapshot crash to the node',
+      async () => {
+        const s = await getJson('vmsnapshot/crash', ns);
+        return s.status?.phase === 'Pending' && s.metadata.labels?.['vmsnap.io/node'] ? s : undefined;
+      },
+      60_000,
+      250,
+    );
     // What the agent that died had done: claimed it, written an incomplete header, and started the
     // save in QEMU with the VM paused (slowed down here so that it is still running on restart).
     const file = snapshotFilePath(agent.storageRoot, snap as { metadata: { name: string; namespace: string; uid: string } });
@@ -241,19 +244,55 @@ spec:
 
   it('refuses to save a VM pod with a writable disk, saying what to do, and leaves it running', async () => {
     const uid = await podObject(ns, 'vm-db-0', 'db');
-    const pod = fakePod(kubelet, uid);
-    pods.push(pod);
+    const pod = runVolume(uid);
     const disk = path.join(pod.runDir, 'data.img');
     fs.writeFileSync(disk, Buffer.alloc(1 << 20));
-    const g = await startGuest({ dir: pod.mount, name: 'db', memMiB: 128, fillMiB: 16, extraArgs: ['-drive', `file=${disk},format=raw,if=virtio`] });
-    guests.push(g);
-    cgroups.join(uid, g.pid);
-    await g.waitForSerial(/VMSNAP PASS n=1 ok/, 120_000);
+    if (canRunAsPodUser()) fs.chownSync(disk, POD_UID, POD_UID);
+    await vmPod(pod, 'db', ['-drive', `file=${path.join(pod.mount, 'data.img')},format=raw,if=virtio`]);
     await eventuallyInventory(ns, 'db', (v) => v.state === 'running');
     await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMSnapshot, metadata: {name: db-1}, spec: {vmName: db}}`, ns);
     const snap = await waitForPhase('vmsnapshot/db-1', ns, 'Failed');
     expect(snap.status.error.message).toMatch(/VM .*\/db \(pod vm-db-0\) has writable disks \(virtio0\): saving VM pods with writable disks is not supported yet .*attach the disks read-only/);
     expect((await inventoryVm(ns, 'db'))?.state).toBe('running');
+  });
+
+  it('hibernates a VM pod (afterSnapshot: Stop ends QEMU, the launcher stays) and wakes it in place with its memory', async () => {
+    const pod = pods[0]!;
+    const launcher = launchers[0]!;
+    const serialPath = path.join(pod.runDir, 'serial.log');
+    const before = await launcherStatus(pod);
+    expect(before).toMatchObject({ state: expect.stringMatching(/^(running|incoming)$/) });
+    await eventuallyInventory(ns, 'web', (v) => v.state === 'running');
+
+    await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMSnapshot, metadata: {name: hibernate}, spec: {vmName: web, afterSnapshot: Stop}}`, ns);
+    await waitForPhase('vmsnapshot/hibernate', ns, 'Succeeded');
+    // QEMU quit after the save; the launcher (the pod) stays up with no QEMU.
+    const stopped = await until('the launcher to say stopped after the hibernate', async () => {
+      const st = await launcherStatus(pod);
+      return st.state === 'stopped' && st;
+    });
+    expect(stopped).toMatchObject({ generation: before.generation, lastExit: { code: 0, signal: null } });
+    expect(stopped.qemuPid).toBeUndefined();
+    expect(fs.existsSync(`/proc/${before.qemuPid}`)).toBe(false);
+    expect(launcher.exitCode).toBeNull();
+    const hibernated = await eventuallyInventory(ns, 'web', (v) => v.state !== 'running');
+    expect(hibernated.state).toBe('stopped');
+
+    const text = fs.readFileSync(serialPath, 'latin1');
+    const offset = text.length;
+    const lastPass = Math.max(...[...text.matchAll(/VMSNAP PASS n=(\d+) ok/g)].map((m) => Number(m[1])));
+    // The default ifRunning (Fail) is enough: nothing runs.
+    await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMRestore, metadata: {name: wake}, spec: {snapshotName: hibernate}}`, ns);
+    await waitForPhase('vmrestore/wake', ns, 'Succeeded');
+    const woken = await launcherStatus(pod);
+    expect(woken).toMatchObject({ ok: true, state: 'incoming', generation: before.generation + 1 });
+    expect(fs.readFileSync(`/proc/${woken.qemuPid}/cgroup`, 'utf8')).toContain(`pod${pod.uid}`);
+    await expectVerifying(serialPath, offset);
+    // The guest that was saved, not a fresh boot: no boot banner, its check counter goes on.
+    const resumed = fs.readFileSync(serialPath, 'latin1').slice(offset);
+    expect(resumed).not.toMatch(/VMSNAP (READY|INFO)/);
+    expect(Math.min(...[...resumed.matchAll(/VMSNAP PASS n=(\d+) ok/g)].map((m) => Number(m[1])))).toBeGreaterThan(lastPass);
+    await eventuallyInventory(ns, 'web', (v) => v.state === 'running');
   });
 
   it("refuses a VM pod whose QMP socket is a symlink to another pod's, and leaves the victim running", async () => {

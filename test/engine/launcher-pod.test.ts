@@ -3,39 +3,25 @@
 // restarts QEMU with -incoming defer in between. The guest's serial console is on QEMU's stdout,
 // which the launcher passes through (as `kubectl logs` would show it), so the memory checks are
 // read from the launcher's own stdout.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { LauncherReplySchema, type LauncherReply } from '../../api/vm-pod.js';
-import { packageRoot } from '../../agent/src/package-root.js';
-import { ensureGuestAssets, findSetpriv, guestArgs } from '../guest/guest.js';
-import { cli, scratchDir } from './harness.js';
-
-const LAUNCHER = path.join(packageRoot(), 'dist/agent/launcher/main.js');
+import { guestArgs } from '../guest/guest.js';
+import { canRunAsPodUser, launcherRequest, podUserAssets, POD_UID, spawnLauncher } from './pod-fixture.js';
+import { cli, scratchDir, stopProcess, until } from './harness.js';
 
 let dir: string;
 let podArgv: string[];
 const launchers: Launcher[] = [];
 
-/** The VM container's user in examples and charts; the launcher and QEMU run as it when we can. */
-const POD_UID = 10001;
-const asPodUser = process.getuid?.() === 0 && findSetpriv() !== null;
+const asPodUser = canRunAsPodUser();
 
 beforeAll(async () => {
-  if (!fs.existsSync(LAUNCHER)) throw new Error(`${LAUNCHER} is missing: run npm run build`);
   dir = scratchDir('launcher-pod');
-  let assets = await ensureGuestAssets();
-  if (asPodUser) {
-    // The pod's user cannot read root's cache: give it its own copy, as an image would.
-    fs.chmodSync(dir, 0o755);
-    const own = path.join(dir, 'assets');
-    fs.mkdirSync(own);
-    assets = { kernel: path.join(own, 'vmlinuz'), initrd: path.join(own, 'initrd') };
-    fs.copyFileSync((await ensureGuestAssets()).kernel, assets.kernel);
-    fs.copyFileSync((await ensureGuestAssets()).initrd, assets.initrd);
-  }
-  podArgv = podCommandLine(assets);
+  // The pod's command line: no -qmp (the launcher adds it), the serial console on stdio.
+  podArgv = guestArgs(await podUserAssets(dir), { dir: '/nonexistent', memMiB: 256, fillMiB: 64, pod: { serial: 'stdio' } });
 });
 
 afterEach(async () => {
@@ -45,24 +31,6 @@ afterEach(async () => {
 afterAll(() => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
-
-/**
- * The test guest's command line as a VM pod would carry it: without the -qmp that the launcher
- * adds, and with the serial console on stdio instead of a file.
- */
-function podCommandLine(assets: Awaited<ReturnType<typeof ensureGuestAssets>>): string[] {
-  const full = guestArgs(assets, { dir: '/nonexistent', memMiB: 256, fillMiB: 64 });
-  const out: string[] = [];
-  for (let i = 0; i < full.length; i++) {
-    const [arg, value] = [full[i]!, full[i + 1] ?? ''];
-    if (arg === '-qmp' || (arg === '-chardev' && value.startsWith('file,id=serial0,')) || (arg === '-serial' && value === 'chardev:serial0')) {
-      i++;
-      continue;
-    }
-    out.push(arg);
-  }
-  return [...out, '-serial', 'stdio'];
-}
 
 function alive(pid: number): boolean {
   try {
@@ -75,18 +43,6 @@ function alive(pid: number): boolean {
 
 function cmdline(pid: number): string[] {
   return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(0, -1);
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(50);
-  }
 }
 
 interface Launcher {
@@ -115,13 +71,7 @@ interface Launcher {
 function startLauncher(name: string, argv: string[], env: Record<string, string> = {}): Launcher {
   const run = path.join(dir, name);
   fs.mkdirSync(run, { recursive: true, mode: 0o700 });
-  const prefix = asPodUser ? [findSetpriv()!, `--reuid=${POD_UID}`, `--regid=${POD_UID}`, '--clear-groups', '--'] : [];
-  if (asPodUser) fs.chownSync(run, POD_UID, POD_UID);
-  const [bin, ...args] = [...prefix, process.execPath, LAUNCHER, ...argv];
-  const child = spawn(bin!, args, {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, VMSNAP_RUN_DIR: run, VMSNAP_QEMU_STOP_GRACE_MS: '5000', ...env },
-  });
+  const child = spawnLauncher(run, argv, env);
   let out = '';
   let err = '';
   child.stdout!.setEncoding('latin1').on('data', (d: string) => (out += d));
@@ -135,21 +85,7 @@ function startLauncher(name: string, argv: string[], env: Record<string, string>
     exited,
     stdout: () => out,
     stderr: () => err,
-    request: (line) =>
-      new Promise((resolve, reject) => {
-        const sock = net.createConnection(sockPath);
-        let buf = '';
-        sock.setEncoding('utf8');
-        sock.on('error', reject);
-        sock.on('data', (d: string) => {
-          buf += d;
-          const nl = buf.indexOf('\n');
-          if (nl < 0) return;
-          sock.destroy();
-          resolve(LauncherReplySchema.parse(JSON.parse(buf.slice(0, nl))));
-        });
-        sock.write(line + '\n');
-      }),
+    request: (line) => launcherRequest(sockPath, line),
     raw: (data, ms = 2_000) =>
       new Promise((resolve, reject) => {
         const sock = net.createConnection(sockPath);
@@ -176,13 +112,7 @@ function startLauncher(name: string, argv: string[], env: Record<string, string>
         .filter((l) => l.startsWith('{'))
         .map((l) => JSON.parse(l) as Record<string, unknown>)
         .filter((e) => e['msg'] === msg),
-    async kill() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-      await exited;
-      clearTimeout(timer);
-    },
+    kill: () => stopProcess(child, 15_000),
   };
   launchers.push(launcher);
   return launcher;

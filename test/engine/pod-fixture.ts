@@ -7,7 +7,11 @@ import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import net from 'node:net';
+import { LauncherReplySchema, VM_RUN_DIR_ENV, type LauncherReply } from '../../api/vm-pod.js';
+import { packageRoot } from '../../agent/src/package-root.js';
 import { RUN_VOLUME_REL } from '../../agent/src/vm/run-volume.js';
+import { ensureGuestAssets, findSetpriv, type GuestAssets } from '../guest/guest.js';
 
 const CGROUP_HIERARCHY = '/sys/fs/cgroup/pids';
 
@@ -91,4 +95,73 @@ export async function listener(socketPath: string, greeting = 'hello\n'): Promis
     child.once('exit', (c) => reject(new Error(`listener for ${socketPath} exited (${c})`)));
   });
   return child;
+}
+
+// ---- the VM container: the real launcher, as the pod's user ----
+
+/** The launcher as built (npm run build). */
+export const LAUNCHER = path.join(packageRoot(), 'dist/agent/launcher/main.js');
+
+/** The VM container's user in examples and charts; the launcher and QEMU run as it when we can. */
+export const POD_UID = 10001;
+
+/** Whether test processes can run as POD_UID (root, with setpriv to drop to it). */
+export function canRunAsPodUser(): boolean {
+  return process.getuid?.() === 0 && findSetpriv() !== null;
+}
+
+/**
+ * The guest's kernel and initrd where the pod's user can read them (root's cache is not), as an
+ * image would carry them: copied into `<dir>/assets`; `dir` is made traversable. Without
+ * canRunAsPodUser, the cached assets as they are.
+ */
+export async function podUserAssets(dir: string): Promise<GuestAssets> {
+  const cached = await ensureGuestAssets();
+  if (!canRunAsPodUser()) return cached;
+  fs.chmodSync(dir, 0o755);
+  const own = path.join(dir, 'assets');
+  fs.mkdirSync(own, { recursive: true });
+  const assets = { kernel: path.join(own, 'vmlinuz'), initrd: path.join(own, 'initrd') };
+  fs.copyFileSync(cached.kernel, assets.kernel);
+  fs.copyFileSync(cached.initrd, assets.initrd);
+  return assets;
+}
+
+/**
+ * Starts the launcher (`node dist/agent/launcher/main.js <argv>`) as a VM container would:
+ * unprivileged (uid POD_UID) when canRunAsPodUser, with VMSNAP_RUN_DIR = `runDir`, which is handed
+ * to that user. stdout and stderr are piped.
+ */
+export function spawnLauncher(runDir: string, argv: readonly string[], env: Record<string, string> = {}): ChildProcess {
+  if (!fs.existsSync(LAUNCHER)) throw new Error(`${LAUNCHER} is missing: run npm run build`);
+  const asPodUser = canRunAsPodUser();
+  if (asPodUser) fs.chownSync(runDir, POD_UID, POD_UID);
+  const prefix = asPodUser ? [findSetpriv()!, `--reuid=${POD_UID}`, `--regid=${POD_UID}`, '--clear-groups', '--'] : [];
+  const [bin, ...args] = [...prefix, process.execPath, LAUNCHER, ...argv];
+  return spawn(bin!, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, [VM_RUN_DIR_ENV]: runDir, VMSNAP_QEMU_STOP_GRACE_MS: '5000', ...env },
+  });
+}
+
+/** One request line to a launcher's control socket, one reply line back (parsed), on a fresh connection. */
+export function launcherRequest(socketPath: string, line: string): Promise<LauncherReply> {
+  return new Promise((resolve, reject) => {
+    const sock = net.createConnection(socketPath);
+    let buf = '';
+    sock.setEncoding('utf8');
+    sock.on('error', reject);
+    sock.on('data', (d: string) => {
+      buf += d;
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      sock.destroy();
+      try {
+        resolve(LauncherReplySchema.parse(JSON.parse(buf.slice(0, nl))));
+      } catch (err) {
+        reject(err as Error);
+      }
+    });
+    sock.write(line + '\n');
+  });
 }

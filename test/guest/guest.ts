@@ -49,6 +49,11 @@ export interface GuestOptions {
   kernelArgs?: string[];
   /** Extra QEMU arguments, appended last. */
   extraArgs?: string[];
+  /**
+   * The command line a VM pod carries for the vmsnap launcher: no -qmp (the launcher adds its
+   * own), and with `serial: 'stdio'` the console on QEMU's stdout (the launcher passes it through).
+   */
+  pod?: { serial: 'file' | 'stdio' };
 }
 
 export interface Guest {
@@ -151,9 +156,10 @@ export function guestArgs(assets: GuestAssets, opts: GuestOptions): string[] {
     '-kernel', assets.kernel,
     '-initrd', assets.initrd,
     '-append', append,
-    '-chardev', `file,id=serial0,path=${path.join(dir, 'serial.log')},append=on`,
-    '-serial', 'chardev:serial0',
-    '-qmp', `unix:${path.join(dir, 'qmp.sock')},server=on,wait=off`,
+    ...(opts.pod?.serial === 'stdio'
+      ? ['-serial', 'stdio']
+      : ['-chardev', `file,id=serial0,path=${path.join(dir, 'serial.log')},append=on`, '-serial', 'chardev:serial0']),
+    ...(opts.pod ? [] : ['-qmp', `unix:${path.join(dir, 'qmp.sock')},server=on,wait=off`]),
   ];
   if (opts.memoryBackendFile !== undefined) {
     args.push(

@@ -44,10 +44,11 @@ export function storageFreeBytes(dir: string): number | undefined {
   }
 }
 
-/** One VM as QMP describes it; "unreachable" with the reason when it does not answer. */
+/** One VM as QMP describes it; "stopped" when its owner says no QEMU runs (a hibernated VM pod); "unreachable" with the reason when it does not answer. */
 export async function queryInventoryVm(vm: DiscoveredVm, connect: (vm: DiscoveredVm, timeoutMs: number) => Promise<Probe> = (v, t) => probeQmp(v.qmpSocket, t)): Promise<InventoryVM> {
   const base = { namespace: vm.namespace, name: vm.name, qmpSocket: vm.qmpSocket };
   const probe = await connect(vm, 1000);
+  if (probe.kind === 'absent' && probe.stopped) return { ...base, state: 'stopped', message: probe.message.slice(0, 1024) };
   if (probe.kind !== 'answers') return { ...base, state: 'unreachable', message: probe.message.slice(0, 1024) };
   const client: QmpClient = probe.client;
   try {

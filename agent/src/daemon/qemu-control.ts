@@ -4,7 +4,14 @@
 import fs from 'node:fs';
 import { QmpClient } from '../qmp/client.js';
 
-export type Probe = { kind: 'answers'; client: QmpClient } | { kind: 'absent'; message: string } | { kind: 'unreachable'; message: string };
+/**
+ * What a QMP socket showed. `absent` with `stopped`: nothing listens and the VM's owner (a VM pod's
+ * launcher) says no QEMU runs, e.g. after a hibernate (afterSnapshot: Stop).
+ */
+export type Probe =
+  | { kind: 'answers'; client: QmpClient }
+  | { kind: 'absent'; message: string; stopped?: boolean }
+  | { kind: 'unreachable'; message: string };
 
 /** Connects with a short timeout. "absent": no socket or nothing listens (a stale socket). */
 export async function probeQmp(socket: string, timeoutMs = 1000): Promise<Probe> {

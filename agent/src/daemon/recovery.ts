@@ -288,6 +288,9 @@ export async function recoverRestore(ctx: AgentContext, restore: VMRestore, sign
  * only finishes a load it can see in QEMU (its fdset still there) and otherwise ends the
  * VMRestore Failed, leaving the QEMU to its pod.
  */
+/** How long an interrupted pod restore waits for the pod's QEMU to answer again. */
+const POD_RECOVERY_WAIT_MS = 60_000;
+
 async function recoverPodRestore(
   ctx: AgentContext,
   finder: PodVms,
@@ -301,8 +304,11 @@ async function recoverPodRestore(
   const retry = 'create a new VMRestore to retry';
   const vm = await finder.find(ns, effective.targetVMName);
   if (!vm) return fail(`VM pod ${target} is no longer Running on node ${ctx.nodeName}; ${retry}`);
+  // The launcher may still be restarting QEMU for this restore (up to its stop grace plus its
+  // QMP ready timeout, 40 s by default): wait for it unless it says no QEMU runs at all.
+  const deadline = Date.now() + POD_RECOVERY_WAIT_MS;
   let probe = await finder.probe(vm, 5000);
-  for (let i = 0; probe.kind === 'unreachable' && !signal.aborted && i < 20; i++) {
+  while (probe.kind !== 'answers' && !(probe.kind === 'absent' && probe.stopped) && !signal.aborted && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 500));
     probe = await finder.probe(vm, 5000);
   }

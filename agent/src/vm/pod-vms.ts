@@ -46,11 +46,23 @@ export class PodVms implements VmFinder {
       return { kind: 'answers', client: await connectPodQmp(this.kubeletRootDir, podOf(vm), VM_QMP_SOCKET, timeoutMs) };
     } catch (err) {
       const message = (err as Error).message;
-      if (err instanceof SocketRefusedError && err.code === 'ENOENT') return { kind: 'absent', message };
+      if (err instanceof SocketRefusedError && err.code === 'ENOENT') return this.absent(vm, message, timeoutMs);
       if (err instanceof PeerRefusedError || err instanceof SocketRefusedError) return { kind: 'unreachable', message };
-      if (/nothing listens/.test(message)) return { kind: 'absent', message };
+      if (/nothing listens/.test(message)) return this.absent(vm, message, timeoutMs);
       return { kind: 'unreachable', message };
     }
+  }
+
+  /** No QMP: `stopped` when the pod's launcher says it runs no QEMU (after a hibernate or an exit). */
+  private async absent(vm: DiscoveredVm, message: string, timeoutMs: number): Promise<Probe> {
+    const status = await this.launcher(vm, { op: 'status' }, timeoutMs).catch(() => undefined);
+    if (status?.state !== 'stopped') return { kind: 'absent', message };
+    const exit = status.lastExit ? `; its last QEMU exited with ${status.lastExit.signal ?? `code ${status.lastExit.code}`}` : '';
+    return {
+      kind: 'absent',
+      stopped: true,
+      message: `no QEMU runs in VM pod ${vm.pod!.podName}: its launcher is up and stopped${exit} (after a hibernate: a VMRestore brings it back)`,
+    };
   }
 
   /** A QMP connection for an operation (save, restore): errors say what is wrong. */
