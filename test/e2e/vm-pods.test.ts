@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { VM_LAUNCHER_SOCKET, VM_LAUNCHER_START_ENV, type LauncherReply } from '../../api/vm-pod.js';
 import { snapshotFilePath } from '../../agent/src/daemon/paths.js';
+import { processAlive } from '../../agent/src/daemon/qemu-control.js';
 import { addFdSet, configureMigration, fileUri, type MigrationInfo } from '../../agent/src/engine/migration.js';
 import { QmpClient } from '../../agent/src/qmp/client.js';
 import { SNAPSHOT_FORMAT_VERSION, STREAM_OFFSET, writeHeader } from '../../agent/src/snapshot-file/header.js';
@@ -273,7 +274,7 @@ spec:
     });
     expect(stopped).toMatchObject({ generation: before.generation, lastExit: { code: 0, signal: null } });
     expect(stopped.qemuPid).toBeUndefined();
-    expect(fs.existsSync(`/proc/${before.qemuPid}`)).toBe(false);
+    expect(processAlive(before.qemuPid!)).toBe(false);
     expect(launcher.exitCode).toBeNull();
     const hibernated = await eventuallyInventory(ns, 'web', (v) => v.state !== 'running');
     expect(hibernated.state).toBe('stopped');

@@ -127,3 +127,8 @@ export async function stopProcess(child: ChildProcess, graceMs = 10_000): Promis
   await exited;
   clearTimeout(timer);
 }
+
+/** A process's argv from /proc (binary first). */
+export function procArgv(pid: number): string[] {
+  return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(0, -1);
+}

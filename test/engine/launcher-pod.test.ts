@@ -10,7 +10,8 @@ import path from 'node:path';
 import { LauncherReplySchema, type LauncherReply } from '../../api/vm-pod.js';
 import { guestArgs } from '../guest/guest.js';
 import { canRunAsPodUser, launcherRequest, podUserAssets, POD_UID, spawnLauncher } from './pod-fixture.js';
-import { cli, scratchDir, stopProcess, until } from './harness.js';
+import { processAlive } from '../../agent/src/daemon/qemu-control.js';
+import { cli, procArgv, scratchDir, stopProcess, until } from './harness.js';
 
 let dir: string;
 let podArgv: string[];
@@ -31,19 +32,6 @@ afterEach(async () => {
 afterAll(() => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
-
-function alive(pid: number): boolean {
-  try {
-    // A zombie has exited; only its parent has not looked yet.
-    return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-function cmdline(pid: number): string[] {
-  return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(0, -1);
-}
 
 interface Launcher {
   run: string;
@@ -157,7 +145,7 @@ test('restore in place: save, restart-incoming, restore; the guest keeps its mem
   expect(first).toMatchObject({ ok: true, state: 'running', generation: 1 });
   const pidA = first.qemuPid!;
   if (asPodUser) expect(fs.readFileSync(`/proc/${pidA}/status`, 'utf8')).toMatch(new RegExp(`^Uid:\\s+${POD_UID}\\s+${POD_UID}\\s`, 'm'));
-  expect(cmdline(pidA)).toEqual(
+  expect(procArgv(pidA)).toEqual(
     expect.arrayContaining(['-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny']),
   );
   await guestReady(l);
@@ -170,8 +158,8 @@ test('restore in place: save, restart-incoming, restore; the guest keeps its mem
   expect(restarted).toMatchObject({ ok: true, state: 'incoming', generation: 2 });
   const pidB = (restarted as { qemuPid: number }).qemuPid;
   expect(pidB).not.toBe(pidA);
-  expect(alive(pidA)).toBe(false);
-  expect(cmdline(pidB).slice(-2)).toEqual(['-incoming', 'defer']);
+  expect(processAlive(pidA)).toBe(false);
+  expect(procArgv(pidB).slice(-2)).toEqual(['-incoming', 'defer']);
   // The old QEMU is gone: everything on the console from here on comes from the restored guest.
   const from = l.stdout().length;
 
@@ -183,7 +171,7 @@ test('restore in place: save, restart-incoming, restore; the guest keeps its mem
 
   l.child.kill('SIGTERM');
   expect(await l.exited).toBe(0);
-  expect(alive(pidB)).toBe(false);
+  expect(processAlive(pidB)).toBe(false);
   expect(fs.existsSync(path.join(l.run, 'launcher.sock'))).toBe(false);
 });
 
@@ -201,7 +189,7 @@ test('hibernate and wake in the same pod: save --after stop leaves the launcher 
   });
   expect(stopped).toMatchObject({ generation: 1, lastExit: { code: 0, signal: null } });
   expect(stopped.qemuPid).toBeUndefined();
-  expect(alive(pidA!)).toBe(false);
+  expect(processAlive(pidA!)).toBe(false);
   expect(l.child.exitCode).toBeNull();
 
   const from = l.stdout().length;
@@ -217,7 +205,7 @@ test('hibernate and wake in the same pod: save --after stop leaves the launcher 
   const pidB = (restarted as { qemuPid: number }).qemuPid;
   l.child.kill('SIGKILL');
   await l.exited;
-  await until('QEMU to die with its launcher', () => !alive(pidB) || undefined, 10_000);
+  await until('QEMU to die with its launcher', () => !processAlive(pidB) || undefined, 10_000);
 });
 
 test('hostile control input gets error replies; the launcher keeps serving', async () => {

@@ -11,7 +11,7 @@ import { lazyResidency } from '../../agent/src/engine/lazy/residency.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { QmpClient } from '../../agent/src/qmp/client.js';
 import type { Guest } from '../guest/guest.js';
-import { cli, expectGuestVerifies, readyGuest, run, scratchDir, sha256File } from './harness.js';
+import { cli, expectGuestVerifies, procArgv, readyGuest, run, scratchDir, sha256File } from './harness.js';
 
 const guests: Guest[] = [];
 const launchedPids: number[] = [];
@@ -59,10 +59,6 @@ async function verifiesInLog(serial: string, after: number, from = 0): Promise<n
 
 let cliFile: string | undefined;
 
-function cmdline(pid: number): string[] {
-  return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-}
-
 it('CLI --launch --lazy: the VM runs on its RAM mapped from the unchanged file and keeps verifying it', async () => {
   const { guest, file } = await hibernatedGuest('cli', 51);
   cliFile = file;
@@ -80,7 +76,7 @@ it('CLI --launch --lazy: the VM runs on its RAM mapped from the unchanged file a
   expect(r.lazy).toMatchObject({ blockId: 'pc.ram', mappedBytes: 256 << 20, file: fs.realpathSync(file) });
   // QEMU loaded only the small blocks: far less than the 64 MiB the guest filled.
   expect(r.bytes).toBeLessThan(16 << 20);
-  expect(cmdline(r.launched!.pid).join(' ')).toContain(`mem-path=${fs.realpathSync(file)},offset=`);
+  expect(procArgv(r.launched!.pid).join(' ')).toContain(`mem-path=${fs.realpathSync(file)},offset=`);
 
   // The guest goes on where it was: every sweep re-reads the 64 MiB pattern from the mapping.
   const next = await verifiesInLog(guest.serialPath, lastPass, before);

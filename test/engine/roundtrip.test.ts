@@ -6,7 +6,7 @@ import { saveVm } from '../../agent/src/engine/save.js';
 import { restoreVm } from '../../agent/src/engine/restore.js';
 import type { QmpClient } from '../../agent/src/qmp/client.js';
 import { startGuest, type Guest } from '../guest/guest.js';
-import { cli, expectGuestVerifies, readyGuest, scratchDir, sha256File } from './harness.js';
+import { cli, expectGuestVerifies, procArgv, readyGuest, scratchDir, sha256File } from './harness.js';
 
 
 const guests: Guest[] = [];
@@ -30,11 +30,6 @@ async function target(name: string, extra: Partial<Parameters<typeof startGuest>
   const g = await startGuest({ dir: path.join(dir, name), name, memMiB: 256, fillMiB: 64, incomingDefer: true, ...extra });
   guests.push(g);
   return g;
-}
-
-/** A process's command line, arguments joined by spaces. */
-function cmdline(pid: number): string {
-  return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
 }
 
 async function waitGone(pid: number): Promise<void> {
@@ -157,7 +152,7 @@ it('an eager --launch restore preallocates a mostly full guest RAM first; a late
   const eagerPid = (eager.json!.launched as { pid: number }).pid;
   try {
     expect(eager.json!.prealloc).toEqual({ threads: expect.any(Number) });
-    expect(cmdline(eagerPid)).toMatch(/memory-backend-ram,id=pc\.ram,size=268435456,prealloc=on,prealloc-threads=\d/);
+    expect(procArgv(eagerPid).join(' ')).toMatch(/memory-backend-ram,id=pc\.ram,size=268435456,prealloc=on,prealloc-threads=\d/);
     await expectGuestVerifies(source, source.lastPass(), 0);
     // Saved again: the recorded command line now has the preallocated backend; a lazy restore drops it.
     const again = path.join(dir, 'prealloc-again.vms');
@@ -169,8 +164,8 @@ it('an eager --launch restore preallocates a mostly full guest RAM first; a late
     expect(lazy.json!.mode).toBe('lazy');
     const lazyPid = (lazy.json!.launched as { pid: number }).pid;
     try {
-      expect(cmdline(lazyPid)).toMatch(/memory-backend-file,id=pc\.ram,/);
-      expect(cmdline(lazyPid)).not.toMatch(/prealloc=/);
+      expect(procArgv(lazyPid).join(' ')).toMatch(/memory-backend-file,id=pc\.ram,/);
+      expect(procArgv(lazyPid).join(' ')).not.toMatch(/prealloc=/);
       await expectGuestVerifies(source, 0, before);
     } finally {
       process.kill(lazyPid, 'SIGKILL');
