@@ -72,3 +72,23 @@ cache_lock() {
   exec 8>"$1/.lock"
   flock 8
 }
+
+# Stops a daemon recorded by launch (TERM, then KILL after 10 s) and forgets it.
+stop_pid() { # $1 = name
+  local pid
+  pid="$(pid_of "$1")" || { rm -f "$RUN/$1.pid"; return 0; }
+  log "stopping $1 (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  pid_of "$1" >/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$RUN/$1.pid"
+}
+
+# Launches a daemon detached from this script (own session, stdio to a log, lock fd closed)
+# and records "<pid> <binary>" so later runs can tell it from a recycled pid.
+launch() { # $1 = name, $2 = binary, rest = args
+  local name=$1 bin=$2; shift 2
+  : > "$LOGS/$name.log"
+  setsid "$bin" "$@" </dev/null >>"$LOGS/$name.log" 2>&1 9>&- &
+  echo "$! $bin" > "$RUN/$name.pid"
+}
