@@ -3,17 +3,17 @@
 # instance CA that up.sh made (so the admin kubeconfig keeps working):
 #   kubelet-client   system:node:<node> in system:nodes (the Node authorizer and NodeRestriction
 #                    know a kubelet by exactly this name)
-#   kubelet-serving  the kubelet's HTTPS port, IP SAN 127.0.0.1 (the API server verifies it
-#                    with --kubelet-certificate-authority when it proxies logs and exec)
+#   kubelet-serving  the kubelet's HTTPS port, IP SANs 127.0.0.1 and the node IP (the API server
+#                    verifies it with --kubelet-certificate-authority when it proxies logs and exec)
 #   apiserver-kubelet-client  the API server's identity towards the kubelet; in system:masters,
 #                    so the kubelet's webhook authorization lets it read logs and exec
 #   kube-scheduler, kube-controller-manager  the names bootstrap RBAC grants their roles to
 # It also re-signs the API server's serving certificate when it lacks the node instance's
 # Service IP (instances created before it ran without a node).
-# Usage: node-certs.sh <node-name> <kubernetes-service-ip>
+# Usage: node-certs.sh <node-name> <kubernetes-service-ip> <node-ip>
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-NODE_NAME=$1 SERVICE_IP=$2
+NODE_NAME=$1 SERVICE_IP=$2 NODE_IP=$3
 [[ -f $CERTS/ca.key ]] || die "no instance CA in $CERTS (up.sh creates it)"
 
 sign() { # $1 = file stem, $2 = subject, $3 = extendedKeyUsage, $4 = subjectAltName (optional)
@@ -36,12 +36,15 @@ if [[ ! -f $CERTS/kubelet-client.crt || $(subject_of "$CERTS/kubelet-client.crt"
   log "signing kubelet client certificate for system:node:$NODE_NAME"
   sign kubelet-client "/O=system:nodes/CN=system:node:$NODE_NAME" clientAuth
 fi
-[[ -f $CERTS/kubelet-serving.crt ]] || sign kubelet-serving "/CN=$NODE_NAME" serverAuth "IP:127.0.0.1,DNS:$NODE_NAME"
+has_ip_san() { openssl x509 -in "$1" -noout -ext subjectAltName 2>/dev/null | grep -q "IP Address:$2\b"; }
+if [[ ! -f $CERTS/kubelet-serving.crt ]] || ! has_ip_san "$CERTS/kubelet-serving.crt" "$NODE_IP"; then
+  sign kubelet-serving "/CN=$NODE_NAME" serverAuth "IP:127.0.0.1,IP:$NODE_IP,DNS:$NODE_NAME"
+fi
 [[ -f $CERTS/apiserver-kubelet-client.crt ]] || sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
 [[ -f $CERTS/kube-scheduler.crt ]] || sign kube-scheduler "/CN=system:kube-scheduler" clientAuth
 [[ -f $CERTS/kube-controller-manager.crt ]] || sign kube-controller-manager "/CN=system:kube-controller-manager" clientAuth
 
-if ! openssl x509 -in "$CERTS/apiserver.crt" -noout -ext subjectAltName 2>/dev/null | grep -q "IP Address:$SERVICE_IP\b"; then
+if ! has_ip_san "$CERTS/apiserver.crt" "$SERVICE_IP"; then
   log "re-signing the API server certificate with the Service IP $SERVICE_IP"
   sign apiserver "/CN=kube-apiserver" serverAuth \
     "IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,IP:$SERVICE_IP,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"

@@ -2,7 +2,8 @@
 # Stops the local node of an instance, in reverse order of node-up.sh, and leaves nothing
 # running or mounted: controller-manager, scheduler, kubelet (so nothing restarts containers),
 # every container task, containerd and leftover shims; then releases the pods' bridge addresses,
-# network namespaces, mounts under the node's state, its cgroups and the Service-range route.
+# network namespaces, mounts under the node's state, its cgroups, and (when no other instance
+# runs a node) the Service-range route and the node IP.
 # Called by down.sh (and by up.sh when an instance switches to running without a node) with the
 # instance lock held. Idempotent. Images and containerd's content stay for the next start.
 set -euo pipefail
@@ -74,8 +75,9 @@ while read -r h; do
   find "$h$CGROUP_ROOT" -depth -type d -exec rmdir {} \; 2>/dev/null || true
 done < <(cgroup_hierarchies)
 
-rm -f "$ROUTE_REFS/$INSTANCE_ID"
-if [[ -z $(ls -A "$ROUTE_REFS" 2>/dev/null) ]]; then
+rm -f "$HOST_REFS/$INSTANCE_ID"
+if [[ -z $(ls -A "$HOST_REFS" 2>/dev/null) ]]; then
   ip route del prohibit "$SERVICE_CIDR" 2>/dev/null || true
+  ip addr del "$NODE_IP/32" dev lo 2>/dev/null || true
 fi
 rm -f "$RUN/node.json"

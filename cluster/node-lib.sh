@@ -26,8 +26,14 @@ CNI_NETWORK=vmsnap-pods
 # follow the default route off the machine; a local `prohibit` route makes it fail at once.
 SERVICE_CIDR=203.0.113.0/24
 SERVICE_IP=203.0.113.1
-# The route is machine-wide: each node instance holds a reference; the last one out removes it.
-ROUTE_REFS=/run/vmsnap/prohibit-route
+# The node's InternalIP, a /32 in another documentation range, on the loopback interface. The
+# kubelet refuses a 127.0.0.0/8 node IP ("nodeIP can't be loopback address") and then reports no
+# address at all, so the API server could not reach it for logs and exec; an address on `lo` stays
+# on this machine (pods have no route to it), and no host name is ever looked up.
+NODE_IP=192.0.2.1
+# The route and the address are machine-wide: each node instance holds a reference; the last one
+# out removes them.
+HOST_REFS=/run/vmsnap/node-refs
 
 NODE_NAME_FILE="$RUN/node-name"
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Starts (or reuses) the local node of an instance: containerd + runc with a CNI bridge, a
-# kubelet, kube-scheduler and kube-controller-manager, all on loopback. Called by up.sh with the
+# kubelet, kube-scheduler and kube-controller-manager. Called by up.sh with the
 # instance lock held, after the API server is ready; not meant to be run on its own.
+#
+# Everything listens on loopback: 127.0.0.1, and the kubelet's API on the node IP, an address of
+# the `lo` interface (see node-lib.sh).
 #
 # Environment from up.sh: K8S_BIN_DIR, KUBECTL, APISERVER_PORT, NODE_NAME.
 # Writes $RUN/node.json (merged into cluster.json by up.sh).
@@ -15,7 +18,7 @@ source "$CLUSTER_DIR/images.sh"
 : "${K8S_BIN_DIR:?} ${KUBECTL:?} ${APISERVER_PORT:?} ${NODE_NAME:?}"
 
 bash "$CLUSTER_DIR/ensure-node-deps.sh"
-bash "$CLUSTER_DIR/node-certs.sh" "$NODE_NAME" "$SERVICE_IP"
+bash "$CLUSTER_DIR/node-certs.sh" "$NODE_NAME" "$SERVICE_IP" "$NODE_IP"
 mkdir -p "$NODE_DIR" "$CONTAINERD_DIR" "$KUBELET_ROOT" "$CNI_CONF_DIR" "$NODE_DIR/pod-logs"
 echo "$NODE_NAME" > "$NODE_NAME_FILE"
 
@@ -106,9 +109,10 @@ ip addr replace "$POD_GATEWAY/${POD_SUBNET#*/}" dev "$POD_BRIDGE"
 # IPv4 only: no IPv6 link-local chatter on the bridge.
 echo 1 > "/proc/sys/net/ipv6/conf/$POD_BRIDGE/disable_ipv6" 2>/dev/null || true
 ip link set "$POD_BRIDGE" up
-mkdir -p "$ROUTE_REFS"
-touch "$ROUTE_REFS/$INSTANCE_ID"
+mkdir -p "$HOST_REFS"
+touch "$HOST_REFS/$INSTANCE_ID"
 ip route replace prohibit "$SERVICE_CIDR"
+ip addr replace "$NODE_IP/32" dev lo
 
 # The kubelet's cgroup root, in every hierarchy. A fresh cpuset cgroup has no CPUs or memory
 # nodes until given its parent's.
@@ -199,7 +203,7 @@ write_if_changed "$NODE_DIR/resolv.conf" <<<'# vmsnap local node: no DNS servers
 write_if_changed "$NODE_DIR/kubelet.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: 127.0.0.1
+address: $NODE_IP
 port: $KUBELET_PORT
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
@@ -239,7 +243,7 @@ cat "$NODE_DIR/kubelet.yaml" "$NODE_DIR/kubelet.kubeconfig" | ensure_daemon kube
   --kubeconfig="$NODE_DIR/kubelet.kubeconfig" \
   --root-dir="$KUBELET_ROOT" \
   --hostname-override="$NODE_NAME" \
-  --node-ip=127.0.0.1
+  --node-ip="$NODE_IP"
 
 # ---- kube-scheduler and kube-controller-manager ------------------------------------------------
 kubeconfig_for "$NODE_DIR/kube-scheduler.kubeconfig" system:kube-scheduler kube-scheduler
@@ -285,6 +289,7 @@ cat > "$RUN/node.json" <<JSON
     "podSubnet": $(json_str "$POD_SUBNET"),
     "podBridge": $(json_str "$POD_BRIDGE"),
     "serviceCIDR": $(json_str "$SERVICE_CIDR"),
+    "nodeIP": $(json_str "$NODE_IP"),
     "sandboxImage": $(json_str "$PAUSE_IMAGE"),
     "kubelet": { "pid": $(pid_of kubelet), "port": $KUBELET_PORT, "log": $(json_str "$LOGS/kubelet.log") },
     "containerd": { "pid": $(pid_of containerd), "config": $(json_str "$CONTAINERD_CONFIG"), "log": $(json_str "$LOGS/containerd.log") },

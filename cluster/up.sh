@@ -199,8 +199,9 @@ KC
 # A node instance authorizes kubelets by node identity, admits ServiceAccounts (the
 # controller-manager creates them), and reaches the kubelet by its InternalIP (127.0.0.1) with a
 # client certificate the kubelet's webhook authorization accepts; no host name is looked up.
+# (The Service range and node IP are node-lib.sh's SERVICE_CIDR and NODE_IP.)
 if [[ $MODE == node ]]; then
-  bash "$CLUSTER_DIR/node-certs.sh" "$NODE_NAME" 203.0.113.1
+  bash "$CLUSTER_DIR/node-certs.sh" "$NODE_NAME" 203.0.113.1 192.0.2.1
   MODE_FLAGS=(
     --authorization-mode=Node,RBAC
     --enable-admission-plugins=NodeRestriction

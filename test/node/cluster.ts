@@ -18,6 +18,8 @@ export interface NodeInfo {
   podSubnet: string;
   podBridge: string;
   serviceCIDR: string;
+  /** The node's InternalIP: an address on the loopback interface. */
+  nodeIP: string;
   sandboxImage: string;
   kubelet: { pid: number; port: number; log: string };
   containerd: { pid: number; config: string; log: string };

@@ -45,12 +45,15 @@ function pauseContainer(extra: Record<string, unknown> = {}) {
   return { name: 'pause', image: cp.images.sandboxImage, imagePullPolicy: 'Never', ...extra };
 }
 
-test('the node is registered under its name, on loopback, and Ready', async () => {
+test('the node is registered under its name, with a node IP on the loopback interface, and Ready', async () => {
   const node = JSON.parse(await nodeKubectlOk(['get', 'node', cp.nodeName, '-o', 'json'])) as {
     status: { conditions: { type: string; status: string }[]; addresses: { type: string; address: string }[] };
   };
   expect(node.status.conditions.find((c) => c.type === 'Ready')?.status).toBe('True');
-  expect(node.status.addresses).toContainEqual({ type: 'InternalIP', address: '127.0.0.1' });
+  // An address on the loopback interface (the kubelet refuses 127.0.0.0/8 as a node IP).
+  expect(node.status.addresses).toContainEqual({ type: 'InternalIP', address: cp.node.nodeIP });
+  const lo = spawnSync('ip', ['-o', 'addr', 'show', 'dev', 'lo'], { encoding: 'utf8' }).stdout;
+  expect(lo).toContain(` ${cp.node.nodeIP}/32 `);
 });
 
 test('a Deployment gets a Running pod on the pod network, and exec reaches its container', async () => {
@@ -90,7 +93,7 @@ test('a DaemonSet gets a Running host-network pod on the node', async () => {
   await nodeKubectlOk(['apply', '-f', '-'], { input: JSON.stringify(daemonSet) });
   const pod = await runningPod('app=pause-host');
   expect(pod.spec.nodeName).toBe(cp.nodeName);
-  expect(pod.status.podIP).toBe('127.0.0.1');
+  expect(pod.status.podIP).toBe(cp.node.nodeIP);
 });
 
 test('kubectl logs reads a container log through the kubelet', async () => {
@@ -117,7 +120,7 @@ test('the kubernetes Service IP is in a documentation range that a local route r
   expect(`${route.stdout}${route.stderr}`).toMatch(/prohibit|Permission denied|unreachable/i);
 });
 
-test('no TCP socket of the stack listens or points outside loopback and the pod bridge', () => {
+test('no TCP socket of the stack listens or points outside loopback (and the pod bridge)', () => {
   const pids = stackPids(cp);
   const byPid = new Map(Object.entries(pids).map(([name, pid]) => [pid, name]));
   for (const [name, pid] of Object.entries(pids)) expect([name, pid > 0]).toEqual([name, true]);
@@ -133,7 +136,8 @@ test('no TCP socket of the stack listens or points outside loopback and the pod 
     const owners = [...line.matchAll(/pid=(\d+)/g)].map((m) => byPid.get(Number(m[1]))).filter(Boolean);
     if (owners.length === 0) continue;
     seen++;
-    const ok = state === 'LISTEN' ? isLoopback(host(local!)) : isLoopback(host(peer!)) || inPodSubnet(host(peer!));
+    const onThisMachine = (ip: string) => isLoopback(ip) || ip === cp.node.nodeIP;
+    const ok = state === 'LISTEN' ? onThisMachine(host(local!)) : onThisMachine(host(peer!)) || inPodSubnet(host(peer!));
     if (!ok) offending.push(`${owners.join(',')}: ${line.trim()}`);
   }
   expect(seen).toBeGreaterThan(5); // the check saw the stack (listeners and its connections)
