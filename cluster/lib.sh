@@ -73,15 +73,26 @@ cache_lock() {
   flock 8
 }
 
-# Stops a daemon recorded by launch (TERM, then KILL after 10 s) and forgets it.
-stop_pid() { # $1 = name
-  local pid
-  pid="$(pid_of "$1")" || { rm -f "$RUN/$1.pid"; return 0; }
-  log "stopping $1 (pid $pid)"
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  pid_of "$1" >/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$RUN/$1.pid"
+# Stops daemons recorded by launch (TERM to all at once, then KILL what still runs after 10 s)
+# and forgets them.
+stop_pid() { # $@ = names
+  local name pid pids=() deadline
+  for name in "$@"; do
+    if pid="$(pid_of "$name")"; then
+      log "stopping $name (pid $pid)"
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+  done
+  deadline=$(( SECONDS + 10 ))
+  for pid in "${pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null && (( SECONDS < deadline )); do sleep 0.1; done
+  done
+  for name in "$@"; do
+    pid="$(pid_of "$name")" && kill -KILL "$pid" 2>/dev/null
+    rm -f "$RUN/$name.pid"
+  done
+  return 0
 }
 
 # Launches a daemon detached from this script (own session, stdio to a log, lock fd closed)

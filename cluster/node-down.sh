@@ -12,9 +12,7 @@ source "$CLUSTER_DIR/node-lib.sh"
 
 [[ -d $NODE_DIR ]] || exit 0
 
-stop_pid kube-controller-manager
-stop_pid kube-scheduler
-stop_pid kubelet
+stop_pid kube-controller-manager kube-scheduler kubelet
 
 CTR=(ctr --address "$CONTAINERD_SOCKET" -n k8s.io --timeout 10s)
 sandboxes=()
@@ -30,7 +28,7 @@ if pid_of containerd >/dev/null; then
   done
   # The network namespace of every pod sandbox, to release its address below (the kubelet
   # would have done it through the CRI; it is already stopped).
-  mapfile -t sandboxes < <("${CTR[@]}" containers ls -q labels.io.cri-containerd.kind==sandbox 2>/dev/null || true)
+  mapfile -t sandboxes < <("${CTR[@]}" containers ls -q 'labels."io.cri-containerd.kind"==sandbox' 2>/dev/null || true)
   for s in "${sandboxes[@]}"; do
     ns="$("${CTR[@]}" containers info "$s" 2>/dev/null \
       | jq -r '.Spec.linux.namespaces[]? | select(.type=="network") | .path // empty' || true)"
@@ -41,7 +39,7 @@ stop_pid containerd
 
 # Shims of this containerd that outlived it (matched by our socket path on their command line).
 for p in /proc/[0-9]*; do
-  cmd="$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null)" || continue
+  cmd="$(tr '\0' ' ' 2>/dev/null < "$p/cmdline")" || continue
   if [[ $cmd == *containerd-shim* && $cmd == *"-address $CONTAINERD_SOCKET "* ]]; then
     kill -KILL "${p#/proc/}" 2>/dev/null || true
   fi
