@@ -98,8 +98,15 @@ stop_pid() { # $@ = names
 # Launches a daemon detached from this script (own session, stdio to a log, lock fd closed)
 # and records "<pid> <binary>" so later runs can tell it from a recycled pid.
 launch() { # $1 = name, $2 = binary, rest = args
+  local name=$1; shift
+  launch_via "$name" "$1" "$@"
+}
+
+# Like launch, for a command that ends by exec'ing the daemon's binary (a wrapper that sets up
+# something first): the pid stays the same, the recorded binary is the daemon's.
+launch_via() { # $1 = name, $2 = the daemon's binary, rest = command
   local name=$1 bin=$2; shift 2
   : > "$LOGS/$name.log"
-  setsid "$bin" "$@" </dev/null >>"$LOGS/$name.log" 2>&1 9>&- &
+  setsid "$@" </dev/null >>"$LOGS/$name.log" 2>&1 9>&- &
   echo "$! $bin" > "$RUN/$name.pid"
 }

@@ -62,10 +62,11 @@ if [[ -f $RUN/sandbox-netns ]]; then
 fi
 
 # Everything the kubelet and containerd mounted under the node's state (volumes, rootfs, shm),
-# deepest first.
+# deepest first, then the node directory's own shared bind mount (node-up.sh).
 findmnt -rn -o TARGET | awk -v d="$NODE_DIR/" 'index($0, d) == 1' | sort -r | while read -r m; do
   umount -R "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
 done
+while findmnt -rn --mountpoint "$NODE_DIR" >/dev/null; do umount -l "$NODE_DIR" || break; done
 
 # The kubelet's cgroup tree, deepest first (empty now that every task is gone).
 while read -r h; do

@@ -56,15 +56,15 @@ wait_for() { # $1 = name, $2 = seconds, rest = check command
   local name=$1 secs=$2; shift 2
   for _ in $(seq 1 $(( secs * 4 ))); do
     "$@" && return 0
+    sleep 0.25   # first, so a wrapper has exec'd the daemon before pid_of looks
     pid_of "$name" >/dev/null || break
-    sleep 0.25
   done
   tail -n 30 "$LOGS/$name.log" >&2
   die "$name did not become healthy (log: $LOGS/$name.log)"
 }
-# Restarts $1 unless it runs healthy with the current configuration. stdin: its configuration.
-# Then runs: launch $1 <binary> <args...> (rest of the arguments), and waits with $HEALTH.
-ensure_daemon() { # $1 = name, $2 = health check function, rest = binary and args
+# Restarts $1 unless it runs healthy with the current configuration (stdin: its configuration),
+# by `launch_via $1 <binary> <command...>`, then waits for the health check.
+ensure_daemon() { # $1 = name, $2 = health check function, $3 = binary, rest = command
   local name=$1 health=$2; shift 2
   local changed=''
   { printf '%s\n' "$@"; cat; } | config_hash_changed "$name" && changed=1
@@ -73,7 +73,7 @@ ensure_daemon() { # $1 = name, $2 = health check function, rest = binary and arg
   fi
   stop_pid "$name"
   log "starting $name"
-  launch "$name" "$@"
+  launch_via "$name" "$@"
   wait_for "$name" 120 "$health"
   commit_config_hash "$name"
 }
@@ -186,8 +186,25 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     config_path = "$CONTAINERD_DIR/certs.d"
 TOML
 
+# Pods, and containerd itself, get a resolv.conf without servers: nothing in the stack resolves
+# names off the machine (a resolver without servers asks loopback).
+write_if_changed "$NODE_DIR/resolv.conf" <<<'# vmsnap local node: no DNS servers (no traffic leaves this machine)'
+
+# containerd runs in its own mount namespace where /etc/resolv.conf has no name servers: a pull
+# of an image that was never loaded (containerd 1.6 has no catch-all registry host) then fails
+# with a lookup on loopback instead of asking the machine's DNS server.
+# Mounts made on the host under the node's directory must still reach it (the kubelet's volumes,
+# which runc bind-mounts into containers): the directory is an rshared mount, and the namespace
+# is its slave. containerd's own mounts (container root filesystems) stay in its namespace.
+if ! findmnt -rn -o TARGET --mountpoint "$NODE_DIR" >/dev/null; then
+  mount --bind "$NODE_DIR" "$NODE_DIR"
+fi
+mount --make-rshared "$NODE_DIR"
 containerd_healthy() { ctr --address "$CONTAINERD_SOCKET" --timeout 3s version >/dev/null 2>&1; }
-cat "$CONTAINERD_CONFIG" | ensure_daemon containerd containerd_healthy "$(command -v containerd)" --config "$CONTAINERD_CONFIG"
+CONTAINERD_BIN="$(command -v containerd)"
+cat "$CONTAINERD_CONFIG" "$NODE_DIR/resolv.conf" | ensure_daemon containerd containerd_healthy "$CONTAINERD_BIN" \
+  unshare --mount --propagation slave -- sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$@"' \
+  "$NODE_DIR/resolv.conf" "$CONTAINERD_BIN" --config "$CONTAINERD_CONFIG"
 
 # The sandbox image, imported once per archive (the archive name carries its content hash).
 if [[ $(cat "$RUN/pause-archive" 2>/dev/null) != "$PAUSE_ARCHIVE" ]] \
@@ -198,8 +215,6 @@ fi
 
 # ---- kubelet --------------------------------------------------------------------------------------
 kubeconfig_for "$NODE_DIR/kubelet.kubeconfig" "system:node:$NODE_NAME" kubelet-client
-# Pods get a resolv.conf without servers: nothing in the stack resolves names off the machine.
-write_if_changed "$NODE_DIR/resolv.conf" <<<'# vmsnap local node: no DNS servers (no traffic leaves this machine)'
 write_if_changed "$NODE_DIR/kubelet.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -237,7 +252,7 @@ imageGCLowThresholdPercent: 99
 evictionHard: { memory.available: "50Mi", nodefs.available: "1%", nodefs.inodesFree: "1%", imagefs.available: "1%" }
 YAML
 kubelet_healthy() { curl -sf --max-time 3 "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz" >/dev/null 2>&1; }
-cat "$NODE_DIR/kubelet.yaml" "$NODE_DIR/kubelet.kubeconfig" | ensure_daemon kubelet kubelet_healthy \
+cat "$NODE_DIR/kubelet.yaml" "$NODE_DIR/kubelet.kubeconfig" | ensure_daemon kubelet kubelet_healthy "$K8S_BIN_DIR/kubelet" \
   "$K8S_BIN_DIR/kubelet" \
   --config="$NODE_DIR/kubelet.yaml" \
   --kubeconfig="$NODE_DIR/kubelet.kubeconfig" \
@@ -251,13 +266,13 @@ kubeconfig_for "$NODE_DIR/kube-controller-manager.kubeconfig" system:kube-contro
 scheduler_healthy() { https_healthz "$SCHEDULER_PORT"; }
 controller_manager_healthy() { https_healthz "$CONTROLLER_MANAGER_PORT"; }
 KC="$NODE_DIR/kube-scheduler.kubeconfig"
-cat "$KC" | ensure_daemon kube-scheduler scheduler_healthy \
+cat "$KC" | ensure_daemon kube-scheduler scheduler_healthy "$K8S_BIN_DIR/kube-scheduler" \
   "$K8S_BIN_DIR/kube-scheduler" \
   --kubeconfig="$KC" --authentication-kubeconfig="$KC" --authorization-kubeconfig="$KC" \
   --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT" --cert-dir="$NODE_DIR/kube-scheduler-certs" \
   --leader-elect=false
 KC="$NODE_DIR/kube-controller-manager.kubeconfig"
-cat "$KC" | ensure_daemon kube-controller-manager controller_manager_healthy \
+cat "$KC" | ensure_daemon kube-controller-manager controller_manager_healthy "$K8S_BIN_DIR/kube-controller-manager" \
   "$K8S_BIN_DIR/kube-controller-manager" \
   --kubeconfig="$KC" --authentication-kubeconfig="$KC" --authorization-kubeconfig="$KC" \
   --bind-address=127.0.0.1 --secure-port="$CONTROLLER_MANAGER_PORT" \

@@ -1,7 +1,7 @@
 // The local stack's real node: a kubelet on containerd + runc registers and reports Ready, the
 // scheduler and controller-manager turn a Deployment (pod network) and a DaemonSet (host network)
 // into running pods from the locally built pause image, the API server reaches the kubelet for
-// logs and exec, and no socket of the stack points anywhere but this machine.
+// logs and exec, and no socket of the stack (nor a DNS lookup) goes anywhere but this machine.
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { CLUSTER_STARTUP_TIMEOUT_MS, eventually } from '../cluster/controlplane.js';
@@ -118,6 +118,26 @@ test('the kubernetes Service IP is in a documentation range that a local route r
   expect(ip).toBe('203.0.113.1');
   const route = spawnSync('ip', ['route', 'get', ip], { encoding: 'utf8' });
   expect(`${route.stdout}${route.stderr}`).toMatch(/prohibit|Permission denied|unreachable/i);
+});
+
+test('pulling an image that was never loaded fails on the machine, without asking a DNS server', async () => {
+  const pod = {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: 'not-loaded', namespace: ns },
+    spec: { restartPolicy: 'Never', containers: [{ name: 'c', image: 'not-loaded.invalid/none:1', imagePullPolicy: 'IfNotPresent' }] },
+  };
+  await nodeKubectlOk(['apply', '-f', '-'], { input: JSON.stringify(pod) });
+  let message = '';
+  await eventually(async () => {
+    const events = JSON.parse(
+      await nodeKubectlOk(['-n', ns, 'get', 'events', '--field-selector', 'involvedObject.name=not-loaded,reason=Failed', '-o', 'json']),
+    ) as { items: { message: string }[] };
+    message = events.items.map((e) => e.message).find((m) => m.includes('lookup')) ?? '';
+    return message !== '';
+  }, 60_000, 500);
+  // containerd resolves with a resolv.conf that has no servers, so the resolver asks loopback.
+  expect(message).toMatch(/lookup not-loaded\.invalid on (\[::1\]|127\.0\.0\.1):53/);
 });
 
 test('no TCP socket of the stack listens or points outside loopback (and the pod bridge)', () => {
