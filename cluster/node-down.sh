@@ -45,16 +45,17 @@ for p in /proc/[0-9]*; do
   fi
 done
 
-# Release pod addresses from the shared pool (CNI DEL runs the bridge and host-local plugins
-# exactly as the CRI would), then drop the namespaces' bind mounts.
+# Release pod addresses from the shared pool: CNI DEL of the bridge plugin without a network
+# namespace releases the sandbox's host-local address. The namespaces themselves were bind-mounted
+# in containerd's own mount namespace (node-up.sh), gone with it; the veth pairs went with them.
+# What is left on the host is each namespace's empty mount-point file.
 if [[ -f $RUN/sandbox-netns ]]; then
   conf="$(cni_bridge_plugin | jq -c --arg n "$CNI_NETWORK" '. + {cniVersion: "1.0.0", name: $n}')"
   while read -r id ns; do
-    [[ $ns == - ]] && ns=''
-    CNI_COMMAND=DEL CNI_CONTAINERID="$id" CNI_NETNS="$ns" CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni \
+    CNI_COMMAND=DEL CNI_CONTAINERID="$id" CNI_NETNS='' CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni \
       /usr/lib/cni/bridge <<<"$conf" >/dev/null 2>&1 || true
-    if [[ -n $ns && $ns == /var/run/netns/* || $ns == /run/netns/* ]]; then
-      umount "$ns" 2>/dev/null || umount -l "$ns" 2>/dev/null || true
+    if [[ $ns == /var/run/netns/cni-* || $ns == /run/netns/cni-* ]]; then
+      umount "$ns" 2>/dev/null || true
       rm -f "$ns"
     fi
   done < "$RUN/sandbox-netns"
