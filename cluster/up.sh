@@ -23,11 +23,13 @@ exec 9>"$CLUSTER_STATE/.lock"
 flock 9
 
 print_result() {
-  local bin_dir kubeconfig
+  local bin_dir kubeconfig node
   bin_dir="$(sed -n 's/^ *"binDir": "\(.*\)",\{0,1\}$/\1/p' "$CLUSTER_JSON")"
   kubeconfig="$(sed -n 's/^ *"kubeconfig": "\(.*\)",\{0,1\}$/\1/p' "$CLUSTER_JSON")"
   echo "# vmsnap local control plane: $(sed -n 's/^ *"server": "\(.*\)",\{0,1\}$/\1/p' "$CLUSTER_JSON") (state: $CLUSTER_STATE)"
   echo "# kubectl and helm: $bin_dir"
+  node="$(sed -n 's/^ *"nodeName": "\(.*\)",$/\1/p' "$CLUSTER_JSON")"
+  [[ -n $node ]] && echo "# node: $node (load images: $CLUSTER_DIR/images.sh load <oci-archive>)"
   echo "export PATH=\"$bin_dir:\$PATH\""
   echo "export KUBECONFIG=$kubeconfig"
 }
