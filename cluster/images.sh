@@ -56,7 +56,8 @@ if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
       sock="$(images_socket)"
       for a in "$@"; do images_load "$sock" "$a"; done ;;
     list)
-      ctr --address "$(images_socket)" -n k8s.io images ls -q ;;
+      sock="$(images_socket)"
+      ctr --address "$sock" -n k8s.io images ls -q | grep -v '^sha256:' || true ;;
     *) die "usage: $0 load <oci-archive>... | list" ;;
   esac
 fi
