@@ -140,24 +140,27 @@ test('pulling an image that was never loaded fails on the machine, without askin
   expect(message).toMatch(/lookup not-loaded\.invalid on (\[::1\]|127\.0\.0\.1):53/);
 });
 
-test('no TCP socket of the stack listens or points outside loopback (and the pod bridge)', () => {
+test('no TCP or UDP socket of the stack listens or points outside loopback (and the pod bridge)', () => {
   const pids = stackPids(cp);
   const byPid = new Map(Object.entries(pids).map(([name, pid]) => [pid, name]));
   for (const [name, pid] of Object.entries(pids)) expect([name, pid > 0]).toEqual([name, true]);
-  const ss = spawnSync('ss', ['-tanpH'], { encoding: 'utf8' });
+  // TCP, and UDP (a DNS query is a connected UDP socket while it waits for its answer).
+  const ss = spawnSync('ss', ['-tuanpH'], { encoding: 'utf8' });
   expect(ss.status).toBe(0);
   const host = (addrPort: string) => addrPort.replace(/:[^:]*$/, '').replace(/^\[|\]$/g, '').replace(/%.*$/, '');
   const offending: string[] = [];
   let seen = 0;
   for (const line of ss.stdout.split('\n')) {
     const cols = line.trim().split(/\s+/);
-    if (cols.length < 6) continue;
-    const [state, , , local, peer] = cols;
+    if (cols.length < 7) continue;
+    const [netid, state, , , local, peer] = cols;
     const owners = [...line.matchAll(/pid=(\d+)/g)].map((m) => byPid.get(Number(m[1]))).filter(Boolean);
     if (owners.length === 0) continue;
     seen++;
     const onThisMachine = (ip: string) => isLoopback(ip) || ip === cp.node.nodeIP;
-    const ok = state === 'LISTEN' ? onThisMachine(host(local!)) : onThisMachine(host(peer!)) || inPodSubnet(host(peer!));
+    const unconnectedUdp = netid === 'udp' && /^(\*|0\.0\.0\.0|\[::\]):\*$/.test(peer!);
+    const ok =
+      state === 'LISTEN' || unconnectedUdp ? onThisMachine(host(local!)) : onThisMachine(host(peer!)) || inPodSubnet(host(peer!));
     if (!ok) offending.push(`${owners.join(',')}: ${line.trim()}`);
   }
   expect(seen).toBeGreaterThan(5); // the check saw the stack (listeners and its connections)
