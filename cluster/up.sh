@@ -13,6 +13,7 @@
 # requested mode, nothing is started.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$CLUSTER_DIR/node-lib.sh"
 
 mkdir -p "$CLUSTER_STATE" "$CERTS" "$LOGS" "$RUN"
 chmod 700 "$CLUSTER_STATE"
@@ -47,9 +48,9 @@ NODE_NAME="${VMSNAP_NODE_NAME:-vmsnap-node}"
 # running without a record predates node support: it runs without a node.
 RUNNING_MODE="$(cat "$RUN/mode" 2>/dev/null || true)"
 [[ -z $RUNNING_MODE ]] && pid_of kube-apiserver >/dev/null && RUNNING_MODE=plain
-# The node's Service range sits in a documentation range with a local `prohibit` route (see
-# node-lib.sh); an instance without a node keeps the range it always had.
-if [[ $MODE == node ]]; then SERVICE_CIDR=203.0.113.0/24; else SERVICE_CIDR=10.0.0.0/24; fi
+# The node's Service range (node-lib.sh) sits in a documentation range with a local `prohibit`
+# route; an instance without a node keeps the range it always had.
+[[ $MODE == node ]] || SERVICE_CIDR=10.0.0.0/24
 
 # ---- fast path: healthy control plane already running in this mode -----------------------
 reuse=''
@@ -86,7 +87,7 @@ gen_certs() {
     printf '%s\n' \
       "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
       "extendedKeyUsage=serverAuth" \
-      "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,IP:203.0.113.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" \
+      "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,IP:$SERVICE_IP,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" \
       > "$d/apiserver.ext"
     openssl x509 -req -in "$d/apiserver.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
       -sha256 -days 3650 -extfile "$d/apiserver.ext" -out "$d/apiserver.crt" 2>/dev/null
@@ -199,11 +200,11 @@ KC
 }
 
 # A node instance authorizes kubelets by node identity, admits ServiceAccounts (the
-# controller-manager creates them), and reaches the kubelet by its InternalIP (127.0.0.1) with a
-# client certificate the kubelet's webhook authorization accepts; no host name is looked up.
-# (The Service range and node IP are node-lib.sh's SERVICE_CIDR and NODE_IP.)
+# controller-manager creates them), and reaches the kubelet by its InternalIP (the node IP on
+# `lo`, node-lib.sh) with a client certificate the kubelet's webhook authorization accepts; no
+# host name is looked up.
 if [[ $MODE == node ]]; then
-  bash "$CLUSTER_DIR/node-certs.sh" "$NODE_NAME" 203.0.113.1 192.0.2.1
+  bash "$CLUSTER_DIR/node-certs.sh" "$NODE_NAME" "$SERVICE_IP" "$NODE_IP"
   MODE_FLAGS=(
     --authorization-mode=Node,RBAC
     --enable-admission-plugins=NodeRestriction
