@@ -108,5 +108,15 @@ launch_via() { # $1 = name, $2 = the daemon's binary, rest = command
   local name=$1 bin=$2; shift 2
   : > "$LOGS/$name.log"
   setsid "$@" </dev/null >>"$LOGS/$name.log" 2>&1 9>&- &
-  echo "$! $bin" > "$RUN/$name.pid"
+  local pid=$! exe want
+  echo "$pid $bin" > "$RUN/$name.pid"
+  # Until the forked shell (or a wrapper) has exec'd the binary, pid_of does not recognise it;
+  # callers check pid_of right away to tell a crashed daemon, so wait for the exec (at most 5 s;
+  # a daemon that died shows up in the caller's check).
+  want="$(readlink -f "$bin")"
+  for _ in $(seq 1 100); do
+    exe="$(readlink "/proc/$pid/exe" 2>/dev/null)" || break
+    [[ ${exe% (deleted)} == "$want" ]] && break
+    sleep 0.05
+  done
 }
