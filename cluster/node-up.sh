@@ -34,8 +34,10 @@ pick_port KUBELET_PORT kubelet
 pick_port KUBELET_HEALTHZ_PORT kubelet
 pick_port SCHEDULER_PORT kube-scheduler
 pick_port CONTROLLER_MANAGER_PORT kube-controller-manager
-printf 'KUBELET_PORT=%s\nKUBELET_HEALTHZ_PORT=%s\nSCHEDULER_PORT=%s\nCONTROLLER_MANAGER_PORT=%s\n' \
-  "$KUBELET_PORT" "$KUBELET_HEALTHZ_PORT" "$SCHEDULER_PORT" "$CONTROLLER_MANAGER_PORT" > "$RUN/node-ports.env"
+save_node_ports() {
+  printf 'KUBELET_PORT=%s\nKUBELET_HEALTHZ_PORT=%s\nSCHEDULER_PORT=%s\nCONTROLLER_MANAGER_PORT=%s\n' \
+    "$KUBELET_PORT" "$KUBELET_HEALTHZ_PORT" "$SCHEDULER_PORT" "$CONTROLLER_MANAGER_PORT" > "$RUN/node-ports.env"
+}
 
 # ---- helpers ---------------------------------------------------------------------------------
 # Writes stdin to $1 only when the content changed (so config hashes stay stable).
@@ -52,15 +54,14 @@ config_hash_changed() {
 }
 commit_config_hash() { [[ -f $RUN/$1.cfg.new ]] && mv -f "$RUN/$1.cfg.new" "$RUN/$1.cfg"; return 0; }
 https_healthz() { curl -skf --max-time 3 "https://127.0.0.1:$1/healthz" >/dev/null 2>&1; }
-wait_for() { # $1 = name, $2 = seconds, rest = check command
+wait_for() { # $1 = name, $2 = seconds, rest = check command; fails when the daemon exits
   local name=$1 secs=$2; shift 2
   for _ in $(seq 1 $(( secs * 4 ))); do
     "$@" && return 0
-    sleep 0.25   # first, so a wrapper has exec'd the daemon before pid_of looks
-    pid_of "$name" >/dev/null || break
+    pid_of "$name" >/dev/null || return 1
+    sleep 0.25
   done
-  tail -n 30 "$LOGS/$name.log" >&2
-  die "$name did not become healthy (log: $LOGS/$name.log)"
+  return 1
 }
 # Restarts $1 unless it runs healthy with the current configuration (stdin: its configuration),
 # by `launch_via $1 <binary> <command...>`, then waits for the health check.
@@ -74,8 +75,22 @@ ensure_daemon() { # $1 = name, $2 = health check function, $3 = binary, rest = c
   stop_pid "$name"
   log "starting $name"
   launch_via "$name" "$@"
-  wait_for "$name" 120 "$health"
+  wait_for "$name" 120 "$health" || return 1
   commit_config_hash "$name"
+}
+# Runs start function $1 for daemon $2 up to three times: a port picked as free can be taken by
+# another instance before the daemon binds it; then the ports named by the remaining arguments
+# (variables) are picked again.
+start_retrying() { # $1 = start function, $2 = daemon name, rest = port variable names
+  local fn=$1 name=$2 v; shift 2
+  for _ in 1 2 3; do
+    if "$fn"; then save_node_ports; return 0; fi
+    grep -q 'address already in use' "$LOGS/$name.log" || break
+    log "$name: a port was taken meanwhile; picking new ones"
+    for v in "$@"; do printf -v "$v" '%s' "$(free_port)"; done
+  done
+  tail -n 30 "$LOGS/$name.log" >&2
+  die "$name did not become healthy (log: $LOGS/$name.log)"
 }
 kubeconfig_for() { # $1 = file, $2 = user, $3 = cert stem
   ( umask 077; write_if_changed "$1" <<KC
@@ -202,9 +217,12 @@ fi
 mount --make-rshared "$NODE_DIR"
 containerd_healthy() { ctr --address "$CONTAINERD_SOCKET" --timeout 3s version >/dev/null 2>&1; }
 CONTAINERD_BIN="$(command -v containerd)"
-cat "$CONTAINERD_CONFIG" "$NODE_DIR/resolv.conf" | ensure_daemon containerd containerd_healthy "$CONTAINERD_BIN" \
-  unshare --mount --propagation slave -- sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$@"' \
-  "$NODE_DIR/resolv.conf" "$CONTAINERD_BIN" --config "$CONTAINERD_CONFIG"
+start_containerd() {
+  cat "$CONTAINERD_CONFIG" "$NODE_DIR/resolv.conf" | ensure_daemon containerd containerd_healthy "$CONTAINERD_BIN" \
+    unshare --mount --propagation slave -- sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$@"' \
+    "$NODE_DIR/resolv.conf" "$CONTAINERD_BIN" --config "$CONTAINERD_CONFIG"
+}
+start_retrying start_containerd containerd
 
 # The sandbox image, imported once per archive (the archive name carries its content hash).
 if [[ $(cat "$RUN/pause-archive" 2>/dev/null) != "$PAUSE_ARCHIVE" ]] \
@@ -215,7 +233,10 @@ fi
 
 # ---- kubelet --------------------------------------------------------------------------------------
 kubeconfig_for "$NODE_DIR/kubelet.kubeconfig" "system:node:$NODE_NAME" kubelet-client
-write_if_changed "$NODE_DIR/kubelet.yaml" <<YAML
+kubelet_healthy() { curl -sf --max-time 3 "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz" >/dev/null 2>&1; }
+# The config names the ports, so it is written by the start function (a retry picks new ones).
+start_kubelet() {
+  write_if_changed "$NODE_DIR/kubelet.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $NODE_IP
@@ -251,37 +272,44 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: { memory.available: "50Mi", nodefs.available: "1%", nodefs.inodesFree: "1%", imagefs.available: "1%" }
 YAML
-kubelet_healthy() { curl -sf --max-time 3 "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz" >/dev/null 2>&1; }
-cat "$NODE_DIR/kubelet.yaml" "$NODE_DIR/kubelet.kubeconfig" | ensure_daemon kubelet kubelet_healthy "$K8S_BIN_DIR/kubelet" \
-  "$K8S_BIN_DIR/kubelet" \
-  --config="$NODE_DIR/kubelet.yaml" \
-  --kubeconfig="$NODE_DIR/kubelet.kubeconfig" \
-  --root-dir="$KUBELET_ROOT" \
-  --hostname-override="$NODE_NAME" \
-  --node-ip="$NODE_IP"
+  cat "$NODE_DIR/kubelet.yaml" "$NODE_DIR/kubelet.kubeconfig" | ensure_daemon kubelet kubelet_healthy "$K8S_BIN_DIR/kubelet" \
+    "$K8S_BIN_DIR/kubelet" \
+    --config="$NODE_DIR/kubelet.yaml" \
+    --kubeconfig="$NODE_DIR/kubelet.kubeconfig" \
+    --root-dir="$KUBELET_ROOT" \
+    --hostname-override="$NODE_NAME" \
+    --node-ip="$NODE_IP"
+}
+start_retrying start_kubelet kubelet KUBELET_PORT KUBELET_HEALTHZ_PORT
 
 # ---- kube-scheduler and kube-controller-manager ------------------------------------------------
 kubeconfig_for "$NODE_DIR/kube-scheduler.kubeconfig" system:kube-scheduler kube-scheduler
 kubeconfig_for "$NODE_DIR/kube-controller-manager.kubeconfig" system:kube-controller-manager kube-controller-manager
 scheduler_healthy() { https_healthz "$SCHEDULER_PORT"; }
 controller_manager_healthy() { https_healthz "$CONTROLLER_MANAGER_PORT"; }
-KC="$NODE_DIR/kube-scheduler.kubeconfig"
-cat "$KC" | ensure_daemon kube-scheduler scheduler_healthy "$K8S_BIN_DIR/kube-scheduler" \
-  "$K8S_BIN_DIR/kube-scheduler" \
-  --kubeconfig="$KC" --authentication-kubeconfig="$KC" --authorization-kubeconfig="$KC" \
-  --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT" --cert-dir="$NODE_DIR/kube-scheduler-certs" \
-  --leader-elect=false
-KC="$NODE_DIR/kube-controller-manager.kubeconfig"
-cat "$KC" | ensure_daemon kube-controller-manager controller_manager_healthy "$K8S_BIN_DIR/kube-controller-manager" \
-  "$K8S_BIN_DIR/kube-controller-manager" \
-  --kubeconfig="$KC" --authentication-kubeconfig="$KC" --authorization-kubeconfig="$KC" \
-  --bind-address=127.0.0.1 --secure-port="$CONTROLLER_MANAGER_PORT" \
-  --cert-dir="$NODE_DIR/kube-controller-manager-certs" \
-  --leader-elect=false \
-  --use-service-account-credentials=true \
-  --service-account-private-key-file="$CERTS/sa.key" \
-  --root-ca-file="$CERTS/ca.crt" \
-  --cluster-name=vmsnap
+start_scheduler() {
+  local KC="$NODE_DIR/kube-scheduler.kubeconfig"
+  cat "$KC" | ensure_daemon kube-scheduler scheduler_healthy "$K8S_BIN_DIR/kube-scheduler" \
+    "$K8S_BIN_DIR/kube-scheduler" \
+    --kubeconfig="$KC" --authentication-kubeconfig="$KC" --authorization-kubeconfig="$KC" \
+    --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT" --cert-dir="$NODE_DIR/kube-scheduler-certs" \
+    --leader-elect=false
+}
+start_retrying start_scheduler kube-scheduler SCHEDULER_PORT
+start_controller_manager() {
+  local KC="$NODE_DIR/kube-controller-manager.kubeconfig"
+  cat "$KC" | ensure_daemon kube-controller-manager controller_manager_healthy "$K8S_BIN_DIR/kube-controller-manager" \
+    "$K8S_BIN_DIR/kube-controller-manager" \
+    --kubeconfig="$KC" --authentication-kubeconfig="$KC" --authorization-kubeconfig="$KC" \
+    --bind-address=127.0.0.1 --secure-port="$CONTROLLER_MANAGER_PORT" \
+    --cert-dir="$NODE_DIR/kube-controller-manager-certs" \
+    --leader-elect=false \
+    --use-service-account-credentials=true \
+    --service-account-private-key-file="$CERTS/sa.key" \
+    --root-ca-file="$CERTS/ca.crt" \
+    --cluster-name=vmsnap
+}
+start_retrying start_controller_manager kube-controller-manager CONTROLLER_MANAGER_PORT
 
 # ---- wait until the node is Ready (registered, CNI initialised) --------------------------------
 ready=''

@@ -44,13 +44,18 @@ export function nodeClusterStateDir(): string {
   return path.join(stateRoot, 'cluster-node');
 }
 
-/** Runs cluster/up.sh for the node instance. */
-export function runNodeClusterUp(): Promise<RunResult> {
+/** Runs cluster/up.sh for the node instance (or another instance with a node, by state dir). */
+export function runNodeClusterUp(stateDir = nodeClusterStateDir()): Promise<RunResult> {
   return run('bash', [path.join(repoRoot, 'cluster', 'up.sh')], {
-    env: { ...process.env, VMSNAP_CLUSTER_STATE: nodeClusterStateDir(), VMSNAP_CLUSTER_NODE: '1' },
+    env: { ...process.env, VMSNAP_CLUSTER_STATE: stateDir, VMSNAP_CLUSTER_NODE: '1' },
     // A cold first run builds the Kubernetes binaries for many minutes: show its progress.
     forwardStderr: process.env.VMSNAP_CLUSTER_QUIET !== '1',
   });
+}
+
+/** Runs cluster/down.sh for an instance. */
+export function runClusterDown(stateDir: string): Promise<RunResult> {
+  return run('bash', [path.join(repoRoot, 'cluster', 'down.sh')], { env: { ...process.env, VMSNAP_CLUSTER_STATE: stateDir } });
 }
 
 export function readNodeClusterJson(stateDir = nodeClusterStateDir()): NodeCluster {
@@ -58,7 +63,7 @@ export function readNodeClusterJson(stateDir = nodeClusterStateDir()): NodeClust
 }
 
 /** Starts the node instance once per test file (idempotent across files and runs). */
-export const ensureNodeCluster: () => Promise<NodeCluster> = upOnce(runNodeClusterUp, () => {
+export const ensureNodeCluster: () => Promise<NodeCluster> = upOnce(() => runNodeClusterUp(), () => {
   const cp = readNodeClusterJson();
   if (!cp.node) throw new Error(`${nodeClusterStateDir()}/cluster.json has no node`);
   return cp;
