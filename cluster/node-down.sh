@@ -3,7 +3,7 @@
 # running or mounted: controller-manager, scheduler, kubelet (so nothing restarts containers),
 # every container task, containerd and leftover shims; then releases the pods' bridge addresses,
 # network namespaces, mounts under the node's state, its cgroups, and (when no other instance
-# runs a node) the Service-range route and the node IP.
+# runs a node) the Service-range route, the node IP and the pod bridge.
 # Called by down.sh (and by up.sh when an instance switches to running without a node) with the
 # instance lock held. Idempotent. Images and containerd's content stay for the next start.
 set -euo pipefail
@@ -79,5 +79,6 @@ rm -f "$HOST_REFS/$INSTANCE_ID"
 if [[ -z $(ls -A "$HOST_REFS" 2>/dev/null) ]]; then
   ip route del prohibit "$SERVICE_CIDR" 2>/dev/null || true
   ip addr del "$NODE_IP/32" dev lo 2>/dev/null || true
+  ip link del "$POD_BRIDGE" 2>/dev/null || true
 fi
 rm -f "$RUN/node.json"

@@ -31,8 +31,8 @@ SERVICE_IP=203.0.113.1
 # address at all, so the API server could not reach it for logs and exec; an address on `lo` stays
 # on this machine (pods have no route to it), and no host name is ever looked up.
 NODE_IP=192.0.2.1
-# The route and the address are machine-wide: each node instance holds a reference; the last one
-# out removes them.
+# The route, the address and the bridge are machine-wide: each node instance holds a reference;
+# the last one out removes them.
 HOST_REFS=/run/vmsnap/node-refs
 
 NODE_NAME_FILE="$RUN/node-name"
