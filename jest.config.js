@@ -16,6 +16,8 @@ export default {
     { ...esm, displayName: 'engine', testMatch: ['<rootDir>/test/engine/**/*.test.ts'] },
     { ...esm, displayName: 'cluster', testMatch: ['<rootDir>/test/cluster/**/*.test.ts'] },
     { ...esm, displayName: 'e2e', testMatch: ['<rootDir>/test/e2e/**/*.test.ts'] },
+    // A real node (kubelet, containerd, scheduler, controller-manager) in its own instance.
+    { ...esm, displayName: 'node', testMatch: ['<rootDir>/test/node/**/*.test.ts'] },
     { ...esm, displayName: 'load', testMatch: ['<rootDir>/test/load/**/*.test.ts'] },
     // kill -9 of every component during saves and restores, and a full disk.
     { ...esm, displayName: 'chaos', testMatch: ['<rootDir>/test/chaos/**/*.test.ts'] },

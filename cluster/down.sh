@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stops the local control plane started by up.sh and removes its tmpfs etcd data. Idempotent.
+# Stops the local cluster started by up.sh (the node first, see node-down.sh, then the API
+# server and etcd) and removes its tmpfs etcd data. Idempotent.
 # Certificates and the kubeconfig path are kept so the next `up` hands out the same CA;
 # `down.sh --purge` removes the whole instance state directory as well.
 set -euo pipefail
@@ -16,21 +17,12 @@ mkdir -p "$RUN"
 exec 9>"$CLUSTER_STATE/.lock"
 flock 9
 
-stop() { # $1 = name
-  local pid
-  if pid="$(pid_of "$1")"; then
-    log "stopping $1 (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    pid_of "$1" >/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$RUN/$1.pid"
-}
-stop kube-apiserver
-stop etcd
+bash "$CLUSTER_DIR/node-down.sh"
+stop_pid kube-apiserver
+stop_pid etcd
 
 rm -rf "$(etcd_data_dir)"
-rm -f "$CLUSTER_JSON"   # ports.env stays: the next up reuses the same ports when free
+rm -f "$CLUSTER_JSON" "$RUN/mode"   # ports.env stays: the next up reuses the same ports when free
 if [[ -n $purge ]]; then
   rm -rf "$CLUSTER_STATE"
   log "purged $CLUSTER_STATE"

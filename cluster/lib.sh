@@ -72,3 +72,51 @@ cache_lock() {
   exec 8>"$1/.lock"
   flock 8
 }
+
+# Stops daemons recorded by launch (TERM to all at once, then KILL what still runs after 10 s)
+# and forgets them.
+stop_pid() { # $@ = names
+  local name pid pids=() deadline
+  for name in "$@"; do
+    if pid="$(pid_of "$name")"; then
+      log "stopping $name (pid $pid)"
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+  done
+  deadline=$(( SECONDS + 10 ))
+  for pid in "${pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null && (( SECONDS < deadline )); do sleep 0.1; done
+  done
+  for name in "$@"; do
+    pid="$(pid_of "$name")" && kill -KILL "$pid" 2>/dev/null
+    rm -f "$RUN/$name.pid"
+  done
+  return 0
+}
+
+# Launches a daemon detached from this script (own session, stdio to a log, lock fd closed)
+# and records "<pid> <binary>" so later runs can tell it from a recycled pid.
+launch() { # $1 = name, $2 = binary, rest = args
+  local name=$1; shift
+  launch_via "$name" "$1" "$@"
+}
+
+# Like launch, for a command that ends by exec'ing the daemon's binary (a wrapper that sets up
+# something first): the pid stays the same, the recorded binary is the daemon's.
+launch_via() { # $1 = name, $2 = the daemon's binary, rest = command
+  local name=$1 bin=$2; shift 2
+  : > "$LOGS/$name.log"
+  setsid "$@" </dev/null >>"$LOGS/$name.log" 2>&1 9>&- &
+  local pid=$! exe want
+  echo "$pid $bin" > "$RUN/$name.pid"
+  # Until the forked shell (or a wrapper) has exec'd the binary, pid_of does not recognise it;
+  # callers check pid_of right away to tell a crashed daemon, so wait for the exec (at most 5 s;
+  # a daemon that died shows up in the caller's check).
+  want="$(readlink -f "$bin")"
+  for _ in $(seq 1 100); do
+    exe="$(readlink "/proc/$pid/exe" 2>/dev/null)" || break
+    [[ ${exe% (deleted)} == "$want" ]] && break
+    sleep 0.05
+  done
+}

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Starts (or reuses) the local control plane: etcd + kube-apiserver on loopback, RBAC on.
-# No kubelet, controller-manager or scheduler runs.
+# Starts (or reuses) the local cluster: etcd + kube-apiserver on loopback, RBAC on, and with
+# VMSNAP_CLUSTER_NODE=1 (the default) a real single node as well: containerd + runc, a kubelet,
+# kube-scheduler and kube-controller-manager (node-up.sh). VMSNAP_CLUSTER_NODE=0 runs the API
+# server alone (no controllers, no pods), which starts in seconds; the process-level tests use it.
+# VMSNAP_NODE_NAME names the node (default vmsnap-node).
 #
 # stdout is meant for `eval "$(npm run -s cluster:up)"`: comment lines, an optional PATH export,
 # and as the very last line `export KUBECONFIG=<path>`. Progress and errors go to stderr.
 # Machine-readable result: $VMSNAP_CLUSTER_STATE/cluster.json (see lib.sh for the variables).
 #
-# Idempotent: if the recorded processes are alive and /readyz answers, nothing is started.
+# Idempotent: if the recorded processes are alive, answer their health checks and run in the
+# requested mode, nothing is started.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$CLUSTER_DIR/node-lib.sh"
 
 mkdir -p "$CLUSTER_STATE" "$CERTS" "$LOGS" "$RUN"
 chmod 700 "$CLUSTER_STATE"
@@ -19,11 +24,13 @@ exec 9>"$CLUSTER_STATE/.lock"
 flock 9
 
 print_result() {
-  local bin_dir kubeconfig
+  local bin_dir kubeconfig node
   bin_dir="$(sed -n 's/^ *"binDir": "\(.*\)",\{0,1\}$/\1/p' "$CLUSTER_JSON")"
   kubeconfig="$(sed -n 's/^ *"kubeconfig": "\(.*\)",\{0,1\}$/\1/p' "$CLUSTER_JSON")"
   echo "# vmsnap local control plane: $(sed -n 's/^ *"server": "\(.*\)",\{0,1\}$/\1/p' "$CLUSTER_JSON") (state: $CLUSTER_STATE)"
   echo "# kubectl and helm: $bin_dir"
+  node="$(sed -n 's/^ *"nodeName": "\(.*\)",$/\1/p' "$CLUSTER_JSON")"
+  [[ -n $node ]] && echo "# node: $node (load images: $CLUSTER_DIR/images.sh load <oci-archive>)"
   echo "export PATH=\"$bin_dir:\$PATH\""
   echo "export KUBECONFIG=$kubeconfig"
 }
@@ -32,13 +39,27 @@ readyz() { # $1 = kubectl
   "$1" --kubeconfig "$KUBECONFIG_PATH" --request-timeout=3s get --raw /readyz >/dev/null 2>&1
 }
 
-# ---- fast path: healthy instance already running ------------------------------------------
-if [[ -f $CLUSTER_JSON ]] && pid_of etcd >/dev/null && pid_of kube-apiserver >/dev/null; then
+case "${VMSNAP_CLUSTER_NODE:-1}" in
+  1) MODE=node ;; 0) MODE=plain ;;
+  *) die "VMSNAP_CLUSTER_NODE must be 1 (run a node) or 0 (API server only), not '$VMSNAP_CLUSTER_NODE'" ;;
+esac
+NODE_NAME="${VMSNAP_NODE_NAME:-vmsnap-node}"
+# The mode the running API server was started in (its flags differ); empty when none runs. One
+# running without a record predates node support: it runs without a node.
+RUNNING_MODE="$(cat "$RUN/mode" 2>/dev/null || true)"
+[[ -z $RUNNING_MODE ]] && pid_of kube-apiserver >/dev/null && RUNNING_MODE=plain
+# The node's Service range (node-lib.sh) sits in a documentation range with a local `prohibit`
+# route; an instance without a node keeps the range it always had.
+[[ $MODE == node ]] || SERVICE_CIDR=10.0.0.0/24
+
+# ---- fast path: healthy control plane already running in this mode -----------------------
+reuse=''
+if [[ -f $CLUSTER_JSON && $RUNNING_MODE == "$MODE" ]] && pid_of etcd >/dev/null && pid_of kube-apiserver >/dev/null; then
   kubectl_bin="$(sed -n 's/^ *"kubectl": "\(.*\)",\{0,1\}$/\1/p' "$CLUSTER_JSON")"
   if [[ -x $kubectl_bin ]] && readyz "$kubectl_bin"; then
     log "reusing running control plane (apiserver pid $(pid_of kube-apiserver))"
-    print_result
-    exit 0
+    if [[ $MODE == plain ]]; then print_result; exit 0; fi
+    reuse=1
   fi
 fi
 
@@ -66,7 +87,7 @@ gen_certs() {
     printf '%s\n' \
       "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
       "extendedKeyUsage=serverAuth" \
-      "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" \
+      "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,IP:$SERVICE_IP,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" \
       > "$d/apiserver.ext"
     openssl x509 -req -in "$d/apiserver.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
       -sha256 -days 3650 -extfile "$d/apiserver.ext" -out "$d/apiserver.crt" 2>/dev/null
@@ -87,28 +108,9 @@ gen_certs() {
 }
 [[ -f $CERTS/.complete ]] || gen_certs
 
-# ---- stop whatever is left of a previous, unhealthy run ------------------------------------
-stop_pid() { # $1 = name
-  local pid
-  pid="$(pid_of "$1")" || { rm -f "$RUN/$1.pid"; return 0; }
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  pid_of "$1" >/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$RUN/$1.pid"
-}
-
 # Ports from the previous run are reused when still free, so the server URL stays stable.
 ETCD_CLIENT_PORT='' ETCD_PEER_PORT='' APISERVER_PORT=''
 [[ -f $RUN/ports.env ]] && source "$RUN/ports.env"
-
-# Launches a daemon detached from this script (own session, stdio to a log, lock fd closed)
-# and records "<pid> <binary>" so later runs can tell it from a recycled pid.
-launch() { # $1 = name, $2 = binary, rest = args
-  local name=$1 bin=$2; shift 2
-  : > "$LOGS/$name.log"
-  setsid "$bin" "$@" </dev/null >>"$LOGS/$name.log" 2>&1 9>&- &
-  echo "$! $bin" > "$RUN/$name.pid"
-}
 
 save_ports() {
   printf 'ETCD_CLIENT_PORT=%s\nETCD_PEER_PORT=%s\nAPISERVER_PORT=%s\n' \
@@ -117,6 +119,19 @@ save_ports() {
 
 ETCD_DATA="$(etcd_data_dir)"
 etcd_healthy() { pid_of etcd >/dev/null && [[ -n $ETCD_CLIENT_PORT ]] && http_get_ok "$ETCD_CLIENT_PORT" /health; }
+
+# ---- etcd and kube-apiserver (skipped when reused above; the block is not indented) ---------
+if [[ -z $reuse ]]; then
+
+# Switching between node and no node changes the Service range, which the stored `kubernetes`
+# Service must match: the instance starts over from an empty store.
+if [[ -n $RUNNING_MODE && $RUNNING_MODE != "$MODE" ]]; then
+  log "switching this instance to mode '$MODE' (VMSNAP_CLUSTER_NODE): restarting it empty"
+  bash "$CLUSTER_DIR/node-down.sh"
+  stop_pid kube-apiserver
+  stop_pid etcd
+  rm -rf "$ETCD_DATA"
+fi
 
 if ! etcd_healthy; then
   stop_pid kube-apiserver   # it would be talking to the etcd we are about to replace
@@ -184,7 +199,26 @@ KC
   mv -f "$tmp" "$KUBECONFIG_PATH"
 }
 
+# A node instance authorizes kubelets by node identity, admits ServiceAccounts (the
+# controller-manager creates them), and reaches the kubelet by its InternalIP (the node IP on
+# `lo`, node-lib.sh) with a client certificate the kubelet's webhook authorization accepts; no
+# host name is looked up.
+if [[ $MODE == node ]]; then
+  bash "$CLUSTER_DIR/node-certs.sh" "$NODE_NAME" "$SERVICE_IP" "$NODE_IP"
+  MODE_FLAGS=(
+    --authorization-mode=Node,RBAC
+    --enable-admission-plugins=NodeRestriction
+    --kubelet-preferred-address-types=InternalIP
+    --kubelet-client-certificate="$CERTS/apiserver-kubelet-client.crt"
+    --kubelet-client-key="$CERTS/apiserver-kubelet-client.key"
+    --kubelet-certificate-authority="$CERTS/ca.crt"
+  )
+else
+  MODE_FLAGS=(--authorization-mode=RBAC --disable-admission-plugins=ServiceAccount)
+fi
+
 stop_pid kube-apiserver
+rm -f "$RUN/mode"
 ok=''
 for attempt in 1 2 3; do
   [[ -n $APISERVER_PORT ]] && port_free "$APISERVER_PORT" || APISERVER_PORT="$(free_port)"
@@ -202,9 +236,8 @@ for attempt in 1 2 3; do
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$CERTS/sa.pub" \
     --service-account-signing-key-file="$CERTS/sa.key" \
-    --service-cluster-ip-range=10.0.0.0/24 \
-    --authorization-mode=RBAC \
-    --disable-admission-plugins=ServiceAccount \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    "${MODE_FLAGS[@]}" \
     --allow-privileged=true \
     --endpoint-reconciler-type=none \
     --profiling=false
@@ -220,6 +253,7 @@ for attempt in 1 2 3; do
   die "kube-apiserver did not become ready (log: $LOGS/kube-apiserver.log)"
 done
 [[ -n $ok ]] || die "kube-apiserver could not get a free port (log: $LOGS/kube-apiserver.log)"
+echo "$MODE" > "$RUN/mode"
 
 save_ports
 
@@ -229,6 +263,22 @@ if ! "$KUBECTL" --kubeconfig "$KUBECONFIG_PATH" get namespace default >/dev/null
   "$KUBECTL" --kubeconfig "$KUBECONFIG_PATH" create namespace default >/dev/null 2>&1 \
     || "$KUBECTL" --kubeconfig "$KUBECONFIG_PATH" get namespace default >/dev/null \
     || die "could not create namespace default"
+fi
+
+fi # [[ -z $reuse ]]
+
+# ---- the node ------------------------------------------------------------------------------
+NODE_JSON=null
+if [[ $MODE == node ]]; then
+  K8S_BIN_DIR="$K8S_BIN_DIR" KUBECTL="$KUBECTL" APISERVER_PORT="$APISERVER_PORT" NODE_NAME="$NODE_NAME" \
+    bash "$CLUSTER_DIR/node-up.sh"
+  NODE_JSON="$(cat "$RUN/node.json")"
+fi
+node_field() { if [[ $MODE == node ]]; then json_str "$(jq -r ".$1" "$RUN/node.json")"; else echo null; fi; }
+# How other scripts get an image onto the node: build an OCI archive, then `images.sh load` it.
+IMAGES_JSON=null
+if [[ $MODE == node ]]; then
+  IMAGES_JSON="{ \"load\": $(json_str "$CLUSTER_DIR/images.sh load"), \"containerdNamespace\": \"k8s.io\", \"snapshotter\": \"overlayfs\", \"sandboxImage\": $(node_field sandboxImage), \"pullPolicy\": \"Never\" }"
 fi
 
 # ---- machine-readable result ----------------------------------------------------------------
@@ -246,7 +296,13 @@ cat > "$tmp" <<JSON
   "serviceAccountIssuer": "https://kubernetes.default.svc.cluster.local",
   "kubernetesVersion": $(json_str "$K8S_VERSION"),
   "apiserver": { "pid": $(pid_of kube-apiserver), "binary": $(json_str "$APISERVER"), "log": $(json_str "$LOGS/kube-apiserver.log") },
-  "etcd": { "pid": $(pid_of etcd), "binary": $(json_str "$ETCD"), "endpoint": "http://127.0.0.1:$ETCD_CLIENT_PORT", "dataDir": $(json_str "$ETCD_DATA"), "log": $(json_str "$LOGS/etcd.log") }
+  "etcd": { "pid": $(pid_of etcd), "binary": $(json_str "$ETCD"), "endpoint": "http://127.0.0.1:$ETCD_CLIENT_PORT", "dataDir": $(json_str "$ETCD_DATA"), "log": $(json_str "$LOGS/etcd.log") },
+  "serviceClusterIPRange": $(json_str "$SERVICE_CIDR"),
+  "nodeName": $(node_field name),
+  "containerdSocket": $(node_field containerdSocket),
+  "kubeletRootDir": $(node_field kubeletRootDir),
+  "images": $IMAGES_JSON,
+  "node": $NODE_JSON
 }
 JSON
 mv -f "$tmp" "$CLUSTER_JSON"

@@ -10,6 +10,8 @@ import path from 'node:path';
 const stateRoot = process.env.VMSNAP_STATE ?? path.join(os.homedir(), '.local/state/vmsnap');
 // The demo uses the same control plane as `npm run cluster:up`.
 process.env.VMSNAP_TEST_CLUSTER_STATE ??= path.join(stateRoot, 'cluster');
+// ...in the same mode (with the node), or each would restart the other's instance.
+process.env.VMSNAP_TEST_CLUSTER_NODE ??= process.env.VMSNAP_CLUSTER_NODE ?? '1';
 process.env.VMSNAP_CLUSTER_QUIET ??= '1';
 const demoDir = path.join(stateRoot, 'k8s-demo');
 const recordFile = path.join(stateRoot, 'k8s-demo.json');

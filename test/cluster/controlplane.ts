@@ -46,7 +46,7 @@ export function testClusterStateDir(): string {
   return path.join(stateRoot, 'cluster-test');
 }
 
-function run(
+export function run(
   file: string,
   args: readonly string[],
   opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number; forwardStderr?: boolean } = {},
@@ -80,10 +80,14 @@ function run(
   });
 }
 
-/** Runs cluster/up.sh for the test instance. Exposed for tests of up.sh itself. */
+/**
+ * Runs cluster/up.sh for the test instance. Exposed for tests of up.sh itself.
+ * The instance runs without a node (API server only, seconds to start) unless
+ * VMSNAP_TEST_CLUSTER_NODE=1; test/node/cluster.ts has the instance with a node.
+ */
 export function runClusterUp(): Promise<RunResult> {
   return run('bash', [path.join(repoRoot, 'cluster', 'up.sh')], {
-    env: { ...process.env, VMSNAP_CLUSTER_STATE: testClusterStateDir() },
+    env: { ...process.env, VMSNAP_CLUSTER_STATE: testClusterStateDir(), VMSNAP_CLUSTER_NODE: process.env.VMSNAP_TEST_CLUSTER_NODE ?? '0' },
     // A cold first run builds kube-apiserver for many minutes: show its progress.
     forwardStderr: process.env.VMSNAP_CLUSTER_QUIET !== '1',
   });
@@ -93,27 +97,33 @@ export function readClusterJson(stateDir = testClusterStateDir()): ControlPlane 
   return JSON.parse(readFileSync(path.join(stateDir, 'cluster.json'), 'utf8')) as ControlPlane;
 }
 
-let cluster: Promise<ControlPlane> | undefined;
+/**
+ * Runs `up` (a cluster/up.sh invocation) at most once per process while it succeeds, then reads
+ * the instance's cluster.json with `read`; a failure is not cached, so a later call retries.
+ */
+export function upOnce<T>(up: () => Promise<RunResult>, read: () => T): () => Promise<T> {
+  let started: Promise<T> | undefined;
+  return () => {
+    if (!started) {
+      const starting = (async () => {
+        const r = await up();
+        const lines = r.stdout.trimEnd().split('\n');
+        if (r.code !== 0 || !lines.at(-1)?.startsWith('export KUBECONFIG=')) {
+          throw new Error(`cluster/up.sh failed (exit ${r.code}):\n${r.stderr.slice(-4000)}`);
+        }
+        return read();
+      })();
+      started = starting;
+      starting.catch(() => {
+        if (started === starting) started = undefined;
+      });
+    }
+    return started;
+  };
+}
 
 /** Starts the test control plane once per test file (idempotent across files and runs). */
-export function ensureCluster(): Promise<ControlPlane> {
-  if (!cluster) {
-    const starting = (async () => {
-      const up = await runClusterUp();
-      const lines = up.stdout.trimEnd().split('\n');
-      if (up.code !== 0 || !lines.at(-1)?.startsWith('export KUBECONFIG=')) {
-        throw new Error(`cluster/up.sh failed (exit ${up.code}):\n${up.stderr.slice(-4000)}`);
-      }
-      return readClusterJson();
-    })();
-    cluster = starting;
-    // Let a later call retry instead of caching the failure.
-    starting.catch(() => {
-      if (cluster === starting) cluster = undefined;
-    });
-  }
-  return cluster;
-}
+export const ensureCluster: () => Promise<ControlPlane> = upOnce(runClusterUp, () => readClusterJson());
 
 export interface KubectlOptions {
   /** stdin, e.g. a manifest for `apply -f -`. */

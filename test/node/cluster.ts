@@ -1,0 +1,99 @@
+// Helpers for tests that need a real node: they start (or reuse) an instance of the local stack
+// with its node (kubelet, containerd, scheduler, controller-manager) through cluster/up.sh.
+//
+// Its own instance (state dir `<VMSNAP_STATE>/cluster-node`, or $VMSNAP_TEST_NODE_CLUSTER_STATE),
+// separate from the process-level tests' node-less `cluster-test`. Left running between runs (a
+// warm `up` takes seconds); stop it with
+//   VMSNAP_CLUSTER_STATE=~/.local/state/vmsnap/cluster-node npm run cluster:down
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { repoRoot, run, upOnce, type ControlPlane, type RunResult } from '../cluster/controlplane.js';
+
+export interface NodeInfo {
+  name: string;
+  kubeletRootDir: string;
+  containerdSocket: string;
+  cgroupRoot: string;
+  podSubnet: string;
+  podBridge: string;
+  serviceCIDR: string;
+  /** The node's InternalIP: an address on the loopback interface. */
+  nodeIP: string;
+  sandboxImage: string;
+  kubelet: { pid: number; port: number; log: string };
+  containerd: { pid: number; config: string; log: string };
+  scheduler: { pid: number; log: string };
+  controllerManager: { pid: number; log: string };
+}
+
+export interface NodeCluster extends ControlPlane {
+  serviceClusterIPRange: string;
+  nodeName: string;
+  containerdSocket: string;
+  kubeletRootDir: string;
+  /** How to put an image on the node: `<load> <oci-archive>`, then use it with `pullPolicy`. */
+  images: { load: string; containerdNamespace: string; snapshotter: string; sandboxImage: string; pullPolicy: string };
+  node: NodeInfo;
+}
+
+export function nodeClusterStateDir(): string {
+  const explicit = process.env.VMSNAP_TEST_NODE_CLUSTER_STATE;
+  if (explicit) return explicit;
+  const stateRoot = process.env.VMSNAP_STATE ?? path.join(os.homedir(), '.local', 'state', 'vmsnap');
+  return path.join(stateRoot, 'cluster-node');
+}
+
+/** Runs cluster/up.sh for the node instance (or another instance with a node, by state dir). */
+export function runNodeClusterUp(stateDir = nodeClusterStateDir()): Promise<RunResult> {
+  return run('bash', [path.join(repoRoot, 'cluster', 'up.sh')], {
+    env: { ...process.env, VMSNAP_CLUSTER_STATE: stateDir, VMSNAP_CLUSTER_NODE: '1' },
+    // A cold first run builds the Kubernetes binaries for many minutes: show its progress.
+    forwardStderr: process.env.VMSNAP_CLUSTER_QUIET !== '1',
+  });
+}
+
+/** Runs cluster/down.sh for an instance. */
+export function runClusterDown(stateDir: string): Promise<RunResult> {
+  return run('bash', [path.join(repoRoot, 'cluster', 'down.sh')], { env: { ...process.env, VMSNAP_CLUSTER_STATE: stateDir } });
+}
+
+export function readNodeClusterJson(stateDir = nodeClusterStateDir()): NodeCluster {
+  return JSON.parse(readFileSync(path.join(stateDir, 'cluster.json'), 'utf8')) as NodeCluster;
+}
+
+/** Starts the node instance once per test file (idempotent across files and runs). */
+export const ensureNodeCluster: () => Promise<NodeCluster> = upOnce(() => runNodeClusterUp(), () => {
+  const cp = readNodeClusterJson();
+  if (!cp.node) throw new Error(`${nodeClusterStateDir()}/cluster.json has no node`);
+  return cp;
+});
+
+/** Runs the node instance's kubectl as its admin; never throws on a non-zero exit. */
+export async function nodeKubectl(args: readonly string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+  const cp = await ensureNodeCluster();
+  return run(cp.kubectl, ['--kubeconfig', cp.kubeconfig, ...args], {
+    env: { ...process.env, KUBECONFIG: cp.kubeconfig },
+    input: opts.input,
+    timeoutMs: opts.timeoutMs ?? 60_000,
+  });
+}
+
+/** Like nodeKubectl() but throws with stderr on failure; returns stdout. */
+export async function nodeKubectlOk(args: readonly string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<string> {
+  const r = await nodeKubectl(args, opts);
+  if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')} failed (exit ${r.code}): ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+/** Every pid of the stack's daemons, for checks on their sockets. */
+export function stackPids(cp: NodeCluster): Record<string, number> {
+  return {
+    'kube-apiserver': cp.apiserver.pid,
+    etcd: cp.etcd.pid,
+    kubelet: cp.node.kubelet.pid,
+    containerd: cp.node.containerd.pid,
+    'kube-scheduler': cp.node.scheduler.pid,
+    'kube-controller-manager': cp.node.controllerManager.pid,
+  };
+}
