@@ -1,57 +1,35 @@
-// `npm run demo`: the embedded default. Starts the local control plane,
-// installs the chart, runs the operator and one agent (as the chart's
-// ServiceAccounts), boots a demo VM, then applies examples/vmsnapshot.yaml
-// (live progress) and examples/vmrestore.yaml, shows the guest alive with its
-// memory intact, and leaves everything running. `npm run demo:down` ends it.
-import fs from 'node:fs';
+// `npm run demo`: the embedded default, deployed as users deploy it. Starts the local cluster
+// (etcd, kube-apiserver, controller-manager, scheduler and a kubelet on containerd), builds the
+// images here and loads them into the node, installs the Helm chart (the operator Deployment and
+// the agent DaemonSet run as pods), starts the VM pod of examples/vm-pod.yaml, then applies
+// examples/vmsnapshot.yaml (live progress) and examples/vmrestore.yaml, shows the guest alive with
+// its memory intact, and leaves everything running. `npm run demo:down` ends it.
 import os from 'node:os';
 import path from 'node:path';
 
 const stateRoot = process.env.VMSNAP_STATE ?? path.join(os.homedir(), '.local/state/vmsnap');
-// The demo uses the same control plane as `npm run cluster:up`.
-process.env.VMSNAP_TEST_CLUSTER_STATE ??= path.join(stateRoot, 'cluster');
-// ...in the same mode (with the node), or each would restart the other's instance.
-process.env.VMSNAP_TEST_CLUSTER_NODE ??= process.env.VMSNAP_CLUSTER_NODE ?? '1';
+// The demo uses the same cluster as `npm run cluster:up`.
+process.env.VMSNAP_TEST_NODE_CLUSTER_STATE ??= path.join(stateRoot, 'cluster');
 process.env.VMSNAP_CLUSTER_QUIET ??= '1';
-const demoDir = path.join(stateRoot, 'k8s-demo');
-const recordFile = path.join(stateRoot, 'k8s-demo.json');
 
-const { kubectl, kubectlOk, helm, repoRoot } = await import('../test/cluster/controlplane.js');
-const { startStack, getJson, killQemusUnder } = await import('../test/e2e/stack.js');
-const { startGuest } = await import('../test/guest/guest.js');
-const { waitForLine } = await import('./serial.js');
+const { repoRoot } = await import('../test/cluster/controlplane.js');
+const product = await import('../test/node/product.js');
+const { guestChecks, qemuPidsOfPod } = await import('../test/node/vm-pod.js');
+const { ensureNodeCluster, nodeKubectl, nodeKubectlOk } = product;
 
-const MEM_MIB = Number(process.env.VMSNAP_DEMO_MEM_MIB ?? 512);
-const FILL_MIB = Number(process.env.VMSNAP_DEMO_FILL_MIB ?? 256);
+const RELEASE = 'vmsnap';
+const RELEASE_NAMESPACE = 'vmsnap-system';
+const VM = { namespace: 'default', name: 'demo' };
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 const step = (s: string) => console.log(bold(s));
 
-interface DemoRecord {
-  release: string;
-  releaseNamespace: string;
-  kubeconfig: string;
-  pids: number[];
-  workDir: string;
-}
-
-/** Ends what a previous demo left: its processes, VMs and chart release. */
-export async function teardown(): Promise<void> {
-  if (!fs.existsSync(recordFile)) return;
-  const rec = JSON.parse(fs.readFileSync(recordFile, "utf8")) as DemoRecord;
-  for (const pid of rec.pids) {
-    try {
-      process.kill(pid, 'SIGTERM');
-    } catch {
-      // already gone
-    }
-  }
-  killQemusUnder(rec.workDir);
-  await kubectl(['delete', 'vmrestore', 'demo-restore', '-n', 'default', '--ignore-not-found', '--wait=false']);
-  await kubectl(['patch', 'vmsnapshot', 'demo-snapshot', '-n', 'default', '--type=merge', '-p', '{"metadata":{"finalizers":null}}']);
-  await kubectl(['delete', 'vmsnapshot', 'demo-snapshot', '-n', 'default', '--ignore-not-found', '--wait=false']);
-  await helm(['uninstall', rec.release, '-n', rec.releaseNamespace]);
-  fs.rmSync(rec.workDir, { recursive: true, force: true });
-  fs.rmSync(recordFile, { force: true });
+/** Ends what a previous demo left: its snapshot, restore, VM pod and chart release. */
+async function teardown(): Promise<void> {
+  await nodeKubectl(['delete', 'vmrestore', 'demo-restore', '-n', VM.namespace, '--ignore-not-found', '--wait=false']);
+  await nodeKubectl(['delete', 'vmsnapshot', 'demo-snapshot', '-n', VM.namespace, '--ignore-not-found', '--timeout=60s']);
+  await nodeKubectl(['patch', 'vmsnapshot', 'demo-snapshot', '-n', VM.namespace, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']);
+  await nodeKubectl(['delete', 'pod', VM.name, '-n', VM.namespace, '--ignore-not-found', '--timeout=60s']);
+  await product.nodeHelm(await ensureNodeCluster(), ['uninstall', RELEASE, '-n', RELEASE_NAMESPACE, '--ignore-not-found', '--wait', '--timeout', '2m']);
 }
 
 function bar(done: number, total: number, mibps: number): string {
@@ -60,12 +38,16 @@ function bar(done: number, total: number, mibps: number): string {
   return `   [${'#'.repeat(filled)}${'.'.repeat(20 - filled)}] ${pct.toFixed(0).padStart(3)}%  ${(done / (1 << 20)).toFixed(0)}/${(total / (1 << 20)).toFixed(0)} MiB  ${mibps.toFixed(0)} MiB/s`;
 }
 
+async function getJson(resource: string): Promise<Record<string, any>> {
+  return JSON.parse(await nodeKubectlOk(['get', resource, '-n', VM.namespace, '-o', 'json']));
+}
+
 /** Polls an object until it is Succeeded or Failed, drawing status.progress as it goes. */
 async function follow(resource: string): Promise<Record<string, any>> {
   const started = Date.now();
   let lastLine = '';
   for (;;) {
-    const obj = (await getJson(resource, 'default')) as { status?: Record<string, any> };
+    const obj = await getJson(resource);
     const st = obj.status ?? {};
     if (st.progress?.bytesTotal) {
       const secs = (Date.now() - started) / 1000;
@@ -76,74 +58,100 @@ async function follow(resource: string): Promise<Record<string, any>> {
     if (st.phase === 'Succeeded' || st.phase === 'Failed') {
       if (process.stdout.isTTY && lastLine) process.stdout.write('\n');
       if (st.phase === 'Failed') throw new Error(`${resource} failed: ${st.error?.message}`);
-      return obj as Record<string, any>;
+      return obj;
     }
     if (Date.now() - started > 300_000) throw new Error(`${resource} did not finish within 5 minutes (phase ${st.phase})`);
     await new Promise((r) => setTimeout(r, 150));
   }
 }
 
+/** Waits until the guest's serial console (the pod's log) shows `count` passing memory checks. */
+async function passes(count: number, timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const checks = guestChecks(await product.vmLog(VM.namespace, VM.name));
+    if (checks.bad.length) throw new Error(`the guest found damaged memory: ${checks.bad[0]}`);
+    if (checks.passCount >= count) return checks.lastPass;
+    if (Date.now() > deadline) throw new Error(`the guest passed ${checks.passCount} memory checks, not ${count}, within ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
 async function main(): Promise<void> {
   if (process.argv.includes('--down')) {
     await teardown();
-    console.log('demo stopped (the control plane keeps running: npm run cluster:down stops it)');
+    console.log('demo stopped (the cluster keeps running: npm run cluster:down stops it)');
     return;
   }
   const t0 = Date.now();
+  step('1. local cluster: etcd, kube-apiserver, controller-manager, scheduler, a kubelet on containerd + runc');
+  const cp = await ensureNodeCluster();
   await teardown();
-  step('1. local control plane (etcd + kube-apiserver), the CRDs, the Helm chart, the operator and one agent');
-  const stack = await startStack(['demo-node'], { detached: true, workDir: demoDir });
-  const record: DemoRecord = {
-    release: stack.release,
-    releaseNamespace: stack.releaseNamespace,
-    kubeconfig: stack.cp.kubeconfig,
-    pids: [stack.operator.pid!, ...[...stack.agents.values()].map((a) => a.process.pid!)],
-    workDir: demoDir,
-  };
-  fs.writeFileSync(recordFile, JSON.stringify(record, null, 2));
-  console.log(`   API server ${stack.cp.server}; chart release ${stack.release} in ${stack.releaseNamespace}`);
+  console.log(`   API server ${cp.server}; node ${cp.nodeName}`);
 
-  step(`2. demo VM "demo" in namespace default (${MEM_MIB} MiB, TCG); its init fills ${FILL_MIB} MiB with a pattern and re-checks it`);
-  const agent = stack.agents.get('demo-node')!;
-  const guest = await startGuest({ dir: path.join(agent.vmRoot, 'default', 'demo'), name: 'demo', memMiB: MEM_MIB, fillMiB: FILL_MIB, seed: 7 });
-  await guest.waitForSerial(/VMSNAP PASS n=1 ok/, 180_000);
-  await kubectlOk(['wait', '--for=jsonpath={.status.vmCount}=1', `vminventory/${agent.nodeName}`, '--timeout=60s']);
-  console.log(`   running; the agent reports it in VMInventory ${agent.nodeName}`);
+  step('2. images built here (operator/agent, VM launcher, demo guest), loaded into the node');
+  const images = await product.buildAndLoadImages(cp);
+  console.log(`   ${images.vmsnap}, ${images.vm}, ${images.guest}`);
 
-  step('3. kubectl apply -f examples/vmsnapshot.yaml');
+  step(`3. helm install ${RELEASE} helm/vmsnap -n ${RELEASE_NAMESPACE}: the operator and the agent as pods`);
+  const base = 20000 + Math.floor(Math.random() * 20000);
+  await product.installRelease(cp, images, {
+    name: RELEASE,
+    namespace: RELEASE_NAMESPACE,
+    storageRoot: path.join(stateRoot, 'k8s-demo', 'snapshots'),
+    ports: { metrics: base, operatorProbes: base + 1, agentProbes: base + 2 },
+  });
+
+  step('4. kubectl apply -f examples/vm-pod.yaml: the VM "demo" is a pod; its init fills memory with a pattern and re-checks it');
+  await nodeKubectlOk(['apply', '-f', path.join(repoRoot, 'examples/vm-pod.yaml')]);
+  await nodeKubectlOk(['wait', '--for=condition=Ready', `pod/${VM.name}`, '-n', VM.namespace, '--timeout=120s']);
+  await passes(1, 180_000);
+  const podUid = (await getJson(`pod/${VM.name}`)).metadata.uid as string;
+  for (let i = 0; ; i++) {
+    const inv = await nodeKubectl(['get', 'vminventory', cp.nodeName, '-o', 'jsonpath={.status.vms[*].name}']);
+    if (inv.stdout.split(' ').includes(VM.name)) break;
+    if (i > 240) throw new Error('the agent did not report the demo VM in its VMInventory within 60 s');
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const qemuBefore = qemuPidsOfPod(podUid);
+  console.log(`   running (QEMU pid ${qemuBefore.join(',')} on the node); the agent reports it in VMInventory ${cp.nodeName}`);
+
+  step('5. kubectl apply -f examples/vmsnapshot.yaml');
   const tApply = Date.now();
-  await kubectlOk(['apply', '-f', path.join(repoRoot, 'examples/vmsnapshot.yaml')]);
+  await nodeKubectlOk(['apply', '-f', path.join(repoRoot, 'examples/vmsnapshot.yaml')]);
   const snap = await follow('vmsnapshot/demo-snapshot');
   const snapWall = Date.now() - tApply;
   console.log(`   Succeeded: ${snap.status.restoreSizeHuman} in ${snap.status.durationHuman} (${snap.status.throughputHuman}) on ${snap.status.nodeName}: ${snap.status.file.path}`);
 
-  step('4. kubectl apply -f examples/vmrestore.yaml (ifRunning: Replace: stops the VM and restores it)');
-  const offset = guest.serialText().length;
-  const lastPass = guest.lastPass();
+  step('6. kubectl apply -f examples/vmrestore.yaml (ifRunning: Replace: the pod\'s launcher restarts QEMU, the agent loads the snapshot into it)');
+  const checksBefore = guestChecks(await product.vmLog(VM.namespace, VM.name));
   const tRestore = Date.now();
-  await kubectlOk(['apply', '-f', path.join(repoRoot, 'examples/vmrestore.yaml')]);
+  await nodeKubectlOk(['apply', '-f', path.join(repoRoot, 'examples/vmrestore.yaml')]);
   const restore = await follow('vmrestore/demo-restore');
   const restoreWall = Date.now() - tRestore;
   console.log(`   Succeeded in ${restore.status.durationHuman ?? `${restore.status.durationMs} ms`}, VM down for ${restore.status.downtimeHuman ?? `${restore.status.downtimeMs} ms`}`);
 
-  step('5. the guest after the restore');
-  const m = await waitForLine(guest.serialPath, offset, /VMSNAP (PASS n=(\d+) ok|BAD[^\r\n]*)/, 60_000);
-  if (m[1]!.startsWith('BAD')) throw new Error(`the restored guest found damaged memory: ${m[1]}`);
-  console.log(`   last memory check before the restore: pass ${lastPass}; after: pass ${m[2]} ok: ${FILL_MIB} MiB intact, the guest runs on`);
+  step('7. the guest after the restore (kubectl logs demo)');
+  const after = await passes(checksBefore.passCount + 2, 60_000);
+  const fill = /vmsnap\.fill_mib=(\d+)/.exec(JSON.stringify((await getJson(`pod/${VM.name}`)).spec.containers[0].args))?.[1];
+  console.log(`   last memory check before the restore: pass ${checksBefore.lastPass}; after: pass ${after} ok: ${fill} MiB intact, the guest runs on`);
+  console.log(`   same pod (uid ${podUid}), QEMU pid ${qemuBefore.join(',')} -> ${qemuPidsOfPod(podUid).join(',')}`);
+
+  step('\nkubectl get pods -A');
+  console.log((await nodeKubectlOk(['get', 'pods', '-A', '-o', 'wide'])).trimEnd());
 
   step('\nsummary');
   console.log(`   kubectl apply -> Succeeded: snapshot ${snapWall} ms (engine ${snap.status.durationMs} ms, VM paused ${snap.status.vmPausedMs} ms), restore ${restoreWall} ms`);
   console.log(`   whole demo ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
   console.log('The stack keeps running. Try:');
-  console.log(`   export KUBECONFIG=${stack.cp.kubeconfig}`);
-  console.log(`   export PATH=${path.dirname(stack.cp.kubectl)}:$PATH`);
   console.log('   kubectl get vms,vmr -A                # snapshots and restores');
   console.log('   kubectl describe vms demo-snapshot    # the story in events');
   console.log('   kubectl get vminventories -o wide     # what the agent sees');
-  console.log('   kubectl apply -f examples/hibernate.yaml');
-  console.log(`   tail -f ${guest.serialPath}`);
-  console.log(`Logs: ${demoDir}/operator.log, ${agent.logPath}`);
-  console.log('Tear it down: npm run demo:down (and npm run cluster:down for the control plane)');
+  console.log('   kubectl logs -f demo                  # the guest checking its memory');
+  console.log(`   kubectl delete pod -n ${RELEASE_NAMESPACE} -l app.kubernetes.io/component=agent   # the VM keeps running`);
+  console.log('Tear it down: npm run demo:down (and npm run cluster:down for the cluster)');
+  console.log(`export PATH=${path.dirname(cp.kubectl)}:$PATH`);
+  console.log(`export KUBECONFIG=${cp.kubeconfig}`);
 }
 
 try {

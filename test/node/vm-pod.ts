@@ -1,0 +1,130 @@
+// VM pods for the node suite and the demo: the Pod manifest (built from the api/ contract, not
+// written as a string), the QEMU process of a pod as the host sees it, and the guest's memory
+// checks read from the container log (the guest's serial console is QEMU's stdio).
+import fs from 'node:fs';
+import { VM_LABEL, VM_RUN_MOUNT, VM_RUN_VOLUME } from '../../api/index.js';
+import { KERNEL_CMDLINE_BASE } from '../guest/guest.js';
+
+/** Where the guest image keeps the test guest's kernel and initramfs. */
+export const GUEST_KERNEL = '/guest/vmlinuz';
+export const GUEST_INITRD = '/guest/initrd.img';
+/** The uid the VM image runs as (its USER). */
+export const VM_UID = 10001;
+
+export interface VmPodOptions {
+  namespace: string;
+  /** Pod name; the VM name (label value) defaults to it. */
+  name: string;
+  vmName?: string;
+  image: string;
+  memMiB?: number;
+  fillMiB?: number;
+  seed?: number;
+}
+
+/** The QEMU command line of the memory-verifying test guest inside the guest image. */
+export function guestQemuArgs(opts: { name: string; memMiB: number; fillMiB: number; seed: number }): string[] {
+  return [
+    'qemu-system-x86_64',
+    '-accel', 'tcg',
+    '-machine', 'pc',
+    '-cpu', 'qemu64',
+    '-smp', '1',
+    '-m', String(opts.memMiB),
+    '-nodefaults',
+    '-no-user-config',
+    '-display', 'none',
+    '-no-reboot',
+    '-name', opts.name,
+    '-kernel', GUEST_KERNEL,
+    '-initrd', GUEST_INITRD,
+    '-append', `${KERNEL_CMDLINE_BASE} vmsnap.fill_mib=${opts.fillMiB} vmsnap.seed=${opts.seed}`,
+    '-serial', 'stdio',
+  ];
+}
+
+/** A Pod that runs one VM under the vmsnap launcher, fit for Pod Security `restricted`. */
+export function vmPodManifest(opts: VmPodOptions): Record<string, unknown> {
+  const memMiB = opts.memMiB ?? 256;
+  const vmName = opts.vmName ?? opts.name;
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: opts.name, namespace: opts.namespace, labels: { [VM_LABEL]: vmName } },
+    spec: {
+      restartPolicy: 'Always',
+      terminationGracePeriodSeconds: 10,
+      enableServiceLinks: false,
+      automountServiceAccountToken: false,
+      securityContext: {
+        runAsNonRoot: true,
+        runAsUser: VM_UID,
+        runAsGroup: VM_UID,
+        fsGroup: VM_UID,
+        seccompProfile: { type: 'RuntimeDefault' },
+      },
+      containers: [
+        {
+          name: 'vm',
+          image: opts.image,
+          imagePullPolicy: 'IfNotPresent',
+          args: guestQemuArgs({ name: vmName, memMiB, fillMiB: opts.fillMiB ?? 64, seed: opts.seed ?? 1 }),
+          securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } },
+          resources: { requests: { memory: `${memMiB + 128}Mi` } },
+          volumeMounts: [{ name: VM_RUN_VOLUME, mountPath: VM_RUN_MOUNT }],
+        },
+      ],
+      volumes: [{ name: VM_RUN_VOLUME, emptyDir: {} }],
+    },
+  };
+}
+
+/** True when /proc/<pid>/cgroup places the process in the pod with this uid (cgroupfs or systemd naming). */
+export function inPod(pid: number, podUid: string): boolean {
+  let cgroup: string;
+  try {
+    cgroup = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8');
+  } catch {
+    return false;
+  }
+  return cgroup.includes(`pod${podUid}`) || cgroup.includes(`pod${podUid.replaceAll('-', '_')}`);
+}
+
+/** The pids of QEMU processes running in the pod with this uid, seen from the host. */
+export function qemuPidsOfPod(podUid: string): number[] {
+  const pids: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    let comm: string;
+    try {
+      comm = fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    } catch {
+      continue;
+    }
+    if (comm.startsWith('qemu-system') && inPod(pid, podUid)) pids.push(pid);
+  }
+  return pids.sort((a, b) => a - b);
+}
+
+export interface GuestChecks {
+  /** Highest `VMSNAP PASS n=` in the log. */
+  lastPass: number;
+  /** How many PASS lines the log holds (grows while the guest runs and verifies). */
+  passCount: number;
+  bad: string[];
+}
+
+/** Reads the guest's memory checks out of its serial console (the container log). */
+export function guestChecks(log: string): GuestChecks {
+  let lastPass = 0;
+  let passCount = 0;
+  const bad: string[] = [];
+  for (const m of log.matchAll(/VMSNAP (PASS n=(\d+) ok|BAD[^\r\n]*)/g)) {
+    if (m[2] !== undefined) {
+      passCount++;
+      lastPass = Math.max(lastPass, Number(m[2]));
+    } else bad.push(m[1]!);
+  }
+  return { lastPass, passCount, bad };
+}

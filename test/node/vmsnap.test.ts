@@ -1,0 +1,203 @@
+// vmsnap as users deploy it, on a real node: the chart's operator and agent run as pods from the
+// image built here, the VM is a pod whose launcher owns QEMU, and saves and restores go through
+// the VMSnapshot and VMRestore resources. The agent and operator pods are deleted and upgraded
+// under the VM: its QEMU keeps its pid and its guest keeps verifying its memory.
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
+import { API_VERSION } from '../../api/index.js';
+import {
+  buildAndLoadImages,
+  createVmPod,
+  describeRelease,
+  ensureNamespace,
+  ensureNodeCluster,
+  installRelease,
+  nodeKubectl,
+  nodeKubectlOk,
+  uninstallRelease,
+  upgradeRelease,
+  vmLog,
+  type Release,
+} from './product.js';
+import type { NodeCluster } from './cluster.js';
+import { guestChecks, qemuPidsOfPod } from './vm-pod.js';
+
+const suffix = randomBytes(3).toString('hex');
+const vmNamespace = `vms-${suffix}`;
+const VM = 'demo';
+let cp: NodeCluster;
+let release: Release;
+let podUid: string;
+
+async function getJson(resource: string, namespace: string): Promise<Record<string, any>> {
+  return JSON.parse(await nodeKubectlOk(['get', resource, '-n', namespace, '-o', 'json']));
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/** Waits for a terminal phase and returns the object; `expected` fails the test on the other one. */
+async function finished(resource: string, expected?: 'Succeeded' | 'Failed', timeoutMs = 180_000): Promise<Record<string, any>> {
+  const obj = await until(`${resource} to finish`, async () => {
+    const o = await getJson(resource, vmNamespace);
+    return o.status?.phase === 'Succeeded' || o.status?.phase === 'Failed' ? o : undefined;
+  }, timeoutMs);
+  if (expected && obj.status.phase !== expected) {
+    throw new Error(`${resource} ended ${obj.status.phase}, expected ${expected}: ${JSON.stringify(obj.status.error ?? obj.status.conditions)}\n${await describeRelease(release.namespace)}`);
+  }
+  return obj;
+}
+
+/** The guest runs on with its memory intact: two more passing checks than `before`, no BAD line. */
+async function expectGuestVerifying(before: number): Promise<void> {
+  await until('the guest to pass two more memory checks', async () => {
+    const checks = guestChecks(await vmLog(vmNamespace, VM));
+    if (checks.bad.length > 0) throw new Error(`guest memory damaged: ${checks.bad[0]}`);
+    return checks.passCount >= before + 2 ? true : undefined;
+  }, 90_000);
+}
+
+const passCount = async () => guestChecks(await vmLog(vmNamespace, VM)).passCount;
+
+function onlyQemu(): number {
+  const pids = qemuPidsOfPod(podUid);
+  if (pids.length !== 1) throw new Error(`expected one QEMU in pod ${VM}, found ${JSON.stringify(pids)}`);
+  return pids[0]!;
+}
+
+async function agentPod(): Promise<{ name: string; uid: string }> {
+  const pods = JSON.parse(await nodeKubectlOk(['get', 'pods', '-n', release.namespace, '-l', 'app.kubernetes.io/component=agent', '-o', 'json'])).items as any[];
+  const live = pods.filter((p) => !p.metadata.deletionTimestamp);
+  if (live.length !== 1) throw new Error(`expected one agent pod, found ${live.length}`);
+  return { name: live[0].metadata.name, uid: live[0].metadata.uid };
+}
+
+async function waitAgentReplaced(oldUid: string): Promise<void> {
+  await until('a new agent pod to be Ready', async () => {
+    const r = await nodeKubectl(['get', 'pods', '-n', release.namespace, '-l', 'app.kubernetes.io/component=agent', '-o', 'json']);
+    if (r.code !== 0) return undefined;
+    const pods = (JSON.parse(r.stdout).items as any[]).filter((p) => !p.metadata.deletionTimestamp && p.metadata.uid !== oldUid);
+    return pods.some((p) => p.status?.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True')) ? true : undefined;
+  }, 180_000);
+}
+
+function snapshot(name: string, extra: Record<string, unknown> = {}) {
+  return JSON.stringify({ apiVersion: API_VERSION, kind: 'VMSnapshot', metadata: { name, namespace: vmNamespace }, spec: { vmName: VM, ...extra } });
+}
+
+function restore(name: string, snapshotName: string) {
+  return JSON.stringify({ apiVersion: API_VERSION, kind: 'VMRestore', metadata: { name, namespace: vmNamespace }, spec: { snapshotName, ifRunning: 'Replace' } });
+}
+
+beforeAll(async () => {
+  cp = await ensureNodeCluster();
+  const images = await buildAndLoadImages(cp);
+  const base = 20000 + Math.floor(Math.random() * 20000);
+  release = await installRelease(cp, images, {
+    namespace: `vmsnap-${suffix}`,
+    storageRoot: path.join(process.env.VMSNAP_TEST_DIR ?? os.tmpdir(), `vmsnap-node-${suffix}`, 'snapshots'),
+    ports: { metrics: base, operatorProbes: base + 1, agentProbes: base + 2 },
+  });
+  await ensureNamespace(vmNamespace, 'restricted');
+  podUid = await createVmPod({ namespace: vmNamespace, name: VM, image: images.guest, memMiB: 256, fillMiB: 96, seed: 7 });
+  await expectGuestVerifying(0);
+  await until('the agent to report the VM pod in its inventory', async () => {
+    const inv = await nodeKubectl(['get', 'vminventory', cp.nodeName, '-o', 'json']);
+    if (inv.code !== 0) return undefined;
+    const vms = (JSON.parse(inv.stdout).status?.vms ?? []) as any[];
+    return vms.some((v) => v.namespace === vmNamespace && v.name === VM && v.state === 'running') ? true : undefined;
+  });
+}, 60 * 60 * 1000);
+
+afterAll(async () => {
+  if (!cp) return;
+  await nodeKubectl(['delete', 'namespace', vmNamespace, '--wait=false']);
+  if (release) {
+    await nodeKubectl(['delete', 'vmsnapshots,vmrestores', '--all', '-n', vmNamespace, '--wait=false']);
+    await uninstallRelease(cp, release);
+    await nodeKubectl(['delete', 'namespace', release.namespace, '--wait=false']);
+  }
+}, 300_000);
+
+test('the chart runs the operator and the agent as Ready pods from the image built here', async () => {
+  const pods = JSON.parse(await nodeKubectlOk(['get', 'pods', '-n', release.namespace, '-o', 'json'])).items as any[];
+  const components = pods.map((p) => p.metadata.labels['app.kubernetes.io/component']).sort();
+  expect(components).toEqual(['agent', 'operator']);
+  for (const p of pods) {
+    expect(p.spec.containers[0].image).toMatch(/^localhost\/vmsnap\/vmsnap:/);
+    expect(p.status.conditions.find((c: any) => c.type === 'Ready')?.status).toBe('True');
+    expect(p.spec.containers[0].readinessProbe).toBeDefined();
+  }
+  expect(pods.find((p) => p.metadata.labels['app.kubernetes.io/component'] === 'agent').spec.serviceAccountName).toMatch(/agent/);
+});
+
+test('a VMSnapshot and a VMRestore of a VM pod: the pod keeps running, QEMU is restarted inside it, guest memory intact', async () => {
+  const before = onlyQemu();
+  await nodeKubectlOk(['apply', '-f', '-'], { input: snapshot('snap-1') });
+  const snap = await finished('vmsnapshot/snap-1', 'Succeeded');
+  expect(snap.status.restoreSize).toBeGreaterThan(0);
+  expect(onlyQemu()).toBe(before);
+
+  const passes = await passCount();
+  await nodeKubectlOk(['apply', '-f', '-'], { input: restore('restore-1', 'snap-1') });
+  await finished('vmrestore/restore-1', 'Succeeded');
+  const after = onlyQemu();
+  expect(after).not.toBe(before);
+  expect((await getJson(`pod/${VM}`, vmNamespace)).metadata.uid).toBe(podUid);
+  await expectGuestVerifying(passes);
+});
+
+test('deleting the agent pod while idle leaves the VM running; the new agent pod takes over', async () => {
+  const qemu = onlyQemu();
+  const old = await agentPod();
+  const passes = await passCount();
+  await nodeKubectlOk(['delete', 'pod', old.name, '-n', release.namespace, '--wait=false']);
+  await waitAgentReplaced(old.uid);
+  expect(onlyQemu()).toBe(qemu);
+  await expectGuestVerifying(passes);
+  // The new agent works: a save succeeds.
+  await nodeKubectlOk(['apply', '-f', '-'], { input: snapshot('snap-after-idle-restart') });
+  await finished('vmsnapshot/snap-after-idle-restart', 'Succeeded');
+  expect(onlyQemu()).toBe(qemu);
+});
+
+test('deleting the agent pod while a save runs: the save ends, never stuck, and the VM keeps running', async () => {
+  const qemu = onlyQemu();
+  const old = await agentPod();
+  // One channel and no direct I/O keep the save long enough to be interrupted.
+  await nodeKubectlOk(['apply', '-f', '-'], { input: snapshot('snap-interrupted', { parallelism: { channels: 1 }, directIO: 'Never' }) });
+  await until('the save to be InProgress', async () => ((await getJson('vmsnapshot/snap-interrupted', vmNamespace)).status?.phase === 'InProgress' ? true : undefined), 60_000);
+  await nodeKubectlOk(['delete', 'pod', old.name, '-n', release.namespace, '--wait=false']);
+  const end = await finished('vmsnapshot/snap-interrupted', undefined, 300_000);
+  expect(['Succeeded', 'Failed']).toContain(end.status.phase);
+  await waitAgentReplaced(old.uid);
+  expect(onlyQemu()).toBe(qemu);
+  await expectGuestVerifying(await passCount());
+});
+
+test('helm upgrade with a changed agent setting rolls the DaemonSet and no VM dies', async () => {
+  const qemu = onlyQemu();
+  const old = await agentPod();
+  const passes = await passCount();
+  await upgradeRelease(cp, release, { 'agent.maxConcurrentOperations': '3' });
+  await waitAgentReplaced(old.uid);
+  expect((await agentPod()).uid).not.toBe(old.uid);
+  expect(onlyQemu()).toBe(qemu);
+  await expectGuestVerifying(passes);
+});
+
+test('the operator pod deleted during a restore: the restore still ends', async () => {
+  await nodeKubectlOk(['apply', '-f', '-'], { input: restore('restore-2', 'snap-1') });
+  const operator = JSON.parse(await nodeKubectlOk(['get', 'pods', '-n', release.namespace, '-l', 'app.kubernetes.io/component=operator', '-o', 'json'])).items[0];
+  await nodeKubectlOk(['delete', 'pod', operator.metadata.name, '-n', release.namespace, '--wait=false']);
+  await finished('vmrestore/restore-2', 'Succeeded', 300_000);
+  await expectGuestVerifying(await passCount());
+});
