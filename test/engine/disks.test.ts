@@ -23,6 +23,8 @@ import { formatInspect, inspectSnapshot } from '../../agent/src/cli/inspect.js';
 import { type Guest } from '../guest/guest.js';
 import { Vm, ext4Image, inspectDisk } from '../guest/disk.js';
 import { readyGuest, run, scratchDir, sha256File } from './harness.js';
+import { OverlayLedger } from '../../agent/src/engine/overlay-ledger.js';
+import { nodeHeaderKey } from '../../agent/src/engine/header-key.js';
 
 let dir: string;
 const guests: Guest[] = [];
@@ -185,7 +187,8 @@ it('the layer of a deleted snapshot is merged back into the base only once nothi
   const { guest, vm, disk } = await diskGuest('merge', 34);
   await vm.write('a1');
   const file = path.join(dir, 'merge.vms');
-  const saved = await saveVm({ qmpSocket: guest.qmpPath, outPath: file, channels: 1, directIO: 'auto', after: 'resume', live: false });
+  const ledger = OverlayLedger.inMemory();
+  const saved = await saveVm({ qmpSocket: guest.qmpPath, outPath: file, channels: 1, directIO: 'auto', after: 'resume', live: false, ledger });
   const rec = saved.disks[0]!;
   await vm.write('b1');
 
@@ -201,7 +204,7 @@ it('the layer of a deleted snapshot is merged back into the base only once nothi
   // Merged: the running VM pivots onto its original image with everything it wrote, and goes on.
   const client = await QmpClient.connect(guest.qmpPath);
   try {
-    await mergeIntoBase(client, { ...rec, top: rec.overlay! });
+    await mergeIntoBase(client, { ...rec, top: rec.overlay! }, ledger);
   } finally {
     client.close();
   }
@@ -219,13 +222,14 @@ it('the layer of a deleted snapshot is merged back into the base only once nothi
  * switchover: header written, QEMU configured and migrating into our fdset.
  * `thenFreeze` goes on as far as the freeze, the header rewrite and the switchover.
  */
-async function saveHeldBeforeSwitchover(qmpSocket: string, file: string, thenFreeze: boolean): Promise<void> {
+async function saveHeldBeforeSwitchover(qmpSocket: string, file: string, thenFreeze: boolean, key: Buffer): Promise<void> {
   const client = await QmpClient.connect(qmpSocket);
   try {
     const vm = await queryVmInfo(client);
     const meta: SnapshotMetadata = {
       formatVersion: SNAPSHOT_FORMAT_VERSION,
       createdAt: new Date().toISOString(),
+      snapshot: { namespace: 'ns', name: 's', uid: 'u' },
       vm: { qmpSocket },
       qemu: { version: vm.version, machine: vm.machine, pid: vm.process.pid, argv: vm.process.argv, cwd: vm.process.cwd },
       ram: { bytes: vm.ramBytes, mainBlockId: vm.mainBlockId },
@@ -233,7 +237,7 @@ async function saveHeldBeforeSwitchover(qmpSocket: string, file: string, thenFre
       stream: { offset: STREAM_OFFSET, channels: 1, directIO: false },
     };
     const fd = fs.openSync(file, 'w');
-    writeHeader(fd, 'incomplete', meta);
+    writeHeader(fd, 'incomplete', meta, key);
     await configureMigration(client, { channels: 1, directIO: false, unlimitedBandwidth: true, pauseBeforeSwitchover: true });
     const fdset = await addFdSet(client, [fd], 'vmsnap-save');
     await client.execute('stop');
@@ -241,8 +245,8 @@ async function saveHeldBeforeSwitchover(qmpSocket: string, file: string, thenFre
     const held = await waitForMigration(client, { pollMs: 20, startedAt: Date.now(), until: ['pre-switchover'] });
     expect(held.status).toBe('pre-switchover');
     if (thenFreeze) {
-      meta.disks = await freezeDisks(client, writableDisks(await client.execute('query-block')), vm.process.argv, vm.process.cwd);
-      writeHeader(fd, 'incomplete', meta);
+      meta.disks = await freezeDisks(client, writableDisks(await client.execute('query-block')), vm.process.argv, vm.process.cwd, OverlayLedger.inMemory());
+      writeHeader(fd, 'incomplete', meta, key);
       await client.execute('migrate-continue', { state: 'pre-switchover' });
       expect((await waitForMigration(client, { pollMs: 20, startedAt: Date.now() })).status).toBe('completed');
     }
@@ -270,7 +274,7 @@ it('an agent that dies during the disk freeze: the next one never finishes a fil
 
   // Held before the freeze: the save is rolled back and the VM resumed on the disk it had.
   const held = path.join(dir, 'held.vms');
-  await saveHeldBeforeSwitchover(guest.qmpPath, held, false);
+  await saveHeldBeforeSwitchover(guest.qmpPath, held, false, nodeHeaderKey(dir));
   const failed = await recoverSnapshot(ctx, snap(held));
   expect(failed.status).toMatchObject({ phase: 'Failed' });
   expect(fs.existsSync(held)).toBe(false);
@@ -281,7 +285,7 @@ it('an agent that dies during the disk freeze: the next one never finishes a fil
 
   // Died after the switchover: the file is finished with its frozen disk, and restores to that instant.
   const done = path.join(dir, 'done.vms');
-  await saveHeldBeforeSwitchover(guest.qmpPath, done, true);
+  await saveHeldBeforeSwitchover(guest.qmpPath, done, true, nodeHeaderKey(dir));
   const ok = await recoverSnapshot(ctx, snap(done));
   expect(ok.status).toMatchObject({ phase: 'Succeeded' });
   const [rec] = readHeader(done).metadata.disks ?? [];

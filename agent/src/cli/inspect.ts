@@ -64,6 +64,8 @@ export function formatInspect(r: InspectReport): string {
     `file:        ${r.path}`,
     `state:       ${r.state}${r.problems.length ? ` — ${r.problems.join('; ')}` : ''}`,
     `vm:          ${[m.vm.namespace, m.vm.name].filter(Boolean).join('/') || '-'} (QMP ${m.vm.qmpSocket})`,
+    `snapshot:    ${m.snapshot ? `VMSnapshot ${m.snapshot.namespace}/${m.snapshot.name} (uid ${m.snapshot.uid})` : '- (saved by the CLI)'}`,
+    `format:      version ${m.formatVersion}, ${m.stream.structureMac ? "header and stream structure MACed with the node agent's key (checked by the agent, not here)" : 'no MAC (the agent refuses it; the CLI reads it)'}`,
     `qemu:        ${m.qemu.version}, machine ${m.qemu.machine}`,
     `ram:         ${m.ram.bytes} bytes${m.ram.mainBlockId ? `, main block ${m.ram.mainBlockId}` : ''}`,
     `capture:     ${m.capture.mode}, was ${m.capture.wasRunning ? 'running' : 'paused'}, then ${m.capture.after}`,

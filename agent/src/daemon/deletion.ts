@@ -11,12 +11,14 @@ import { mergeLayersOfDeleted } from './disk-layers.js';
 import { readHeader } from '../snapshot-file/read.js';
 import type { SnapshotMetadata } from '../snapshot-file/metadata.js';
 import { qemusMapping } from '../engine/lazy/residency.js';
+import { headerTrust } from './header-trust.js';
 
-function metadataOrUndefined(file: string): SnapshotMetadata | undefined {
+function metadataOrUndefined(ctx: AgentContext, snap: VMSnapshot, file: string): SnapshotMetadata | undefined {
   try {
-    return readHeader(file).metadata;
+    // With the key: the disks a merge acts on must be what this agent recorded for this VMSnapshot.
+    return readHeader(file, headerTrust(ctx.config.storageRoot, snap)).metadata;
   } catch {
-    return undefined; // a damaged file: nothing it froze is known, so nothing is merged
+    return undefined; // a damaged, foreign or unauthenticated file: nothing it froze is known, so nothing is merged
   }
 }
 
@@ -63,7 +65,7 @@ export function deleteSnapshotFile(ctx: AgentContext, snap: VMSnapshot): Promise
 async function removeSnapshotFile(ctx: AgentContext, snap: VMSnapshot, file: string | undefined): Promise<Completion> {
   if (!file) return { status: { fileDeleted: true }, event: { type: 'Normal', reason: 'FileDeleted', message: 'deletionPolicy Delete: the snapshot had no file' } };
   const existed = fs.existsSync(file);
-  const meta = existed ? metadataOrUndefined(file) : undefined;
+  const meta = existed ? metadataOrUndefined(ctx, snap, file) : undefined;
   // Lazily restored VMs map the file: unlinking leaves their mappings intact, and the
   // kernel frees the space when the last of them exits.
   const mappers = existed ? qemusMapping(fs.realpathSync(file)) : [];

@@ -9,6 +9,7 @@ import path from 'node:path';
 import type { VMSnapshot } from '../../../api/index.js';
 import { layersOn, mergeIntoBase, qcow2Backing, VMSNAP_LAYER } from '../engine/disk-merge.js';
 import { writableDisks, type BlockInfo } from '../engine/disks.js';
+import { OverlayLedger } from '../engine/overlay-ledger.js';
 import { QmpClient } from '../qmp/client.js';
 import { readHeader } from '../snapshot-file/read.js';
 import type { SnapshotMetadata } from '../snapshot-file/metadata.js';
@@ -41,6 +42,7 @@ function imagesOfSnapshots(storageRoot: string): Set<string> {
     const dir = path.join(storageRoot, nsDir.name);
     for (const f of fs.readdirSync(dir).filter((n) => n.endsWith('.vms'))) {
       try {
+        // Without the key on purpose: what a header names is only ever kept, never deleted.
         for (const d of readHeader(path.join(dir, f)).metadata.disks ?? []) for (const i of chainOf(d.base)) images.add(i);
       } catch {
         // unreadable or partial: it holds no promise to keep
@@ -88,7 +90,7 @@ export async function mergeLayersOfDeleted(ctx: AgentContext, snap: VMSnapshot, 
             await keep(why);
             continue;
           }
-          await mergeIntoBase(client, { device: rec.device, base: rec.base, baseFormat: rec.baseFormat, top: top! });
+          await mergeIntoBase(client, { device: rec.device, base: rec.base, baseFormat: rec.baseFormat, top: top! }, OverlayLedger.forStorageRoot(ctx.config.storageRoot));
           merged.push(`${top} into ${rec.base}`);
         }
       } finally {
@@ -115,17 +117,19 @@ export async function topLayers(client: QmpClient): Promise<string[]> {
  * After a restore replaced a running VM (ifRunning: Replace): the layers vmsnap
  * had started it on are its discarded state. Each one nothing else needs is
  * deleted, so it neither leaks nor pins its base; returns what was removed.
+ * `tops` is what the replaced QEMU reported: only the agent's own overlays,
+ * unchanged since it recorded them in its ledger, are candidates.
  */
 export function dropReplacedLayers(ctx: AgentContext, tops: string[]): string[] {
-  const candidates = tops.filter((t) => VMSNAP_LAYER.test(t));
+  const ledger = OverlayLedger.forStorageRoot(ctx.config.storageRoot);
+  const candidates = tops.filter((t) => VMSNAP_LAYER.test(t) && ledger.owns(t));
   if (candidates.length === 0) return [];
   const images = imagesOfSnapshots(ctx.config.storageRoot);
   const dirs = [...vmDirs(ctx.config.vmRoot), ...candidates.map((t) => path.dirname(t))];
   const removed: string[] = [];
   for (const t of candidates) {
     if (imageInUse(t, images, dirs, []) !== undefined) continue;
-    fs.rmSync(t, { force: true });
-    removed.push(t);
+    if (ledger.remove(t).removed) removed.push(t);
   }
   return removed;
 }

@@ -12,6 +12,7 @@ import type { QmpClient } from '../qmp/client.js';
 import type { SnapshotHeader } from '../snapshot-file/header.js';
 import type { SnapshotMetadata } from '../snapshot-file/metadata.js';
 import { readHeader } from '../snapshot-file/read.js';
+import { headerTrust } from './header-trust.js';
 import { cancellationOf } from './cancellation.js';
 import type { Completion } from './completion.js';
 import type { AgentContext } from './context.js';
@@ -39,8 +40,10 @@ export async function recoverSnapshot(ctx: AgentContext, snap: VMSnapshot): Prom
   const file = snap.status?.file?.path;
   if (!file || !isReallyUnder(ctx.config.storageRoot, file)) return fail(retry);
   let header: SnapshotHeader;
+  const trust = headerTrust(ctx.config.storageRoot, snap);
   try {
-    header = readHeader(file);
+    // With the key even while incomplete: the tenant's QEMU held the file while the agent was down.
+    header = readHeader(file, trust);
   } catch {
     await fs.promises.rm(file, { force: true }); // not even a header: nothing was saved
     return fail(retry);
@@ -65,7 +68,7 @@ export async function recoverSnapshot(ctx: AgentContext, snap: VMSnapshot): Prom
       }
       if (migration.status === 'completed' && ours && !freezeUnsure) {
         try {
-          finishFile(file, meta, migration);
+          finishFile(file, meta, migration, trust.key);
           const note = await settleAfterSave(client, meta);
           return succeeded(snap, outcomeFromHeader(file, meta), ` (QEMU finished the save across an agent restart${note})`);
         } catch (err) {
@@ -175,7 +178,7 @@ async function resumeIfWasRunning(client: QmpClient, meta: SnapshotMetadata): Pr
 }
 
 /** The save finished in QEMU but the header was never completed: do what saveVm would have done. */
-function finishFile(file: string, meta: SnapshotMetadata, migration: MigrationInfo): void {
+function finishFile(file: string, meta: SnapshotMetadata, migration: MigrationInfo, key: Buffer): void {
   const fd = fs.openSync(file, 'r+');
   try {
     const created = Date.parse(meta.createdAt);
@@ -192,7 +195,7 @@ function finishFile(file: string, meta: SnapshotMetadata, migration: MigrationIn
         bytesWritten: bytes,
         throughputMiBps: totalMs > 0 ? Math.round((bytes / (1 << 20) / (totalMs / 1000)) * 10) / 10 : 0,
       };
-    });
+    }, key);
   } finally {
     fs.closeSync(fd);
   }
@@ -400,7 +403,7 @@ export async function cleanUpFailedSnapshot(ctx: AgentContext, snap: VMSnapshot)
   ctx.log.info({ file }, 'cleaning up after a save that failed while no agent watched it');
   let meta: SnapshotMetadata | undefined;
   try {
-    meta = readHeader(file).metadata;
+    meta = readHeader(file, headerTrust(ctx.config.storageRoot, snap)).metadata;
   } catch {
     meta = undefined;
   }

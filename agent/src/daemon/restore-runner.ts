@@ -21,6 +21,9 @@ import { restoreSettings } from './settings.js';
 import { isPodVms } from '../vm/pod-vms.js';
 import { runPodRestore } from './pod-restore.js';
 import { failedStatus, restoreSucceededStatus, restoreSummary } from './status.js';
+import { headerTrust } from './header-trust.js';
+import { OverlayLedger } from '../engine/overlay-ledger.js';
+import type { HeaderTrust } from '../snapshot-file/header.js';
 
 /** Set in the environment of every QEMU the agent launches for a restore: recovery recognises its own. */
 export const RESTORE_UID_ENV = 'VMSNAP_RESTORE_UID';
@@ -34,8 +37,8 @@ export class RestoreRefused extends Error {
   }
 }
 
-/** The VMSnapshot's file, checked: same namespace, ready, under this agent's storage root, present. */
-export async function snapshotFileFor(ctx: AgentContext, restore: VMRestore): Promise<string> {
+/** The VMSnapshot's file, checked: same namespace, ready, under this agent's storage root, present; and what its header must prove. */
+export async function snapshotFileFor(ctx: AgentContext, restore: VMRestore): Promise<{ file: string; trust: Required<HeaderTrust> }> {
   const ns = restore.metadata.namespace!;
   const name = restore.status!.effective!.snapshotName;
   const snap = await ctx.kube.get<VMSnapshot>('vmSnapshot', { namespace: ns, name });
@@ -60,7 +63,7 @@ export async function snapshotFileFor(ctx: AgentContext, restore: VMRestore): Pr
         (snap.status.nodeName && snap.status.nodeName !== ctx.nodeName ? ` (it was saved on node ${snap.status.nodeName})` : ''),
     );
   }
-  return file;
+  return { file, trust: headerTrust(ctx.config.storageRoot, snap) };
 }
 
 /**
@@ -108,10 +111,10 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
 
   let releaseFile: (() => void) | undefined;
   try {
-    const file = await snapshotFileFor(ctx, restore);
+    const { file, trust } = await snapshotFileFor(ctx, restore);
     releaseFile = useFile(ctx, file);
-    // The header only: restoreVm checks the whole file, for a lazy restore while QEMU starts.
-    const meta = readHeader(file).metadata;
+    // The header only (written by this agent for this VMSnapshot): restoreVm checks the whole file, for a lazy restore while QEMU starts.
+    const meta = readHeader(file, trust).metadata;
     const targetDir = vmDir(ctx.config.vmRoot, ns, effective.targetVMName);
     const discovered = await ctx.discovery.find(ns, effective.targetVMName);
     const socketName = path.basename(meta.vm.qmpSocket) || 'qmp.sock';
@@ -145,7 +148,7 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
     if (probe.kind === 'answers') {
       // Checked before a running VM is replaced: a bad file must not cost the user their VM.
       try {
-        verifySnapshotFile(file);
+        verifySnapshotFile(file, trust);
       } catch (err) {
         probe.client.close();
         throw err;
@@ -179,6 +182,8 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
       paused: settings.paused,
       verify: restore.spec.verify ?? false,
       relaunch: { rewrite, env: { [RESTORE_UID_ENV]: restore.metadata.uid ?? '' } },
+      trust,
+      ledger: OverlayLedger.forStorageRoot(ctx.config.storageRoot),
       signal,
       lazy: settings.lazy,
     });

@@ -15,6 +15,8 @@ import { snapshotFilePath } from './paths.js';
 import { saveSettings } from './settings.js';
 import { failedStatus, progressStatus, saveSummary, snapshotSucceededStatus } from './status.js';
 import { Throttle } from './throttle.js';
+import { headerTrust } from './header-trust.js';
+import { OverlayLedger } from '../engine/overlay-ledger.js';
 
 export function snapshotClaimExtra(ctx: AgentContext, snap: VMSnapshot): Partial<VMSnapshotStatus> {
   return { file: { path: snapshotFilePath(ctx.config.storageRoot, snap) } };
@@ -76,6 +78,8 @@ export async function runSnapshot(ctx: AgentContext, snap: VMSnapshot, signal: A
       outPath: file,
       ...settings,
       vm: { namespace: ns, name: vmName },
+      trust: headerTrust(ctx.config.storageRoot, snap),
+      ledger: OverlayLedger.forStorageRoot(ctx.config.storageRoot),
       // The class may turn the verification mode on; statuses from before that field only know the spec.
       digest: effective.digests ?? snap.spec.digests ?? false,
       onProgress: (p) => progress.push(progressStatus(p.bytesDone, p.bytesTotal)),

@@ -8,6 +8,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { QmpClient } from '../qmp/client.js';
 import { writableDisks, type BlockInfo } from './disks.js';
+import { openRegular } from './private-files.js';
+import type { OverlayLedger } from './overlay-ledger.js';
 
 const QCOW2_MAGIC = 0x514649fb;
 
@@ -15,8 +17,9 @@ const QCOW2_MAGIC = 0x514649fb;
 export function qcow2Backing(file: string): string | undefined {
   let fd: number | undefined;
   try {
-    if (!fs.statSync(file).isFile()) return undefined; // sockets, FIFOs: never opened
-    fd = fs.openSync(file, 'r');
+    // Names in VM directories are the tenant's: symlinks, sockets, FIFOs and devices are never opened.
+    fd = openRegular(file, fs.constants.O_RDONLY);
+    if (fd === undefined) return undefined;
     const head = Buffer.alloc(20);
     if (fs.readSync(fd, head, 0, 20, 0) < 20 || head.readUInt32BE(0) !== QCOW2_MAGIC) return undefined;
     const offset = Number(head.readBigUInt64BE(8));
@@ -78,16 +81,19 @@ export interface MergeTarget {
   top: string;
 }
 
-/** A layer vmsnap created (a freeze's or a restore's overlay): the only kind it ever deletes. */
+/** The names vmsnap gives its layers (a freeze's or a restore's overlay); a cheap first filter, never a reason to delete (the ledger is). */
 export const VMSNAP_LAYER = /\.vmsnap-[0-9a-z]+\.qcow2$/;
 
 /**
  * Merges the VM's active layer `top` into `base` and pivots the running VM
- * onto the base, then deletes `top`. Only when the VM still runs on `top`
- * directly above `base`; the caller has checked nobody else uses either.
+ * onto the base, then deletes `top`. Only when `top` is an overlay the agent's
+ * ledger records, unchanged (`top` comes from the tenant's query-block), and
+ * the VM still runs on it directly above `base`; the caller has checked nobody
+ * else uses either.
  */
-export async function mergeIntoBase(client: QmpClient, t: MergeTarget, timeoutMs = 600_000): Promise<void> {
-  if (!VMSNAP_LAYER.test(t.top)) throw new MergeError(`disk ${t.device}: ${t.top} was not created by vmsnap; it is not merged away`);
+export async function mergeIntoBase(client: QmpClient, t: MergeTarget, ledger: OverlayLedger, timeoutMs = 600_000): Promise<void> {
+  const notOurs = ledger.whyNotOwned(t.top);
+  if (notOurs) throw new MergeError(`disk ${t.device}: ${notOurs}; it is not merged away`);
   const disk = writableDisks(await client.execute<BlockInfo[]>('query-block')).find((d) => d.chain[0]?.filename === t.top);
   if (!disk || disk.chain[1]?.filename !== t.base) {
     throw new MergeError(`disk ${t.device}: the VM no longer runs on ${t.top} directly above ${t.base}`);
@@ -122,5 +128,6 @@ export async function mergeIntoBase(client: QmpClient, t: MergeTarget, timeoutMs
   }
   const after = writableDisks(await client.execute<BlockInfo[]>('query-block')).find((d) => d.chain[0]?.filename === t.base);
   if (!after) throw new MergeError(`disk ${t.device}: after the merge the VM does not run on ${t.base}`);
-  fs.rmSync(t.top, { force: true });
+  const removal = ledger.remove(t.top);
+  if (!removal.removed) throw new MergeError(`disk ${t.device}: merged into ${t.base}, but ${t.top} stays: ${removal.why}`);
 }

@@ -4,13 +4,13 @@
 // new qcow2 overlay (QMP blockdev-snapshot-sync, one transaction: milliseconds,
 // whatever the disk's size). A restore never writes to a base: it starts the VM
 // on a fresh overlay of its own, so one snapshot restores any number of times.
-import { execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { promisify } from 'node:util';
 import type { QmpClient } from '../qmp/client.js';
 import type { SnapshotMetadata } from '../snapshot-file/metadata.js';
+import type { OverlayLedger } from './overlay-ledger.js';
 
 export type DiskRecord = NonNullable<SnapshotMetadata['disks']>[number];
 
@@ -91,7 +91,8 @@ export function overlayPath(dir: string, argvPath: string): string {
 export function diskRecord(d: WritableDisk, argv: string[], cwd?: string): DiskRecord {
   const base = d.chain[0]!;
   // The base absolute (QEMU reports a relative -drive path as given); argvPath as the command line says it.
-  return { device: diskName(d), argvPath: argvImagePath(argv, d, cwd), base: path.resolve(cwd ?? '/', base.filename), baseFormat: base.format, virtualSize: d.virtualSize };
+  const abs = path.resolve(cwd ?? '/', base.filename);
+  return { device: diskName(d), argvPath: argvImagePath(argv, d, cwd), base: abs, baseFormat: base.format, baseFile: fileId(abs), virtualSize: d.virtualSize };
 }
 
 /**
@@ -100,7 +101,7 @@ export function diskRecord(d: WritableDisk, argv: string[], cwd?: string): DiskR
  * The overlays sit beside the active image. Returns the records for the
  * snapshot's metadata (with `overlay`, the layer the VM continues on).
  */
-export async function freezeDisks(client: QmpClient, disks: WritableDisk[], argv: string[], cwd?: string): Promise<DiskRecord[]> {
+export async function freezeDisks(client: QmpClient, disks: WritableDisk[], argv: string[], cwd: string | undefined, ledger: OverlayLedger): Promise<DiskRecord[]> {
   const records = disks.map((d) => {
     const r = diskRecord(d, argv, cwd);
     return { ...r, overlay: overlayPath(path.dirname(r.base), r.argvPath) };
@@ -120,13 +121,92 @@ export async function freezeDisks(client: QmpClient, disks: WritableDisk[], argv
   try {
     if (actions.length > 0) await client.execute('transaction', { actions });
   } catch (err) {
-    for (const r of records) if (r.overlay) fs.rmSync(r.overlay, { force: true }); // aborted: nothing uses them
+    // Aborted: nothing uses them. Only a plain file is unlinked (the name is ours, the directory the tenant's).
+    for (const r of records) if (r.overlay && isPlainFile(r.overlay)) fs.rmSync(r.overlay, { force: true });
     throw new DiskError(`could not freeze the VM's disks: ${(err as Error).message}`);
   }
+  // QEMU made each overlay at a name the agent chose: recorded now, it is what a later merge may delete.
+  for (const r of records) ledger.record(r.overlay, 'freeze');
   return records;
 }
 
-const run = promisify(execFile);
+function isPlainFile(file: string): boolean {
+  try {
+    return fs.lstatSync(file).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** Device and inode of the file a path leads to now (what a restore checks the base against). */
+export function fileId(file: string): { dev: number; ino: number } {
+  const st = fs.statSync(file);
+  return { dev: st.dev, ino: st.ino };
+}
+
+/**
+ * Refuses a disk image the QEMU process behind the socket does not itself
+ * hold open. `query-block` is the tenant's word: a QEMU (or a fake speaking
+ * QMP) could name a host file it cannot read, for the agent to freeze, back a
+ * restore on, or merge. A file among the process's own fds is one the tenant
+ * could open anyway.
+ */
+export function checkHeldBy(pid: number, disks: WritableDisk[], cwd?: string): void {
+  const held = new Set<string>();
+  const dir = `/proc/${pid}/fd`;
+  for (const fd of fs.readdirSync(dir)) {
+    try {
+      const st = fs.statSync(path.join(dir, fd));
+      held.add(`${st.dev}:${st.ino}`);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  for (const d of disks) {
+    const image = path.resolve(cwd ?? '/', d.chain[0]!.filename);
+    let id: string;
+    try {
+      const st = fs.statSync(image);
+      id = `${st.dev}:${st.ino}`;
+    } catch (err) {
+      throw new DiskError(`disk ${diskName(d)}: QEMU reports the image ${image}, which cannot be looked at: ${(err as Error).message}`);
+    }
+    if (!held.has(id)) {
+      throw new DiskError(
+        `disk ${diskName(d)}: QEMU (pid ${pid}) reports the image ${image} but does not have it open: ` +
+          'the process behind the QMP socket does not run that disk, so it is not frozen or recorded',
+      );
+    }
+  }
+}
+
+/** Runs qemu-img with `fd` as its fd 3 (/dev/fd/3): it writes into the file the agent created, whatever the name leads to by then. */
+function qemuImgOnFd(args: string[], fd: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('qemu-img', args, { stdio: ['ignore', 'ignore', 'pipe', fd] });
+    let stderr = '';
+    child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+    child.once('error', reject);
+    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`qemu-img ${args[0]} exited ${code}: ${stderr.trim()}`))));
+  });
+}
+
+/** Refuses a base that is not the file the save froze (when the header recorded its device and inode). */
+function checkBase(d: DiskRecord): void {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(d.base);
+  } catch {
+    throw new DiskError(`disk ${d.device}: the snapshot's frozen base ${d.base} is missing; the snapshot cannot be restored`);
+  }
+  if (!st.isFile() && !st.isBlockDevice()) throw new DiskError(`disk ${d.device}: the snapshot's frozen base ${d.base} is not a file`);
+  if (d.baseFile && (st.dev !== d.baseFile.dev || st.ino !== d.baseFile.ino)) {
+    throw new DiskError(
+      `disk ${d.device}: ${d.base} is no longer the base the snapshot froze (another file was put in its place); ` +
+        'the snapshot cannot be restored onto it',
+    );
+  }
+}
 
 /**
  * Creates a fresh qcow2 overlay on each frozen base for a restored VM and
@@ -134,27 +214,36 @@ const run = promisify(execFile);
  * the directory of a disk in the recorded command line (made absolute against
  * the recorded `cwd`) to where the restored VM's overlay goes (a copy's own directory).
  */
-export async function createRestoreOverlays(disks: DiskRecord[], dirFor: (dir: string) => string, cwd = '/'): Promise<DiskRewrite[]> {
+export async function createRestoreOverlays(disks: DiskRecord[], dirFor: (dir: string) => string, cwd: string | undefined, ledger: OverlayLedger): Promise<DiskRewrite[]> {
   const made: DiskRewrite[] = [];
+  const { O_RDWR, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
   try {
     for (const d of disks) {
-      if (!fs.existsSync(d.base)) throw new DiskError(`disk ${d.device}: the snapshot's frozen base ${d.base} is missing; the snapshot cannot be restored`);
-      const overlay = overlayPath(dirFor(path.dirname(path.resolve(cwd, d.argvPath))), d.argvPath);
+      // The bases come from a header the caller checked (the agent: MACed with its key), and must still be the file frozen.
+      checkBase(d);
+      const overlay = overlayPath(dirFor(path.dirname(path.resolve(cwd ?? '/', d.argvPath))), d.argvPath);
       fs.mkdirSync(path.dirname(overlay), { recursive: true });
-      // -u: the size is recorded, so the base is not opened (a running VM holds its lock).
-      await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-u', '-b', d.base, '-F', d.baseFormat, overlay, String(d.virtualSize)]);
-      made.push({ from: d.argvPath, to: overlay });
+      // Created here, O_EXCL|O_NOFOLLOW, and handed to qemu-img as an fd: a name planted in the VM's directory is never written through.
+      const fd = fs.openSync(overlay, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644);
+      try {
+        ledger.record(overlay, 'restore', fd);
+        made.push({ from: d.argvPath, to: overlay });
+        // -u: the size is recorded, so the base is not opened (a running VM holds its lock).
+        await qemuImgOnFd(['create', '-q', '-f', 'qcow2', '-u', '-b', d.base, '-F', d.baseFormat, '/dev/fd/3', String(d.virtualSize)], fd);
+      } finally {
+        fs.closeSync(fd);
+      }
     }
   } catch (err) {
-    for (const m of made) fs.rmSync(m.to, { force: true });
+    removeOverlays(made, ledger);
     throw err instanceof DiskError ? err : new DiskError(`could not create a restore overlay: ${(err as Error).message}`);
   }
   return made;
 }
 
-/** Removes overlays created for a restore that did not happen. */
-export function removeOverlays(rewrites: DiskRewrite[]): void {
-  for (const r of rewrites) fs.rmSync(r.to, { force: true });
+/** Removes overlays created for a restore that did not happen (only as the ledger recorded them). */
+export function removeOverlays(rewrites: DiskRewrite[], ledger: OverlayLedger): void {
+  for (const r of rewrites) ledger.remove(r.to);
 }
 
 /** A disk image of the recorded command line and the qcow2 overlay that replaces it. */

@@ -8,10 +8,31 @@ import net from 'node:net';
 import path from 'node:path';
 import { QmpClient } from '../qmp/client.js';
 import { rewriteDiskArgs, rewriteMacs, type DiskRewrite } from './disks.js';
+import { openRegular, PrivateFileError } from './private-files.js';
 
 /** Options that take a value and must not survive into the relaunch. */
 const DROPPED_WITH_VALUE = new Set(['-incoming', '-loadvm']);
 const DROPPED_FLAGS = new Set(['-S', '-daemonize']);
+
+/**
+ * The option an argument names, as QEMU reads it: `--daemonize` is
+ * `-daemonize`; `-daemonize=on` is matched too (QEMU refuses it today, but a
+ * deny-list must not depend on that). Undefined for a value.
+ */
+export function optionName(arg: string): string | undefined {
+  if (!arg.startsWith('-') || arg === '-' || arg === '--') return undefined;
+  return (arg.startsWith('--') ? arg.slice(1) : arg).split('=')[0];
+}
+
+/**
+ * The whole environment of a relaunched QEMU: nothing of the agent's own
+ * (its ServiceAccount settings, proxies, NODE_OPTIONS...) reaches a process
+ * started from a tenant's command line, only a fixed PATH and the caller's
+ * markers (the restore uid that lets the agent recognise its QEMU).
+ */
+export function relaunchEnv(extra: Record<string, string> = {}): Record<string, string> {
+  return { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', ...extra };
+}
 
 export class LaunchError extends Error {
   override name = 'LaunchError';
@@ -48,11 +69,12 @@ export function relaunchArgv(
   const out: string[] = [];
   for (let i = 0; i < recorded.length; i++) {
     const arg = recorded[i]!;
-    if (DROPPED_WITH_VALUE.has(arg)) {
-      i++;
+    const name = i > 0 ? optionName(arg) : undefined;
+    if (name !== undefined && DROPPED_WITH_VALUE.has(name)) {
+      if (!arg.includes('=')) i++; // the value is the next argument
       continue;
     }
-    if (DROPPED_FLAGS.has(arg)) continue;
+    if (name !== undefined && DROPPED_FLAGS.has(name)) continue;
     let next = oldQmpSocket === newQmpSocket ? arg : arg.split(oldQmpSocket).join(newQmpSocket);
     if (i > 0) for (const [from, to] of rewrite.paths ?? []) next = replacePath(next, from, to);
     if (rewrite.name !== undefined && i > 0 && recorded[i - 1] === '-name') next = renameVm(next, rewrite.name);
@@ -113,8 +135,52 @@ export interface LaunchOptions {
   cwd?: string;
   logPath?: string;
   timeoutMs?: number;
-  /** Added to the inherited environment (lets the agent recognise a QEMU it launched). */
+  /** Added to QEMU's otherwise fixed environment (relaunchEnv; lets the agent recognise a QEMU it launched). */
   env?: Record<string, string>;
+}
+
+/**
+ * Opens QEMU's log for appending without ever writing through a name a tenant
+ * planted: the log sits in the VM's directory, which the tenant can write, and
+ * the agent is root. A new log is created with O_EXCL|O_NOFOLLOW; an existing
+ * one is reused only when it is a plain file of the agent's with one link (a
+ * previous launch's). Anything else at that name (a symlink, a hard link to a
+ * host file, a FIFO, the tenant's own file) is unlinked, which removes only the
+ * name, and the log is created afresh; a name planted again meanwhile fails.
+ */
+export function openLaunchLog(logPath: string): number {
+  const { O_RDWR, O_APPEND, O_CREAT, O_EXCL, O_NOFOLLOW, O_NOCTTY } = fs.constants;
+  const create = () => fs.openSync(logPath, O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY, 0o644);
+  try {
+    return create();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new LaunchError(`cannot create the QEMU log ${logPath}: ${(err as Error).message}`);
+  }
+  try {
+    const fd = openRegular(logPath, O_RDWR | O_APPEND);
+    if (fd !== undefined) {
+      const st = fs.fstatSync(fd);
+      if (st.nlink === 1 && st.uid === process.geteuid!()) return fd;
+      fs.closeSync(fd);
+    }
+  } catch (err) {
+    if (!(err instanceof PrivateFileError)) throw err;
+  }
+  fs.rmSync(logPath, { force: true });
+  try {
+    return create();
+  } catch (err) {
+    throw new LaunchError(`cannot create the QEMU log ${logPath} (something keeps replacing it): ${(err as Error).message}`);
+  }
+}
+
+/** The last lines of the log, read through the fd the launch opened (never by name again). */
+function logTail(fd: number, lines = 3): string {
+  const size = fs.fstatSync(fd).size;
+  const len = Math.min(size, 8192);
+  const buf = Buffer.alloc(len);
+  fs.readSync(fd, buf, 0, len, size - len);
+  return buf.toString('utf8').trim().split('\n').slice(-lines).join(' | ');
 }
 
 /** Starts QEMU and waits until its QMP socket answers. */
@@ -138,12 +204,16 @@ export async function startQemu(opts: LaunchOptions): Promise<{ ready: Promise<L
   }
   fs.mkdirSync(path.dirname(qmpSocket), { recursive: true });
   const logPath = opts.logPath ?? `${qmpSocket}.qemu.log`;
-  const log = fs.openSync(logPath, 'a');
+  const log = openLaunchLog(logPath);
   const cwd = opts.cwd && fs.existsSync(opts.cwd) ? opts.cwd : undefined;
-  const env = opts.env ? { ...process.env, ...opts.env } : undefined;
   traceStep('spawning QEMU');
-  const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log, log], cwd, env });
-  fs.closeSync(log);
+  let child;
+  try {
+    child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log, log], cwd, env: relaunchEnv(opts.env) });
+  } catch (err) {
+    fs.closeSync(log);
+    throw err;
+  }
   let exitCode: number | null | undefined;
   child.once('exit', (code, signal) => {
     exitCode = code ?? (signal ? -1 : null);
@@ -156,7 +226,7 @@ export async function startQemu(opts: LaunchOptions): Promise<{ ready: Promise<L
     const deadline = Date.now() + (opts.timeoutMs ?? 15_000);
     while (Date.now() < deadline) {
       if (exitCode !== undefined) {
-        const tail = fs.readFileSync(logPath, 'utf8').trim().split('\n').slice(-3).join(' | ');
+        const tail = logTail(log);
         throw new LaunchError(`QEMU exited during launch (exit ${exitCode}): ${tail || 'no output'} (full log: ${logPath})`);
       }
       if (fs.existsSync(qmpSocket)) {
@@ -172,6 +242,6 @@ export async function startQemu(opts: LaunchOptions): Promise<{ ready: Promise<L
     }
     child.kill('SIGKILL');
     throw new LaunchError(`QEMU did not open its QMP socket ${qmpSocket} within ${opts.timeoutMs ?? 15_000} ms (log: ${logPath})`);
-  })();
+  })().finally(() => fs.closeSync(log));
   return { ready };
 }

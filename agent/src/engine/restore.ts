@@ -8,10 +8,12 @@ import { sinceProcessStartMs, traceStep } from '../clock.js';
 import type { VerifiedSnapshot } from '../snapshot-file/verify.js';
 import type { DigestCheck } from '../snapshot-file/check-digests.js';
 import type { DirectIOMode } from '../snapshot-file/metadata.js';
+import type { HeaderTrust } from '../snapshot-file/header.js';
+import { OverlayLedger } from './overlay-ledger.js';
 import { decideDirectIO } from './direct-io.js';
 import { throughputMiBps } from '../../../api/format.js';
 import { launchQemu, movedPath, relaunchArgv, type ArgvRewrite } from './launch.js';
-import { createRestoreOverlays, removeOverlays, writableDisks, type BlockInfo, type DiskRewrite } from './disks.js';
+import { createRestoreOverlays, removeOverlays as removeOverlaysOf, writableDisks, type BlockInfo, type DiskRewrite } from './disks.js';
 import {
   addFdSet,
   configureMigration,
@@ -54,6 +56,15 @@ export interface RestoreOptions {
    * the VM runs at once. When that cannot work the restore is eager and says why.
    */
   lazy?: { prefetch?: boolean };
+  /**
+   * The agent's: the node's header key and the VMSnapshot restored from. The
+   * file is refused unless this agent wrote its header, for that VMSnapshot,
+   * and its stream structure is unchanged (checked before anything is read
+   * from the header, the early lazy launch included). The CLI restores without.
+   */
+  trust?: Required<HeaderTrust>;
+  /** Where the restore's disk overlays are recorded (the agent's, under its storage root); default: this process only. */
+  ledger?: OverlayLedger;
   /** Eager launched restores preallocate the guest RAM when that pays (prealloc.ts); false never does (the bench compares). */
   prealloc?: boolean;
 }
@@ -100,7 +111,7 @@ export class RestoreError extends Error {
 export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
   let early: EarlyLaunch | undefined =
     opts.lazy && opts.launch && !opts.signal?.aborted
-      ? (opts.early ?? (await earlyLazyLaunch({ inPath: opts.inPath, qmpSocket: opts.qmpSocket, rewrite: opts.relaunch?.rewrite, env: opts.relaunch?.env })))
+      ? (opts.early ?? (await earlyLazyLaunch({ inPath: opts.inPath, qmpSocket: opts.qmpSocket, rewrite: opts.relaunch?.rewrite, env: opts.relaunch?.env, trust: opts.trust })))
       : undefined;
   if (opts.early && !early) await abandonEarlyLaunch(opts.early);
   let snapshot: VerifiedSnapshot;
@@ -113,11 +124,13 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
   let realFile: string;
   // The restored VM's own disk overlays: removed again unless the restore succeeds.
   let overlays: DiskRewrite[] = [];
+  const ledger = opts.ledger ?? OverlayLedger.inMemory();
+  const removeOverlays = (rewrites: DiskRewrite[]) => removeOverlaysOf(rewrites, ledger);
   try {
     // Loaded here, not at the top: a lazy restore starts QEMU while this loads.
     const { verifySnapshotFile } = await import('../snapshot-file/verify.js');
     traceStep('file checks loaded');
-    snapshot = verifySnapshotFile(opts.inPath);
+    snapshot = verifySnapshotFile(opts.inPath, opts.trust);
     if (opts.verify) {
       // Loaded only when asked for: it brings zod, which a lazy restore keeps off its start-up path.
       const { checkDigests } = await import('../snapshot-file/check-digests.js');
@@ -132,7 +145,7 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
     }
     if (opts.launch) {
       const rewrite = opts.relaunch?.rewrite;
-      overlays = await createRestoreOverlays(meta.disks ?? [], (dir) => movedPath(dir, rewrite), meta.qemu.cwd);
+      overlays = await createRestoreOverlays(meta.disks ?? [], (dir) => movedPath(dir, rewrite), meta.qemu.cwd, ledger);
       relaunched = relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], { ...rewrite, disks: overlays });
     }
     lazy = opts.lazy ? decideLazy(snapshot, realFile, relaunched) : undefined;

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { sinceProcessStartMs } from '../clock.js';
 import { QmpClient } from '../qmp/client.js';
-import { SNAPSHOT_FORMAT_VERSION, STREAM_OFFSET, writeHeader } from '../snapshot-file/header.js';
+import { SNAPSHOT_FORMAT_VERSION, STREAM_OFFSET, writeHeader, type HeaderTrust } from '../snapshot-file/header.js';
 import type { DirectIOMode, SnapshotMetadata } from '../snapshot-file/metadata.js';
 import { decideDirectIO } from './direct-io.js';
 import { queryStatus, queryVmInfo } from './qemu-info.js';
@@ -24,7 +24,8 @@ import {
 import { formatBytes, throughputMiBps } from '../../../api/format.js';
 import { finishSnapshotFile } from './finish.js';
 import { digestsPath, writeDigests } from '../snapshot-file/digests.js';
-import { argvImagePath, diskRecord, freezeDisks, writableDisks, type BlockInfo, type DiskRecord } from './disks.js';
+import { argvImagePath, checkHeldBy, diskRecord, freezeDisks, writableDisks, type BlockInfo, type DiskRecord } from './disks.js';
+import { OverlayLedger } from './overlay-ledger.js';
 import { recordableArgv } from './lazy/recorded-argv.js';
 
 export type AfterSave = 'resume' | 'stop';
@@ -47,6 +48,13 @@ export interface SaveOptions {
   /** Replace an existing file at outPath instead of refusing. */
   overwrite?: boolean;
   vm?: { namespace?: string; name?: string };
+  /**
+   * The agent's: the node's header key and the VMSnapshot this file belongs to,
+   * both written into the header (see HeaderTrust). The CLI saves without.
+   */
+  trust?: Required<HeaderTrust>;
+  /** Where the overlays a disk freeze creates are recorded (the agent's, under its storage root); default: this process only. */
+  ledger?: OverlayLedger;
   /**
    * How often to ask QEMU for progress. Short: QEMU's monitor may answer only
    * after a busy stretch, and the MIGRATION event alone is not enough to learn
@@ -109,14 +117,14 @@ export async function saveVm(opts: SaveOptions): Promise<SaveResult> {
   } finally {
     client.close();
   }
-  if (opts.digest && state.metadata) result.digests = await recordDigests(result.path, state.metadata);
+  if (opts.digest && state.metadata) result.digests = await recordDigests(result.path, state.metadata, !!opts.trust);
   return result;
 }
 
 /** The save is done and good either way; a failure here only means the snapshot cannot be verified later. */
-async function recordDigests(path: string, metadata: SnapshotMetadata): Promise<SaveResult['digests']> {
+async function recordDigests(path: string, metadata: SnapshotMetadata, authenticated: boolean): Promise<SaveResult['digests']> {
   try {
-    const d = await writeDigests(path, { state: 'complete', streamOffset: metadata.stream.offset, metadata });
+    const d = await writeDigests(path, { state: 'complete', streamOffset: metadata.stream.offset, metadata, authenticated });
     return { path: digestsPath(path), algorithm: d.algorithm, durationMs: d.stats.durationMs, bytesHashed: d.stats.bytesHashed };
   } catch (err) {
     return { error: `the RAM digests of ${path} could not be written: ${(err as Error).message}` };
@@ -156,6 +164,8 @@ class SaveState {
     const disks = opts.disks === false ? [] : writableDisks(await client.execute<BlockInfo[]>('query-block'));
     // A disk that a relaunch could not find in the command line fails the save before anything is touched.
     for (const d of disks) argvImagePath(vm.process.argv, d, vm.process.cwd);
+    // What query-block names is the tenant's word; only images the QEMU process really holds are frozen and recorded.
+    if (disks.length > 0) checkHeldBy(vm.process.pid, disks, vm.process.cwd);
     // A VM that stops after the save never writes its disks again: they are the
     // bases as they are. A running one must move to overlays at the RAM's instant.
     const freeze = disks.length > 0 && opts.after !== 'stop';
@@ -167,13 +177,14 @@ class SaveState {
     const metadata: SnapshotMetadata = {
       formatVersion: SNAPSHOT_FORMAT_VERSION,
       createdAt: new Date().toISOString(),
+      ...(opts.trust ? { snapshot: opts.trust.snapshot } : {}),
       vm: { ...opts.vm, qmpSocket: opts.qmpSocket },
       qemu: { version: vm.version, machine: vm.machine, pid: vm.process.pid, argv: recordableArgv(vm.process.argv), cwd: vm.process.cwd },
       ram: { bytes: vm.ramBytes, mainBlockId: vm.mainBlockId },
       capture: { mode: opts.live ? 'Live' : 'Paused', wasRunning: vm.running, after: opts.after },
       stream: { offset: STREAM_OFFSET, channels: opts.channels, directIO: directIO.enabled, directIOReason: directIO.reason },
     };
-    writeHeader(plain, 'incomplete', metadata);
+    writeHeader(plain, 'incomplete', metadata, opts.trust?.key);
     // QEMU's main channel writes unaligned headers through the plain fd; the
     // multifd channels pick the O_DIRECT one (same access mode, O_DIRECT bit set).
     const fdsetFds = [plain];
@@ -207,9 +218,9 @@ class SaveState {
       const t = performance.now();
       let freezeError: unknown;
       try {
-        metadata.disks = await freezeDisks(client, disks, vm.process.argv, vm.process.cwd);
+        metadata.disks = await freezeDisks(client, disks, vm.process.argv, vm.process.cwd, opts.ledger ?? OverlayLedger.inMemory());
         // Recorded before the save goes on: an agent that dies now must not finish the file without them.
-        writeHeader(plain, 'incomplete', metadata);
+        writeHeader(plain, 'incomplete', metadata, opts.trust?.key);
       } catch (err) {
         freezeError = err;
       }
@@ -238,6 +249,11 @@ class SaveState {
     const bytes = outcome.ram?.transferred ?? 0;
     let durationMs = 0;
     let vmPausedMs = 0;
+    // QEMU gives its fds back before the header is finished: nothing it writes
+    // through the fdset can land after "DONE". A QEMU that kept a dup of its
+    // own can still write, which the header's and structure's MACs catch.
+    await removeFdSet(client, this.fdsetId);
+    this.fdsetId = undefined;
     const { endOffset, allocatedBytes: allocated } = finishSnapshotFile(plain, opts.outPath, metadata, () => {
       durationMs = Date.now() - started;
       vmPausedMs = opts.live ? (outcome.downtime ?? 0) : pausedAt !== undefined ? Date.now() - pausedAt : 0;
@@ -250,11 +266,9 @@ class SaveState {
         throughputMiBps: throughputMiBps(bytes, durationMs),
         ...(freeze ? { diskFreezeMs } : {}),
       };
-    });
+    }, opts.trust?.key);
     this.metadata = metadata;
     this.closeFds();
-    await removeFdSet(client, this.fdsetId);
-    this.fdsetId = undefined;
     await restoreMigrationConfig(client, this.savedConfig);
     this.savedConfig = undefined;
 

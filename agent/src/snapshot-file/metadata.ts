@@ -4,7 +4,6 @@
 // start-up snapshot, bin/vmsnap-agent, deserializes whatever it holds on every start).
 import * as z from 'zod/mini';
 import en from 'zod/v4/locales/en.js';
-import { SNAPSHOT_FORMAT_VERSION } from './header.js';
 
 // Messages that say what was expected (mini has none of its own until told).
 z.config(en());
@@ -12,10 +11,17 @@ z.config(en());
 export const DirectIOModeSchema = z.enum(['auto', 'on', 'off']);
 export type DirectIOMode = z.infer<typeof DirectIOModeSchema>;
 
+/** The VMSnapshot a file belongs to: what a daemon restore compares with the VMSnapshot it restores from. */
+export const SnapshotIdentitySchema = z.object({ namespace: z.string(), name: z.string(), uid: z.string() });
+export type SnapshotIdentity = z.infer<typeof SnapshotIdentitySchema>;
+
 export const SnapshotMetadataSchema = z.object({
-  formatVersion: z.literal(SNAPSHOT_FORMAT_VERSION),
+  /** 2 since the header has a MAC (header.ts); 1 is still read, as an unauthenticated file. */
+  formatVersion: z.union([z.literal(1), z.literal(2)]),
   createdAt: z.string(),
   completedAt: z.optional(z.string()),
+  /** Set by the agent (never by the CLI): the header's MAC binds the file to this VMSnapshot. */
+  snapshot: z.optional(SnapshotIdentitySchema),
   vm: z.object({
     /** Namespace and name when the agent knows them (from where the socket lives). */
     namespace: z.optional(z.string()),
@@ -49,6 +55,11 @@ export const SnapshotMetadataSchema = z.object({
     endOffset: z.optional(z.int()),
     /** CRC32 of every stream byte outside the RAM page regions (headers, bitmaps, device state). */
     structureCrc32: z.optional(z.int()),
+    /**
+     * HMAC-SHA256 (hex) of the same bytes under the node's header key: QEMU may
+     * still hold a writable fd after the save, and a CRC it can recompute.
+     */
+    structureMac: z.optional(z.string()),
   }),
   /**
    * The VM's writable disks, frozen at the instant the RAM was captured: `base`
@@ -64,6 +75,11 @@ export const SnapshotMetadataSchema = z.object({
         argvPath: z.string(),
         base: z.string(),
         baseFormat: z.string(),
+        /**
+         * The base's device and inode when it was frozen: a restore creates an
+         * overlay only on that very file, never on whatever the path names later.
+         */
+        baseFile: z.optional(z.object({ dev: z.int(), ino: z.int() })),
         virtualSize: z.int().check(z.nonnegative()),
         /** The overlay the saved VM continued on (absent when it stopped after the save). */
         overlay: z.optional(z.string()),

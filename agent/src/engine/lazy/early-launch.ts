@@ -2,11 +2,14 @@
 // most of it, and so is loading the code that checks the file (zod) and the
 // check itself. Both start together: QEMU is launched from the CRC-checked
 // header as soon as it is read, while the file is checked in full; a file that
-// fails the check quits that QEMU before anything is loaded into it.
+// fails the check quits that QEMU before anything is loaded into it. With the
+// agent's trust the header's MAC and VMSnapshot identity are checked before
+// anything of it is used (a few microseconds; no zod needed).
 import fs from 'node:fs';
 import { relaunchArgv, startQemu, type ArgvRewrite, type LaunchedQemu } from '../launch.js';
 import { readMappedRamLayout } from '../../snapshot-file/mapped-ram.js';
 import type { SnapshotMetadata } from '../../snapshot-file/metadata.js';
+import type { HeaderTrust } from '../../snapshot-file/header.js';
 import { readRawHeader } from '../../snapshot-file/raw-header.js';
 import { decideLazy } from './decide.js';
 
@@ -25,9 +28,10 @@ export async function earlyLazyLaunch(opts: {
   qmpSocket: string;
   rewrite?: ArgvRewrite;
   env?: Record<string, string>;
+  trust?: HeaderTrust;
 }): Promise<EarlyLaunch | undefined> {
   try {
-    const raw = readRawHeader(opts.inPath);
+    const raw = readRawHeader(opts.inPath, opts.trust);
     if (raw.state !== 'complete') return undefined;
     const meta = raw.metadata as SnapshotMetadata;
     // Disks need their restore overlays made first: such a VM takes the normal path.
