@@ -66,27 +66,27 @@ describe('the overlay ledger', () => {
     expect(fs.readFileSync(hostFile, 'utf8')).toBe('precious');
   });
 
-  it('attack: a symlink swapped in place of a recorded overlay is not followed, nor removed', () => {
+  /** A recorded overlay whose name the tenant then points at a host file with `plant` (symlinkSync, linkSync). */
+  function swapped(plant: (target: string, name: string) => void) {
     const ledger = OverlayLedger.forStorageRoot(storage);
     const f = overlay();
     ledger.record(f, 'restore');
     const hostFile = path.join(dir, 'host-file');
     fs.writeFileSync(hostFile, 'precious');
     fs.rmSync(f);
-    fs.symlinkSync(hostFile, f);
+    plant(hostFile, f);
+    return { ledger, f, hostFile };
+  }
+
+  it('attack: a symlink swapped in place of a recorded overlay is not followed, nor removed', () => {
+    const { ledger, f, hostFile } = swapped(fs.symlinkSync);
     expect(ledger.remove(f)).toEqual({ removed: false, why: `${f} is now a symlink, not the overlay the agent created` });
     expect(fs.readFileSync(hostFile, 'utf8')).toBe('precious');
     expect(fs.lstatSync(f).isSymbolicLink()).toBe(true);
   });
 
   it('attack: another file (a hard link to a host file) put under the recorded name is not removed', () => {
-    const ledger = OverlayLedger.forStorageRoot(storage);
-    const f = overlay();
-    ledger.record(f, 'restore');
-    const hostFile = path.join(dir, 'host-file');
-    fs.writeFileSync(hostFile, 'precious');
-    fs.rmSync(f);
-    fs.linkSync(hostFile, f);
+    const { ledger, f } = swapped(fs.linkSync);
     expect(ledger.remove(f)).toMatchObject({ removed: false, why: expect.stringMatching(/no longer the file the agent created/) });
     expect(fs.existsSync(f)).toBe(true);
   });
