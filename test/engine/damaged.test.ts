@@ -67,7 +67,7 @@ function readCmdline(pid: string): string {
 describe('our header', () => {
   it.each([
     ['the magic', 0, /is not a vmsnap snapshot \(bad magic\)/],
-    ['the format version', 8, /has snapshot format version 0; this vmsnap reads versions 1 and 2/],
+    ['the format version', 8, /has snapshot format version 3; this vmsnap reads versions 1 and 2/],
     ['the state word', 13, /corrupted header \(state word/],
     ['the stream offset', 18, /corrupted header \((checksum mismatch|metadata length)/],
     ['the metadata length', 24, /corrupted header \((checksum mismatch|metadata length)/],
