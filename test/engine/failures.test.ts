@@ -95,7 +95,7 @@ describe('refused before QEMU is touched', () => {
   it('a flipped bit in our header', async () => {
     const f = copyOfGood('header-flip.vms');
     const fd = fs.openSync(f, 'r+');
-    fs.writeSync(fd, Buffer.from([0x7a]), 0, 1, 60); // inside the JSON metadata
+    fs.writeSync(fd, Buffer.from([0x7a]), 0, 1, 100); // inside the JSON metadata (from byte 64 since format version 2)
     fs.closeSync(fd);
     const r = await cli(['restore', '--in', f, '--qmp', target.qmpPath]);
     expect(r.code).toBe(1);

@@ -23,6 +23,7 @@ import { runPodRestore } from './pod-restore.js';
 import { failedStatus, restoreSucceededStatus, restoreSummary } from './status.js';
 import { headerTrust } from './header-trust.js';
 import { OverlayLedger } from '../engine/overlay-ledger.js';
+import { agentLaunchLogPath } from '../engine/private-files.js';
 import type { HeaderTrust } from '../snapshot-file/header.js';
 
 /** Set in the environment of every QEMU the agent launches for a restore: recovery recognises its own. */
@@ -181,7 +182,7 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
       launch: true,
       paused: settings.paused,
       verify: restore.spec.verify ?? false,
-      relaunch: { rewrite, env: { [RESTORE_UID_ENV]: restore.metadata.uid ?? '' } },
+      relaunch: { rewrite, env: { [RESTORE_UID_ENV]: restore.metadata.uid ?? '' }, logPath: agentLaunchLogPath(ctx.config.storageRoot, ns, effective.targetVMName) },
       trust,
       ledger: OverlayLedger.forStorageRoot(ctx.config.storageRoot),
       signal,

@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { openRegular } from './private-files.js';
+import { agentLaunchLogPath, openRegular } from './private-files.js';
 import { isSnapshotOrGone, recordableArgv } from './lazy/recorded-argv.js';
 import { qcow2Backing } from './disk-merge.js';
 
@@ -40,5 +40,19 @@ describe('opening tenant-named files', () => {
     const fd = openRegular(path.join(dir, 'f'), fs.constants.O_RDONLY)!;
     expect(fs.readFileSync(fd, 'utf8')).toBe('x');
     fs.closeSync(fd);
+  });
+});
+
+describe("the agent's launch logs", () => {
+  it('live in its own 0700 directory under the storage root, named by namespace and VM', () => {
+    const log = agentLaunchLogPath(dir, 'ns', 'vm.1');
+    expect(log).toBe(path.join(dir, '.vmsnap', 'logs', 'ns_vm.1.qemu.log'));
+    expect(fs.statSync(path.dirname(log)).mode & 0o777).toBe(0o700);
+  });
+
+  it('refuses names that could leave that directory', () => {
+    for (const [ns, vm] of [['ns', '../x'], ['..', 'vm'], ['ns', 'a/b'], ['ns', 'a..b']]) {
+      expect(() => agentLaunchLogPath(dir, ns!, vm!)).toThrow(/is not a Kubernetes namespace and name/);
+    }
   });
 });

@@ -33,6 +33,25 @@ export function agentPrivateDir(storageRoot: string): string {
 }
 
 /**
+ * Where the agent keeps the log of a QEMU it launches for a VM: its own
+ * directory, not the VM's (which the tenant writes). Names are Kubernetes
+ * names (DNS labels and subdomains), checked so that none leaves the directory.
+ */
+export function agentLaunchLogPath(storageRoot: string, namespace: string, vmName: string): string {
+  const name = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
+  if (!name.test(namespace) || !name.test(vmName) || vmName.includes('..')) {
+    throw new PrivateFileError(`${namespace}/${vmName} is not a Kubernetes namespace and name, so it names no log file`);
+  }
+  const dir = path.join(agentPrivateDir(storageRoot), 'logs');
+  try {
+    fs.mkdirSync(dir, { mode: 0o700 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  return path.join(dir, `${namespace}_${vmName}.qemu.log`);
+}
+
+/**
  * Opens `file` only if it is a regular file reached without following a symlink
  * at its last component; `flags` gets O_NOFOLLOW | O_NONBLOCK | O_NOCTTY. The
  * lstat comes first so that a device or FIFO is never opened at all; the fstat

@@ -43,8 +43,11 @@ export interface RestoreOptions {
   paused?: boolean;
   pollMs?: number;
   onMigrating?: (client: QmpClient) => Promise<void> | void;
-  /** With launch: how the recorded command line changes (a copy under another name) and extra environment. */
-  relaunch?: { rewrite?: ArgvRewrite; env?: Record<string, string> };
+  /**
+   * With launch: how the recorded command line changes (a copy under another name), extra
+   * environment, and where QEMU's log goes (default <socket>.qemu.log; the agent's is its own directory).
+   */
+  relaunch?: { rewrite?: ArgvRewrite; env?: Record<string, string>; logPath?: string };
   /** Aborting stops waiting for the load; a QEMU this call launched is quit (its VM is only half loaded). */
   signal?: AbortSignal;
   /** Verification mode: check the RAM pages against <file>.digests before QEMU is touched. */
@@ -111,7 +114,7 @@ export class RestoreError extends Error {
 export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
   let early: EarlyLaunch | undefined =
     opts.lazy && opts.launch && !opts.signal?.aborted
-      ? (opts.early ?? (await earlyLazyLaunch({ inPath: opts.inPath, qmpSocket: opts.qmpSocket, rewrite: opts.relaunch?.rewrite, env: opts.relaunch?.env, trust: opts.trust })))
+      ? (opts.early ?? (await earlyLazyLaunch({ inPath: opts.inPath, qmpSocket: opts.qmpSocket, ...opts.relaunch, trust: opts.trust })))
       : undefined;
   if (opts.early && !early) await abandonEarlyLaunch(opts.early);
   let snapshot: VerifiedSnapshot;
@@ -193,7 +196,7 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
     }
     try {
       const argv = mapped?.argv ?? (prealloc?.prealloc ? prealloc.argv : relaunched);
-      const q = early ? await early.launching : await launchQemu({ argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd, env: opts.relaunch?.env });
+      const q = early ? await early.launching : await launchQemu({ argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd, env: opts.relaunch?.env, logPath: opts.relaunch?.logPath });
       client = q.client;
       launched = { pid: q.pid, logPath: q.logPath };
     } catch (err) {

@@ -28,6 +28,7 @@ export async function earlyLazyLaunch(opts: {
   qmpSocket: string;
   rewrite?: ArgvRewrite;
   env?: Record<string, string>;
+  logPath?: string;
   trust?: HeaderTrust;
 }): Promise<EarlyLaunch | undefined> {
   try {
@@ -41,7 +42,7 @@ export async function earlyLazyLaunch(opts: {
     const relaunched = relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], opts.rewrite);
     const decision = decideLazy({ header: { metadata: meta }, layout }, fs.realpathSync(opts.inPath), relaunched);
     if (!decision.lazy) return undefined;
-    const { ready } = await startQemu({ argv: decision.argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd, env: opts.env });
+    const { ready } = await startQemu({ argv: decision.argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd, env: opts.env, logPath: opts.logPath });
     ready.catch(() => undefined); // awaited (or abandoned) by the caller
     return { argv: decision.argv, launching: ready };
   } catch {
