@@ -108,9 +108,10 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
   let releaseFile: (() => void) | undefined;
   let restarted = false;
   try {
-    const file = await snapshotFileFor(ctx, restore);
+    const { file, trust } = await snapshotFileFor(ctx, restore);
     releaseFile = useFile(ctx, file);
-    const meta: SnapshotMetadata = readHeader(file).metadata;
+    // Only a header this agent wrote for this VMSnapshot: the tenant's QEMU held the file during the save.
+    const meta: SnapshotMetadata = readHeader(file, trust).metadata;
     const vm = await finder.find(ns, effective.targetVMName);
     let qmp: PodQmpState | undefined;
     if (vm) {
@@ -141,7 +142,7 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
     });
     if (plan.action === 'refuse') throw new RestoreRefused(plan.reason, plan.message);
     // Checked before a running VM is replaced: a bad file must not cost the user their VM.
-    if (plan.replacing) verifySnapshotFile(file);
+    if (plan.replacing) verifySnapshotFile(file, trust);
     void ctx.events.record(
       restore,
       'Normal',
@@ -166,6 +167,7 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
       directIO: settings.directIO,
       paused: settings.paused,
       verify: restore.spec.verify ?? false,
+      trust,
       signal,
     });
     const now = Date.now();
