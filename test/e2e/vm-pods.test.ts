@@ -15,6 +15,7 @@ import { addFdSet, configureMigration, fileUri, type MigrationInfo } from '../..
 import { QmpClient } from '../../agent/src/qmp/client.js';
 import { SNAPSHOT_FORMAT_VERSION, STREAM_OFFSET, writeHeader } from '../../agent/src/snapshot-file/header.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
+import { headerTrust } from '../../agent/src/daemon/header-trust.js';
 import { createNamespace, kubectl, kubectlOk } from '../cluster/controlplane.js';
 import { guestArgs, type GuestAssets } from '../guest/guest.js';
 import {
@@ -194,23 +195,26 @@ spec:
       60_000,
       250,
     );
-    // What the agent that died had done: claimed it, written an incomplete header, and started the
-    // save in QEMU with the VM paused (slowed down here so that it is still running on restart).
+    // What the agent that died had done: claimed it, written an incomplete header (for this VMSnapshot,
+    // MACed with the node's key), and started the save in QEMU with the VM paused (slowed down here so
+    // that it is still running on restart).
     const file = snapshotFilePath(agent.storageRoot, snap as { metadata: { name: string; namespace: string; uid: string } });
     fs.mkdirSync(path.dirname(file), { recursive: true });
     const fd = fs.openSync(file, fs.constants.O_CREAT | fs.constants.O_WRONLY, 0o600);
     const client = await QmpClient.connect(path.join(pod.mount, 'qmp.sock'));
     try {
       const pid = client.peerCredentials().pid;
+      const trust = headerTrust(agent.storageRoot, snap as { metadata: { name: string; namespace: string; uid: string } });
       writeHeader(fd, 'incomplete', {
         formatVersion: SNAPSHOT_FORMAT_VERSION,
         createdAt: new Date().toISOString(),
+        snapshot: trust.snapshot,
         vm: { namespace: ns, name: 'web', qmpSocket: path.join(pod.runDir, 'qmp.sock') },
         qemu: { version: '10.0.0', machine: 'pc', pid, argv: [] },
         ram: { bytes: 128 << 20 },
         capture: { mode: 'Paused', wasRunning: true, after: 'resume' },
         stream: { offset: STREAM_OFFSET, channels: 1, directIO: false },
-      });
+      }, trust.key);
       await kubectlOk([
         'patch', 'vmsnapshot', 'crash', '-n', ns, '--subresource=status', '--type=merge', '-p',
         JSON.stringify({ status: { phase: 'InProgress', nodeName: agent.nodeName, startTime: new Date().toISOString(), file: { path: file } } }),
