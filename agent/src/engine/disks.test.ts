@@ -1,5 +1,21 @@
-import { argvImagePath, copyMac, overlayPath, rewriteDiskArgs, rewriteMacs, writableDisks, type BlockInfo } from './disks.js';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import {
+  argvImagePath,
+  checkHeldBy,
+  copyMac,
+  createRestoreOverlays,
+  fileId,
+  overlayPath,
+  rewriteDiskArgs,
+  rewriteMacs,
+  writableDisks,
+  type BlockInfo,
+  type DiskRecord,
+} from './disks.js';
 import { relaunchArgv } from './launch.js';
+import { OverlayLedger } from './overlay-ledger.js';
 
 type Image = NonNullable<BlockInfo['inserted']>['image'];
 const img = (filename: string, format: string, backing?: Image): Image => ({ filename, format, 'virtual-size': 1 << 26, ...(backing ? { 'backing-image': backing } : {}) });
@@ -91,5 +107,57 @@ describe('MACs and overlay names', () => {
   });
   it('overlay names do not grow with every snapshot', () => {
     expect(overlayPath('/v', '/v/d.raw.vmsnap-abc123.qcow2')).toMatch(/^\/v\/d\.raw\.vmsnap-[0-9a-z]+\.qcow2$/);
+  });
+});
+
+describe('disk paths a QEMU reports or a header records (hostile input)', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vmsnap-disks-'));
+  });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  const disk = (filename: string) => writableDisks([{ device: 'virtio0', inserted: { ro: false, drv: 'raw', image: img(filename, 'raw') } }]);
+
+  it('attack: a disk image the QEMU process does not hold open (a host file it names) is not frozen', () => {
+    const hostFile = path.join(dir, 'shadow');
+    fs.writeFileSync(hostFile, 'x');
+    // This process stands in for QEMU: it holds `held` open, not the host file.
+    const held = path.join(dir, 'disk.raw');
+    fs.writeFileSync(held, 'x');
+    const fd = fs.openSync(held, 'r');
+    try {
+      expect(() => checkHeldBy(process.pid, disk(hostFile))).toThrow(
+        `disk virtio0: QEMU (pid ${process.pid}) reports the image ${hostFile} but does not have it open: the process behind the QMP socket does not run that disk, so it is not frozen or recorded`,
+      );
+      expect(() => checkHeldBy(process.pid, disk(held))).not.toThrow();
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  const record = (base: string): DiskRecord => ({ device: 'virtio0', argvPath: path.join(dir, 'vm', 'disk.raw'), base, baseFormat: 'raw', baseFile: fileId(base), virtualSize: 1 << 20 });
+
+  it('attack: a restore refuses a base that is no longer the file the save froze', async () => {
+    const base = path.join(dir, 'disk.raw');
+    fs.writeFileSync(base, Buffer.alloc(1 << 20));
+    const rec = record(base);
+    fs.rmSync(base);
+    fs.symlinkSync('/etc/hostname', base); // the tenant points the recorded name at a host file
+    await expect(createRestoreOverlays([rec], (d) => d, '/', OverlayLedger.inMemory())).rejects.toThrow(
+      `disk virtio0: ${base} is no longer the base the snapshot froze (another file was put in its place); the snapshot cannot be restored onto it`,
+    );
+    expect(fs.readdirSync(dir)).toEqual(['disk.raw']); // no overlay left behind
+  });
+
+  it('creates the overlay itself (O_EXCL), has qemu-img write it through that fd, and records it in the ledger', async () => {
+    const base = path.join(dir, 'disk.raw');
+    fs.writeFileSync(base, Buffer.alloc(1 << 20));
+    fs.mkdirSync(path.join(dir, 'vm'));
+    const ledger = OverlayLedger.inMemory();
+    const [made] = await createRestoreOverlays([record(base)], (d) => d, '/', ledger);
+    expect(made!.to).toMatch(new RegExp(`^${dir}/vm/disk\\.raw\\.vmsnap-[0-9a-z]+\\.qcow2$`));
+    expect(fs.readFileSync(made!.to).subarray(0, 4).toString('latin1')).toBe('QFI\xfb');
+    expect(ledger.owns(made!.to)).toBe(true);
   });
 });
