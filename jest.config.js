@@ -15,6 +15,8 @@ export default {
     { ...esm, displayName: 'unit', testMatch: ['<rootDir>/{api,agent,operator}/**/*.test.ts'] },
     { ...esm, displayName: 'engine', testMatch: ['<rootDir>/test/engine/**/*.test.ts'] },
     { ...esm, displayName: 'cluster', testMatch: ['<rootDir>/test/cluster/**/*.test.ts'] },
+    // A real node: images built here, the chart's pods on a kubelet.
+    { ...esm, displayName: 'node', testMatch: ['<rootDir>/test/node/**/*.test.ts'] },
     { ...esm, displayName: 'e2e', testMatch: ['<rootDir>/test/e2e/**/*.test.ts'] },
     { ...esm, displayName: 'load', testMatch: ['<rootDir>/test/load/**/*.test.ts'] },
     // kill -9 of every component during saves and restores, and a full disk.
