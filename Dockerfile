@@ -24,9 +24,10 @@ COPY kube ./kube
 # agent/ holds the node agent (agent/src) and the VM pod's launcher (agent/launcher).
 COPY agent ./agent
 COPY operator ./operator
-# Only for the drift check below: the CRDs and chart files must match the schemas.
+# Only for the drift check below: the CRDs, chart files and API reference must match the schemas.
 COPY crds ./crds
 COPY helm ./helm
+COPY docs/reference.md ./docs/reference.md
 RUN rm -rf agent/native/build \
  && npx node-gyp rebuild --directory=agent/native --nodedir=/usr/local \
  && npx tsc -p tsconfig.build.json \
@@ -61,7 +62,7 @@ COPY crds ./crds
 # A VM pod: the launcher owns QEMU (the container's args are QEMU's command line) and takes the
 # node agent's fds for saves and restores. Unprivileged: the pod runs as the tenant.
 FROM app AS vm
-RUN test -f /app/dist/agent/launcher/main.js
+RUN test -f dist/agent/launcher/main.js || { echo "no dist/agent/launcher/main.js: tsc did not build agent/launcher" >&2; exit 1; }
 USER 10001
 # tini reaps children: the launcher restarts QEMU for a restore.
 ENTRYPOINT ["/usr/bin/tini", "--", "node", "/app/dist/agent/launcher/main.js"]

@@ -78,10 +78,16 @@ build_base() {
   fi
   local opts=() o
   for o in "${aptopts[@]}"; do opts+=(--aptopt="$o"); done
-  log "mmdebstrap bookworm ($variant: ${packages[*]})"
-  printf '%s\n' "$sources" | mmdebstrap --quiet --variant=minbase --skip=output/dev \
-    --include="$(IFS=,; echo "${packages[*]}")" "${opts[@]}" "${hooks[@]}" \
-    bookworm "$tmp/rootfs.tar" - >&2
+  # A mirror that drops a request fails the whole bootstrap (apt's --error-on=any): try again.
+  local attempt
+  for attempt in 1 2 3; do
+    log "mmdebstrap bookworm ($variant: ${packages[*]}), attempt $attempt"
+    printf '%s\n' "$sources" | mmdebstrap --quiet --variant=minbase --skip=output/dev \
+      --include="$(IFS=,; echo "${packages[*]}")" "${opts[@]}" "${hooks[@]}" \
+      bookworm "$tmp/rootfs.tar" - >&2 && break
+    [[ $attempt -lt 3 ]] || die "mmdebstrap failed $attempt times"
+    sleep 5
+  done
 
   ctr="$(bh from --quiet scratch)"
   bh add --quiet "$ctr" "$tmp/rootfs.tar" / >/dev/null

@@ -13,8 +13,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$VMSNAP_ROOT"
 
 bash "$IMAGES_DIR/ensure-tools.sh"
-read -r full_image _ < <(bash "$IMAGES_DIR/base.sh" full)
-read -r slim_image _ < <(bash "$IMAGES_DIR/base.sh" slim)
+full_image="$(bash "$IMAGES_DIR/base.sh" full)" && full_image=${full_image%% *}
+slim_image="$(bash "$IMAGES_DIR/base.sh" slim)" && slim_image=${slim_image%% *}
 label_of() { bh inspect --type image --format '{{index .OCIv1.Config.Labels "io.vmsnap.key"}}' "$1"; }
 
 app_version="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' helm/vmsnap/Chart.yaml)"
@@ -47,9 +47,16 @@ build_target() {
     cp --parents -p "${files[@]}" "$ctx/"
     cp Dockerfile "$ctx/Dockerfile"
   fi
+  # This machine's npm cache serves `npm ci` (tarballs are looked up by the lockfile's integrity):
+  # a cold build downloads nothing npm already has, and the image content is the same.
+  local npm=()
+  if [[ -d $HOME/.npm/_cacache ]]; then
+    printf 'prefer-offline=true\n' >"$IMAGE_CACHE/.build-npmrc"
+    npm=(-v "$HOME/.npm/_cacache:/root/.npm/_cacache" -v "$IMAGE_CACHE/.build-npmrc:/root/.npmrc:ro")
+  fi
   # chroot isolation: no nested runtime is needed; host network: npm and apt reach their package
   # registries exactly as this machine does; --layers: a changed source file rebuilds from its COPY on.
-  bh bud --quiet --isolation chroot --network host --layers --pull=never \
+  bh bud --isolation chroot --network host --layers --pull=never "${npm[@]}" \
     --build-arg NODE_IMAGE="$full_image" --build-arg NODE_SLIM_IMAGE="$slim_image" \
     --target "$target" --label io.vmsnap.key="$key" -f "$ctx/Dockerfile" -t "$name" "$ctx" >&2
 }
