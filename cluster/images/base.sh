@@ -10,7 +10,7 @@
 # this machine's /usr/bin/node with its npm, placed where the official image has them
 # (/usr/local/bin, /usr/local/lib/node_modules, /usr/local/include/node), so the repository's
 # Dockerfile builds the same way on both. Cached by content: Node and npm versions, package list,
-# apt source, CA bundle and these scripts.
+# apt source, CA bundle and this script.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -50,7 +50,7 @@ key="$({
   echo "$variant $node_version"
   "$node_bin" "$npm_dir/bin/npm-cli.js" --version
   printf '%s\n' "${packages[@]}" "${aptopts[@]}" "$sources"
-  cat "$ca_bundle" "$IMAGES_DIR/base.sh" "$IMAGES_DIR/lib.sh"
+  cat "$ca_bundle" "$IMAGES_DIR/base.sh"
 } | hash16)"
 
 build_base() {

@@ -6,7 +6,7 @@
 #   localhost/vmsnap/vm-guest:<key>         the vm image plus the test guest (kernel, initramfs and
 #                                           guest.json under /guest), for VM pods that check memory
 # The bases are built first (base.sh). Everything is cached by content: the repository files the
-# Dockerfile copies (tracked or new, not ignored), the Dockerfile, the bases and these scripts, so
+# Dockerfile copies (tracked or new, not ignored), the Dockerfile, the bases and this script, so
 # an unchanged tree costs seconds. The build context holds exactly the hashed files.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -32,7 +32,7 @@ mapfile -t files < <(git ls-files --cached --others --exclude-standard -- "${sou
 key="$({
   echo "$app_version"
   label_of "$full_image"; label_of "$slim_image"
-  cat Dockerfile "$IMAGES_DIR/build.sh" "$IMAGES_DIR/lib.sh"
+  cat Dockerfile "$IMAGES_DIR/build.sh"
   stat -c '%a %n' "${files[@]}" | sed 's/^[0-7]*\([0-7]\{3\}\) /\1 /'
   sha256sum "${files[@]}"
 } | hash16)"

@@ -7,6 +7,9 @@
 # on the same machine may use the default store with another storage driver, and a store cannot mix
 # drivers. The OCI archives these scripts print are the hand-off; the store is only a build cache.
 
+# Errors inside $(...) must stop the script too (a failed bootstrap must never be committed).
+shopt -s inherit_errexit
+
 IMAGES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VMSNAP_ROOT="$(cd "$IMAGES_DIR/../.." && pwd)"
 VMSNAP_CACHE="${VMSNAP_CACHE:-$HOME/.cache/vmsnap}"

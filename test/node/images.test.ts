@@ -23,7 +23,7 @@ async function buildah(args: string[]): Promise<string> {
 async function runIn(image: string, command: string[]): Promise<string> {
   const ctr = (await buildah(['from', '--quiet', '--pull=never', image])).trim();
   try {
-    return await buildah(['run', '--isolation', 'chroot', '--network', 'none', ctr, '--', ...command]);
+    return await buildah(['run', '--isolation', 'chroot', ctr, '--', ...command]);
   } finally {
     await buildah(['rm', ctr]);
   }
