@@ -47,7 +47,9 @@ RUN set -eux; \
     qemu-system-x86_64 --version
 
 WORKDIR /app
-ENV NODE_ENV=production
+# A base may trust its build machine's CA for npm (cluster/images/base.sh does); the images reach
+# only the API server, whose CA comes with the credentials, and Node parses no extra bundle at start.
+ENV NODE_ENV=production NODE_EXTRA_CA_CERTS=
 COPY --from=build /src/package.json ./package.json
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
