@@ -65,16 +65,19 @@ image_has_key() {
 # it with BUILD_FN only when neither exists; prints the archive path. An archive left by an earlier
 # run is loaded back into the store instead of rebuilding (the store may have been wiped).
 ensure_image() {
-  local name=$1 key=$2 build_fn=$3 archive
-  archive="$IMAGE_CACHE/archives/$(echo "${name#localhost/}" | tr '/:' '__')-$key.oci.tar"
+  local name=$1 key=$2 build_fn=$3 stem archive old
+  # <repo>_<tag>-<key>.oci.tar, or <repo>_<key>.oci.tar when the tag is the key.
+  stem="$(echo "${name%:*}" | sed 's|^localhost/||; s|/|_|g')_"
+  [[ ${name##*:} == "$key" ]] || stem+="${name##*:}-"
+  archive="$IMAGE_CACHE/archives/$stem$key.oci.tar"
   mkdir -p "$IMAGE_CACHE/archives"
-  if image_has_key "$name" "$key" && [[ -s $archive ]]; then echo "$archive"; return; fi
-  if ! image_has_key "$name" "$key"; then
-    if [[ -s $archive ]]; then
-      log "loading $name from $archive"
-      local id
-      id="$(bh pull --quiet "oci-archive:$archive" | tail -n 1)" && bh tag "$id" "$name" || true
-    fi
+  if image_has_key "$name" "$key"; then
+    if [[ -s $archive ]]; then echo "$archive"; return; fi
+  elif [[ -s $archive ]]; then
+    log "loading $name from $archive"
+    local id
+    id="$(bh pull --quiet "oci-archive:$archive" | tail -n 1)" && bh tag "$id" "$name" || true
+    if image_has_key "$name" "$key"; then echo "$archive"; return; fi
   fi
   if ! image_has_key "$name" "$key"; then
     log "building $name (key $key)"
@@ -84,5 +87,9 @@ ensure_image() {
   rm -f "$archive.tmp"
   bh push --quiet "$name" "oci-archive:$archive.tmp:$name" >&2
   mv -f "$archive.tmp" "$archive"
+  # One archive per image: the ones of earlier inputs would only fill the disk.
+  for old in "$IMAGE_CACHE/archives/$stem"*.oci.tar; do
+    if [[ $old != "$archive" && ${old##*/} =~ ^${stem//./\\.}[0-9a-f]{16}\.oci\.tar$ ]]; then rm -f "$old"; fi
+  done
   echo "$archive"
 }
