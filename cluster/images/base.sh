@@ -56,8 +56,8 @@ key="$({
 build_base() {
   local name=$1 key=$2 tmp ctr
   command -v mmdebstrap >/dev/null || die "mmdebstrap is missing (cluster/images/ensure-tools.sh installs it)"
-  tmp="$(mktemp -d "$IMAGE_CACHE/.base.XXXXXX")"
-  base_tmp=$tmp
+  tmp=$base_tmp
+  rm -rf "$tmp" && mkdir -m 700 "$tmp"
   printf '%s\n' "$sources" >"$tmp/debian.sources"
   local hooks=(
     # The source under the name the official image uses (the Dockerfile edits that file).
@@ -103,8 +103,10 @@ build_base() {
   bh commit --quiet --rm "$ctr" "$name" >/dev/null
 }
 
-base_tmp=""
-trap '[[ -z $base_tmp ]] || rm -rf "$base_tmp"' EXIT
+# The bootstrap's scratch directory; named here so that this shell removes it (the build runs in
+# ensure_image's subshell).
+base_tmp="$IMAGE_CACHE/.base.$$"
+trap 'rm -rf "$base_tmp"' EXIT
 image_lock "base-$variant"
 archive="$(ensure_image "$name" "$key" build_base)"
 echo "$name $archive"

@@ -37,13 +37,14 @@ key="$({
   sha256sum "${files[@]}"
 } | hash16)"
 
-ctx=""
-trap '[[ -z $ctx ]] || rm -rf "$ctx"' EXIT
+# Made on first use, inside ensure_image's subshell; named here so that this shell removes it.
+ctx="$IMAGE_CACHE/.context.$$"
+trap 'rm -rf "$ctx"' EXIT
 
 build_target() {
   local name=$1 key=$2
-  if [[ -z $ctx ]]; then
-    ctx="$(mktemp -d "$IMAGE_CACHE/.context.XXXXXX")"
+  if [[ ! -d $ctx ]]; then
+    mkdir -m 700 "$ctx"
     cp --parents -p "${files[@]}" "$ctx/"
     cp Dockerfile "$ctx/Dockerfile"
   fi
