@@ -96,4 +96,20 @@ describe('container images built with buildah', () => {
     expect(initrd).toBeGreaterThan(64 << 10);
     await runIn(image, ['test', '-f', '/app/dist/agent/launcher/main.js']);
   }, 120_000);
+
+  it('vm-guest: the guest boots under the image\'s QEMU as the image\'s user and fills its memory', async () => {
+    const image = byRepo('localhost/vmsnap/vm-guest');
+    // TCG: KVM guests can hang in early boot on these nested machines.
+    const boot = [
+      'qemu-system-x86_64 -accel tcg -m 256 -nodefaults -no-user-config -display none',
+      '-kernel /guest/vmlinuz -initrd /guest/initrd.img',
+      '-append "console=ttyS0 quiet panic=-1 vmsnap.fill_mib=16"',
+      '-serial file:/tmp/serial.log -pidfile /tmp/qemu.pid -daemonize',
+      '&& for i in $(seq 1 300); do grep -q "VMSNAP READY" /tmp/serial.log && break; sleep 0.5; done;',
+      'kill "$(cat /tmp/qemu.pid)"; id -u; cat /tmp/serial.log',
+    ].join(' ');
+    const out = await runIn(image, ['sh', '-c', boot]);
+    expect(out).toMatch(/^10001\n/);
+    expect(out).toMatch(/VMSNAP READY fill_mib=16/);
+  }, 240_000);
 });
