@@ -6,8 +6,6 @@
 # Without a registry, cluster/images/build.sh builds both with buildah on locally built bases
 # (passed as NODE_IMAGE and NODE_SLIM_IMAGE).
 
-# QEMU >= 9.1 is needed (mapped-ram + direct-io); bookworm has 7.2, bookworm-backports has 10.x.
-# The suite is added to the image's own Debian source, so the mirror stays whatever the base uses.
 ARG NODE_IMAGE=node:20-bookworm
 ARG NODE_SLIM_IMAGE=node:20-bookworm-slim
 
@@ -37,6 +35,8 @@ RUN rm -rf agent/native/build \
 
 # Everything both images share: QEMU, tini, setpriv (util-linux) and the built application.
 FROM ${NODE_SLIM_IMAGE} AS app
+# QEMU >= 9.1 is needed (mapped-ram + direct-io); bookworm has 7.2, bookworm-backports has 10.x.
+# The suite is added to the image's own Debian source, so the mirror stays whatever the base uses.
 RUN set -eux; \
     sed -i -E 's/^(Suites: bookworm)( bookworm-updates)?$/\1\2 bookworm-backports/' /etc/apt/sources.list.d/debian.sources; \
     grep -q 'bookworm-backports' /etc/apt/sources.list.d/debian.sources; \
