@@ -59,7 +59,13 @@ build_target() {
   # registries exactly as this machine does; --layers: a changed source file rebuilds from its COPY on.
   bh bud --isolation chroot --network host --layers --pull=never "${npm[@]}" \
     --build-arg NODE_IMAGE="$full_image" --build-arg NODE_SLIM_IMAGE="$slim_image" \
-    --target "$target" --label io.vmsnap.key="$key" -f "$ctx/Dockerfile" -t "$name" "$ctx" >&2
+    --target "$target" -f "$ctx/Dockerfile" -t "$name" "$ctx" >&2
+  # Labelled afterwards: with --layers, bud may hand back a cached final image that carries the
+  # label of an earlier build instead of its --label.
+  local c
+  c="$(bh from --quiet --pull=never "$name")"
+  bh config --label io.vmsnap.key="$key" "$c"
+  bh commit --quiet --rm "$c" "$name" >/dev/null
 }
 
 image_lock app
