@@ -158,10 +158,13 @@ function serve(sock: net.Socket, handle: RequestHandler, log: Log): void {
     sock.removeAllListeners('data');
     sock.removeAllListeners('end');
     if (pipe) pipe.readStop();
+    // Reading stays off, so the client's end is never seen: with allowHalfOpen the socket would
+    // linger after ours; it is destroyed once the last reply is written.
+    const hangUp = () => sock.end(() => sock.destroy());
     chain = chain.then(async () => {
       if (!pipe || early !== '') {
         send(errorReply(pipe ? 'nothing may follow a lazy restart-incoming line before the awaitingFd reply' : 'cannot receive an fd on this connection'));
-        sock.end();
+        hangUp();
         return;
       }
       send({ ...handleStatusOf(await status()), awaitingFd: true });
@@ -170,7 +173,7 @@ function serve(sock: net.Socket, handle: RequestHandler, log: Log): void {
         fd = await receiveFd(pipe);
       } catch (err) {
         send(errorReply(`restart-incoming failed: ${(err as Error).message}`));
-        sock.end();
+        hangUp();
         return;
       }
       let reply: LauncherReply;
@@ -180,7 +183,7 @@ function serve(sock: net.Socket, handle: RequestHandler, log: Log): void {
         reply = errorReply(`restart-incoming failed: ${err instanceof Error ? err.message : String(err)}`);
       }
       send(reply);
-      sock.end();
+      hangUp();
     });
   }
   async function status(): Promise<LauncherReply> {
