@@ -19,7 +19,7 @@ import { RestoreRefused, snapshotFileFor } from './restore-runner.js';
 import { restoreSettings } from './settings.js';
 import { failedStatus, restoreSucceededStatus, restoreSummary } from './status.js';
 import { openSnapshotForPod } from './pod-lazy.js';
-import { runningLazyStatus } from './lazy-residency.js';
+import { podQemuMapping, runningLazyStatus } from './lazy-residency.js';
 import { lazyResidency } from '../engine/lazy/residency.js';
 import { eagerArgv } from '../engine/lazy/plan.js';
 import { LAZY_SNAPSHOT_FD } from '../../launcher/argv.js';
@@ -227,7 +227,7 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
       target,
       mode: r.mode,
       lazyFallbackReason,
-      lazy: r.lazy ? runningLazyStatus(r.lazy.file, r.lazy.mappedBytes, await podQemuResidency(finder, vm!, r.lazy.file), new Date(now)) : undefined,
+      lazy: r.lazy ? runningLazyStatus(r.lazy.file, r.lazy.mappedBytes, await podQemuResidency(finder, restore, r.lazy.file), new Date(now)) : undefined,
     };
     return {
       status: restoreSucceededStatus(restore, outcome, new Date(now)) as Record<string, unknown>,
@@ -244,16 +244,8 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
   }
 }
 
-/** How much of the mapping the pod's QEMU has resident: its host pid is the QMP socket's peer. */
-async function podQemuResidency(finder: PodVms, vm: Parameters<PodVms['connectQmp']>[0], file: string) {
-  try {
-    const client = await finder.connectQmp(vm, 2_000);
-    try {
-      return lazyResidency(client.peerCredentials().pid, file);
-    } finally {
-      client.close();
-    }
-  } catch {
-    return undefined;
-  }
+/** How much of the mapping the pod's QEMU has resident (undefined: not measurable now). */
+async function podQemuResidency(finder: PodVms, restore: VMRestore, file: string) {
+  const pid = await podQemuMapping(finder, restore, file);
+  return pid === undefined ? undefined : lazyResidency(pid, file);
 }
