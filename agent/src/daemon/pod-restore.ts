@@ -153,7 +153,7 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
       'Normal',
       'RestoreStarted',
       `restoring VMSnapshot ${effective.snapshotName} (${file}) into VM pod ${target} (pod ${vm!.pod!.podName}) on node ${ctx.nodeName} ` +
-        `(${settings.channels} channels, direct I/O ${effective.directIO}, then ${effective.afterRestore}${plan.replacing ? '; restarting the running VM' : ''})`,
+        `(${settings.lazy ? 'Lazy' : `${settings.channels} channels, direct I/O ${effective.directIO}`}, then ${effective.afterRestore}${plan.replacing ? '; restarting the running VM' : ''})`,
     );
     if (signal.aborted) throw signal.reason;
     const downtimeFrom = plan.replacing ? Date.now() : started;
