@@ -8,7 +8,7 @@ import { createNamespace, kubectlOk } from '../cluster/controlplane.js';
 import { apply, startStack, waitForPhase, type Stack } from '../e2e/stack.js';
 import { cli, expectGuestVerifies, readyGuest, scratchDir } from '../engine/harness.js';
 import type { Guest } from '../guest/guest.js';
-import { vmStatus } from './invariants.js';
+import { snapshotFilesUnder, vmStatus } from './invariants.js';
 import { mountSmallFs, type SmallFs } from './small-fs.js';
 
 /** Smaller than the RAM the guest has filled (96 MiB of pattern). */
@@ -42,14 +42,6 @@ async function fullGuest(dir: string, name: string): Promise<Guest> {
   return g;
 }
 
-/** Nothing left on the small filesystem but what mkfs put there. */
-function filesOn(dir: string): string[] {
-  return fs
-    .readdirSync(dir, { recursive: true, withFileTypes: true })
-    .filter((e) => e.isFile())
-    .map((e) => path.join(e.parentPath, e.name));
-}
-
 it('VMSnapshot: Failed with the cause, a Warning event, the VM running and intact, no partial file', async () => {
   stack = await startStack([]);
   const storageRoot = path.join(small!.dir, 'snapshots');
@@ -79,7 +71,7 @@ spec: {vmName: big, failureDeadline: 2m}
   expect(await vmStatus(guest.qmpPath)).toBe('running');
   await expectGuestVerifies(guest, pass);
   expect(fs.existsSync(snap.status.file.path)).toBe(false);
-  expect(filesOn(storageRoot)).toEqual([]);
+  expect(snapshotFilesUnder(storageRoot)).toEqual([]);
 });
 
 it('CLI save: exit code 1 with the cause on stderr, the VM resumed, no partial file', async () => {
@@ -100,7 +92,8 @@ it('CLI save: exit code 1 with the cause on stderr, the VM resumed, no partial f
   await expect(saveVm({ qmpSocket: guest.qmpPath, outPath: live, channels: 2, directIO: 'auto', after: 'resume', live: true })).rejects.toThrow(NO_SPACE);
   expect(fs.existsSync(live)).toBe(false);
   expect(await vmStatus(guest.qmpPath)).toBe('running');
-  expect(filesOn(small!.dir).filter((f) => !f.includes('lost+found'))).toEqual([]);
+  // Nothing left on the small filesystem but what mkfs put there.
+  expect(snapshotFilesUnder(small!.dir).filter((f) => !f.includes('lost+found'))).toEqual([]);
 });
 
 it('a filesystem already full: even our header cannot be written; same outcome', async () => {

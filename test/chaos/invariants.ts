@@ -27,13 +27,12 @@ export async function listWork(namespace: string): Promise<Obj[]> {
   return (JSON.parse(await kubectlOk(['get', 'vmsnapshots,vmrestores', '-n', namespace, '-o', 'json'])) as { items: Obj[] }).items;
 }
 
-/** Snapshot files under a storage root: the agent's own directory (key, ledger, logs) is not one. */
+/** Files under a directory, except in an agent's own directory (its key, ledger and logs, not snapshots). */
 export function snapshotFilesUnder(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
-  const own = path.join(dir, AGENT_PRIVATE_DIR);
   return fs
     .readdirSync(dir, { withFileTypes: true, recursive: true })
-    .filter((e) => e.isFile() && e.parentPath !== own && !e.parentPath.startsWith(own + path.sep))
+    .filter((e) => e.isFile() && !path.relative(dir, e.parentPath).split(path.sep).includes(AGENT_PRIVATE_DIR))
     .map((e) => path.join(e.parentPath, e.name));
 }
 
