@@ -38,7 +38,8 @@ async function runningPod(selector: string): Promise<Pod> {
   return found!;
 }
 
-const inPodSubnet = (ip: string) => /^198\.51\.100\.\d+$/.test(ip);
+/** In the node's pod subnet (cluster.json's node.podSubnet, a /24). */
+const inPodSubnet = (ip: string) => ip.startsWith(cp.node.podSubnet.replace(/\.0\/24$/, '.')) && /^\d+\.\d+\.\d+\.\d+$/.test(ip);
 const isLoopback = (ip: string) => /^127\./.test(ip) || ip === '::1' || /^::ffff:127\./.test(ip);
 
 function pauseContainer(extra: Record<string, unknown> = {}) {
@@ -112,7 +113,7 @@ test('kubectl logs reads a container log through the kubelet', async () => {
   expect(logs).toMatch(/^pause\.c v\S+\n?$/);
 });
 
-test('the kubernetes Service IP is in a documentation range that a local route refuses', async () => {
+test('the kubernetes Service IP is in a reserved range that a local route refuses', async () => {
   expect(cp.serviceClusterIPRange).toBe('198.18.1.0/24');
   const ip = (await nodeKubectlOk(['get', 'service', 'kubernetes', '-n', 'default', '-o', 'jsonpath={.spec.clusterIP}'])).trim();
   expect(ip).toBe('198.18.1.1');
