@@ -78,7 +78,7 @@ export function localNodeValues(cp: NodeCluster, image: string, storageRoot: str
   };
 }
 
-const setArgs = (values: Record<string, string>) => Object.entries(values).flatMap(([k, v]) => ['--set-string', `${k}=${v}`]);
+const setArgs = (values: Record<string, string>) => Object.entries(values).flatMap(([k, v]) => ['--set', `${k}=${v}`]);
 
 /** Installs the chart into a namespace labelled for Pod Security `privileged` (the agent needs it) and waits for both components to be Ready. */
 export async function installRelease(cp: NodeCluster, images: VmsnapImages, opts: { name?: string; namespace?: string; storageRoot: string; ports: { metrics: number; operatorProbes: number; agentProbes: number } }): Promise<Release> {
