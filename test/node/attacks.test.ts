@@ -276,7 +276,7 @@ describe('path 1: a command line that is a script', () => {
     expect(fs.existsSync(`/tmp/pwned-${suffix}`)).toBe(false);
     expectHostUntouched();
     expect(victimQemu()).toBe(victimPid);
-  });
+  }, 900_000);
 });
 
 // Path 3: symlinks planted where the agent might open a log or a companion file.
@@ -304,7 +304,7 @@ describe('path 3: symlinks in the run volume', () => {
     await expectGuestVerifying(tenantNs, P1);
     expectHostUntouched();
     expect(victimQemu()).toBe(victimPid);
-  });
+  }, 900_000);
 });
 
 // Path 6: the header is trusted only when this agent wrote it for this VMSnapshot.
@@ -329,7 +329,7 @@ describe('path 6: snapshot headers and other namespaces', () => {
     expect(into.status?.phase).not.toBe('Succeeded');
     await expectVictimIntact(victimPid);
     expect(storageListing(victimNs)).toEqual(victimFiles);
-  });
+  }, 900_000);
 
   /** The tenant's own finished snapshot, as the tenant's QEMU (holding a writable fd) could rewrite it. */
   async function tamperedRestore(name: string, tamper: (file: string) => void): Promise<Record<string, any>> {
@@ -373,7 +373,7 @@ describe('path 6: snapshot headers and other namespaces', () => {
       patchFile(file, FIXED_BYTES + 10, Buffer.from([b[FIXED_BYTES + 10]! ^ 0x01]));
     });
     expect(why(failed)).toMatch(/header/);
-  });
+  }, 900_000);
 
   test('a rewritten header with a valid checksum (what a tenant QEMU could write) fails on its MAC', async () => {
     const failed = await tamperedRestore('p6-rewrite', (file) => {
@@ -392,7 +392,7 @@ describe('path 6: snapshot headers and other namespaces', () => {
       patchFile(file, 28, crc);
     });
     expect(why(failed)).toMatch(/MAC|did not write/);
-  });
+  }, 900_000);
 
   test("the victim's header in the tenant's file is refused: headers are bound to their VMSnapshot", async () => {
     const victimFile = (await getAsAdmin('vmsnapshot/victim-base', victimNs)).status.file.path as string;
@@ -401,7 +401,7 @@ describe('path 6: snapshot headers and other namespaces', () => {
       patchFile(file, 0, head);
     });
     expect(why(failed)).toMatch(/belongs to|not to VMSnapshot|header/);
-  });
+  }, 900_000);
 });
 
 // Path 7 and the tenant's RBAC: what `edit` must not give.
@@ -429,7 +429,7 @@ describe('path 7: the tenant cannot write status, inventories or read the agent'
     const before = (await getAsAdmin('vmsnapshot/p1-snap', tenantNs)).status;
     await tenant.kubectl(['patch', 'vmsnapshot', 'p1-snap', '--type=merge', '-p', forged]);
     expect((await getAsAdmin('vmsnapshot/p1-snap', tenantNs)).status.file).toEqual(before.file);
-  });
+  }, 900_000);
 });
 
 // Path 4: the tenant's sockets are symlinks to the victim's sockets or to a host socket.
@@ -477,7 +477,7 @@ describe('path 4: symlinked sockets', () => {
 
   test("links to the victim pod's sockets: the tenant's save and restore fail; the victim runs on untouched", async () => {
     await attack('victim', victimSocket('qmp.sock'), viaProc1(victimSocket('launcher.sock')));
-  });
+  }, 900_000);
 
   test('links to a host socket: the agent never connects to it', async () => {
     const sockDir = fs.mkdtempSync(path.join(testDir, 'host-sock-'));
@@ -494,7 +494,7 @@ describe('path 4: symlinked sockets', () => {
     } finally {
       server.close();
     }
-  });
+  }, 900_000);
 });
 
 // Path 8: FIFOs where a file or a socket is expected must not block the agent.
@@ -541,7 +541,7 @@ describe('path 8: FIFOs in the run volume', () => {
     }
     await expectVictimIntact(victimPid);
     expectHostUntouched();
-  });
+  }, 900_000);
 
   test('FIFOs as the sockets: the tenant save fails promptly, the agent serves the victim', async () => {
     const victimPid = victimQemu();
@@ -554,5 +554,5 @@ describe('path 8: FIFOs in the run volume', () => {
     await victimSaveIsPrompt('victim-after-p8-fifo', victimPid);
     await expectVictimIntact(victimPid);
     expectHostUntouched();
-  });
+  }, 900_000);
 });
