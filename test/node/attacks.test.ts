@@ -78,10 +78,18 @@ async function expectPhase(resource: string, namespace: string, phase: 'Succeede
   if (o.status.phase !== phase) {
     throw new Error(`${namespace}/${resource} ended ${o.status.phase}, expected ${phase}: ${JSON.stringify(o.status)}\n${await describeRelease(release.namespace)}`);
   }
+  note(`${namespace}/${resource}`, o);
   return o;
 }
 
-/** Everything a Failed object says about why (conditions, events' messages land there too). */
+/** What an attack ended with, for the run's log: the suite proves refusals, this shows their words. */
+const outcomes: string[] = [];
+function note(what: string, o: Record<string, any>): void {
+  const failed = (o.status?.conditions ?? []).find((c: any) => c.status === 'False' || c.type === 'Failed' || c.type === 'Succeeded');
+  outcomes.push(`${what}: ${o.status?.phase ?? 'no phase'}${failed ? ` (${failed.reason}: ${String(failed.message).slice(0, 400)})` : ''}`);
+}
+
+/** Everything a Failed object says about why (phase, conditions and their messages). */
 const why = (o: Record<string, any>) => JSON.stringify(o.status ?? {});
 
 function snapshotJson(namespace: string, name: string, vmName: string): string {
@@ -222,6 +230,7 @@ beforeAll(async () => {
 }, 60 * 60 * 1000);
 
 afterAll(async () => {
+  if (outcomes.length > 0) process.stderr.write(`attack outcomes:\n  ${outcomes.join('\n  ')}\n`);
   if (!cp) return;
   for (const ns of [tenantNs, victimNs]) {
     await nodeKubectl(['delete', 'vmsnapshots,vmrestores', '--all', '-n', ns, '--wait=false']);
@@ -272,7 +281,9 @@ describe('path 1: a command line that is a script', () => {
 
     const after = expectQemuConfined(p1, p1Marker);
     expect(after).not.toContain(qemuPid); // restarted by the launcher, inside the pod
-    expect(fs.readFileSync(`/proc/${after[0]}/cmdline`, 'utf8').split('\0')).toContain('defer');
+    const argv = fs.readFileSync(`/proc/${after[0]}/cmdline`, 'utf8').split('\0');
+    expect(argv).toContain('defer');
+    expect(argv[argv.indexOf('-sandbox') + 1]).toMatch(/spawn=deny/);
     expect(fs.existsSync(`/tmp/pwned-${suffix}`)).toBe(false);
     expectHostUntouched();
     expect(victimQemu()).toBe(victimPid);
@@ -302,6 +313,8 @@ describe('path 3: symlinks in the run volume', () => {
     await tenant.kubectlOk(['apply', '-f', '-'], { input: restoreJson(tenantNs, 'p3-restore', 'p3-snap') });
     await expectPhase('vmrestore/p3-restore', tenantNs, 'Succeeded');
     await expectGuestVerifying(tenantNs, P1);
+    const listed = await tenantExec(P1, `ls -l ${VM_RUN_MOUNT}`);
+    for (const [name, target] of links) expect(listed).toContain(`${name} -> ${target}`);
     expectHostUntouched();
     expect(victimQemu()).toBe(victimPid);
   }, 900_000);
@@ -326,6 +339,8 @@ describe('path 6: snapshot headers and other namespaces', () => {
     expect(byName.status?.phase ?? 'Pending').toBe('Pending');
     expect(why(byName)).toMatch(/SnapshotNotFound/);
     const into = await getAsAdmin('vmrestore/into-victim', tenantNs);
+    note(`${tenantNs}/vmrestore/by-name`, byName);
+    note(`${tenantNs}/vmrestore/into-victim`, into);
     expect(into.status?.phase).not.toBe('Succeeded');
     await expectVictimIntact(victimPid);
     expect(storageListing(victimNs)).toEqual(victimFiles);
@@ -432,6 +447,112 @@ describe('path 7: the tenant cannot write status, inventories or read the agent'
   }, 900_000);
 });
 
+// Path 2: the monitor of a restored QEMU is the tenant's own (its pod's socket): whatever the tenant
+// asks of it runs as the pod's user, in the pod, under QEMU's sandbox, never as root on the host.
+describe("path 2: the restored QEMU's monitor", () => {
+  /** A QMP client run by the tenant inside its pod (the image has node): one command per reply. */
+  const qmpScript = (commands: unknown[]) =>
+    `node -e '${`
+const net = require("net");
+const cmds = ${JSON.stringify(commands)};
+const s = net.connect("${VM_RUN_MOUNT}/qmp.sock");
+let buf = "", i = 0;
+s.on("data", (d) => {
+  buf += d;
+  const lines = buf.split("\\n");
+  buf = lines.pop();
+  for (const l of lines) {
+    console.log(l);
+    const m = JSON.parse(l);
+    if (m.QMP || "return" in m || "error" in m) {
+      if (i < cmds.length) s.write(JSON.stringify(cmds[i++]) + "\\n");
+      else s.end();
+    }
+  }
+});
+s.on("error", (e) => { console.log("ERROR " + e.message); });
+setTimeout(() => process.exit(0), 20000).unref();
+`.replaceAll("'", "")}'`;
+
+  test('migrate exec:, pmemsave, dump-guest-memory and blockdev-add aimed at the host do nothing there', async () => {
+    const victimPid = victimQemu();
+    const before = qemuPidsOfPod(p1.uid);
+    const out = await tenantExec(P1, qmpScript([
+      { execute: 'qmp_capabilities' },
+      { execute: 'pmemsave', arguments: { val: 0, size: 4096, filename: viaProc1(`${hostDir}/pwned-path2-pmem`) } },
+      { execute: 'pmemsave', arguments: { val: 0, size: 4096, filename: `${hostDir}/pwned-path2-pmem-plain` } },
+      { execute: 'dump-guest-memory', arguments: { paging: false, protocol: `file:${viaProc1(`${hostDir}/pwned-path2-dump`)}` } },
+      { execute: 'blockdev-add', arguments: { driver: 'file', 'node-name': 'canary', filename: viaProc1(canaryFile) } },
+      { execute: 'query-status' },
+      // Last: under -sandbox spawn=deny this may end the tenant's own QEMU, which is its business.
+      { execute: 'migrate', arguments: { uri: `exec:touch ${hostDir}/pwned-path2-exec; touch ${viaProc1(`${hostDir}/pwned-path2-exec-proc1`)}` } },
+      { execute: 'query-migrate' },
+    ]));
+    outcomes.push(`path 2 QMP session as the tenant:\n    ${out.trim().split('\n').join('\n    ')}`);
+    expect(out).toMatch(/"QMP"/);
+    await new Promise((r) => setTimeout(r, 3000));
+    expectHostUntouched();
+    for (const pid of [...before, ...qemuPidsOfPod(p1.uid)]) {
+      const uids = processUids(pid);
+      if (uids) expect(uids).toEqual([VM_UID, VM_UID, VM_UID, VM_UID]);
+    }
+    expect(pidsWithCmdline(`pwned-path2`).filter((pid) => !inPod(pid, p1.uid))).toEqual([]);
+    expect(victimQemu()).toBe(victimPid);
+    await deleteTenantPod(P1); // nothing after this uses it: its CPU goes to the next guests
+  }, 900_000);
+});
+
+// Path 5: disk paths a QEMU reports are names in the pod's mount namespace: the same names on the
+// host (the canary, a top layer in the host directory) must never be deleted, created or run.
+describe('path 5: disks whose paths name host files', () => {
+  const P5 = 'disks';
+  afterAll(async () => {
+    await deleteTenantPod(P5);
+  }, 120_000);
+
+  test('a writable disk chain ending in the canary: the save is refused, nothing on the host changes', async () => {
+    const victimPid = victimQemu();
+    // Inside the container: the host directory's names, the canary as a raw backing file, the top layer next to it.
+    const prepare = [
+      'set -e',
+      `mkdir -p ${hostDir}`,
+      `truncate -s 16M ${canaryFile}`,
+      `qemu-img create -q -f qcow2 -b ${canaryFile} -F raw ${hostDir}/top.qcow2 16M`,
+      `qemu-img create -q -f qcow2 -b ${canaryFile} -F raw ${hostDir}/ro.qcow2 16M`,
+      'exec "$@"',
+    ].join('\n');
+    const vm = await tenantVmPod(P5, {
+      vmName: P5,
+      args: (qemu) => [
+        'bash', '-c', prepare, 'disks', ...qemu,
+        '-drive', `file=${hostDir}/top.qcow2,format=qcow2,if=virtio,id=top`,
+        '-drive', `file=${hostDir}/ro.qcow2,format=qcow2,if=virtio,readonly=on,id=ro`,
+      ],
+    });
+    expect(qemuPidsOfPod(vm.uid).length).toBe(1);
+    await tenant.kubectlOk(['apply', '-f', '-'], { input: snapshotJson(tenantNs, 'p5-save', P5) });
+    const save = await expectPhase('vmsnapshot/p5-save', tenantNs, 'Failed');
+    expect(why(save)).toMatch(/writable disks/);
+    // Detached, the read-only one stays: the save runs, and so do the restore and the deletion.
+    const detach = await tenantExec(P5, `node -e '
+const s = require("net").connect("${VM_RUN_MOUNT}/qmp.sock"); let i = 0, buf = "";
+const cmds = [{execute: "qmp_capabilities"}, {execute: "human-monitor-command", arguments: {"command-line": "drive_del top"}}];
+s.on("data", (d) => { buf += d; const l = buf.split("\\n"); buf = l.pop(); for (const x of l) { console.log(x); const m = JSON.parse(x); if (m.QMP || "return" in m || "error" in m) { if (i < cmds.length) s.write(JSON.stringify(cmds[i++]) + "\\n"); else s.end(); } } });
+'`);
+    outcomes.push(`path 5 drive_del by the tenant: ${detach.trim().split('\n').slice(-1)[0]}`);
+    await tenant.kubectlOk(['apply', '-f', '-'], { input: snapshotJson(tenantNs, 'p5-save-ro', P5) });
+    const ro = await finished('vmsnapshot/p5-save-ro', tenantNs);
+    note(`${tenantNs}/vmsnapshot/p5-save-ro`, ro);
+    if (ro.status.phase === 'Succeeded') {
+      await tenant.kubectlOk(['apply', '-f', '-'], { input: restoreJson(tenantNs, 'p5-restore', 'p5-save-ro') });
+      note(`${tenantNs}/vmrestore/p5-restore`, await finished('vmrestore/p5-restore', tenantNs));
+      await tenant.kubectlOk(['delete', 'vmsnapshot', 'p5-save-ro', '--wait=true', '--timeout=60s'], { timeoutMs: 90_000 });
+    }
+    expectHostUntouched();
+    expect(victimQemu()).toBe(victimPid);
+  }, 900_000);
+});
+
 // Path 4: the tenant's sockets are symlinks to the victim's sockets or to a host socket.
 describe('path 4: symlinked sockets', () => {
   const P4 = 'links';
@@ -452,12 +573,14 @@ describe('path 4: symlinked sockets', () => {
   async function attack(label: string, qmpTarget: string, launcherTarget: string): Promise<void> {
     const victimPid = victimQemu();
     const victimFiles = storageListing(victimNs);
-    await tenantExec(P4, [
+    const listed = await tenantExec(P4, [
       `cd ${VM_RUN_MOUNT}`,
       `ln -sfn '${qmpTarget}' q.tmp && mv -Tf q.tmp qmp.sock`,
       `ln -sfn '${launcherTarget}' l.tmp && mv -Tf l.tmp launcher.sock`,
       'ls -l',
     ].join(' && '));
+    expect(listed).toContain(`qmp.sock -> ${qmpTarget}`);
+    expect(listed).toContain(`launcher.sock -> ${launcherTarget}`);
     await tenant.kubectlOk(['apply', '-f', '-'], { input: snapshotJson(tenantNs, `p4-${label}-save`, P4) });
     const save = await expectPhase(`vmsnapshot/p4-${label}-save`, tenantNs, 'Failed');
     expect(why(save)).toMatch(/symlink|refused|not found|no Running pod|not reach|unreachable/i);
@@ -534,10 +657,11 @@ describe('path 8: FIFOs in the run volume', () => {
     await tenant.kubectlOk(['apply', '-f', '-'], { input: snapshotJson(tenantNs, 'p8-save', P8) });
     await victimSaveIsPrompt('victim-during-p8-save', victimPid);
     const save = await finished('vmsnapshot/p8-save', tenantNs, 180_000);
+    note(`${tenantNs}/vmsnapshot/p8-save`, save);
     if (save.status.phase === 'Succeeded') {
       await tenant.kubectlOk(['apply', '-f', '-'], { input: restoreJson(tenantNs, 'p8-restore', 'p8-save') });
       await victimSaveIsPrompt('victim-during-p8-restore', victimPid);
-      await finished('vmrestore/p8-restore', tenantNs, 240_000);
+      note(`${tenantNs}/vmrestore/p8-restore`, await finished('vmrestore/p8-restore', tenantNs, 240_000));
     }
     await expectVictimIntact(victimPid);
     expectHostUntouched();
