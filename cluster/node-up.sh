@@ -115,6 +115,7 @@ KC
 }
 
 # ---- host networking pieces (shared between instances, idempotent) ---------------------------
+assert_ranges_free
 # The bridge exists before any pod, with the gateway address, so the host (the kubelet's probes)
 # reaches pod IPs without the bridge plugin turning on IP forwarding (isGateway: false).
 if ! ip link show "$POD_BRIDGE" >/dev/null 2>&1; then

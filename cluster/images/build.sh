@@ -3,7 +3,7 @@
 # "<name> <oci-archive>" (progress goes to stderr):
 #   localhost/vmsnap/vmsnap:<appVersion>    the operator and node agent (Dockerfile target runtime)
 #   localhost/vmsnap/vm:<appVersion>        a VM pod: QEMU under the launcher (target vm)
-#   localhost/vmsnap/vm-guest:<key>         the vm image plus the test guest (kernel, initramfs and
+#   localhost/vmsnap/vm-guest:<appVersion>  the vm image plus the test guest (kernel, initramfs and
 #                                           guest.json under /guest), for VM pods that check memory
 # The bases are built first (base.sh). Everything is cached by content: the repository files the
 # Dockerfile copies (tracked or new, not ignored), the Dockerfile, the bases and this script, so
@@ -89,8 +89,8 @@ build_guest() {
   bh config --label io.vmsnap.key="$key" "$c"
   bh commit --quiet --rm "$c" "$name" >/dev/null
 }
-guest_archive="$(ensure_image "localhost/vmsnap/vm-guest:$guest_key" "$guest_key" build_guest)"
+guest_archive="$(ensure_image "localhost/vmsnap/vm-guest:$app_version" "$guest_key" build_guest)"
 
 echo "localhost/vmsnap/vmsnap:$app_version $runtime_archive"
 echo "localhost/vmsnap/vm:$app_version $vm_archive"
-echo "localhost/vmsnap/vm-guest:$guest_key $guest_archive"
+echo "localhost/vmsnap/vm-guest:$app_version $guest_archive"

@@ -113,9 +113,9 @@ test('kubectl logs reads a container log through the kubelet', async () => {
 });
 
 test('the kubernetes Service IP is in a documentation range that a local route refuses', async () => {
-  expect(cp.serviceClusterIPRange).toBe('203.0.113.0/24');
+  expect(cp.serviceClusterIPRange).toBe('198.18.1.0/24');
   const ip = (await nodeKubectlOk(['get', 'service', 'kubernetes', '-n', 'default', '-o', 'jsonpath={.spec.clusterIP}'])).trim();
-  expect(ip).toBe('203.0.113.1');
+  expect(ip).toBe('198.18.1.1');
   const route = spawnSync('ip', ['route', 'get', ip], { encoding: 'utf8' });
   expect(`${route.stdout}${route.stderr}`).toMatch(/prohibit|Permission denied|unreachable/i);
 });

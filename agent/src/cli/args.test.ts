@@ -1,4 +1,4 @@
-import { parseCommand, UsageError, DEFAULT_CHANNELS } from './args.js';
+import { parseCommand, UsageError, DEFAULT_CHANNELS, USAGE } from './args.js';
 
 describe('vmsnap-agent arguments', () => {
   it('parses save with defaults', () => {
@@ -49,4 +49,8 @@ describe('vmsnap-agent arguments', () => {
     expect(() => parseCommand(argv as string[])).toThrow(UsageError);
     expect(() => parseCommand(argv as string[])).toThrow(message as RegExp);
   });
+});
+
+test('--help says that restore --launch runs QEMU as the caller', () => {
+  expect(USAGE).toMatch(/--launch starts QEMU from the command line recorded in FILE, as the user\s+running this\s+command/);
 });

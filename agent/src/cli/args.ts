@@ -11,7 +11,10 @@ export const USAGE = `usage:
   vmsnap-agent save --qmp SOCK --out FILE [--channels N] [--direct-io auto|on|off] [--after resume|stop] [--live] [--force] [--digest] [--json]
   vmsnap-agent restore --in FILE --qmp SOCK [--channels N] [--direct-io auto|on|off] [--launch [--lazy [--no-prefetch]]] [--paused] [--verify] [--json]
   vmsnap-agent inspect FILE [--verify] [--json]
-  vmsnap-agent daemon [--config FILE]     (node agent; env NODE_NAME, KUBECONFIG, VMSNAP_AGENT_CONFIG)`;
+  vmsnap-agent daemon [--config FILE]     (node agent; env NODE_NAME, KUBECONFIG, VMSNAP_AGENT_CONFIG)
+
+restore --launch starts QEMU from the command line recorded in FILE, as the user running this
+command: launch only from files your own QEMUs wrote.`;
 
 export const DEFAULT_CHANNELS = 4;
 
