@@ -670,6 +670,43 @@ describe('path 8: FIFOs in the run volume', () => {
     expectHostUntouched();
   }, 900_000);
 
+  test("tenant saves slowed to a crawl by the tenant's own monitor do not starve other namespaces' saves", async () => {
+    const victimPid = victimQemu();
+    // A second monitor of the tenant's own, on a socket name the launcher does not own.
+    const withOwnMonitor = (qemu: string[]) => [...qemu, '-qmp', `unix:${VM_RUN_MOUNT}/mine.sock,server=on,wait=off`];
+    const slow = ['slow-a', 'slow-b'];
+    for (const name of slow) await tenantVmPod(name, { vmName: name, args: withOwnMonitor });
+    // On its own monitor the tenant keeps the migration bandwidth at 10 kB/s for 30 s (the setting stays after).
+    const throttle = `node -e '
+const s = require("net").connect("${VM_RUN_MOUNT}/mine.sock"); let buf = "";
+s.on("data", (d) => { buf += d; const l = buf.split("\\n"); buf = l.pop(); for (const x of l) { if (x.includes("QMP")) s.write(JSON.stringify({execute: "qmp_capabilities"}) + "\\n"); } });
+const t = setInterval(() => s.write(JSON.stringify({execute: "migrate-set-parameters", arguments: {"max-bandwidth": 10000}}) + "\\n"), 20);
+setTimeout(() => { clearInterval(t); s.end(); process.exit(0); }, 30000);
+'`;
+    const throttlers = slow.map((name) => tenantExec(name, throttle).catch((err: Error) => err.message));
+    await new Promise((r) => setTimeout(r, 2000));
+    for (const name of slow) await tenant.kubectlOk(['apply', '-f', '-'], { input: snapshotJson(tenantNs, `${name}-save`, name) });
+    try {
+      await until('the tenant saves to be InProgress', async () => {
+        const phases = await Promise.all(slow.map(async (name) => (await getAsAdmin(`vmsnapshot/${name}-save`, tenantNs)).status?.phase));
+        return phases.every((p) => p === 'InProgress') ? true : undefined;
+      }, 60_000);
+      await new Promise((r) => setTimeout(r, 5000));
+      for (const name of slow) {
+        const o = await getAsAdmin(`vmsnapshot/${name}-save`, tenantNs);
+        outcomes.push(`${tenantNs}/vmsnapshot/${name}-save after 5 s: ${o.status?.phase} ${JSON.stringify(o.status?.progress ?? {})}`);
+      }
+      // The victim's owner saves meanwhile: it must not wait for the tenant's crawling saves.
+      await victimSaveIsPrompt('victim-during-slow-saves', victimPid);
+    } finally {
+      for (const name of slow) {
+        await tenant.kubectl(['delete', 'vmsnapshot', `${name}-save`, '--wait=false']);
+      }
+      outcomes.push(`throttlers: ${JSON.stringify(await Promise.all(throttlers)).slice(0, 300)}`);
+      for (const name of slow) await deleteTenantPod(name);
+    }
+  }, 900_000);
+
   test('FIFOs as the sockets: the tenant save fails promptly, the agent serves the victim', async () => {
     const victimPid = victimQemu();
     await tenantExec(P8, `cd ${VM_RUN_MOUNT} && rm -f qmp.sock launcher.sock && mkfifo qmp.sock launcher.sock`);
