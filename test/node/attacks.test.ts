@@ -488,6 +488,8 @@ setTimeout(() => process.exit(0), 20000).unref();
       { execute: 'blockdev-add', arguments: { driver: 'file', 'node-name': 'canary', filename: viaProc1(canaryFile) } },
       { execute: 'query-status' },
       // Last: under -sandbox spawn=deny this may end the tenant's own QEMU, which is its business.
+      // The agent's save left mapped-ram on, which refuses a pipe: off, so that exec: really tries to spawn.
+      { execute: 'migrate-set-capabilities', arguments: { capabilities: [{ capability: 'mapped-ram', state: false }, { capability: 'multifd', state: false }] } },
       { execute: 'migrate', arguments: { uri: `exec:touch ${hostDir}/pwned-path2-exec; touch ${viaProc1(`${hostDir}/pwned-path2-exec-proc1`)}` } },
       { execute: 'query-migrate' },
     ]));
