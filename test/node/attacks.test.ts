@@ -232,16 +232,17 @@ beforeAll(async () => {
 afterAll(async () => {
   if (outcomes.length > 0) process.stderr.write(`attack outcomes:\n  ${outcomes.join('\n  ')}\n`);
   if (!cp) return;
+  // The agent removes the snapshots' finalizers: they go before the release does.
   for (const ns of [tenantNs, victimNs]) {
-    await nodeKubectl(['delete', 'vmsnapshots,vmrestores', '--all', '-n', ns, '--wait=false']);
-    await nodeKubectl(['delete', 'namespace', ns, '--wait=false']);
+    await nodeKubectl(['delete', 'vmsnapshots,vmrestores', '--all', '-n', ns, '--wait=true', '--timeout=120s'], { timeoutMs: 150_000 });
   }
+  for (const ns of [tenantNs, victimNs]) await nodeKubectl(['delete', 'namespace', ns, '--wait=false']);
   if (release) {
     await uninstallRelease(cp, release);
     await nodeKubectl(['delete', 'namespace', release.namespace, '--wait=false']);
   }
   fs.rmSync(hostDir, { recursive: true, force: true });
-}, 300_000);
+}, 600_000);
 
 // Path 1: the pod's command line starts with the tenant's script, and QEMU's argv[0] names a script
 // in its run volume (issue 15's hand-made attack, `exec -a`): an agent that executes a recorded
@@ -672,7 +673,14 @@ describe('path 8: FIFOs in the run volume', () => {
     expectHostUntouched();
   }, 900_000);
 
-  test("tenant saves held open forever by the tenant's own QMP server do not starve other namespaces' saves", async () => {
+  // FINDING (open): this attack succeeds today, so the test is marked `failing` (it passes while the
+  // victim's save starves). The agent's saves have no deadline and its maxConcurrentOperations slots
+  // are shared by all namespaces: a tenant whose QMP (its QEMU, or a process posing as one in its
+  // pod, which passes the peer check) reports a migration 'active' forever holds a slot for good;
+  // with the default 2 slots, two such VMSnapshots stop every save and restore on the node. Turn
+  // this back into `test` once the agent bounds a save by what it really writes, or shares its
+  // slots fairly between namespaces.
+  test.failing("tenant saves held open forever by the tenant's own QMP server do not starve other namespaces' saves", async () => {
     const victimPid = victimQemu();
     // The tenant moves its QEMU's socket aside and serves QMP itself from its pod (it passes the
     // peer check: it is the pod's process): every command answered, the migration 'active' forever,
