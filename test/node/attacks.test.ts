@@ -242,6 +242,7 @@ afterAll(async () => {
     await nodeKubectl(['delete', 'namespace', release.namespace, '--wait=false']);
   }
   fs.rmSync(hostDir, { recursive: true, force: true });
+  fs.rmSync(testDir, { recursive: true, force: true }); // the tenant's token and the storage root
 }, 600_000);
 
 // Path 1: the pod's command line starts with the tenant's script, and QEMU's argv[0] names a script
