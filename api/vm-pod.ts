@@ -26,15 +26,36 @@ export const VM_LAUNCHER_SOCKET = 'launcher.sock';
  *   start QEMU again from the pod's own command line plus `-incoming defer`, and reply once its
  *   QMP socket accepts connections (the launcher connects once and closes: QMP serves one client
  *   at a time, and the agent is the one that needs it). The agent then drives the restore over QMP.
+ *   With `lazy` (restoreMode Lazy): the main RAM block is to be mapped from a snapshot file the
+ *   agent opened read-only. The launcher stops reading the connection and replies with
+ *   `awaitingFd: true`; the agent then sends one byte carrying that fd (SCM_RIGHTS); the launcher
+ *   checks it is a regular file long enough for `offset + sizeBytes`, starts QEMU with the RAM
+ *   backend `lazy.ramBackendId` as `memory-backend-file,mem-path=/proc/self/fd/<N>,offset=...,
+ *   share=off,readonly=on,rom=off` (the fd inherited as N), closes its own copy, and sends the
+ *   final reply. The launcher never opens a path for this: only holders of the fd reach the file.
  * - start: start QEMU from the pod's own command line if none runs (after a hibernate); with a
  *   QEMU already there it changes nothing and replies with the current state.
  * Requests that change the process run one at a time; `status` answers at once, also while a
  * restart is under way. A request line longer than VM_LAUNCHER_MAX_REQUEST_BYTES gets an error
  * reply and the connection is closed; any other bad line gets an error reply.
  */
+/** Largest guest RAM a lazy restart maps (16 TiB); offsets are bounded the same way. */
+export const VM_LAZY_MAX_BYTES = 2 ** 44;
+
+/** Where the main RAM block lies in the snapshot file passed with a lazy restart-incoming. */
+export const LazyMappingSchema = z.strictObject({
+  /** The main RAM block's id (its memory backend's id), e.g. `pc.ram`. */
+  ramBackendId: z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]{0,63}$/, 'a QOM id: a letter, then letters, digits, _ . -'),
+  /** The block's size: the backend's size (whole 4 KiB pages). */
+  sizeBytes: z.number().int().positive().max(VM_LAZY_MAX_BYTES).multipleOf(4096),
+  /** Where the block's pages start in the file (page-aligned). */
+  offset: z.number().int().min(0).max(VM_LAZY_MAX_BYTES).multipleOf(4096),
+});
+export type LazyMapping = z.infer<typeof LazyMappingSchema>;
+
 export const LauncherRequestSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('status') }),
-  z.strictObject({ op: z.literal('restart-incoming') }),
+  z.strictObject({ op: z.literal('restart-incoming'), lazy: LazyMappingSchema.optional() }),
   z.strictObject({ op: z.literal('start') }),
 ]);
 export type LauncherRequest = z.infer<typeof LauncherRequestSchema>;
@@ -70,6 +91,11 @@ export const LauncherReplySchema = z.discriminatedUnion('ok', [
     state: LauncherStateSchema,
     /** QEMU's pid as the launcher sees it (in the pod's pid namespace); informational only. */
     qemuPid: z.number().int().positive().optional(),
+    /**
+     * Only in the interim reply to a lazy restart-incoming: the launcher now waits for the
+     * snapshot fd (one byte with SCM_RIGHTS); the final reply follows the restart.
+     */
+    awaitingFd: z.literal(true).optional(),
     /** How many times the launcher has started QEMU. */
     generation: z.number().int().min(0),
     /** How the last QEMU ended (absent while none has ended). */

@@ -22,6 +22,36 @@ describe('qemuArgv', () => {
     ]);
   });
 
+  const lazy = { ramBackendId: 'pc.ram', sizeBytes: 256 << 20, offset: 1 << 20 };
+  const mapped = `memory-backend-file,id=pc.ram,size=${256 << 20},mem-path=/proc/self/fd/3,offset=${1 << 20},share=off,readonly=on,rom=off`;
+
+  it('maps the default RAM from the inherited fd 3 for a lazy restart', () => {
+    const argv = qemuArgv(base, paths, { incoming: true, lazy });
+    expect(argv.slice(0, -4)).toEqual(qemuArgv(base, paths, { incoming: true }));
+    expect(argv.slice(-4)).toEqual(['-object', mapped, '-machine', 'memory-backend=pc.ram']);
+  });
+
+  it("replaces the pod's own RAM backend in place, dropping its prealloc", () => {
+    const own = [...base, '-object', 'memory-backend-ram,id=pc.ram,size=256M,prealloc=on', '-machine', 'pc,memory-backend=pc.ram'];
+    const argv = qemuArgv(own, paths, { incoming: true, lazy });
+    expect(argv[own.indexOf('-object') + 1]).toBe(mapped);
+    expect(argv.filter((a) => a === '-object')).toHaveLength(1);
+  });
+
+  it.each([
+    [['-mem-path', '/dev/hugepages'], /hugepages/],
+    [['-object', 'memory-backend-memfd,id=pc.ram,size=256M', '-machine', 'memory-backend=pc.ram'], /shared memory/],
+    [['-object', 'memory-backend-ram,id=pc.ram,size=256M,share=on', '-machine', 'memory-backend=pc.ram'], /shared/],
+    [['-chardev', 'socket,id=c,path=/x', '-device', 'vhost-user-fs-pci,chardev=c'], /vhost-user/],
+  ])('refuses a lazy restart of a pod whose RAM cannot be mapped (%j)', (extra, why) => {
+    expect(() => qemuArgv([...base, ...extra], paths, { incoming: true, lazy })).toThrow(CommandLineError);
+    expect(() => qemuArgv([...base, ...extra], paths, { incoming: true, lazy })).toThrow(why);
+  });
+
+  it('maps only for an incoming QEMU', () => {
+    expect(() => qemuArgv(base, paths, { incoming: false, lazy })).toThrow(/needs -incoming defer/);
+  });
+
   it('adds -incoming defer for a restore, last', () => {
     const argv = qemuArgv(base, paths, { incoming: true });
     expect(argv.slice(-2)).toEqual(['-incoming', 'defer']);

@@ -6,7 +6,8 @@
 // not a security boundary: QEMU runs as the pod's user under `-sandbox`, and the agent treats
 // everything in the pod as tenant input.
 import path from 'node:path';
-import { VM_LAUNCHER_SOCKET, VM_QMP_SOCKET } from '../../api/vm-pod.js';
+import { VM_LAUNCHER_SOCKET, VM_QMP_SOCKET, type LazyMapping } from '../../api/vm-pod.js';
+import { planLazyArgv } from '../src/engine/lazy/plan.js';
 
 /**
  * QEMU's seccomp filter: no obsolete syscalls, no setuid/setgid, no fork/exec (no `-netdev
@@ -100,13 +101,31 @@ function qemuOptValue(p: string): string {
   return p.replaceAll(',', ',,');
 }
 
-/** The argv the launcher spawns (binary first). Call checkPodCommandLine on `podArgv` first. */
-export function qemuArgv(podArgv: readonly string[], paths: RunPaths, opts: { incoming: boolean }): string[] {
-  return [
+/** The fd number QEMU inherits the snapshot on in a lazy restart (after stdin, stdout, stderr). */
+export const LAZY_SNAPSHOT_FD = 3;
+
+/**
+ * The argv the launcher spawns (binary first). Call checkPodCommandLine on `podArgv` first.
+ * With `lazy` (only with incoming): the main RAM block is mapped from the inherited fd
+ * LAZY_SNAPSHOT_FD, composed by the same plan as the agent's own lazy restores (lazy/plan.ts);
+ * a command line whose RAM cannot be mapped (hugepages, shared memory, vhost-user, VFIO) is refused.
+ */
+export function qemuArgv(podArgv: readonly string[], paths: RunPaths, opts: { incoming: boolean; lazy?: LazyMapping }): string[] {
+  const argv = [
     ...podArgv,
     // wait=off: QEMU starts without a client; the agent connects when it has work.
     '-qmp', `unix:${qemuOptValue(paths.qmpSocket)},server=on,wait=off`,
     '-sandbox', QEMU_SANDBOX,
     ...(opts.incoming ? ['-incoming', 'defer'] : []),
   ];
+  if (!opts.lazy) return argv;
+  if (!opts.incoming) throw new CommandLineError('a lazy start maps a snapshot, so it needs -incoming defer');
+  const plan = planLazyArgv(argv, {
+    file: `/proc/self/fd/${LAZY_SNAPSHOT_FD}`,
+    blockId: opts.lazy.ramBackendId,
+    size: opts.lazy.sizeBytes,
+    offset: opts.lazy.offset,
+  });
+  if (!plan.lazy) throw new CommandLineError(`the VM's RAM cannot be mapped from the snapshot: ${plan.reason}`);
+  return plan.argv;
 }

@@ -6,10 +6,29 @@ import os from 'node:os';
 import path from 'node:path';
 import { LauncherReplySchema, VM_LAUNCHER_MAX_REQUEST_BYTES, type LauncherReply } from '../../api/vm-pod.js';
 import { parseRequestLine, startControlServer } from './control-server.js';
+import { launcherRequest } from '../src/vm/launcher-client.js';
 
 describe('parseRequestLine', () => {
   it('parses the three ops', () => {
     for (const op of ['status', 'start', 'restart-incoming']) expect(parseRequestLine(JSON.stringify({ op }))).toEqual({ request: { op } });
+  });
+
+  it('parses a lazy restart-incoming', () => {
+    const lazy = { ramBackendId: 'pc.ram', sizeBytes: 1 << 30, offset: 1 << 20 };
+    expect(parseRequestLine(JSON.stringify({ op: 'restart-incoming', lazy }))).toEqual({ request: { op: 'restart-incoming', lazy } });
+  });
+
+  it.each([
+    { ramBackendId: 'pc.ram', sizeBytes: 1 << 30 },
+    { ramBackendId: 'pc.ram', sizeBytes: 1 << 30, offset: 1 << 20, path: '/etc/shadow' },
+    { ramBackendId: 'pc.ram,mem-path=/x', sizeBytes: 1 << 30, offset: 0 },
+    { ramBackendId: 'pc.ram', sizeBytes: 4097, offset: 0 },
+    { ramBackendId: 'pc.ram', sizeBytes: 2 ** 45, offset: 0 },
+    { ramBackendId: 'pc.ram', sizeBytes: 4096, offset: -4096 },
+    { ramBackendId: 'pc.ram', sizeBytes: '4096', offset: 0 },
+  ])('refuses the lazy mapping %j', (lazy) => {
+    const r = parseRequestLine(JSON.stringify({ op: 'restart-incoming', lazy }));
+    expect('reply' in r && r.reply.ok === false).toBe(true);
   });
 
   it.each(['not json', '[]', '{"op":"exec","cmd":"sh"}', '{"op":"status","extra":1}', '{}', 'null'])('answers %s with an error', (line) => {
@@ -23,14 +42,19 @@ describe('control server', () => {
   let sockPath: string;
   let server: net.Server;
   const calls: string[] = [];
+  const received: number[] = [];
 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'launcher-ctl-'));
     sockPath = path.join(dir, 'launcher.sock');
     server = await startControlServer(
       sockPath,
-      async (req): Promise<LauncherReply> => {
+      async (req, fd): Promise<LauncherReply> => {
         calls.push(req.op);
+        if (fd !== undefined) {
+          received.push(fs.fstatSync(fd).ino);
+          fs.closeSync(fd);
+        }
         if (req.op === 'start') throw new Error('boom');
         // A slow operation, to show that replies keep the request order.
         if (req.op === 'restart-incoming') await new Promise((r) => setTimeout(r, 50));
@@ -72,6 +96,28 @@ describe('control server', () => {
     const replies = await exchange('{"op":"start"}\n{bad\n{"op":"rm -rf /"}\n{"op":"status"}\n');
     expect(replies.map((r) => r.ok)).toEqual([false, false, false, true]);
     expect(replies[0]).toEqual({ ok: false, error: 'start failed: boom' });
+  });
+
+  it('takes the snapshot fd of a lazy restart-incoming after its awaitingFd reply', async () => {
+    const file = path.join(dir, 'snapshot');
+    fs.writeFileSync(file, 'x');
+    const fd = fs.openSync(file, 'r');
+    try {
+      const lazy = { ramBackendId: 'pc.ram', sizeBytes: 4096, offset: 0 };
+      const reply = await launcherRequest(net.createConnection(sockPath), { op: 'restart-incoming', lazy }, 5_000, fd);
+      expect(reply.awaitingFd).toBeUndefined();
+      expect(received).toEqual([fs.statSync(file).ino]);
+      // The client's own copy stays its own.
+      expect(fs.fstatSync(fd).ino).toBe(fs.statSync(file).ino);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  it('refuses bytes after a lazy restart-incoming line before awaitingFd, and hangs up', async () => {
+    const lazy = { ramBackendId: 'pc.ram', sizeBytes: 4096, offset: 0 };
+    const replies = await exchange(JSON.stringify({ op: 'restart-incoming', lazy }) + '\n{"op":"status"}\n');
+    expect(replies).toEqual([{ ok: false, error: expect.stringMatching(/nothing may follow a lazy restart-incoming/) }]);
   });
 
   it('answers an over-long line with an error and hangs up', async () => {

@@ -1,6 +1,7 @@
 // The launcher's control socket: newline-delimited JSON, one reply per request line, in order
 // (api/vm-pod.ts). Whatever arrives is untrusted: bad lines get an error reply, never a crash.
-import { chmodSync } from 'node:fs';
+import { chmodSync, closeSync } from 'node:fs';
+import { native } from '../src/native.js';
 import net from 'node:net';
 import {
   LauncherReplySchema,
@@ -11,7 +12,62 @@ import {
 } from '../../api/vm-pod.js';
 import type { Log } from './log.js';
 
-export type RequestHandler = (req: LauncherRequest) => Promise<LauncherReply>;
+/**
+ * `fd`: with a lazy restart-incoming, the snapshot fd the client sent; the handler owns it (closes
+ * it whatever happens).
+ */
+export type RequestHandler = (req: LauncherRequest, fd?: number) => Promise<LauncherReply>;
+
+/** How long the launcher waits for the fd after replying `awaitingFd`. */
+export const FD_WAIT_MS = 10_000;
+const FD_POLL_MS = 5;
+
+/** libuv's handle under a net.Socket: its fd, and reading on and off (Node has no public API for either). */
+interface PipeHandle {
+  fd: number;
+  readStop(): number;
+  readStart(): number;
+}
+
+function pipeHandle(sock: net.Socket): PipeHandle | undefined {
+  const h = (sock as unknown as { _handle?: Partial<PipeHandle> | null })._handle;
+  return h && typeof h.fd === 'number' && h.fd >= 0 && typeof h.readStop === 'function' && typeof h.readStart === 'function' ? (h as PipeHandle) : undefined;
+}
+
+function closeFds(fds: number[]): void {
+  for (const fd of fds) {
+    try {
+      closeSync(fd);
+    } catch {
+      /* gone */
+    }
+  }
+}
+
+/**
+ * Waits for the one byte carrying the snapshot fd (SCM_RIGHTS). libuv must not read the socket
+ * meanwhile: a plain read() drops passed fds, so reading was stopped before `awaitingFd` went out.
+ * Polls a non-blocking recvmsg, so `status` on other connections keeps being answered.
+ */
+async function receiveFd(handle: PipeHandle): Promise<number> {
+  const deadline = Date.now() + FD_WAIT_MS;
+  for (;;) {
+    const got = native().recvFds(handle.fd, 1);
+    if (got !== null) {
+      if (got.data.length === 0) {
+        closeFds(got.fds);
+        throw new Error('the client hung up instead of sending the snapshot fd');
+      }
+      if (got.fds.length !== 1) {
+        closeFds(got.fds);
+        throw new Error(`expected one fd with the byte after awaitingFd, got ${got.fds.length}`);
+      }
+      return got.fds[0]!;
+    }
+    if (Date.now() > deadline) throw new Error(`no snapshot fd arrived within ${FD_WAIT_MS / 1000} s of awaitingFd`);
+    await new Promise((r) => setTimeout(r, FD_POLL_MS));
+  }
+}
 
 /** At most this many clients at once: the agent needs one; more is someone misbehaving. */
 const MAX_CONNECTIONS = 8;
@@ -36,6 +92,11 @@ export function parseRequestLine(line: string): { request: LauncherRequest } | {
     return { reply: errorReply(`bad request${where}: ${issue?.message ?? 'invalid'} (ops: status, restart-incoming, start)`) };
   }
   return { request: parsed.data };
+}
+
+/** The status fields of a reply, for the interim `awaitingFd` one. */
+function handleStatusOf(r: LauncherReply): Extract<LauncherReply, { ok: true }> {
+  return r.ok ? r : { ok: true, state: 'stopped', generation: 0 };
 }
 
 async function answer(line: string, handle: RequestHandler): Promise<LauncherReply> {
@@ -68,6 +129,11 @@ function serve(sock: net.Socket, handle: RequestHandler, log: Log): void {
         return;
       }
       if (line.trim() === '') continue;
+      const parsed = parseRequestLine(line);
+      if ('request' in parsed && parsed.request.op === 'restart-incoming' && parsed.request.lazy) {
+        lazyRestart(parsed.request);
+        return;
+      }
       chain = chain.then(async () => send(await answer(line, handle)));
     }
     if (Buffer.byteLength(buffered) > VM_LAUNCHER_MAX_REQUEST_BYTES) tooLong();
@@ -82,6 +148,48 @@ function serve(sock: net.Socket, handle: RequestHandler, log: Log): void {
       sock.end();
     });
   });
+  // A lazy restart: reading stops now (the fd byte must reach recvmsg, not libuv's read), the
+  // interim reply goes out in order, the fd is received, then the restart runs and the
+  // connection ends after its reply: one lazy restart per connection.
+  function lazyRestart(request: LauncherRequest): void {
+    const pipe = pipeHandle(sock);
+    const early = buffered;
+    buffered = '';
+    sock.removeAllListeners('data');
+    sock.removeAllListeners('end');
+    if (pipe) pipe.readStop();
+    // Reading stays off, so the client's end is never seen: with allowHalfOpen the socket would
+    // linger after ours; it is destroyed once the last reply is written.
+    const hangUp = () => sock.end(() => sock.destroy());
+    chain = chain.then(async () => {
+      if (!pipe || early !== '') {
+        send(errorReply(pipe ? 'nothing may follow a lazy restart-incoming line before the awaitingFd reply' : 'cannot receive an fd on this connection'));
+        hangUp();
+        return;
+      }
+      send({ ...handleStatusOf(await status()), awaitingFd: true });
+      let fd: number;
+      try {
+        fd = await receiveFd(pipe);
+      } catch (err) {
+        send(errorReply(`restart-incoming failed: ${(err as Error).message}`));
+        hangUp();
+        return;
+      }
+      let reply: LauncherReply;
+      try {
+        reply = LauncherReplySchema.parse(await handle(request, fd));
+      } catch (err) {
+        reply = errorReply(`restart-incoming failed: ${err instanceof Error ? err.message : String(err)}`);
+      }
+      send(reply);
+      hangUp();
+    });
+  }
+  async function status(): Promise<LauncherReply> {
+    return handle({ op: 'status' }).catch((err: unknown) => errorReply(String(err)));
+  }
+
   // The stream cannot be resynchronised inside an over-long line: answer, then hang up.
   function tooLong(): void {
     buffered = '';

@@ -2,7 +2,7 @@
 // It owns the pod's QEMU: starts it from the container's args plus the QMP socket and sandbox the
 // launcher adds, restarts it with `-incoming defer` when the node agent asks over the control
 // socket, and stays up after QEMU exits (a hibernate) so that a restore can use the same pod.
-import { mkdirSync, unlinkSync } from 'node:fs';
+import { closeSync, mkdirSync, unlinkSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { checkPodCommandLine, CommandLineError } from './argv.js';
 import { ConfigError, launcherConfig } from './config.js';
@@ -47,14 +47,19 @@ async function main(): Promise<void> {
   await removeStaleSocket(paths.launcherSocket);
   const server: Server = await startControlServer(
     paths.launcherSocket,
-    async (req) => {
+    async (req, fd) => {
+      if (fd !== undefined && (req.op !== 'restart-incoming' || !req.lazy)) {
+        closeSync(fd);
+        throw new Error(`${req.op} takes no fd`);
+      }
       switch (req.op) {
         case 'status':
           return supervisor.status();
         case 'start':
           return supervisor.start();
         case 'restart-incoming':
-          return supervisor.restartIncoming();
+          if (req.lazy && fd === undefined) throw new Error('a lazy restart-incoming needs the snapshot fd');
+          return supervisor.restartIncoming(req.lazy && fd !== undefined ? { mapping: req.lazy, fd } : undefined);
       }
     },
     log,

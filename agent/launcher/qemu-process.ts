@@ -47,9 +47,13 @@ export function withParentDeathSignal(argv: readonly string[], setprivPath: stri
   return setprivPath ? [setprivPath, '--pdeathsig', 'KILL', '--', ...argv] : [...argv];
 }
 
-export function spawnQemu(argv: readonly string[]): QemuProcess {
+/**
+ * `inheritFd`: an fd QEMU gets as its fd 3 (LAZY_SNAPSHOT_FD; setpriv keeps it across its exec).
+ * The caller still owns its own copy and closes it once this returns: the child has it by then.
+ */
+export function spawnQemu(argv: readonly string[], inheritFd?: number): QemuProcess {
   const [bin, ...args] = withParentDeathSignal(argv, findSetpriv());
-  const child: ChildProcess = spawn(bin!, args, { stdio: 'inherit' });
+  const child: ChildProcess = spawn(bin!, args, { stdio: inheritFd === undefined ? 'inherit' : ['inherit', 'inherit', 'inherit', inheritFd] });
   let done = false;
   const exited = new Promise<QemuExit>((resolve) => {
     child.once('exit', (code, signal) => {

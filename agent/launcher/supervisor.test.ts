@@ -11,6 +11,8 @@ import { Supervisor } from './supervisor.js';
 
 interface FakeQemu extends QemuProcess {
   argv: readonly string[];
+  /** What the fd handed to spawn referred to (inode), while spawn ran. */
+  inherited?: number;
   /** The process ends on its own (a guest poweroff, a hibernate's quit). */
   exit(exit: QemuExit): void;
   signals: NodeJS.Signals[];
@@ -25,7 +27,7 @@ let behaviours: Behaviour[];
 let events: string[];
 let nextPid: number;
 
-function fakeSpawn(argv: readonly string[]): QemuProcess {
+function fakeSpawn(argv: readonly string[], inheritFd?: number): QemuProcess {
   const behaviour = behaviours.shift() ?? 'listen';
   let resolveExit!: (e: QemuExit) => void;
   const exited = new Promise<QemuExit>((r) => (resolveExit = r));
@@ -47,6 +49,7 @@ function fakeSpawn(argv: readonly string[]): QemuProcess {
   const q: FakeQemu = {
     pid: nextPid++,
     argv,
+    ...(inheritFd !== undefined ? { inherited: fs.fstatSync(inheritFd).ino } : {}),
     exited,
     signals: [],
     hasExited: () => done,
@@ -98,6 +101,39 @@ test('start, then restart-incoming: the old QEMU is stopped before the new one s
   expect(spawned[0]!.signals).toEqual(['SIGTERM']);
   expect(spawned[1]!.argv.slice(-2)).toEqual(['-incoming', 'defer']);
   expect(events).toEqual(['qemu-started', 'qemu-ready', 'qemu-stopping', 'qemu-exited', 'qemu-started', 'qemu-ready']);
+});
+
+test('a lazy restart hands the snapshot fd to the new QEMU and closes it; a bad fd or command line changes nothing', async () => {
+  const s = supervisor();
+  await s.start();
+  const file = path.join(dir, 'snapshot');
+  fs.writeFileSync(file, Buffer.alloc(3 * 4096));
+  const mapping = { ramBackendId: 'pc.ram', sizeBytes: 2 * 4096, offset: 4096 };
+
+  // Too short for offset + size: refused before the running QEMU is touched; the fd is closed anyway.
+  const short = fs.openSync(file, 'r');
+  await expect(s.restartIncoming({ mapping: { ...mapping, offset: 2 * 4096 }, fd: short })).rejects.toThrow(/holds 12288 bytes, less than offset 8192 \+ size 8192/);
+  // Closed (its number, if taken again meanwhile, refers to something else).
+  const closed = (n: number) => {
+    try {
+      return fs.fstatSync(n).ino !== fs.statSync(file).ino;
+    } catch {
+      return true;
+    }
+  };
+  expect(closed(short)).toBe(true);
+  expect(s.status()).toMatchObject({ state: 'running', generation: 1 });
+
+  const fd = fs.openSync(file, 'r');
+  expect(await s.restartIncoming({ mapping, fd })).toMatchObject({ state: 'incoming', generation: 2 });
+  expect(spawned[1]!.inherited).toBe(fs.statSync(file).ino);
+  expect(spawned[1]!.argv.join(' ')).toContain('memory-backend-file,id=pc.ram,size=8192,mem-path=/proc/self/fd/3,offset=4096,share=off,readonly=on,rom=off');
+  expect(closed(fd)).toBe(true);
+
+  // Not a regular file.
+  const dirFd = fs.openSync(dir, 'r');
+  await expect(s.restartIncoming({ mapping, fd: dirFd })).rejects.toThrow(/not a regular file/);
+  expect(s.status()).toMatchObject({ state: 'incoming', generation: 2 });
 });
 
 test('status answers at once while a restart waits for QMP, and says starting', async () => {

@@ -1,7 +1,8 @@
 // Owns the QEMU process of this pod: which one runs, in what state, and the operations the
 // control socket asks for. Operations that replace the process run one at a time; status reads
 // never wait for them.
-import type { LauncherReply, LauncherState } from '../../api/vm-pod.js';
+import fs from 'node:fs';
+import type { LauncherReply, LauncherState, LazyMapping } from '../../api/vm-pod.js';
 import { qemuArgv, type RunPaths } from './argv.js';
 import type { Log } from './log.js';
 import type { QemuExit, QemuProcess } from './qemu-process.js';
@@ -13,12 +14,31 @@ export interface SupervisorDeps {
   podArgv: readonly string[];
   stopGraceMs: number;
   qmpReadyTimeoutMs: number;
-  spawn(argv: readonly string[]): QemuProcess;
+  /** `inheritFd`: passed to QEMU as its fd 3 (a lazy restart's snapshot). */
+  spawn(argv: readonly string[], inheritFd?: number): QemuProcess;
   stop(qemu: QemuProcess, graceMs: number): Promise<QemuExit>;
   log: Log;
 }
 
 type Status = Extract<LauncherReply, { ok: true }>;
+
+/** A lazy restart: where the RAM lies in the snapshot, and the fd the agent sent (owned here: closed once QEMU has it). */
+export interface LazyStart {
+  mapping: LazyMapping;
+  fd: number;
+}
+
+/**
+ * Throws unless `fd` is a regular file holding `offset + sizeBytes` bytes: QEMU would map past
+ * its end (SIGBUS on access) or be handed a socket or device.
+ */
+export function checkSnapshotFd(fd: number, m: LazyMapping): void {
+  const st = fs.fstatSync(fd);
+  if (!st.isFile()) throw new Error('the fd sent with restart-incoming is not a regular file');
+  if (st.size < m.offset + m.sizeBytes) {
+    throw new Error(`the snapshot sent with restart-incoming holds ${st.size} bytes, less than offset ${m.offset} + size ${m.sizeBytes}`);
+  }
+}
 
 export class Supervisor {
   private qemu: QemuProcess | undefined;
@@ -43,18 +63,25 @@ export class Supervisor {
   /** Starts QEMU from the pod's command line unless one is there already. */
   start(): Promise<Status> {
     return this.serially(async () => {
-      if (!this.qemu) await this.launch(false);
+      if (!this.qemu) await this.launch(false, qemuArgv(this.deps.podArgv, this.deps.paths, { incoming: false }));
       return this.status();
     });
   }
 
-  /** Replaces whatever QEMU runs with a fresh one waiting for `migrate-incoming`. */
-  restartIncoming(): Promise<Status> {
+  /**
+   * Replaces whatever QEMU runs with a fresh one waiting for `migrate-incoming`; with `lazy`, its
+   * main RAM mapped from the snapshot fd. The fd is closed here whatever happens.
+   */
+  restartIncoming(lazy?: LazyStart): Promise<Status> {
+    const owned: { fd?: number; lazy?: boolean } = { fd: lazy?.fd, lazy: !!lazy };
     return this.serially(async () => {
+      if (lazy) checkSnapshotFd(lazy.fd, lazy.mapping);
+      // Composed before the running QEMU is stopped: a command line that cannot map the RAM changes nothing.
+      const argv = qemuArgv(this.deps.podArgv, this.deps.paths, { incoming: true, lazy: lazy?.mapping });
       await this.stopCurrent('restart-incoming');
-      await this.launch(true);
+      await this.launch(true, argv, owned);
       return this.status();
-    });
+    }).finally(() => closeOwned(owned));
   }
 
   /** Stops QEMU for good: no operation starts one afterwards. */
@@ -81,17 +108,22 @@ export class Supervisor {
     return run;
   }
 
-  private async launch(incoming: boolean): Promise<void> {
+  private async launch(incoming: boolean, argv: string[], owned: { fd?: number; lazy?: boolean } = {}): Promise<void> {
     const { paths, log } = this.deps;
     await removeStaleSocket(paths.qmpSocket);
     if (this.shuttingDown) throw new Error('the launcher is shutting down');
-    const argv = qemuArgv(this.deps.podArgv, paths, { incoming });
-    const qemu = this.deps.spawn(argv);
+    let qemu: QemuProcess;
+    try {
+      qemu = this.deps.spawn(argv, owned.fd);
+    } finally {
+      // QEMU holds its own copy once spawned (spawn forks and execs before it returns).
+      closeOwned(owned);
+    }
     this.qemu = qemu;
     this.generation += 1;
     this.state = 'starting';
     const generation = this.generation;
-    log('info', 'qemu-started', { pid: qemu.pid, generation, incoming });
+    log('info', 'qemu-started', { pid: qemu.pid, generation, incoming, ...(owned.lazy ? { lazy: true } : {}) });
     void qemu.exited.then((exit) => this.onExit(qemu, generation, exit));
     try {
       await waitForListening(paths.qmpSocket, this.deps.qmpReadyTimeoutMs, qemu.exited);
@@ -119,5 +151,16 @@ export class Supervisor {
       this.lastExit = exit;
     }
     this.deps.log(exit.code === 0 ? 'info' : 'warn', 'qemu-exited', { pid: qemu.pid, generation, code: exit.code, signal: exit.signal });
+  }
+}
+
+function closeOwned(owned: { fd?: number }): void {
+  if (owned.fd === undefined) return;
+  const fd = owned.fd;
+  owned.fd = undefined;
+  try {
+    fs.closeSync(fd);
+  } catch {
+    /* already closed */
   }
 }

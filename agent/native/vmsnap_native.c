@@ -1,6 +1,6 @@
 /*
  * The few syscalls Node cannot make: passing fds over a unix socket
- * (SCM_RIGHTS, for QMP add-fd), reading the peer's credentials
+ * (SCM_RIGHTS, for QMP add-fd, and the snapshot fd a VM pod's launcher receives), reading the peer's credentials
  * (SO_PEERCRED, to learn which QEMU process owns a QMP socket) and
  * probing O_DIRECT with an aligned write (Node cannot allocate aligned
  * buffers, and some filesystems accept O_DIRECT at open but fail writes),
@@ -110,6 +110,70 @@ static napi_value send_fds(napi_env env, napi_callback_info info) {
   }
   napi_value result;
   napi_create_int64(env, (int64_t)sent, &result);
+  return result;
+}
+
+/*
+ * recvFds(socketFd, maxBytes): { data: Buffer, fds: number[] } from one non-blocking recvmsg
+ * (MSG_CMSG_CLOEXEC), or null when nothing is there yet (EAGAIN). The caller must have stopped
+ * libuv reading the socket: a plain read() would drop the fds. Fds beyond MAX_FDS, or a
+ * truncated control message, are closed and reported as an error.
+ */
+static napi_value recv_fds(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t sock, max_bytes;
+  if (argc != 2 || !get_int(env, argv[0], &sock) || !get_int(env, argv[1], &max_bytes) || max_bytes < 1 || max_bytes > 65536) {
+    napi_throw_type_error(env, NULL, "recvFds(socketFd, maxBytes 1..65536)");
+    return NULL;
+  }
+  char buf[65536];
+  char control[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+  struct iovec iov = {.iov_base = buf, .iov_len = (size_t)max_bytes};
+  struct msghdr msg = {0};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do n = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      napi_value null_value;
+      napi_get_null(env, &null_value);
+      return null_value;
+    }
+    return throw_errno(env, "recvmsg", errno);
+  }
+  int fds[MAX_FDS];
+  int nfds = 0;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    int *p = (int *)CMSG_DATA(c);
+    for (int i = 0; i < count; i++) {
+      if (nfds < MAX_FDS) fds[nfds++] = p[i];
+      else close(p[i]);
+    }
+  }
+  if (msg.msg_flags & MSG_CTRUNC) {
+    for (int i = 0; i < nfds; i++) close(fds[i]);
+    return throw_errno(env, "recvmsg (too many fds)", EMSGSIZE);
+  }
+  napi_value result, data, list;
+  void *copy;
+  napi_create_buffer_copy(env, (size_t)n, buf, &copy, &data);
+  napi_create_array_with_length(env, (size_t)nfds, &list);
+  for (int i = 0; i < nfds; i++) {
+    napi_value v;
+    napi_create_int32(env, fds[i], &v);
+    napi_set_element(env, list, (uint32_t)i, v);
+  }
+  napi_create_object(env, &result);
+  napi_set_named_property(env, result, "data", data);
+  napi_set_named_property(env, result, "fds", list);
   return result;
 }
 
@@ -269,6 +333,7 @@ static napi_value open_beneath(napi_env env, napi_callback_info info) {
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"sendFds", NULL, send_fds, NULL, NULL, NULL, napi_default, NULL},
+      {"recvFds", NULL, recv_fds, NULL, NULL, NULL, napi_default, NULL},
       {"peerCredentials", NULL, peer_credentials, NULL, NULL, NULL, napi_default, NULL},
       {"probeDirectIO", NULL, probe_direct_io, NULL, NULL, NULL, napi_default, NULL},
       {"fadviseWillNeed", NULL, fadvise_willneed, NULL, NULL, NULL, napi_default, NULL},

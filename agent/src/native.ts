@@ -14,6 +14,11 @@ export interface PeerCredentials {
 
 interface NativeAddon {
   sendFds(socketFd: number, data: Buffer, fds: number[]): number;
+  /**
+   * One non-blocking recvmsg (MSG_CMSG_CLOEXEC) on a socket libuv no longer reads: the bytes and
+   * any fds that came with them, or null when nothing is there yet. The caller owns the fds.
+   */
+  recvFds(socketFd: number, maxBytes: number): { data: Buffer; fds: number[] } | null;
   peerCredentials(socketFd: number): PeerCredentials;
   probeDirectIO(dir: string): string | null;
   fadviseWillNeed(fd: number, offset: number, length: number): void;

@@ -12,7 +12,7 @@ import { createNamespace, kubectl, kubectlOk } from '../cluster/controlplane.js'
 import { apply, getJson, startStack, waitFor, type Stack } from '../e2e/stack.js';
 import { startGuest } from '../guest/guest.js';
 import { killControlPlane, restartControlPlane, stopPrivateControlPlane, usePrivateControlPlane } from './control-plane.js';
-import { checkInvariants, listWork, qemuPidsFor, vmStatus } from './invariants.js';
+import { checkInvariants, listWork, qemuPidsFor, snapshotFilesUnder, vmStatus } from './invariants.js';
 import { describeRun, planRuns, type Op, type Run, type Victim } from './plan.js';
 
 const controlPlaneDir = usePrivateControlPlane('cluster-chaos');
@@ -296,8 +296,7 @@ describe(`kill -9 during saves and restores (seed ${SEED})`, () => {
     await kubectlOk(['delete', 'vmrestores', '--all', '-n', ns, '--wait=true', '--timeout=120s']);
     await kubectlOk(['delete', 'vmsnapshots', '--all', '-n', ns, '--wait=true', '--timeout=120s']);
     expect(await listWork(ns)).toEqual([]);
-    const left = fs.readdirSync(agent().storageRoot, { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
-    expect(left.map((e) => path.join(e.parentPath, e.name))).toEqual([]);
+    expect(snapshotFilesUnder(agent().storageRoot)).toEqual([]);
   }, 5 * 60 * 1000);
 });
 

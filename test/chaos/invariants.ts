@@ -4,6 +4,7 @@
 // Succeeded snapshot, and guest memory intact. Returns the violations found.
 import fs from 'node:fs';
 import path from 'node:path';
+import { AGENT_PRIVATE_DIR } from '../../agent/src/engine/private-files.js';
 import { processAlive } from '../../agent/src/daemon/qemu-control.js';
 import { QmpClient } from '../../agent/src/qmp/client.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
@@ -26,9 +27,14 @@ export async function listWork(namespace: string): Promise<Obj[]> {
   return (JSON.parse(await kubectlOk(['get', 'vmsnapshots,vmrestores', '-n', namespace, '-o', 'json'])) as { items: Obj[] }).items;
 }
 
-function filesUnder(dir: string): string[] {
+/** Snapshot files under a storage root: the agent's own directory (key, ledger, logs) is not one. */
+export function snapshotFilesUnder(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
-  return fs.readdirSync(dir, { withFileTypes: true, recursive: true }).filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name));
+  const own = path.join(dir, AGENT_PRIVATE_DIR);
+  return fs
+    .readdirSync(dir, { withFileTypes: true, recursive: true })
+    .filter((e) => e.isFile() && e.parentPath !== own && !e.parentPath.startsWith(own + path.sep))
+    .map((e) => path.join(e.parentPath, e.name));
 }
 
 /** Live (not zombie) QEMU processes whose QMP socket is `<dir>/qmp.sock`. */
@@ -97,7 +103,7 @@ export async function checkInvariants(scope: Scope): Promise<string[]> {
     }
   }
 
-  for (const file of filesUnder(scope.storageRoot)) {
+  for (const file of snapshotFilesUnder(scope.storageRoot)) {
     if (succeededFiles.has(file)) continue;
     let state: string;
     try {

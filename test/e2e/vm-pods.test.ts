@@ -3,8 +3,9 @@
 // layout on the host, real cgroups named after the pod uids, and the real launcher
 // (dist/agent/launcher/main.js) as the VM container: the pod's user (uid 10001), in the pod's
 // cgroup, owning the QEMU it starts. The agent must find the VM by its Pod, save and restore it
-// through the checked sockets with only the chart's RBAC, never start QEMU itself, and refuse what
-// a tenant plants or what VM pods do not support yet.
+// through the checked sockets with only the chart's RBAC (also lazily: the snapshot's fd handed to
+// the launcher), never start QEMU itself, and refuse what a tenant plants or what VM pods do not
+// support yet.
 import { type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -157,9 +158,6 @@ spec:
     await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMRestore, metadata: {name: copy}, spec: {snapshotName: web-1, targetVMName: web-copy}}`, ns);
     const copy = await waitForPhase('vmrestore/copy', ns, 'Failed');
     expect(copy.status.error.message).toMatch(/restoring a copy into another VM pod is not supported yet; restore into VM web itself \(omit spec.targetVMName\)/);
-    await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMRestore, metadata: {name: lazy}, spec: {snapshotName: web-1, restoreMode: Lazy, ifRunning: Replace}}`, ns);
-    const lazy = await waitForPhase('vmrestore/lazy', ns, 'Failed');
-    expect(lazy.status.error.message).toMatch(/restoreMode Lazy is not supported for VM pods yet: use restoreMode Eager/);
     await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMRestore, metadata: {name: keep}, spec: {snapshotName: web-1}}`, ns);
     expect((await waitForPhase('vmrestore/keep', ns, 'Failed')).status.error.message).toMatch(/set spec.ifRunning: Replace/);
     expect(await launcherStatus(pod)).toMatchObject({ state: 'running', generation: 1 });
@@ -177,6 +175,25 @@ spec:
     expect(Number(ppid)).toBe(launcher.pid);
     expect(fs.readFileSync(`/proc/${after.qemuPid}/cgroup`, 'utf8')).toContain(`pod${uid}`);
     await expectVerifying(serialPath, offset);
+    await eventuallyInventory(ns, 'web', (v) => v.state === 'running');
+
+    // restoreMode Lazy: the agent passes the snapshot fd to the launcher, whose new QEMU maps its RAM
+    // from the file. The file is 0644 inside the agent's 0700 namespace directory, which the pod's user cannot enter.
+    expect(fs.statSync(file).mode & 0o777).toBe(0o644);
+    expect(fs.statSync(path.dirname(file)).mode & 0o777).toBe(0o700);
+    const lazyOffset = fs.readFileSync(serialPath, 'utf8').length;
+    await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMRestore, metadata: {name: lazy}, spec: {snapshotName: web-1, restoreMode: Lazy, ifRunning: Replace}}`, ns);
+    const lazy = await waitForPhase('vmrestore/lazy', ns, 'Succeeded');
+    expect(lazy.status).toMatchObject({ restoreMode: 'Lazy', lazy: { file: fs.realpathSync(file), mappedBytes: 128 << 20, vmRunning: true } });
+    expect(lazy.status.restoreModeReason).toBeUndefined();
+    const lazyQemu = await launcherStatus(pod);
+    expect(lazyQemu).toMatchObject({ ok: true, state: 'incoming', generation: 3 });
+    expect(fs.readFileSync(`/proc/${lazyQemu.qemuPid}/cmdline`, 'utf8').split('\0')).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^memory-backend-file,id=pc\.ram,size=134217728,mem-path=\/proc\/self\/fd\/3,offset=\d+,share=off,readonly=on,rom=off$/)]),
+    );
+    expect(fs.readFileSync(`/proc/${lazyQemu.qemuPid}/maps`, 'utf8')).toContain(fs.realpathSync(file));
+    expect(Number(/PPid:\s+(\d+)/.exec(fs.readFileSync(`/proc/${lazyQemu.qemuPid}/status`, 'utf8'))![1])).toBe(launcher.pid);
+    await expectVerifying(serialPath, lazyOffset);
     await eventuallyInventory(ns, 'web', (v) => v.state === 'running');
   });
 

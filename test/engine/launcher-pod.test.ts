@@ -3,7 +3,8 @@
 // restarts QEMU with -incoming defer in between. The guest's serial console is on QEMU's stdout,
 // which the launcher passes through (as `kubectl logs` would show it), so the memory checks are
 // read from the launcher's own stdout.
-import { type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import { findSetpriv } from '../guest/guest.js';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -12,6 +13,9 @@ import { guestArgs } from '../guest/guest.js';
 import { canRunAsPodUser, launcherRequest, podUserAssets, POD_UID, spawnLauncher } from './pod-fixture.js';
 import { processAlive } from '../../agent/src/daemon/qemu-control.js';
 import { cli, procArgv, scratchDir, stopProcess, until } from './harness.js';
+import { restoreVm } from '../../agent/src/engine/restore.js';
+import { launcherRequest as agentLauncherRequest } from '../../agent/src/vm/launcher-client.js';
+import type { LazyMapping } from '../../api/vm-pod.js';
 
 let dir: string;
 let podArgv: string[];
@@ -173,6 +177,81 @@ test('restore in place: save, restart-incoming, restore; the guest keeps its mem
   expect(await l.exited).toBe(0);
   expect(processAlive(pidB)).toBe(false);
   expect(fs.existsSync(path.join(l.run, 'launcher.sock'))).toBe(false);
+});
+
+test('lazy restore in place: the agent passes the snapshot fd, the launcher maps the RAM from it; the guest keeps its memory', async () => {
+  const l = startLauncher('lazy', podArgv);
+  await guestReady(l);
+  const { qemuPid: pidA } = await status(l);
+
+  // As the agent keeps it: 0644 inside a root-owned 0700 directory that the pod's user cannot enter.
+  const closed = path.join(dir, 'closed');
+  fs.mkdirSync(closed, { mode: 0o700 });
+  const file = path.join(closed, 'lazy.vmsnap');
+  const passesBeforeSave = Math.max(...l.passes());
+  await expectCli(['save', '--qmp', l.qmp, '--out', file]);
+  fs.chmodSync(file, 0o644);
+
+  let sent: LazyMapping | undefined;
+  let pidB = 0;
+  const from = l.stdout().length;
+  const r = await restoreVm({
+    inPath: file,
+    qmpSocket: l.qmp,
+    directIO: 'off',
+    lazy: {
+      prefetch: false,
+      attach: {
+        argv: podArgv,
+        prepare: async (mapping) => {
+          if (!mapping) throw new Error('the restore was not planned lazy');
+          sent = mapping;
+          const fd = fs.openSync(file, fs.constants.O_RDONLY);
+          try {
+            const reply = await agentLauncherRequest(net.createConnection(path.join(l.run, 'launcher.sock')), { op: 'restart-incoming', lazy: mapping }, 60_000, fd);
+            expect(reply).toMatchObject({ state: 'incoming', generation: 2 });
+            pidB = reply.qemuPid!;
+          } finally {
+            fs.closeSync(fd);
+          }
+        },
+      },
+    },
+  });
+  expect(r.mode).toBe('lazy');
+  expect(r.lazy).toMatchObject({ file: fs.realpathSync(file), mappedBytes: 256 << 20 });
+  expect(sent).toMatchObject({ sizeBytes: 256 << 20 });
+  expect(pidB).not.toBe(pidA);
+  expect(processAlive(pidA!)).toBe(false);
+  // QEMU got the file as its fd 3 and mapped it from there; its user cannot open the path itself.
+  const argv = procArgv(pidB);
+  expect(argv).toEqual(expect.arrayContaining(['-incoming', 'defer']));
+  expect(argv.join(' ')).toMatch(new RegExp(`memory-backend-file,id=${sent!.ramBackendId},size=${256 << 20},mem-path=/proc/self/fd/3,offset=${sent!.offset},share=off,readonly=on,rom=off`));
+  expect(fs.readFileSync(`/proc/${pidB}/maps`, 'utf8')).toContain(fs.realpathSync(file));
+  if (asPodUser) {
+    expect(fs.readFileSync(`/proc/${pidB}/status`, 'utf8')).toMatch(new RegExp(`^Uid:\\s+${POD_UID}\\s`, 'm'));
+    const cat = spawnSync(findSetpriv()!, [`--reuid=${POD_UID}`, `--regid=${POD_UID}`, '--clear-groups', '--', 'head', '-c1', file]);
+    expect(cat.status).not.toBe(0);
+  }
+  // The launcher closed its copy: only QEMU holds the file.
+  const launcherFds = fs.readdirSync(`/proc/${l.child.pid}/fd`).map((fd) => {
+    try {
+      return fs.readlinkSync(`/proc/${l.child.pid}/fd/${fd}`);
+    } catch {
+      return '';
+    }
+  });
+  expect(launcherFds).not.toContain(fs.realpathSync(file));
+  await guestVerifiesAfter(l, from, passesBeforeSave);
+  expect(l.events('qemu-started').map((e) => e['lazy'])).toEqual([undefined, true]);
+
+  // Without the fd the launcher starts nothing.
+  const noFd = await l.raw(JSON.stringify({ op: 'restart-incoming', lazy: sent }) + '\n', 11_000);
+  expect(noFd.trim().split('\n').map((line) => JSON.parse(line) as LauncherReply)).toEqual([
+    expect.objectContaining({ ok: true, awaitingFd: true }),
+    { ok: false, error: expect.stringMatching(/no snapshot fd arrived/) },
+  ]);
+  expect(await status(l)).toMatchObject({ state: 'incoming', generation: 2, qemuPid: pidB });
 });
 
 test('hibernate and wake in the same pod: save --after stop leaves the launcher up in `stopped`', async () => {

@@ -8,6 +8,29 @@ import { lazyResidency, type LazyResidency } from '../engine/lazy/residency.js';
 import type { AgentContext } from './context.js';
 import { processEnvVar } from './qemu-control.js';
 import { RESTORE_UID_ENV } from './restore-runner.js';
+import { isPodVms, type PodVms } from '../vm/pod-vms.js';
+
+/**
+ * The host pid of a VM pod's QEMU (the peer of its checked QMP socket) when it maps `file`: a
+ * lazily restored VM pod still running on that mapping. Undefined when it is gone or was replaced.
+ */
+export async function podQemuMapping(finder: PodVms, r: VMRestore, file: string): Promise<number | undefined> {
+  const name = r.status?.effective?.targetVMName ?? r.spec.targetVMName ?? r.status?.effective?.sourceVMName;
+  if (!name) return undefined;
+  try {
+    const vm = await finder.find(r.metadata.namespace!, name);
+    if (!vm) return undefined;
+    const client = await finder.connectQmp(vm, 2_000);
+    try {
+      const pid = client.peerCredentials().pid;
+      return lazyResidency(pid, file) ? pid : undefined;
+    } finally {
+      client.close();
+    }
+  } catch {
+    return undefined;
+  }
+}
 
 /** Pure: status.lazy from a measurement (undefined residency: the VM is gone). */
 export function lazyStatus(file: string, mappedBytes: number, residency: LazyResidency | undefined, now: Date): LazyRestoreStatus {
@@ -92,7 +115,10 @@ export class LazyResidencyReporter {
       const uid = r.metadata.uid;
       if (!uid || r.status?.phase !== 'Succeeded' || r.status.restoreMode !== 'Lazy' || !lazy || lazy.vmRunning === false) continue;
       let pid = this.pids.get(uid);
-      if (pid === undefined || processEnvVar(pid, RESTORE_UID_ENV) !== uid) pid = qemuOfRestore(uid);
+      // A VM pod's QEMU carries no restore uid (the launcher started it): the one that still maps the file.
+      const pod = isPodVms(this.ctx.discovery) ? this.ctx.discovery : undefined;
+      const known = pid !== undefined && (pod ? lazyResidency(pid, lazy.file) !== undefined : processEnvVar(pid, RESTORE_UID_ENV) === uid);
+      if (!known) pid = pod ? await podQemuMapping(pod, r, lazy.file) : qemuOfRestore(uid);
       if (pid === undefined) this.pids.delete(uid);
       else this.pids.set(uid, pid);
       const next = lazyStatus(lazy.file, lazy.mappedBytes, pid === undefined ? undefined : lazyResidency(pid, lazy.file), now());

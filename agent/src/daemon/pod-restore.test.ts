@@ -5,7 +5,6 @@ const facts = (over: Partial<PodRestoreFacts> = {}): PodRestoreFacts => ({
   namespace: 'team-a',
   sourceVMName: 'web',
   targetVMName: 'web',
-  lazy: false,
   replaceRunning: false,
   header: { namespace: 'team-a', name: 'web', disks: [] },
   qmp: { kind: 'answers', status: 'running' },
@@ -16,7 +15,6 @@ const facts = (over: Partial<PodRestoreFacts> = {}): PodRestoreFacts => ({
 describe('decidePodRestore', () => {
   it('refuses what VM pods do not support yet, saying what to do instead', () => {
     expect(decidePodRestore(facts({ targetVMName: 'web-copy' }))).toMatchObject({ action: 'refuse', message: expect.stringMatching(/copy into another VM pod is not supported yet; restore into VM web itself \(omit spec.targetVMName\)/) });
-    expect(decidePodRestore(facts({ lazy: true }))).toMatchObject({ action: 'refuse', message: expect.stringMatching(/restoreMode Lazy is not supported for VM pods yet: use restoreMode Eager/) });
     expect(decidePodRestore(facts({ header: { namespace: 'team-a', name: 'web', disks: ['virtio0'] } }))).toMatchObject({ action: 'refuse', message: expect.stringMatching(/writable disks is not supported for VM pods/) });
   });
 

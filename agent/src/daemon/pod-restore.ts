@@ -1,6 +1,9 @@
 // An in-place VMRestore of a VM pod. The agent never starts QEMU for a pod: the pod's launcher
 // restarts its own QEMU with -incoming defer, then the agent loads the snapshot into it over the
 // checked QMP connection (the engine's attach restore) and resumes it or leaves it paused.
+// restoreMode Lazy: the agent opens the snapshot read-only and passes the fd with the launcher's
+// restart-incoming (SCM_RIGHTS); that QEMU maps its main RAM from it, and the agent loads only the
+// companion stream (device state, small blocks), as for the VMs it launches itself.
 // decidePodRestore is the pure part; runPodRestore gathers the facts and carries the plan out.
 import { Reason, type VMRestore } from '../../../api/index.js';
 import { restoreVm } from '../engine/restore.js';
@@ -15,6 +18,13 @@ import { useFile, type AgentContext } from './context.js';
 import { RestoreRefused, snapshotFileFor } from './restore-runner.js';
 import { restoreSettings } from './settings.js';
 import { failedStatus, restoreSucceededStatus, restoreSummary } from './status.js';
+import { openSnapshotForPod } from './pod-lazy.js';
+import { podQemuMapping, runningLazyStatus } from './lazy-residency.js';
+import { lazyResidency } from '../engine/lazy/residency.js';
+import { eagerArgv } from '../engine/lazy/plan.js';
+import { LAZY_SNAPSHOT_FD } from '../../launcher/argv.js';
+import type { LazyMapping } from '../../../api/vm-pod.js';
+import fs from 'node:fs';
 
 /** What QMP of the target pod showed before anything was touched. */
 export type PodQmpState =
@@ -26,7 +36,6 @@ export interface PodRestoreFacts {
   namespace: string;
   sourceVMName: string;
   targetVMName: string;
-  lazy: boolean;
   replaceRunning: boolean;
   /** From the snapshot file's header: the VM it says it holds and the disks it froze. */
   header: { namespace?: string; name?: string; disks: string[] };
@@ -50,9 +59,6 @@ export function decidePodRestore(f: PodRestoreFacts): PodRestorePlan {
       `spec.targetVMName ${f.targetVMName} is not the snapshot's VM ${f.sourceVMName}: restoring a copy into another VM pod is not supported yet; ` +
         `restore into VM ${f.sourceVMName} itself (omit spec.targetVMName)`,
     );
-  }
-  if (f.lazy) {
-    return refuse(Reason.Failed, 'spec.restoreMode Lazy is not supported for VM pods yet: use restoreMode Eager (the default)');
   }
   if (f.header.namespace !== f.namespace || f.header.name !== f.sourceVMName) {
     return refuse(
@@ -134,7 +140,6 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
       namespace: ns,
       sourceVMName: effective.sourceVMName,
       targetVMName: effective.targetVMName,
-      lazy: !!settings.lazy,
       replaceRunning: settings.replaceRunning,
       header: { namespace: meta.vm.namespace, name: meta.vm.name, disks: (meta.disks ?? []).map((d) => String(d.device).slice(0, 64)) },
       qmp,
@@ -148,17 +153,50 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
       'Normal',
       'RestoreStarted',
       `restoring VMSnapshot ${effective.snapshotName} (${file}) into VM pod ${target} (pod ${vm!.pod!.podName}) on node ${ctx.nodeName} ` +
-        `(${settings.channels} channels, direct I/O ${effective.directIO}, then ${effective.afterRestore}${plan.replacing ? '; restarting the running VM' : ''})`,
+        `(${settings.lazy ? 'Lazy' : `${settings.channels} channels, direct I/O ${effective.directIO}`}, then ${effective.afterRestore}${plan.replacing ? '; restarting the running VM' : ''})`,
     );
     if (signal.aborted) throw signal.reason;
     const downtimeFrom = plan.replacing ? Date.now() : started;
-    if (plan.restartIncoming) {
+    const restartIncoming = async (lazy?: LazyMapping) => {
       restarted = true;
-      const reply = await finder.launcher(vm!, { op: 'restart-incoming' }, LAUNCHER_RESTART_TIMEOUT_MS);
-      if (reply.state !== 'incoming') {
-        throw new Error(`the VM pod's launcher answered restart-incoming with state '${reply.state}', not 'incoming': check the launcher's log in pod ${vm!.pod!.podName}`);
+      let fd: number | undefined;
+      if (lazy) {
+        const opened = openSnapshotForPod(ctx.config.storageRoot, file);
+        // Checked before the restore decided on Lazy (lazyBlocked): only a race gets here.
+        if ('reason' in opened) throw new Error(opened.reason);
+        fd = opened.fd;
       }
+      try {
+        const reply = await finder.launcher(vm!, { op: 'restart-incoming', ...(lazy ? { lazy } : {}) }, LAUNCHER_RESTART_TIMEOUT_MS, fd);
+        if (reply.state !== 'incoming') {
+          throw new Error(`the VM pod's launcher answered restart-incoming with state '${reply.state}', not 'incoming': check the launcher's log in pod ${vm!.pod!.podName}`);
+        }
+      } finally {
+        if (fd !== undefined) fs.closeSync(fd);
+      }
+    };
+    // Lazy: whether the pod's QEMU can reach the file through an fd (mode and directory).
+    let lazyBlocked: string | undefined;
+    if (settings.lazy) {
+      const probe = openSnapshotForPod(ctx.config.storageRoot, file);
+      if ('reason' in probe) lazyBlocked = probe.reason;
+      else fs.closeSync(probe.fd);
     }
+    const lazy =
+      settings.lazy && !lazyBlocked
+        ? {
+            ...settings.lazy,
+            attach: {
+              // What the pod runs: its recorded command line, a lazy mapping from an earlier restore read as the plain RAM it stands for.
+              argv: eagerArgv(meta.qemu.argv, (f) => f === `/proc/self/fd/${LAZY_SNAPSHOT_FD}`),
+              // Lazy: always a fresh QEMU (the RAM must be the mapping); eager: as planned.
+              prepare: async (mapping: LazyMapping | undefined) => {
+                if (mapping || plan.restartIncoming) await restartIncoming(mapping);
+              },
+            },
+          }
+        : undefined;
+    if (!lazy && plan.restartIncoming) await restartIncoming();
     const r = await restoreVm({
       inPath: file,
       qmpSocket: vm!.qmpSocket,
@@ -169,7 +207,12 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
       verify: restore.spec.verify ?? false,
       trust,
       signal,
+      ...(lazy ? { lazy } : {}),
     });
+    const lazyFallbackReason = lazyBlocked ?? r.lazyFallbackReason;
+    if (lazyFallbackReason) {
+      void ctx.events.record(restore, 'Warning', 'LazyFallback', `restoreMode Lazy is not possible for this VM, restored eagerly: ${lazyFallbackReason}`);
+    }
     const now = Date.now();
     const outcome = {
       path: file,
@@ -183,6 +226,8 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
       running: r.running,
       target,
       mode: r.mode,
+      lazyFallbackReason,
+      lazy: r.lazy ? runningLazyStatus(r.lazy.file, r.lazy.mappedBytes, await podQemuResidency(finder, restore, r.lazy.file), new Date(now)) : undefined,
     };
     return {
       status: restoreSucceededStatus(restore, outcome, new Date(now)) as Record<string, unknown>,
@@ -197,4 +242,10 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
   } finally {
     releaseFile?.();
   }
+}
+
+/** How much of the mapping the pod's QEMU has resident (undefined: not measurable now). */
+async function podQemuResidency(finder: PodVms, restore: VMRestore, file: string) {
+  const pid = await podQemuMapping(finder, restore, file);
+  return pid === undefined ? undefined : lazyResidency(pid, file);
 }

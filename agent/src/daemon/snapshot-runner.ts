@@ -15,6 +15,7 @@ import { snapshotFilePath } from './paths.js';
 import { saveSettings } from './settings.js';
 import { failedStatus, progressStatus, saveSummary, snapshotSucceededStatus } from './status.js';
 import { Throttle } from './throttle.js';
+import { snapshotFileMode } from './pod-lazy.js';
 import { headerTrust } from './header-trust.js';
 import { OverlayLedger } from '../engine/overlay-ledger.js';
 
@@ -76,6 +77,7 @@ export async function runSnapshot(ctx: AgentContext, snap: VMSnapshot, signal: A
       qmpSocket: vm.qmpSocket,
       ...(connect ? { connect, disks: false } : {}),
       outPath: file,
+      fileMode: snapshotFileMode(ctx.config.storageRoot, file),
       ...settings,
       vm: { namespace: ns, name: vmName },
       trust: headerTrust(ctx.config.storageRoot, snap),

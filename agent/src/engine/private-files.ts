@@ -9,13 +9,16 @@ export class PrivateFileError extends Error {
   override name = 'PrivateFileError';
 }
 
+/** The agent's own directory under its storage root (no namespace can have this name). */
+export const AGENT_PRIVATE_DIR = '.vmsnap';
+
 /**
  * `<storageRoot>/.vmsnap`, created 0700 on first use. Namespaces are DNS labels,
  * so no snapshot directory can be called `.vmsnap`. Refused when it is a
  * symlink, someone else's or open to others: a key there would not be secret.
  */
 export function agentPrivateDir(storageRoot: string): string {
-  const dir = path.join(storageRoot, '.vmsnap');
+  const dir = path.join(storageRoot, AGENT_PRIVATE_DIR);
   try {
     fs.mkdirSync(dir, { mode: 0o700 });
   } catch (err) {

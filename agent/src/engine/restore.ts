@@ -28,6 +28,7 @@ import { decideLazy, type LazyDecision } from './lazy/decide.js';
 import { abandonEarlyLaunch, earlyLazyLaunch, type EarlyLaunch } from './lazy/early-launch.js';
 import { startPrefetch } from './lazy/prefetch.js';
 import { planPreallocArgv, type PreallocPlan } from './prealloc.js';
+import type { LazyMapping } from '../../../api/vm-pod.js';
 
 export interface RestoreOptions {
   inPath: string;
@@ -58,7 +59,17 @@ export interface RestoreOptions {
    * Map the main RAM block from the file instead of loading it (needs launch):
    * the VM runs at once. When that cannot work the restore is eager and says why.
    */
-  lazy?: { prefetch?: boolean };
+  lazy?: {
+    prefetch?: boolean;
+    /**
+     * Without launch: a target the caller starts itself once the decision is made (a VM pod's
+     * launcher). `argv` is the command line that target runs, for the decision (hugepages,
+     * shared RAM... make the restore eager); `prepare` gets the main block's place in the file
+     * when the restore is lazy (undefined when eager) and must leave a QEMU waiting with
+     * -incoming defer, its RAM mapped from the file when lazy, before `connect` is called.
+     */
+    attach?: { argv: string[]; prepare(mapping: LazyMapping | undefined): Promise<void> };
+  };
   /**
    * The agent's: the node's header key and the VMSnapshot restored from. The
    * file is refused unless this agent wrote its header, for that VMSnapshot,
@@ -151,7 +162,7 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
       overlays = await createRestoreOverlays(meta.disks ?? [], (dir) => movedPath(dir, rewrite), meta.qemu.cwd, ledger);
       relaunched = relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], { ...rewrite, disks: overlays });
     }
-    lazy = opts.lazy ? decideLazy(snapshot, realFile, relaunched) : undefined;
+    lazy = opts.lazy ? decideLazy(snapshot, realFile, relaunched ?? opts.lazy.attach?.argv) : undefined;
     if (relaunched && !lazy?.lazy && opts.prealloc !== false) prealloc = preallocPlanOf(snapshot, relaunched, channels);
     directIO = lazy?.lazy
       ? { enabled: false, reason: 'lazy restore: the RAM is mapped from the file, not read' }
@@ -205,10 +216,14 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
       throw err;
     }
   } else {
-    client = await (opts.connect ? opts.connect() : QmpClient.connect(opts.qmpSocket)).catch((err: unknown) => {
-      closeAll(fds);
-      throw err;
-    });
+    const attach = opts.lazy?.attach;
+    const mapping = mapped ? { ramBackendId: mapped.main.id, sizeBytes: mapped.main.usedLength, offset: mapped.main.pagesOffset } : undefined;
+    client = await (attach ? attach.prepare(mapping) : Promise.resolve())
+      .then(() => (opts.connect ? opts.connect() : QmpClient.connect(opts.qmpSocket)))
+      .catch((err: unknown) => {
+        closeAll(fds);
+        throw err;
+      });
   }
   let fdsetId: number | undefined;
   try {
@@ -252,7 +267,7 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
     if (opts.paused && status.running) await client.execute('stop');
     traceStep('running');
     const bytes = companion?.pageBytes ?? snapshot.layout.blocks.reduce((sum, b) => sum + b.pagesPresent * b.pageSize, 0);
-    const lazyInfo = mapped && companion && launched ? lazyInfoOf(mapped, realFile, companion.pageBytes, prefetch ?? 'off') : undefined;
+    const lazyInfo = mapped && companion && (launched || opts.lazy?.attach) ? lazyInfoOf(mapped, realFile, companion.pageBytes, prefetch ?? 'off') : undefined;
     return {
       path: opts.inPath,
       bytes,

@@ -47,6 +47,11 @@ export interface SaveOptions {
   disks?: boolean;
   /** Replace an existing file at outPath instead of refusing. */
   overwrite?: boolean;
+  /**
+   * The new file's mode (default 0600). The agent makes its files 0644 inside its closed storage
+   * root: a VM pod's QEMU reopens a lazy restore's snapshot through /proc/self/fd (daemon/pod-lazy.ts).
+   */
+  fileMode?: number;
   vm?: { namespace?: string; name?: string };
   /**
    * The agent's: the node's header key and the VMSnapshot this file belongs to,
@@ -309,7 +314,10 @@ class SaveState {
     try {
       // Overwriting unlinks first: the old file may back a lazily restored VM, which keeps its copy.
       if (this.opts.overwrite) fs.rmSync(this.opts.outPath, { force: true });
-      const fd = fs.openSync(this.opts.outPath, O_WRONLY | O_CREAT | O_EXCL, 0o600);
+      const mode = this.opts.fileMode ?? 0o600;
+      const fd = fs.openSync(this.opts.outPath, O_WRONLY | O_CREAT | O_EXCL, mode);
+      // The umask may have taken bits away.
+      if (mode !== 0o600) fs.fchmodSync(fd, mode);
       this.createdFile = true;
       this.fds.push(fd);
       return fd;

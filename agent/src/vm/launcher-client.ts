@@ -4,6 +4,7 @@
 import type net from 'node:net';
 import { LauncherReplySchema, type LauncherReply, type LauncherRequest } from '../../../api/vm-pod.js';
 import { formatZodError } from '../../../api/index.js';
+import { native } from '../native.js';
 
 /** A reply line longer than this is refused (a valid one is under 200 bytes, an error under 4 KiB). */
 export const LAUNCHER_REPLY_MAX_BYTES = 8 * 1024;
@@ -26,8 +27,20 @@ export function parseLauncherReply(line: string): Extract<LauncherReply, { ok: t
   return r.data;
 }
 
-/** Sends one request on a connected socket and reads one reply; the socket is destroyed afterwards. */
-export function launcherRequest(socket: net.Socket, request: LauncherRequest, timeoutMs: number): Promise<Extract<LauncherReply, { ok: true }>> {
+/**
+ * Sends one request on a connected socket and reads one reply; the socket is destroyed afterwards.
+ * `fd`: the snapshot fd of a lazy restart-incoming, sent (one byte, SCM_RIGHTS) once the launcher
+ * replied `awaitingFd`; the caller keeps its own copy and closes it.
+ */
+export function launcherRequest(
+  socket: net.Socket,
+  request: LauncherRequest,
+  timeoutMs: number,
+  fd?: number,
+): Promise<Extract<LauncherReply, { ok: true }>> {
+  const wantsFd = request.op === 'restart-incoming' && request.lazy !== undefined;
+  if (wantsFd !== (fd !== undefined)) return Promise.reject(new LauncherError(`'${request.op}' ${wantsFd ? 'needs' : 'takes no'} fd`));
+  let fdSent = false;
   return new Promise((resolve, reject) => {
     let buf = Buffer.alloc(0);
     let done = false;
@@ -52,10 +65,29 @@ export function launcherRequest(socket: net.Socket, request: LauncherRequest, ti
         return;
       }
       if (nl < 0) return;
+      buf = buf.subarray(nl + 1);
+      let reply: Extract<LauncherReply, { ok: true }>;
       try {
-        finish(undefined, parseLauncherReply(line.toString('utf8')));
+        reply = parseLauncherReply(line.toString('utf8'));
       } catch (err) {
         finish(err as Error);
+        return;
+      }
+      if (!reply.awaitingFd) {
+        finish(undefined, reply);
+        return;
+      }
+      if (fd === undefined || fdSent) {
+        finish(new LauncherError(`the launcher asked for an fd ${fdSent ? 'twice' : `with '${request.op}'`}`));
+        return;
+      }
+      fdSent = true;
+      try {
+        const sockFd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+        if (typeof sockFd !== 'number' || sockFd < 0) throw new Error('the socket has no fd');
+        native().sendFds(sockFd, Buffer.from([0]), [fd]);
+      } catch (err) {
+        finish(new LauncherError(`sending the snapshot fd to the launcher failed: ${(err as Error).message}`));
       }
     });
     socket.on('error', (err) => finish(new LauncherError(`the launcher's socket failed during '${request.op}': ${err.message}`)));

@@ -70,10 +70,10 @@ export class PodVms implements VmFinder {
     return connectPodQmp(this.kubeletRootDir, podOf(vm), VM_QMP_SOCKET, timeoutMs);
   }
 
-  /** One request to the VM pod's launcher. */
-  async launcher(vm: DiscoveredVm, request: LauncherRequest, timeoutMs: number) {
+  /** One request to the VM pod's launcher (`fd`: the snapshot of a lazy restart-incoming). */
+  async launcher(vm: DiscoveredVm, request: LauncherRequest, timeoutMs: number, fd?: number) {
     const socket = await connectPodStream(this.kubeletRootDir, podOf(vm), VM_LAUNCHER_SOCKET, LAUNCHER_CONNECT_TIMEOUT_MS);
-    return launcherRequest(socket, request, timeoutMs);
+    return launcherRequest(socket, request, timeoutMs, fd);
   }
 
   describeSearch(namespace: string, name: string): string {
