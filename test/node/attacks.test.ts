@@ -352,7 +352,7 @@ describe('path 6: snapshot headers and other namespaces', () => {
   }, 900_000);
 
   /** The tenant's own finished snapshot, as the tenant's QEMU (holding a writable fd) could rewrite it. */
-  async function tamperedRestore(name: string, tamper: (file: string) => void): Promise<Record<string, any>> {
+  async function tamperedRestore(name: string, tamper: (file: string) => void, extra: Record<string, unknown> = {}): Promise<Record<string, any>> {
     await tenant.kubectlOk(['apply', '-f', '-'], { input: snapshotJson(tenantNs, `${name}-snap`, P1) });
     const snap = await expectPhase(`vmsnapshot/${name}-snap`, tenantNs, 'Succeeded');
     const file = snap.status.file.path as string;
@@ -360,7 +360,7 @@ describe('path 6: snapshot headers and other namespaces', () => {
     tamper(file);
     const before = qemuPidsOfPod(p1.uid);
     const passes = guestChecks(await vmLog(tenantNs, P1)).passCount;
-    await tenant.kubectlOk(['apply', '-f', '-'], { input: restoreJson(tenantNs, `${name}-restore`, `${name}-snap`) });
+    await tenant.kubectlOk(['apply', '-f', '-'], { input: restoreJson(tenantNs, `${name}-restore`, `${name}-snap`, extra) });
     const failed = await expectPhase(`vmrestore/${name}-restore`, tenantNs, 'Failed');
     // Refused before the VM was touched: the same QEMU runs on, not paused.
     expect(qemuPidsOfPod(p1.uid)).toEqual(before);
@@ -393,6 +393,26 @@ describe('path 6: snapshot headers and other namespaces', () => {
       patchFile(file, FIXED_BYTES + 10, Buffer.from([b[FIXED_BYTES + 10]! ^ 0x01]));
     });
     expect(why(failed)).toMatch(/header/);
+  }, 900_000);
+
+  /** Same length, still valid JSON, a valid CRC: the metadata says another namespace now. */
+  const forgeHeader = (file: string) => {
+    const head = readHead(file, 4096);
+    const length = head.readUInt32LE(24);
+    const json = head.subarray(FIXED_BYTES, FIXED_BYTES + length).toString('utf8');
+    const forged = Buffer.from(json.replaceAll(`"${tenantNs}"`, `"${victimNs}"`));
+    expect(forged.length).toBe(length);
+    expect(forged.toString()).not.toBe(json);
+    JSON.parse(forged.toString());
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32LE(crc32(forged, crc32(Buffer.from(head.subarray(0, 28)))));
+    patchFile(file, FIXED_BYTES, forged);
+    patchFile(file, 28, crc);
+  };
+
+  test('a forged header with a valid checksum fails a Lazy restore too (the snapshot fd is never handed over)', async () => {
+    const failed = await tamperedRestore('p6-lazy', forgeHeader, { restoreMode: 'Lazy' });
+    expect(why(failed)).toMatch(/MAC|did not write/);
   }, 900_000);
 
   test('a rewritten header with a valid checksum (what a tenant QEMU could write) fails on its MAC', async () => {
