@@ -20,6 +20,8 @@ export interface VmPodOptions {
   memMiB?: number;
   fillMiB?: number;
   seed?: number;
+  /** Rewrites the container args (the QEMU command line): e.g. a tenant's wrapper script. */
+  args?: (qemuArgs: string[]) => string[];
 }
 
 /** The QEMU command line of the memory-verifying test guest inside the guest image. */
@@ -68,7 +70,7 @@ export function vmPodManifest(opts: VmPodOptions): Record<string, unknown> {
           name: 'vm',
           image: opts.image,
           imagePullPolicy: 'IfNotPresent',
-          args: guestQemuArgs({ name: vmName, memMiB, fillMiB: opts.fillMiB ?? 64, seed: opts.seed ?? 1 }),
+          args: (opts.args ?? ((a: string[]) => a))(guestQemuArgs({ name: vmName, memMiB, fillMiB: opts.fillMiB ?? 64, seed: opts.seed ?? 1 })),
           securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } },
           resources: { requests: { memory: `${memMiB + 128}Mi` } },
           volumeMounts: [{ name: VM_RUN_VOLUME, mountPath: VM_RUN_MOUNT }],
@@ -127,4 +129,30 @@ export function guestChecks(log: string): GuestChecks {
     } else bad.push(m[1]!);
   }
   return { lastPass, passCount, bad };
+}
+
+/** The real, effective, saved and filesystem uids of a process (its /proc status `Uid:` line); undefined once it is gone. */
+export function processUids(pid: number): number[] | undefined {
+  let status: string;
+  try {
+    status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const line = /^Uid:\s+(.*)$/m.exec(status);
+  return line ? line[1]!.trim().split(/\s+/).map(Number) : undefined;
+}
+
+/** Pids of every process on the host whose command line contains `marker` (NUL separators read as spaces). */
+export function pidsWithCmdline(marker: string): number[] {
+  const pids: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      if (fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').replaceAll('\0', ' ').includes(marker)) pids.push(Number(entry));
+    } catch {
+      /* gone */
+    }
+  }
+  return pids.sort((a, b) => a - b);
 }
