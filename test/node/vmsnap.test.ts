@@ -119,9 +119,12 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (!cp) return;
+  if (release) {
+    // While the agent still runs: it removes the snapshot files and then the finalizers.
+    await nodeKubectl(['delete', 'vmrestores,vmsnapshots', '--all', '-n', vmNamespace, '--wait=true', '--timeout=120s']);
+  }
   await nodeKubectl(['delete', 'namespace', vmNamespace, '--wait=false']);
   if (release) {
-    await nodeKubectl(['delete', 'vmsnapshots,vmrestores', '--all', '-n', vmNamespace, '--wait=false']);
     await uninstallRelease(cp, release);
     await nodeKubectl(['delete', 'namespace', release.namespace, '--wait=false']);
   }
