@@ -15,11 +15,11 @@ import { VM_LABEL } from '../../../api/vm-pod.js';
 import { cancellationOf } from './cancellation.js';
 import type { Completion } from './completion.js';
 import { useFile, type AgentContext } from './context.js';
-import { RestoreRefused, snapshotFileFor } from './restore-runner.js';
+import { RestoreRefused, restoreSucceeded, snapshotFileFor } from './restore-runner.js';
 import { restoreSettings } from './settings.js';
-import { failedStatus, restoreSucceededStatus, restoreSummary } from './status.js';
+import { failedStatus, restoreSummary } from './status.js';
 import { openSnapshotForPod } from './pod-lazy.js';
-import { podQemuMapping, runningLazyStatus } from './lazy-residency.js';
+import { podQemuMapping } from './lazy-residency.js';
 import { lazyResidency } from '../engine/lazy/residency.js';
 import { eagerArgv } from '../engine/lazy/plan.js';
 import { LAZY_SNAPSHOT_FD } from '../../launcher/argv.js';
@@ -209,28 +209,16 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
       signal,
       ...(lazy ? { lazy } : {}),
     });
-    const lazyFallbackReason = lazyBlocked ?? r.lazyFallbackReason;
-    if (lazyFallbackReason) {
-      void ctx.events.record(restore, 'Warning', 'LazyFallback', `restoreMode Lazy is not possible for this VM, restored eagerly: ${lazyFallbackReason}`);
-    }
-    const now = Date.now();
-    const outcome = {
-      path: file,
-      bytes: r.bytes,
-      ramBytes: r.ramBytes,
-      durationMs: now - started,
-      loadMs: r.durationMs,
-      downtimeMs: now - downtimeFrom,
-      directIO: r.directIO,
-      directIOReason: r.directIOReason,
-      running: r.running,
+    const { status, outcome } = await restoreSucceeded(ctx, restore, r, {
+      file,
       target,
-      mode: r.mode,
-      lazyFallbackReason,
-      lazy: r.lazy ? runningLazyStatus(r.lazy.file, r.lazy.mappedBytes, await podQemuResidency(finder, restore, r.lazy.file), new Date(now)) : undefined,
-    };
+      started,
+      downtimeFrom,
+      lazyFallbackReason: lazyBlocked,
+      residency: (lazyFile) => podQemuResidency(finder, restore, lazyFile),
+    });
     return {
-      status: restoreSucceededStatus(restore, outcome, new Date(now)) as Record<string, unknown>,
+      status,
       event: { type: 'Normal', reason: 'RestoreSucceeded', message: `${restoreSummary(outcome)}; QEMU restarted by the launcher of pod ${vm!.pod!.podName}` },
     };
   } catch (err) {

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { Reason, type VMRestore, type VMSnapshot } from '../../../api/index.js';
 import { relaunchArgv, type ArgvRewrite } from '../engine/launch.js';
 import { dropReplacedLayers, topLayers } from './disk-layers.js';
-import { restoreVm } from '../engine/restore.js';
+import { restoreVm, type RestoreResult } from '../engine/restore.js';
 import { verifySnapshotFile } from '../snapshot-file/verify.js';
 import { readHeader } from '../snapshot-file/read.js';
 import { traceStep } from '../clock.js';
@@ -16,11 +16,11 @@ import { useFile, type AgentContext } from './context.js';
 import { assertUnder, vmDir } from './paths.js';
 import { probeQmp, quitQemu } from './qemu-control.js';
 import { runningLazyStatus } from './lazy-residency.js';
-import { lazyResidency } from '../engine/lazy/residency.js';
+import { lazyResidency, type LazyResidency } from '../engine/lazy/residency.js';
 import { restoreSettings } from './settings.js';
 import { isPodVms } from '../vm/pod-vms.js';
 import { runPodRestore } from './pod-restore.js';
-import { failedStatus, restoreSucceededStatus, restoreSummary } from './status.js';
+import { failedStatus, restoreSucceededStatus, restoreSummary, type RestoreOutcome } from './status.js';
 import { headerTrust } from './header-trust.js';
 import { OverlayLedger } from '../engine/overlay-ledger.js';
 import { agentLaunchLogPath } from '../engine/private-files.js';
@@ -95,6 +95,47 @@ export function copyRewrite(args: {
     }
   }
   return rewrite;
+}
+
+/**
+ * The Succeeded status of a finished restore and the outcome it was built from, for agent-launched
+ * and VM-pod restores alike; a lazy restore that ran eagerly gets its LazyFallback event here.
+ */
+export async function restoreSucceeded(
+  ctx: AgentContext,
+  restore: VMRestore,
+  r: RestoreResult,
+  at: {
+    file: string;
+    target: string;
+    started: number;
+    downtimeFrom: number;
+    lazyFallbackReason?: string;
+    /** The restored QEMU's use of the mapped file (measured after the clock stops). */
+    residency: (lazyFile: string) => LazyResidency | undefined | Promise<LazyResidency | undefined>;
+  },
+): Promise<{ status: Record<string, unknown>; outcome: RestoreOutcome }> {
+  const lazyFallbackReason = at.lazyFallbackReason ?? r.lazyFallbackReason;
+  if (lazyFallbackReason) {
+    void ctx.events.record(restore, 'Warning', 'LazyFallback', `restoreMode Lazy is not possible for this VM, restored eagerly: ${lazyFallbackReason}`);
+  }
+  const now = Date.now();
+  const outcome = {
+    path: at.file,
+    bytes: r.bytes,
+    ramBytes: r.ramBytes,
+    durationMs: now - at.started,
+    loadMs: r.durationMs,
+    downtimeMs: now - at.downtimeFrom,
+    directIO: r.directIO,
+    directIOReason: r.directIOReason,
+    running: r.running,
+    target: at.target,
+    mode: r.mode,
+    lazyFallbackReason,
+    lazy: r.lazy ? runningLazyStatus(r.lazy.file, r.lazy.mappedBytes, await at.residency(r.lazy.file), new Date(now)) : undefined,
+  };
+  return { status: restoreSucceededStatus(restore, outcome, new Date(now)) as Record<string, unknown>, outcome };
 }
 
 export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: AbortSignal): Promise<Completion> {
@@ -188,30 +229,18 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
       signal,
       lazy: settings.lazy,
     });
-    if (r.lazyFallbackReason) {
-      void ctx.events.record(restore, 'Warning', 'LazyFallback', `restoreMode Lazy is not possible for this VM, restored eagerly: ${r.lazyFallbackReason}`);
-    }
-    const now = Date.now();
-    const outcome = {
-      path: file,
-      bytes: r.bytes,
-      ramBytes: r.ramBytes,
-      durationMs: now - started,
-      loadMs: r.durationMs,
-      downtimeMs: now - downtimeFrom,
-      directIO: r.directIO,
-      directIOReason: r.directIOReason,
-      running: r.running,
+    const { status, outcome } = await restoreSucceeded(ctx, restore, r, {
+      file,
       target,
-      mode: r.mode,
-      lazyFallbackReason: r.lazyFallbackReason,
-      lazy: r.lazy ? runningLazyStatus(r.lazy.file, r.lazy.mappedBytes, r.launched && lazyResidency(r.launched.pid, r.lazy.file), new Date(now)) : undefined,
-    };
+      started,
+      downtimeFrom,
+      residency: (lazyFile) => (r.launched ? lazyResidency(r.launched.pid, lazyFile) : undefined),
+    });
     const launched = r.launched ? `; QEMU pid ${r.launched.pid}, log ${r.launched.logPath}` : '';
     const dropped = dropReplacedLayers(ctx, replacedLayers);
     const droppedNote = dropped.length > 0 ? `; removed the replaced VM's disk layers ${dropped.join(', ')}` : '';
     return {
-      status: restoreSucceededStatus(restore, outcome, new Date(now)) as Record<string, unknown>,
+      status,
       event: { type: 'Normal', reason: 'RestoreSucceeded', message: restoreSummary(outcome) + launched + droppedNote },
     };
   } catch (err) {
