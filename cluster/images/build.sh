@@ -56,8 +56,9 @@ build_target() {
     npm=(-v "$HOME/.npm/_cacache:/root/.npm/_cacache" -v "$IMAGE_CACHE/.build-npmrc:/root/.npmrc:ro")
   fi
   # chroot isolation: no nested runtime is needed; host network: npm and apt reach their package
-  # registries exactly as this machine does; --layers: a changed source file rebuilds from its COPY on.
-  bh bud --isolation chroot --network host --layers --pull=never "${npm[@]}" \
+  # registries exactly as this machine does; --layers: a changed source file rebuilds from its COPY on;
+  # --force-rm: a failed step leaves no working container behind.
+  bh bud --isolation chroot --network host --layers --force-rm --pull=never "${npm[@]}" \
     --build-arg NODE_IMAGE="$full_image" --build-arg NODE_SLIM_IMAGE="$slim_image" \
     --target "$target" -f "$ctx/Dockerfile" -t "$name" "$ctx" >&2
   # Labelled afterwards: with --layers, bud may hand back a cached final image that carries the

@@ -71,13 +71,14 @@ ensure_image() {
   [[ ${name##*:} == "$key" ]] || stem+="${name##*:}-"
   archive="$IMAGE_CACHE/archives/$stem$key.oci.tar"
   mkdir -p "$IMAGE_CACHE/archives"
+  # touch: an archive in use counts as new when old ones are removed (below).
   if image_has_key "$name" "$key"; then
-    if [[ -s $archive ]]; then echo "$archive"; return; fi
+    if [[ -s $archive ]]; then touch "$archive"; echo "$archive"; return; fi
   elif [[ -s $archive ]]; then
     log "loading $name from $archive"
     local id
     id="$(bh pull --quiet "oci-archive:$archive" | tail -n 1)" && bh tag "$id" "$name" || true
-    if image_has_key "$name" "$key"; then echo "$archive"; return; fi
+    if image_has_key "$name" "$key"; then touch "$archive"; echo "$archive"; return; fi
   fi
   if ! image_has_key "$name" "$key"; then
     log "building $name (key $key)"
@@ -87,9 +88,13 @@ ensure_image() {
   rm -f "$archive.tmp"
   bh push --quiet "$name" "oci-archive:$archive.tmp:$name" >&2
   mv -f "$archive.tmp" "$archive"
-  # One archive per image: the ones of earlier inputs would only fill the disk.
-  for old in "$IMAGE_CACHE/archives/$stem"*.oci.tar; do
-    if [[ $old != "$archive" && ${old##*/} =~ ^${stem//./\\.}[0-9a-f]{16}\.oci\.tar$ ]]; then rm -f "$old"; fi
-  done
+  # Archives of earlier inputs would only fill the disk; the three newest per image stay, because
+  # another checkout on this machine (another branch, a parallel test) may be using its own.
+  local n=0
+  while IFS= read -r old; do
+    [[ ${old##*/} =~ ^${stem//./\\.}[0-9a-f]{16}\.oci\.tar$ ]] || continue
+    n=$((n + 1))
+    if [[ $n -gt 3 && $old != "$archive" ]]; then rm -f "$old"; fi
+  done < <(ls -t "$IMAGE_CACHE/archives/$stem"*.oci.tar)
   echo "$archive"
 }
