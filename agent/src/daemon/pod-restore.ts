@@ -15,9 +15,9 @@ import { VM_LABEL } from '../../../api/vm-pod.js';
 import { cancellationOf } from './cancellation.js';
 import type { Completion } from './completion.js';
 import { useFile, type AgentContext } from './context.js';
-import { RestoreRefused, restoreSucceeded, snapshotFileFor } from './restore-runner.js';
+import { RestoreRefused, restoreFailed, restoreSucceeded, snapshotFileFor } from './restore-runner.js';
 import { restoreSettings } from './settings.js';
-import { failedStatus, restoreSummary } from './status.js';
+import { restoreSummary } from './status.js';
 import { openSnapshotForPod } from './pod-lazy.js';
 import { podQemuMapping } from './lazy-residency.js';
 import { lazyResidency } from '../engine/lazy/residency.js';
@@ -107,10 +107,7 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
   const effective = restore.status!.effective!;
   const target = `${ns}/${effective.targetVMName}`;
   const settings = restoreSettings(effective);
-  const fail = (reason: Reason, message: string): Completion => ({
-    status: failedStatus(restore, reason, message, new Date()),
-    event: { type: 'Warning', reason: 'RestoreFailed', message },
-  });
+  const fail = (reason: Reason, message: string) => restoreFailed(restore, reason, message);
   let releaseFile: (() => void) | undefined;
   let restarted = false;
   try {

@@ -97,6 +97,11 @@ export function copyRewrite(args: {
   return rewrite;
 }
 
+/** The Failed status of a restore and its Warning event, for agent-launched and VM-pod restores alike. */
+export function restoreFailed(restore: VMRestore, reason: Reason, message: string): Completion {
+  return { status: failedStatus(restore, reason, message, new Date()), event: { type: 'Warning', reason: 'RestoreFailed', message } };
+}
+
 /**
  * The Succeeded status of a finished restore and the outcome it was built from, for agent-launched
  * and VM-pod restores alike; a lazy restore that ran eagerly gets its LazyFallback event here.
@@ -146,10 +151,7 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
   const effective = restore.status!.effective!;
   const target = `${ns}/${effective.targetVMName}`;
   const settings = restoreSettings(effective);
-  const fail = (reason: Reason, message: string): Completion => ({
-    status: failedStatus(restore, reason, message, new Date()),
-    event: { type: 'Warning', reason: 'RestoreFailed', message },
-  });
+  const fail = (reason: Reason, message: string) => restoreFailed(restore, reason, message);
 
   let releaseFile: (() => void) | undefined;
   try {
