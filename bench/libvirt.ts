@@ -20,6 +20,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { packageRoot } from '../agent/src/package-root.js';
+import { processAlive, waitForExit } from '../agent/src/daemon/qemu-control.js';
 import { ensureGuestAssets, KERNEL_CMDLINE_BASE, QEMU_BINARY, startGuest, type Guest } from '../test/guest/guest.js';
 import { dropCaches } from './baselines.js';
 import { qmpExecute } from './qemu-vm.js';
@@ -152,22 +153,8 @@ async function waitForPass(serial: string, after: number, timeoutMs: number, ali
   }
 }
 
-/** Alive and not a zombie (an orphaned QEMU may wait a while for its reaper). */
-function pidAlive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
 async function waitPidGone(pid: number, timeoutMs = 30_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (pidAlive(pid)) {
-    if (Date.now() > end) throw new Error(`QEMU pid ${pid} still running ${timeoutMs} ms after the save`);
-    await sleep(2);
-  }
+  if (!(await waitForExit(pid, timeoutMs))) throw new Error(`QEMU pid ${pid} still running ${timeoutMs} ms after the save`);
 }
 
 function fileSizes(file: string): { bytes: number; allocatedBytes: number } {
@@ -344,7 +331,7 @@ async function vmsnapSide(dir: string, name: string, memMiB: number, fillMiB: nu
   return {
     serial: guest.serialPath,
     file,
-    alive: () => pidAlive(pid),
+    alive: () => processAlive(pid),
     async resume() {
       const st = await qmpExecute<{ status: string }>(qmp, 'query-status');
       if (st.status !== 'running') await qmpExecute(qmp, 'cont');
@@ -376,7 +363,7 @@ async function vmsnapSide(dir: string, name: string, memMiB: number, fillMiB: nu
       return { ms: r.ms, note: `migrate-incoming at ${round(out.migrateIssuedAtMs ?? NaN)} ms, migration ${out.durationMs} ms` };
     },
     async destroy() {
-      if (pidAlive(pid)) {
+      if (processAlive(pid)) {
         try {
           process.kill(pid, 'SIGKILL');
         } catch {

@@ -8,6 +8,7 @@ import { randomFillSync } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { QmpClient } from '../agent/src/qmp/client.js';
+import { waitForExit } from '../agent/src/daemon/qemu-control.js';
 
 export interface BenchVm {
   qmp: string;
@@ -72,16 +73,8 @@ export async function qmpExecute<T>(socket: string, command: string, args: Recor
 /** SIGKILLs a QEMU the engine launched (not our child) and waits until it is gone. */
 export async function killAndWait(pid: number): Promise<void> {
   process.kill(pid, 'SIGKILL');
-  const alive = () => {
-    try {
-      return !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8')); // a zombie holds no files
-    } catch {
-      return false;
-    }
-  };
   // A loaded machine (CI runs the fault suite beside this) can take seconds to end a killed QEMU.
-  for (let i = 0; i < 1200 && alive(); i++) await new Promise((res) => setTimeout(res, 25));
-  if (alive()) throw new Error(`QEMU pid ${pid} still runs 30 s after SIGKILL`);
+  if (!(await waitForExit(pid, 30_000))) throw new Error(`QEMU pid ${pid} still runs 30 s after SIGKILL`);
 }
 
 /**

@@ -47,12 +47,18 @@ export function peerPid(client: QmpClient): number | undefined {
   }
 }
 
-/** Running (not a zombie) process? */
+/**
+ * Does any thread of the process still run? The leader turns zombie as soon as
+ * it exits, while QEMU's other threads may still be exiting and holding its
+ * files (and their image locks) open: the group has ended only when the leader
+ * is a zombie and no other thread is left.
+ */
 export function processAlive(pid: number): boolean {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
+    if (state !== 'Z' && state !== 'X') return true;
+    return fs.readdirSync(`/proc/${pid}/task`).some((tid) => tid !== String(pid));
   } catch {
     return false;
   }
