@@ -214,7 +214,7 @@ spec:
     );
     // What the agent that died had done: claimed it, written an incomplete header (for this VMSnapshot,
     // MACed with the node's key), and started the save in QEMU with the VM paused (slowed down here so
-    // that it is still running on restart).
+    // that it is still running on restart, even on a loaded machine: 128 MiB at 1 MiB/s).
     const file = snapshotFilePath(agent.storageRoot, snap as { metadata: { name: string; namespace: string; uid: string } });
     fs.mkdirSync(path.dirname(file), { recursive: true });
     const fd = fs.openSync(file, fs.constants.O_CREAT | fs.constants.O_WRONLY, 0o600);
@@ -237,7 +237,7 @@ spec:
         JSON.stringify({ status: { phase: 'InProgress', nodeName: agent.nodeName, startTime: new Date().toISOString(), file: { path: file } } }),
       ]);
       await configureMigration(client, { channels: 1, directIO: false, unlimitedBandwidth: false });
-      await client.execute('migrate-set-parameters', { 'max-bandwidth': 3 << 20 });
+      await client.execute('migrate-set-parameters', { 'max-bandwidth': 1 << 20 });
       const fdset = await addFdSet(client, [fd], 'vmsnap-save');
       await client.execute('stop');
       await client.execute('migrate', { uri: fileUri(fdset, STREAM_OFFSET) });
