@@ -75,6 +75,8 @@ describe('helm lint and template', () => {
         'ValidatingAdmissionPolicyBinding/vmsnap-agent-node-restriction',
         'ValidatingAdmissionPolicy/vmsnap-agent-work-restriction',
         'ValidatingAdmissionPolicyBinding/vmsnap-agent-work-restriction',
+        'ValidatingAdmissionPolicy/vmsnap-restore-pod-permission',
+        'ValidatingAdmissionPolicyBinding/vmsnap-restore-pod-permission',
       ]),
     );
     const crds = rendered.filter((d) => d.kind === 'CustomResourceDefinition');
@@ -417,6 +419,7 @@ describe('helm install into the local control plane', () => {
     { who: 'operator', what: 'get its leader Lease', path: () => leasePath(sys, 'vmsnap-operator'), status: 200 },
     { who: 'operator', what: 'renew its leader Lease (put)', method: 'PUT', path: () => leasePath(sys, 'vmsnap-operator'), body: current(() => leasePath(sys, 'vmsnap-operator'), (o) => { o.spec.leaseTransitions = 1; }), status: 200 },
     { who: 'operator', what: 'patch its leader Lease', method: 'PATCH', path: () => leasePath(sys, 'vmsnap-operator'), body: () => ({ spec: { holderIdentity: 'operator-1' } }), status: 200 },
+    { who: 'operator', what: 'list VM Pods (copies and wakes run in pods it makes)', path: () => '/api/v1/pods?labelSelector=vmsnap.io%2Fvm', status: 200 },
   ];
 
   const operatorForbidden: Check[] = [
@@ -429,7 +432,8 @@ describe('helm install into the local control plane', () => {
     { who: 'operator', what: 'read a Secret in a user namespace', path: () => `/api/v1/namespaces/${work}/secrets/precious`, status: 403 },
     { who: 'operator', what: 'list Secrets in all namespaces', path: () => '/api/v1/secrets', status: 403 },
     { who: 'operator', what: 'list Secrets in its own namespace', path: () => `/api/v1/namespaces/${sys}/secrets`, status: 403 },
-    { who: 'operator', what: 'list Pods', path: () => '/api/v1/pods', status: 403 },
+    { who: 'operator', what: 'exec into a Pod', method: 'POST', path: () => `/api/v1/namespaces/${sys}/pods/agent-on-node/exec?command=true&stdout=true`, status: 403 },
+    { who: 'operator', what: 'read a Pod log', path: () => `/api/v1/namespaces/${sys}/pods/agent-on-node/log`, status: 403 },
     { who: 'operator', what: 'list Nodes', path: () => '/api/v1/nodes', status: 403 },
     { who: 'operator', what: 'create a Lease in another namespace', method: 'POST', path: () => leasePath(other), body: () => lease('vmsnap-operator'), status: 403 },
     { who: 'operator', what: 'read the kube-system Leases', path: () => leasePath('kube-system'), status: 403 },
