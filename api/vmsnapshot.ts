@@ -149,7 +149,10 @@ export const RecordedVMPodSchema = z
       )
       .meta({ 'x-kubernetes-preserve-unknown-fields': true }),
   })
-  .describe("The VM pod the snapshot was taken of, recorded by the operator when it assigned the save: what a new pod for a copy or a wake is made from.");
+  .describe(
+    'The VM pod the snapshot was taken of, recorded by the operator when it assigned the save: what the new pod of a copy, or of a wake whose pod is gone, is made from (in the VMRestore\'s namespace, named after the target VM, pinned to status.nodeName). ' +
+      `Kept in status rather than in an object of its own: a VM pod's spec is a few KiB (at most ${RECORDED_POD_SPEC_MAX_BYTES / 1024} KiB is recorded, far below an object's 1.5 MiB), only the operator writes it (tenants cannot write status), and it lives and goes with its VMSnapshot with no further RBAC or garbage collection.`,
+  );
 export type RecordedVMPod = z.infer<typeof RecordedVMPodSchema>;
 
 export const VMSnapshotStatusSchema = z

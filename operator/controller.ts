@@ -160,23 +160,32 @@ export class Controller {
     for (const [vm, holder] of this.recentlyAssigned) if (holder === self) this.recentlyAssigned.delete(vm);
   }
 
-  /** Carries out a decision's pod step; false when the pod to create has a name already taken. */
-  private async applyPod(d: Decision, obj: VMSnapshot | VMRestore): Promise<boolean> {
+  /**
+   * Carries out a decision's pod step. Returns why the API server refused the pod to create (its
+   * name taken, Pod Security or another admission): the restore fails with that, never retries it.
+   */
+  private async applyPod(d: Decision, obj: VMSnapshot | VMRestore): Promise<string | undefined> {
     const p = d.pod!;
     if ('create' in p) {
+      const { namespace, name } = p.create.metadata;
       try {
         await this.kube.createPod(p.create as k8s.V1Pod);
       } catch (err) {
-        if (statusCode(err) !== 409) throw err;
-        // Ours from an earlier attempt (the informer lags): the next reconcile sees it. Anyone else's: taken.
-        const existing = await this.kube.core.readNamespacedPod({ namespace: p.create.metadata.namespace!, name: p.create.metadata.name! }).catch(() => undefined);
-        return !!existing?.metadata?.ownerReferences?.some((o) => o.uid === obj.metadata.uid);
+        const code = statusCode(err);
+        if (code === 409) {
+          // Ours from an earlier attempt (the informer lags): the next reconcile sees it. Anyone else's: taken.
+          const existing = await this.kube.core.readNamespacedPod({ namespace: namespace!, name: name! }).catch(() => undefined);
+          if (existing?.metadata?.ownerReferences?.some((o) => o.uid === obj.metadata.uid)) return undefined;
+          return `spec.targetVMName "${name}" is taken: a pod of that name exists in namespace ${namespace}; choose a name no pod of this namespace has`;
+        }
+        if (code === 400 || code === 403 || code === 422) return `the API server refused pod ${name} in namespace ${namespace}, made from the recorded pod: ${apiMessage(err)}`;
+        throw err;
       }
     } else if ('delete' in p) await this.kube.deletePod(p.delete);
     else {
       await this.kube.patchPod(p.release, { metadata: { resourceVersion: p.release.resourceVersion, ownerReferences: p.release.ownerReferences } });
     }
-    return true;
+    return undefined;
   }
 
   private async apply(kind: Kind, obj: VMSnapshot | VMRestore, d: Decision): Promise<void> {
@@ -184,11 +193,8 @@ export class Controller {
     const ref = { namespace: obj.metadata.namespace, name: obj.metadata.name! };
     const key = objectKey(kind, ref.namespace, ref.name);
     try {
-      if (d.pod && !(await this.applyPod(d, obj))) {
-        // The name is taken by a pod the informer does not show (no vmsnap.io/vm label).
-        const target = (obj as VMRestore).status?.effective?.targetVMName ?? (obj as VMRestore).spec.targetVMName;
-        d = fail(obj, 'InvalidSpec', `spec.targetVMName "${target}" is taken: a pod of that name exists in namespace ${ref.namespace}; choose a name no pod of this namespace has`, new Date());
-      }
+      const refused = d.pod ? await this.applyPod(d, obj) : undefined;
+      if (refused) d = fail(obj, 'InvalidSpec', refused, new Date());
       if (d.status) {
         await this.kube.patchStatus(resource, ref, { metadata: { resourceVersion: obj.metadata.resourceVersion }, status: d.status });
       }
@@ -211,3 +217,15 @@ export class Controller {
   }
 }
 
+
+/** The API server's own words from a client-node error (Status.message), else the error's. */
+function apiMessage(err: unknown): string {
+  const body = (err as { body?: unknown }).body;
+  try {
+    const parsed = typeof body === 'string' ? JSON.parse(body) : body;
+    if (parsed && typeof (parsed as { message?: unknown }).message === 'string') return String((parsed as { message: string }).message).slice(0, 800);
+  } catch {
+    /* not JSON */
+  }
+  return String((err as Error).message ?? err).slice(0, 800);
+}
