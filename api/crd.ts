@@ -93,6 +93,8 @@ export function toStructural(node: JSONSchemaProps, path = ''): JSONSchemaProps 
     } else if (key === 'additionalProperties') {
       // `false` is the default for pruned objects; a schema describes a map (z.record).
       if (value === false) continue;
+      // An object kept as it is (a recorded pod spec): Kubernetes takes no schema for its members.
+      if (node['x-kubernetes-preserve-unknown-fields'] === true) continue;
       if (value === true || typeof value !== 'object') throw new Error(`${path}: additionalProperties must be a schema`);
       out.additionalProperties = toStructural(value as JSONSchemaProps, `${path}{}`);
     } else if (key === 'pattern' && node.format === 'date-time') {

@@ -29,6 +29,8 @@ export const Reason = {
   WaitingForVM: 'WaitingForVM',
   WaitingForSnapshot: 'WaitingForSnapshot',
   WaitingForInventory: 'WaitingForInventory',
+  CreatingPod: 'CreatingPod',
+  WaitingForPod: 'WaitingForPod',
   VMNotFound: 'VMNotFound',
   VMRunning: 'VMRunning',
   SnapshotNotFound: 'SnapshotNotFound',

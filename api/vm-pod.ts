@@ -66,12 +66,13 @@ export const VM_LAUNCHER_MAX_REQUEST_BYTES = 4096;
 /**
  * Environment of the VM container that the launcher reads. VMSNAP_RUN_DIR overrides VM_RUN_MOUNT
  * (process-level tests); VMSNAP_LAUNCHER_START says what to do at start-up: `run` (default) starts
- * QEMU from the command line, `wait` starts nothing (state `stopped`) so that a pod made for a wake
- * or a copy does not boot a guest only to have it replaced by `restart-incoming`.
+ * QEMU from the command line, `wait` starts nothing (state `stopped`), `incoming` starts QEMU from
+ * the command line plus `-incoming defer` (state `incoming`): the pod the operator makes for a
+ * copy or a wake never boots a guest only to have it replaced by the restore.
  */
 export const VM_RUN_DIR_ENV = 'VMSNAP_RUN_DIR';
 export const VM_LAUNCHER_START_ENV = 'VMSNAP_LAUNCHER_START';
-export const LauncherStartModeSchema = z.enum(['run', 'wait']);
+export const LauncherStartModeSchema = z.enum(['run', 'wait', 'incoming']);
 export type LauncherStartMode = z.infer<typeof LauncherStartModeSchema>;
 
 /**

@@ -149,6 +149,13 @@ export const VMRestoreStatusSchema = z
     ),
     restoreModeReason: z.string().max(1024).optional().describe('Why a Lazy restore ran Eager.'),
     lazy: LazyRestoreStatusSchema.optional(),
+    pod: z
+      .object({
+        name: z.string().max(253).describe('Pod name (the target VM\'s name).'),
+        uid: z.string().max(64).describe("The pod's metadata.uid: the agent restores only into this pod."),
+      })
+      .optional()
+      .describe('The new pod the operator made for this restore (a copy, or a wake whose pod was gone), from the pod spec the VMSnapshot recorded.'),
     error: ErrorInfoSchema.optional(),
   })
   .describe('Observed state, written by the operator and the node agent.');

@@ -133,6 +133,28 @@ export const SnapshotDigestsInfoSchema = z
   })
   .describe('The RAM digests recorded after the save (spec.digests): a VMRestore with verify: true checks the pages against them.');
 
+/** Largest recorded pod spec, serialised: far below an object's 1.5 MiB limit in etcd. */
+export const RECORDED_POD_SPEC_MAX_BYTES = 256 * 1024;
+
+export const RecordedVMPodSchema = z
+  .object({
+    name: z.string().max(253).describe('The pod the VM ran in when it was saved.'),
+    uid: z.string().max(64).describe("That pod's metadata.uid."),
+    labels: z.record(z.string().max(317), z.string().max(63)).optional().describe("The pod's labels, without those of the controllers that made it."),
+    annotations: z.record(z.string().max(317), z.string().max(65536)).optional().describe("The pod's annotations, without kubectl's last-applied-configuration."),
+    spec: z
+      .record(z.string(), z.unknown())
+      .describe(
+        "The pod's spec, sanitised: no nodeName, no ephemeral containers, no service-account token volume the API server added, no priority the admission computed. A copy (spec.targetVMName) or a wake whose pod is gone runs in a new pod made from it.",
+      )
+      .meta({ 'x-kubernetes-preserve-unknown-fields': true }),
+  })
+  .describe(
+    'The VM pod the snapshot was taken of, recorded by the operator when it assigned the save: what the new pod of a copy, or of a wake whose pod is gone, is made from (in the VMRestore\'s namespace, named after the target VM, pinned to status.nodeName). ' +
+      `Kept in status rather than in an object of its own: a VM pod's spec is a few KiB (at most ${RECORDED_POD_SPEC_MAX_BYTES / 1024} KiB is recorded, far below an object's 1.5 MiB), only the operator writes it (tenants cannot write status), and it lives and goes with its VMSnapshot with no further RBAC or garbage collection.`,
+  );
+export type RecordedVMPod = z.infer<typeof RecordedVMPodSchema>;
+
 export const VMSnapshotStatusSchema = z
   .object({
     phase: PhaseSchema.describe('Pending, InProgress, Succeeded or Failed.').optional(),
@@ -159,6 +181,7 @@ export const VMSnapshotStatusSchema = z
     fileDeleted: z.boolean().optional().describe('Set by the agent once it has removed the file of a deleted VMSnapshot (deletionPolicy Delete).'),
     disks: z.array(FrozenDiskSchema).max(64).optional().describe("The VM's writable disks, frozen at the instant its RAM was captured (absent for a VM without writable disks)."),
     digests: SnapshotDigestsInfoSchema.optional(),
+    vmPod: RecordedVMPodSchema.optional(),
   })
   .describe('Observed state, written by the operator and the node agent.');
 export type VMSnapshotStatus = z.infer<typeof VMSnapshotStatusSchema>;

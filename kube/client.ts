@@ -119,6 +119,28 @@ export class Kube {
     return list.items;
   }
 
+  /** Creates a pod (the operator: the new pod of a copy or a wake). */
+  async createPod(pod: k8s.V1Pod): Promise<k8s.V1Pod> {
+    this.requests++;
+    return this.core.createNamespacedPod({ namespace: pod.metadata!.namespace!, body: pod });
+  }
+
+  /** Deletes a pod only if it is still the one with `uid` (a pod of the same name made since is left alone). */
+  async deletePod(ref: ObjectRef & { uid: string }): Promise<void> {
+    this.requests++;
+    try {
+      await this.core.deleteNamespacedPod({ namespace: ref.namespace!, name: ref.name, body: { preconditions: { uid: ref.uid } } });
+    } catch (err) {
+      if (statusCode(err) !== 404) throw err;
+    }
+  }
+
+  /** Merge-patches a pod's metadata; include metadata.resourceVersion to fail on a concurrent change (409). */
+  async patchPod(ref: ObjectRef, body: object): Promise<k8s.V1Pod> {
+    this.requests++;
+    return this.core.patchNamespacedPod({ namespace: ref.namespace!, name: ref.name, body }, mergePatch());
+  }
+
   /** The list path an informer watches for a resource (all namespaces). */
   path(resource: ResourceName): string {
     return `/apis/${GROUP}/${VERSION}/${RESOURCES[resource].plural}`;
@@ -137,12 +159,10 @@ export interface ResilientInformer<T extends KubeObject> {
  * restarts with backoff after errors, and resyncs (relists) periodically so
  * that a missed event never leaves work behind.
  */
-export function startInformer<T extends KubeObject>(
-  kube: Kube,
-  resource: ResourceName,
-  handlers: { onChange: (obj: T) => void; onDelete?: (obj: T) => void; onError?: (err: unknown) => void; onResync?: () => void },
-  opts: { labelSelector?: string; resyncMs?: number } = {},
-): ResilientInformer<T> {
+type InformerHandlers<T> = { onChange: (obj: T) => void; onDelete?: (obj: T) => void; onError?: (err: unknown) => void; onResync?: () => void };
+type InformerOptions = { labelSelector?: string; resyncMs?: number };
+
+export function startInformer<T extends KubeObject>(kube: Kube, resource: ResourceName, handlers: InformerHandlers<T>, opts: InformerOptions = {}): ResilientInformer<T> {
   const listFn = () =>
     kube.custom.listClusterCustomObject({
       group: GROUP,
@@ -150,7 +170,23 @@ export function startInformer<T extends KubeObject>(
       plural: RESOURCES[resource].plural,
       labelSelector: opts.labelSelector,
     }) as Promise<k8s.KubernetesListObject<T & k8s.KubernetesObject>>;
-  const informer = k8s.makeInformer<T & k8s.KubernetesObject>(kube.kc, kube.path(resource), listFn, opts.labelSelector);
+  return startResilient(kube, kube.path(resource), listFn, handlers, opts);
+}
+
+/** The same over Pods in every namespace (the operator: VM pods, by label). */
+export function startPodInformer(kube: Kube, handlers: InformerHandlers<KubeObject>, opts: InformerOptions = {}): ResilientInformer<KubeObject> {
+  const listFn = () => kube.core.listPodForAllNamespaces({ labelSelector: opts.labelSelector }) as unknown as Promise<k8s.KubernetesListObject<KubeObject & k8s.KubernetesObject>>;
+  return startResilient(kube, '/api/v1/pods', listFn, handlers, opts);
+}
+
+function startResilient<T extends KubeObject>(
+  kube: Kube,
+  path: string,
+  listFn: () => Promise<k8s.KubernetesListObject<T & k8s.KubernetesObject>>,
+  handlers: InformerHandlers<T>,
+  opts: InformerOptions,
+): ResilientInformer<T> {
+  const informer = k8s.makeInformer<T & k8s.KubernetesObject>(kube.kc, path, listFn, opts.labelSelector);
   let stopped = false;
   let backoffMs = 500;
   let markSynced: () => void = () => undefined;

@@ -4,19 +4,23 @@
 import type { Logger } from 'pino';
 import type { VMInventory, VMRestore, VMSnapshot, VMSnapshotClass } from '../api/index.js';
 import { isTerminal, OPERATOR_COMPONENT } from '../api/protocol.js';
-import { statusCode, startInformer, type Kube, type KubeObject, type ResilientInformer, type ResourceName } from '../kube/client.js';
+import { statusCode, startInformer, startPodInformer, type Kube, type KubeObject, type ResilientInformer, type ResourceName } from '../kube/client.js';
 import { EventRecorder } from '../kube/events.js';
-import type { Decision } from './decision.js';
+import { fail, type Decision } from './decision.js';
 import type { OperatorMetrics } from './metrics.js';
 import { reconcileRestore } from './reconcile-restore.js';
 import { reconcileSnapshot } from './reconcile-snapshot.js';
+import type { PodView } from './vm-pod-record.js';
+import { VM_LABEL } from '../api/index.js';
 import { objectKey, type World } from './world.js';
+import type * as k8s from '@kubernetes/client-node';
 
 type Kind = 'VMSnapshot' | 'VMRestore';
 const RESOURCE: Record<Kind, ResourceName> = { VMSnapshot: 'vmSnapshot', VMRestore: 'vmRestore' };
 
 export class Controller {
   private readonly informers: Partial<Record<ResourceName, ResilientInformer<KubeObject>>> = {};
+  private pods: ResilientInformer<KubeObject> | undefined;
   private readonly queue = new Set<string>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly recentlyAssigned = new Map<string, string>();
@@ -56,7 +60,17 @@ export class Controller {
     this.informers.vmInventory = watchContext('vmInventory');
     this.informers.vmSnapshot = watchOwned('VMSnapshot');
     this.informers.vmRestore = watchOwned('VMRestore');
-    await Promise.all(Object.values(this.informers).map((i) => i!.synced));
+    // VM pods: what a save records, and the pods of copies and wakes coming up.
+    this.pods = startPodInformer(
+      this.kube,
+      {
+        onChange: () => this.enqueuePending(),
+        onDelete: () => this.enqueuePending(),
+        onError: (err) => this.log.warn({ err: String(err) }, 'pod watch failed; restarting'),
+      },
+      { labelSelector: VM_LABEL },
+    );
+    await Promise.all([...Object.values(this.informers), this.pods].map((i) => i!.synced));
     this.synced = true;
     this.log.info('caches synced');
     this.enqueuePending();
@@ -65,7 +79,7 @@ export class Controller {
   async stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.timers.values()) clearTimeout(t);
-    await Promise.all(Object.values(this.informers).map((i) => i!.stop()));
+    await Promise.all([...Object.values(this.informers), this.pods].map((i) => i?.stop()));
   }
 
   private list<T>(resource: ResourceName): T[] {
@@ -78,6 +92,7 @@ export class Controller {
       restores: this.list<VMRestore>('vmRestore'),
       classes: this.list<VMSnapshotClass>('vmSnapshotClass'),
       inventories: this.list<VMInventory>('vmInventory'),
+      pods: (this.pods?.informer.list() ?? []) as unknown as PodView[],
       recentlyAssigned: this.recentlyAssigned,
     };
   }
@@ -145,11 +160,41 @@ export class Controller {
     for (const [vm, holder] of this.recentlyAssigned) if (holder === self) this.recentlyAssigned.delete(vm);
   }
 
+  /**
+   * Carries out a decision's pod step. Returns why the API server refused the pod to create (its
+   * name taken, Pod Security or another admission): the restore fails with that, never retries it.
+   */
+  private async applyPod(d: Decision, obj: VMSnapshot | VMRestore): Promise<string | undefined> {
+    const p = d.pod!;
+    if ('create' in p) {
+      const { namespace, name } = p.create.metadata;
+      try {
+        await this.kube.createPod(p.create as k8s.V1Pod);
+      } catch (err) {
+        const code = statusCode(err);
+        if (code === 409) {
+          // Ours from an earlier attempt (the informer lags): the next reconcile sees it. Anyone else's: taken.
+          const existing = await this.kube.core.readNamespacedPod({ namespace: namespace!, name: name! }).catch(() => undefined);
+          if (existing?.metadata?.ownerReferences?.some((o) => o.uid === obj.metadata.uid)) return undefined;
+          return `spec.targetVMName "${name}" is taken: a pod of that name exists in namespace ${namespace}; choose a name no pod of this namespace has`;
+        }
+        if (code === 400 || code === 403 || code === 422) return `the API server refused pod ${name} in namespace ${namespace}, made from the recorded pod: ${apiMessage(err)}`;
+        throw err;
+      }
+    } else if ('delete' in p) await this.kube.deletePod(p.delete);
+    else {
+      await this.kube.patchPod(p.release, { metadata: { resourceVersion: p.release.resourceVersion, ownerReferences: p.release.ownerReferences } });
+    }
+    return undefined;
+  }
+
   private async apply(kind: Kind, obj: VMSnapshot | VMRestore, d: Decision): Promise<void> {
     const resource = RESOURCE[kind];
     const ref = { namespace: obj.metadata.namespace, name: obj.metadata.name! };
     const key = objectKey(kind, ref.namespace, ref.name);
     try {
+      const refused = d.pod ? await this.applyPod(d, obj) : undefined;
+      if (refused) d = fail(obj, 'InvalidSpec', refused, new Date());
       if (d.status) {
         await this.kube.patchStatus(resource, ref, { metadata: { resourceVersion: obj.metadata.resourceVersion }, status: d.status });
       }
@@ -172,3 +217,15 @@ export class Controller {
   }
 }
 
+
+/** The API server's own words from a client-node error (Status.message), else the error's. */
+function apiMessage(err: unknown): string {
+  const body = (err as { body?: unknown }).body;
+  try {
+    const parsed = typeof body === 'string' ? JSON.parse(body) : body;
+    if (parsed && typeof (parsed as { message?: unknown }).message === 'string') return String((parsed as { message: string }).message).slice(0, 800);
+  } catch {
+    /* not JSON */
+  }
+  return String((err as Error).message ?? err).slice(0, 800);
+}

@@ -2,6 +2,7 @@
 // when to look again. Reconcilers are pure functions that return these.
 import { setCondition, type Condition, type ConditionStatus } from '../api/index.js';
 import { NODE_LABEL, type Reason } from '../api/protocol.js';
+import type { PodView } from './vm-pod-record.js';
 
 export interface EventSpec {
   type: 'Normal' | 'Warning';
@@ -19,6 +20,11 @@ export interface Decision {
   requeueAfterMs?: number;
   /** An operation on `vmKey` was handed to `node` (the controller remembers it until the informer catches up). */
   assigned?: { vmKey: string; node: string };
+  /** The pod of a copy or a wake: made, deleted (only that uid), or handed to the user (its owner reference dropped). */
+  pod?:
+    | { create: PodView }
+    | { delete: { namespace: string; name: string; uid: string } }
+    | { release: { namespace: string; name: string; resourceVersion?: string; ownerReferences: NonNullable<PodView['metadata']['ownerReferences']> } };
 }
 
 export const nothing = (requeueAfterMs?: number): Decision => ({ events: [], requeueAfterMs });

@@ -1,7 +1,9 @@
 // VMRestore: observed state in, decision out. No I/O here.
 import { DEFAULT_FAILURE_DEADLINE, effectiveRestoreSpec, inventoryVmIsUp, parseDurationMs, type VMRestore } from '../api/index.js';
 import { isTerminal } from '../api/protocol.js';
-import { assign, fail, nothing, wait, type Decision } from './decision.js';
+import { assign, fail, nothing, phasePatch, wait, type Decision } from './decision.js';
+import { decideRestorePod } from './restore-pod.js';
+import { ownedBy } from './vm-pod-record.js';
 import { inventoryUpdatedAt, lastFinishedOn, locateVM, objectKey, operationHoldingVM, timeOf, vmKey, type World } from './world.js';
 
 const WAIT_POLL_MS = 2_000;
@@ -9,9 +11,9 @@ const WAIT_POLL_MS = 2_000;
 const RESTORE_DEADLINE_MS = parseDurationMs(DEFAULT_FAILURE_DEADLINE);
 
 export function reconcileRestore(restore: VMRestore, world: World, now: Date): Decision {
-  if (restore.metadata.deletionTimestamp) return nothing();
+  if (restore.metadata.deletionTimestamp) return nothing(); // the pod it made, if any, goes with it (owner reference)
   const phase = restore.status?.phase;
-  if (isTerminal(phase)) return nothing();
+  if (isTerminal(phase)) return settleRestorePod(restore, world);
   const startedAt = timeOf(restore.status?.startTime) || timeOf(restore.metadata.creationTimestamp);
   const remaining = startedAt + RESTORE_DEADLINE_MS - now.getTime();
   if (remaining <= 0) return fail(restore, 'DeadlineExceeded', `the restore did not finish within ${DEFAULT_FAILURE_DEADLINE}`, now);
@@ -34,6 +36,50 @@ export function reconcileRestore(restore: VMRestore, world: World, now: Date): D
   const effective = effectiveRestoreSpec(restore.spec, snapshot);
   const node = snapshot.status.nodeName;
   const target = effective.targetVMName;
+  const poll = Math.min(WAIT_POLL_MS, remaining);
+  const holder = operationHoldingVM(world, ns, target, objectKey('VMRestore', ns, restore.metadata.name));
+
+  // A VM pod's snapshot: a copy, or a wake whose pod is gone, runs in a new pod made from the recorded spec.
+  const record = snapshot.status.vmPod;
+  if (record) {
+    if (holder) return wait(restore, 'WaitingForVM', `waiting for ${holder} to finish: one operation per VM at a time`, now, poll);
+    const inv = locateVM(world, ns, target, now.getTime()).find((l) => l.node === node);
+    const step = decideRestorePod({
+      namespace: ns,
+      restore: { name: restore.metadata.name!, uid: restore.metadata.uid ?? '' },
+      snapshotName,
+      sourceVMName: effective.sourceVMName,
+      targetVMName: target,
+      copy: effective.copy,
+      node,
+      record,
+      disks: snapshot.status.disks ?? [],
+      pods: world.pods,
+      inventory: { state: inv?.vm.state, updatedAt: inventoryUpdatedAt(world, node) },
+      now: now.getTime(),
+    });
+    switch (step.kind) {
+      case 'fail':
+        return { ...fail(restore, step.reason, step.message, now), ...(step.deletePod ? { pod: { delete: { namespace: ns, ...step.deletePod } } } : {}) };
+      case 'wait':
+        return wait(restore, 'WaitingForPod', step.message, now, Math.min(1_000, remaining));
+      case 'create': {
+        const message = `creating pod ${target} on node ${node} from the pod recorded by VMSnapshot "${snapshotName}" (${record.name}) for ${effective.copy ? `a copy of VM "${effective.sourceVMName}"` : `VM "${target}"`}`;
+        return {
+          status: phasePatch(restore, 'Pending', 'False', 'CreatingPod', message, now, { startTime: restore.status?.startTime ?? now.toISOString() }),
+          events: [{ type: 'Normal', reason: 'CreatingPod', message }],
+          pod: { create: step.pod },
+          requeueAfterMs: Math.min(1_000, remaining),
+        };
+      }
+      case 'ready': {
+        const message = `restoring ${effective.copy ? `a copy "${target}" of VM "${effective.sourceVMName}"` : `VM "${target}"`} from VMSnapshot "${snapshotName}" into the new pod ${step.pod.name} on node ${node} (${effective.channels} channels, directIO ${effective.directIO}, ${effective.restoreMode})`;
+        return { ...assign(restore, node, vmKey(ns, target), message, now, { effective, restoreSize: snapshot.status.restoreSize, pod: step.pod }), requeueAfterMs: remaining };
+      }
+      case 'inPlace':
+        break;
+    }
+  }
   // Whether the target runs is read from the inventory: it must postdate the last operation on
   // that VM (a hibernating save has just ended its QEMU; the next inventory says so).
   if (inventoryUpdatedAt(world, node) < lastFinishedOn(world, ns, target)) {
@@ -51,13 +97,31 @@ export function reconcileRestore(restore: VMRestore, world: World, now: Date): D
   if (running && running.node !== node) {
     return fail(restore, 'VMRunning', `VM "${target}" runs on node ${running.node} but the snapshot's file is on node ${node}`, now);
   }
-  const holder = operationHoldingVM(world, ns, target, objectKey('VMRestore', ns, restore.metadata.name));
-  if (holder) return wait(restore, 'WaitingForVM', `waiting for ${holder} to finish: one operation per VM at a time`, now, Math.min(WAIT_POLL_MS, remaining));
+  if (holder) return wait(restore, 'WaitingForVM', `waiting for ${holder} to finish: one operation per VM at a time`, now, poll);
 
   const what = effective.copy ? `a copy "${target}" of VM "${effective.sourceVMName}"` : `VM "${target}"`;
   const message = `restoring ${what} from VMSnapshot "${snapshotName}" on node ${node} (${effective.channels} channels, directIO ${effective.directIO}, ${effective.restoreMode}${running ? ', replacing the running VM' : ''})`;
   return {
     ...assign(restore, node, vmKey(ns, target), message, now, { effective, restoreSize: snapshot.status.restoreSize }),
     requeueAfterMs: remaining,
+  };
+}
+
+/**
+ * A finished restore's pod: a failed one's is deleted (the VM never ran in it); a succeeded one's
+ * loses its owner reference, so the VM outlives the VMRestore object as any pod of the user's.
+ */
+function settleRestorePod(restore: VMRestore, world: World): Decision {
+  const uid = restore.metadata.uid;
+  const pod = world.pods.find((p) => p.metadata.namespace === restore.metadata.namespace && ownedBy(p, uid));
+  if (!pod) return nothing();
+  const ref = { namespace: restore.metadata.namespace!, name: pod.metadata.name! };
+  if (restore.status?.phase === 'Failed') {
+    if (pod.metadata.deletionTimestamp) return nothing();
+    return { events: [{ type: 'Normal', reason: 'PodDeleted', message: `deleted pod ${ref.name}, made for this restore, which failed` }], pod: { delete: { ...ref, uid: pod.metadata.uid! } } };
+  }
+  return {
+    events: [{ type: 'Normal', reason: 'PodReleased', message: `pod ${ref.name} now runs VM ${restore.status?.effective?.targetVMName ?? ref.name} on its own: deleting this VMRestore leaves it running` }],
+    pod: { release: { ...ref, resourceVersion: pod.metadata.resourceVersion, ownerReferences: (pod.metadata.ownerReferences ?? []).filter((o) => o.uid !== uid) } },
   };
 }

@@ -5,10 +5,12 @@ import {
   formatBytes,
   parseDurationMs,
   resolveSnapshotSpec,
+  VM_LABEL,
   type VMSnapshot,
 } from '../api/index.js';
 import { isTerminal } from '../api/protocol.js';
 import { assign, fail, nothing, wait, type Decision } from './decision.js';
+import { recordVmPod } from './vm-pod-record.js';
 import { inventoriesFreshSince, liveInventories, locateVM, objectKey, operationHoldingVM, timeOf, vmKey, type World } from './world.js';
 
 const WAIT_POLL_MS = 2_000;
@@ -62,7 +64,23 @@ function schedule(snap: VMSnapshot, world: World, now: Date, remaining: number):
     extra.restoreSizeHuman = formatBytes(found.memoryBytes);
   }
   if (found.qemuVersion || found.machine) extra.qemu = { version: found.qemuVersion, machine: found.machine };
+  const vmPod = vmPodRecord(world, ns, vm, node);
+  if (vmPod) extra.vmPod = vmPod;
   return { ...assign(snap, node, vmKey(ns, vm), message, now, extra), requeueAfterMs: remaining };
+}
+
+/**
+ * The pod the node's agent will save, recorded so that a copy or a wake can run in a new pod made
+ * from it: the one Running pod of the namespace labelled for the VM on that node (the agent refuses
+ * a VM claimed by two). Absent for VMs that are not pods, or a spec too large to record.
+ */
+function vmPodRecord(world: World, ns: string, vm: string, node: string) {
+  const pods = world.pods.filter(
+    (p) => p.metadata.namespace === ns && p.metadata.labels?.[VM_LABEL] === vm && p.spec?.nodeName === node && !p.metadata.deletionTimestamp && p.status?.phase === 'Running',
+  );
+  if (pods.length !== 1) return undefined;
+  const r = recordVmPod(pods[0]!);
+  return r.ok ? r.record : undefined;
 }
 
 /**

@@ -3,7 +3,24 @@ import { SNAPSHOT_FINALIZER } from '../api/index.js';
 import { NODE_LABEL } from '../api/protocol.js';
 import { reconcileRestore } from './reconcile-restore.js';
 import { reconcileSnapshot } from './reconcile-snapshot.js';
+import type { PodView } from './vm-pod-record.js';
 import type { World } from './world.js';
+
+function pod(name: string, over: { vm?: string; owner?: string; phase?: string; uid?: string } = {}): PodView {
+  return {
+    metadata: {
+      name,
+      namespace: 'a',
+      uid: over.uid ?? `pod-${name}`,
+      resourceVersion: '7',
+      labels: { 'vmsnap.io/vm': over.vm ?? name },
+      creationTimestamp: '2026-11-21T11:59:00Z',
+      ...(over.owner ? { ownerReferences: [{ apiVersion: 'vmsnap.io/v1alpha1', kind: 'VMRestore', name: 'r', uid: over.owner, controller: true }] } : {}),
+    },
+    spec: { nodeName: 'node-a', containers: [{ name: 'vm', image: 'vm:1', volumeMounts: [{ name: 'vmsnap-run', mountPath: '/run/vmsnap' }] }] },
+    status: { phase: over.phase ?? 'Running' },
+  };
+}
 
 const now = new Date('2026-11-21T12:00:00Z');
 const earlier = '2026-11-21T11:59:50Z';
@@ -28,7 +45,7 @@ function inventory(node: string, vms: Array<{ namespace: string; name: string; s
 }
 
 function world(over: Partial<World> = {}): World {
-  return { snapshots: [], restores: [], classes: [], inventories: [inventory('node-a', [{ namespace: 'a', name: 'vm1' }])], recentlyAssigned: new Map(), ...over };
+  return { snapshots: [], restores: [], classes: [], inventories: [inventory('node-a', [{ namespace: 'a', name: 'vm1' }])], pods: [], recentlyAssigned: new Map(), ...over };
 }
 
 describe('reconcileSnapshot', () => {
@@ -109,6 +126,15 @@ describe('reconcileSnapshot', () => {
     expect(reconcileSnapshot(s, world(), now).status).toMatchObject({ phase: 'Failed', conditions: [{ reason: 'DeadlineExceeded' }] });
   });
 
+  it("records the VM's pod, sanitised, when it assigns the save of a VM pod", () => {
+    const d = reconcileSnapshot(snapshot('s'), world({ pods: [pod('vm1'), pod('vm1-elsewhere', { vm: 'vm1', phase: 'Pending' })] }), now);
+    expect(d.status).toMatchObject({ vmPod: { name: 'vm1', uid: 'pod-vm1', labels: { 'vmsnap.io/vm': 'vm1' } } });
+    expect((d.status!.vmPod as { spec: object }).spec).not.toHaveProperty('nodeName');
+    // Not a pod (a socket VM), or two pods claiming the VM: nothing recorded.
+    expect(reconcileSnapshot(snapshot('s'), world(), now).status).not.toHaveProperty('vmPod');
+    expect(reconcileSnapshot(snapshot('s'), world({ pods: [pod('vm1'), pod('x', { vm: 'vm1' })] }), now).status).not.toHaveProperty('vmPod');
+  });
+
   it('fails a missing class naming spec.className', () => {
     expect(reconcileSnapshot(snapshot('s', { spec: { className: 'nope' } as never }), world(), now).status).toMatchObject({
       phase: 'Failed',
@@ -175,5 +201,44 @@ describe('reconcileRestore', () => {
     expect(reconcileRestore(restore(), world(), now).status).toMatchObject({ phase: 'Pending', conditions: [{ reason: 'SnapshotNotFound' }] });
     const failed = snapshot('snap', { status: { phase: 'Failed', error: { message: 'disk full' } } as never });
     expect(reconcileRestore(restore(), world({ snapshots: [failed] }), now).status).toMatchObject({ phase: 'Failed', error: { message: expect.stringContaining('disk full') } });
+  });
+
+  describe('VM pods: copies and wakes in a new pod', () => {
+    const record = { name: 'vm1', uid: 'pod-vm1', labels: { 'vmsnap.io/vm': 'vm1' }, spec: pod('vm1').spec! };
+    const podSnap = snapshot('snap', { status: { phase: 'Succeeded', readyToUse: true, nodeName: 'node-a', effective: { channels: 6 }, vmPod: record } as never });
+
+    it("creates the copy's pod first, then hands the restore to the node once the node reports it", () => {
+      const d = reconcileRestore(restore({ targetVMName: 'vm2' }), world({ snapshots: [podSnap], pods: [pod('vm1')] }), now);
+      expect(d.pod).toMatchObject({ create: { metadata: { name: 'vm2', namespace: 'a', ownerReferences: [{ uid: 'uid-r' }] }, spec: { nodeName: 'node-a' } } });
+      expect(d.status).toMatchObject({ phase: 'Pending', conditions: [{ reason: 'CreatingPod' }] });
+      expect(d.metadata).toBeUndefined();
+
+      const made = pod('vm2', { owner: 'uid-r' });
+      const seen = world({ snapshots: [podSnap], pods: [pod('vm1'), made], inventories: [inventory('node-a', [{ namespace: 'a', name: 'vm1' }, { namespace: 'a', name: 'vm2', state: 'inmigrate' }])] });
+      const a = reconcileRestore(restore({ targetVMName: 'vm2' }), seen, now);
+      expect(a.status).toMatchObject({ phase: 'Pending', nodeName: 'node-a', pod: { name: 'vm2', uid: 'pod-vm2' }, effective: { copy: true, targetVMName: 'vm2' } });
+      expect(a.metadata).toEqual({ labels: { [NODE_LABEL]: 'node-a' } });
+    });
+
+    it('fails a copy onto a taken name, naming spec.targetVMName', () => {
+      const d = reconcileRestore(restore({ targetVMName: 'vm2' }), world({ snapshots: [podSnap], pods: [pod('vm1'), pod('vm2')] }), now);
+      expect(d.status).toMatchObject({ phase: 'Failed', error: { message: expect.stringMatching(/^spec.targetVMName "vm2" is taken/) } });
+      expect(d.pod).toBeUndefined();
+    });
+
+    it('wakes a hibernated VM whose pod is gone into a new pod of the same name', () => {
+      const d = reconcileRestore(restore(), world({ snapshots: [podSnap], pods: [], inventories: [inventory('node-a', [])] }), now);
+      expect(d.pod).toMatchObject({ create: { metadata: { name: 'vm1', labels: { 'vmsnap.io/vm': 'vm1' } } } });
+    });
+
+    it('deletes the pod of a failed restore and hands the pod of a succeeded one to the user', () => {
+      const made = pod('vm2', { owner: 'uid-r' });
+      const failed = { ...restore({ targetVMName: 'vm2' }), status: { phase: 'Failed' } } as VMRestore;
+      expect(reconcileRestore(failed, world({ pods: [made] }), now).pod).toEqual({ delete: { namespace: 'a', name: 'vm2', uid: 'pod-vm2' } });
+      const ok = { ...restore({ targetVMName: 'vm2' }), status: { phase: 'Succeeded' } } as VMRestore;
+      expect(reconcileRestore(ok, world({ pods: [made] }), now).pod).toEqual({ release: { namespace: 'a', name: 'vm2', resourceVersion: '7', ownerReferences: [] } });
+      // Not its pod: nothing.
+      expect(reconcileRestore(ok, world({ pods: [pod('vm2', { owner: 'uid-other' })] }), now).pod).toBeUndefined();
+    });
   });
 });

@@ -2,12 +2,15 @@
 // the reconcilers ask of it.
 import type { InventoryVM, VMInventory, VMRestore, VMSnapshot, VMSnapshotClass } from '../api/index.js';
 import { isTerminal } from '../api/protocol.js';
+import type { PodView } from './vm-pod-record.js';
 
 export interface World {
   snapshots: readonly VMSnapshot[];
   restores: readonly VMRestore[];
   classes: readonly VMSnapshotClass[];
   inventories: readonly VMInventory[];
+  /** VM pods (labelled vmsnap.io/vm) in every namespace, the operator's own among them. */
+  pods: readonly PodView[];
   /** Operations the controller assigned whose label the informer may not show yet: vmKey -> object key. */
   recentlyAssigned: ReadonlyMap<string, string>;
 }

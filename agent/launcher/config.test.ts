@@ -14,10 +14,11 @@ describe('launcherConfig', () => {
     expect(c.start).toBe('wait');
     expect(c.stopGraceMs).toBe(500);
     expect(c.qmpReadyTimeoutMs).toBe(2000);
+    expect(launcherConfig({ VMSNAP_LAUNCHER_START: 'incoming' }).start).toBe('incoming');
   });
 
   it('names the variable it cannot use', () => {
-    expect(() => launcherConfig({ VMSNAP_LAUNCHER_START: 'later' })).toThrow(/VMSNAP_LAUNCHER_START=later: expected one of run, wait/);
+    expect(() => launcherConfig({ VMSNAP_LAUNCHER_START: 'later' })).toThrow(/VMSNAP_LAUNCHER_START=later: expected one of run, wait, incoming/);
     expect(() => launcherConfig({ VMSNAP_QEMU_STOP_GRACE_MS: '-1' })).toThrow(ConfigError);
     // A socket path the kernel cannot bind is refused up front, not truncated or failed at bind.
     const long = `/var/lib/kubelet/pods/${'0'.repeat(36)}/volumes/kubernetes.io~empty-dir/vmsnap-run`;

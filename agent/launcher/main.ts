@@ -95,6 +95,8 @@ async function main(): Promise<void> {
     // A QEMU that fails to start is logged and leaves the launcher in `stopped`, as after any
     // exit: the pod stays for the agent, and `kubectl logs` shows QEMU's own error.
     supervisor.start().catch((err: unknown) => log('error', 'qemu-start-failed', { error: err instanceof Error ? err.message : String(err) }));
+  } else if (config.start === 'incoming') {
+    supervisor.restartIncoming().catch((err: unknown) => log('error', 'qemu-start-failed', { error: err instanceof Error ? err.message : String(err) }));
   }
 }
 

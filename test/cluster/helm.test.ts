@@ -75,6 +75,8 @@ describe('helm lint and template', () => {
         'ValidatingAdmissionPolicyBinding/vmsnap-agent-node-restriction',
         'ValidatingAdmissionPolicy/vmsnap-agent-work-restriction',
         'ValidatingAdmissionPolicyBinding/vmsnap-agent-work-restriction',
+        'ValidatingAdmissionPolicy/vmsnap-restore-pod-permission',
+        'ValidatingAdmissionPolicyBinding/vmsnap-restore-pod-permission',
       ]),
     );
     const crds = rendered.filter((d) => d.kind === 'CustomResourceDefinition');
@@ -262,6 +264,24 @@ describe('helm install into the local control plane', () => {
         roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: `${release}-edit` },
         subjects: [{ kind: 'ServiceAccount', name: 'editor', namespace: work }],
       },
+      // A namespace editor may also create pods (the built-in `edit` role does): a VMRestore can make one.
+      { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'pod-creator', namespace: work }, rules: [{ apiGroups: [''], resources: ['pods'], verbs: ['create'] }] },
+      {
+        apiVersion: 'rbac.authorization.k8s.io/v1',
+        kind: 'RoleBinding',
+        metadata: { name: 'editor-pods', namespace: work },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'pod-creator' },
+        subjects: [{ kind: 'ServiceAccount', name: 'editor', namespace: work }],
+      },
+      // The chart's edit role alone, without the right to create pods.
+      { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'podless', namespace: work } },
+      {
+        apiVersion: 'rbac.authorization.k8s.io/v1',
+        kind: 'RoleBinding',
+        metadata: { name: 'podless', namespace: work },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: `${release}-edit` },
+        subjects: [{ kind: 'ServiceAccount', name: 'podless', namespace: work }],
+      },
       {
         apiVersion: 'rbac.authorization.k8s.io/v1',
         kind: 'RoleBinding',
@@ -287,10 +307,11 @@ describe('helm install into the local control plane', () => {
     tokens.agent = await token(sys, 'vmsnap-agent');
     tokens.editor = await token(work, 'editor');
     tokens.viewer = await token(work, 'viewer');
+    tokens.podless = await token(work, 'podless');
     podBoundAgentToken = await token(sys, 'vmsnap-agent', '--bound-object-kind=Pod', '--bound-object-name=agent-on-node');
 
     // New bindings reach the authorizer through an informer.
-    for (const who of ['operator', 'agent', 'viewer'] as const) {
+    for (const who of ['operator', 'agent', 'viewer', 'podless'] as const) {
       await eventually(async () => (await apiRequest(`${API_PREFIX}/namespaces/${work}/vmsnapshots`, { token: tokens[who] })).status === 200);
     }
     await eventually(async () => (await apiRequest(`${API_PREFIX}/namespaces/${work}/vmsnapshots`, { token: tokens.editor })).status === 200);
@@ -332,12 +353,12 @@ describe('helm install into the local control plane', () => {
       expect(rbac.split('\n')).toContain(name);
     }
     const policy = await kubectlOk(['get', 'validatingadmissionpolicies,validatingadmissionpolicybindings', '-o', 'name', '-l', `app.kubernetes.io/instance=${release}`]);
-    expect(policy.trim().split('\n')).toHaveLength(4);
+    expect(policy.trim().split('\n')).toHaveLength(6);
   });
 
   // ---- ServiceAccounts against the API, one real request per check ----------------------------
 
-  type Who = 'operator' | 'agent' | 'editor' | 'viewer' | 'anonymous';
+  type Who = 'operator' | 'agent' | 'editor' | 'viewer' | 'podless' | 'anonymous';
   interface Check {
     who: Who;
     what: string;
@@ -417,6 +438,7 @@ describe('helm install into the local control plane', () => {
     { who: 'operator', what: 'get its leader Lease', path: () => leasePath(sys, 'vmsnap-operator'), status: 200 },
     { who: 'operator', what: 'renew its leader Lease (put)', method: 'PUT', path: () => leasePath(sys, 'vmsnap-operator'), body: current(() => leasePath(sys, 'vmsnap-operator'), (o) => { o.spec.leaseTransitions = 1; }), status: 200 },
     { who: 'operator', what: 'patch its leader Lease', method: 'PATCH', path: () => leasePath(sys, 'vmsnap-operator'), body: () => ({ spec: { holderIdentity: 'operator-1' } }), status: 200 },
+    { who: 'operator', what: 'list VM Pods (copies and wakes run in pods it makes)', path: () => '/api/v1/pods?labelSelector=vmsnap.io%2Fvm', status: 200 },
   ];
 
   const operatorForbidden: Check[] = [
@@ -429,7 +451,8 @@ describe('helm install into the local control plane', () => {
     { who: 'operator', what: 'read a Secret in a user namespace', path: () => `/api/v1/namespaces/${work}/secrets/precious`, status: 403 },
     { who: 'operator', what: 'list Secrets in all namespaces', path: () => '/api/v1/secrets', status: 403 },
     { who: 'operator', what: 'list Secrets in its own namespace', path: () => `/api/v1/namespaces/${sys}/secrets`, status: 403 },
-    { who: 'operator', what: 'list Pods', path: () => '/api/v1/pods', status: 403 },
+    { who: 'operator', what: 'exec into a Pod', method: 'POST', path: () => `/api/v1/namespaces/${sys}/pods/agent-on-node/exec?command=true&stdout=true`, status: 403 },
+    { who: 'operator', what: 'read a Pod log', path: () => `/api/v1/namespaces/${sys}/pods/agent-on-node/log`, status: 403 },
     { who: 'operator', what: 'list Nodes', path: () => '/api/v1/nodes', status: 403 },
     { who: 'operator', what: 'create a Lease in another namespace', method: 'POST', path: () => leasePath(other), body: () => lease('vmsnap-operator'), status: 403 },
     { who: 'operator', what: 'read the kube-system Leases', path: () => leasePath('kube-system'), status: 403 },
@@ -487,6 +510,8 @@ describe('helm install into the local control plane', () => {
     { who: 'editor', what: 'create a VMSnapshot in its namespace', method: 'POST', path: inWork('vmsnapshots'), body: () => ({ ...newSnapshot(), metadata: { name: 'by-editor' } }), status: 201 },
     { who: 'editor', what: 'delete a VMSnapshot in its namespace', method: 'DELETE', path: () => `${inWork('vmsnapshots')()}/by-editor`, status: 200 },
     { who: 'editor', what: 'create a VMRestore in its namespace', method: 'POST', path: inWork('vmrestores'), body: newRestore, status: 201 },
+    // Admission (restore-pod-permission): a VMRestore can make a pod, so it needs the right to create pods.
+    { who: 'podless', what: 'create a VMRestore without the right to create pods', method: 'POST', path: inWork('vmrestores'), body: () => ({ ...(newRestore() as object), metadata: { name: `podless-${RUN_ID}` } }), status: 403 },
     { who: 'editor', what: 'forge VMSnapshot status', method: 'PATCH', path: () => `${snapPath()}/status`, body: () => ({ status: { phase: 'Succeeded', readyToUse: true } }), status: 403 },
     { who: 'editor', what: 'create a VMSnapshot in another namespace', method: 'POST', path: () => `${API_PREFIX}/namespaces/${other}/vmsnapshots`, body: newSnapshot, status: 403 },
     { who: 'editor', what: 'create a VMSnapshotClass', method: 'POST', path: all('vmsnapshotclasses'), body: () => ({ apiVersion: API_VERSION, kind: 'VMSnapshotClass', metadata: { name: `e-${RUN_ID}` } }), status: 403 },

@@ -154,10 +154,13 @@ spec:
     const file = snap.status.file.path as string;
     expect(readHeader(file).metadata.vm).toMatchObject({ namespace: ns, name: 'web' });
 
-    // Refused for VM pods, with what to do instead.
+    // The operator recorded the pod; a copy runs in a new pod made from it, which needs the launcher's
+    // container (this Pod object has none mounting vmsnap-run): refused, and no pod made.
+    expect(snap.status.vmPod).toMatchObject({ name: 'vm-web-0', uid });
     await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMRestore, metadata: {name: copy}, spec: {snapshotName: web-1, targetVMName: web-copy}}`, ns);
     const copy = await waitForPhase('vmrestore/copy', ns, 'Failed');
-    expect(copy.status.error.message).toMatch(/restoring a copy into another VM pod is not supported yet; restore into VM web itself \(omit spec.targetVMName\)/);
+    expect(copy.status.error.message).toMatch(/the recorded pod vm-web-0 has no container that mounts the vmsnap-run volume/);
+    expect((await kubectl(['get', 'pod', 'web-copy', '-n', ns])).code).not.toBe(0);
     await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMRestore, metadata: {name: keep}, spec: {snapshotName: web-1}}`, ns);
     expect((await waitForPhase('vmrestore/keep', ns, 'Failed')).status.error.message).toMatch(/set spec.ifRunning: Replace/);
     expect(await launcherStatus(pod)).toMatchObject({ state: 'running', generation: 1 });

@@ -156,8 +156,9 @@ interface TenantVm {
 }
 
 /** The tenant creates a VM pod with its own token and waits until the agent lists it. */
-async function tenantVmPod(name: string, opts: Partial<VmPodOptions> = {}): Promise<TenantVm> {
+async function tenantVmPod(name: string, opts: Partial<VmPodOptions> & { edit?: (pod: Record<string, any>) => void } = {}): Promise<TenantVm> {
   const manifest = vmPodManifest({ namespace: tenantNs, name, image: images.guest, memMiB: 128, fillMiB: 16, seed: 3, ...opts });
+  opts.edit?.(manifest);
   await tenant.kubectlOk(['apply', '-f', '-'], { input: JSON.stringify(manifest) });
   const waited = await tenant.kubectl(['wait', '--for=condition=Ready', `pod/${name}`, '-n', tenantNs, '--timeout=120s'], { timeoutMs: 150_000 });
   if (waited.code !== 0) {
@@ -780,4 +781,56 @@ net.createServer((s) => {
     await expectVictimIntact(victimPid);
     expectHostUntouched();
   }, 900_000);
+});
+
+// Copies and wakes: the operator creates a pod from the spec recorded with the snapshot. It must be
+// no way around RBAC (creating a VMRestore needs the right to create pods, checked by admission for
+// the requesting user) nor around Pod Security (the operator's create goes through the namespace's
+// level like the tenant's own; the operator holds no exemption).
+describe('copies: the operator makes pods only as the tenant could', () => {
+  test('a user who may create VMRestores but not pods cannot create a VMRestore', async () => {
+    const restorer = `system:serviceaccount:${tenantNs}:restorer`;
+    await nodeKubectlOk(['apply', '-f', '-'], {
+      input: JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'List',
+        items: [
+          { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'restores-only', namespace: tenantNs }, rules: [{ apiGroups: ['vmsnap.io'], resources: ['vmrestores'], verbs: ['create', 'get'] }] },
+          {
+            apiVersion: 'rbac.authorization.k8s.io/v1',
+            kind: 'RoleBinding',
+            metadata: { name: 'restores-only', namespace: tenantNs },
+            roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'restores-only' },
+            subjects: [{ kind: 'ServiceAccount', name: 'restorer', namespace: tenantNs }],
+          },
+        ],
+      }),
+    });
+    const r = await nodeKubectl(['create', '--as', restorer, '-f', '-'], { input: restoreJson(tenantNs, 'sneaky-copy', 'any', { targetVMName: 'sneaky' }) });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/a VMRestore can make a pod .*may not create pods in namespace/);
+    expect((await nodeKubectl(['get', 'vmrestore', 'sneaky-copy', '-n', tenantNs])).code).not.toBe(0);
+  });
+
+  test("a copy of a pod the namespace's Pod Security level refuses is refused by that admission; no pod is made", async () => {
+    // The tenant's VM pod was admitted while the namespace was baseline: it keeps its capabilities.
+    await ensureNamespace(tenantNs, 'baseline');
+    let loose: TenantVm;
+    try {
+      loose = await tenantVmPod('loose', { edit: (pod) => delete pod.spec.containers[0].securityContext.capabilities });
+      await tenant.kubectlOk(['apply', '-f', '-'], { input: snapshotJson(tenantNs, 'loose-snap', 'loose') });
+      await expectPhase('vmsnapshot/loose-snap', tenantNs, 'Succeeded');
+    } finally {
+      await ensureNamespace(tenantNs, 'restricted');
+    }
+    // Now restricted: the tenant's own create of that pod would be refused, and so is the copy.
+    const own = await tenant.kubectl(['create', '--dry-run=server', '-f', '-'], { input: JSON.stringify({ ...(await getAsAdmin('pod/loose', tenantNs)), metadata: { name: 'loose-own', namespace: tenantNs } }) });
+    expect(own.stderr).toMatch(/violates PodSecurity "restricted/);
+    await tenant.kubectlOk(['apply', '-f', '-'], { input: restoreJson(tenantNs, 'loose-copy', 'loose-snap', { targetVMName: 'loose-copy', ifRunning: 'Fail' }) });
+    const o = await expectPhase('vmrestore/loose-copy', tenantNs, 'Failed');
+    expect(o.status.error.message).toMatch(/the API server refused pod loose-copy .*violates PodSecurity "restricted/);
+    expect((await nodeKubectl(['get', 'pod', 'loose-copy', '-n', tenantNs])).code).not.toBe(0);
+    expect(qemuPidsOfPod(loose.uid)).toHaveLength(1);
+    await deleteTenantPod('loose');
+  });
 });

@@ -93,8 +93,19 @@ function snapshot(name: string, extra: Record<string, unknown> = {}) {
   return JSON.stringify({ apiVersion: API_VERSION, kind: 'VMSnapshot', metadata: { name, namespace: vmNamespace }, spec: { vmName: VM, ...extra } });
 }
 
-function restore(name: string, snapshotName: string) {
-  return JSON.stringify({ apiVersion: API_VERSION, kind: 'VMRestore', metadata: { name, namespace: vmNamespace }, spec: { snapshotName, ifRunning: 'Replace' } });
+function restore(name: string, snapshotName: string, extra: Record<string, unknown> = { ifRunning: 'Replace' }) {
+  return JSON.stringify({ apiVersion: API_VERSION, kind: 'VMRestore', metadata: { name, namespace: vmNamespace }, spec: { snapshotName, ...extra } });
+}
+
+/** A pod's guest runs and verifies its memory: two passing checks from `before` on, no BAD line. */
+async function expectPodGuestVerifying(pod: string, before = 0): Promise<void> {
+  await until(`the guest of pod ${pod} to pass two more memory checks`, async () => {
+    const r = await nodeKubectl(['logs', pod, '-n', vmNamespace, '-c', 'vm']);
+    if (r.code !== 0) return undefined;
+    const checks = guestChecks(r.stdout);
+    if (checks.bad.length > 0) throw new Error(`guest memory of pod ${pod} damaged: ${checks.bad[0]}`);
+    return checks.passCount >= before + 2 ? true : undefined;
+  }, 120_000);
 }
 
 beforeAll(async () => {
@@ -203,4 +214,54 @@ test('the operator pod deleted during a restore: the restore still ends', async 
   await nodeKubectlOk(['delete', 'pod', operator.metadata.name, '-n', release.namespace, '--wait=false']);
   await finished('vmrestore/restore-2', 'Succeeded', 300_000);
   await expectGuestVerifying(await passCount());
+});
+
+const COPY = 'demo-copy';
+
+test('a copy (spec.targetVMName) runs in a new pod made from the recorded pod; its guest verifies its memory and the source runs on', async () => {
+  const source = onlyQemu();
+  await nodeKubectlOk(['apply', '-f', '-'], { input: snapshot('snap-for-copy') });
+  const snap = await finished('vmsnapshot/snap-for-copy', 'Succeeded');
+  expect(snap.status.vmPod).toMatchObject({ name: VM, uid: podUid });
+  expect(snap.status.vmPod.spec.nodeName).toBeUndefined();
+
+  await nodeKubectlOk(['apply', '-f', '-'], { input: restore('restore-copy', 'snap-for-copy', { targetVMName: COPY }) });
+  const done = await finished('vmrestore/restore-copy', 'Succeeded');
+  const pod = await getJson(`pod/${COPY}`, vmNamespace);
+  expect(done.status.pod).toEqual({ name: COPY, uid: pod.metadata.uid });
+  expect(pod.metadata.labels).toMatchObject({ 'vmsnap.io/vm': COPY, 'vmsnap.io/restore-pod': 'true' });
+  expect(pod.metadata.annotations).toMatchObject({ 'vmsnap.io/restore': 'restore-copy', 'vmsnap.io/snapshot': 'snap-for-copy' });
+  expect(pod.spec.nodeName).toBe(cp.nodeName);
+  // The copy's QEMU is the new pod's, under the pod's user; the source's QEMU never moved.
+  expect(qemuPidsOfPod(pod.metadata.uid)).toHaveLength(1);
+  await expectPodGuestVerifying(COPY);
+  expect(onlyQemu()).toBe(source);
+  await expectGuestVerifying(await passCount());
+  // Succeeded: the pod is the user's now, no longer owned by the VMRestore.
+  await until('the copy pod to lose its owner reference', async () => (((await getJson(`pod/${COPY}`, vmNamespace)).metadata.ownerReferences ?? []).length === 0 ? true : undefined), 30_000);
+
+  // The name is now taken: a second copy onto it fails, naming the field, and makes no pod.
+  await nodeKubectlOk(['apply', '-f', '-'], { input: restore('restore-copy-again', 'snap-for-copy', { targetVMName: COPY }) });
+  const again = await finished('vmrestore/restore-copy-again', 'Failed');
+  expect(again.status.error.message).toMatch(/spec.targetVMName "demo-copy" is taken/);
+  expect((await getJson(`pod/${COPY}`, vmNamespace)).metadata.uid).toBe(pod.metadata.uid);
+});
+
+test('hibernate (afterSnapshot Stop), delete the pod, and a Lazy VMRestore wakes the VM in a new pod with its memory intact', async () => {
+  const before = (await getJson(`pod/${COPY}`, vmNamespace)).metadata.uid;
+  await expectPodGuestVerifying(COPY);
+  await nodeKubectlOk(['apply', '-f', '-'], { input: snapshot('snap-hibernate', { vmName: COPY, afterSnapshot: 'Stop' }) });
+  await finished('vmsnapshot/snap-hibernate', 'Succeeded');
+  await until('the hibernated QEMU to end', async () => (qemuPidsOfPod(before).length === 0 ? true : undefined), 60_000);
+  await nodeKubectlOk(['delete', 'pod', COPY, '-n', vmNamespace, '--wait=true', '--timeout=120s']);
+
+  await nodeKubectlOk(['apply', '-f', '-'], { input: restore('restore-wake', 'snap-hibernate', { restoreMode: 'Lazy' }) });
+  const woken = await finished('vmrestore/restore-wake', 'Succeeded');
+  expect(woken.status.restoreMode).toBe('Lazy');
+  const pod = await getJson(`pod/${COPY}`, vmNamespace);
+  expect(pod.metadata.uid).not.toBe(before);
+  expect(woken.status.pod).toEqual({ name: COPY, uid: pod.metadata.uid });
+  expect(qemuPidsOfPod(pod.metadata.uid)).toHaveLength(1);
+  await expectPodGuestVerifying(COPY);
+  await nodeKubectlOk(['delete', 'pod', COPY, '-n', vmNamespace, '--wait=false']);
 });

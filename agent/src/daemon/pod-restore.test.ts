@@ -14,7 +14,7 @@ const facts = (over: Partial<PodRestoreFacts> = {}): PodRestoreFacts => ({
 
 describe('decidePodRestore', () => {
   it('refuses what VM pods do not support yet, saying what to do instead', () => {
-    expect(decidePodRestore(facts({ targetVMName: 'web-copy' }))).toMatchObject({ action: 'refuse', message: expect.stringMatching(/copy into another VM pod is not supported yet; restore into VM web itself \(omit spec.targetVMName\)/) });
+    expect(decidePodRestore(facts({ targetVMName: 'web-copy' }))).toMatchObject({ action: 'refuse', message: expect.stringMatching(/the operator made no pod for this copy .*restore into VM web itself \(omit spec.targetVMName\)/) });
     expect(decidePodRestore(facts({ header: { namespace: 'team-a', name: 'web', disks: ['virtio0'] } }))).toMatchObject({ action: 'refuse', message: expect.stringMatching(/writable disks is not supported for VM pods/) });
   });
 
@@ -38,5 +38,18 @@ describe('decidePodRestore', () => {
     expect(decidePodRestore(facts({ qmp: { kind: 'answers', status: 'inmigrate' } }))).toEqual({ action: 'restore', restartIncoming: false, replacing: false });
     expect(decidePodRestore(facts({ qmp: { kind: 'answers', status: 'inmigrate', migration: 'failed' } }))).toEqual({ action: 'restore', restartIncoming: true, replacing: false });
     expect(decidePodRestore(facts({ qmp: { kind: 'answers', status: 'inmigrate', migration: 'active' } }))).toMatchObject({ action: 'refuse', message: expect.stringMatching(/already loading/) });
+  });
+
+  it('restores a copy or a wake only into the pod the operator made for it', () => {
+    const made = { name: 'web-copy', uid: 'u-made' };
+    const waiting = { kind: 'answers', status: 'inmigrate', migration: 'none' } as const;
+    expect(decidePodRestore(facts({ targetVMName: 'web-copy', madePod: made, foundPodUid: 'u-made', qmp: waiting }))).toEqual({ action: 'restore', restartIncoming: false, replacing: false });
+    // Its launcher came up stopped (QEMU failed to start): restarted with -incoming defer.
+    expect(decidePodRestore(facts({ targetVMName: 'web-copy', madePod: made, foundPodUid: 'u-made', qmp: { kind: 'absent' } }))).toMatchObject({ action: 'restore', restartIncoming: true });
+    // Another pod now claims the VM name: never restored into.
+    expect(decidePodRestore(facts({ targetVMName: 'web-copy', madePod: made, foundPodUid: 'u-other', qmp: waiting }))).toMatchObject({ action: 'refuse', reason: Reason.VMRunning, message: expect.stringMatching(/other than web-copy \(uid u-made\)/) });
+    expect(decidePodRestore(facts({ targetVMName: 'web-copy', madePod: made, qmp: undefined }))).toMatchObject({ action: 'refuse', reason: Reason.VMNotFound, message: expect.stringMatching(/pod web-copy, made for this restore, is not a Running VM pod/) });
+    // A wake into a new pod: the same checks, same VM name.
+    expect(decidePodRestore(facts({ madePod: { name: 'web', uid: 'u-new' }, foundPodUid: 'u-new', qmp: waiting }))).toEqual({ action: 'restore', restartIncoming: false, replacing: false });
   });
 });

@@ -42,6 +42,9 @@ export interface PodRestoreFacts {
   /** undefined: no Running VM pod with that name on this node. */
   qmp: PodQmpState | undefined;
   nodeName: string;
+  /** The pod the operator made for this restore (VMRestore status.pod), and the uid of the VM pod found. */
+  madePod?: { name: string; uid: string };
+  foundPodUid?: string;
 }
 
 export type PodRestorePlan =
@@ -53,11 +56,18 @@ const LOADING = ['setup', 'active', 'device', 'cancelling'];
 export function decidePodRestore(f: PodRestoreFacts): PodRestorePlan {
   const target = `${f.namespace}/${f.targetVMName}`;
   const refuse = (reason: Reason, message: string): PodRestorePlan => ({ action: 'refuse', reason, message });
-  if (f.targetVMName !== f.sourceVMName) {
+  // A copy runs only in the pod the operator made for it from the source pod's recorded spec.
+  if (f.targetVMName !== f.sourceVMName && !f.madePod) {
     return refuse(
       Reason.Failed,
-      `spec.targetVMName ${f.targetVMName} is not the snapshot's VM ${f.sourceVMName}: restoring a copy into another VM pod is not supported yet; ` +
-        `restore into VM ${f.sourceVMName} itself (omit spec.targetVMName)`,
+      `spec.targetVMName ${f.targetVMName} is not the snapshot's VM ${f.sourceVMName}, and the operator made no pod for this copy ` +
+        `(the VMSnapshot recorded no VM pod): restore into VM ${f.sourceVMName} itself (omit spec.targetVMName), or take a new snapshot of the VM pod`,
+    );
+  }
+  if (f.madePod && f.qmp && f.foundPodUid !== f.madePod.uid) {
+    return refuse(
+      Reason.VMRunning,
+      `VM ${target} runs in a pod other than ${f.madePod.name} (uid ${f.madePod.uid}), the one made for this restore: the restore goes only into that pod`,
     );
   }
   if (f.header.namespace !== f.namespace || f.header.name !== f.sourceVMName) {
@@ -73,6 +83,9 @@ export function decidePodRestore(f: PodRestoreFacts): PodRestorePlan {
       `the snapshot froze writable disks (${f.header.disks.slice(0, 8).join(', ')}): restoring VMs with writable disks is not supported for VM pods yet; ` +
         'restore it with the node CLI on a single host, or save the VM pod with its disks read-only',
     );
+  }
+  if (!f.qmp && f.madePod) {
+    return refuse(Reason.VMNotFound, `pod ${f.madePod.name}, made for this restore, is not a Running VM pod on node ${f.nodeName}: see its events and log`);
   }
   if (!f.qmp) {
     return refuse(
@@ -141,6 +154,8 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
       header: { namespace: meta.vm.namespace, name: meta.vm.name, disks: (meta.disks ?? []).map((d) => String(d.device).slice(0, 64)) },
       qmp,
       nodeName: ctx.nodeName,
+      ...(restore.status?.pod ? { madePod: restore.status.pod } : {}),
+      ...(vm?.pod ? { foundPodUid: vm.pod.podUid } : {}),
     });
     if (plan.action === 'refuse') throw new RestoreRefused(plan.reason, plan.message);
     // Checked before a running VM is replaced: a bad file must not cost the user their VM.
