@@ -196,3 +196,17 @@ test('attack: the frozen disk swapped for a symlink to a host file fails the res
   expect(fs.statSync(secret).mtimeMs).toBe(before.mtime);
   expect(fs.readdirSync(scratch).filter((f) => f.startsWith('host-secret'))).toEqual(['host-secret.raw']);
 });
+
+test("deleting a VM pod's snapshot keeps its layers in the pod's volume and says so (the agent deletes no pod file)", async () => {
+  const before = fs.readdirSync(diskDir).filter((f) => f.endsWith('.qcow2') || f.endsWith('.raw')).sort();
+  await nodeKubectlOk(['delete', 'vmsnapshot', 's1', '-n', ns, '--wait=true', '--timeout=120s']);
+  const deadline = Date.now() + 60_000;
+  let kept: any;
+  while (!kept && Date.now() < deadline) {
+    const events = JSON.parse(await nodeKubectlOk(['get', 'events', '-n', ns, '--field-selector', 'involvedObject.name=s1', '-o', 'json'])).items as any[];
+    kept = events.find((e) => e.reason === 'DiskLayersKept');
+    if (!kept) await new Promise((r) => setTimeout(r, 500));
+  }
+  expect(kept?.message).toMatch(/files in the VM pod's own volume, which the agent never merges or deletes/);
+  expect(fs.readdirSync(diskDir).filter((f) => f.endsWith('.qcow2') || f.endsWith('.raw')).sort()).toEqual(before);
+});
