@@ -33,6 +33,13 @@ export const VM_LAUNCHER_SOCKET = 'launcher.sock';
  *   backend `lazy.ramBackendId` as `memory-backend-file,mem-path=/proc/self/fd/<N>,offset=...,
  *   share=off,readonly=on,rom=off` (the fd inherited as N), closes its own copy, and sends the
  *   final reply. The launcher never opens a path for this: only holders of the fd reach the file.
+ *   With `disks` (a snapshot that froze writable disks): for each entry, the launcher finds the
+ *   `-drive file=` / `-blockdev filename=` of its own command line that names an image of
+ *   `chain`, and starts this QEMU with that image replaced by `chain[0]` (the snapshot's frozen
+ *   layer, qcow2) for this start only; no image of a chain on the command line is an error reply.
+ *   The agent then has that QEMU (QMP `blockdev-snapshot-sync`, before `migrate-incoming`) create
+ *   a fresh overlay on the frozen layer, so the restored VM never writes the snapshot's state.
+ *   Neither the launcher nor the agent opens these paths: only QEMU, as the pod's user, does.
  * - start: start QEMU from the pod's own command line if none runs (after a hibernate); with a
  *   QEMU already there it changes nothing and replies with the current state.
  * Requests that change the process run one at a time; `status` answers at once, also while a
@@ -53,15 +60,34 @@ export const LazyMappingSchema = z.strictObject({
 });
 export type LazyMapping = z.infer<typeof LazyMappingSchema>;
 
+/** Longest disk image path in a request, and how many disks and chain entries one names. */
+export const VM_DISK_PATH_MAX = 1024;
+export const VM_DISKS_MAX = 16;
+export const VM_DISK_CHAIN_MAX = 32;
+
+/** A disk image as the pod's QEMU names it: absolute and normal (no `.`/`..` segments, no `//`, no trailing `/`). */
+export const PodImagePathSchema = z
+  .string()
+  .max(VM_DISK_PATH_MAX)
+  .refine((p) => p.startsWith('/') && !p.includes('\0') && !p.endsWith('/') && p.split('/').slice(1).every((seg) => seg !== '' && seg !== '.' && seg !== '..'), {
+    message: 'an absolute path without . or .. segments, empty segments or a trailing /',
+  });
+
+/** A writable disk started on the snapshot's frozen layer: `chain` is that layer and the images below it, top first. */
+export const DiskSwapSchema = z.strictObject({
+  chain: z.array(PodImagePathSchema).min(1).max(VM_DISK_CHAIN_MAX),
+});
+export type DiskSwap = z.infer<typeof DiskSwapSchema>;
+
 export const LauncherRequestSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('status') }),
-  z.strictObject({ op: z.literal('restart-incoming'), lazy: LazyMappingSchema.optional() }),
+  z.strictObject({ op: z.literal('restart-incoming'), lazy: LazyMappingSchema.optional(), disks: z.array(DiskSwapSchema).min(1).max(VM_DISKS_MAX).optional() }),
   z.strictObject({ op: z.literal('start') }),
 ]);
 export type LauncherRequest = z.infer<typeof LauncherRequestSchema>;
 
-/** Longest request line the launcher reads (requests are a few dozen bytes). */
-export const VM_LAUNCHER_MAX_REQUEST_BYTES = 4096;
+/** Longest request line the launcher reads (requests are a few dozen bytes; disk chains a few KiB). */
+export const VM_LAUNCHER_MAX_REQUEST_BYTES = 64 * 1024;
 
 /**
  * Environment of the VM container that the launcher reads. VMSNAP_RUN_DIR overrides VM_RUN_MOUNT

@@ -36,8 +36,8 @@ export type RestorePodStep =
   | { kind: 'fail'; reason: 'InvalidSpec' | 'VMRunning' | 'Failed'; message: string; deletePod?: { name: string; uid: string } };
 
 /**
- * Writable disks are the one piece of state a copy could share with its source. VM pods have none
- * that vmsnap freezes yet; when they do, a copy needs its own overlay of each frozen base, made here.
+ * Writable disks are the one piece of state a copy could share with its source: the frozen layers
+ * live in the source pod's volumes, so a copy would need its own overlay of each, made here.
  */
 export function copyRefusedForDisks(disks: readonly FrozenDisk[]): string | undefined {
   if (disks.length === 0) return undefined;

@@ -1,4 +1,4 @@
-import { checkPodCommandLine, CommandLineError, QEMU_SANDBOX, qemuArgv, runPaths } from './argv.js';
+import { checkPodCommandLine, CommandLineError, QEMU_SANDBOX, qemuArgv, runPaths, swapDisks } from './argv.js';
 
 const paths = runPaths('/run/vmsnap');
 const base = ['qemu-system-x86_64', '-m', '256', '-nographic'];
@@ -67,6 +67,26 @@ describe('qemuArgv', () => {
     const pod = [...base];
     qemuArgv(pod, paths, { incoming: true });
     expect(pod).toEqual(base);
+  });
+});
+
+describe('swapDisks', () => {
+  const drive = [...base, '-drive', 'file=/var/lib/vm/disk.raw,format=raw,if=virtio,id=d0'];
+  it("starts the disk whose chain reaches the command line's image on the chain's top (qcow2)", () => {
+    expect(swapDisks(drive, [{ chain: ['/var/lib/vm/disk.raw.vmsnap-b.qcow2', '/var/lib/vm/disk.raw.vmsnap-a.qcow2', '/var/lib/vm/disk.raw'] }], '/')).toEqual([
+      ...base, '-drive', 'file=/var/lib/vm/disk.raw.vmsnap-b.qcow2,format=qcow2,if=virtio,id=d0',
+    ]);
+    expect(qemuArgv(drive, paths, { incoming: true, disks: [{ chain: ['/var/lib/vm/disk.raw.vmsnap-b.qcow2', '/var/lib/vm/disk.raw'] }] })[5]).toBe('file=/var/lib/vm/disk.raw.vmsnap-b.qcow2,format=qcow2,if=virtio,id=d0');
+    // The command line's image is the frozen layer itself (saved before any restore): nothing changes.
+    expect(swapDisks(drive, [{ chain: ['/var/lib/vm/disk.raw'] }], '/')).toEqual(drive);
+    const blockdev = [...base, '-blockdev', 'driver=file,node-name=f0,filename=/var/lib/vm/disk.raw', '-blockdev', 'driver=raw,node-name=d0,file=f0'];
+    expect(swapDisks(blockdev, [{ chain: ['/var/lib/vm/o.qcow2', '/var/lib/vm/disk.raw'] }], '/').slice(-3)).toEqual(['driver=file,node-name=f0,filename=/var/lib/vm/o.qcow2', '-blockdev', 'driver=qcow2,node-name=d0,file=f0']);
+  });
+
+  it('refuses a chain that none of its images leads to, and disks outside a restore', () => {
+    expect(() => swapDisks(drive, [{ chain: ['/var/lib/vm/other.qcow2'] }], '/')).toThrow(CommandLineError);
+    expect(() => swapDisks(drive, [{ chain: ['/var/lib/vm/other.qcow2'] }], '/')).toThrow(/restart-incoming disks\[0\]: none of its images \(\/var\/lib\/vm\/other.qcow2\) appears in the QEMU command line/);
+    expect(() => qemuArgv(drive, paths, { incoming: false, disks: [{ chain: ['/var/lib/vm/disk.raw'] }] })).toThrow(/needs -incoming defer/);
   });
 });
 

@@ -6,8 +6,9 @@
 // not a security boundary: QEMU runs as the pod's user under `-sandbox`, and the agent treats
 // everything in the pod as tenant input.
 import path from 'node:path';
-import { VM_LAUNCHER_SOCKET, VM_QMP_SOCKET, type LazyMapping } from '../../api/vm-pod.js';
+import { VM_LAUNCHER_SOCKET, VM_QMP_SOCKET, type DiskSwap, type LazyMapping } from '../../api/vm-pod.js';
 import { planLazyArgv } from '../src/engine/lazy/plan.js';
+import { argvImagePath, DiskError, rewriteDiskArgs, type DiskRewrite } from '../src/engine/disks.js';
 
 /**
  * QEMU's seccomp filter: no obsolete syscalls, no setuid/setgid, no fork/exec (no `-netdev
@@ -110,9 +111,10 @@ export const LAZY_SNAPSHOT_FD = 3;
  * LAZY_SNAPSHOT_FD, composed by the same plan as the agent's own lazy restores (lazy/plan.ts);
  * a command line whose RAM cannot be mapped (hugepages, shared memory, vhost-user, VFIO) is refused.
  */
-export function qemuArgv(podArgv: readonly string[], paths: RunPaths, opts: { incoming: boolean; lazy?: LazyMapping }): string[] {
+export function qemuArgv(podArgv: readonly string[], paths: RunPaths, opts: { incoming: boolean; lazy?: LazyMapping; disks?: DiskSwap[]; cwd?: string }): string[] {
+  if (opts.disks && !opts.incoming) throw new CommandLineError('starting disks on a snapshot\'s frozen layers is for a restore, so it needs -incoming defer');
   const argv = [
-    ...podArgv,
+    ...(opts.disks ? swapDisks(podArgv, opts.disks, opts.cwd ?? process.cwd()) : podArgv),
     // wait=off: QEMU starts without a client; the agent connects when it has work.
     '-qmp', `unix:${qemuOptValue(paths.qmpSocket)},server=on,wait=off`,
     '-sandbox', QEMU_SANDBOX,
@@ -128,4 +130,23 @@ export function qemuArgv(podArgv: readonly string[], paths: RunPaths, opts: { in
   });
   if (!plan.lazy) throw new CommandLineError(`the VM's RAM cannot be mapped from the snapshot: ${plan.reason}`);
   return plan.argv;
+}
+
+/**
+ * Pure: the pod's command line with each swapped disk's image replaced by its chain's top (the
+ * snapshot's frozen layer, qcow2). The image the command line names must be in the chain: the
+ * pod's QEMU froze that very disk (its chain reaches down to what the command line opens).
+ */
+export function swapDisks(podArgv: readonly string[], disks: DiskSwap[], cwd: string): string[] {
+  const rewrites: DiskRewrite[] = [];
+  for (const [i, d] of disks.entries()) {
+    let named: string;
+    try {
+      named = argvImagePath([...podArgv], { device: `disks[${i}]`, chain: d.chain.map((filename) => ({ filename, format: 'qcow2' })), virtualSize: 0 }, cwd);
+    } catch (err) {
+      throw new CommandLineError(err instanceof DiskError ? `restart-incoming ${err.message.replace(/^disk /, '')}` : String(err));
+    }
+    if (path.resolve(cwd, named) !== d.chain[0]) rewrites.push({ from: named, to: d.chain[0]! });
+  }
+  return rewriteDiskArgs([...podArgv], rewrites);
 }

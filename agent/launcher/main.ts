@@ -59,7 +59,7 @@ async function main(): Promise<void> {
           return supervisor.start();
         case 'restart-incoming':
           if (req.lazy && fd === undefined) throw new Error('a lazy restart-incoming needs the snapshot fd');
-          return supervisor.restartIncoming(req.lazy && fd !== undefined ? { mapping: req.lazy, fd } : undefined);
+          return supervisor.restartIncoming(req.lazy && fd !== undefined ? { mapping: req.lazy, fd } : undefined, req.disks);
       }
     },
     log,

@@ -2,7 +2,7 @@
 // control socket asks for. Operations that replace the process run one at a time; status reads
 // never wait for them.
 import fs from 'node:fs';
-import type { LauncherReply, LauncherState, LazyMapping } from '../../api/vm-pod.js';
+import type { DiskSwap, LauncherReply, LauncherState, LazyMapping } from '../../api/vm-pod.js';
 import { qemuArgv, type RunPaths } from './argv.js';
 import type { Log } from './log.js';
 import type { QemuExit, QemuProcess } from './qemu-process.js';
@@ -72,12 +72,12 @@ export class Supervisor {
    * Replaces whatever QEMU runs with a fresh one waiting for `migrate-incoming`; with `lazy`, its
    * main RAM mapped from the snapshot fd. The fd is closed here whatever happens.
    */
-  restartIncoming(lazy?: LazyStart): Promise<Status> {
+  restartIncoming(lazy?: LazyStart, disks?: DiskSwap[]): Promise<Status> {
     const owned: { fd?: number; lazy?: boolean } = { fd: lazy?.fd, lazy: !!lazy };
     return this.serially(async () => {
       if (lazy) checkSnapshotFd(lazy.fd, lazy.mapping);
       // Composed before the running QEMU is stopped: a command line that cannot map the RAM changes nothing.
-      const argv = qemuArgv(this.deps.podArgv, this.deps.paths, { incoming: true, lazy: lazy?.mapping });
+      const argv = qemuArgv(this.deps.podArgv, this.deps.paths, { incoming: true, lazy: lazy?.mapping, disks });
       await this.stopCurrent('restart-incoming');
       await this.launch(true, argv, owned);
       return this.status();

@@ -301,7 +301,7 @@ test('hostile control input gets error replies; the launcher keeps serving', asy
 
   // 1 MiB without a newline: one error reply, then the launcher hangs up.
   const long = await l.raw(Buffer.alloc(1 << 20, 'a'), 5_000);
-  expect(long.trim().split('\n').map((line) => JSON.parse(line))).toEqual([{ ok: false, error: expect.stringMatching(/longer than 4096 bytes/) }]);
+  expect(long.trim().split('\n').map((line) => JSON.parse(line))).toEqual([{ ok: false, error: expect.stringMatching(/longer than 65536 bytes/) }]);
 
   // Many clients at once, some hanging up mid-request.
   await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? l.raw('{"op":"sta', 200) : l.raw('{"op":"status"}\n', 500))));

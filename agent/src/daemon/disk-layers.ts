@@ -66,8 +66,10 @@ export async function mergeLayersOfDeleted(ctx: AgentContext, snap: VMSnapshot, 
   const ns = snap.metadata.namespace!;
   const vmName = snap.spec.vmName;
   const keep = (why: string) => ctx.events.record(snap, 'Normal', 'DiskLayersKept', `the disk layers of this snapshot stay: ${why}`);
-  // VM pods never get frozen disks (saves of them refuse writable disks): nothing here is the agent's to merge.
-  if (ctx.discovery.source === 'pods') return await keep('the agent does not merge disk layers of VM pods');
+  // A VM pod's layers are files in the pod's own volumes, made by its QEMU: the agent never merges or deletes them.
+  if (ctx.discovery.source === 'pods') {
+    return await keep("they are files in the VM pod's own volume, which the agent never merges or deletes; they go with the volume, or the VM's owner removes layers no snapshot or running VM needs");
+  }
   try {
     const vm = await ctx.discovery.find(ns, vmName);
     if (!vm) return await keep(`VM ${ns}/${vmName} is not running on node ${ctx.nodeName}`);

@@ -13,9 +13,15 @@ const facts = (over: Partial<PodRestoreFacts> = {}): PodRestoreFacts => ({
 });
 
 describe('decidePodRestore', () => {
-  it('refuses what VM pods do not support yet, saying what to do instead', () => {
+  it('refuses a copy the operator made no pod for, saying what to do instead', () => {
     expect(decidePodRestore(facts({ targetVMName: 'web-copy' }))).toMatchObject({ action: 'refuse', message: expect.stringMatching(/the operator made no pod for this copy .*restore into VM web itself \(omit spec.targetVMName\)/) });
-    expect(decidePodRestore(facts({ header: { namespace: 'team-a', name: 'web', disks: ['virtio0'] } }))).toMatchObject({ action: 'refuse', message: expect.stringMatching(/writable disks is not supported for VM pods/) });
+  });
+
+  it('restores frozen disks into a fresh QEMU only (one waiting runs on the pod\'s own images), and refuses records that do not fit the pod', () => {
+    const disks = { header: { namespace: 'team-a', name: 'web', disks: ['virtio0'] } };
+    expect(decidePodRestore(facts({ ...disks, qmp: { kind: 'answers', status: 'inmigrate' } }))).toEqual({ action: 'restore', restartIncoming: true, replacing: false });
+    expect(decidePodRestore(facts({ ...disks, replaceRunning: true }))).toEqual({ action: 'restore', restartIncoming: true, replacing: true });
+    expect(decidePodRestore(facts({ ...disks, diskRefusal: 'disk virtio0: outside' }))).toMatchObject({ action: 'refuse', reason: Reason.Failed, message: "the snapshot's writable disks cannot be restored into VM pod team-a/web: disk virtio0: outside" });
   });
 
   it("refuses a file whose header names another VM (the tenant's QEMU could write the file)", () => {

@@ -4,6 +4,8 @@
 // restoreMode Lazy: the agent opens the snapshot read-only and passes the fd with the launcher's
 // restart-incoming (SCM_RIGHTS); that QEMU maps its main RAM from it, and the agent loads only the
 // companion stream (device state, small blocks), as for the VMs it launches itself.
+// Writable disks: the launcher starts QEMU on the snapshot's frozen layers and that QEMU puts them
+// under fresh overlays before the load (vm/pod-disks.ts); the agent opens none of those files.
 // decidePodRestore is the pure part; runPodRestore gathers the facts and carries the plan out.
 import { Reason, type VMRestore } from '../../../api/index.js';
 import { restoreVm } from '../engine/restore.js';
@@ -25,6 +27,7 @@ import { eagerArgv } from '../engine/lazy/plan.js';
 import { LAZY_SNAPSHOT_FD } from '../../launcher/argv.js';
 import type { LazyMapping } from '../../../api/vm-pod.js';
 import fs from 'node:fs';
+import { diskSwaps, podDiskRefusal, startOnRestoreOverlays } from '../vm/pod-disks.js';
 
 /** What QMP of the target pod showed before anything was touched. */
 export type PodQmpState =
@@ -39,6 +42,8 @@ export interface PodRestoreFacts {
   replaceRunning: boolean;
   /** From the snapshot file's header: the VM it says it holds and the disks it froze. */
   header: { namespace?: string; name?: string; disks: string[] };
+  /** Why the frozen disks cannot be restored into this pod (podDiskRefusal), if they cannot. */
+  diskRefusal?: string;
   /** undefined: no Running VM pod with that name on this node. */
   qmp: PodQmpState | undefined;
   nodeName: string;
@@ -77,16 +82,12 @@ export function decidePodRestore(f: PodRestoreFacts): PodRestorePlan {
         'the file does not belong to this VMSnapshot; restore from another snapshot',
     );
   }
-  if (f.header.disks.length > 0) {
-    return refuse(
-      Reason.Failed,
-      `the snapshot froze writable disks (${f.header.disks.slice(0, 8).join(', ')}): restoring VMs with writable disks is not supported for VM pods yet; ` +
-        'restore it with the node CLI on a single host, or save the VM pod with its disks read-only',
-    );
-  }
+  if (f.diskRefusal) return refuse(Reason.Failed, `the snapshot's writable disks cannot be restored into VM pod ${target}: ${f.diskRefusal}`);
   if (!f.qmp && f.madePod) {
     return refuse(Reason.VMNotFound, `pod ${f.madePod.name}, made for this restore, is not a Running VM pod on node ${f.nodeName}: see its events and log`);
   }
+  // A QEMU waiting for a restore runs on the pod's own images: disks need one started on the frozen layers.
+  const disks = f.header.disks.length > 0;
   if (!f.qmp) {
     return refuse(
       Reason.VMNotFound,
@@ -102,7 +103,7 @@ export function decidePodRestore(f: PodRestoreFacts): PodRestorePlan {
       return refuse(Reason.VMRunning, `VM pod ${target} is already loading a snapshot (migration '${f.qmp.migration}'): wait for that restore to end`);
     }
     // Waiting for a restore and never loaded: nothing to lose, used as it is. Anything else there is restarted.
-    const fresh = f.qmp.migration === undefined || f.qmp.migration === 'none';
+    const fresh = !disks && (f.qmp.migration === undefined || f.qmp.migration === 'none');
     return { action: 'restore', restartIncoming: !fresh, replacing: false };
   }
   if (!f.replaceRunning) {
@@ -152,6 +153,7 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
       targetVMName: effective.targetVMName,
       replaceRunning: settings.replaceRunning,
       header: { namespace: meta.vm.namespace, name: meta.vm.name, disks: (meta.disks ?? []).map((d) => String(d.device).slice(0, 64)) },
+      ...(meta.disks?.length && vm ? { diskRefusal: podDiskRefusal(meta.disks, vm.pod?.writableVolumes ?? []) } : {}),
       qmp,
       nodeName: ctx.nodeName,
       ...(restore.status?.pod ? { madePod: restore.status.pod } : {}),
@@ -179,12 +181,21 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
         fd = opened.fd;
       }
       try {
-        const reply = await finder.launcher(vm!, { op: 'restart-incoming', ...(lazy ? { lazy } : {}) }, LAUNCHER_RESTART_TIMEOUT_MS, fd);
+        const disks = meta.disks?.length ? { disks: diskSwaps(meta.disks) } : {};
+        const reply = await finder.launcher(vm!, { op: 'restart-incoming', ...(lazy ? { lazy } : {}), ...disks }, LAUNCHER_RESTART_TIMEOUT_MS, fd);
         if (reply.state !== 'incoming') {
           throw new Error(`the VM pod's launcher answered restart-incoming with state '${reply.state}', not 'incoming': check the launcher's log in pod ${vm!.pod!.podName}`);
         }
       } finally {
         if (fd !== undefined) fs.closeSync(fd);
+      }
+      if (meta.disks?.length) {
+        const client = await finder.connectQmp(vm!, 10_000);
+        try {
+          await startOnRestoreOverlays(client, meta.disks);
+        } finally {
+          client.close(); // QMP serves one client: the load connects anew
+        }
       }
     };
     // Lazy: whether the pod's QEMU can reach the file through an fd (mode and directory).

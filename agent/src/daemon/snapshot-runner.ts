@@ -3,7 +3,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { MAX_PROGRESS_UPDATES_PER_SECOND, Reason, type VMSnapshot, type VMSnapshotStatus } from '../../../api/index.js';
-import { writableDisks, type BlockInfo } from '../engine/disks.js';
 import { saveVm } from '../engine/save.js';
 import type { QmpClient } from '../qmp/client.js';
 import { isPodVms } from '../vm/pod-vms.js';
@@ -18,6 +17,7 @@ import { Throttle } from './throttle.js';
 import { snapshotFileMode } from './pod-lazy.js';
 import { headerTrust } from './header-trust.js';
 import { OverlayLedger } from '../engine/overlay-ledger.js';
+import { podDiskFreezer } from '../vm/pod-disks.js';
 
 export function snapshotClaimExtra(ctx: AgentContext, snap: VMSnapshot): Partial<VMSnapshotStatus> {
   return { file: { path: snapshotFilePath(ctx.config.storageRoot, snap) } };
@@ -50,7 +50,7 @@ export async function runSnapshot(ctx: AgentContext, snap: VMSnapshot, signal: A
   }
   let connect: (() => Promise<QmpClient>) | undefined;
   if (vm.pod) {
-    // A VM pod's QMP only through the checked connection; its disks are not frozen by the agent.
+    // A VM pod's QMP only through the checked connection; its disks are frozen by its own QEMU (vm/pod-disks.ts).
     const checked = await podSaveConnection(ctx, vm);
     if (typeof checked === 'string') return fail(Reason.Failed, checked);
     connect = async () => checked;
@@ -75,7 +75,7 @@ export async function runSnapshot(ctx: AgentContext, snap: VMSnapshot, signal: A
     fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
     const r = await saveVm({
       qmpSocket: vm.qmpSocket,
-      ...(connect ? { connect, disks: false } : {}),
+      ...(connect ? { connect, diskFreezer: podDiskFreezer(vm.pod?.writableVolumes ?? []) } : {}),
       outPath: file,
       fileMode: snapshotFileMode(ctx.config.storageRoot, file),
       ...settings,
@@ -103,39 +103,14 @@ export async function runSnapshot(ctx: AgentContext, snap: VMSnapshot, signal: A
   }
 }
 
-/** Why a VM pod with these writable disks (device names as its QEMU reports them) cannot be saved, if it cannot. */
-export function podSaveRefusal(where: string, writableDevices: string[]): string | undefined {
-  if (writableDevices.length === 0) return undefined;
-  return (
-    `${where} has writable disks (${writableDevices.slice(0, 8).map((d) => d.slice(0, 64)).join(', ')}): saving VM pods with writable disks is not supported yet ` +
-    '(their disks would have to be frozen with the RAM); attach the disks read-only, or detach them before the save'
-  );
-}
-
-/**
- * The QMP connection for saving a VM pod (opened beneath its volume, peer checked), or why the
- * save is refused. Writable disks would need the agent to freeze and later merge files inside
- * the tenant's pod: not done for VM pods.
- */
+/** The QMP connection for saving a VM pod (opened beneath its volume, peer checked), or why the save is refused. */
 async function podSaveConnection(ctx: AgentContext, vm: DiscoveredVm): Promise<QmpClient | string> {
   const where = `VM ${vm.namespace}/${vm.name} (pod ${vm.pod!.podName})`;
   if (!isPodVms(ctx.discovery)) return `${where} is a pod but the agent does not find VMs as pods`;
-  let client: QmpClient;
   try {
-    client = await ctx.discovery.connectQmp(vm);
+    return await ctx.discovery.connectQmp(vm);
   } catch (err) {
     return `cannot reach the QMP of ${where}: ${(err as Error).message}`;
-  }
-  try {
-    const refusal = podSaveRefusal(where, writableDisks(await client.execute<BlockInfo[]>('query-block')).map((d) => String(d.device)));
-    if (refusal) {
-      client.close();
-      return refusal;
-    }
-    return client;
-  } catch (err) {
-    client.close();
-    return `cannot query the disks of ${where}: ${(err as Error).message}`;
   }
 }
 

@@ -106,20 +106,8 @@ export async function freezeDisks(client: QmpClient, disks: WritableDisk[], argv
     const r = diskRecord(d, argv, cwd);
     return { ...r, overlay: overlayPath(path.dirname(r.base), r.argvPath) };
   });
-  const stamp = Date.now().toString(36);
-  const actions = disks.map((d, i) => ({
-    type: 'blockdev-snapshot-sync',
-    data: {
-      ...(d.device ? { device: d.device } : { 'node-name': d.nodeName }),
-      'snapshot-file': records[i]!.overlay,
-      // Required when the disk is named by node (-blockdev); unique for the QEMU's life.
-      'snapshot-node-name': `vmsnap-${stamp}-${i}`,
-      format: 'qcow2',
-      mode: 'absolute-paths',
-    },
-  }));
   try {
-    if (actions.length > 0) await client.execute('transaction', { actions });
+    await snapshotOnto(client, disks.map((d, i) => ({ disk: d, overlay: records[i]!.overlay })));
   } catch (err) {
     // Aborted: nothing uses them. Only a plain file is unlinked (the name is ours, the directory the tenant's).
     for (const r of records) if (r.overlay && isPlainFile(r.overlay)) fs.rmSync(r.overlay, { force: true });
@@ -130,12 +118,59 @@ export async function freezeDisks(client: QmpClient, disks: WritableDisk[], argv
   return records;
 }
 
+/**
+ * One `transaction` of blockdev-snapshot-sync: QEMU creates each qcow2 overlay (backed by the
+ * disk's current top) and moves the disk onto it; all disks or none.
+ */
+export async function snapshotOnto(client: QmpClient, moves: Array<{ disk: Pick<WritableDisk, 'device' | 'nodeName'>; overlay: string }>): Promise<void> {
+  const stamp = Date.now().toString(36);
+  const actions = moves.map(({ disk: d, overlay }, i) => ({
+    type: 'blockdev-snapshot-sync',
+    data: {
+      ...(d.device ? { device: d.device } : { 'node-name': d.nodeName }),
+      'snapshot-file': overlay,
+      // Required when the disk is named by node (-blockdev); unique for the QEMU's life.
+      'snapshot-node-name': `vmsnap-${stamp}-${i}`,
+      format: 'qcow2',
+      mode: 'absolute-paths',
+    },
+  }));
+  if (actions.length > 0) await client.execute('transaction', { actions });
+}
+
 function isPlainFile(file: string): boolean {
   try {
     return fs.lstatSync(file).isFile();
   } catch {
     return false;
   }
+}
+
+/**
+ * How a save freezes writable disks. The host's (hostDiskFreezer) checks the images against the
+ * QEMU process's fds and records the agent's overlays in its ledger; a VM pod's (vm/pod-disks.ts)
+ * never looks at the files: the pod's QEMU does all file work, as the pod's user.
+ */
+export interface DiskFreezer {
+  /** Refuses disks a save must not freeze or record (throws DiskError), before anything is touched. */
+  check(disks: WritableDisk[], vm: { pid: number; argv: string[]; cwd?: string }): void;
+  /** The records of disks left as they are (the VM stops after the save). */
+  records(disks: WritableDisk[], argv: string[], cwd?: string): DiskRecord[];
+  /** Moves the paused VM's disks onto new overlays (one transaction) and returns their records. */
+  freeze(client: QmpClient, disks: WritableDisk[], argv: string[], cwd?: string): Promise<DiskRecord[]>;
+}
+
+export function hostDiskFreezer(ledger: OverlayLedger): DiskFreezer {
+  return {
+    check(disks, vm) {
+      // A disk that a relaunch could not find in the command line fails the save before anything is touched.
+      for (const d of disks) argvImagePath(vm.argv, d, vm.cwd);
+      // What query-block names is the tenant's word; only images the QEMU process really holds are frozen and recorded.
+      if (disks.length > 0) checkHeldBy(vm.pid, disks, vm.cwd);
+    },
+    records: (disks, argv, cwd) => disks.map((d) => diskRecord(d, argv, cwd)),
+    freeze: (client, disks, argv, cwd) => freezeDisks(client, disks, argv, cwd, ledger),
+  };
 }
 
 /** Device and inode of the file a path leads to now (what a restore checks the base against). */

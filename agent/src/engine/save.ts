@@ -24,7 +24,7 @@ import {
 import { formatBytes, throughputMiBps } from '../../../api/format.js';
 import { finishSnapshotFile } from './finish.js';
 import { digestsPath, writeDigests } from '../snapshot-file/digests.js';
-import { argvImagePath, checkHeldBy, diskRecord, freezeDisks, writableDisks, type BlockInfo, type DiskRecord } from './disks.js';
+import { hostDiskFreezer, writableDisks, type BlockInfo, type DiskFreezer, type DiskRecord } from './disks.js';
 import { OverlayLedger } from './overlay-ledger.js';
 import { recordableArgv } from './lazy/recorded-argv.js';
 
@@ -60,6 +60,8 @@ export interface SaveOptions {
   trust?: Required<HeaderTrust>;
   /** Where the overlays a disk freeze creates are recorded (the agent's, under its storage root); default: this process only. */
   ledger?: OverlayLedger;
+  /** How the disks are frozen (a VM pod's: vm/pod-disks.ts); default: the host's, with `ledger`. */
+  diskFreezer?: DiskFreezer;
   /**
    * How often to ask QEMU for progress. Short: QEMU's monitor may answer only
    * after a busy stretch, and the MIGRATION event alone is not enough to learn
@@ -167,10 +169,8 @@ class SaveState {
     }
     this.wasRunning = vm.running;
     const disks = opts.disks === false ? [] : writableDisks(await client.execute<BlockInfo[]>('query-block'));
-    // A disk that a relaunch could not find in the command line fails the save before anything is touched.
-    for (const d of disks) argvImagePath(vm.process.argv, d, vm.process.cwd);
-    // What query-block names is the tenant's word; only images the QEMU process really holds are frozen and recorded.
-    if (disks.length > 0) checkHeldBy(vm.process.pid, disks, vm.process.cwd);
+    const freezer = opts.diskFreezer ?? hostDiskFreezer(opts.ledger ?? OverlayLedger.inMemory());
+    freezer.check(disks, vm.process);
     // A VM that stops after the save never writes its disks again: they are the
     // bases as they are. A running one must move to overlays at the RAM's instant.
     const freeze = disks.length > 0 && opts.after !== 'stop';
@@ -223,7 +223,7 @@ class SaveState {
       const t = performance.now();
       let freezeError: unknown;
       try {
-        metadata.disks = await freezeDisks(client, disks, vm.process.argv, vm.process.cwd, opts.ledger ?? OverlayLedger.inMemory());
+        metadata.disks = await freezer.freeze(client, disks, vm.process.argv, vm.process.cwd);
         // Recorded before the save goes on: an agent that dies now must not finish the file without them.
         writeHeader(plain, 'incomplete', metadata, opts.trust?.key);
       } catch (err) {
@@ -243,7 +243,7 @@ class SaveState {
           'so the disks could not be frozen with the RAM; nothing was kept',
       );
     } else if (disks.length > 0 && !freeze) {
-      metadata.disks = disks.map((d) => diskRecord(d, vm.process.argv, vm.process.cwd));
+      metadata.disks = freezer.records(disks, vm.process.argv, vm.process.cwd);
     }
     this.migrating = false;
     if (outcome.status !== 'completed') {

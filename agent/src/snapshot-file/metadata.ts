@@ -83,6 +83,11 @@ export const SnapshotMetadataSchema = z.object({
         virtualSize: z.int().check(z.nonnegative()),
         /** The overlay the saved VM continued on (absent when it stopped after the save). */
         overlay: z.optional(z.string()),
+        /**
+         * VM pods: the base and the images below it as the pod's QEMU named them (top first). A
+         * restore asks the pod's launcher to start the disk on `base`; nothing here is opened by the agent.
+         */
+        chain: z.optional(z.array(z.string())),
       }),
     ),
   ),

@@ -15,7 +15,7 @@ const pod = (over: { name?: string; ns?: string; uid?: string; label?: string | 
 
 describe('podVmIdentity', () => {
   it('takes namespace, VM name (the label value), pod name and uid from the Pod object', () => {
-    expect(podVmIdentity(pod(), 'node-a')).toEqual({ ok: true, vm: { namespace: 'team-a', name: 'web', podName: 'vm-web-0', podUid: UID } });
+    expect(podVmIdentity(pod(), 'node-a')).toEqual({ ok: true, vm: { namespace: 'team-a', name: 'web', podName: 'vm-web-0', podUid: UID, writableVolumes: [] } });
   });
 
   it.each([

@@ -6,7 +6,7 @@ import { isDns1123Label } from '../daemon/discovery.js';
 /** The fields of a Pod that identity depends on (a V1Pod satisfies it). */
 export interface PodLike {
   metadata?: { name?: string; namespace?: string; uid?: string; labels?: Record<string, string>; deletionTimestamp?: unknown };
-  spec?: { nodeName?: string };
+  spec?: { nodeName?: string; containers?: Array<{ volumeMounts?: Array<{ mountPath?: string; readOnly?: boolean }> }> };
   status?: { phase?: string };
 }
 
@@ -16,6 +16,18 @@ export interface PodVmIdentity {
   name: string;
   podName: string;
   podUid: string;
+  /**
+   * Where the pod's containers mount volumes read-write (paths inside the pod): the only places a
+   * VM pod's writable disk images may lie (vm/pod-disks.ts).
+   */
+  writableVolumes?: string[];
+}
+
+/** The read-write volume mount paths of a pod's containers. */
+export function writableVolumesOf(pod: PodLike): string[] {
+  const out = new Set<string>();
+  for (const c of pod.spec?.containers ?? []) for (const m of c.volumeMounts ?? []) if (m.mountPath && !m.readOnly) out.add(m.mountPath);
+  return [...out];
 }
 
 export type PodVmVerdict = { ok: true; vm: PodVmIdentity } | { ok: false; reason: string };
@@ -39,7 +51,7 @@ export function podVmIdentity(pod: PodLike, nodeName: string): PodVmVerdict {
   if (pod.spec?.nodeName !== nodeName) return { ok: false, reason: `${where} is not on node ${nodeName}` };
   if (m.deletionTimestamp) return { ok: false, reason: `${where} is being deleted` };
   if (pod.status?.phase !== 'Running') return { ok: false, reason: `${where} is not Running (phase ${pod.status?.phase ?? 'unknown'})` };
-  return { ok: true, vm: { namespace: m.namespace, name, podName: m.name, podUid: m.uid } };
+  return { ok: true, vm: { namespace: m.namespace, name, podName: m.name, podUid: m.uid, writableVolumes: writableVolumesOf(pod) } };
 }
 
 export interface PodVmSelection {
