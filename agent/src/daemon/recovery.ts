@@ -7,7 +7,8 @@ import path from 'node:path';
 import { Reason, type LazyRestoreStatus, type VMRestore, type VMSnapshot } from '../../../api/index.js';
 import { finishSnapshotFile } from '../engine/finish.js';
 import { allocatedBytes } from '../engine/file-stats.js';
-import { drainMigration, waitForMigration, type MigrationInfo } from '../engine/migration.js';
+import { drainMigration, eitherSignal, waitForMigration, type MigrationInfo } from '../engine/migration.js';
+import { fileWriteMeasure, processReadMeasure, watchProgress } from '../engine/stall.js';
 import type { QmpClient } from '../qmp/client.js';
 import type { SnapshotHeader } from '../snapshot-file/header.js';
 import type { SnapshotMetadata } from '../snapshot-file/metadata.js';
@@ -24,6 +25,23 @@ import { lazyResidency } from '../engine/lazy/residency.js';
 import { runningLazyStatus } from './lazy-residency.js';
 import { isPodVms, type PodVms } from '../vm/pod-vms.js';
 import { failedStatus, restoreRecoveredStatus, saveSummary, snapshotSucceededStatus, type SaveOutcome } from './status.js';
+
+/** A drain after an agent restart ends when the file stops growing (a tenant's QMP may report a save forever). */
+function drainBound(ctx: AgentContext, file: string): Parameters<typeof drainMigration>[1] {
+  return { stall: { measure: fileWriteMeasure(file), stallMs: ctx.config.stallTimeoutSeconds * 1000 } };
+}
+
+/** The load a previous agent started, bounded by what the QEMU process still reads. */
+async function waitForLoadAgain(ctx: AgentContext, client: QmpClient, signal: AbortSignal): Promise<MigrationInfo> {
+  const pid = peerPid(client);
+  const measure = pid ? processReadMeasure(pid, () => client.sentBytes) : undefined;
+  const watch = measure ? watchProgress(measure, { stallMs: ctx.config.stallTimeoutSeconds * 1000, what: 'restore' }) : undefined;
+  try {
+    return await waitForMigration(client, { pollMs: 100, startedAt: Date.now(), signal: eitherSignal(signal, watch?.signal) });
+  } finally {
+    watch?.stop();
+  }
+}
 
 const ACTIVE = ['setup', 'active', 'device', 'pre-switchover', 'wait-unplug', 'postcopy-active', 'cancelling'];
 const SAVE_OPAQUE = 'vmsnap-save';
@@ -63,7 +81,7 @@ export async function recoverSnapshot(ctx: AgentContext, snap: VMSnapshot): Prom
       const freezeUnsure = migration.status === 'pre-switchover';
       if (ours && migration.status && ACTIVE.includes(migration.status)) {
         // Cancelling can crash QEMU (see drainMigration): let the save finish, then keep it.
-        await drainMigration(client);
+        await drainMigration(client, drainBound(ctx, file));
         migration = await client.execute<MigrationInfo>('query-migrate');
       }
       if (migration.status === 'completed' && ours && !freezeUnsure) {
@@ -75,7 +93,7 @@ export async function recoverSnapshot(ctx: AgentContext, snap: VMSnapshot): Prom
           ctx.log.warn({ err: String(err), file }, 'cannot complete the snapshot file left by the previous agent');
         }
       }
-      if (migration.status && ACTIVE.includes(migration.status)) await drainMigration(client);
+      if (migration.status && ACTIVE.includes(migration.status)) await drainMigration(client, drainBound(ctx, file));
       await removeFdSets(client, SAVE_OPAQUE);
       const resumed = await resumeIfWasRunning(client, meta);
       await fs.promises.rm(file, { force: true });
@@ -108,7 +126,7 @@ async function recoverPodSnapshot(
     try {
       const migration = await client.execute<MigrationInfo>('query-migrate');
       if (migration.status && ACTIVE.includes(migration.status) && (await fdSetsWithOpaque(client, SAVE_OPAQUE)).length > 0) {
-        await drainMigration(client);
+        await drainMigration(client, drainBound(ctx, file));
         notes.push('the save still running in QEMU was ended');
       }
       await removeFdSets(client, SAVE_OPAQUE);
@@ -249,7 +267,7 @@ export async function recoverRestore(ctx: AgentContext, restore: VMRestore, sign
       if (migration.status && ACTIVE.includes(migration.status)) {
         ctx.log.info({ vm: target, socket }, 'waiting for the load that was running when the agent restarted');
         try {
-          migration = await waitForMigration(client, { pollMs: 100, startedAt: Date.now(), signal });
+          migration = await waitForLoadAgain(ctx, client, signal);
         } catch (err) {
           const c = cancellationOf(signal);
           if (c?.kind === 'shutdown') return { status: {}, skipStatus: true, event: { type: 'Normal', reason: 'RestoreInterrupted', message: c.message } };
@@ -330,7 +348,7 @@ async function recoverPodRestore(
     let migration = await client.execute<MigrationInfo>('query-migrate');
     if (migration.status && ACTIVE.includes(migration.status)) {
       try {
-        migration = await waitForMigration(client, { pollMs: 100, startedAt: Date.now(), signal });
+        migration = await waitForLoadAgain(ctx, client, signal);
       } catch (err) {
         const c = cancellationOf(signal);
         if (c?.kind === 'shutdown') return { status: {}, skipStatus: true, event: { type: 'Normal', reason: 'RestoreInterrupted', message: c.message } };
@@ -414,7 +432,7 @@ export async function cleanUpFailedSnapshot(ctx: AgentContext, snap: VMSnapshot)
       try {
         const migration = await client.execute<MigrationInfo>('query-migrate');
         if ((await fdSetsWithOpaque(client, SAVE_OPAQUE)).length > 0 && migration.status && ACTIVE.includes(migration.status)) {
-          await drainMigration(client);
+          await drainMigration(client, drainBound(ctx, file));
           notes.push('let the save still running in QEMU finish and discarded it');
         }
         await removeFdSets(client, SAVE_OPAQUE);

@@ -58,6 +58,8 @@ export class QmpClient extends EventEmitter {
   private closedError: Error | undefined;
   version!: QemuVersion;
   capabilities: string[] = [];
+  /** Bytes of commands sent: QEMU reads them, which a restore's stall watch must not count as loading. */
+  sentBytes = 0;
 
   private constructor(
     readonly socketPath: string,
@@ -161,6 +163,7 @@ export class QmpClient extends EventEmitter {
     const message: Record<string, unknown> = { execute: command, id };
     if (Object.keys(args).length > 0) message.arguments = args;
     const line = JSON.stringify(message) + '\n';
+    this.sentBytes += Buffer.byteLength(line);
     const timeoutMs = opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
     const result = new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
