@@ -24,6 +24,7 @@ import { lazyBackingOf } from '../engine/lazy/plan.js';
 import { lazyResidency } from '../engine/lazy/residency.js';
 import { runningLazyStatus } from './lazy-residency.js';
 import { isPodVms, type PodVms } from '../vm/pod-vms.js';
+import { peerIdentity, readPeerProcess, sameProcess } from '../vm/process-identity.js';
 import { failedStatus, restoreRecoveredStatus, saveSummary, snapshotSucceededStatus, type SaveOutcome } from './status.js';
 
 /** A drain after an agent restart ends when the file stops growing (a tenant's QMP may report a save forever). */
@@ -150,12 +151,13 @@ function succeeded(snap: VMSnapshot, outcome: SaveOutcome, note: string): Comple
 }
 
 /**
- * The saved VM's QEMU if it is still the process that was saved (same pid). A VM pod is found
+ * The saved VM's QEMU if it is still the process that was saved (same pid and start time: a
+ * recycled pid is another process). A VM pod is found
  * again by its Pod and reached through the checked connection, never through the socket path in
  * the file's header (the tenant's QEMU could write the file).
  */
 async function connectSavedQemu(ctx: AgentContext, snap: VMSnapshot, meta: SnapshotMetadata): Promise<QmpClient | undefined> {
-  if (!isPodVms(ctx.discovery)) return connectSameQemu(meta.vm.qmpSocket, meta.qemu.pid);
+  if (!isPodVms(ctx.discovery)) return connectSameQemu(meta.vm.qmpSocket, meta.qemu);
   const vm = await ctx.discovery.find(snap.metadata.namespace!, snap.spec.vmName);
   if (!vm) return undefined;
   const probe = await ctx.discovery.probe(vm, 2000);
@@ -163,16 +165,16 @@ async function connectSavedQemu(ctx: AgentContext, snap: VMSnapshot, meta: Snaps
     if (probe.kind === 'unreachable') ctx.log.warn({ vm: `${vm.namespace}/${vm.name}`, message: probe.message }, 'cannot reach the saved VM pod');
     return undefined;
   }
-  if (peerPid(probe.client) === meta.qemu.pid) return probe.client;
+  if (sameProcess(meta.qemu, peerIdentity(probe.client))) return probe.client;
   probe.client.close();
   return undefined;
 }
 
-/** The QEMU at `socket` if it is still the process that was saved (same pid). */
-async function connectSameQemu(socket: string, pid: number): Promise<QmpClient | undefined> {
+/** The QEMU at `socket` if it is still the process that was saved. */
+async function connectSameQemu(socket: string, saved: { pid: number; startTicks?: number }): Promise<QmpClient | undefined> {
   const probe = await probeQmp(socket, 2000);
   if (probe.kind !== 'answers') return undefined;
-  if (peerPid(probe.client) === pid) return probe.client;
+  if (sameProcess(saved, peerIdentity(probe.client))) return probe.client;
   probe.client.close();
   return undefined;
 }
@@ -258,7 +260,7 @@ export async function recoverRestore(ctx: AgentContext, restore: VMRestore, sign
   const client = probe.client;
   try {
     const pid = peerPid(client);
-    if (!launchedFor(pid, restore.metadata.uid)) {
+    if (!launchedForPeer(client, restore.metadata.uid)) {
       return fail(`it had not launched the restored VM yet (the QEMU at ${socket} is not the restore's); create a new VMRestore to retry`);
     }
     let { status } = await client.execute<{ status: string }>('query-status');
@@ -377,6 +379,17 @@ async function recoverPodRestore(
   }
 }
 
+/** launchedFor, read from /proc of the very process on the other end of the connection. */
+function launchedForPeer(client: QmpClient, uid: string | undefined): boolean {
+  const pid = peerPid(client);
+  if (pid === undefined) return false;
+  try {
+    return readPeerProcess(client.socketFd(), pid, (p) => launchedFor(p, uid));
+  } catch {
+    return false;
+  }
+}
+
 /** Did the agent launch this QEMU for restore `uid`? Falls back to its command line when the environment is unreadable. */
 function launchedFor(pid: number | undefined, uid: string | undefined): boolean {
   if (pid === undefined || !uid) return false;
@@ -463,7 +476,7 @@ export async function cleanUpFailedRestore(ctx: AgentContext, restore: VMRestore
   if (probe.kind !== 'answers') return undefined;
   const client = probe.client;
   try {
-    if (!launchedFor(peerPid(client), restore.metadata.uid)) return undefined;
+    if (!launchedForPeer(client, restore.metadata.uid)) return undefined;
     const { status } = await client.execute<{ status: string }>('query-status');
     if (status !== 'inmigrate') return undefined;
     await quitQemu(client);

@@ -89,7 +89,7 @@ export class QmpClient extends EventEmitter {
    */
   static async connect(
     socketPath: string,
-    opts: { timeoutMs?: number; name?: string; verifyPeer?: (peer: PeerCredentials) => void } = {},
+    opts: { timeoutMs?: number; name?: string; verifyPeer?: (peer: PeerCredentials, socketFd: number) => void } = {},
   ): Promise<QmpClient> {
     const timeoutMs = opts.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     const name = opts.name ?? socketPath;
@@ -103,7 +103,7 @@ export class QmpClient extends EventEmitter {
     });
     const client = new QmpClient(name, socket);
     try {
-      opts.verifyPeer?.(client.peerCredentials());
+      opts.verifyPeer?.(client.peerCredentials(), client.socketFd());
       const greeting = await client.waitForGreeting(timeoutMs);
       traceStep('QMP greeting (QEMU may still be initialising)');
       client.version = greeting.version;
@@ -147,7 +147,8 @@ export class QmpClient extends EventEmitter {
     return native().peerCredentials(this.socketFd());
   }
 
-  private socketFd(): number {
+  /** The connection's fd (for SO_PEERPIDFD); owned by the client. */
+  socketFd(): number {
     const fd = (this.socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
     if (typeof fd !== 'number' || fd < 0) throw new QmpError('the QMP socket has no file descriptor (closed?)');
     return fd;
