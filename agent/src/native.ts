@@ -31,8 +31,6 @@ interface NativeAddon {
   openBeneath(dir: number | string, relPath: string, flags: number): number;
   /** A pidfd for the very process on the other end of a unix socket (SO_PEERPIDFD); the caller closes it. */
   peerPidfd(socketFd: number): number;
-  /** A pidfd for the process that has `pid` now (pidfd_open); the caller closes it. */
-  pidfdOpen(pid: number): number;
   /** pidfd_send_signal: that process only; ESRCH once it has exited. */
   pidfdSignal(pidfd: number, signal: number): void;
 }
