@@ -69,6 +69,9 @@ describe('stallMessage', () => {
     expect(stallMessage('save', { idle: 'QEMU wrote nothing to the snapshot file', unit: 'allocated in the file' }, track, 61_400)).toBe(
       "the save stalled: QEMU wrote nothing to the snapshot file for 61 s (3Mi allocated in the file, 2Mi of it during the save), whatever QEMU's QMP reported",
     );
+    expect(stallMessage('restore', { idle: 'QEMU read nothing from the snapshot file', unit: 'read by QEMU' }, { ...track, first: { bytes: 3 << 20, at: 0 } }, 30_000)).toBe(
+      "the restore stalled: QEMU read nothing from the snapshot file for 30 s (3Mi read by QEMU, none of it during the restore), whatever QEMU's QMP reported",
+    );
   });
 });
 

@@ -132,9 +132,10 @@ export function watchProgress(measure: ProgressMeasure, opts: { stallMs: number;
 }
 
 export function stallMessage(what: string, measure: Pick<ProgressMeasure, 'idle' | 'unit'>, track: StallTrack, idleMs: number): string {
+  const grown = Math.max(0, track.bytes - track.first.bytes);
   return (
     `the ${what} stalled: ${measure.idle} for ${Math.round(idleMs / 1000)} s ` +
-    `(${formatBytes(track.bytes)} ${measure.unit}, ${formatBytes(Math.max(0, track.bytes - track.first.bytes))} of it during the ${what}), ` +
+    `(${formatBytes(track.bytes)} ${measure.unit}, ${grown > 0 ? formatBytes(grown) : 'none'} of it during the ${what}), ` +
     "whatever QEMU's QMP reported"
   );
 }
