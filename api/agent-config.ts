@@ -1,13 +1,13 @@
 // The node agent's configuration file (the chart renders it into a ConfigMap from its values).
 import { z } from 'zod';
+import { DEFAULT_STALL_TIMEOUT_SECONDS } from './agent-defaults.js';
 
 export const DEFAULT_VM_ROOT = '/var/lib/vmsnap/vms';
 export const DEFAULT_STORAGE_ROOT = '/var/lib/vmsnap/snapshots';
 /** Relative to vmRoot; the two directories above the socket are the VM's namespace and name. */
 export const DEFAULT_SOCKET_GLOBS = ['*/*/qmp.sock'];
 export const DEFAULT_KUBELET_ROOT_DIR = '/var/lib/kubelet';
-/** How long QEMU may do nothing with a snapshot file before the save or restore fails (MigrationStalled). */
-export const DEFAULT_STALL_TIMEOUT_SECONDS = 60;
+export { DEFAULT_STALL_TIMEOUT_SECONDS };
 /**
  * Where the agent finds VMs: 'pods' (Pods labelled vmsnap.io/vm on its node, sockets reached
  * beneath the pod's run volume, peers checked; what the chart sets) or 'sockets' (QMP socket globs

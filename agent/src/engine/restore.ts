@@ -30,7 +30,7 @@ import { abandonEarlyLaunch, earlyLazyLaunch, type EarlyLaunch } from './lazy/ea
 import { startPrefetch } from './lazy/prefetch.js';
 import { planPreallocArgv, type PreallocPlan } from './prealloc.js';
 import type { LazyMapping } from '../../../api/vm-pod.js';
-import { DEFAULT_STALL_TIMEOUT_SECONDS } from '../../../api/agent-config.js';
+import { DEFAULT_STALL_TIMEOUT_SECONDS } from '../../../api/agent-defaults.js';
 import { processReadMeasure, watchProgress, type MigrationStalledError } from './stall.js';
 
 export interface RestoreOptions {

@@ -29,7 +29,7 @@ import { argvImagePath, checkHeldBy, diskRecord, freezeDisks, writableDisks, typ
 import { OverlayLedger } from './overlay-ledger.js';
 import { recordableArgv } from './lazy/recorded-argv.js';
 import { fileWriteMeasure, watchProgress, type MigrationStalledError, type ProgressMeasure } from './stall.js';
-import { DEFAULT_STALL_TIMEOUT_SECONDS } from '../../../api/agent-config.js';
+import { DEFAULT_STALL_TIMEOUT_SECONDS } from '../../../api/agent-defaults.js';
 
 export type AfterSave = 'resume' | 'stop';
 
