@@ -1,11 +1,13 @@
 // The node agent's configuration file (the chart renders it into a ConfigMap from its values).
 import { z } from 'zod';
+import { DEFAULT_STALL_TIMEOUT_SECONDS } from './agent-defaults.js';
 
 export const DEFAULT_VM_ROOT = '/var/lib/vmsnap/vms';
 export const DEFAULT_STORAGE_ROOT = '/var/lib/vmsnap/snapshots';
 /** Relative to vmRoot; the two directories above the socket are the VM's namespace and name. */
 export const DEFAULT_SOCKET_GLOBS = ['*/*/qmp.sock'];
 export const DEFAULT_KUBELET_ROOT_DIR = '/var/lib/kubelet';
+export { DEFAULT_STALL_TIMEOUT_SECONDS };
 /**
  * Where the agent finds VMs: 'pods' (Pods labelled vmsnap.io/vm on its node, sockets reached
  * beneath the pod's run volume, peers checked; what the chart sets) or 'sockets' (QMP socket globs
@@ -49,6 +51,43 @@ export const AgentConfigSchema = z.strictObject({
     .max(64)
     .default(2)
     .describe('Saves and restores this agent runs at once (each on its own VM); more wait Pending, so the node disk is not split too many ways.'),
-});
+  maxOperationsPerNamespace: z
+    .number()
+    .int()
+    .min(1)
+    .max(64)
+    .optional()
+    .describe(
+      'Of those, the most one namespace runs at once (default: maxConcurrentOperations - 1, at least 1), so that one namespace never holds every slot; a freed slot goes to the waiting namespace that runs the fewest operations, then to the one served least recently.',
+    ),
+  stallTimeoutSeconds: z
+    .number()
+    .int()
+    .min(5)
+    .max(3600)
+    .default(DEFAULT_STALL_TIMEOUT_SECONDS)
+    .describe(
+      "A save fails (reason MigrationStalled) when QEMU writes nothing to the snapshot file for this long, a restore when QEMU reads nothing from it, whatever QEMU's QMP reports; the VM is put back as it was.",
+    ),
+})
+  .superRefine((c, ctx) => {
+    const perNs = c.maxOperationsPerNamespace;
+    if (perNs !== undefined && c.maxConcurrentOperations > 1 && perNs >= c.maxConcurrentOperations) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['maxOperationsPerNamespace'],
+        message: `must be less than maxConcurrentOperations (${c.maxConcurrentOperations}), or one namespace could hold every slot while others wait`,
+      });
+    }
+    if (perNs !== undefined && c.maxConcurrentOperations === 1 && perNs !== 1) {
+      ctx.addIssue({ code: 'custom', path: ['maxOperationsPerNamespace'], message: 'must be 1 when maxConcurrentOperations is 1' });
+    }
+  });
 export type AgentConfig = z.infer<typeof AgentConfigSchema>;
 export type AgentConfigInput = z.input<typeof AgentConfigSchema>;
+
+/** The node's slots: all of them, and the most one namespace may hold (maxOperationsPerNamespace or its default). */
+export function operationSlots(c: Pick<AgentConfig, 'maxConcurrentOperations' | 'maxOperationsPerNamespace'>): { total: number; perNamespace: number } {
+  const total = c.maxConcurrentOperations;
+  return { total, perNamespace: c.maxOperationsPerNamespace ?? Math.max(1, total - 1) };
+}

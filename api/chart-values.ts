@@ -91,6 +91,9 @@ export const ChartValuesSchema = z.strictObject({
     socketGlobs: z.array(z.string().min(1)).min(1),
     inventoryIntervalSeconds: z.number().int().min(5).max(3600),
     maxConcurrentOperations: z.number().int().min(1).max(64),
+    // 0: the agent's default (maxConcurrentOperations - 1, at least 1).
+    maxOperationsPerNamespace: z.number().int().min(0).max(64),
+    stallTimeoutSeconds: z.number().int().min(5).max(3600),
     kvm: z.strictObject({ enabled: z.boolean() }),
     probes: z.strictObject({ enabled: z.boolean(), port: port() }),
     hostNetwork: z.boolean(),

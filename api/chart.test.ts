@@ -4,7 +4,7 @@ import { loadAllYaml } from '@kubernetes/client-node';
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AgentConfigSchema } from './agent-config.js';
+import { AgentConfigSchema, operationSlots } from './agent-config.js';
 import { ChartValuesSchema } from './chart-values.js';
 import { formatZodError } from './common.js';
 
@@ -25,7 +25,11 @@ describe('helm chart', () => {
       socketGlobs: values.agent.socketGlobs,
       inventoryIntervalSeconds: values.agent.inventoryIntervalSeconds,
       maxConcurrentOperations: values.agent.maxConcurrentOperations,
+      stallTimeoutSeconds: values.agent.stallTimeoutSeconds,
+      ...(values.agent.maxOperationsPerNamespace > 0 ? { maxOperationsPerNamespace: values.agent.maxOperationsPerNamespace } : {}),
     });
+    expect(config.stallTimeoutSeconds).toBe(60);
+    expect(operationSlots(config)).toEqual({ total: 2, perNamespace: 1 });
     expect(config.vmRoot).toBe('/var/lib/vmsnap/vms');
     expect(config.storageRoot).toBe('/var/lib/vmsnap/snapshots');
   });

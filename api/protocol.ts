@@ -42,6 +42,8 @@ export const Reason = {
   DeadlineExceeded: 'DeadlineExceeded',
   Cancelled: 'Cancelled',
   AgentRestarted: 'AgentRestarted',
+  /** QEMU did nothing with the snapshot file for the agent's stallTimeoutSeconds. */
+  MigrationStalled: 'MigrationStalled',
 } as const;
 export type Reason = (typeof Reason)[keyof typeof Reason];
 

@@ -1,6 +1,7 @@
 import {
   API_VERSION,
   AgentConfigSchema,
+  operationSlots,
   VMInventorySchema,
   VMRestoreSchema,
   VMSnapshotClassSchema,
@@ -206,7 +207,18 @@ describe('AgentConfig', () => {
       socketGlobs: ['*/*/qmp.sock'],
       inventoryIntervalSeconds: 30,
       maxConcurrentOperations: 2,
+      stallTimeoutSeconds: 60,
     });
+    expect(operationSlots(AgentConfigSchema.parse({}))).toEqual({ total: 2, perNamespace: 1 });
+    expect(operationSlots(AgentConfigSchema.parse({ maxConcurrentOperations: 8 }))).toEqual({ total: 8, perNamespace: 7 });
+    expect(operationSlots(AgentConfigSchema.parse({ maxConcurrentOperations: 8, maxOperationsPerNamespace: 3 }))).toEqual({ total: 8, perNamespace: 3 });
+    expect(operationSlots(AgentConfigSchema.parse({ maxConcurrentOperations: 1 }))).toEqual({ total: 1, perNamespace: 1 });
+  });
+
+  it('refuses a per-namespace share that lets one namespace hold every slot', () => {
+    expect(issuePaths(AgentConfigSchema.safeParse({ maxConcurrentOperations: 4, maxOperationsPerNamespace: 4 }))).toContain('maxOperationsPerNamespace');
+    expect(issuePaths(AgentConfigSchema.safeParse({ maxConcurrentOperations: 1, maxOperationsPerNamespace: 2 }))).toContain('maxOperationsPerNamespace');
+    expect(issuePaths(AgentConfigSchema.safeParse({ stallTimeoutSeconds: 0 }))).toContain('stallTimeoutSeconds');
   });
 
   it('refuses relative roots and unknown keys', () => {

@@ -5,7 +5,9 @@
  * probing O_DIRECT with an aligned write (Node cannot allocate aligned
  * buffers, and some filesystems accept O_DIRECT at open but fail writes),
  * and openat2 (to open paths inside a tenant-writable directory without
- * following any symlink or leaving the directory).
+ * following any symlink or leaving the directory), and pidfds (SO_PEERPIDFD,
+ * pidfd_send_signal: a process by identity, never a pid that the
+ * kernel may have handed to another process since).
  */
 #define _GNU_SOURCE
 #include <node_api.h>
@@ -330,6 +332,42 @@ static napi_value open_beneath(napi_env env, napi_callback_info info) {
   return result;
 }
 
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+
+/* Reads exactly n (at most 2) integer arguments; otherwise throws a TypeError saying `usage`. */
+static int int_args(napi_env env, napi_callback_info info, size_t n, int32_t *out, const char *usage) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int ok = argc == n;
+  for (size_t i = 0; ok && i < n; i++) ok = get_int(env, argv[i], &out[i]);
+  if (!ok) napi_throw_type_error(env, NULL, usage);
+  return ok;
+}
+
+/* peerPidfd(socketFd): a pidfd (close-on-exec) for the very process on the other end; the caller closes it. */
+static napi_value peer_pidfd(napi_env env, napi_callback_info info) {
+  int32_t sock;
+  if (!int_args(env, info, 1, &sock, "peerPidfd(socketFd) takes an integer")) return NULL;
+  int pidfd = -1;
+  socklen_t len = sizeof pidfd;
+  if (getsockopt(sock, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0) return throw_errno(env, "getsockopt(SO_PEERPIDFD)", errno);
+  fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+  napi_value result;
+  napi_create_int32(env, pidfd, &result);
+  return result;
+}
+
+/* pidfdSignal(pidfd, signal): signals exactly that process (ESRCH once it has exited). */
+static napi_value pidfd_signal(napi_env env, napi_callback_info info) {
+  int32_t a[2];
+  if (!int_args(env, info, 2, a, "pidfdSignal(pidfd, signal) takes two integers")) return NULL;
+  if (syscall(SYS_pidfd_send_signal, a[0], a[1], NULL, 0) < 0) return throw_errno(env, "pidfd_send_signal", errno);
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"sendFds", NULL, send_fds, NULL, NULL, NULL, napi_default, NULL},
@@ -338,6 +376,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"probeDirectIO", NULL, probe_direct_io, NULL, NULL, NULL, napi_default, NULL},
       {"fadviseWillNeed", NULL, fadvise_willneed, NULL, NULL, NULL, napi_default, NULL},
       {"openBeneath", NULL, open_beneath, NULL, NULL, NULL, napi_default, NULL},
+      {"peerPidfd", NULL, peer_pidfd, NULL, NULL, NULL, napi_default, NULL},
+      {"pidfdSignal", NULL, pidfd_signal, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

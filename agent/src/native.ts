@@ -1,7 +1,7 @@
 // Loads the N-API addon (agent/native) that makes the syscalls Node
 // cannot: SCM_RIGHTS fd passing, SO_PEERCRED, an aligned O_DIRECT probe and
-// posix_fadvise (a lazy restore's prefetch), and openat2 beneath a directory
-// (paths inside a tenant's volume, never following a symlink).
+// posix_fadvise (a lazy restore's prefetch), openat2 beneath a directory
+// (paths inside a tenant's volume, never following a symlink), and pidfds.
 import { createRequire } from 'node:module';
 import { packageRoot } from './package-root.js';
 import path from 'node:path';
@@ -29,6 +29,10 @@ interface NativeAddon {
    * O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK, O_CLOEXEC). Returns the new fd; the caller closes it.
    */
   openBeneath(dir: number | string, relPath: string, flags: number): number;
+  /** A pidfd for the very process on the other end of a unix socket (SO_PEERPIDFD); the caller closes it. */
+  peerPidfd(socketFd: number): number;
+  /** pidfd_send_signal: that process only; ESRCH once it has exited. */
+  pidfdSignal(pidfd: number, signal: number): void;
 }
 
 /** O_PATH (not in node's fs.constants). */

@@ -44,6 +44,9 @@ const CANARY_TEXT = `vmsnap attack canary ${suffix}\n`;
 const viaProc1 = (p: string) => `/proc/1/root${p}`;
 const testDir = path.join(process.env.VMSNAP_TEST_DIR ?? os.tmpdir(), `vmsnap-attacks-test-${suffix}`);
 
+/** The agent's stallTimeoutSeconds in this release (the product default is 60). */
+const STALL_SECONDS = 30;
+
 let cp: NodeCluster;
 let images: VmsnapImages;
 let release: Release;
@@ -207,6 +210,8 @@ beforeAll(async () => {
     namespace: `vmsnap-${suffix}`,
     storageRoot: path.join(testDir, 'snapshots'),
     ports: { metrics: base, operatorProbes: base + 1, agentProbes: base + 2 },
+    // Short enough that the held saves below end within the test, long enough for every honest save and restore here.
+    values: { 'agent.stallTimeoutSeconds': String(STALL_SECONDS) },
   });
   fs.mkdirSync(hostDir, { recursive: true, mode: 0o755 });
   fs.writeFileSync(canaryFile, CANARY_TEXT, { mode: 0o644 });
@@ -696,14 +701,12 @@ describe('path 8: FIFOs in the run volume', () => {
     expectHostUntouched();
   }, 900_000);
 
-  // FINDING (open): this attack succeeds today, so the test is marked `failing` (it passes while the
-  // victim's save starves). The agent's saves have no deadline and its maxConcurrentOperations slots
-  // are shared by all namespaces: a tenant whose QMP (its QEMU, or a process posing as one in its
-  // pod, which passes the peer check) reports a migration 'active' forever holds a slot for good;
-  // with the default 2 slots, two such VMSnapshots stop every save and restore on the node. Turn
-  // this back into `test` once the agent bounds a save by what it really writes, or shares its
-  // slots fairly between namespaces.
-  test.failing("tenant saves held open forever by the tenant's own QMP server do not starve other namespaces' saves", async () => {
+  // A tenant whose QMP (its QEMU, or a process posing as one in its pod, which passes the peer
+  // check) reports a migration 'active' forever, creeping forward one page per poll, must neither
+  // hold a save forever nor keep another namespace's save waiting: the agent bounds each save by
+  // what really reaches the file (stallTimeoutSeconds) and one namespace never holds every slot
+  // (maxOperationsPerNamespace: by default all but one of the node's two).
+  test("tenant saves held open forever by the tenant's own QMP server do not starve other namespaces' saves, and end MigrationStalled", async () => {
     const victimPid = victimQemu();
     // The tenant moves its QEMU's socket aside and serves QMP itself from its pod (it passes the
     // peer check: it is the pod's process): every command answered, the migration 'active' forever,
@@ -752,18 +755,41 @@ net.createServer((s) => {
       await tenantExec(name, `cd ${VM_RUN_MOUNT} && (setsid nohup node fake.js > fake.log 2>&1 &) && sleep 1 && ls -l qmp.sock real.sock && cat fake.log`);
     }
     for (const name of slow) await tenant.kubectlOk(['apply', '-f', '-'], { input: snapshotJson(tenantNs, `${name}-save`, name) });
+    const phases = async () => Promise.all(slow.map(async (name) => (await getAsAdmin(`vmsnapshot/${name}-save`, tenantNs)).status?.phase as string | undefined));
     try {
-      await until('the tenant saves to be InProgress', async () => {
-        const phases = await Promise.all(slow.map(async (name) => (await getAsAdmin(`vmsnapshot/${name}-save`, tenantNs)).status?.phase));
-        return phases.every((p) => p === 'InProgress') ? true : undefined;
-      }, 60_000);
+      // One of the tenant's saves runs; the other waits for a slot although one is free: the
+      // tenant's share is one slot of two.
+      await until('a tenant save to be InProgress', async () => ((await phases()).includes('InProgress') ? true : undefined), 60_000);
       await new Promise((r) => setTimeout(r, 5000));
       for (const name of slow) {
         const o = await getAsAdmin(`vmsnapshot/${name}-save`, tenantNs);
         outcomes.push(`${tenantNs}/vmsnapshot/${name}-save after 5 s: ${o.status?.phase} ${JSON.stringify(o.status?.progress ?? {})}`);
       }
-      // The victim's owner saves meanwhile: it must not wait for the tenant's endless saves.
+      expect((await phases()).sort()).toEqual(['InProgress', 'Pending']);
+      // The victim's owner saves meanwhile: it gets the free slot, ahead of the tenant's older queued save.
       await victimSaveIsPrompt('victim-during-held-saves', victimPid);
+      const victim = await getAsAdmin('vmsnapshot/victim-during-held-saves', victimNs);
+
+      // Each held save ends Failed for the stall, within the bound: the save's own stall period, then
+      // as long again for the drain, then the cancel (10 s), with room for a loaded node.
+      const bound = (3 * STALL_SECONDS + 60) * 1000;
+      const held: Array<Record<string, any>> = [];
+      for (const name of slow) {
+        const o = await expectPhase(`vmsnapshot/${name}-save`, tenantNs, 'Failed', 2 * bound);
+        const ready = (o.status.conditions as any[]).find((c) => c.type === 'Ready');
+        expect(ready.reason).toBe('MigrationStalled');
+        expect(o.status.error.message).toMatch(/the save stalled: QEMU wrote nothing to the snapshot file for \d+ s \(\S+ allocated in the file/);
+        expect(Date.parse(o.status.completionTime) - Date.parse(o.status.startTime)).toBeLessThan(bound);
+        held.push(o);
+      }
+      // Ordered by the objects' own times: the victim's save ran and finished while the first
+      // tenant save was held, before the tenant's second save got its slot.
+      const [first, second] = held.sort((a, b) => Date.parse(a.status.startTime) - Date.parse(b.status.startTime));
+      expect(Date.parse(victim.status.completionTime)).toBeLessThan(Date.parse(first!.status.completionTime));
+      expect(Date.parse(victim.status.completionTime)).toBeLessThanOrEqual(Date.parse(second!.status.startTime));
+      // No file of the held saves is left behind.
+      expect(Object.keys(storageListing(tenantNs)).filter((f) => slow.some((n) => f.startsWith(`${n}-save`)))).toEqual([]);
+      await expectVictimIntact(victimPid);
     } finally {
       for (const name of slow) await tenant.kubectl(['delete', 'vmsnapshot', `${name}-save`, '--wait=false']);
       for (const name of slow) await deleteTenantPod(name);

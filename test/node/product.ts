@@ -81,14 +81,18 @@ export function localNodeValues(cp: NodeCluster, image: string, storageRoot: str
 const setArgs = (values: Record<string, string>) => Object.entries(values).flatMap(([k, v]) => ['--set', `${k}=${v}`]);
 
 /** Installs the chart into a namespace labelled for Pod Security `privileged` (the agent needs it) and waits for both components to be Ready. */
-export async function installRelease(cp: NodeCluster, images: VmsnapImages, opts: { name?: string; namespace?: string; storageRoot: string; ports: { metrics: number; operatorProbes: number; agentProbes: number } }): Promise<Release> {
+export async function installRelease(
+  cp: NodeCluster,
+  images: VmsnapImages,
+  opts: { name?: string; namespace?: string; storageRoot: string; ports: { metrics: number; operatorProbes: number; agentProbes: number }; values?: Record<string, string> },
+): Promise<Release> {
   const name = opts.name ?? `vmsnap-${randomBytes(3).toString('hex')}`;
   const namespace = opts.namespace ?? name;
   fs.mkdirSync(opts.storageRoot, { recursive: true });
   await nodeKubectlOk(['apply', '--server-side', '--force-conflicts', '-f', path.join(repoRoot, 'crds')]);
   await nodeKubectlOk(['wait', '--for=condition=Established', '--timeout=60s', 'crd', '--all']);
   await ensureNamespace(namespace, 'privileged');
-  const values = localNodeValues(cp, images.vmsnap, opts.storageRoot, opts.ports);
+  const values = { ...localNodeValues(cp, images.vmsnap, opts.storageRoot, opts.ports), ...opts.values };
   const r = await nodeHelm(cp, ['upgrade', '--install', name, path.join(repoRoot, 'helm/vmsnap'), '-n', namespace, '--skip-crds', '--wait', '--timeout', '5m', ...setArgs(values)]);
   if (r.code !== 0) throw new Error(`helm install failed: ${r.stderr}\n${await describeRelease(namespace)}`);
   return { name, namespace, storageRoot: opts.storageRoot, values };

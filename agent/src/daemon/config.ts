@@ -22,6 +22,8 @@ export const ENV_OVERRIDES = {
   VMSNAP_STORAGE_ROOT: 'storageRoot',
   VMSNAP_INVENTORY_INTERVAL_SECONDS: 'inventoryIntervalSeconds',
   VMSNAP_MAX_CONCURRENT_OPERATIONS: 'maxConcurrentOperations',
+  VMSNAP_MAX_OPERATIONS_PER_NAMESPACE: 'maxOperationsPerNamespace',
+  VMSNAP_STALL_TIMEOUT_SECONDS: 'stallTimeoutSeconds',
   VMSNAP_VM_SOURCE: 'vmSource',
   VMSNAP_KUBELET_ROOT_DIR: 'kubeletRootDir',
 } as const;
@@ -56,12 +58,12 @@ function readConfigFile(file: string): Record<string, unknown> {
   }
   if (parsed === undefined || parsed === null) return {};
   if (typeof parsed !== 'object' || Array.isArray(parsed)) {
-    throw new ConfigError(`the agent config ${file} must be a mapping of settings (vmSource, kubeletRootDir, vmRoot, storageRoot, socketGlobs, inventoryIntervalSeconds, maxConcurrentOperations)`);
+    throw new ConfigError(`the agent config ${file} must be a mapping of settings (vmSource, kubeletRootDir, vmRoot, storageRoot, socketGlobs, inventoryIntervalSeconds, maxConcurrentOperations, maxOperationsPerNamespace, stallTimeoutSeconds)`);
   }
   return parsed as Record<string, unknown>;
 }
 
-const NUMERIC_FIELDS = new Set<string>(['inventoryIntervalSeconds', 'maxConcurrentOperations']);
+const NUMERIC_FIELDS = new Set<string>(['inventoryIntervalSeconds', 'maxConcurrentOperations', 'maxOperationsPerNamespace', 'stallTimeoutSeconds']);
 
 export function envOverrides(env: NodeJS.ProcessEnv): Record<string, unknown> {
   const out: Record<string, unknown> = {};

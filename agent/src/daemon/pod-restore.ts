@@ -17,7 +17,7 @@ import { VM_LABEL } from '../../../api/vm-pod.js';
 import { cancellationOf } from './cancellation.js';
 import type { Completion } from './completion.js';
 import { useFile, type AgentContext } from './context.js';
-import { RestoreRefused, restoreFailed, restoreSucceeded, snapshotFileFor } from './restore-runner.js';
+import { RestoreRefused, failureReason, loadBound, restoreFailed, restoreSucceeded, snapshotFileFor } from './restore-runner.js';
 import { restoreSettings } from './settings.js';
 import { restoreSummary } from './status.js';
 import { openSnapshotForPod } from './pod-lazy.js';
@@ -231,6 +231,7 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
       trust,
       signal,
       ...(lazy ? { lazy } : {}),
+      ...loadBound(ctx, restore),
     });
     const { status, outcome } = await restoreSucceeded(ctx, restore, r, {
       file,
@@ -249,7 +250,7 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
     const cancelled = cancellationOf(signal);
     if (cancelled) return fail(cancelled.reason, `${cancelled.message}; the restore was cancelled${left}`);
     if (err instanceof RestoreRefused) return fail(err.reason, err.message);
-    return fail(Reason.Failed, `the restore into VM pod ${target} failed: ${(err as Error).message}${left}`);
+    return fail(failureReason(err), `the restore into VM pod ${target} failed: ${(err as Error).message}${left}`);
   } finally {
     releaseFile?.();
   }

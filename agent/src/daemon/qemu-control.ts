@@ -2,7 +2,10 @@
 // connect that tells "nobody there" from "busy", quitting a QEMU and waiting
 // until its process is gone, and cleaning up what a dead agent left in QEMU.
 import fs from 'node:fs';
+import os from 'node:os';
+import { native } from '../native.js';
 import { QmpClient } from '../qmp/client.js';
+import { peerPidfd, pidOfPidfd } from '../vm/process-identity.js';
 
 /**
  * What a QMP socket showed. `absent` with `stopped`: nothing listens and the VM's owner (a VM pod's
@@ -64,9 +67,11 @@ export function processAlive(pid: number): boolean {
   }
 }
 
-export async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
+/** Waits until the process has exited; with its pidfd, a pid recycled meanwhile is not mistaken for it. */
+export async function waitForExit(pid: number, timeoutMs: number, pidfd?: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
-  while (processAlive(pid)) {
+  const alive = () => (pidfd === undefined || pidOfPidfd(pidfd) === pid) && processAlive(pid);
+  while (alive()) {
     if (Date.now() >= deadline) return false;
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -76,20 +81,28 @@ export async function waitForExit(pid: number, timeoutMs: number): Promise<boole
 /**
  * `quit`s the QEMU and waits until its process has exited: a QEMU removes its
  * socket file on exit, which must not happen after a new QEMU bound the same path.
+ * The process is held by a pidfd from the start: SIGKILL never reaches a process
+ * that got the pid after QEMU exited.
  */
 export async function quitQemu(client: QmpClient, timeoutMs = 30_000): Promise<void> {
   const pid = peerPid(client);
-  await client.execute('quit').catch(() => undefined);
-  await client.waitClosed(timeoutMs);
-  client.close();
-  if (pid === undefined) return;
-  if (await waitForExit(pid, timeoutMs)) return;
+  const pidfd = pid === undefined ? undefined : peerPidfd(client);
   try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    return;
+    await client.execute('quit').catch(() => undefined);
+    await client.waitClosed(timeoutMs);
+    client.close();
+    if (pid === undefined) return;
+    if (await waitForExit(pid, timeoutMs, pidfd)) return;
+    try {
+      if (pidfd !== undefined) native().pidfdSignal(pidfd, os.constants.signals.SIGKILL);
+      else process.kill(pid, 'SIGKILL');
+    } catch {
+      return;
+    }
+    if (!(await waitForExit(pid, 5_000, pidfd))) throw new Error(`QEMU (pid ${pid}) did not exit after quit and SIGKILL`);
+  } finally {
+    if (pidfd !== undefined) fs.closeSync(pidfd);
   }
-  if (!(await waitForExit(pid, 5_000))) throw new Error(`QEMU (pid ${pid}) did not exit after quit and SIGKILL`);
 }
 
 interface FdSetInfo {

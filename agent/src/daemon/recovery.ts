@@ -7,7 +7,8 @@ import path from 'node:path';
 import { Reason, type LazyRestoreStatus, type VMRestore, type VMSnapshot } from '../../../api/index.js';
 import { finishSnapshotFile } from '../engine/finish.js';
 import { allocatedBytes } from '../engine/file-stats.js';
-import { drainMigration, waitForMigration, type MigrationInfo } from '../engine/migration.js';
+import { drainMigration, eitherSignal, waitForMigration, type MigrationInfo } from '../engine/migration.js';
+import { fileWriteMeasure, processReadMeasure, watchProgress } from '../engine/stall.js';
 import type { QmpClient } from '../qmp/client.js';
 import type { SnapshotHeader } from '../snapshot-file/header.js';
 import type { SnapshotMetadata } from '../snapshot-file/metadata.js';
@@ -23,7 +24,25 @@ import { lazyBackingOf } from '../engine/lazy/plan.js';
 import { lazyResidency } from '../engine/lazy/residency.js';
 import { runningLazyStatus } from './lazy-residency.js';
 import { isPodVms, type PodVms } from '../vm/pod-vms.js';
+import { peerIdentity, readPeerProcess, sameProcess } from '../vm/process-identity.js';
 import { failedStatus, restoreRecoveredStatus, saveSummary, snapshotSucceededStatus, type SaveOutcome } from './status.js';
+
+/** A drain after an agent restart ends when the file stops growing (a tenant's QMP may report a save forever). */
+function drainBound(ctx: AgentContext, file: string): Parameters<typeof drainMigration>[1] {
+  return { stall: { measure: fileWriteMeasure(file), stallMs: ctx.config.stallTimeoutSeconds * 1000 } };
+}
+
+/** The load a previous agent started, bounded by what the QEMU process still reads. */
+async function waitForLoadAgain(ctx: AgentContext, client: QmpClient, signal: AbortSignal): Promise<MigrationInfo> {
+  const pid = peerPid(client);
+  const measure = pid ? processReadMeasure(pid, () => client.sentBytes) : undefined;
+  const watch = measure ? watchProgress(measure, { stallMs: ctx.config.stallTimeoutSeconds * 1000, what: 'restore' }) : undefined;
+  try {
+    return await waitForMigration(client, { pollMs: 100, startedAt: Date.now(), signal: eitherSignal(signal, watch?.signal) });
+  } finally {
+    watch?.stop();
+  }
+}
 
 const ACTIVE = ['setup', 'active', 'device', 'pre-switchover', 'wait-unplug', 'postcopy-active', 'cancelling'];
 const SAVE_OPAQUE = 'vmsnap-save';
@@ -63,7 +82,7 @@ export async function recoverSnapshot(ctx: AgentContext, snap: VMSnapshot): Prom
       const freezeUnsure = migration.status === 'pre-switchover';
       if (ours && migration.status && ACTIVE.includes(migration.status)) {
         // Cancelling can crash QEMU (see drainMigration): let the save finish, then keep it.
-        await drainMigration(client);
+        await drainMigration(client, drainBound(ctx, file));
         migration = await client.execute<MigrationInfo>('query-migrate');
       }
       if (migration.status === 'completed' && ours && !freezeUnsure) {
@@ -75,7 +94,7 @@ export async function recoverSnapshot(ctx: AgentContext, snap: VMSnapshot): Prom
           ctx.log.warn({ err: String(err), file }, 'cannot complete the snapshot file left by the previous agent');
         }
       }
-      if (migration.status && ACTIVE.includes(migration.status)) await drainMigration(client);
+      if (migration.status && ACTIVE.includes(migration.status)) await drainMigration(client, drainBound(ctx, file));
       await removeFdSets(client, SAVE_OPAQUE);
       const resumed = await resumeIfWasRunning(client, meta);
       await fs.promises.rm(file, { force: true });
@@ -108,7 +127,7 @@ async function recoverPodSnapshot(
     try {
       const migration = await client.execute<MigrationInfo>('query-migrate');
       if (migration.status && ACTIVE.includes(migration.status) && (await fdSetsWithOpaque(client, SAVE_OPAQUE)).length > 0) {
-        await drainMigration(client);
+        await drainMigration(client, drainBound(ctx, file));
         notes.push('the save still running in QEMU was ended');
       }
       await removeFdSets(client, SAVE_OPAQUE);
@@ -132,12 +151,13 @@ function succeeded(snap: VMSnapshot, outcome: SaveOutcome, note: string): Comple
 }
 
 /**
- * The saved VM's QEMU if it is still the process that was saved (same pid). A VM pod is found
+ * The saved VM's QEMU if it is still the process that was saved (same pid and start time: a
+ * recycled pid is another process). A VM pod is found
  * again by its Pod and reached through the checked connection, never through the socket path in
  * the file's header (the tenant's QEMU could write the file).
  */
 async function connectSavedQemu(ctx: AgentContext, snap: VMSnapshot, meta: SnapshotMetadata): Promise<QmpClient | undefined> {
-  if (!isPodVms(ctx.discovery)) return connectSameQemu(meta.vm.qmpSocket, meta.qemu.pid);
+  if (!isPodVms(ctx.discovery)) return connectSameQemu(meta.vm.qmpSocket, meta.qemu);
   const vm = await ctx.discovery.find(snap.metadata.namespace!, snap.spec.vmName);
   if (!vm) return undefined;
   const probe = await ctx.discovery.probe(vm, 2000);
@@ -145,16 +165,16 @@ async function connectSavedQemu(ctx: AgentContext, snap: VMSnapshot, meta: Snaps
     if (probe.kind === 'unreachable') ctx.log.warn({ vm: `${vm.namespace}/${vm.name}`, message: probe.message }, 'cannot reach the saved VM pod');
     return undefined;
   }
-  if (peerPid(probe.client) === meta.qemu.pid) return probe.client;
+  if (sameProcess(meta.qemu, peerIdentity(probe.client))) return probe.client;
   probe.client.close();
   return undefined;
 }
 
-/** The QEMU at `socket` if it is still the process that was saved (same pid). */
-async function connectSameQemu(socket: string, pid: number): Promise<QmpClient | undefined> {
+/** The QEMU at `socket` if it is still the process that was saved. */
+async function connectSameQemu(socket: string, saved: { pid: number; startTicks?: number }): Promise<QmpClient | undefined> {
   const probe = await probeQmp(socket, 2000);
   if (probe.kind !== 'answers') return undefined;
-  if (peerPid(probe.client) === pid) return probe.client;
+  if (sameProcess(saved, peerIdentity(probe.client))) return probe.client;
   probe.client.close();
   return undefined;
 }
@@ -240,7 +260,7 @@ export async function recoverRestore(ctx: AgentContext, restore: VMRestore, sign
   const client = probe.client;
   try {
     const pid = peerPid(client);
-    if (!launchedFor(pid, restore.metadata.uid)) {
+    if (!launchedForPeer(client, restore.metadata.uid)) {
       return fail(`it had not launched the restored VM yet (the QEMU at ${socket} is not the restore's); create a new VMRestore to retry`);
     }
     let { status } = await client.execute<{ status: string }>('query-status');
@@ -249,7 +269,7 @@ export async function recoverRestore(ctx: AgentContext, restore: VMRestore, sign
       if (migration.status && ACTIVE.includes(migration.status)) {
         ctx.log.info({ vm: target, socket }, 'waiting for the load that was running when the agent restarted');
         try {
-          migration = await waitForMigration(client, { pollMs: 100, startedAt: Date.now(), signal });
+          migration = await waitForLoadAgain(ctx, client, signal);
         } catch (err) {
           const c = cancellationOf(signal);
           if (c?.kind === 'shutdown') return { status: {}, skipStatus: true, event: { type: 'Normal', reason: 'RestoreInterrupted', message: c.message } };
@@ -330,7 +350,7 @@ async function recoverPodRestore(
     let migration = await client.execute<MigrationInfo>('query-migrate');
     if (migration.status && ACTIVE.includes(migration.status)) {
       try {
-        migration = await waitForMigration(client, { pollMs: 100, startedAt: Date.now(), signal });
+        migration = await waitForLoadAgain(ctx, client, signal);
       } catch (err) {
         const c = cancellationOf(signal);
         if (c?.kind === 'shutdown') return { status: {}, skipStatus: true, event: { type: 'Normal', reason: 'RestoreInterrupted', message: c.message } };
@@ -356,6 +376,17 @@ async function recoverPodRestore(
     };
   } finally {
     client.close();
+  }
+}
+
+/** launchedFor, read from /proc of the very process on the other end of the connection. */
+function launchedForPeer(client: QmpClient, uid: string | undefined): boolean {
+  const pid = peerPid(client);
+  if (pid === undefined) return false;
+  try {
+    return readPeerProcess(client.socketFd(), pid, (p) => launchedFor(p, uid));
+  } catch {
+    return false;
   }
 }
 
@@ -414,7 +445,7 @@ export async function cleanUpFailedSnapshot(ctx: AgentContext, snap: VMSnapshot)
       try {
         const migration = await client.execute<MigrationInfo>('query-migrate');
         if ((await fdSetsWithOpaque(client, SAVE_OPAQUE)).length > 0 && migration.status && ACTIVE.includes(migration.status)) {
-          await drainMigration(client);
+          await drainMigration(client, drainBound(ctx, file));
           notes.push('let the save still running in QEMU finish and discarded it');
         }
         await removeFdSets(client, SAVE_OPAQUE);
@@ -445,7 +476,7 @@ export async function cleanUpFailedRestore(ctx: AgentContext, restore: VMRestore
   if (probe.kind !== 'answers') return undefined;
   const client = probe.client;
   try {
-    if (!launchedFor(peerPid(client), restore.metadata.uid)) return undefined;
+    if (!launchedForPeer(client, restore.metadata.uid)) return undefined;
     const { status } = await client.execute<{ status: string }>('query-status');
     if (status !== 'inmigrate') return undefined;
     await quitQemu(client);

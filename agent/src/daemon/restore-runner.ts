@@ -6,6 +6,7 @@ import path from 'node:path';
 import { Reason, type VMRestore, type VMSnapshot } from '../../../api/index.js';
 import { relaunchArgv, type ArgvRewrite } from '../engine/launch.js';
 import { dropReplacedLayers, topLayers } from './disk-layers.js';
+import { MigrationStalledError } from '../engine/stall.js';
 import { restoreVm, type RestoreResult } from '../engine/restore.js';
 import { verifySnapshotFile } from '../snapshot-file/verify.js';
 import { readHeader } from '../snapshot-file/read.js';
@@ -98,6 +99,20 @@ export function copyRewrite(args: {
 }
 
 /** The Failed status of a restore and its Warning event, for agent-launched and VM-pod restores alike. */
+/** The agent's stall bound for a restore's load (restoreVm's stallMs and onStalled). */
+export function loadBound(ctx: AgentContext, restore: VMRestore): { stallMs: number; onStalled: (err: Error) => void } {
+  const ref = { namespace: restore.metadata.namespace, name: restore.metadata.name };
+  return {
+    stallMs: ctx.config.stallTimeoutSeconds * 1000,
+    onStalled: (err) => ctx.log.warn({ ...ref, message: err.message }, 'the restore stalled; ending it'),
+  };
+}
+
+/** MigrationStalled for a load that stood still (agent setting stallTimeoutSeconds), Failed otherwise. */
+export function failureReason(err: unknown): Reason {
+  return err instanceof MigrationStalledError ? Reason.MigrationStalled : Reason.Failed;
+}
+
 export function restoreFailed(restore: VMRestore, reason: Reason, message: string): Completion {
   return { status: failedStatus(restore, reason, message, new Date()), event: { type: 'Warning', reason: 'RestoreFailed', message } };
 }
@@ -230,6 +245,7 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
       ledger: OverlayLedger.forStorageRoot(ctx.config.storageRoot),
       signal,
       lazy: settings.lazy,
+      ...loadBound(ctx, restore),
     });
     const { status, outcome } = await restoreSucceeded(ctx, restore, r, {
       file,
@@ -249,7 +265,7 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
     const cancelled = cancellationOf(signal);
     if (cancelled) return cancelledCompletion(restore, cancelled);
     if (err instanceof RestoreRefused) return fail(err.reason, err.message);
-    return fail(Reason.Failed, `the restore into VM ${target} failed: ${(err as Error).message}`);
+    return fail(failureReason(err), `the restore into VM ${target} failed: ${(err as Error).message}`);
   } finally {
     releaseFile?.();
   }

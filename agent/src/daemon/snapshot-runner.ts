@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { MAX_PROGRESS_UPDATES_PER_SECOND, Reason, type VMSnapshot, type VMSnapshotStatus } from '../../../api/index.js';
 import { saveVm } from '../engine/save.js';
+import { MigrationStalledError } from '../engine/stall.js';
 import type { QmpClient } from '../qmp/client.js';
 import { isPodVms } from '../vm/pod-vms.js';
 import type { DiscoveredVm } from './discovery.js';
@@ -85,6 +86,8 @@ export async function runSnapshot(ctx: AgentContext, snap: VMSnapshot, signal: A
       // The class may turn the verification mode on; statuses from before that field only know the spec.
       digest: effective.digests ?? snap.spec.digests ?? false,
       onProgress: (p) => progress.push(progressStatus(p.bytesDone, p.bytesTotal)),
+      stallMs: ctx.config.stallTimeoutSeconds * 1000,
+      onStalled: (err) => ctx.log.warn({ ...ref, message: err.message }, 'the save stalled; putting the VM back'),
       signal,
     });
     await progress.stop();
@@ -99,6 +102,9 @@ export async function runSnapshot(ctx: AgentContext, snap: VMSnapshot, signal: A
     await progress.stop();
     const cancelled = cancellationOf(signal);
     if (cancelled) return cancelledCompletion(snap, cancelled);
+    if (err instanceof MigrationStalledError) {
+      return fail(Reason.MigrationStalled, `${err.message}; the save of VM ${ns}/${vmName} was ended, the VM put back as it was and the partial file removed (agent setting stallTimeoutSeconds)`);
+    }
     return fail(Reason.Failed, `the save of VM ${ns}/${vmName} failed: ${(err as Error).message}`);
   }
 }

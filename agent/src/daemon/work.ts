@@ -2,12 +2,15 @@
 // each into at most one job: a run (claim, then save or restore), a recovery
 // (left InProgress by a previous agent), or a file deletion. One job per VM at
 // a time; a running job is cancelled when its object turns Failed or is deleted.
+// New runs wait in a queue for one of the node's slots, shared fairly between
+// namespaces (fair-share.ts).
 import {
   NODE_LABEL,
   VMRestoreSchema,
   VMSnapshotSchema,
   formatZodError,
   isAssignedTo,
+  operationSlots,
   type VMRestore,
   type VMRestoreStatus,
   type VMSnapshot,
@@ -22,6 +25,7 @@ import { cleanUpFailedRestore, cleanUpFailedSnapshot, hasLeftoverFile, recoverRe
 import { runRestore } from './restore-runner.js';
 import { runSnapshot, snapshotClaimExtra } from './snapshot-runner.js';
 import { claimPatch } from './status.js';
+import { pickWork, type QueuedWork } from './fair-share.js';
 import { vmKey } from './vm-locks.js';
 
 type Kind = 'snapshot' | 'restore';
@@ -57,6 +61,12 @@ export class WorkDispatcher {
   /** Final statuses that could not be written yet, retried on the next event or resync. */
   private readonly unwritten = new Map<string, { kind: Kind; ref: { namespace: string; name: string }; completion: Completion }>();
   private readonly invalid = new Set<string>();
+  /** Assigned work not claimed yet, waiting for a slot: uid -> work. */
+  private readonly queue = new Map<string, Work>();
+  /** namespace -> when it last got a slot (serveTick), for round-robin between namespaces. */
+  private readonly lastServed = new Map<string, number>();
+  private serveTick = 0;
+  private schedulePending = false;
   private informers: Array<ResilientInformer<KubeObject>> = [];
   private stopping = false;
 
@@ -136,6 +146,7 @@ export class WorkDispatcher {
       return;
     }
     if (this.stopping) return;
+    this.queue.delete(uid); // queued again below while it is still waiting for this node
     const pending = this.unwritten.get(uid);
     if (pending) {
       this.unwritten.delete(uid);
@@ -161,7 +172,42 @@ export class WorkDispatcher {
       this.handleDeletion(work.obj);
       return;
     }
-    if (!obj.metadata.deletionTimestamp && isAssignedTo(obj, this.ctx.nodeName) && !this.handled.has(uid)) this.startJob(work, 'run');
+    if (!obj.metadata.deletionTimestamp && isAssignedTo(obj, this.ctx.nodeName) && !this.handled.has(uid)) {
+      this.queue.set(uid, work);
+      this.scheduleSoon();
+    }
+  }
+
+  /** Once per turn of the event loop: a burst of events (a resync, a job's end) is one decision. */
+  private scheduleSoon(): void {
+    if (this.schedulePending) return;
+    this.schedulePending = true;
+    setImmediate(() => {
+      this.schedulePending = false;
+      this.schedule();
+    });
+  }
+
+  /** Starts the queued work that fair-share picks for the free slots. */
+  private schedule(): void {
+    if (this.stopping) return;
+    const byVm = new Map<string, QueuedWork>();
+    for (const [uid, work] of this.queue) {
+      const key = this.lockKey(work);
+      const holder = this.reserved.get(key);
+      if (holder !== undefined && holder !== uid) continue; // the VM is busy: looked at again when that job ends
+      const c: QueuedWork = { id: uid, namespace: work.obj.metadata.namespace ?? '', since: String(work.obj.metadata.creationTimestamp ?? '') };
+      const other = byVm.get(key);
+      if (!other || c.since < other.since || (c.since === other.since && c.id < other.id)) byVm.set(key, c); // one job per VM
+    }
+    const running = [...this.jobs.values()].filter((j) => j.mode !== 'cleanup').map((j) => j.work.obj.metadata.namespace ?? '');
+    const picked = pickWork([...byVm.values()], { ...operationSlots(this.ctx.config), running, lastServed: this.lastServed });
+    for (const next of picked) {
+      const work = this.queue.get(next.id)!;
+      this.queue.delete(next.id);
+      this.lastServed.set(next.namespace, ++this.serveTick);
+      this.startJob(work, 'run');
+    }
   }
 
   private onDeleted(raw: KubeObject): void {
@@ -169,6 +215,7 @@ export class WorkDispatcher {
     if (!uid) return;
     this.unwritten.delete(uid);
     this.deletions.delete(uid);
+    this.queue.delete(uid);
     const job = this.jobs.get(uid);
     if (job) job.controller.abort(deletedCancellation(KIND_NAME[job.work.kind]));
   }
@@ -190,8 +237,6 @@ export class WorkDispatcher {
     const key = this.lockKey(work);
     const holder = this.reserved.get(key);
     if (holder !== undefined && holder !== uid) return; // the VM is busy: looked at again when that job ends
-    // The node's limit: new work stays Pending (unclaimed) until a running job ends and frees a slot.
-    if (mode === 'run' && this.activeOperations() >= this.ctx.config.maxConcurrentOperations) return;
     const job: Job = { uid, work, mode, key, controller: new AbortController(), done: Promise.resolve() };
     this.jobs.set(uid, job);
     this.reserved.set(key, uid);
@@ -324,13 +369,6 @@ export class WorkDispatcher {
     const within = (ps: Array<Promise<void>>, ms: number) =>
       Promise.race([Promise.all(ps), new Promise((r) => setTimeout(r, ms).unref())]);
     await Promise.all([within(saves, SAVE_CANCEL_GRACE_MS), within(restores, RESTORE_GRACE_MS)]);
-  }
-
-  /** Saves and restores running or recovering now (cleanups are short and not counted). */
-  private activeOperations(): number {
-    let n = 0;
-    for (const j of this.jobs.values()) if (j.mode !== 'cleanup') n++;
-    return n;
   }
 
   /** For logs and tests: what is running now. */

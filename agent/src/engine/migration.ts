@@ -3,6 +3,7 @@
 // fdset that carries our file descriptors, and waiting for the outcome.
 import { QmpCommandError } from '../qmp/errors.js';
 import type { QmpClient } from '../qmp/client.js';
+import { watchProgress, type ProgressMeasure } from './stall.js';
 
 /** Capabilities that QEMU refuses to combine with mapped-ram. */
 const INCOMPATIBLE_CAPABILITIES = ['xbzrle', 'postcopy-ram', 'postcopy-preempt', 'compress', 'background-snapshot', 'return-path'];
@@ -135,7 +136,9 @@ const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
 
 /**
  * Polls query-migrate until the migration ends; wakes early on MIGRATION events.
- * Reports progress from the source's RAM counters.
+ * Reports progress from the source's RAM counters. Aborting `signal` (a cancellation, or a
+ * stall watch that saw QEMU stop doing anything with the file) ends the wait at once, even
+ * while QEMU has not answered a command.
  */
 export async function waitForMigration(
   client: QmpClient,
@@ -151,7 +154,7 @@ export async function waitForMigration(
   try {
     for (;;) {
       if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('aborted');
-      const info = await client.execute<MigrationInfo>('query-migrate');
+      const info = await unlessAborted(client.execute<MigrationInfo>('query-migrate'), opts.signal);
       if (info.ram && opts.onProgress) {
         const total = info.ram.total;
         const done = Math.max(0, total - info.ram.remaining);
@@ -179,17 +182,43 @@ export async function waitForMigration(
   }
 }
 
+/** `p`, or the signal's reason as soon as it aborts (a command QEMU does not answer is left to its own timeout). */
+export function unlessAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  p.catch(() => undefined); // an answer that comes after the abort is nobody's business
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}
+
+/** Both signals (either may be absent). */
+export function eitherSignal(a: AbortSignal | undefined, b: AbortSignal | undefined): AbortSignal | undefined {
+  return a && b ? AbortSignal.any([a, b]) : (a ?? b);
+}
+
 /** Cancels a running outgoing migration and waits until QEMU says it stopped. */
 export async function cancelMigration(client: QmpClient, timeoutMs = 10_000): Promise<void> {
   if (client.closed) return;
   try {
-    await client.execute('migrate_cancel');
+    await client.execute('migrate_cancel', {}, { timeoutMs });
   } catch {
     return;
   }
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline && !client.closed) {
-    const info = await client.execute<MigrationInfo>('query-migrate').catch(() => undefined);
+    const info = await client.execute<MigrationInfo>('query-migrate', {}, { timeoutMs: Math.max(1, deadline - Date.now()) }).catch(() => undefined);
     if (!info || !info.status || TERMINAL.has(info.status) || info.status === 'none') return;
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -202,23 +231,36 @@ export async function cancelMigration(client: QmpClient, timeoutMs = 10_000): Pr
  * migration's cleanup freed it: SIGSEGV in thread mig/src/send_N). Instead the
  * VM is paused, so that even a live save converges at once, and QEMU finishes
  * writing at disk speed; the caller then resumes the VM and discards the file.
- * Only a save still running after `timeoutMs` is cancelled after all.
+ * Only a save still running after `timeoutMs`, or one whose file stops growing
+ * for `stall.stallMs` (QEMU hung, or a tenant's QMP reporting a save it does
+ * not write), is cancelled after all.
  */
-export async function drainMigration(client: QmpClient, timeoutMs = 300_000): Promise<void> {
+export async function drainMigration(
+  client: QmpClient,
+  opts: { timeoutMs?: number; stall?: { measure: ProgressMeasure; stallMs: number } } = {},
+): Promise<void> {
   if (client.closed) return;
+  const watch = opts.stall ? watchProgress(opts.stall.measure, { stallMs: opts.stall.stallMs, what: 'drain of the cancelled save' }) : undefined;
+  const timeout = AbortSignal.timeout(opts.timeoutMs ?? 300_000);
+  const signal = eitherSignal(timeout, watch?.signal)!;
+  const ask = <T>(command: string, args?: Record<string, unknown>) => unlessAborted(client.execute<T>(command, args), signal);
   try {
-    const status = await client.execute<{ running: boolean }>('query-status');
-    if (status.running) await client.execute('stop');
-  } catch {
-    return; // QEMU is gone or refuses: nothing left to drain
-  }
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline && !client.closed) {
-    const info = await client.execute<MigrationInfo>('query-migrate').catch(() => undefined);
-    if (!info || !info.status || TERMINAL.has(info.status) || info.status === 'none') return;
-    // A save with disks waits there for us (pause-before-switchover): let it finish.
-    if (info.status === 'pre-switchover') await client.execute('migrate-continue', { state: 'pre-switchover' }).catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 50));
+    try {
+      const status = await ask<{ running: boolean }>('query-status');
+      if (status.running) await ask('stop');
+    } catch {
+      if (!signal.aborted) return; // QEMU is gone or refuses: nothing left to drain
+    }
+    while (!signal.aborted && !client.closed) {
+      const info = await ask<MigrationInfo>('query-migrate').catch(() => undefined);
+      if (signal.aborted) break;
+      if (!info || !info.status || TERMINAL.has(info.status) || info.status === 'none') return;
+      // A save with disks waits there for us (pause-before-switchover): let it finish.
+      if (info.status === 'pre-switchover') await ask('migrate-continue', { state: 'pre-switchover' }).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } finally {
+    watch?.stop();
   }
   await cancelMigration(client);
 }

@@ -1,9 +1,12 @@
 // What the engine learns about the QEMU on the other end of a QMP socket.
 import fs from 'node:fs';
 import { formatQemuVersion, type QmpClient } from '../qmp/client.js';
+import { processIdentity, readPeerProcess } from '../vm/process-identity.js';
 
 export interface QemuProcessInfo {
   pid: number;
+  /** With pid, the process's identity (a recycled pid starts later): see vm/process-identity.ts. */
+  startTicks: number;
   argv: string[];
   cwd?: string;
 }
@@ -18,19 +21,23 @@ export interface QemuVmInfo {
   process: QemuProcessInfo;
 }
 
-/** Reads argv and cwd of the QEMU process behind the socket (SO_PEERCRED pid, then /proc). */
+/** Reads argv and cwd of the QEMU process behind the socket (SO_PEERCRED pid, then /proc of that very process). */
 export function qemuProcess(client: QmpClient): QemuProcessInfo {
   const { pid } = client.peerCredentials();
-  const raw = fs.readFileSync(`/proc/${pid}/cmdline`);
-  const argv = raw.toString('utf8').split('\0');
-  if (argv[argv.length - 1] === '') argv.pop();
-  let cwd: string | undefined;
-  try {
-    cwd = fs.readlinkSync(`/proc/${pid}/cwd`);
-  } catch {
-    cwd = undefined;
-  }
-  return { pid, argv, cwd };
+  return readPeerProcess(client.socketFd(), pid, (p) => {
+    const identity = processIdentity(p);
+    if (!identity) throw new Error(`the QEMU process (pid ${p}) has exited`);
+    const raw = fs.readFileSync(`/proc/${p}/cmdline`);
+    const argv = raw.toString('utf8').split('\0');
+    if (argv[argv.length - 1] === '') argv.pop();
+    let cwd: string | undefined;
+    try {
+      cwd = fs.readlinkSync(`/proc/${p}/cwd`);
+    } catch {
+      cwd = undefined;
+    }
+    return { pid: p, startTicks: identity.startTicks, argv, cwd };
+  });
 }
 
 export async function queryStatus(client: QmpClient): Promise<{ status: string; running: boolean }> {

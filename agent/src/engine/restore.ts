@@ -17,6 +17,7 @@ import { createRestoreOverlays, removeOverlays as removeOverlaysOf, writableDisk
 import {
   addFdSet,
   configureMigration,
+  eitherSignal,
   fileUri,
   removeFdSet,
   waitForMigration,
@@ -29,6 +30,8 @@ import { abandonEarlyLaunch, earlyLazyLaunch, type EarlyLaunch } from './lazy/ea
 import { startPrefetch } from './lazy/prefetch.js';
 import { planPreallocArgv, type PreallocPlan } from './prealloc.js';
 import type { LazyMapping } from '../../../api/vm-pod.js';
+import { DEFAULT_STALL_TIMEOUT_SECONDS } from '../../../api/agent-defaults.js';
+import { processReadMeasure, watchProgress, type MigrationStalledError } from './stall.js';
 
 export interface RestoreOptions {
   inPath: string;
@@ -44,6 +47,12 @@ export interface RestoreOptions {
   paused?: boolean;
   pollMs?: number;
   onMigrating?: (client: QmpClient) => Promise<void> | void;
+  /**
+   * The restore fails (MigrationStalledError) when QEMU's process reads nothing (its /proc io
+   * `rchar`, less our QMP commands) for this long, whatever QMP reports. Default 60 s.
+   */
+  stallMs?: number;
+  onStalled?: (err: MigrationStalledError) => void;
   /**
    * With launch: how the recorded command line changes (a copy under another name), extra
    * environment, and where QEMU's log goes (default <socket>.qemu.log; the agent's is its own directory).
@@ -253,7 +262,7 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
     // Should the load fail, it only warms the page cache and ends by itself.
     const prefetch = mapped ? ((opts.lazy?.prefetch ?? true) ? startPrefetch(realFile, mapped.main) : 'off') : undefined;
     await opts.onMigrating?.(client);
-    const outcome = await waitForMigration(client, { pollMs: opts.pollMs ?? 10, startedAt: started, signal: opts.signal });
+    const outcome = await waitForLoad(client, opts, started);
     if (outcome.status !== 'completed') {
       throw new RestoreError(`QEMU could not load ${opts.inPath}: ${outcome['error-desc'] ?? outcome.status}`);
     }
@@ -300,6 +309,23 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
   } finally {
     closeAll(fds);
     client.close();
+  }
+}
+
+/** Waits for QEMU's load, bounded by what its process really reads (when the kernel names the process). */
+async function waitForLoad(client: QmpClient, opts: RestoreOptions, started: number): Promise<MigrationInfo> {
+  let pid: number | undefined;
+  try {
+    pid = client.peerCredentials().pid;
+  } catch {
+    pid = undefined;
+  }
+  const stallMs = opts.stallMs ?? DEFAULT_STALL_TIMEOUT_SECONDS * 1000;
+  const watch = pid && pid > 0 ? watchProgress(processReadMeasure(pid, () => client.sentBytes), { stallMs, what: 'restore', onStall: opts.onStalled }) : undefined;
+  try {
+    return await waitForMigration(client, { pollMs: opts.pollMs ?? 10, startedAt: started, signal: eitherSignal(opts.signal, watch?.signal) });
+  } finally {
+    watch?.stop();
   }
 }
 

@@ -13,6 +13,7 @@ import {
   addFdSet,
   drainMigration,
   configureMigration,
+  eitherSignal,
   fileUri,
   removeFdSet,
   restoreMigrationConfig,
@@ -27,6 +28,8 @@ import { digestsPath, writeDigests } from '../snapshot-file/digests.js';
 import { hostDiskFreezer, writableDisks, type BlockInfo, type DiskFreezer, type DiskRecord } from './disks.js';
 import { OverlayLedger } from './overlay-ledger.js';
 import { recordableArgv } from './lazy/recorded-argv.js';
+import { fileWriteMeasure, watchProgress, type MigrationStalledError, type ProgressMeasure } from './stall.js';
+import { DEFAULT_STALL_TIMEOUT_SECONDS } from '../../../api/agent-defaults.js';
 
 export type AfterSave = 'resume' | 'stop';
 
@@ -69,6 +72,13 @@ export interface SaveOptions {
    */
   pollMs?: number;
   onProgress?: (p: Progress) => void;
+  /**
+   * The save fails (MigrationStalledError) when QEMU writes nothing to the file (its allocated
+   * bytes and mtime stand still) for this long, whatever QMP reports. Default 60 s.
+   */
+  stallMs?: number;
+  /** Called when the stall bound fires, before the save is rolled back (logs; tests resume a stopped QEMU here). */
+  onStalled?: (err: MigrationStalledError) => void;
   /** Called right after QEMU accepted `migrate` (tests read QEMU's parameters here). */
   onMigrating?: (client: QmpClient) => Promise<void> | void;
   signal?: AbortSignal;
@@ -146,6 +156,9 @@ class SaveState {
   private savedConfig: SavedMigrationConfig | undefined;
   private wasRunning = false;
   private migrating = false;
+  /** What QEMU really writes (the file's allocated bytes), once the file is open. */
+  private measure: ProgressMeasure | undefined;
+  private readonly stallMs: number;
   /** The header metadata, once the file is complete. */
   metadata: SnapshotMetadata | undefined;
   private ramBytes: number | undefined;
@@ -153,7 +166,9 @@ class SaveState {
   constructor(
     private readonly client: QmpClient,
     private readonly opts: SaveOptions,
-  ) {}
+  ) {
+    this.stallMs = opts.stallMs ?? DEFAULT_STALL_TIMEOUT_SECONDS * 1000;
+  }
 
   async run(): Promise<SaveResult> {
     const { client, opts } = this;
@@ -179,12 +194,20 @@ class SaveState {
     this.checkAborted();
 
     const plain = this.openOutput();
+    const measure = (this.measure = fileWriteMeasure(plain));
     const metadata: SnapshotMetadata = {
       formatVersion: SNAPSHOT_FORMAT_VERSION,
       createdAt: new Date().toISOString(),
       ...(opts.trust ? { snapshot: opts.trust.snapshot } : {}),
       vm: { ...opts.vm, qmpSocket: opts.qmpSocket },
-      qemu: { version: vm.version, machine: vm.machine, pid: vm.process.pid, argv: recordableArgv(vm.process.argv), cwd: vm.process.cwd },
+      qemu: {
+        version: vm.version,
+        machine: vm.machine,
+        pid: vm.process.pid,
+        startTicks: vm.process.startTicks,
+        argv: recordableArgv(vm.process.argv),
+        cwd: vm.process.cwd,
+      },
       ram: { bytes: vm.ramBytes, mainBlockId: vm.mainBlockId },
       capture: { mode: opts.live ? 'Live' : 'Paused', wasRunning: vm.running, after: opts.after },
       stream: { offset: STREAM_OFFSET, channels: opts.channels, directIO: directIO.enabled, directIOReason: directIO.reason },
@@ -214,8 +237,16 @@ class SaveState {
     this.migrating = true;
     await client.execute('migrate', { uri: fileUri(this.fdsetId, STREAM_OFFSET) });
     await opts.onMigrating?.(client);
-    const wait = (until?: string[]) =>
-      waitForMigration(client, { pollMs: opts.pollMs ?? 20, onProgress: opts.onProgress, signal: opts.signal, startedAt: started, until });
+    // Each wait is bounded by the file's growth; the disk freeze between two waits is the agent's own work.
+    const wait = async (until?: string[]) => {
+      const watch = watchProgress(measure, { stallMs: this.stallMs, what: 'save', onStall: opts.onStalled });
+      try {
+        const signal = eitherSignal(opts.signal, watch.signal);
+        return await waitForMigration(client, { pollMs: opts.pollMs ?? 20, onProgress: opts.onProgress, signal, startedAt: started, until });
+      } finally {
+        watch.stop();
+      }
+    };
     let outcome = await wait(freeze ? ['pre-switchover'] : undefined);
     let diskFreezeMs = 0;
     if (outcome.status === 'pre-switchover') {
@@ -348,7 +379,7 @@ class SaveState {
   /** Undoes a failed or cancelled save: QEMU back as it was, no partial file. */
   async rollBack(): Promise<void> {
     const { client } = this;
-    if (this.migrating) await drainMigration(client);
+    if (this.migrating) await drainMigration(client, this.measure ? { stall: { measure: this.measure, stallMs: this.stallMs } } : {});
     if (this.fdsetId !== undefined) await removeFdSet(client, this.fdsetId).catch(() => undefined);
     if (this.savedConfig) await restoreMigrationConfig(client, this.savedConfig);
     if (this.wasRunning && !client.closed) {

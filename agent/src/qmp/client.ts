@@ -58,6 +58,8 @@ export class QmpClient extends EventEmitter {
   private closedError: Error | undefined;
   version!: QemuVersion;
   capabilities: string[] = [];
+  /** Bytes of commands sent: QEMU reads them, which a restore's stall watch must not count as loading. */
+  sentBytes = 0;
 
   private constructor(
     readonly socketPath: string,
@@ -87,7 +89,7 @@ export class QmpClient extends EventEmitter {
    */
   static async connect(
     socketPath: string,
-    opts: { timeoutMs?: number; name?: string; verifyPeer?: (peer: PeerCredentials) => void } = {},
+    opts: { timeoutMs?: number; name?: string; verifyPeer?: (peer: PeerCredentials, socketFd: number) => void } = {},
   ): Promise<QmpClient> {
     const timeoutMs = opts.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     const name = opts.name ?? socketPath;
@@ -101,7 +103,7 @@ export class QmpClient extends EventEmitter {
     });
     const client = new QmpClient(name, socket);
     try {
-      opts.verifyPeer?.(client.peerCredentials());
+      opts.verifyPeer?.(client.peerCredentials(), client.socketFd());
       const greeting = await client.waitForGreeting(timeoutMs);
       traceStep('QMP greeting (QEMU may still be initialising)');
       client.version = greeting.version;
@@ -145,7 +147,8 @@ export class QmpClient extends EventEmitter {
     return native().peerCredentials(this.socketFd());
   }
 
-  private socketFd(): number {
+  /** The connection's fd (for SO_PEERPIDFD); owned by the client. */
+  socketFd(): number {
     const fd = (this.socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
     if (typeof fd !== 'number' || fd < 0) throw new QmpError('the QMP socket has no file descriptor (closed?)');
     return fd;
@@ -161,6 +164,7 @@ export class QmpClient extends EventEmitter {
     const message: Record<string, unknown> = { execute: command, id };
     if (Object.keys(args).length > 0) message.arguments = args;
     const line = JSON.stringify(message) + '\n';
+    this.sentBytes += Buffer.byteLength(line);
     const timeoutMs = opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
     const result = new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {

@@ -32,6 +32,8 @@ export const SnapshotMetadataSchema = z.object({
     version: z.string(),
     machine: z.string(),
     pid: z.int(),
+    /** With pid, which process that was (/proc/<pid>/stat starttime): a recycled pid is not the saved QEMU. */
+    startTicks: z.optional(z.int()),
     /** The QEMU command line, from /proc/<pid>/cmdline: what a restore relaunches. */
     argv: z.array(z.string()),
     cwd: z.optional(z.string()),

@@ -8,6 +8,7 @@ import { native, O_PATH, type PeerCredentials } from '../native.js';
 import { QmpClient } from '../qmp/client.js';
 import { cgroupBelongsToPod } from './cgroup.js';
 import type { PodVmIdentity } from './identity.js';
+import { readPeerProcess } from './process-identity.js';
 import { podDir, socketNodePath, socketRelPath } from './run-volume.js';
 
 export class PeerRefusedError extends Error {
@@ -70,15 +71,18 @@ function readSmall(file: string, max: number): string {
   }
 }
 
-/** Throws PeerRefusedError unless the peer process is in the pod's cgroup. */
-export function verifyPodPeer(peer: PeerCredentials, vm: PodVmIdentity, what: string): void {
+/**
+ * Throws PeerRefusedError unless the peer process is in the pod's cgroup. The cgroup is read
+ * from /proc/<pid> of that very process (a pidfd from the socket proves the pid was not recycled).
+ */
+export function verifyPodPeer(peer: PeerCredentials, vm: PodVmIdentity, what: string, socketFd: number): void {
   const where = `the ${what} of VM ${vm.namespace}/${vm.name} (pod ${vm.podName})`;
   if (!(peer.pid > 0)) {
     throw new PeerRefusedError(`refused ${where}: the kernel does not show the peer's process (run the agent with hostPID, as the chart does)`);
   }
   let text: string;
   try {
-    text = readSmall(`/proc/${peer.pid}/cgroup`, CGROUP_MAX_BYTES);
+    text = readPeerProcess(socketFd, peer.pid, (pid) => readSmall(`/proc/${pid}/cgroup`, CGROUP_MAX_BYTES));
   } catch (err) {
     throw new PeerRefusedError(`refused ${where}: cannot read /proc/${peer.pid}/cgroup of its peer: ${(err as Error).message}`);
   }
@@ -98,7 +102,7 @@ export async function connectPodQmp(kubeletRootDir: string, vm: PodVmIdentity, s
     return await QmpClient.connect(`/proc/self/fd/${fd}`, {
       timeoutMs,
       name: socketNodePath(kubeletRootDir, vm.podUid, socketName),
-      verifyPeer: (peer) => verifyPodPeer(peer, vm, `QMP socket ${socketName}`),
+      verifyPeer: (peer, socketFd) => verifyPodPeer(peer, vm, `QMP socket ${socketName}`, socketFd),
     });
   } finally {
     fs.closeSync(fd);
@@ -128,7 +132,7 @@ export async function connectPodStream(kubeletRootDir: string, vm: PodVmIdentity
     try {
       const sfd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
       if (typeof sfd !== 'number' || sfd < 0) throw new PeerRefusedError(`the connection to ${socketName} has no file descriptor`);
-      verifyPodPeer(native().peerCredentials(sfd), vm, `socket ${socketName}`);
+      verifyPodPeer(native().peerCredentials(sfd), vm, `socket ${socketName}`, sfd);
     } catch (err) {
       socket.destroy();
       throw err;

@@ -61,7 +61,11 @@ app.kubernetes.io/component: {{ index . 1 }}
 
 {{/* The agent's config file (schema: api/agent-config.ts). */}}
 {{- define "vmsnap.agentConfig" -}}
-{{- dict "vmRoot" .Values.agent.vmRoot "storageRoot" .Values.agent.storageRoot "socketGlobs" .Values.agent.socketGlobs "inventoryIntervalSeconds" .Values.agent.inventoryIntervalSeconds "maxConcurrentOperations" .Values.agent.maxConcurrentOperations | toPrettyJson -}}
+{{- $c := dict "vmRoot" .Values.agent.vmRoot "storageRoot" .Values.agent.storageRoot "socketGlobs" .Values.agent.socketGlobs "inventoryIntervalSeconds" .Values.agent.inventoryIntervalSeconds "maxConcurrentOperations" .Values.agent.maxConcurrentOperations "stallTimeoutSeconds" .Values.agent.stallTimeoutSeconds -}}
+{{- if gt (int .Values.agent.maxOperationsPerNamespace) 0 -}}
+{{- $_ := set $c "maxOperationsPerNamespace" .Values.agent.maxOperationsPerNamespace -}}
+{{- end -}}
+{{- $c | toPrettyJson -}}
 {{- end -}}
 
 
