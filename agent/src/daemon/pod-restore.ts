@@ -25,6 +25,7 @@ import { eagerArgv } from '../engine/lazy/plan.js';
 import { LAZY_SNAPSHOT_FD } from '../../launcher/argv.js';
 import type { LazyMapping } from '../../../api/vm-pod.js';
 import fs from 'node:fs';
+import { traceStep } from '../clock.js';
 
 /** What QMP of the target pod showed before anything was touched. */
 export type PodQmpState =
@@ -110,6 +111,7 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
   const fail = (reason: Reason, message: string) => restoreFailed(restore, reason, message);
   let releaseFile: (() => void) | undefined;
   let restarted = false;
+  traceStep(`agent: restoring VM pod ${ns}/${effective.targetVMName} (${restore.metadata.name})`);
   try {
     const { file, trust } = await snapshotFileFor(ctx, restore);
     releaseFile = useFile(ctx, file);
@@ -142,6 +144,7 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
       qmp,
       nodeName: ctx.nodeName,
     });
+    traceStep('agent: VM pod found and probed');
     if (plan.action === 'refuse') throw new RestoreRefused(plan.reason, plan.message);
     // Checked before a running VM is replaced: a bad file must not cost the user their VM.
     if (plan.replacing) verifySnapshotFile(file, trust);
@@ -164,7 +167,9 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
         fd = opened.fd;
       }
       try {
+        traceStep('agent: asking the launcher to restart QEMU');
         const reply = await finder.launcher(vm!, { op: 'restart-incoming', ...(lazy ? { lazy } : {}) }, LAUNCHER_RESTART_TIMEOUT_MS, fd);
+        traceStep('agent: the launcher restarted QEMU');
         if (reply.state !== 'incoming') {
           throw new Error(`the VM pod's launcher answered restart-incoming with state '${reply.state}', not 'incoming': check the launcher's log in pod ${vm!.pod!.podName}`);
         }
@@ -206,6 +211,7 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
       signal,
       ...(lazy ? { lazy } : {}),
     });
+    traceStep('agent: restored');
     const { status, outcome } = await restoreSucceeded(ctx, restore, r, {
       file,
       target,
