@@ -11,7 +11,8 @@ import { API_VERSION } from '../api/index.js';
 import { Kube } from '../kube/client.js';
 import { PhaseWatch } from './phase-watch.js';
 import { ensureNodeCluster } from '../test/node/cluster.js';
-import { buildAndLoadImages, createVmPod, ensureNamespace, installRelease, nodeKubectl, uninstallRelease, upgradeRelease, vmLog } from '../test/node/product.js';
+import { buildAndLoadImages, createVmPod, ensureNamespace, installRelease, nodeHelm, nodeKubectl, uninstallRelease, vmLog } from '../test/node/product.js';
+import { repoRoot } from '../test/cluster/controlplane.js';
 import { guestChecks } from '../test/node/vm-pod.js';
 
 export interface PodLazyRow {
@@ -49,7 +50,6 @@ export async function measurePodLazy(opts: { memGiB: number; fillMiB: number; re
   const release = await installRelease(cp, images, { namespace: `vmsnap-bench-${suffix}`, storageRoot, ports: { metrics: base, operatorProbes: base + 1, agentProbes: base + 2 } });
   // VMSNAP_TRACE=1: the agent logs each step of a restore (agent/src/clock.ts), printed at the end.
   const tracing = process.env.VMSNAP_TRACE === '1';
-  if (tracing) await upgradeRelease(cp, release, { 'agent.extraEnv[0].name': 'VMSNAP_TRACE', 'agent.extraEnv[0].value': '1' });
   const ns = `bench-${suffix}`;
   const vm = 'bench';
   const kc = new k8s.KubeConfig();
@@ -61,6 +61,10 @@ export async function measurePodLazy(opts: { memGiB: number; fillMiB: number; re
   const agent = { Lazy: [] as number[], Eager: [] as number[] };
   const failures: string[] = [];
   try {
+    if (tracing) {
+      const r = await nodeHelm(cp, ['upgrade', release.name, path.join(repoRoot, 'helm/vmsnap'), '-n', release.namespace, '--reuse-values', '--wait', '--set', 'agent.extraEnv[0].name=VMSNAP_TRACE', '--set-string', 'agent.extraEnv[0].value=1']);
+      if (r.code !== 0) throw new Error(`helm upgrade with VMSNAP_TRACE failed: ${r.stderr}`);
+    }
     await ensureNamespace(ns, 'restricted');
     await createVmPod({ namespace: ns, name: vm, image: images.guest, memMiB: opts.memGiB * 1024, fillMiB: opts.fillMiB, seed: 11 });
     await until('the guest to fill and check its memory', async () => guestChecks(await vmLog(ns, vm)).passCount >= 1, 600_000);
