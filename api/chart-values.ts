@@ -31,6 +31,17 @@ const port = () => z.number().int().min(1).max(65535);
 // Kubernetes validates these; the chart only passes them through.
 const securityContext = () => anyMap();
 
+/**
+ * The capabilities the agent container keeps with vmSource pods (values.yaml adds exactly these
+ * after dropping ALL; the chart README says why each is needed, and the node suite compares them
+ * with the running agent's CapEff):
+ * - DAC_OVERRIDE: connect(2) needs write permission on a socket, and a VM pod's sockets belong
+ *   to the pod's user;
+ * - SYS_PTRACE: /proc/<pid>/{smaps,maps,fd,environ} of a process of another user need
+ *   PTRACE_MODE_READ access (a lazily restored VM's resident bytes, the disks its QEMU holds).
+ */
+export const AGENT_CAPABILITIES = ['DAC_OVERRIDE', 'SYS_PTRACE'] as const;
+
 /** Where the agent finds VMs (env VMSNAP_VM_SOURCE). */
 export const VM_SOURCES = ['pods', 'sockets'] as const;
 
@@ -97,6 +108,8 @@ export const ChartValuesSchema = z.strictObject({
     kvm: z.strictObject({ enabled: z.boolean() }),
     probes: z.strictObject({ enabled: z.boolean(), port: port() }),
     hostNetwork: z.boolean(),
+    singleTenantHostsAcknowledged: z.boolean(),
+    privileged: z.boolean(),
     podSecurityContext: securityContext(),
     securityContext: securityContext(),
     extraHostPaths: z.array(

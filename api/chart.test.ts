@@ -5,7 +5,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AgentConfigSchema, operationSlots } from './agent-config.js';
-import { ChartValuesSchema } from './chart-values.js';
+import { AGENT_CAPABILITIES, ChartValuesSchema } from './chart-values.js';
 import { formatZodError } from './common.js';
 
 const chartDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../helm/vmsnap');
@@ -57,7 +57,18 @@ describe('helm chart', () => {
     for (const needle of ['hostPID: true', 'fieldPath: spec.nodeName', 'name: NODE_NAME', 'name: VMSNAP_VM_SOURCE', 'name: VMSNAP_KUBELET_ROOT_DIR', 'mountPropagation: HostToContainer', 'path: /dev/kvm', 'type: CharDevice']) {
       expect(ds).toContain(needle);
     }
-    expect(values.agent.securityContext).toEqual({ privileged: true });
+    // Not privileged: root with the named capabilities only, under the runtime's seccomp profile.
+    expect(values.agent.privileged).toBe(false);
+    expect(values.agent.singleTenantHostsAcknowledged).toBe(false);
+    expect(values.agent.securityContext).toEqual({
+      privileged: false,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'], add: [...AGENT_CAPABILITIES] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    });
+    const readme = readFileSync(path.join(chartDir, 'README.md'), 'utf8');
+    for (const cap of AGENT_CAPABILITIES) expect(readme).toContain(`- **\`CAP_${cap}\`.**`);
     expect(values.agent).toMatchObject({ vmSource: 'pods', kubeletRootDir: '/var/lib/kubelet', probes: { enabled: true } });
     expect(values.operator.probes.enabled).toBe(true);
   });

@@ -276,6 +276,12 @@ async function main(): Promise<void> {
     report.lazy = await lazySection((l) => console.log(l));
     fs.writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify(report, null, 2) + '\n');
   }
+  // Lazy against eager VMRestore of a VM pod on the real node (VMSNAP_BENCH_POD_LAZY=0 skips it; bench/pod-lazy-main.ts runs it alone).
+  if (process.env.VMSNAP_BENCH_POD_LAZY !== '0') {
+    const { podLazySection } = await import('./pod-lazy.js');
+    report.podLazy = await podLazySection((l) => console.log(l), dir);
+    fs.writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify(report, null, 2) + '\n');
+  }
   // libvirt's virsh save/restore on the same guest: opt-in (installs libvirt, needs root).
   if (process.env.VMSNAP_BENCH_LIBVIRT === '1') {
     const { runLibvirtComparison } = await import('./libvirt.js');

@@ -122,7 +122,7 @@ if [[ ${IMAGE##*/} == *:* ]]; then repo="${IMAGE%:*}" tag="${IMAGE##*:}"; fi
 helm upgrade --install "$RELEASE" "$ROOT/helm/vmsnap" \
   --namespace "$SYSTEM_NS" --create-namespace --skip-crds \
   --set image.repository="$repo" --set image.tag="$tag" --set image.pullPolicy=Never \
-  --set agent.vmSource=sockets --set agent.kvm.enabled="$kvm" --set logLevel=debug \
+  --set agent.vmSource=sockets --set agent.singleTenantHostsAcknowledged=true --set agent.kvm.enabled="$kvm" --set logLevel=debug \
   --wait --timeout 5m
 kubectl -n "$SYSTEM_NS" rollout status deployment/"$RELEASE"-operator --timeout=180s
 kubectl -n "$SYSTEM_NS" rollout status daemonset/"$RELEASE"-agent --timeout=180s

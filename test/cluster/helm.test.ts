@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { AgentConfigSchema } from '../../api/agent-config.js';
+import { AGENT_CAPABILITIES } from '../../api/chart-values.js';
 import { API_VERSION } from '../../api/common.js';
 import {
   CLUSTER_STARTUP_TIMEOUT_MS,
@@ -104,7 +105,14 @@ describe('helm lint and template', () => {
     const agent = pod.containers[0];
     expect(pod.hostPID).toBe(true);
     expect(pod.hostNetwork).toBeUndefined();
-    expect(agent.securityContext).toEqual({ privileged: true });
+    expect(agent.securityContext).toEqual({
+      privileged: false,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'], add: [...AGENT_CAPABILITIES] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    });
+    expect(agent.volumeMounts).toContainEqual({ name: 'tmp', mountPath: '/tmp' });
     expect(envOf(agent)).toMatchObject({
       NODE_NAME: 'spec.nodeName',
       VMSNAP_VM_SOURCE: 'pods',
@@ -116,7 +124,7 @@ describe('helm lint and template', () => {
     expect(agent.volumeMounts).toContainEqual({ name: 'kubelet-root', mountPath: '/var/lib/kubelet', readOnly: true, mountPropagation: 'HostToContainer' });
     expect(pod.volumes).toContainEqual({ name: 'kubelet-root', hostPath: { path: '/var/lib/kubelet', type: 'Directory' } });
     // vmRoot and /dev/kvm belong to vmSource sockets: a pods agent does not get them.
-    expect(pod.volumes.map((v: Obj) => v.name)).toEqual(['config', 'kubelet-root', 'storage-root']);
+    expect(pod.volumes.map((v: Obj) => v.name)).toEqual(['config', 'tmp', 'kubelet-root', 'storage-root']);
     expect(agent.ports).toEqual([{ name: 'health', containerPort: 8082, protocol: 'TCP' }]);
     expect(agent.livenessProbe.httpGet).toEqual({ path: '/healthz', port: 'health' });
     expect(agent.readinessProbe.httpGet).toEqual({ path: '/readyz', port: 'health' });
@@ -140,11 +148,19 @@ describe('helm lint and template', () => {
     expect(r.stderr).toContain('apiServer.port must be set together with apiServer.host');
   });
 
-  it('renders vmSource sockets with vmRoot (and /dev/kvm when asked) instead of the kubelet directory', async () => {
-    const ds = await renderOne('DaemonSet', 'templates/agent-daemonset.yaml', ['agent.vmSource=sockets', 'agent.kvm.enabled=true']);
+  it('renders vmSource sockets, once single-tenant hosts are acknowledged, privileged with vmRoot (and /dev/kvm when asked) instead of the kubelet directory', async () => {
+    const ds = await renderOne('DaemonSet', 'templates/agent-daemonset.yaml', ['agent.vmSource=sockets', 'agent.singleTenantHostsAcknowledged=true', 'agent.kvm.enabled=true']);
     const pod = ds.spec.template.spec;
-    expect(pod.volumes.map((v: Obj) => v.name)).toEqual(['config', 'vm-root', 'storage-root', 'dev-kvm']);
+    expect(pod.volumes.map((v: Obj) => v.name)).toEqual(['config', 'tmp', 'vm-root', 'storage-root', 'dev-kvm']);
     expect(envOf(pod.containers[0]).VMSNAP_VM_SOURCE).toBe('sockets');
+    expect(pod.containers[0].securityContext).toEqual({ privileged: true });
+  });
+
+  it('refuses vmSource sockets without the single-tenant acknowledgement, naming the value', async () => {
+    const r = await helm(['template', 'vmsnap', chartDir, '--set', 'agent.vmSource=sockets']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('agent.singleTenantHostsAcknowledged=true');
+    expect(r.stderr).toContain('relaunch QEMU as root');
   });
 
   it('renders the operator restricted by default, the metrics port "off" when 0, and security contexts from values', async () => {
@@ -153,9 +169,12 @@ describe('helm lint and template', () => {
     expect(pod.securityContext).toEqual({ runAsNonRoot: true, runAsUser: 1000, runAsGroup: 1000, seccompProfile: { type: 'RuntimeDefault' } });
     expect(pod.containers[0].securityContext).toEqual({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
     expect(envOf(pod.containers[0]).VMSNAP_METRICS_PORT).toBe('off');
-    const ds = await renderOne('DaemonSet', 'templates/agent-daemonset.yaml', ['agent.podSecurityContext.runAsUser=0', 'agent.securityContext.privileged=false']);
+    const ds = await renderOne('DaemonSet', 'templates/agent-daemonset.yaml', ['agent.podSecurityContext.runAsUser=0', 'agent.securityContext.readOnlyRootFilesystem=false']);
     expect(ds.spec.template.spec.securityContext).toEqual({ runAsUser: 0 });
-    expect(ds.spec.template.spec.containers[0].securityContext).toEqual({ privileged: false });
+    expect(ds.spec.template.spec.containers[0].securityContext).toMatchObject({ privileged: false, readOnlyRootFilesystem: false });
+    // The way back for a node where the named capabilities are not enough.
+    const privileged = await renderOne('DaemonSet', 'templates/agent-daemonset.yaml', ['agent.privileged=true']);
+    expect(privileged.spec.template.spec.containers[0].securityContext).toEqual({ privileged: true });
   });
 
   it('renders a default VMSnapshotClass that the API server accepts', async () => {
@@ -211,11 +230,11 @@ describe('Pod Security levels (the API server\'s PodSecurity admission)', () => 
   };
   const dryRun = (pod: Obj) => kubectl(['apply', '--dry-run=server', '-f', '-'], { input: JSON.stringify(pod) });
 
-  it('the agent needs a privileged namespace: baseline refuses it, naming hostPID, hostPath and privileged', async () => {
+  it('the agent needs a privileged namespace: baseline refuses it, naming hostPID, hostPath and SYS_PTRACE', async () => {
     const baseline = await namespaceAt('baseline');
     const refused = await dryRun(await podFrom('DaemonSet', 'templates/agent-daemonset.yaml', baseline));
     expect(refused.code).not.toBe(0);
-    for (const what of ['hostPID', 'hostPath volumes', 'privileged']) expect(refused.stderr).toContain(what);
+    for (const what of ['hostPID', 'hostPath volumes', 'non-default capabilities', '"SYS_PTRACE"']) expect(refused.stderr).toContain(what);
     const privileged = await namespaceAt('privileged');
     const accepted = await dryRun(await podFrom('DaemonSet', 'templates/agent-daemonset.yaml', privileged));
     expect(accepted.stderr).toBe('');
@@ -337,7 +356,7 @@ describe('helm install into the local control plane', () => {
 
     const ds = JSON.parse(await kubectlOk(['get', 'daemonset', `${release}-agent`, '-n', sys, '-o', 'json'])) as Obj;
     expect(ds.spec.template.spec.serviceAccountName).toBe('vmsnap-agent');
-    expect(ds.spec.template.spec.containers[0].securityContext.privileged).toBe(true);
+    expect(ds.spec.template.spec.containers[0].securityContext).toMatchObject({ privileged: false, capabilities: { drop: ['ALL'], add: [...AGENT_CAPABILITIES] } });
 
     const sas = await kubectlOk(['get', 'serviceaccounts', '-n', sys, '-o', 'name']);
     expect(sas).toMatch(/^serviceaccount\/vmsnap-operator$/m);

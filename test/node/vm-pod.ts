@@ -94,19 +94,52 @@ export function inPod(pid: number, podUid: string): boolean {
 
 /** The pids of QEMU processes running in the pod with this uid, seen from the host. */
 export function qemuPidsOfPod(podUid: string): number[] {
+  return pidsOfPod(podUid, (pid) => fs.readFileSync(`/proc/${pid}/comm`, 'utf8').startsWith('qemu-system'));
+}
+
+/** The pids in the pod with this uid whose command line matches `cmdline`, seen from the host. */
+export function processesOfPod(podUid: string, cmdline: RegExp): number[] {
+  return pidsOfPod(podUid, (pid) => cmdline.test(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ')));
+}
+
+function pidsOfPod(podUid: string, match: (pid: number) => boolean): number[] {
   const pids: number[] = [];
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     const pid = Number(entry);
-    let comm: string;
     try {
-      comm = fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+      if (match(pid) && inPod(pid, podUid)) pids.push(pid);
     } catch {
-      continue;
+      // exited meanwhile
     }
-    if (comm.startsWith('qemu-system') && inPod(pid, podUid)) pids.push(pid);
   }
   return pids.sort((a, b) => a - b);
+}
+
+/** /proc/<pid>/status as fields (CapEff, Seccomp, NoNewPrivs, Uid, ...). */
+export function processStatus(pid: number): Record<string, string> {
+  const fields: Record<string, string> = {};
+  for (const line of fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
+    const m = /^(\w+):\s*(.*)$/.exec(line);
+    if (m) fields[m[1]!] = m[2]!;
+  }
+  return fields;
+}
+
+// linux/capability.h numbers, as far as the chart's names need them.
+const CAPABILITY_BITS: Record<string, number> = {
+  CHOWN: 0, DAC_OVERRIDE: 1, DAC_READ_SEARCH: 2, FOWNER: 3, FSETID: 4, KILL: 5, SETGID: 6, SETUID: 7, SETPCAP: 8,
+  NET_BIND_SERVICE: 10, NET_ADMIN: 12, NET_RAW: 13, IPC_LOCK: 14, SYS_CHROOT: 18, SYS_PTRACE: 19, SYS_ADMIN: 21,
+  SYS_NICE: 23, SYS_RESOURCE: 24, MKNOD: 27, AUDIT_WRITE: 29, SETFCAP: 31,
+};
+
+/** The names of the capabilities in a /proc status mask (hex), sorted; unknown bits as CAP_<n>. */
+export function capabilityNames(hexMask: string): string[] {
+  const mask = BigInt(`0x${hexMask}`);
+  const byBit = new Map(Object.entries(CAPABILITY_BITS).map(([name, bit]) => [bit, name]));
+  const names: string[] = [];
+  for (let bit = 0; bit < 64; bit++) if (mask & (1n << BigInt(bit))) names.push(byBit.get(bit) ?? `CAP_${bit}`);
+  return names.sort();
 }
 
 export interface GuestChecks {

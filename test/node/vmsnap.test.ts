@@ -21,7 +21,8 @@ import {
   type Release,
 } from './product.js';
 import type { NodeCluster } from './cluster.js';
-import { guestChecks, qemuPidsOfPod } from './vm-pod.js';
+import { capabilityNames, guestChecks, processesOfPod, processStatus, qemuPidsOfPod } from './vm-pod.js';
+import { AGENT_CAPABILITIES } from '../../api/chart-values.js';
 
 const suffix = randomBytes(3).toString('hex');
 const vmNamespace = `vms-${suffix}`;
@@ -151,6 +152,22 @@ test('the chart runs the operator and the agent as Ready pods from the image bui
     expect(p.spec.containers[0].readinessProbe).toBeDefined();
   }
   expect(pods.find((p) => p.metadata.labels['app.kubernetes.io/component'] === 'agent').spec.serviceAccountName).toMatch(/agent/);
+});
+
+test('the agent container is not privileged: its process holds exactly the named capabilities, under seccomp, with no_new_privs', async () => {
+  const agent = await agentPod();
+  const spec = JSON.parse(await nodeKubectlOk(['get', 'pod', agent.name, '-n', release.namespace, '-o', 'json'])).spec;
+  expect(spec.containers[0].securityContext.privileged).toBe(false);
+  // Read on the host, from the agent's own process (tini's child), not from what the spec asks.
+  const pids = processesOfPod(agent.uid, /dist\/agent\/src\/cli\/main\.js/);
+  expect(pids).toHaveLength(1);
+  const status = processStatus(pids[0]!);
+  expect(capabilityNames(status.CapEff!)).toEqual([...AGENT_CAPABILITIES].sort());
+  expect(capabilityNames(status.CapPrm!)).toEqual([...AGENT_CAPABILITIES].sort());
+  expect(capabilityNames(status.CapBnd!)).toEqual([...AGENT_CAPABILITIES].sort());
+  expect(status.Seccomp).toBe('2');
+  expect(status.NoNewPrivs).toBe('1');
+  expect(status.Uid!.split(/\s+/)[1]).toBe('0');
 });
 
 test('a VMSnapshot and a VMRestore of a VM pod: the pod keeps running, QEMU is restarted inside it, guest memory intact', async () => {

@@ -28,6 +28,7 @@ import { LAZY_SNAPSHOT_FD } from '../../launcher/argv.js';
 import type { LazyMapping } from '../../../api/vm-pod.js';
 import fs from 'node:fs';
 import { diskSwaps, podDiskRefusal, startOnRestoreOverlays } from '../vm/pod-disks.js';
+import { traceStep } from '../clock.js';
 
 /** What QMP of the target pod showed before anything was touched. */
 export type PodQmpState =
@@ -124,6 +125,7 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
   const fail = (reason: Reason, message: string) => restoreFailed(restore, reason, message);
   let releaseFile: (() => void) | undefined;
   let restarted = false;
+  traceStep(`agent: restoring VM pod ${ns}/${effective.targetVMName} (${restore.metadata.name})`);
   try {
     const { file, trust } = await snapshotFileFor(ctx, restore);
     releaseFile = useFile(ctx, file);
@@ -159,6 +161,7 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
       ...(restore.status?.pod ? { madePod: restore.status.pod } : {}),
       ...(vm?.pod ? { foundPodUid: vm.pod.podUid } : {}),
     });
+    traceStep('agent: VM pod found and probed');
     if (plan.action === 'refuse') throw new RestoreRefused(plan.reason, plan.message);
     // Checked before a running VM is replaced: a bad file must not cost the user their VM.
     if (plan.replacing) verifySnapshotFile(file, trust);
@@ -182,7 +185,9 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
       }
       try {
         const disks = meta.disks?.length ? { disks: diskSwaps(meta.disks) } : {};
+        traceStep('agent: asking the launcher to restart QEMU');
         const reply = await finder.launcher(vm!, { op: 'restart-incoming', ...(lazy ? { lazy } : {}), ...disks }, LAUNCHER_RESTART_TIMEOUT_MS, fd);
+        traceStep('agent: the launcher restarted QEMU');
         if (reply.state !== 'incoming') {
           throw new Error(`the VM pod's launcher answered restart-incoming with state '${reply.state}', not 'incoming': check the launcher's log in pod ${vm!.pod!.podName}`);
         }
@@ -233,6 +238,7 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
       ...(lazy ? { lazy } : {}),
       ...loadBound(ctx, restore),
     });
+    traceStep('agent: restored');
     const { status, outcome } = await restoreSucceeded(ctx, restore, r, {
       file,
       target,
