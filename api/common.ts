@@ -14,6 +14,7 @@ export const SNAPSHOT_FINALIZER = 'vmsnap.io/snapshot-file';
 /** Default name of the operator's leader-election Lease (in its own namespace). */
 export const LEADER_ELECTION_LEASE = 'vmsnap-operator';
 
+/** `kubectl get vmsnap` lists every vmsnap.io resource. */
 export const CATEGORY = 'vmsnap';
 
 export interface ResourceNames {
@@ -34,13 +35,15 @@ export const VMSNAPSHOTCLASS_PLURAL = 'vmsnapshotclasses';
 export const VMINVENTORY_KIND = 'VMInventory';
 export const VMINVENTORY_PLURAL = 'vminventories';
 
+// Short names are "vms" + the resource's initial: KubeVirt, which users run beside vmsnap, owns
+// vm/vms, vmsnapshot(s), vmrestore(s) and more (see KUBEVIRT_NAMES in crds.test.ts).
 export const RESOURCES = {
   vmSnapshot: {
     kind: VMSNAPSHOT_KIND,
     listKind: 'VMSnapshotList',
     plural: VMSNAPSHOT_PLURAL,
     singular: 'vmsnapshot',
-    shortNames: ['vms'],
+    shortNames: ['vmss'],
     namespaced: true,
   },
   vmRestore: {
@@ -48,7 +51,7 @@ export const RESOURCES = {
     listKind: 'VMRestoreList',
     plural: VMRESTORE_PLURAL,
     singular: 'vmrestore',
-    shortNames: ['vmr'],
+    shortNames: ['vmsr'],
     namespaced: true,
   },
   vmSnapshotClass: {
@@ -326,3 +329,4 @@ export function immutableOptionalRule(field: string): ValidationRule {
 }
 
 export const validations = (...rules: ValidationRule[]) => ({ 'x-kubernetes-validations': rules });
+

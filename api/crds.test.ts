@@ -47,10 +47,23 @@ const prop = (node: JSONSchemaProps, ...names: string[]): JSONSchemaProps =>
   names.reduce((n, name) => (n.properties as Record<string, JSONSchemaProps>)[name]!, node);
 const rules = (node: JSONSchemaProps) => (node['x-kubernetes-validations'] ?? []) as Array<{ rule: string; message: string; fieldPath?: string }>;
 
+// Plurals, singulars and short names KubeVirt v1.x and CDI register (kubectl resolves short names
+// before singulars, so a short name here would shadow ours, or ours theirs).
+const KUBEVIRT_NAMES = new Set([
+  'vm', 'vms', 'vmi', 'vmis', 'kv', 'kvs', 'vmim', 'vmims', 'vmirs', 'vmirss', 'vmipreset', 'vmipresets',
+  'vmsnapshot', 'vmsnapshots', 'vmsnapshotcontent', 'vmsnapshotcontents', 'vmrestore', 'vmrestores',
+  'vmexport', 'vmexports', 'vmclone', 'vmclones', 'vmpool', 'vmpools', 'vmbackup', 'vmbackups',
+  'vminstancetype', 'vminstancetypes', 'vmf', 'vmfs', 'vmpreference', 'vmpreferences', 'vmp', 'vmps',
+  'vmclusterinstancetype', 'vmclusterinstancetypes', 'vmcf', 'vmcfs', 'vmclusterpreference', 'vmclusterpreferences', 'vmcp', 'vmcps',
+  'dv', 'dvs', 'cdi', 'cdis', 'dic', 'dics', 'das', 'ot', 'ots',
+  // CSI snapshots, often installed beside it
+  'vs', 'vsc', 'vsclass', 'vsclasses',
+]);
+
 describe('CRD shape', () => {
   it.each([
-    ['VMSnapshot', 'vmsnapshots.vmsnap.io', 'Namespaced', ['vms']],
-    ['VMRestore', 'vmrestores.vmsnap.io', 'Namespaced', ['vmr']],
+    ['VMSnapshot', 'vmsnapshots.vmsnap.io', 'Namespaced', ['vmss']],
+    ['VMRestore', 'vmrestores.vmsnap.io', 'Namespaced', ['vmsr']],
     ['VMSnapshotClass', 'vmsnapshotclasses.vmsnap.io', 'Cluster', ['vmsc']],
     ['VMInventory', 'vminventories.vmsnap.io', 'Cluster', ['vminv']],
   ])('%s is %s, %s, short names %j, category vmsnap', (kind, name, scope, shortNames) => {
@@ -61,6 +74,14 @@ describe('CRD shape', () => {
     expect(def.spec.names.shortNames).toEqual(shortNames);
     expect(def.spec.names.categories).toEqual(['vmsnap']);
     expect(def.spec.versions.map((v) => [v.name, v.served, v.storage])).toEqual([['v1alpha1', true, true]]);
+  });
+
+  it('short names collide with nothing KubeVirt (or CDI) installs, and no name is the category', () => {
+    const ours = allCrds().flatMap((d) => d.spec.names.shortNames);
+    for (const name of ours) expect([name, KUBEVIRT_NAMES.has(name)]).toEqual([name, false]);
+    const all = allCrds().flatMap((d) => [d.spec.names.plural, d.spec.names.singular, ...d.spec.names.shortNames]);
+    expect(all).not.toContain('vmsnap'); // a resource named like the category would hide it
+    expect(new Set(ours).size).toBe(ours.length);
   });
 
   it('has a status subresource where there is a status', () => {

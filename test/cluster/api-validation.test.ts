@@ -497,9 +497,9 @@ describe('immutable fields', () => {
 
 describe('kubectl get', () => {
   it('prints the documented columns and finds everything through the vmsnap category', async () => {
-    const vms = await kubectlOk(['get', '-n', ns, 'vms']);
+    const vms = await kubectlOk(['get', '-n', ns, 'vmss']);
     expect(vms.split('\n')[0]!.trim().split(/\s+/)).toEqual(['NAME', 'VM', 'PHASE', 'READY', 'SIZE', 'DURATION', 'THROUGHPUT', 'NODE', 'AGE']);
-    const vmr = await kubectlOk(['get', '-n', ns, 'vmr']);
+    const vmr = await kubectlOk(['get', '-n', ns, 'vmsr']);
     expect(vmr.split('\n')[0]).toMatch(/^NAME\s+SNAPSHOT\s+TARGET\s+PHASE\s+MODE\s+DURATION\s+DOWNTIME\s+NODE\s+AGE$/);
     const all = await kubectlOk(['get', '-n', ns, 'vmsnap', '-o', 'name']);
     expect(all).toMatch(/^vmsnapshot\.vmsnap\.io\/demo-snapshot$/m);

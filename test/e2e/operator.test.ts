@@ -76,9 +76,9 @@ it('examples/vmsnapshot.yaml then examples/vmrestore.yaml: saved on the node, re
   expect(file.startsWith(stack.agents.get('node-a')!.storageRoot + '/default/')).toBe(true);
   expect(readHeader(file).state).toBe('complete');
   // The printer columns answer "is it done, how big, how fast, where".
-  const row = await kubectlOk(['get', 'vms', 'demo-snapshot', '-n', 'default', '--no-headers']);
+  const row = await kubectlOk(['get', 'vmss', 'demo-snapshot', '-n', 'default', '--no-headers']);
   expect(row).toMatch(new RegExp(`demo\\s+Succeeded\\s+true\\s+256Mi\\s+\\S+\\s+\\S+\\s+${nodeName('node-a')}`));
-  const describe = await kubectlOk(['describe', 'vms', 'demo-snapshot', '-n', 'default']);
+  const describe = await kubectlOk(['describe', 'vmss', 'demo-snapshot', '-n', 'default']);
   expect(describe).toMatch(/Assigned/);
   expect(describe).toMatch(/SaveSucceeded/);
 
