@@ -330,3 +330,20 @@ export function immutableOptionalRule(field: string): ValidationRule {
 
 export const validations = (...rules: ValidationRule[]) => ({ 'x-kubernetes-validations': rules });
 
+/** Phases nothing may leave: the work is over, and its outcome is what the user saw. */
+export const TERMINAL_PHASES: readonly Phase[] = ['Succeeded', 'Failed'];
+
+/**
+ * On the status object: once the phase is terminal it stays. The API server enforces it, so a
+ * late write (an agent's Succeeded that outlived the API server's outage and the operator's
+ * deadline Failed) is refused instead of silently changing the outcome.
+ */
+export function terminalPhaseRule(kind: string): ValidationRule {
+  const terminal = TERMINAL_PHASES.map((p) => `'${p}'`).join(', ');
+  return {
+    rule: `!has(oldSelf.phase) || !(oldSelf.phase in [${terminal}]) || (has(self.phase) && self.phase == oldSelf.phase)`,
+    message: `phase ${TERMINAL_PHASES.join(' and ')} are final: a finished ${kind} keeps its outcome (create a new ${kind} to try again)`,
+    fieldPath: '.phase',
+    reason: 'FieldValueForbidden',
+  };
+}

@@ -145,6 +145,9 @@ describe('CRD shape', () => {
     expect(rules(prop(rspec, 'snapshotName'))).toContainEqual(expect.objectContaining({ rule: 'self == oldSelf' }));
     expect(rules(rspec)).toContainEqual(expect.objectContaining({ fieldPath: '.targetVMName', message: expect.stringContaining('targetVMName is immutable') }));
     expect(rules(rspec)).toContainEqual(expect.objectContaining({ fieldPath: '.directIO', rule: expect.stringContaining("'Lazy'") }));
+    for (const kind of ['VMSnapshot', 'VMRestore']) {
+      expect(rules(prop(schema(kind), 'status'))).toContainEqual(expect.objectContaining({ fieldPath: '.phase', rule: expect.stringContaining("oldSelf.phase in ['Succeeded', 'Failed']") }));
+    }
     expect(rules(prop(sspec, 'failureDeadline')).map((r) => r.rule)).toContainEqual(
       expect.stringContaining("(duration(self) >= duration('1s') && duration(self) <= duration('168h'))"),
     );

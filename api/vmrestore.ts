@@ -25,6 +25,7 @@ import {
   immutableOptionalRule,
   immutableRule,
   milliseconds,
+  terminalPhaseRule,
   timestamp,
   validations,
   type ValidationRule,
@@ -151,7 +152,8 @@ export const VMRestoreStatusSchema = z
     lazy: LazyRestoreStatusSchema.optional(),
     error: ErrorInfoSchema.optional(),
   })
-  .describe('Observed state, written by the operator and the node agent.');
+  .describe('Observed state, written by the operator and the node agent.')
+  .meta(validations(terminalPhaseRule(VMRESTORE_KIND)));
 export type VMRestoreStatus = z.infer<typeof VMRestoreStatusSchema>;
 
 export const VMRestoreSchema = z.object({

@@ -29,6 +29,7 @@ import {
   immutableOptionalRule,
   immutableRule,
   milliseconds,
+  terminalPhaseRule,
   timestamp,
   validations,
 } from './common.js';
@@ -160,7 +161,8 @@ export const VMSnapshotStatusSchema = z
     disks: z.array(FrozenDiskSchema).max(64).optional().describe("The VM's writable disks, frozen at the instant its RAM was captured (absent for a VM without writable disks)."),
     digests: SnapshotDigestsInfoSchema.optional(),
   })
-  .describe('Observed state, written by the operator and the node agent.');
+  .describe('Observed state, written by the operator and the node agent.')
+  .meta(validations(terminalPhaseRule(VMSNAPSHOT_KIND)));
 export type VMSnapshotStatus = z.infer<typeof VMSnapshotStatusSchema>;
 
 export const VMSnapshotSchema = z.object({

@@ -453,6 +453,35 @@ describe('refuses invalid objects, naming the field', () => {
   });
 });
 
+describe('terminal phases are final', () => {
+  const phase = (p: string) => ({ status: { phase: p } });
+
+  it.each(['VMSnapshot', 'VMRestore'] as const)('%s: a late Succeeded after Failed is refused, naming status.phase', async (kind) => {
+    const obj = await createOk(kind, base(kind));
+    const name = obj.metadata.name as string;
+    // The ordinary path is open: Pending, InProgress, then the operator's deadline Failed.
+    for (const p of ['Pending', 'InProgress', 'Failed']) expect((await mergePatch(kind, name, phase(p), 'status')).status).toBe(200);
+    // The agent's Succeeded that outlived an API server outage arrives after the deadline.
+    const late = await mergePatch(kind, name, { status: { phase: 'Succeeded', completionTime: '2030-01-01T00:00:00Z' } }, 'status');
+    expect(expectRefusal(late, 'status.phase')).toMatch(/Succeeded and Failed are final/);
+    expect(late.status).toBe(422);
+    for (const p of ['Pending', 'InProgress']) expectRefusal(await mergePatch(kind, name, phase(p), 'status'), 'status.phase');
+    expectRefusal(await mergePatch(kind, name, { status: { phase: null } }, 'status'), 'status.phase');
+    // A finished object still takes the rest of its status (the agent's fileDeleted, residency).
+    expect((await mergePatch(kind, name, { status: { nodeName: 'node-b' } }, 'status')).status).toBe(200);
+    const stored = JSON.parse((await apiRequest(objectPath(kind, name), { admin: true })).body) as Obj;
+    expect(stored.status).toMatchObject({ phase: 'Failed', nodeName: 'node-b' });
+    expect(stored.status.completionTime).toBeUndefined();
+  });
+
+  it('a Succeeded snapshot stays Succeeded', async () => {
+    const obj = await createOk('VMSnapshot', base('VMSnapshot'));
+    expect((await mergePatch('VMSnapshot', obj.metadata.name, phase('Succeeded'), 'status')).status).toBe(200);
+    expectRefusal(await mergePatch('VMSnapshot', obj.metadata.name, phase('Failed'), 'status'), 'status.phase');
+    expect((await mergePatch('VMSnapshot', obj.metadata.name, { status: { fileDeleted: true } }, 'status')).status).toBe(200);
+  });
+});
+
 describe('immutable fields', () => {
   const created = new Map<string, Obj>();
 
