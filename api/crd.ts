@@ -39,6 +39,7 @@ export interface CustomResourceDefinition {
       storage: boolean;
       subresources?: { status: Record<string, never> };
       additionalPrinterColumns: PrinterColumn[];
+      selectableFields?: Array<{ jsonPath: string }>;
       schema: { openAPIV3Schema: JSONSchemaProps };
     }>;
   };
@@ -150,7 +151,7 @@ function crd(
   names: ResourceNames,
   columns: PrinterColumn[],
   openAPIV3Schema: JSONSchemaProps,
-  { statusSubresource = true } = {},
+  { statusSubresource = true, selectableFields = [] as string[] } = {},
 ): CustomResourceDefinition {
   return {
     apiVersion: 'apiextensions.k8s.io/v1',
@@ -177,6 +178,8 @@ function crd(
           storage: true,
           ...(statusSubresource ? { subresources: { status: {} } } : {}),
           additionalPrinterColumns: columns,
+          // kubectl get --field-selector <path>=<value> (Kubernetes 1.32+).
+          ...(selectableFields.length ? { selectableFields: selectableFields.map((jsonPath) => ({ jsonPath })) } : {}),
           schema: { openAPIV3Schema },
         },
       ],
@@ -204,13 +207,14 @@ export function vmSnapshotCrd(): CustomResourceDefinition {
       { name: 'PausedMs', type: 'integer', jsonPath: '.status.vmPausedMs', priority: 1 },
     ],
     rootSchema(
-      'VMSnapshot saves the RAM and device state of a running QEMU VM to a file on its node.',
+      'VMSnapshot saves the RAM and device state of a running QEMU VM to a file on its node. The operator labels it vmsnap.io/vm=<spec.vmName>: list the snapshots of one VM with -l vmsnap.io/vm=<vm> or --field-selector spec.vmName=<vm>.',
       {
         spec: schemaOf(VMSnapshotSpecSchema, '.spec'),
         status: schemaOf(VMSnapshotStatusSchema, '.status'),
       },
       ['spec'],
     ),
+    { selectableFields: ['.spec.vmName'] },
   );
 }
 
@@ -226,6 +230,8 @@ export function vmRestoreCrd(): CustomResourceDefinition {
       { name: 'Downtime', type: 'string', jsonPath: '.status.downtimeHuman', description: 'How long the VM was unavailable.' },
       { name: 'Node', type: 'string', jsonPath: '.status.nodeName' },
       age,
+      { name: 'LatestOf', type: 'string', jsonPath: '.spec.latestSnapshotOf', description: 'The VM whose newest snapshot is restored.', priority: 1 },
+      { name: 'Chosen', type: 'string', jsonPath: '.status.snapshotName', description: 'The snapshot chosen for LatestOf.', priority: 1 },
       { name: 'Channels', type: 'integer', jsonPath: '.status.effective.channels', priority: 1 },
       { name: 'DirectIO', type: 'boolean', jsonPath: '.status.directIOUsed', priority: 1 },
       { name: 'Resident%', type: 'number', jsonPath: '.status.lazy.residentPercent', description: 'Lazy restores: share of the RAM in memory.', priority: 1 },

@@ -2,6 +2,7 @@
 import { DEFAULT_FAILURE_DEADLINE, effectiveRestoreSpec, inventoryVmIsUp, parseDurationMs, type VMRestore } from '../api/index.js';
 import { isTerminal } from '../api/protocol.js';
 import { assign, fail, nothing, wait, type Decision } from './decision.js';
+import { restoreSource } from './restore-source.js';
 import { inventoryUpdatedAt, lastFinishedOn, locateVM, objectKey, operationHoldingVM, timeOf, vmKey, type World } from './world.js';
 
 const WAIT_POLL_MS = 2_000;
@@ -18,10 +19,15 @@ export function reconcileRestore(restore: VMRestore, world: World, now: Date): D
   if (phase === 'InProgress' || restore.status?.nodeName) return nothing(remaining);
 
   const ns = restore.metadata.namespace!;
-  const snapshotName = restore.spec.snapshotName;
+  const source = restoreSource(restore, world.snapshots);
+  if (source.kind === 'none') {
+    return wait(restore, 'SnapshotNotFound', `waiting for a Succeeded VMSnapshot of VM "${source.vmName}" (spec.latestSnapshotOf) in namespace "${ns}"`, now, Math.min(WAIT_POLL_MS, remaining));
+  }
+  if (source.kind === 'choose') return chose(source.name, source.vmName);
+  const snapshotName = source.name;
   const snapshot = world.snapshots.find((s) => s.metadata.namespace === ns && s.metadata.name === snapshotName);
   if (!snapshot) {
-    return wait(restore, 'SnapshotNotFound', `waiting for VMSnapshot "${snapshotName}" (spec.snapshotName) to exist in namespace "${ns}"`, now, Math.min(WAIT_POLL_MS, remaining));
+    return wait(restore, 'SnapshotNotFound', `waiting for VMSnapshot "${snapshotName}" (${source.field}) to exist in namespace "${ns}"`, now, Math.min(WAIT_POLL_MS, remaining));
   }
   if (snapshot.metadata.deletionTimestamp) return fail(restore, 'SnapshotNotFound', `VMSnapshot "${snapshotName}" is being deleted`, now);
   if (snapshot.status?.phase === 'Failed') {
@@ -59,5 +65,14 @@ export function reconcileRestore(restore: VMRestore, world: World, now: Date): D
   return {
     ...assign(restore, node, vmKey(ns, target), message, now, { effective, restoreSize: snapshot.status.restoreSize }),
     requeueAfterMs: remaining,
+  };
+}
+
+/** spec.latestSnapshotOf resolved: recorded once (guarded by resourceVersion), then restored like a named snapshot. */
+function chose(snapshotName: string, vmName: string): Decision {
+  return {
+    status: { snapshotName },
+    events: [{ type: 'Normal', reason: 'SnapshotChosen', message: `restoring VMSnapshot "${snapshotName}", the newest Succeeded snapshot of VM "${vmName}" (spec.latestSnapshotOf)` }],
+    requeueAfterMs: 0,
   };
 }

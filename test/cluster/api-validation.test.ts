@@ -190,6 +190,8 @@ const createCases: CreateCase[] = [
   { kind: 'VMRestore', field: 'spec.snapshotName', problem: 'path traversal', value: '../demo-snapshot' },
   { kind: 'VMRestore', field: 'spec.snapshotName', problem: 'upper case', value: 'Demo-Snapshot' },
   { kind: 'VMRestore', field: 'spec.snapshotName', problem: '254 characters', value: long(254) },
+  { kind: 'VMRestore', field: 'spec.snapshotName', problem: 'set together with latestSnapshotOf', value: 'demo-snapshot', also: { 'spec.latestSnapshotOf': 'demo' } },
+  { kind: 'VMRestore', field: 'spec.latestSnapshotOf', problem: 'a dot (not a DNS-1123 label)', set: 'spec.latestSnapshotOf', value: 'demo.vm', also: { 'spec.snapshotName': REMOVE } },
   { kind: 'VMRestore', field: 'spec.targetVMName', problem: 'path traversal', value: '../other' },
   { kind: 'VMRestore', field: 'spec.targetVMName', problem: 'a dot (not a DNS-1123 label)', value: 'demo.copy' },
   { kind: 'VMRestore', field: 'spec.targetVMName', problem: '64 characters', value: long(64) },
@@ -450,6 +452,26 @@ describe('refuses invalid objects, naming the field', () => {
     const r = await mergePatch('VMSnapshot', obj.metadata.name, { status }, 'status');
     expect(r.status).toBe(200);
     expect((JSON.parse(r.body) as Obj).status).toEqual(status);
+  });
+});
+
+describe('the snapshots of one VM', () => {
+  it('are found with --field-selector spec.vmName (a selectable field), and a VMRestore may name the latest of them', async () => {
+    const vm = `vm-${RUN_ID}`;
+    const mine = [await createOk('VMSnapshot', withField(base('VMSnapshot'), 'spec.vmName', vm)), await createOk('VMSnapshot', withField(base('VMSnapshot'), 'spec.vmName', vm))];
+    await createOk('VMSnapshot', withField(base('VMSnapshot'), 'spec.vmName', `other-${RUN_ID}`));
+    const found = await kubectlOk(['get', '-n', ns, 'vmsnapshots.vmsnap.io', '--field-selector', `spec.vmName=${vm}`, '-o', 'name']);
+    expect(found.trim().split('\n').sort()).toEqual(mine.map((s) => `vmsnapshot.vmsnap.io/${s.metadata.name}`).sort());
+    const refused = await kubectl(['get', '-n', ns, 'vmsnapshots.vmsnap.io', '--field-selector', 'spec.className=x']);
+    expect(refused.stderr).toMatch(/field label not supported: spec\.className/);
+
+    const latest = await createOk('VMRestore', withField(withField(base('VMRestore'), 'spec.snapshotName', REMOVE), 'spec.latestSnapshotOf', vm));
+    expect(latest.spec).toEqual({ latestSnapshotOf: vm, ifRunning: 'Fail', afterRestore: 'Running', restoreMode: 'Eager' });
+    const message = expectRefusal(await mergePatch('VMRestore', latest.metadata.name, { spec: { latestSnapshotOf: 'another' } }), 'spec.latestSnapshotOf');
+    expect(message).toMatch(/latestSnapshotOf is immutable/);
+    const wide = await kubectlOk(['get', '-n', ns, 'vmsr', latest.metadata.name, '-o', 'wide']);
+    expect(wide.split('\n')[0]).toMatch(/\bLATESTOF\s+CHOSEN\b/);
+    expect(wide.split('\n')[1]).toContain(vm);
   });
 });
 
