@@ -53,6 +53,15 @@ export const ChartValuesSchema = z.strictObject({
   rbac: z.strictObject({
     create: z.boolean(),
     aggregateToDefaultRoles: z.boolean(),
+    // Subjects of a ClusterRoleBinding that lets them read VMSnapshotClasses (cluster-scoped, so
+    // a namespace's edit RoleBinding cannot grant them). Empty: no binding.
+    classReaders: z.array(
+      z.strictObject({
+        kind: z.enum(['Group', 'User', 'ServiceAccount']),
+        name: z.string().min(1),
+        namespace: z.string().min(1).optional(),
+      }),
+    ),
   }),
   defaultClass: z.strictObject({
     create: z.boolean(),

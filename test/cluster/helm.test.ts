@@ -71,6 +71,8 @@ describe('helm lint and template', () => {
         'RoleBinding/vmsnap-operator-leader-election',
         'ClusterRole/vmsnap-edit',
         'ClusterRole/vmsnap-view',
+        'ClusterRole/vmsnap-class-reader',
+        'ClusterRoleBinding/vmsnap-class-reader',
         'ValidatingAdmissionPolicy/vmsnap-agent-node-restriction',
         'ValidatingAdmissionPolicyBinding/vmsnap-agent-node-restriction',
         'ValidatingAdmissionPolicy/vmsnap-agent-work-restriction',
@@ -154,6 +156,15 @@ describe('helm lint and template', () => {
     const ds = await renderOne('DaemonSet', 'templates/agent-daemonset.yaml', ['agent.podSecurityContext.runAsUser=0', 'agent.securityContext.privileged=false']);
     expect(ds.spec.template.spec.securityContext).toEqual({ runAsUser: 0 });
     expect(ds.spec.template.spec.containers[0].securityContext).toEqual({ privileged: false });
+  });
+
+  it('lets every authenticated user read VMSnapshotClasses by default, and nobody when classReaders is []', async () => {
+    const binding = await renderOne('ClusterRoleBinding', 'templates/user-rbac.yaml');
+    expect(binding.subjects).toEqual([{ kind: 'Group', name: 'system:authenticated', apiGroup: 'rbac.authorization.k8s.io' }]);
+    const role = await renderOne('ClusterRole', 'templates/user-rbac.yaml', ['rbac.aggregateToDefaultRoles=false']);
+    expect(role.rules).toEqual([{ apiGroups: ['vmsnap.io'], resources: ['vmsnapshotclasses'], verbs: ['get', 'list', 'watch'] }]);
+    const none = docsOf(await helmOk(['template', 'vmsnap', chartDir, '--show-only', 'templates/user-rbac.yaml', '--set-json', 'rbac.classReaders=[]']));
+    expect(none.map((d) => `${d.kind}/${d.metadata.name}`)).toEqual(['ClusterRole/vmsnap-edit', 'ClusterRole/vmsnap-view']);
   });
 
   it('renders a default VMSnapshotClass that the API server accepts', async () => {
@@ -243,7 +254,10 @@ describe('helm install into the local control plane', () => {
   beforeAll(async () => {
     await ensureCrds();
     [sys, work, other] = await Promise.all([createNamespace('helm-sys'), createNamespace('helm-work'), createNamespace('helm-other')]);
-    await helmOk(['install', release, chartDir, '--namespace', sys, '--skip-crds']);
+    // Class readers: the users of namespace work (the default, system:authenticated, would also
+    // let the agent read classes, which its least-privilege checks below refuse).
+    const classReaders = JSON.stringify([{ kind: 'Group', name: `system:serviceaccounts:${work}` }]);
+    await helmOk(['install', release, chartDir, '--namespace', sys, '--skip-crds', '--set-json', `rbac.classReaders=${classReaders}`]);
 
     // Objects the checks below act on, created as the admin.
     const manifests = [
@@ -490,6 +504,15 @@ describe('helm install into the local control plane', () => {
     { who: 'editor', what: 'forge VMSnapshot status', method: 'PATCH', path: () => `${snapPath()}/status`, body: () => ({ status: { phase: 'Succeeded', readyToUse: true } }), status: 403 },
     { who: 'editor', what: 'create a VMSnapshot in another namespace', method: 'POST', path: () => `${API_PREFIX}/namespaces/${other}/vmsnapshots`, body: newSnapshot, status: 403 },
     { who: 'editor', what: 'create a VMSnapshotClass', method: 'POST', path: all('vmsnapshotclasses'), body: () => ({ apiVersion: API_VERSION, kind: 'VMSnapshotClass', metadata: { name: `e-${RUN_ID}` } }), status: 403 },
+    // Classes are readable (the NOTES tell users to list them); other namespaces and the inventories stay hidden.
+    { who: 'editor', what: 'list VMSnapshotClasses', path: all('vmsnapshotclasses'), status: 200 },
+    { who: 'editor', what: 'watch VMSnapshotClasses', path: () => `${all('vmsnapshotclasses')()}?watch=true&timeoutSeconds=1`, watch: true, status: 200 },
+    { who: 'editor', what: 'delete VMSnapshotClasses', method: 'DELETE', path: all('vmsnapshotclasses'), status: 403 },
+    { who: 'editor', what: 'list VMInventories (every namespace\'s VMs)', path: all('vminventories'), status: 403 },
+    { who: 'editor', what: 'list VMSnapshots of all namespaces', path: all('vmsnapshots'), status: 403 },
+    { who: 'editor', what: 'list VMSnapshots in another namespace', path: () => `${API_PREFIX}/namespaces/${other}/vmsnapshots`, status: 403 },
+    { who: 'viewer', what: 'list VMSnapshotClasses', path: all('vmsnapshotclasses'), status: 200 },
+    { who: 'anonymous', what: 'list VMSnapshotClasses', path: all('vmsnapshotclasses'), status: 403 },
     { who: 'viewer', what: 'list VMSnapshots in its namespace', path: inWork('vmsnapshots'), status: 200 },
     { who: 'viewer', what: 'create a VMSnapshot', method: 'POST', path: inWork('vmsnapshots'), body: newSnapshot, status: 403 },
     { who: 'viewer', what: 'delete a VMRestore', method: 'DELETE', path: restorePath, status: 403 },
