@@ -17,6 +17,15 @@ export const LEADER_ELECTION_LEASE = 'vmsnap-operator';
 /** `kubectl get vmsnap` lists every vmsnap.io resource. */
 export const CATEGORY = 'vmsnap';
 
+/**
+ * Revision of the CRDs' schemas, written on each CRD as CRD_REVISION_ANNOTATION. The operator
+ * refuses to start against CRDs of a lower revision (Helm installs crds/ once and never upgrades
+ * them; an old schema would prune fields it writes). Bump it when a CRD gains something the
+ * operator or agent relies on. CRDs without the annotation are revision 1.
+ */
+export const CRD_REVISION = 2;
+export const CRD_REVISION_ANNOTATION = 'vmsnap.io/crd-revision';
+
 export interface ResourceNames {
   kind: string;
   listKind: string;

@@ -4,6 +4,8 @@
 import { z } from 'zod';
 import {
   CATEGORY,
+  CRD_REVISION,
+  CRD_REVISION_ANNOTATION,
   GROUP,
   RESOURCES,
   VERSION,
@@ -28,7 +30,7 @@ export interface PrinterColumn {
 export interface CustomResourceDefinition {
   apiVersion: 'apiextensions.k8s.io/v1';
   kind: 'CustomResourceDefinition';
-  metadata: { name: string; labels: Record<string, string> };
+  metadata: { name: string; labels: Record<string, string>; annotations: Record<string, string> };
   spec: {
     group: string;
     names: { kind: string; listKind: string; plural: string; singular: string; shortNames: string[]; categories: string[] };
@@ -159,6 +161,7 @@ function crd(
     metadata: {
       name: `${names.plural}.${GROUP}`,
       labels: { 'app.kubernetes.io/name': 'vmsnap', 'app.kubernetes.io/part-of': 'vmsnap' },
+      annotations: { [CRD_REVISION_ANNOTATION]: String(CRD_REVISION) },
     },
     spec: {
       group: GROUP,

@@ -411,6 +411,7 @@ describe('helm install into the local control plane', () => {
   // Allowed checks run in order (later ones use what earlier ones created).
   const operatorAllowed: Check[] = [
     { who: 'operator', what: 'list VMSnapshots in all namespaces', path: all('vmsnapshots'), status: 200 },
+    { who: 'operator', what: 'read the VMSnapshot CRD (its revision, at start-up)', path: () => '/apis/apiextensions.k8s.io/v1/customresourcedefinitions/vmsnapshots.vmsnap.io', status: 200 },
     { who: 'operator', what: 'watch VMSnapshots in all namespaces', path: () => `${all('vmsnapshots')()}?${WATCH}`, watch: true, status: 200 },
     { who: 'operator', what: 'list VMRestores in all namespaces', path: all('vmrestores'), status: 200 },
     { who: 'operator', what: 'watch VMRestores in all namespaces', path: () => `${all('vmrestores')()}?${WATCH}`, watch: true, status: 200 },
@@ -434,6 +435,7 @@ describe('helm install into the local control plane', () => {
   ];
 
   const operatorForbidden: Check[] = [
+    { who: 'operator', what: 'list CRDs', path: () => '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', status: 403 },
     { who: 'operator', what: 'create a VMSnapshot', method: 'POST', path: inWork('vmsnapshots'), body: newSnapshot, status: 403 },
     { who: 'operator', what: 'delete a VMSnapshot', method: 'DELETE', path: snapPath, status: 403 },
     { who: 'operator', what: 'create a VMRestore', method: 'POST', path: inWork('vmrestores'), body: newRestore, status: 403 },

@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { startDaemon } from '../../agent/src/daemon/daemon.js';
+import { CRD_REVISION, CRD_REVISION_ANNOTATION } from '../../api/common.js';
 import { CLUSTER_STARTUP_TIMEOUT_MS, createNamespace, ensureCluster, eventually, kubectl, kubectlOk, repoRoot } from './controlplane.js';
 import { ensureCrds } from './crds.js';
 
@@ -105,6 +106,29 @@ describe('operator probes', () => {
     const held = JSON.parse(await kubectlOk(['get', 'lease', leaseName, '-n', ns, '-o', 'json'])) as { spec: { holderIdentity: string } };
     expect(held.spec.holderIdentity).toBe('someone-else');
     child.kill('SIGTERM');
+  });
+
+  it('refuses to start against CRDs older than it, naming the CRD and the upgrade step', async () => {
+    const cp = await ensureCluster();
+    await ensureCrds();
+    const crd = 'vminventories.vmsnap.io';
+    // As after `helm upgrade`, which never upgrades crds/: one CRD of an older revision.
+    await kubectlOk(['annotate', 'crd', crd, `${CRD_REVISION_ANNOTATION}=${CRD_REVISION - 1}`, '--overwrite']);
+    try {
+      const child = spawn(process.execPath, [path.join(repoRoot, 'dist/operator/main.js')], {
+        env: { ...process.env, KUBECONFIG: cp.kubeconfig, VMSNAP_METRICS_PORT: 'off', VMSNAP_LEADER_ELECTION: 'false' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      children.push(child);
+      let out = '';
+      child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+      const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+      expect(code).toBe(1);
+      expect(out).toContain(`refusing to start: CRD ${crd} is revision ${CRD_REVISION - 1}, older than this operator's ${CRD_REVISION}`);
+      expect(out).toContain('kubectl apply --server-side -f <chart>/crds/');
+    } finally {
+      await kubectlOk(['annotate', 'crd', crd, `${CRD_REVISION_ANNOTATION}=${CRD_REVISION}`, '--overwrite']);
+    }
   });
 
   it('is not ready when the API server cannot be reached, and says so', async () => {
