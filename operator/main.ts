@@ -2,11 +2,11 @@
 // metrics and the kubelet's probes. Env: KUBECONFIG (else in-cluster), POD_NAME, POD_NAMESPACE
 // and the VMSNAP_* settings of operator/settings.ts (helm/vmsnap/README.md lists them).
 import { pino } from 'pino';
-import { Kube, statusCode } from '../kube/client.js';
+import { Kube } from '../kube/client.js';
 import { serveHealth } from '../kube/health.js';
-import * as k8s from '@kubernetes/client-node';
 import { Controller } from './controller.js';
-import { REQUIRED_CRDS, crdProblem, type InstalledCrd } from './crd-check.js';
+import { crdProblem } from './crd-check.js';
+import { installedCrds } from './installed-crds.js';
 import { LeaderElector } from './leader-election.js';
 import { OperatorMetrics } from './metrics.js';
 import { operatorReadiness } from './readiness.js';
@@ -14,23 +14,6 @@ import { operatorSettings } from './settings.js';
 
 const settings = operatorSettings();
 const log = pino({ level: settings.logLevel, base: { component: 'vmsnap-operator' } });
-
-/** Reads the vmsnap CRDs (undefined: not installed). */
-async function installedCrds(kube: Kube): Promise<Map<string, InstalledCrd | undefined>> {
-  const api = kube.kc.makeApiClient(k8s.ApiextensionsV1Api);
-  const entries = await Promise.all(
-    REQUIRED_CRDS.map(async (name) => {
-      try {
-        const crd = await api.readCustomResourceDefinition({ name });
-        return [name, { name, annotations: crd.metadata?.annotations }] as const;
-      } catch (err) {
-        if (statusCode(err) === 404) return [name, undefined] as const;
-        throw err;
-      }
-    }),
-  );
-  return new Map(entries);
-}
 
 async function main(): Promise<void> {
   const kube = new Kube();

@@ -72,6 +72,9 @@ describe('helm lint and template', () => {
         'ClusterRole/vmsnap-edit',
         'ClusterRole/vmsnap-view',
         'ClusterRole/vmsnap-class-reader',
+        'Service/vmsnap-operator-metrics',
+        'PodDisruptionBudget/vmsnap-operator',
+        'ConfigMap/vmsnap-dashboard',
         'ClusterRoleBinding/vmsnap-class-reader',
         'ValidatingAdmissionPolicy/vmsnap-agent-node-restriction',
         'ValidatingAdmissionPolicyBinding/vmsnap-agent-node-restriction',
@@ -156,6 +159,41 @@ describe('helm lint and template', () => {
     const ds = await renderOne('DaemonSet', 'templates/agent-daemonset.yaml', ['agent.podSecurityContext.runAsUser=0', 'agent.securityContext.privileged=false']);
     expect(ds.spec.template.spec.securityContext).toEqual({ runAsUser: 0 });
     expect(ds.spec.template.spec.containers[0].securityContext).toEqual({ privileged: false });
+  });
+
+  it('renders the metrics Service for the operator pods, a ServiceMonitor only when enabled, a PDB and the dashboard', async () => {
+    const deployment = await renderOne('Deployment', 'templates/operator-deployment.yaml');
+    const service = await renderOne('Service', 'templates/operator-metrics.yaml');
+    expect(service.spec.selector).toEqual(deployment.spec.selector.matchLabels);
+    expect(service.spec.ports).toEqual([{ name: 'metrics', port: 8080, targetPort: 'metrics', protocol: 'TCP' }]);
+    expect(deployment.spec.template.spec.containers[0].ports).toContainEqual({ name: 'metrics', containerPort: 8080, protocol: 'TCP' });
+    const byDefault = docsOf(await helmOk(['template', 'vmsnap', chartDir, '--namespace', 'vmsnap-system']));
+    expect(byDefault.some((d) => d.kind === 'ServiceMonitor')).toBe(false);
+    const monitor = await renderOne('ServiceMonitor', 'templates/operator-metrics.yaml', ['operator.serviceMonitor.enabled=true', 'operator.serviceMonitor.labels.release=prom']);
+    expect(monitor.metadata.labels.release).toBe('prom');
+    expect(monitor.spec).toMatchObject({ selector: { matchLabels: deployment.spec.selector.matchLabels }, endpoints: [{ port: 'metrics', path: '/metrics', interval: '30s' }] });
+    const off = await helm(['template', 'vmsnap', chartDir, '--set', 'operator.metricsPort=0', '--set', 'operator.serviceMonitor.enabled=true']);
+    expect(off.code).not.toBe(0);
+    expect(off.stderr).toMatch(/operator\.serviceMonitor\.enabled needs operator\.metricsPort/);
+
+    const pdb = await renderOne('PodDisruptionBudget', 'templates/operator-pdb.yaml');
+    expect(pdb.spec).toEqual({ maxUnavailable: 1, selector: { matchLabels: deployment.spec.selector.matchLabels } });
+    const badPdb = await helm(['template', 'vmsnap', chartDir, '--set', 'operator.podDisruptionBudget.maxUnavailable=lots']);
+    expect(badPdb.code).not.toBe(0);
+    expect(badPdb.stderr).toMatch(/maxUnavailable/);
+
+    // `helm test`: the release's image checks the CRDs and the operator's /readyz through that Service.
+    const testPod = await renderOne('Pod', 'templates/tests/operator-ready.yaml');
+    expect(testPod.metadata.annotations['helm.sh/hook']).toBe('test');
+    expect(testPod.spec).toMatchObject({ serviceAccountName: 'vmsnap-operator', restartPolicy: 'Never' });
+    expect(testPod.spec.containers[0]).toMatchObject({ image: deployment.spec.template.spec.containers[0].image, command: ['node', 'dist/operator/self-test.js'] });
+    expect(envOf(testPod.spec.containers[0]).VMSNAP_READYZ_URL).toBe('http://vmsnap-operator-metrics.vmsnap-system.svc:8080/readyz');
+    const local = await renderOne('Pod', 'templates/tests/operator-ready.yaml', ['operator.hostNetwork=true']);
+    expect(envOf(local.spec.containers[0]).VMSNAP_READYZ_URL).toBe('http://$(HOST_IP):8080/readyz');
+
+    const dashboard = await renderOne('ConfigMap', 'templates/grafana-dashboard.yaml', ['grafanaDashboard.namespace=monitoring']);
+    expect(dashboard.metadata).toMatchObject({ namespace: 'monitoring', labels: { grafana_dashboard: '1' } });
+    expect(JSON.parse(dashboard.data['vmsnap.json'])).toEqual(JSON.parse(readFileSync(path.join(chartDir, 'dashboards/vmsnap.json'), 'utf8')));
   });
 
   it('lets every authenticated user read VMSnapshotClasses by default, and nobody when classReaders is []', async () => {

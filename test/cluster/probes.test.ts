@@ -11,7 +11,7 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { startDaemon } from '../../agent/src/daemon/daemon.js';
 import { CRD_REVISION, CRD_REVISION_ANNOTATION } from '../../api/common.js';
-import { CLUSTER_STARTUP_TIMEOUT_MS, createNamespace, ensureCluster, eventually, kubectl, kubectlOk, repoRoot } from './controlplane.js';
+import { CLUSTER_STARTUP_TIMEOUT_MS, createNamespace, ensureCluster, eventually, kubectl, kubectlOk, repoRoot, run } from './controlplane.js';
 import { ensureCrds } from './crds.js';
 
 const RUN_ID = randomBytes(3).toString('hex');
@@ -105,6 +105,17 @@ describe('operator probes', () => {
     expect(await probe(port, '/healthz')).toEqual({ status: 200, body: 'ok' });
     const held = JSON.parse(await kubectlOk(['get', 'lease', leaseName, '-n', ns, '-o', 'json'])) as { spec: { holderIdentity: string } };
     expect(held.spec.holderIdentity).toBe('someone-else');
+
+    // `helm test` runs dist/operator/self-test.js: CRDs current and the operator ready, or exit 1 saying which.
+    const selfTest = (url: string) =>
+      run(process.execPath, [path.join(repoRoot, 'dist/operator/self-test.js')], { env: { ...process.env, KUBECONFIG: cp.kubeconfig, VMSNAP_READYZ_URL: url } });
+    const pass = await selfTest(`http://127.0.0.1:${port}/readyz`);
+    expect([pass.code, pass.stdout]).toEqual([0, expect.stringContaining('operator: ready')]);
+    expect(pass.stdout).toContain('CRDs: installed, revision current');
+    const dead = await freePort();
+    const fail = await selfTest(`http://127.0.0.1:${dead}/readyz`);
+    expect(fail.code).toBe(1);
+    expect(fail.stderr).toContain(`FAIL operator does not answer at http://127.0.0.1:${dead}/readyz`);
     child.kill('SIGTERM');
   });
 
