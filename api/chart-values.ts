@@ -64,6 +64,21 @@ export const ChartValuesSchema = z.strictObject({
   rbac: z.strictObject({
     create: z.boolean(),
     aggregateToDefaultRoles: z.boolean(),
+    // Subjects of a ClusterRoleBinding that lets them read VMSnapshotClasses (cluster-scoped, so
+    // a namespace's edit RoleBinding cannot grant them). Empty: no binding.
+    classReaders: z.array(
+      z.strictObject({
+        kind: z.enum(['Group', 'User', 'ServiceAccount']),
+        name: z.string().min(1),
+        namespace: z.string().min(1).optional(),
+      }),
+    ),
+  }),
+  grafanaDashboard: z.strictObject({
+    enabled: z.boolean(),
+    namespace: z.string(),
+    labels: stringMap(),
+    annotations: stringMap(),
   }),
   defaultClass: z.strictObject({
     create: z.boolean(),
@@ -85,6 +100,16 @@ export const ChartValuesSchema = z.strictObject({
       retryPeriodSeconds: z.number().int().min(1),
     }),
     metricsPort: z.number().int().min(0).max(65535),
+    metricsService: z.strictObject({ enabled: z.boolean(), annotations: stringMap() }),
+    serviceMonitor: z.strictObject({
+      enabled: z.boolean(),
+      interval: z.string().regex(/^[0-9]+(ms|s|m|h)$/, { error: 'must be a Prometheus duration such as 30s' }),
+      labels: stringMap(),
+    }),
+    podDisruptionBudget: z.strictObject({
+      enabled: z.boolean(),
+      maxUnavailable: z.union([z.number().int().min(0), z.string().regex(/^[0-9]+%$/, { error: 'must be a count or a percentage such as 50%' })]),
+    }),
     probes: z.strictObject({ enabled: z.boolean(), port: port() }),
     hostNetwork: z.boolean(),
     podSecurityContext: securityContext(),

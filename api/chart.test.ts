@@ -1,7 +1,7 @@
 // Static checks of the Helm chart that need no helm binary: values.yaml against the generated
 // values schema, the agent config it renders, and template references to values.
 import { loadAllYaml } from '@kubernetes/client-node';
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AgentConfigSchema, operationSlots } from './agent-config.js';
@@ -10,7 +10,10 @@ import { formatZodError } from './common.js';
 
 const chartDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../helm/vmsnap');
 const values = loadAllYaml(readFileSync(path.join(chartDir, 'values.yaml'), 'utf8'))[0] as Record<string, any>;
-const templates = readdirSync(path.join(chartDir, 'templates')).map((f) => [f, readFileSync(path.join(chartDir, 'templates', f), 'utf8')] as const);
+// Relative to templates/, subdirectories (tests/) included.
+const templates = (readdirSync(path.join(chartDir, 'templates'), { recursive: true }) as string[])
+  .filter((f) => statSync(path.join(chartDir, 'templates', f)).isFile())
+  .map((f) => [f, readFileSync(path.join(chartDir, 'templates', f), 'utf8')] as const);
 
 describe('helm chart', () => {
   it('values.yaml satisfies the values schema', () => {

@@ -14,7 +14,17 @@ export const SNAPSHOT_FINALIZER = 'vmsnap.io/snapshot-file';
 /** Default name of the operator's leader-election Lease (in its own namespace). */
 export const LEADER_ELECTION_LEASE = 'vmsnap-operator';
 
+/** `kubectl get vmsnap` lists every vmsnap.io resource. */
 export const CATEGORY = 'vmsnap';
+
+/**
+ * Revision of the CRDs' schemas, written on each CRD as CRD_REVISION_ANNOTATION. The operator
+ * refuses to start against CRDs of a lower revision (Helm installs crds/ once and never upgrades
+ * them; an old schema would prune fields it writes). Bump it when a CRD gains something the
+ * operator or agent relies on. CRDs without the annotation are revision 1.
+ */
+export const CRD_REVISION = 2;
+export const CRD_REVISION_ANNOTATION = 'vmsnap.io/crd-revision';
 
 export interface ResourceNames {
   kind: string;
@@ -34,13 +44,15 @@ export const VMSNAPSHOTCLASS_PLURAL = 'vmsnapshotclasses';
 export const VMINVENTORY_KIND = 'VMInventory';
 export const VMINVENTORY_PLURAL = 'vminventories';
 
+// Short names are "vms" + the resource's initial: KubeVirt, which users run beside vmsnap, owns
+// vm/vms, vmsnapshot(s), vmrestore(s) and more (see KUBEVIRT_NAMES in crds.test.ts).
 export const RESOURCES = {
   vmSnapshot: {
     kind: VMSNAPSHOT_KIND,
     listKind: 'VMSnapshotList',
     plural: VMSNAPSHOT_PLURAL,
     singular: 'vmsnapshot',
-    shortNames: ['vms'],
+    shortNames: ['vmss'],
     namespaced: true,
   },
   vmRestore: {
@@ -48,7 +60,7 @@ export const RESOURCES = {
     listKind: 'VMRestoreList',
     plural: VMRESTORE_PLURAL,
     singular: 'vmrestore',
-    shortNames: ['vmr'],
+    shortNames: ['vmsr'],
     namespaced: true,
   },
   vmSnapshotClass: {
@@ -326,3 +338,21 @@ export function immutableOptionalRule(field: string): ValidationRule {
 }
 
 export const validations = (...rules: ValidationRule[]) => ({ 'x-kubernetes-validations': rules });
+
+/** Phases nothing may leave: the work is over, and its outcome is what the user saw. */
+export const TERMINAL_PHASES: readonly Phase[] = ['Succeeded', 'Failed'];
+
+/**
+ * On the status object: once the phase is terminal it stays. The API server enforces it, so a
+ * late write (an agent's Succeeded that outlived the API server's outage and the operator's
+ * deadline Failed) is refused instead of silently changing the outcome.
+ */
+export function terminalPhaseRule(kind: string): ValidationRule {
+  const terminal = TERMINAL_PHASES.map((p) => `'${p}'`).join(', ');
+  return {
+    rule: `!has(oldSelf.phase) || !(oldSelf.phase in [${terminal}]) || (has(self.phase) && self.phase == oldSelf.phase)`,
+    message: `phase ${TERMINAL_PHASES.join(' and ')} are final: a finished ${kind} keeps its outcome (create a new ${kind} to try again)`,
+    fieldPath: '.phase',
+    reason: 'FieldValueForbidden',
+  };
+}

@@ -4,6 +4,8 @@
 import { z } from 'zod';
 import {
   CATEGORY,
+  CRD_REVISION,
+  CRD_REVISION_ANNOTATION,
   GROUP,
   RESOURCES,
   VERSION,
@@ -28,7 +30,7 @@ export interface PrinterColumn {
 export interface CustomResourceDefinition {
   apiVersion: 'apiextensions.k8s.io/v1';
   kind: 'CustomResourceDefinition';
-  metadata: { name: string; labels: Record<string, string> };
+  metadata: { name: string; labels: Record<string, string>; annotations: Record<string, string> };
   spec: {
     group: string;
     names: { kind: string; listKind: string; plural: string; singular: string; shortNames: string[]; categories: string[] };
@@ -39,6 +41,7 @@ export interface CustomResourceDefinition {
       storage: boolean;
       subresources?: { status: Record<string, never> };
       additionalPrinterColumns: PrinterColumn[];
+      selectableFields?: Array<{ jsonPath: string }>;
       schema: { openAPIV3Schema: JSONSchemaProps };
     }>;
   };
@@ -152,7 +155,7 @@ function crd(
   names: ResourceNames,
   columns: PrinterColumn[],
   openAPIV3Schema: JSONSchemaProps,
-  { statusSubresource = true } = {},
+  { statusSubresource = true, selectableFields = [] as string[] } = {},
 ): CustomResourceDefinition {
   return {
     apiVersion: 'apiextensions.k8s.io/v1',
@@ -160,6 +163,7 @@ function crd(
     metadata: {
       name: `${names.plural}.${GROUP}`,
       labels: { 'app.kubernetes.io/name': 'vmsnap', 'app.kubernetes.io/part-of': 'vmsnap' },
+      annotations: { [CRD_REVISION_ANNOTATION]: String(CRD_REVISION) },
     },
     spec: {
       group: GROUP,
@@ -179,6 +183,8 @@ function crd(
           storage: true,
           ...(statusSubresource ? { subresources: { status: {} } } : {}),
           additionalPrinterColumns: columns,
+          // kubectl get --field-selector <path>=<value> (Kubernetes 1.32+).
+          ...(selectableFields.length ? { selectableFields: selectableFields.map((jsonPath) => ({ jsonPath })) } : {}),
           schema: { openAPIV3Schema },
         },
       ],
@@ -206,13 +212,14 @@ export function vmSnapshotCrd(): CustomResourceDefinition {
       { name: 'PausedMs', type: 'integer', jsonPath: '.status.vmPausedMs', priority: 1 },
     ],
     rootSchema(
-      'VMSnapshot saves the RAM and device state of a running QEMU VM to a file on its node.',
+      'VMSnapshot saves the RAM and device state of a running QEMU VM to a file on its node. The operator labels it vmsnap.io/vm=<spec.vmName>: list the snapshots of one VM with -l vmsnap.io/vm=<vm> or --field-selector spec.vmName=<vm>.',
       {
         spec: schemaOf(VMSnapshotSpecSchema, '.spec'),
         status: schemaOf(VMSnapshotStatusSchema, '.status'),
       },
       ['spec'],
     ),
+    { selectableFields: ['.spec.vmName'] },
   );
 }
 
@@ -228,6 +235,8 @@ export function vmRestoreCrd(): CustomResourceDefinition {
       { name: 'Downtime', type: 'string', jsonPath: '.status.downtimeHuman', description: 'How long the VM was unavailable.' },
       { name: 'Node', type: 'string', jsonPath: '.status.nodeName' },
       age,
+      { name: 'LatestOf', type: 'string', jsonPath: '.spec.latestSnapshotOf', description: 'The VM whose newest snapshot is restored.', priority: 1 },
+      { name: 'Chosen', type: 'string', jsonPath: '.status.snapshotName', description: 'The snapshot chosen for LatestOf.', priority: 1 },
       { name: 'Channels', type: 'integer', jsonPath: '.status.effective.channels', priority: 1 },
       { name: 'DirectIO', type: 'boolean', jsonPath: '.status.directIOUsed', priority: 1 },
       { name: 'Resident%', type: 'number', jsonPath: '.status.lazy.residentPercent', description: 'Lazy restores: share of the RAM in memory.', priority: 1 },

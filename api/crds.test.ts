@@ -47,10 +47,23 @@ const prop = (node: JSONSchemaProps, ...names: string[]): JSONSchemaProps =>
   names.reduce((n, name) => (n.properties as Record<string, JSONSchemaProps>)[name]!, node);
 const rules = (node: JSONSchemaProps) => (node['x-kubernetes-validations'] ?? []) as Array<{ rule: string; message: string; fieldPath?: string }>;
 
+// Plurals, singulars and short names KubeVirt v1.x and CDI register (kubectl resolves short names
+// before singulars, so a short name here would shadow ours, or ours theirs).
+const KUBEVIRT_NAMES = new Set([
+  'vm', 'vms', 'vmi', 'vmis', 'kv', 'kvs', 'vmim', 'vmims', 'vmirs', 'vmirss', 'vmipreset', 'vmipresets',
+  'vmsnapshot', 'vmsnapshots', 'vmsnapshotcontent', 'vmsnapshotcontents', 'vmrestore', 'vmrestores',
+  'vmexport', 'vmexports', 'vmclone', 'vmclones', 'vmpool', 'vmpools', 'vmbackup', 'vmbackups',
+  'vminstancetype', 'vminstancetypes', 'vmf', 'vmfs', 'vmpreference', 'vmpreferences', 'vmp', 'vmps',
+  'vmclusterinstancetype', 'vmclusterinstancetypes', 'vmcf', 'vmcfs', 'vmclusterpreference', 'vmclusterpreferences', 'vmcp', 'vmcps',
+  'dv', 'dvs', 'cdi', 'cdis', 'dic', 'dics', 'das', 'ot', 'ots',
+  // CSI snapshots, often installed beside it
+  'vs', 'vsc', 'vsclass', 'vsclasses',
+]);
+
 describe('CRD shape', () => {
   it.each([
-    ['VMSnapshot', 'vmsnapshots.vmsnap.io', 'Namespaced', ['vms']],
-    ['VMRestore', 'vmrestores.vmsnap.io', 'Namespaced', ['vmr']],
+    ['VMSnapshot', 'vmsnapshots.vmsnap.io', 'Namespaced', ['vmss']],
+    ['VMRestore', 'vmrestores.vmsnap.io', 'Namespaced', ['vmsr']],
     ['VMSnapshotClass', 'vmsnapshotclasses.vmsnap.io', 'Cluster', ['vmsc']],
     ['VMInventory', 'vminventories.vmsnap.io', 'Cluster', ['vminv']],
   ])('%s is %s, %s, short names %j, category vmsnap', (kind, name, scope, shortNames) => {
@@ -61,6 +74,14 @@ describe('CRD shape', () => {
     expect(def.spec.names.shortNames).toEqual(shortNames);
     expect(def.spec.names.categories).toEqual(['vmsnap']);
     expect(def.spec.versions.map((v) => [v.name, v.served, v.storage])).toEqual([['v1alpha1', true, true]]);
+  });
+
+  it('short names collide with nothing KubeVirt (or CDI) installs, and no name is the category', () => {
+    const ours = allCrds().flatMap((d) => d.spec.names.shortNames);
+    for (const name of ours) expect([name, KUBEVIRT_NAMES.has(name)]).toEqual([name, false]);
+    const all = allCrds().flatMap((d) => [d.spec.names.plural, d.spec.names.singular, ...d.spec.names.shortNames]);
+    expect(all).not.toContain('vmsnap'); // a resource named like the category would hide it
+    expect(new Set(ours).size).toBe(ours.length);
   });
 
   it('has a status subresource where there is a status', () => {
@@ -91,7 +112,7 @@ describe('CRD shape', () => {
   it('requires spec and its required fields', () => {
     expect(schema('VMSnapshot').required).toEqual(['spec']);
     expect(prop(schema('VMSnapshot'), 'spec').required).toEqual(['vmName']);
-    expect(prop(schema('VMRestore'), 'spec').required).toEqual(['snapshotName']);
+    expect(prop(schema('VMRestore'), 'spec').required).toBeUndefined(); // snapshotName or latestSnapshotOf, a CEL rule says which
   });
 
   it('carries defaults, enums, ranges and patterns', () => {
@@ -124,6 +145,9 @@ describe('CRD shape', () => {
     expect(rules(prop(rspec, 'snapshotName'))).toContainEqual(expect.objectContaining({ rule: 'self == oldSelf' }));
     expect(rules(rspec)).toContainEqual(expect.objectContaining({ fieldPath: '.targetVMName', message: expect.stringContaining('targetVMName is immutable') }));
     expect(rules(rspec)).toContainEqual(expect.objectContaining({ fieldPath: '.directIO', rule: expect.stringContaining("'Lazy'") }));
+    for (const kind of ['VMSnapshot', 'VMRestore']) {
+      expect(rules(prop(schema(kind), 'status'))).toContainEqual(expect.objectContaining({ fieldPath: '.phase', rule: expect.stringContaining("oldSelf.phase in ['Succeeded', 'Failed']") }));
+    }
     expect(rules(prop(sspec, 'failureDeadline')).map((r) => r.rule)).toContainEqual(
       expect.stringContaining("(duration(self) >= duration('1s') && duration(self) <= duration('168h'))"),
     );

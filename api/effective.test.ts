@@ -105,7 +105,7 @@ describe('effectiveDeletionPolicy', () => {
 });
 
 describe('effectiveRestoreSpec', () => {
-  const snap = { spec: { vmName: 'demo' }, status: { effective: { channels: 6 } } };
+  const snap = { metadata: { name: 'demo-snapshot' }, spec: { vmName: 'demo' }, status: { effective: { channels: 6 } } };
 
   it("restores into the snapshot's VM with its channel count by default", () => {
     expect(effectiveRestoreSpec({ snapshotName: 'demo-snapshot' }, snap)).toEqual({
@@ -121,11 +121,15 @@ describe('effectiveRestoreSpec', () => {
     });
   });
 
+  it('names the snapshot chosen, which a latestSnapshotOf restore does not name itself', () => {
+    expect(effectiveRestoreSpec({ latestSnapshotOf: 'demo' }, snap)).toMatchObject({ snapshotName: 'demo-snapshot', sourceVMName: 'demo', targetVMName: 'demo' });
+  });
+
   it('restores a copy under another name with explicit settings', () => {
     expect(
       effectiveRestoreSpec(
         { snapshotName: 's', targetVMName: 'demo-copy', parallelism: { channels: 2 }, directIO: 'Never', ifRunning: 'Replace', afterRestore: 'Paused', restoreMode: 'Lazy' },
-        { spec: { vmName: 'demo' } },
+        { metadata: { name: 's' }, spec: { vmName: 'demo' } },
       ),
     ).toEqual({
       snapshotName: 's',

@@ -93,12 +93,12 @@ export function effectiveDeletionPolicy(snapshot: {
 /** Restore settings: the restore's own values, else the snapshot's (VM, channels), else built-ins. */
 export function effectiveRestoreSpec(
   spec: VMRestoreSpecInput,
-  snapshot: { spec: { vmName: string }; status?: { effective?: Pick<EffectiveSnapshotSpec, 'channels'> } },
+  snapshot: { metadata: { name?: string }; spec: { vmName: string }; status?: { effective?: Pick<EffectiveSnapshotSpec, 'channels'> } },
 ): EffectiveRestoreSpec {
   const sourceVMName = snapshot.spec.vmName;
   const targetVMName = spec.targetVMName ?? sourceVMName;
   return {
-    snapshotName: spec.snapshotName,
+    snapshotName: snapshot.metadata.name ?? '',
     sourceVMName,
     targetVMName,
     copy: targetVMName !== sourceVMName,

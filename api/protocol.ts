@@ -17,6 +17,7 @@
 //    file when the deletion policy is Delete, and then sets
 //    status.fileDeleted (or phase Failed for a cancelled save); the operator
 //    removes the finalizer once the agent is done, at once for Retain.
+import { TERMINAL_PHASES } from './common.js';
 import type { VMRestore } from './vmrestore.js';
 import type { VMSnapshot } from './vmsnapshot.js';
 
@@ -68,6 +69,7 @@ export function isAssignedTo(obj: VMSnapshot | VMRestore, node: string): boolean
   return obj.metadata.labels?.[NODE_LABEL] === node && obj.status?.nodeName === node && obj.status?.phase === 'Pending' && !!obj.status?.effective;
 }
 
+/** Succeeded or Failed: final (the API server refuses any other phase after them). */
 export function isTerminal(phase: string | undefined): boolean {
-  return phase === 'Succeeded' || phase === 'Failed';
+  return (TERMINAL_PHASES as readonly string[]).includes(phase ?? '');
 }

@@ -62,6 +62,9 @@ function section(crd: CustomResourceDefinition): string {
     '',
     `Columns of \`kubectl get ${names.plural}\`: ${version.additionalPrinterColumns.map((c) => c.name).join(', ')}.`,
     '',
+    ...(version.selectableFields?.length
+      ? [`Field selectors (\`kubectl get ${names.plural}.${group} --field-selector <field>=<value>\`): ${version.selectableFields.map((f) => `\`${f.jsonPath.slice(1)}\``).join(', ')}.`, '']
+      : []),
     '| field | type | default | allowed | description |',
     '| --- | --- | --- | --- | --- |',
   ];

@@ -2,6 +2,7 @@ import {
   API_VERSION,
   AgentConfigSchema,
   operationSlots,
+  formatZodError,
   VMInventorySchema,
   VMRestoreSchema,
   VMSnapshotClassSchema,
@@ -131,6 +132,12 @@ describe('VMRestore', () => {
     });
   });
 
+  it('accepts the latest snapshot of a VM instead of a snapshot name', () => {
+    expect(VMRestoreSchema.parse(restore({ latestSnapshotOf: 'demo' })).spec).toMatchObject({ latestSnapshotOf: 'demo' });
+    const both = VMRestoreSchema.safeParse(restore({ snapshotName: 'demo-snapshot', latestSnapshotOf: 'demo' }));
+    expect(both.success ? '' : formatZodError(both.error)).toMatch(/spec\.snapshotName: exactly one of snapshotName .* or latestSnapshotOf/);
+  });
+
   it('accepts a lazy copy', () => {
     const spec = {
       snapshotName: 'demo-snapshot',
@@ -152,6 +159,8 @@ describe('VMRestore', () => {
     [{ snapshotName: 'demo', ifRunning: 'Kill' }, 'spec.ifRunning'],
     [{ snapshotName: 'demo', afterRestore: 'Stopped' }, 'spec.afterRestore'],
     [{ snapshotName: 'demo', parallelism: { channels: 100 } }, 'spec.parallelism.channels'],
+    [{ snapshotName: 'demo', latestSnapshotOf: 'demo' }, 'spec.snapshotName'],
+    [{ latestSnapshotOf: 'Demo' }, 'spec.latestSnapshotOf'],
     [{ snapshotName: 'demo', restoreMode: 'Lazy', directIO: 'Always' }, 'spec.directIO'],
   ])('refuses %j naming %s', (spec, path) => {
     expect(issuePaths(VMRestoreSchema.safeParse(restore(spec)))).toContain(path);

@@ -25,6 +25,7 @@ import {
   immutableOptionalRule,
   immutableRule,
   milliseconds,
+  terminalPhaseRule,
   timestamp,
   validations,
   type ValidationRule,
@@ -40,11 +41,26 @@ const lazyExcludesDirectIORule: ValidationRule = {
   reason: 'FieldValueInvalid',
 };
 
+const ONE_SOURCE_MESSAGE =
+  'exactly one of snapshotName (a VMSnapshot) or latestSnapshotOf (a VM: its newest Succeeded VMSnapshot) must be set';
+const oneSourceRule: ValidationRule = {
+  rule: 'has(self.snapshotName) != has(self.latestSnapshotOf)',
+  message: ONE_SOURCE_MESSAGE,
+  fieldPath: '.snapshotName',
+  reason: 'FieldValueRequired',
+};
+
 export const VMRestoreSpecSchema = z
   .object({
     snapshotName: dns1123Subdomain('snapshotName')
-      .describe('The VMSnapshot to restore, in the same namespace; it must be readyToUse. Immutable.')
-      .meta(validations(immutableRule('snapshotName'))),
+      .describe('The VMSnapshot to restore, in the same namespace; it must be readyToUse. Set this or latestSnapshotOf. Immutable.')
+      .meta(validations(immutableRule('snapshotName')))
+      .optional(),
+    latestSnapshotOf: dns1123Label('latestSnapshotOf')
+      .describe(
+        'A VM of this namespace: restore its newest Succeeded VMSnapshot (by completionTime). The operator chooses once and records the choice in status.snapshotName; it waits, until the deadline, while the VM has none. Set this or snapshotName. Immutable.',
+      )
+      .optional(),
     targetVMName: dns1123Label('targetVMName')
       .describe("The VM to restore into. Defaults to the snapshot's VM; another name restores a copy. Immutable.")
       .optional(),
@@ -77,6 +93,9 @@ export const VMRestoreSpecSchema = z
       .optional(),
   })
   .superRefine((spec, ctx) => {
+    if ((spec.snapshotName === undefined) === (spec.latestSnapshotOf === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['snapshotName'], message: ONE_SOURCE_MESSAGE });
+    }
     if (spec.restoreMode === 'Lazy' && spec.directIO === 'Always') {
       ctx.addIssue({ code: 'custom', path: ['directIO'], message: LAZY_EXCLUDES_DIRECT_IO_MESSAGE });
     }
@@ -84,6 +103,8 @@ export const VMRestoreSpecSchema = z
   .describe('Which snapshot to restore and how. Immutable: create a new VMRestore to restore again.')
   .meta(
     validations(
+      oneSourceRule,
+      immutableOptionalRule('latestSnapshotOf'),
       immutableOptionalRule('targetVMName'),
       immutableOptionalRule('parallelism'),
       immutableOptionalRule('directIO'),
@@ -132,6 +153,11 @@ export const VMRestoreStatusSchema = z
     conditions: conditionsField().optional(),
     observedGeneration: z.number().int().min(0).optional().describe('The metadata.generation this status reflects.').meta({ format: 'int64' }),
     nodeName: z.string().max(253).optional().describe('The node whose agent does the work (where the snapshot file is).'),
+    snapshotName: z
+      .string()
+      .max(253)
+      .optional()
+      .describe('spec.latestSnapshotOf only: the VMSnapshot the operator chose, once; the restore uses it even if a newer one appears.'),
     effective: EffectiveRestoreSpecSchema.optional(),
     progress: ProgressSchema.optional(),
     restoreSize: byteCount('Guest RAM size in bytes.').optional(),
@@ -158,7 +184,8 @@ export const VMRestoreStatusSchema = z
       .describe('The new pod the operator made for this restore (a copy, or a wake whose pod was gone), from the pod spec the VMSnapshot recorded.'),
     error: ErrorInfoSchema.optional(),
   })
-  .describe('Observed state, written by the operator and the node agent.');
+  .describe('Observed state, written by the operator and the node agent.')
+  .meta(validations(terminalPhaseRule(VMRESTORE_KIND)));
 export type VMRestoreStatus = z.infer<typeof VMRestoreStatusSchema>;
 
 export const VMRestoreSchema = z.object({

@@ -29,6 +29,7 @@ import {
   immutableOptionalRule,
   immutableRule,
   milliseconds,
+  terminalPhaseRule,
   timestamp,
   validations,
 } from './common.js';
@@ -183,7 +184,8 @@ export const VMSnapshotStatusSchema = z
     digests: SnapshotDigestsInfoSchema.optional(),
     vmPod: RecordedVMPodSchema.optional(),
   })
-  .describe('Observed state, written by the operator and the node agent.');
+  .describe('Observed state, written by the operator and the node agent.')
+  .meta(validations(terminalPhaseRule(VMSNAPSHOT_KIND)));
 export type VMSnapshotStatus = z.infer<typeof VMSnapshotStatusSchema>;
 
 export const VMSnapshotSchema = z.object({

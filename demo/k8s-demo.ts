@@ -144,8 +144,8 @@ async function main(): Promise<void> {
   console.log(`   kubectl apply -> Succeeded: snapshot ${snapWall} ms (engine ${snap.status.durationMs} ms, VM paused ${snap.status.vmPausedMs} ms), restore ${restoreWall} ms`);
   console.log(`   whole demo ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
   console.log('The stack keeps running. Try:');
-  console.log('   kubectl get vms,vmr -A                # snapshots and restores');
-  console.log('   kubectl describe vms demo-snapshot    # the story in events');
+  console.log('   kubectl get vmss,vmsr -A              # snapshots and restores');
+  console.log('   kubectl describe vmss demo-snapshot   # the story in events');
   console.log('   kubectl get vminventories -o wide     # what the agent sees');
   console.log('   kubectl logs -f demo                  # the guest checking its memory');
   console.log(`   kubectl delete pod -n ${RELEASE_NAMESPACE} -l app.kubernetes.io/component=agent   # the VM keeps running`);

@@ -5,6 +5,8 @@ import { pino } from 'pino';
 import { Kube } from '../kube/client.js';
 import { serveHealth } from '../kube/health.js';
 import { Controller } from './controller.js';
+import { crdProblem } from './crd-check.js';
+import { installedCrds } from './installed-crds.js';
 import { LeaderElector } from './leader-election.js';
 import { OperatorMetrics } from './metrics.js';
 import { operatorReadiness } from './readiness.js';
@@ -42,6 +44,21 @@ async function main(): Promise<void> {
     const server = await serveHealth({ port: settings.healthPort, host: settings.healthHost, live, ready });
     log.info({ port: server.port, host: settings.healthHost }, 'serving /healthz and /readyz');
     servers.push(server);
+  }
+
+  // After the probes serve (an unreachable API server shows as not ready), before any work.
+  for (;;) {
+    const installed = await installedCrds(kube).catch((err: unknown) => {
+      log.warn({ err: String(err) }, 'cannot read the vmsnap CRDs yet; retrying');
+      return undefined;
+    });
+    if (!installed) {
+      await new Promise((r) => setTimeout(r, 2_000));
+      continue;
+    }
+    const problem = crdProblem(installed);
+    if (problem) throw new Error(`refusing to start: ${problem}`);
+    break;
   }
 
   let shuttingDown = false;

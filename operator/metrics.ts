@@ -31,6 +31,13 @@ export class OperatorMetrics {
     buckets: [50, 100, 250, 500, 1000, 1500, 2000, 3000, 5000],
     registers: [this.registry],
   });
+  readonly paused = new Histogram({
+    name: 'vmsnap_vm_paused_seconds',
+    help: 'How long saves kept their VM paused.',
+    labelNames: ['kind'],
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
   readonly reconciles = new Counter({
     name: 'vmsnap_reconciles_total',
     help: 'Reconciles by kind and result.',
@@ -43,7 +50,11 @@ export class OperatorMetrics {
   }
 
   /** Counts each finished object once (by uid). */
-  observeFinished(kind: string, uid: string | undefined, status: { phase?: string; nodeName?: string; durationMs?: number; restoreSize?: number; throughputMiBps?: number } | undefined): void {
+  observeFinished(
+    kind: string,
+    uid: string | undefined,
+    status: { phase?: string; nodeName?: string; durationMs?: number; restoreSize?: number; throughputMiBps?: number; vmPausedMs?: number } | undefined,
+  ): void {
     if (!uid || !status || (status.phase !== 'Succeeded' && status.phase !== 'Failed') || this.counted.has(uid)) return;
     this.counted.add(uid);
     this.operations.inc({ kind, phase: status.phase, node: status.nodeName ?? '' });
@@ -51,6 +62,7 @@ export class OperatorMetrics {
     if (status.durationMs !== undefined) this.duration.observe({ kind }, status.durationMs / 1000);
     if (status.restoreSize) this.bytes.inc({ kind }, status.restoreSize);
     if (status.throughputMiBps) this.throughput.observe({ kind }, status.throughputMiBps);
+    if (status.vmPausedMs !== undefined) this.paused.observe({ kind }, status.vmPausedMs / 1000);
   }
 
   /** Serves /metrics, /healthz and /readyz (from `ready`); port 0 picks a free one. Resolves with the bound port. */

@@ -3,6 +3,7 @@ import { DEFAULT_FAILURE_DEADLINE, effectiveRestoreSpec, inventoryVmIsUp, parseD
 import { isTerminal } from '../api/protocol.js';
 import { assign, fail, nothing, phasePatch, wait, type Decision } from './decision.js';
 import { decideRestorePod } from './restore-pod.js';
+import { restoreSource } from './restore-source.js';
 import { ownedBy } from './vm-pod-record.js';
 import { inventoryUpdatedAt, lastFinishedOn, locateVM, objectKey, operationHoldingVM, timeOf, vmKey, type World } from './world.js';
 
@@ -20,10 +21,15 @@ export function reconcileRestore(restore: VMRestore, world: World, now: Date): D
   if (phase === 'InProgress' || restore.status?.nodeName) return nothing(remaining);
 
   const ns = restore.metadata.namespace!;
-  const snapshotName = restore.spec.snapshotName;
+  const source = restoreSource(restore, world.snapshots);
+  if (source.kind === 'none') {
+    return wait(restore, 'SnapshotNotFound', `waiting for a Succeeded VMSnapshot of VM "${source.vmName}" (spec.latestSnapshotOf) in namespace "${ns}"`, now, Math.min(WAIT_POLL_MS, remaining));
+  }
+  if (source.kind === 'choose') return chose(source.name, source.vmName);
+  const snapshotName = source.name;
   const snapshot = world.snapshots.find((s) => s.metadata.namespace === ns && s.metadata.name === snapshotName);
   if (!snapshot) {
-    return wait(restore, 'SnapshotNotFound', `waiting for VMSnapshot "${snapshotName}" (spec.snapshotName) to exist in namespace "${ns}"`, now, Math.min(WAIT_POLL_MS, remaining));
+    return wait(restore, 'SnapshotNotFound', `waiting for VMSnapshot "${snapshotName}" (${source.field}) to exist in namespace "${ns}"`, now, Math.min(WAIT_POLL_MS, remaining));
   }
   if (snapshot.metadata.deletionTimestamp) return fail(restore, 'SnapshotNotFound', `VMSnapshot "${snapshotName}" is being deleted`, now);
   if (snapshot.status?.phase === 'Failed') {
@@ -123,5 +129,14 @@ function settleRestorePod(restore: VMRestore, world: World): Decision {
   return {
     events: [{ type: 'Normal', reason: 'PodReleased', message: `pod ${ref.name} now runs VM ${restore.status?.effective?.targetVMName ?? ref.name} on its own: deleting this VMRestore leaves it running` }],
     pod: { release: { ...ref, resourceVersion: pod.metadata.resourceVersion, ownerReferences: (pod.metadata.ownerReferences ?? []).filter((o) => o.uid !== uid) } },
+  };
+}
+
+/** spec.latestSnapshotOf resolved: recorded once (guarded by resourceVersion), then restored like a named snapshot. */
+function chose(snapshotName: string, vmName: string): Decision {
+  return {
+    status: { snapshotName },
+    events: [{ type: 'Normal', reason: 'SnapshotChosen', message: `restoring VMSnapshot "${snapshotName}", the newest Succeeded snapshot of VM "${vmName}" (spec.latestSnapshotOf)` }],
+    requeueAfterMs: 0,
   };
 }

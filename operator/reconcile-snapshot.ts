@@ -1,11 +1,11 @@
 // VMSnapshot: observed state in, decision out. No I/O here.
 import {
   SNAPSHOT_FINALIZER,
+  VM_LABEL,
   effectiveDeletionPolicy,
   formatBytes,
   parseDurationMs,
   resolveSnapshotSpec,
-  VM_LABEL,
   type VMSnapshot,
 } from '../api/index.js';
 import { isTerminal } from '../api/protocol.js';
@@ -18,8 +18,12 @@ const WAIT_POLL_MS = 2_000;
 export function reconcileSnapshot(snap: VMSnapshot, world: World, now: Date): Decision {
   const finalizers = snap.metadata.finalizers ?? [];
   if (snap.metadata.deletionTimestamp) return onDeletion(snap);
-  if (!finalizers.includes(SNAPSHOT_FINALIZER)) {
-    return { metadata: { finalizers: [...finalizers, SNAPSHOT_FINALIZER] }, events: [], requeueAfterMs: 0 };
+  // The finalizer, and the VM label (`kubectl get vmss -l vmsnap.io/vm=<vm>`; a wrong one is corrected: vmName is immutable).
+  const labelled = snap.metadata.labels?.[VM_LABEL] === snap.spec.vmName;
+  if (!finalizers.includes(SNAPSHOT_FINALIZER) || !labelled) {
+    const metadata: Record<string, unknown> = labelled ? {} : { labels: { [VM_LABEL]: snap.spec.vmName } };
+    if (!finalizers.includes(SNAPSHOT_FINALIZER)) metadata.finalizers = [...finalizers, SNAPSHOT_FINALIZER];
+    return { metadata, events: [], requeueAfterMs: 0 };
   }
   const phase = snap.status?.phase;
   if (isTerminal(phase)) return nothing();

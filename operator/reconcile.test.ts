@@ -1,5 +1,5 @@
 import type { VMInventory, VMRestore, VMSnapshot, VMSnapshotClass } from '../api/index.js';
-import { SNAPSHOT_FINALIZER } from '../api/index.js';
+import { SNAPSHOT_FINALIZER, VM_LABEL } from '../api/index.js';
 import { NODE_LABEL } from '../api/protocol.js';
 import { reconcileRestore } from './reconcile-restore.js';
 import { reconcileSnapshot } from './reconcile-snapshot.js';
@@ -30,7 +30,7 @@ function snapshot(name: string, over: Partial<VMSnapshot> & { spec?: Partial<VMS
     apiVersion: 'vmsnap.io/v1alpha1',
     kind: 'VMSnapshot',
     ...over,
-    metadata: { name, namespace: 'a', uid: `uid-${name}`, generation: 1, creationTimestamp: earlier, finalizers: [SNAPSHOT_FINALIZER], resourceVersion: '1', ...over.metadata },
+    metadata: { name, namespace: 'a', uid: `uid-${name}`, generation: 1, creationTimestamp: earlier, finalizers: [SNAPSHOT_FINALIZER], resourceVersion: '1', labels: { [VM_LABEL]: over.spec?.vmName ?? 'vm1' }, ...over.metadata },
     spec: { vmName: 'vm1', captureMode: 'Paused', afterSnapshot: 'Resume', failureDeadline: '10m', ...over.spec },
   } as VMSnapshot;
 }
@@ -50,9 +50,16 @@ function world(over: Partial<World> = {}): World {
 
 describe('reconcileSnapshot', () => {
   it('adds the finalizer first', () => {
-    const d = reconcileSnapshot(snapshot('s', { metadata: { finalizers: [] } as never }), world(), now);
+    const d = reconcileSnapshot(snapshot('s', { metadata: { finalizers: [], labels: { [VM_LABEL]: 'vm1' } } as never }), world(), now);
     expect(d.metadata).toEqual({ finalizers: [SNAPSHOT_FINALIZER] });
     expect(d.status).toBeUndefined();
+  });
+
+  it('labels the snapshot with its VM, and corrects a wrong label, before anything else', () => {
+    const fresh = reconcileSnapshot(snapshot('s', { metadata: { finalizers: [], labels: {} } as never }), world(), now);
+    expect(fresh.metadata).toEqual({ finalizers: [SNAPSHOT_FINALIZER], labels: { [VM_LABEL]: 'vm1' } });
+    const mislabelled = snapshot('s', { metadata: { labels: { [VM_LABEL]: 'someone-else', team: 'x' } } as never, status: { phase: 'Succeeded' } as never });
+    expect(reconcileSnapshot(mislabelled, world(), now)).toEqual({ metadata: { labels: { [VM_LABEL]: 'vm1' } }, events: [], requeueAfterMs: 0 });
   });
 
   it("assigns to the VM's node with the effective settings, label and event", () => {

@@ -190,6 +190,8 @@ const createCases: CreateCase[] = [
   { kind: 'VMRestore', field: 'spec.snapshotName', problem: 'path traversal', value: '../demo-snapshot' },
   { kind: 'VMRestore', field: 'spec.snapshotName', problem: 'upper case', value: 'Demo-Snapshot' },
   { kind: 'VMRestore', field: 'spec.snapshotName', problem: '254 characters', value: long(254) },
+  { kind: 'VMRestore', field: 'spec.snapshotName', problem: 'set together with latestSnapshotOf', value: 'demo-snapshot', also: { 'spec.latestSnapshotOf': 'demo' } },
+  { kind: 'VMRestore', field: 'spec.latestSnapshotOf', problem: 'a dot (not a DNS-1123 label)', set: 'spec.latestSnapshotOf', value: 'demo.vm', also: { 'spec.snapshotName': REMOVE } },
   { kind: 'VMRestore', field: 'spec.targetVMName', problem: 'path traversal', value: '../other' },
   { kind: 'VMRestore', field: 'spec.targetVMName', problem: 'a dot (not a DNS-1123 label)', value: 'demo.copy' },
   { kind: 'VMRestore', field: 'spec.targetVMName', problem: '64 characters', value: long(64) },
@@ -453,6 +455,55 @@ describe('refuses invalid objects, naming the field', () => {
   });
 });
 
+describe('the snapshots of one VM', () => {
+  it('are found with --field-selector spec.vmName (a selectable field), and a VMRestore may name the latest of them', async () => {
+    const vm = `vm-${RUN_ID}`;
+    const mine = [await createOk('VMSnapshot', withField(base('VMSnapshot'), 'spec.vmName', vm)), await createOk('VMSnapshot', withField(base('VMSnapshot'), 'spec.vmName', vm))];
+    await createOk('VMSnapshot', withField(base('VMSnapshot'), 'spec.vmName', `other-${RUN_ID}`));
+    const found = await kubectlOk(['get', '-n', ns, 'vmsnapshots.vmsnap.io', '--field-selector', `spec.vmName=${vm}`, '-o', 'name']);
+    expect(found.trim().split('\n').sort()).toEqual(mine.map((s) => `vmsnapshot.vmsnap.io/${s.metadata.name}`).sort());
+    const refused = await kubectl(['get', '-n', ns, 'vmsnapshots.vmsnap.io', '--field-selector', 'spec.className=x']);
+    expect(refused.stderr).toMatch(/field label not supported: spec\.className/);
+
+    const latest = await createOk('VMRestore', withField(withField(base('VMRestore'), 'spec.snapshotName', REMOVE), 'spec.latestSnapshotOf', vm));
+    expect(latest.spec).toEqual({ latestSnapshotOf: vm, ifRunning: 'Fail', afterRestore: 'Running', restoreMode: 'Eager' });
+    const message = expectRefusal(await mergePatch('VMRestore', latest.metadata.name, { spec: { latestSnapshotOf: 'another' } }), 'spec.latestSnapshotOf');
+    expect(message).toMatch(/latestSnapshotOf is immutable/);
+    const wide = await kubectlOk(['get', '-n', ns, 'vmsr', latest.metadata.name, '-o', 'wide']);
+    expect(wide.split('\n')[0]).toMatch(/\bLATESTOF\s+CHOSEN\b/);
+    expect(wide.split('\n')[1]).toContain(vm);
+  });
+});
+
+describe('terminal phases are final', () => {
+  const phase = (p: string) => ({ status: { phase: p } });
+
+  it.each(['VMSnapshot', 'VMRestore'] as const)('%s: a late Succeeded after Failed is refused, naming status.phase', async (kind) => {
+    const obj = await createOk(kind, base(kind));
+    const name = obj.metadata.name as string;
+    // The ordinary path is open: Pending, InProgress, then the operator's deadline Failed.
+    for (const p of ['Pending', 'InProgress', 'Failed']) expect((await mergePatch(kind, name, phase(p), 'status')).status).toBe(200);
+    // The agent's Succeeded that outlived an API server outage arrives after the deadline.
+    const late = await mergePatch(kind, name, { status: { phase: 'Succeeded', completionTime: '2030-01-01T00:00:00Z' } }, 'status');
+    expect(expectRefusal(late, 'status.phase')).toMatch(/Succeeded and Failed are final/);
+    expect(late.status).toBe(422);
+    for (const p of ['Pending', 'InProgress']) expectRefusal(await mergePatch(kind, name, phase(p), 'status'), 'status.phase');
+    expectRefusal(await mergePatch(kind, name, { status: { phase: null } }, 'status'), 'status.phase');
+    // A finished object still takes the rest of its status (the agent's fileDeleted, residency).
+    expect((await mergePatch(kind, name, { status: { nodeName: 'node-b' } }, 'status')).status).toBe(200);
+    const stored = JSON.parse((await apiRequest(objectPath(kind, name), { admin: true })).body) as Obj;
+    expect(stored.status).toMatchObject({ phase: 'Failed', nodeName: 'node-b' });
+    expect(stored.status.completionTime).toBeUndefined();
+  });
+
+  it('a Succeeded snapshot stays Succeeded', async () => {
+    const obj = await createOk('VMSnapshot', base('VMSnapshot'));
+    expect((await mergePatch('VMSnapshot', obj.metadata.name, phase('Succeeded'), 'status')).status).toBe(200);
+    expectRefusal(await mergePatch('VMSnapshot', obj.metadata.name, phase('Failed'), 'status'), 'status.phase');
+    expect((await mergePatch('VMSnapshot', obj.metadata.name, { status: { fileDeleted: true } }, 'status')).status).toBe(200);
+  });
+});
+
 describe('immutable fields', () => {
   const created = new Map<string, Obj>();
 
@@ -497,9 +548,9 @@ describe('immutable fields', () => {
 
 describe('kubectl get', () => {
   it('prints the documented columns and finds everything through the vmsnap category', async () => {
-    const vms = await kubectlOk(['get', '-n', ns, 'vms']);
+    const vms = await kubectlOk(['get', '-n', ns, 'vmss']);
     expect(vms.split('\n')[0]!.trim().split(/\s+/)).toEqual(['NAME', 'VM', 'PHASE', 'READY', 'SIZE', 'DURATION', 'THROUGHPUT', 'NODE', 'AGE']);
-    const vmr = await kubectlOk(['get', '-n', ns, 'vmr']);
+    const vmr = await kubectlOk(['get', '-n', ns, 'vmsr']);
     expect(vmr.split('\n')[0]).toMatch(/^NAME\s+SNAPSHOT\s+TARGET\s+PHASE\s+MODE\s+DURATION\s+DOWNTIME\s+NODE\s+AGE$/);
     const all = await kubectlOk(['get', '-n', ns, 'vmsnap', '-o', 'name']);
     expect(all).toMatch(/^vmsnapshot\.vmsnap\.io\/demo-snapshot$/m);

@@ -72,6 +72,11 @@ describe('helm lint and template', () => {
         'RoleBinding/vmsnap-operator-leader-election',
         'ClusterRole/vmsnap-edit',
         'ClusterRole/vmsnap-view',
+        'ClusterRole/vmsnap-class-reader',
+        'Service/vmsnap-operator-metrics',
+        'PodDisruptionBudget/vmsnap-operator',
+        'ConfigMap/vmsnap-dashboard',
+        'ClusterRoleBinding/vmsnap-class-reader',
         'ValidatingAdmissionPolicy/vmsnap-agent-node-restriction',
         'ValidatingAdmissionPolicyBinding/vmsnap-agent-node-restriction',
         'ValidatingAdmissionPolicy/vmsnap-agent-work-restriction',
@@ -177,6 +182,50 @@ describe('helm lint and template', () => {
     expect(privileged.spec.template.spec.containers[0].securityContext).toEqual({ privileged: true });
   });
 
+  it('renders the metrics Service for the operator pods, a ServiceMonitor only when enabled, a PDB and the dashboard', async () => {
+    const deployment = await renderOne('Deployment', 'templates/operator-deployment.yaml');
+    const service = await renderOne('Service', 'templates/operator-metrics.yaml');
+    expect(service.spec.selector).toEqual(deployment.spec.selector.matchLabels);
+    expect(service.spec.ports).toEqual([{ name: 'metrics', port: 8080, targetPort: 'metrics', protocol: 'TCP' }]);
+    expect(deployment.spec.template.spec.containers[0].ports).toContainEqual({ name: 'metrics', containerPort: 8080, protocol: 'TCP' });
+    const byDefault = docsOf(await helmOk(['template', 'vmsnap', chartDir, '--namespace', 'vmsnap-system']));
+    expect(byDefault.some((d) => d.kind === 'ServiceMonitor')).toBe(false);
+    const monitor = await renderOne('ServiceMonitor', 'templates/operator-metrics.yaml', ['operator.serviceMonitor.enabled=true', 'operator.serviceMonitor.labels.release=prom']);
+    expect(monitor.metadata.labels.release).toBe('prom');
+    expect(monitor.spec).toMatchObject({ selector: { matchLabels: deployment.spec.selector.matchLabels }, endpoints: [{ port: 'metrics', path: '/metrics', interval: '30s' }] });
+    const off = await helm(['template', 'vmsnap', chartDir, '--set', 'operator.metricsPort=0', '--set', 'operator.serviceMonitor.enabled=true']);
+    expect(off.code).not.toBe(0);
+    expect(off.stderr).toMatch(/operator\.serviceMonitor\.enabled needs operator\.metricsPort/);
+
+    const pdb = await renderOne('PodDisruptionBudget', 'templates/operator-pdb.yaml');
+    expect(pdb.spec).toEqual({ maxUnavailable: 1, selector: { matchLabels: deployment.spec.selector.matchLabels } });
+    const badPdb = await helm(['template', 'vmsnap', chartDir, '--set', 'operator.podDisruptionBudget.maxUnavailable=lots']);
+    expect(badPdb.code).not.toBe(0);
+    expect(badPdb.stderr).toMatch(/maxUnavailable/);
+
+    // `helm test`: the release's image checks the CRDs and the operator's /readyz through that Service.
+    const testPod = await renderOne('Pod', 'templates/tests/operator-ready.yaml');
+    expect(testPod.metadata.annotations['helm.sh/hook']).toBe('test');
+    expect(testPod.spec).toMatchObject({ serviceAccountName: 'vmsnap-operator', restartPolicy: 'Never' });
+    expect(testPod.spec.containers[0]).toMatchObject({ image: deployment.spec.template.spec.containers[0].image, command: ['node', 'dist/operator/self-test.js'] });
+    expect(envOf(testPod.spec.containers[0]).VMSNAP_READYZ_URL).toBe('http://vmsnap-operator-metrics.vmsnap-system.svc:8080/readyz');
+    const local = await renderOne('Pod', 'templates/tests/operator-ready.yaml', ['operator.hostNetwork=true']);
+    expect(envOf(local.spec.containers[0]).VMSNAP_READYZ_URL).toBe('http://$(HOST_IP):8080/readyz');
+
+    const dashboard = await renderOne('ConfigMap', 'templates/grafana-dashboard.yaml', ['grafanaDashboard.namespace=monitoring']);
+    expect(dashboard.metadata).toMatchObject({ namespace: 'monitoring', labels: { grafana_dashboard: '1' } });
+    expect(JSON.parse(dashboard.data['vmsnap.json'])).toEqual(JSON.parse(readFileSync(path.join(chartDir, 'dashboards/vmsnap.json'), 'utf8')));
+  });
+
+  it('lets every authenticated user read VMSnapshotClasses by default, and nobody when classReaders is []', async () => {
+    const binding = await renderOne('ClusterRoleBinding', 'templates/user-rbac.yaml');
+    expect(binding.subjects).toEqual([{ kind: 'Group', name: 'system:authenticated', apiGroup: 'rbac.authorization.k8s.io' }]);
+    const role = await renderOne('ClusterRole', 'templates/user-rbac.yaml', ['rbac.aggregateToDefaultRoles=false']);
+    expect(role.rules).toEqual([{ apiGroups: ['vmsnap.io'], resources: ['vmsnapshotclasses'], verbs: ['get', 'list', 'watch'] }]);
+    const none = docsOf(await helmOk(['template', 'vmsnap', chartDir, '--show-only', 'templates/user-rbac.yaml', '--set-json', 'rbac.classReaders=[]']));
+    expect(none.map((d) => `${d.kind}/${d.metadata.name}`)).toEqual(['ClusterRole/vmsnap-edit', 'ClusterRole/vmsnap-view']);
+  });
+
   it('renders a default VMSnapshotClass that the API server accepts', async () => {
     const rendered = docsOf(
       await helmOk(['template', 'vmsnap', chartDir, '--set', 'defaultClass.create=true', '--set', 'defaultClass.channels=16', '--show-only', 'templates/default-class.yaml']),
@@ -264,7 +313,10 @@ describe('helm install into the local control plane', () => {
   beforeAll(async () => {
     await ensureCrds();
     [sys, work, other] = await Promise.all([createNamespace('helm-sys'), createNamespace('helm-work'), createNamespace('helm-other')]);
-    await helmOk(['install', release, chartDir, '--namespace', sys, '--skip-crds']);
+    // Class readers: the users of namespace work (the default, system:authenticated, would also
+    // let the agent read classes, which its least-privilege checks below refuse).
+    const classReaders = JSON.stringify([{ kind: 'Group', name: `system:serviceaccounts:${work}` }]);
+    await helmOk(['install', release, chartDir, '--namespace', sys, '--skip-crds', '--set-json', `rbac.classReaders=${classReaders}`]);
 
     // Objects the checks below act on, created as the admin.
     const manifests = [
@@ -437,6 +489,7 @@ describe('helm install into the local control plane', () => {
   // Allowed checks run in order (later ones use what earlier ones created).
   const operatorAllowed: Check[] = [
     { who: 'operator', what: 'list VMSnapshots in all namespaces', path: all('vmsnapshots'), status: 200 },
+    { who: 'operator', what: 'read the VMSnapshot CRD (its revision, at start-up)', path: () => '/apis/apiextensions.k8s.io/v1/customresourcedefinitions/vmsnapshots.vmsnap.io', status: 200 },
     { who: 'operator', what: 'watch VMSnapshots in all namespaces', path: () => `${all('vmsnapshots')()}?${WATCH}`, watch: true, status: 200 },
     { who: 'operator', what: 'list VMRestores in all namespaces', path: all('vmrestores'), status: 200 },
     { who: 'operator', what: 'watch VMRestores in all namespaces', path: () => `${all('vmrestores')()}?${WATCH}`, watch: true, status: 200 },
@@ -461,6 +514,7 @@ describe('helm install into the local control plane', () => {
   ];
 
   const operatorForbidden: Check[] = [
+    { who: 'operator', what: 'list CRDs', path: () => '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', status: 403 },
     { who: 'operator', what: 'create a VMSnapshot', method: 'POST', path: inWork('vmsnapshots'), body: newSnapshot, status: 403 },
     { who: 'operator', what: 'delete a VMSnapshot', method: 'DELETE', path: snapPath, status: 403 },
     { who: 'operator', what: 'create a VMRestore', method: 'POST', path: inWork('vmrestores'), body: newRestore, status: 403 },
@@ -534,6 +588,15 @@ describe('helm install into the local control plane', () => {
     { who: 'editor', what: 'forge VMSnapshot status', method: 'PATCH', path: () => `${snapPath()}/status`, body: () => ({ status: { phase: 'Succeeded', readyToUse: true } }), status: 403 },
     { who: 'editor', what: 'create a VMSnapshot in another namespace', method: 'POST', path: () => `${API_PREFIX}/namespaces/${other}/vmsnapshots`, body: newSnapshot, status: 403 },
     { who: 'editor', what: 'create a VMSnapshotClass', method: 'POST', path: all('vmsnapshotclasses'), body: () => ({ apiVersion: API_VERSION, kind: 'VMSnapshotClass', metadata: { name: `e-${RUN_ID}` } }), status: 403 },
+    // Classes are readable (the NOTES tell users to list them); other namespaces and the inventories stay hidden.
+    { who: 'editor', what: 'list VMSnapshotClasses', path: all('vmsnapshotclasses'), status: 200 },
+    { who: 'editor', what: 'watch VMSnapshotClasses', path: () => `${all('vmsnapshotclasses')()}?watch=true&timeoutSeconds=1`, watch: true, status: 200 },
+    { who: 'editor', what: 'delete VMSnapshotClasses', method: 'DELETE', path: all('vmsnapshotclasses'), status: 403 },
+    { who: 'editor', what: 'list VMInventories (every namespace\'s VMs)', path: all('vminventories'), status: 403 },
+    { who: 'editor', what: 'list VMSnapshots of all namespaces', path: all('vmsnapshots'), status: 403 },
+    { who: 'editor', what: 'list VMSnapshots in another namespace', path: () => `${API_PREFIX}/namespaces/${other}/vmsnapshots`, status: 403 },
+    { who: 'viewer', what: 'list VMSnapshotClasses', path: all('vmsnapshotclasses'), status: 200 },
+    { who: 'anonymous', what: 'list VMSnapshotClasses', path: all('vmsnapshotclasses'), status: 403 },
     { who: 'viewer', what: 'list VMSnapshots in its namespace', path: inWork('vmsnapshots'), status: 200 },
     { who: 'viewer', what: 'create a VMSnapshot', method: 'POST', path: inWork('vmsnapshots'), body: newSnapshot, status: 403 },
     { who: 'viewer', what: 'delete a VMRestore', method: 'DELETE', path: restorePath, status: 403 },

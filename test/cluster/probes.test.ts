@@ -10,7 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { startDaemon } from '../../agent/src/daemon/daemon.js';
-import { CLUSTER_STARTUP_TIMEOUT_MS, createNamespace, ensureCluster, eventually, kubectl, kubectlOk, repoRoot } from './controlplane.js';
+import { CRD_REVISION, CRD_REVISION_ANNOTATION } from '../../api/common.js';
+import { CLUSTER_STARTUP_TIMEOUT_MS, createNamespace, ensureCluster, eventually, kubectl, kubectlOk, repoRoot, run } from './controlplane.js';
 import { ensureCrds } from './crds.js';
 
 const RUN_ID = randomBytes(3).toString('hex');
@@ -104,7 +105,41 @@ describe('operator probes', () => {
     expect(await probe(port, '/healthz')).toEqual({ status: 200, body: 'ok' });
     const held = JSON.parse(await kubectlOk(['get', 'lease', leaseName, '-n', ns, '-o', 'json'])) as { spec: { holderIdentity: string } };
     expect(held.spec.holderIdentity).toBe('someone-else');
+
+    // `helm test` runs dist/operator/self-test.js: CRDs current and the operator ready, or exit 1 saying which.
+    const selfTest = (url: string) =>
+      run(process.execPath, [path.join(repoRoot, 'dist/operator/self-test.js')], { env: { ...process.env, KUBECONFIG: cp.kubeconfig, VMSNAP_READYZ_URL: url } });
+    const pass = await selfTest(`http://127.0.0.1:${port}/readyz`);
+    expect([pass.code, pass.stdout]).toEqual([0, expect.stringContaining('operator: ready')]);
+    expect(pass.stdout).toContain('CRDs: installed, revision current');
+    const dead = await freePort();
+    const fail = await selfTest(`http://127.0.0.1:${dead}/readyz`);
+    expect(fail.code).toBe(1);
+    expect(fail.stderr).toContain(`FAIL operator does not answer at http://127.0.0.1:${dead}/readyz`);
     child.kill('SIGTERM');
+  });
+
+  it('refuses to start against CRDs older than it, naming the CRD and the upgrade step', async () => {
+    const cp = await ensureCluster();
+    await ensureCrds();
+    const crd = 'vminventories.vmsnap.io';
+    // As after `helm upgrade`, which never upgrades crds/: one CRD of an older revision.
+    await kubectlOk(['annotate', 'crd', crd, `${CRD_REVISION_ANNOTATION}=${CRD_REVISION - 1}`, '--overwrite']);
+    try {
+      const child = spawn(process.execPath, [path.join(repoRoot, 'dist/operator/main.js')], {
+        env: { ...process.env, KUBECONFIG: cp.kubeconfig, VMSNAP_METRICS_PORT: 'off', VMSNAP_LEADER_ELECTION: 'false' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      children.push(child);
+      let out = '';
+      child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+      const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+      expect(code).toBe(1);
+      expect(out).toContain(`refusing to start: CRD ${crd} is revision ${CRD_REVISION - 1}, older than this operator's ${CRD_REVISION}`);
+      expect(out).toContain('kubectl apply --server-side -f <chart>/crds/');
+    } finally {
+      await kubectlOk(['annotate', 'crd', crd, `${CRD_REVISION_ANNOTATION}=${CRD_REVISION}`, '--overwrite']);
+    }
   });
 
   it('is not ready when the API server cannot be reached, and says so', async () => {

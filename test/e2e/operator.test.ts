@@ -76,9 +76,12 @@ it('examples/vmsnapshot.yaml then examples/vmrestore.yaml: saved on the node, re
   expect(file.startsWith(stack.agents.get('node-a')!.storageRoot + '/default/')).toBe(true);
   expect(readHeader(file).state).toBe('complete');
   // The printer columns answer "is it done, how big, how fast, where".
-  const row = await kubectlOk(['get', 'vms', 'demo-snapshot', '-n', 'default', '--no-headers']);
+  const row = await kubectlOk(['get', 'vmss', 'demo-snapshot', '-n', 'default', '--no-headers']);
   expect(row).toMatch(new RegExp(`demo\\s+Succeeded\\s+true\\s+256Mi\\s+\\S+\\s+\\S+\\s+${nodeName('node-a')}`));
-  const describe = await kubectlOk(['describe', 'vms', 'demo-snapshot', '-n', 'default']);
+  // The operator labels it with its VM: the snapshots of one VM, by label and by field.
+  expect(await kubectlOk(['get', 'vmss', '-n', 'default', '-l', 'vmsnap.io/vm=demo', '-o', 'name'])).toMatch(/^vmsnapshot\.vmsnap\.io\/demo-snapshot$/m);
+  expect(await kubectlOk(['get', 'vmss', '-n', 'default', '-l', 'vmsnap.io/vm=nobody', '-o', 'name'])).toBe('');
+  const describe = await kubectlOk(['describe', 'vmss', 'demo-snapshot', '-n', 'default']);
   expect(describe).toMatch(/Assigned/);
   expect(describe).toMatch(/SaveSucceeded/);
 
@@ -128,8 +131,10 @@ it('hibernate (afterSnapshot: Stop), restore, and restore a copy under a new nam
   await guest.exited;
   const offset = guest.serialText().length;
 
-  await apply(restoreYaml('wake', 'nap'), ns);
-  await waitForPhase('vmrestore/wake', ns, 'Succeeded');
+  // Woken from "the latest snapshot of sleeper": the operator chooses nap and says so.
+  await apply(restoreYaml('wake', 'nap').replace('snapshotName: nap', 'latestSnapshotOf: sleeper'), ns);
+  const woken = await waitForPhase('vmrestore/wake', ns, 'Succeeded');
+  expect(woken.status).toMatchObject({ snapshotName: 'nap', effective: { snapshotName: 'nap', sourceVMName: 'sleeper' } });
   await expectVerifying(guest.serialPath, offset);
 
   // The VM runs again: restoring over it needs ifRunning: Replace.

@@ -33,7 +33,9 @@ export function useFile(ctx: AgentContext, file: string): () => void {
 
 /**
  * A final status patch must land: retried with backoff. 'gone' when the object
- * no longer exists, 'failed' when every attempt failed (the caller retries later).
+ * no longer exists, 'refused' when the API server will never take it (422: the object is
+ * already finished, its terminal phase is final), 'failed' when every attempt failed (the
+ * caller retries later).
  */
 export async function patchStatusWithRetry(
   ctx: AgentContext,
@@ -41,7 +43,7 @@ export async function patchStatusWithRetry(
   ref: ObjectRef,
   status: object,
   attempts = 5,
-): Promise<'ok' | 'gone' | 'failed'> {
+): Promise<'ok' | 'gone' | 'refused' | 'failed'> {
   let delay = 500;
   for (let i = 1; ; i++) {
     try {
@@ -49,6 +51,10 @@ export async function patchStatusWithRetry(
       return 'ok';
     } catch (err) {
       if (statusCode(err) === 404) return 'gone';
+      if (statusCode(err) === 422) {
+        ctx.log.warn({ err: String(err), resource, ref }, 'the API server refused the final status (the object already finished); keeping its outcome');
+        return 'refused';
+      }
       if (i >= attempts) {
         ctx.log.error({ err: String(err), resource, ref }, 'cannot write the final status');
         return 'failed';

@@ -313,6 +313,7 @@ export class WorkDispatcher {
         this.unwritten.set(uid, { kind, ref, completion });
         return;
       }
+      if (result === 'refused') return; // already finished: its outcome and event stand
     }
     await this.ctx.events.record(obj, completion.event.type, completion.event.reason, completion.event.message);
   }
