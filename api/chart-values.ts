@@ -91,6 +91,7 @@ export const ChartValuesSchema = z.strictObject({
     socketGlobs: z.array(z.string().min(1)).min(1),
     inventoryIntervalSeconds: z.number().int().min(5).max(3600),
     maxConcurrentOperations: z.number().int().min(1).max(64),
+    repositorySecrets: z.array(dns1123Subdomain('agent.repositorySecrets[]')),
     kvm: z.strictObject({ enabled: z.boolean() }),
     probes: z.strictObject({ enabled: z.boolean(), port: port() }),
     hostNetwork: z.boolean(),

@@ -32,6 +32,7 @@ import {
   timestamp,
   validations,
 } from './common.js';
+import { RepositorySchema, UploadStatusSchema } from './repository.js';
 
 export const VMSnapshotSpecSchema = z
   .object({
@@ -90,6 +91,7 @@ export const EffectiveSnapshotSpecSchema = z
     deletionPolicy: DeletionPolicySchema.describe('Deletion policy in force.'),
     // Optional: statuses written before the field existed stay valid (absent means false).
     digests: z.boolean().optional().describe('Whether RAM digests are recorded after the save (spec.digests, else the class).'),
+    repository: RepositorySchema.optional().describe("The class's repository the snapshot is uploaded to after the save (absent: the snapshot stays on its node)."),
   })
   .describe('The settings in force after applying the class and built-in defaults.');
 export type EffectiveSnapshotSpec = z.infer<typeof EffectiveSnapshotSpecSchema>;
@@ -159,6 +161,7 @@ export const VMSnapshotStatusSchema = z
     fileDeleted: z.boolean().optional().describe('Set by the agent once it has removed the file of a deleted VMSnapshot (deletionPolicy Delete).'),
     disks: z.array(FrozenDiskSchema).max(64).optional().describe("The VM's writable disks, frozen at the instant its RAM was captured (absent for a VM without writable disks)."),
     digests: SnapshotDigestsInfoSchema.optional(),
+    upload: UploadStatusSchema.optional(),
   })
   .describe('Observed state, written by the operator and the node agent.');
 export type VMSnapshotStatus = z.infer<typeof VMSnapshotStatusSchema>;

@@ -1,0 +1,87 @@
+// An object-storage repository: where snapshots of a VMSnapshotClass are uploaded after the save,
+// and where a restore on another node fetches them from. It is a field set of the class (see
+// docs/reference.md, "Repositories", for why): classes are cluster-scoped and admin-owned, and a
+// snapshot names its class, so one lookup answers both "upload?" and "where?".
+import { z } from 'zod';
+import { dns1123Subdomain } from './common.js';
+
+export const CompressionSchema = z.enum(['None', 'Zstd']);
+export const Compression = CompressionSchema.enum;
+export type Compression = z.infer<typeof CompressionSchema>;
+
+export const S3_BUCKET_PATTERN = '^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$';
+export const MIN_UPLOAD_PARALLELISM = 1;
+export const MAX_UPLOAD_PARALLELISM = 32;
+export const DEFAULT_UPLOAD_PARALLELISM = 4;
+export const DEFAULT_REGION = 'us-east-1';
+
+export const RepositorySchema = z
+  .object({
+    endpoint: z
+      .string({ error: 'repository.endpoint is required: the S3 endpoint URL, such as "https://s3.example.com"' })
+      .max(2048)
+      .regex(/^https?:\/\/[^\s/?#]+(:[0-9]+)?\/?$/, {
+        error: 'repository.endpoint must be an http(s) URL of a host (and port), with no path, such as "https://s3.example.com:9000"',
+      })
+      .describe('S3 endpoint URL (http or https, host and optional port). Buckets are addressed path-style.'),
+    bucket: z
+      .string({ error: 'repository.bucket is required' })
+      .regex(new RegExp(S3_BUCKET_PATTERN), {
+        error: "repository.bucket must be an S3 bucket name: 3-63 lower-case letters, digits, '.' and '-'",
+      })
+      .describe('The bucket snapshots are uploaded to. It must exist.'),
+    region: z.string().min(1).max(64).describe(`Signing region (default ${DEFAULT_REGION}).`).optional(),
+    prefix: z
+      .string()
+      .max(256)
+      .regex(/^([A-Za-z0-9._-]+\/)*$/, { error: "repository.prefix must be path segments of letters, digits, '.', '_' and '-', each ending in '/'" })
+      .describe('Key prefix inside the bucket, ending in "/" (default: none).')
+      .optional(),
+    credentialsSecret: dns1123Subdomain('repository.credentialsSecret').describe(
+      "Name of a Secret in the vmsnap chart's namespace with keys accessKeyId and secretAccessKey. The agents may read only the Secrets the chart's values name.",
+    ),
+    encryptionKeySecret: dns1123Subdomain('repository.encryptionKeySecret')
+      .describe("Name of a Secret in the chart's namespace whose key `key` holds exactly 32 bytes: parts are encrypted with AES-256-GCM. Unset: stored in the clear.")
+      .optional(),
+    compression: CompressionSchema.describe('Zstd compresses each part before encryption (default None).').optional(),
+    parallelism: z
+      .number()
+      .int()
+      .min(MIN_UPLOAD_PARALLELISM, { error: `repository.parallelism must be between ${MIN_UPLOAD_PARALLELISM} and ${MAX_UPLOAD_PARALLELISM}` })
+      .max(MAX_UPLOAD_PARALLELISM, { error: `repository.parallelism must be between ${MIN_UPLOAD_PARALLELISM} and ${MAX_UPLOAD_PARALLELISM}` })
+      .describe(`Parts uploaded or downloaded at once (default ${DEFAULT_UPLOAD_PARALLELISM}).`)
+      .optional(),
+  })
+  .describe('Object storage the snapshots of this class are uploaded to after the save.');
+export type Repository = z.infer<typeof RepositorySchema>;
+
+/** Secret keys a repository's Secrets must carry. */
+export const CREDENTIALS_KEYS = { accessKeyId: 'accessKeyId', secretAccessKey: 'secretAccessKey' } as const;
+export const ENCRYPTION_KEY_KEY = 'key';
+
+/** Where one snapshot lives in the bucket: its namespace, name and uid, so a re-created name never collides. */
+export function snapshotObjectPrefix(repo: Pick<Repository, 'prefix'>, snap: { namespace: string; name: string; uid: string }): string {
+  return `${repo.prefix ?? ''}${snap.namespace}/${snap.name}-${snap.uid}/`;
+}
+
+export const UploadPhaseSchema = z.enum(['Pending', 'Uploading', 'Uploaded', 'Failed']);
+export const UploadPhase = UploadPhaseSchema.enum;
+export type UploadPhase = z.infer<typeof UploadPhaseSchema>;
+
+/** A snapshot's copy in its class's repository, written by the agent that saved it. */
+export const UploadStatusSchema = z
+  .object({
+    phase: UploadPhaseSchema.describe('Pending, Uploading, Uploaded or Failed.'),
+    bucket: z.string().max(63).optional().describe('The bucket the snapshot was uploaded to.'),
+    prefix: z.string().max(1024).optional().describe('Key prefix of the snapshot in the bucket (manifest.json, data, digests).'),
+    bytesDone: z.number().int().min(0).optional().describe('Data bytes (present pages) uploaded so far.').meta({ format: 'int64' }),
+    bytesTotal: z.number().int().min(0).optional().describe('Data bytes (present pages) to upload.').meta({ format: 'int64' }),
+    storedBytes: z.number().int().min(0).optional().describe('Bytes the object occupies in the bucket (after compression).').meta({ format: 'int64' }),
+    encrypted: z.boolean().optional().describe('Whether the parts are encrypted (AES-256-GCM).'),
+    compression: CompressionSchema.optional(),
+    completionTime: z.string().max(64).optional().describe('When the upload finished (successfully or not).'),
+    durationMs: z.number().int().min(0).optional().describe('Upload duration in milliseconds.').meta({ format: 'int64' }),
+    message: z.string().max(4096).optional().describe('Why the upload failed.'),
+  })
+  .describe("The snapshot's copy in its class's repository (absent when the class has none).");
+export type UploadStatus = z.infer<typeof UploadStatusSchema>;
