@@ -1,7 +1,8 @@
 // Loads the N-API addon (agent/native) that makes the syscalls Node
 // cannot: SCM_RIGHTS fd passing, SO_PEERCRED, an aligned O_DIRECT probe and
 // posix_fadvise (a lazy restore's prefetch), and openat2 beneath a directory
-// (paths inside a tenant's volume, never following a symlink).
+// (paths inside a tenant's volume, never following a symlink), and SEEK_DATA/SEEK_HOLE (the
+// data regions of a sparse snapshot, for an upload).
 import { createRequire } from 'node:module';
 import { packageRoot } from './package-root.js';
 import path from 'node:path';
@@ -29,6 +30,8 @@ interface NativeAddon {
    * O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK, O_CLOEXEC). Returns the new fd; the caller closes it.
    */
   openBeneath(dir: number | string, relPath: string, flags: number): number;
+  /** The file's data regions (SEEK_DATA/SEEK_HOLE) as a flat [offset, length, ...] list. */
+  dataExtents(fd: number): number[];
 }
 
 /** O_PATH (not in node's fs.constants). */
