@@ -2,6 +2,7 @@
 import { DEFAULT_FAILURE_DEADLINE, effectiveRestoreSpec, inventoryVmIsUp, parseDurationMs, type VMRestore } from '../api/index.js';
 import { isTerminal } from '../api/protocol.js';
 import { assign, fail, nothing, wait, type Decision } from './decision.js';
+import { remoteRestoreCheck } from './remote-restore.js';
 import { inventoryUpdatedAt, lastFinishedOn, locateVM, objectKey, operationHoldingVM, timeOf, vmKey, type World } from './world.js';
 
 const WAIT_POLL_MS = 2_000;
@@ -32,7 +33,10 @@ export function reconcileRestore(restore: VMRestore, world: World, now: Date): D
   }
 
   const effective = effectiveRestoreSpec(restore.spec, snapshot);
-  const node = snapshot.status.nodeName;
+  const remote = remoteRestoreCheck(restore, snapshot);
+  if (remote.kind === 'fail') return fail(restore, 'SnapshotNotFound', remote.message, now);
+  if (remote.kind === 'wait') return wait(restore, 'WaitingForSnapshot', remote.message, now, Math.min(WAIT_POLL_MS, remaining));
+  const node = remote.node;
   const target = effective.targetVMName;
   // Whether the target runs is read from the inventory: it must postdate the last operation on
   // that VM (a hibernating save has just ended its QEMU; the next inventory says so).
