@@ -55,6 +55,9 @@ export const RepositorySchema = z
   .describe('Object storage the snapshots of this class are uploaded to after the save.');
 export type Repository = z.infer<typeof RepositorySchema>;
 
+/** Where the agents look for repository Secrets when POD_NAMESPACE is unset (the chart's usual namespace). */
+export const DEFAULT_RELEASE_NAMESPACE = 'vmsnap-system';
+
 /** Secret keys a repository's Secrets must carry. */
 export const CREDENTIALS_KEYS = { accessKeyId: 'accessKeyId', secretAccessKey: 'secretAccessKey' } as const;
 export const ENCRYPTION_KEY_KEY = 'key';
