@@ -63,13 +63,17 @@ export async function startSeaweedFS(): Promise<S3Server> {
   const weed = weedBinary();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vmsnap-s3-'));
   mkdirSync(path.join(dir, 'data'));
+  // The repository's identity may read and write objects but not administer (create buckets);
+  // a separate admin identity sets buckets up, as an operator of a real store would.
   const credentials = { accessKeyId: 'vmsnap' + randomBytes(4).toString('hex'), secretAccessKey: randomBytes(20).toString('hex') };
+  const admin = { accessKeyId: 'admin' + randomBytes(4).toString('hex'), secretAccessKey: randomBytes(20).toString('hex') };
   const config = path.join(dir, 's3.json');
   writeFileSync(
     config,
     JSON.stringify({
       identities: [
-        { name: 'vmsnap', credentials: [{ accessKey: credentials.accessKeyId, secretKey: credentials.secretAccessKey }], actions: ['Admin', 'Read', 'Write', 'List', 'Tagging'] },
+        { name: 'vmsnap', credentials: [{ accessKey: credentials.accessKeyId, secretKey: credentials.secretAccessKey }], actions: ['Read', 'Write', 'List', 'Tagging'] },
+        { name: 'admin', credentials: [{ accessKey: admin.accessKeyId, secretKey: admin.secretAccessKey }], actions: ['Admin', 'Read', 'Write', 'List', 'Tagging'] },
       ],
     }),
     { mode: 0o600 },
@@ -99,7 +103,9 @@ export async function startSeaweedFS(): Promise<S3Server> {
           `-filer.port=${filer}`,
           '-master.volumeSizeLimitMB=1024',
           '-volume.max=0',
-          '-telemetry=false',
+          // Telemetry off, and its URL pointed at a closed loopback port should a default change.
+          '-master.telemetry=false',
+          '-master.telemetry.url=http://127.0.0.1:9/',
         ],
         { stdio: ['ignore', out, out], cwd: dir },
       );
@@ -129,7 +135,7 @@ export async function startSeaweedFS(): Promise<S3Server> {
       rmSync(dir, { recursive: true, force: true });
     },
     async createBucket(name: string) {
-      const client = repositoryClient({ endpoint }, credentials);
+      const client = repositoryClient({ endpoint }, admin);
       const deadline = Date.now() + 60_000;
       for (;;) {
         try {

@@ -8,6 +8,7 @@ import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
+  HeadBucketCommand,
   PutObjectCommand,
   UploadPartCommand,
   type S3Client,
@@ -44,6 +45,17 @@ export interface UploadResult {
   manifest: Manifest;
 }
 
+/** HeadBucket first: a missing bucket and refused credentials each get their own clear reason. */
+export async function checkBucket(target: Pick<TransferTarget, 'client' | 'bucket'>, signal?: AbortSignal): Promise<void> {
+  try {
+    await target.client.send(new HeadBucketCommand({ Bucket: target.bucket }), { abortSignal: signal });
+  } catch (err) {
+    const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+    if (status === 404) throw explainS3Error(Object.assign(new Error('no such bucket'), { name: 'NoSuchBucket' }), `checking bucket ${target.bucket}`);
+    throw explainS3Error(err, `checking bucket ${target.bucket}`);
+  }
+}
+
 export async function uploadSnapshot(
   file: string,
   target: TransferTarget,
@@ -57,6 +69,7 @@ export async function uploadSnapshot(
     const dataBytes = extents.reduce((n, e) => n + e.length, 0);
     const plan = planParts(extents, opts.partBytes ?? choosePartBytes(dataBytes));
     const dataKey = target.prefix + OBJECT_KEYS.data;
+    await checkBucket(target, opts.signal);
     const created = await target.client
       .send(new CreateMultipartUploadCommand({ Bucket: target.bucket, Key: dataKey }), { abortSignal: opts.signal })
       .catch((err) => {
