@@ -88,3 +88,51 @@ export const UploadStatusSchema = z
   })
   .describe("The snapshot's copy in its class's repository (absent when the class has none).");
 export type UploadStatus = z.infer<typeof UploadStatusSchema>;
+
+/** The "Repositories" section of docs/reference.md (generated with the field tables). */
+export const REPOSITORY_REFERENCE = `## Repositories
+
+A repository is a field set of \`VMSnapshotClass\` (\`repository\`), not a resource of its own.
+A class is already cluster-scoped and owned by the platform team, and every snapshot names its
+class: one lookup answers both "is this snapshot uploaded?" and "where to?", and the settings in
+force are recorded in the snapshot's \`status.effective.repository\` when it is accepted, so a later
+restore reads them from the snapshot even if the class changes. Classes that share a bucket repeat
+four lines (endpoint, bucket, credentialsSecret, prefix).
+
+**Secrets.** \`credentialsSecret\` (keys \`accessKeyId\`, \`secretAccessKey\`) and
+\`encryptionKeySecret\` (key \`key\`, exactly 32 bytes) are read from the chart's namespace. The
+chart gives the agents \`get\` on exactly the names listed in \`agent.repositorySecrets\`, in that
+namespace, and on no other Secret.
+
+**Upload.** After a save succeeds, the agent of the snapshot's node uploads it in the
+background; the VM was already resumed (or stopped) by the save and never waits for it. Only the
+file's data extents travel (found with \`SEEK_DATA\`/\`SEEK_HOLE\`: untouched guest RAM is a hole), cut
+into parts of 16 MiB of data (more when a file would need over 9,000 parts). Each part is
+compressed (\`compression: Zstd\`), then encrypted (AES-256-GCM with a fresh nonce, bound to its
+object and part number), and sent as one part of an S3 multipart upload, \`parallelism\` at a
+time. Parts shorter than S3's 5 MiB minimum are padded (so zstd saves at most 16:5 per part). In
+the bucket, under \`<prefix><namespace>/<name>-<uid>/\`: \`data\` (the parts), \`digests\` (the RAM
+digests sidecar, when the snapshot has one) and \`manifest.json\` (each part's file extents, sizes,
+SHA-256 of its plaintext and nonce), written last: an upload without a manifest never counts.
+Progress and the result are in \`status.upload\` (\`phase\` Pending, Uploading, Uploaded or Failed;
+\`bytesDone\`/\`bytesTotal\` of present pages, \`storedBytes\`, \`message\`), the \`Uploaded\`
+condition, and the events \`UploadStarted\`, \`Uploaded\`, \`UploadFailed\`. A failed upload stays
+\`Failed\` with the reason (refused credentials, a missing bucket, an unreachable server); an upload
+cut short by an agent restart starts over.
+
+**Restore on another node.** A \`VMRestore\` with \`spec.nodeName\` runs on that node once the
+snapshot is \`Uploaded\` (before that it waits; without a repository, or after a failed upload, it
+fails naming \`spec.nodeName\`). That node's agent reads the manifest, refuses a wrong or missing
+key before reading any part, fetches the parts with parallel ranged reads into a sparse local file,
+and checks each part (GCM authentication, then SHA-256) before writing it. A changed byte fails
+the restore naming the part and the file bytes it covers; the partial file is removed, so a file
+that failed or was cut short is never restored. The file is then re-sealed with the node's own
+header key (its identity must be the snapshot's and its structure checksum the one recorded at
+save time), and restored like a local file, eager or lazy.
+
+**Cache rule.** The fetched copy is kept at
+\`<storageRoot>/<namespace>/fetched/<name>-<uid>.vms\` and reused (after verification) by later
+restores of the same snapshot on that node. The node's agent removes it, at its inventory
+interval, once its VMSnapshot no longer exists and no restore on the node is reading it; a VM
+restored lazily from it keeps its mapping until it exits.
+`;
