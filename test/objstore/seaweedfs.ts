@@ -7,7 +7,7 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, write
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { CreateBucketCommand, ListBucketsCommand } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, ListBucketsCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { repositoryClient, type RepositoryCredentials } from '../../agent/src/objstore/client.js';
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
@@ -49,8 +49,9 @@ async function waitReady(endpoint: string, creds: RepositoryCredentials, child: 
   for (;;) {
     if (child.exitCode !== null) throw new Error(`weed exited ${child.exitCode}; see ${log}`);
     try {
-      await client.send(new ListBucketsCommand({}));
-      // The filer may answer before a volume is writable: a bucket round-trip proves both.
+      const { Buckets } = await client.send(new ListBucketsCommand({}));
+      // After a restart the gateway may answer before a volume is writable: a write proves it.
+      for (const b of Buckets ?? []) await client.send(new PutObjectCommand({ Bucket: b.Name!, Key: '.ready-probe', Body: 'ok' }));
       return;
     } catch {
       if (Date.now() > deadline) throw new Error(`seaweedfs S3 at ${endpoint} not ready after 120 s; see ${log}`);
