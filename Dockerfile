@@ -42,7 +42,7 @@ RUN set -eux; \
     grep -q 'bookworm-backports' /etc/apt/sources.list.d/debian.sources; \
     apt-get update; \
     apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-x86 qemu-utils; \
-    apt-get install -y --no-install-recommends ca-certificates tini util-linux; \
+    apt-get install -y --no-install-recommends ca-certificates tini util-linux zstd; \
     rm -rf /var/lib/apt/lists/*; \
     qemu-system-x86_64 --version
 

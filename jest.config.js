@@ -21,5 +21,7 @@ export default {
     { ...esm, displayName: 'load', testMatch: ['<rootDir>/test/load/**/*.test.ts'] },
     // kill -9 of every component during saves and restores, and a full disk.
     { ...esm, displayName: 'chaos', testMatch: ['<rootDir>/test/chaos/**/*.test.ts'] },
+    // Uploads and downloads against a real S3 server (SeaweedFS).
+    { ...esm, displayName: 'objstore', testMatch: ['<rootDir>/test/objstore/**/*.test.ts'] },
   ],
 };

@@ -130,6 +130,7 @@ export const ChartValuesSchema = z.strictObject({
     // 0: the agent's default (maxConcurrentOperations - 1, at least 1).
     maxOperationsPerNamespace: z.number().int().min(0).max(64),
     stallTimeoutSeconds: z.number().int().min(5).max(3600),
+    repositorySecrets: z.array(dns1123Subdomain('agent.repositorySecrets[]')),
     kvm: z.strictObject({ enabled: z.boolean() }),
     probes: z.strictObject({ enabled: z.boolean(), port: port() }),
     hostNetwork: z.boolean(),

@@ -82,4 +82,17 @@ describe('helm chart', () => {
     expect(leaseRole).toContain('kind: Role\n');
     expect(leaseRole).toContain('namespace: {{ .Release.Namespace }}');
   });
+
+  it('lets the agent read only the Secrets repositories name, only in the release namespace', () => {
+    const rbac = templates.find(([f]) => f === 'agent-rbac.yaml')![1];
+    const docs = rbac.split('\n---\n');
+    const clusterRole = docs.find((d) => d.includes('kind: ClusterRole\n'))!;
+    expect(clusterRole).not.toContain('secrets');
+    const secretRole = docs.find((d) => d.includes('"secrets"'))!;
+    expect(secretRole).toContain('kind: Role\n');
+    expect(secretRole).toContain('namespace: {{ $.Release.Namespace }}');
+    expect(secretRole).toMatch(/resourceNames:\s*\{\{- toYaml \. /);
+    expect(secretRole).toContain('verbs: ["get"]');
+    expect(values.agent.repositorySecrets).toEqual([]);
+  });
 });

@@ -68,6 +68,7 @@ export function effectiveSnapshotSpec(
     deletionPolicy: spec.deletionPolicy ?? cls?.deletionPolicy ?? DEFAULT_DELETION_POLICY,
     digests: spec.digests ?? cls?.digests ?? false,
   };
+  if (cls?.repository) effective.repository = cls.repository;
   const className = cls?.metadata?.name;
   return className ? { className, ...effective } : effective;
 }

@@ -2,6 +2,7 @@
 // allowed values, rendered from the same CRD schemas the API server enforces,
 // so the reference cannot drift from the API (the drift test compares it).
 import { allCrds, type CustomResourceDefinition } from './crd.js';
+import { REPOSITORY_REFERENCE } from './repository.js';
 
 type Schema = {
   description?: string;
@@ -86,5 +87,6 @@ export function referenceMarkdown(): string {
     'from the built-in default; the settings in force are recorded in `status.effective`.',
     '',
     ...allCrds().map(section).flatMap((s) => [s, '']),
+    REPOSITORY_REFERENCE,
   ].join('\n');
 }

@@ -85,6 +85,14 @@ export const VMRestoreSpecSchema = z
         "Check the snapshot's RAM pages against the digests taken after the save (VMSnapshot spec.digests) before QEMU loads anything; damaged pages, or a snapshot without digests, fail the restore. Costs one read of the file. Immutable.",
       )
       .optional(),
+    nodeName: z
+      .string()
+      .max(253)
+      .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, { error: 'nodeName must be a node name (a DNS-1123 subdomain)' })
+      .describe(
+        "Restore on this node instead of the snapshot's: its agent fetches the snapshot from the class's repository (the snapshot must be uploaded), verifies every part and restores from a local copy. Immutable.",
+      )
+      .optional(),
     prefetch: z
       .boolean()
       .describe(
@@ -110,6 +118,7 @@ export const VMRestoreSpecSchema = z
       immutableOptionalRule('directIO'),
       immutableOptionalRule('verify'),
       immutableOptionalRule('prefetch'),
+      immutableOptionalRule('nodeName'),
       lazyExcludesDirectIORule,
     ),
   );

@@ -33,6 +33,7 @@ import {
   timestamp,
   validations,
 } from './common.js';
+import { RepositorySchema, UploadStatusSchema } from './repository.js';
 
 export const VMSnapshotSpecSchema = z
   .object({
@@ -91,6 +92,7 @@ export const EffectiveSnapshotSpecSchema = z
     deletionPolicy: DeletionPolicySchema.describe('Deletion policy in force.'),
     // Optional: statuses written before the field existed stay valid (absent means false).
     digests: z.boolean().optional().describe('Whether RAM digests are recorded after the save (spec.digests, else the class).'),
+    repository: RepositorySchema.optional().describe("The class's repository the snapshot is uploaded to after the save (absent: the snapshot stays on its node)."),
   })
   .describe('The settings in force after applying the class and built-in defaults.');
 export type EffectiveSnapshotSpec = z.infer<typeof EffectiveSnapshotSpecSchema>;
@@ -183,6 +185,7 @@ export const VMSnapshotStatusSchema = z
     disks: z.array(FrozenDiskSchema).max(64).optional().describe("The VM's writable disks, frozen at the instant its RAM was captured (absent for a VM without writable disks)."),
     digests: SnapshotDigestsInfoSchema.optional(),
     vmPod: RecordedVMPodSchema.optional(),
+    upload: UploadStatusSchema.optional(),
   })
   .describe('Observed state, written by the operator and the node agent.')
   .meta(validations(terminalPhaseRule(VMSNAPSHOT_KIND)));

@@ -10,6 +10,7 @@ import {
   deletionPolicyField,
   directIOField,
 } from './common.js';
+import { RepositorySchema } from './repository.js';
 
 /** The settings a class carries; each one applies when a VMSnapshot leaves it unset. */
 export const VMSnapshotClassFieldsSchema = z.object({
@@ -20,6 +21,7 @@ export const VMSnapshotClassFieldsSchema = z.object({
     .boolean()
     .describe('Verification mode for VMSnapshots of this class that leave spec.digests unset: record RAM digests after each save.')
     .optional(),
+  repository: RepositorySchema.optional(),
 });
 export type VMSnapshotClassFields = z.infer<typeof VMSnapshotClassFieldsSchema>;
 

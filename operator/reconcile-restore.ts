@@ -2,6 +2,7 @@
 import { DEFAULT_FAILURE_DEADLINE, effectiveRestoreSpec, inventoryVmIsUp, parseDurationMs, type VMRestore } from '../api/index.js';
 import { isTerminal } from '../api/protocol.js';
 import { assign, fail, nothing, phasePatch, wait, type Decision } from './decision.js';
+import { remoteRestoreCheck } from './remote-restore.js';
 import { decideRestorePod } from './restore-pod.js';
 import { restoreSource } from './restore-source.js';
 import { ownedBy } from './vm-pod-record.js';
@@ -40,7 +41,10 @@ export function reconcileRestore(restore: VMRestore, world: World, now: Date): D
   }
 
   const effective = effectiveRestoreSpec(restore.spec, snapshot);
-  const node = snapshot.status.nodeName;
+  const remote = remoteRestoreCheck(restore, snapshot);
+  if (remote.kind === 'fail') return fail(restore, 'SnapshotNotFound', remote.message, now);
+  if (remote.kind === 'wait') return wait(restore, 'WaitingForSnapshot', remote.message, now, Math.min(WAIT_POLL_MS, remaining));
+  const node = remote.node;
   const target = effective.targetVMName;
   const poll = Math.min(WAIT_POLL_MS, remaining);
   const holder = operationHoldingVM(world, ns, target, objectKey('VMRestore', ns, restore.metadata.name));

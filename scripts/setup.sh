@@ -12,6 +12,7 @@ bash scripts/ensure-qemu.sh
 # loop-mounts a small ext4 image.
 command -v qemu-img >/dev/null || { log "installing qemu-utils"; apt_install qemu-utils; }
 command -v debugfs >/dev/null && command -v mkfs.ext4 >/dev/null || { log "installing e2fsprogs"; apt_install e2fsprogs; }
+command -v zstd >/dev/null || { log "installing zstd (repository compression)"; apt_install zstd; }
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] ||
    [ ! -f agent/native/build/Release/vmsnap_native.node ]; then
   log "installing npm packages"

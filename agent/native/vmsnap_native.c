@@ -368,6 +368,42 @@ static napi_value pidfd_signal(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * dataExtents(fd): the file's data regions as [offset, length, offset, length, ...], found with
+ * lseek(SEEK_DATA / SEEK_HOLE): what an upload of a sparse mapped-ram file must carry. A
+ * filesystem without hole reporting answers one extent covering the whole file.
+ */
+static napi_value data_extents(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t fd;
+  if (argc != 1 || !get_int(env, argv[0], &fd)) {
+    napi_throw_type_error(env, NULL, "dataExtents(fd) takes an fd");
+    return NULL;
+  }
+  napi_value result;
+  napi_create_array(env, &result);
+  uint32_t n = 0;
+  off_t pos = 0;
+  for (;;) {
+    off_t data = lseek(fd, pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;
+      return throw_errno(env, "lseek(SEEK_DATA)", errno);
+    }
+    off_t hole = lseek(fd, data, SEEK_HOLE);
+    if (hole < 0) return throw_errno(env, "lseek(SEEK_HOLE)", errno);
+    napi_value v;
+    napi_create_int64(env, (int64_t)data, &v);
+    napi_set_element(env, result, n++, v);
+    napi_create_int64(env, (int64_t)(hole - data), &v);
+    napi_set_element(env, result, n++, v);
+    pos = hole;
+  }
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"sendFds", NULL, send_fds, NULL, NULL, NULL, napi_default, NULL},
@@ -378,6 +414,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"openBeneath", NULL, open_beneath, NULL, NULL, NULL, napi_default, NULL},
       {"peerPidfd", NULL, peer_pidfd, NULL, NULL, NULL, napi_default, NULL},
       {"pidfdSignal", NULL, pidfd_signal, NULL, NULL, NULL, napi_default, NULL},
+      {"dataExtents", NULL, data_extents, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -1,7 +1,8 @@
 // Loads the N-API addon (agent/native) that makes the syscalls Node
 // cannot: SCM_RIGHTS fd passing, SO_PEERCRED, an aligned O_DIRECT probe and
 // posix_fadvise (a lazy restore's prefetch), openat2 beneath a directory
-// (paths inside a tenant's volume, never following a symlink), and pidfds.
+// (paths inside a tenant's volume, never following a symlink), pidfds, and SEEK_DATA/SEEK_HOLE
+// (the data regions of a sparse snapshot, for an upload).
 import { createRequire } from 'node:module';
 import { packageRoot } from './package-root.js';
 import path from 'node:path';
@@ -33,6 +34,8 @@ interface NativeAddon {
   peerPidfd(socketFd: number): number;
   /** pidfd_send_signal: that process only; ESRCH once it has exited. */
   pidfdSignal(pidfd: number, signal: number): void;
+  /** The file's data regions (SEEK_DATA/SEEK_HOLE) as a flat [offset, length, ...] list. */
+  dataExtents(fd: number): number[];
 }
 
 /** O_PATH (not in node's fs.constants). */

@@ -15,6 +15,8 @@ export interface AgentContext {
   config: AgentConfig;
   discovery: VmFinder;
   locks: VmLocks;
+  /** The agent's own namespace (repositories' Secrets are read there). */
+  namespace?: string;
   /** Snapshot files that running restores read: never deleted under them. */
   filesInUse: Map<string, number>;
 }

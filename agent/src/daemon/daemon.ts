@@ -20,6 +20,9 @@ import { LazyResidencyReporter } from './lazy-residency.js';
 import { agentVersion } from './version.js';
 import { VmLocks } from './vm-locks.js';
 import { WorkDispatcher } from './work.js';
+import { SnapshotUploads } from '../objstore/uploads.js';
+import { reclaimFetchedCopies } from '../objstore/fetch.js';
+import { DEFAULT_RELEASE_NAMESPACE } from '../../../api/index.js';
 
 export function kubeConfigFromEnv(env: NodeJS.ProcessEnv = process.env): k8s.KubeConfig {
   const kc = new k8s.KubeConfig();
@@ -55,7 +58,7 @@ export async function startDaemon(
       ? new PodVms(kube, nodeName, config.kubeletRootDir, (pod, reason) => log.warn({ pod }, `ignoring pod ${pod}: ${reason}`))
       : new Discovery(config.vmRoot, config.socketGlobs, (path, reason) => log.warn({ path }, `ignoring ${path}: ${reason}`));
   const locks = new VmLocks();
-  const ctx: AgentContext = { kube, events, log, nodeName, config, discovery, locks, filesInUse: new Map() };
+  const ctx: AgentContext = { kube, events, log, nodeName, config, discovery, locks, filesInUse: new Map(), namespace: env.POD_NAMESPACE || DEFAULT_RELEASE_NAMESPACE };
   const inventory = new InventoryPublisher({
     kube,
     nodeName,
@@ -70,10 +73,16 @@ export async function startDaemon(
   });
   // Lazily restored VMs: status.lazy.residentBytes, at the inventory's pace.
   const residency = new LazyResidencyReporter(ctx, config.inventoryIntervalSeconds * 1000);
-  const dispatcher = new WorkDispatcher(ctx, () => {
-    inventory.refreshSoon();
-    residency.wake();
-  });
+  let reclaim: ReturnType<typeof setInterval> | undefined;
+  const uploads = new SnapshotUploads(ctx, ctx.namespace!);
+  const dispatcher = new WorkDispatcher(
+    ctx,
+    () => {
+      inventory.refreshSoon();
+      residency.wake();
+    },
+    (snap) => uploads.consider(snap),
+  );
 
   const starting = new AbortController();
   opts.signal?.addEventListener('abort', () => starting.abort(), { once: true });
@@ -86,7 +95,9 @@ export async function startDaemon(
       log.info({ reason }, 'stopping: cancelling running saves; restored VMs keep running');
       health.health.stopped();
       starting.abort();
+      if (reclaim) clearInterval(reclaim);
       await dispatcher.stop();
+      await uploads.stop();
       await residency.stop();
       await inventory.stop();
       await health.close();
@@ -97,6 +108,13 @@ export async function startDaemon(
   };
 
   await dispatcher.start(starting.signal);
+  // Copies fetched from repositories for restores here: removed once their VMSnapshot is gone.
+  reclaim = setInterval(() => {
+    reclaimFetchedCopies(kube, config.storageRoot, ctx.filesInUse)
+      .then((removed) => removed.length && log.info({ removed }, 'reclaimed fetched snapshot copies'))
+      .catch((err: unknown) => log.warn({ err: String(err) }, 'cannot reclaim fetched snapshot copies'));
+  }, config.inventoryIntervalSeconds * 1000);
+  reclaim.unref();
   if (!starting.signal.aborted) {
     health.health.watchesSynced();
     inventory.start();

@@ -3,12 +3,13 @@
 // snapshot's recorded command line and loads the file into it.
 import fs from 'node:fs';
 import path from 'node:path';
-import { Reason, type VMRestore, type VMSnapshot } from '../../../api/index.js';
+import { DEFAULT_RELEASE_NAMESPACE, Reason, type VMRestore, type VMSnapshot } from '../../../api/index.js';
 import { relaunchArgv, type ArgvRewrite } from '../engine/launch.js';
 import { dropReplacedLayers, topLayers } from './disk-layers.js';
 import { MigrationStalledError } from '../engine/stall.js';
 import { restoreVm, type RestoreResult } from '../engine/restore.js';
 import { verifySnapshotFile } from '../snapshot-file/verify.js';
+import { fetchSnapshot, needsFetch } from '../objstore/fetch.js';
 import { readHeader } from '../snapshot-file/read.js';
 import { traceStep } from '../clock.js';
 import { cancellationOf, type Cancellation } from './cancellation.js';
@@ -47,6 +48,14 @@ export async function snapshotFileFor(ctx: AgentContext, restore: VMRestore): Pr
   if (!snap) throw new RestoreRefused(Reason.SnapshotNotFound, `VMSnapshot ${ns}/${name} (spec.snapshotName) does not exist`);
   if (snap.metadata.deletionTimestamp) throw new RestoreRefused(Reason.SnapshotNotFound, `VMSnapshot ${ns}/${name} is being deleted`);
   const file = snap.status?.file?.path;
+  if (snap.status?.phase === 'Succeeded' && snap.status.readyToUse && needsFetch(snap, ctx.nodeName)) {
+    // Another node's snapshot: a verified local copy from the class's repository.
+    try {
+      return { file: await fetchSnapshot(ctx, ctx.namespace ?? DEFAULT_RELEASE_NAMESPACE, snap), trust: headerTrust(ctx.config.storageRoot, snap) };
+    } catch (err) {
+      throw new RestoreRefused(Reason.SnapshotNotFound, `cannot fetch VMSnapshot ${ns}/${name} from its repository: ${(err as Error).message}`);
+    }
+  }
   if (snap.status?.phase !== 'Succeeded' || !snap.status?.readyToUse || !file) {
     throw new RestoreRefused(
       snap.status?.phase === 'Failed' ? Reason.SnapshotFailed : Reason.SnapshotNotFound,

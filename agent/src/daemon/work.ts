@@ -73,6 +73,8 @@ export class WorkDispatcher {
   constructor(
     private readonly ctx: AgentContext,
     private readonly onWorkDone: () => void = () => undefined,
+    /** Every parsed VMSnapshot of this node (the repository uploads watch them through this). */
+    private readonly onSnapshot: (snap: VMSnapshot) => void = () => undefined,
   ) {}
 
   private get selector(): string {
@@ -155,6 +157,7 @@ export class WorkDispatcher {
     }
     const work = this.parse(kind, raw);
     if (!work) return;
+    if (work.kind === 'snapshot') this.onSnapshot(work.obj);
     const { obj } = work;
     const status = obj.status;
     const mine = status?.nodeName === this.ctx.nodeName && obj.metadata.labels?.[NODE_LABEL] === this.ctx.nodeName;

@@ -1,0 +1,115 @@
+// Restores on a node other than the snapshot's: the snapshot is fetched from its class's
+// repository into this node's cache, every part checked against the manifest's SHA-256 (and
+// AES-256-GCM when encrypted), then its header is re-sealed with this node's header key so the
+// ordinary restore checks (identity, structure CRC, MACs) apply to it as to a local file.
+//
+// Cache: `<storageRoot>/<namespace>/fetched/<name>-<uid>.vms`, reused by later restores of the
+// same snapshot on this node; reclaimed (see reclaimFetchedCopies) once its VMSnapshot is gone
+// and no restore on the node is reading it. A VM restored lazily keeps its mapping after that
+// (the kernel frees the space when it exits).
+import fs from 'node:fs';
+import path from 'node:path';
+import { snapshotFileName, snapshotObjectPrefix, type VMSnapshot } from '../../../api/index.js';
+import type { Kube } from '../../../kube/client.js';
+import type { AgentContext } from '../daemon/context.js';
+import { headerTrust, snapshotIdentity } from '../daemon/header-trust.js';
+import { assertUnder } from '../daemon/paths.js';
+import { nodeHeaderKey } from '../engine/header-key.js';
+import { checkSnapshotIdentity, writeHeader } from '../snapshot-file/header.js';
+import { readHeader } from '../snapshot-file/read.js';
+import { structureChecks } from '../snapshot-file/structure-crc.js';
+import { verifySnapshotFile } from '../snapshot-file/verify.js';
+import { repositoryTarget } from './access.js';
+import { downloadSnapshot } from './download.js';
+
+export const FETCHED_DIR = 'fetched';
+
+export function fetchedCopyPath(storageRoot: string, snap: Pick<VMSnapshot, 'metadata'>): string {
+  const ns = snap.metadata.namespace!;
+  const file = path.join(storageRoot, ns, FETCHED_DIR, snapshotFileName(snap));
+  return assertUnder(path.join(storageRoot, ns), file, 'the fetched snapshot copy');
+}
+
+/** Whether a restore of `snap` on `nodeName` must fetch it from the repository. */
+export function needsFetch(snap: VMSnapshot, nodeName: string): boolean {
+  return snap.status?.nodeName !== nodeName;
+}
+
+/**
+ * Re-seals a downloaded file for this node: its identity must be `snap`'s and its structure CRC
+ * the one recorded at save time; then the structure MAC and header MAC are written under this
+ * node's key (the saving node's key never leaves it).
+ */
+export function resealForThisNode(file: string, storageRoot: string, snap: Pick<VMSnapshot, 'metadata'>): void {
+  const header = readHeader(file);
+  checkSnapshotIdentity(header.metadata.snapshot, snapshotIdentity(snap), `the downloaded file ${file}`);
+  if (header.state !== 'complete') throw new Error(`the downloaded file ${file} is an incomplete snapshot`);
+  const key = nodeHeaderKey(storageRoot);
+  const checks = structureChecks(file, header.streamOffset, undefined, key);
+  if (checks.crc32 !== header.metadata.stream.structureCrc32) {
+    throw new Error(`the downloaded file ${file} does not match the structure checksum recorded at save time`);
+  }
+  const fd = fs.openSync(file, 'r+');
+  try {
+    writeHeader(fd, 'complete', { ...header.metadata, stream: { ...header.metadata.stream, structureMac: checks.mac } }, key);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** The local, verified copy of an uploaded snapshot: from the cache, else downloaded now. */
+export async function fetchSnapshot(ctx: AgentContext, namespace: string, snap: VMSnapshot, signal?: AbortSignal): Promise<string> {
+  const repo = snap.status?.effective?.repository;
+  const ref = `VMSnapshot ${snap.metadata.namespace}/${snap.metadata.name}`;
+  if (!repo) throw new Error(`${ref} is on node ${snap.status?.nodeName} and its class has no repository: restore it on that node`);
+  if (snap.status?.upload?.phase !== 'Uploaded') {
+    throw new Error(`${ref} is not uploaded (upload ${snap.status?.upload?.phase ?? 'absent'}${snap.status?.upload?.message ? `: ${snap.status.upload.message}` : ''})`);
+  }
+  const file = fetchedCopyPath(ctx.config.storageRoot, snap);
+  if (fs.existsSync(file)) {
+    try {
+      verifySnapshotFile(file, headerTrust(ctx.config.storageRoot, snap));
+      ctx.log.info({ file }, 'using the cached copy of the uploaded snapshot');
+      return file;
+    } catch (err) {
+      ctx.log.warn({ file, err: String(err) }, 'the cached copy does not verify; fetching it again');
+      fs.rmSync(file, { force: true });
+    }
+  }
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  const prefix = snapshotObjectPrefix(repo, { namespace: snap.metadata.namespace!, name: snap.metadata.name!, uid: snap.metadata.uid! });
+  const target = await repositoryTarget(ctx.kube, namespace, repo, prefix);
+  const started = Date.now();
+  const manifest = await downloadSnapshot(target, file, { signal });
+  try {
+    resealForThisNode(file, ctx.config.storageRoot, snap);
+  } catch (err) {
+    fs.rmSync(file, { force: true });
+    throw err;
+  }
+  ctx.log.info({ file, dataBytes: manifest.dataBytes, durationMs: Date.now() - started }, 'fetched the snapshot from its repository');
+  return file;
+}
+
+/**
+ * Cache rule: a fetched copy is removed once its VMSnapshot no longer exists (any deletion
+ * policy: the copy is this node's cache, not the snapshot) and no restore here is reading it.
+ */
+export async function reclaimFetchedCopies(kube: Kube, storageRoot: string, filesInUse: ReadonlyMap<string, number>): Promise<string[]> {
+  const removed: string[] = [];
+  for (const ns of fs.existsSync(storageRoot) ? fs.readdirSync(storageRoot) : []) {
+    const dir = path.join(storageRoot, ns, FETCHED_DIR);
+    if (!fs.existsSync(dir)) continue;
+    const snapshots = await kube.list<VMSnapshot>('vmSnapshot', { namespace: ns });
+    const live = new Set(snapshots.filter((s) => !s.metadata.deletionTimestamp).map((s) => snapshotFileName(s)));
+    for (const name of fs.readdirSync(dir)) {
+      const file = path.join(dir, name);
+      const base = name.endsWith('.digests') ? name.slice(0, -'.digests'.length) : name.replace(/\.partial$/, '');
+      if (live.has(base) || filesInUse.has(path.join(dir, base))) continue;
+      fs.rmSync(file, { force: true });
+      removed.push(file);
+    }
+  }
+  return removed;
+}

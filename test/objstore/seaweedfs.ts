@@ -1,0 +1,155 @@
+// A real S3 server for tests: SeaweedFS's `weed server` with its S3 gateway, on loopback, with
+// configured credentials (without them the gateway accepts anonymous requests), telemetry off.
+// The binary comes from cluster/ensure-seaweedfs.sh (built once, cached by version).
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { CreateBucketCommand, ListBucketsCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { repositoryClient, type RepositoryCredentials } from '../../agent/src/objstore/client.js';
+
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
+
+export function weedBinary(): string {
+  const out = execFileSync('bash', [path.join(ROOT, 'cluster/ensure-seaweedfs.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  return out.trim().split('\n').pop()!;
+}
+
+/** A port p with p+10000 (weed's gRPC port) also free, both below 65536. */
+async function freePortPair(): Promise<number> {
+  const tryPort = (p: number) =>
+    new Promise<boolean>((resolve) => {
+      const s = net.createServer();
+      s.once('error', () => resolve(false));
+      s.listen(p, '127.0.0.1', () => s.close(() => resolve(true)));
+    });
+  for (let i = 0; i < 200; i++) {
+    const p = 20000 + Math.floor(Math.random() * 25000);
+    if ((await tryPort(p)) && (await tryPort(p + 10000))) return p;
+  }
+  throw new Error('no free port pair for seaweedfs');
+}
+
+export interface S3Server {
+  endpoint: string;
+  credentials: RepositoryCredentials;
+  dir: string;
+  /** SIGKILL the server (a crash); start() brings it back on the same ports and data. */
+  kill(): Promise<void>;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  createBucket(name: string): Promise<void>;
+}
+
+async function waitReady(endpoint: string, creds: RepositoryCredentials, child: ChildProcess, log: string): Promise<void> {
+  const client = repositoryClient({ endpoint }, creds, { maxAttempts: 1 });
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`weed exited ${child.exitCode}; see ${log}`);
+    try {
+      const { Buckets } = await client.send(new ListBucketsCommand({}));
+      // After a restart the gateway may answer before a volume is writable: a write proves it.
+      for (const b of Buckets ?? []) await client.send(new PutObjectCommand({ Bucket: b.Name!, Key: '.ready-probe', Body: 'ok' }));
+      return;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`seaweedfs S3 at ${endpoint} not ready after 120 s; see ${log}`);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  }
+}
+
+export async function startSeaweedFS(): Promise<S3Server> {
+  const weed = weedBinary();
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'vmsnap-s3-'));
+  mkdirSync(path.join(dir, 'data'));
+  // The repository's identity may read and write objects but not administer (create buckets);
+  // a separate admin identity sets buckets up, as an operator of a real store would.
+  const credentials = { accessKeyId: 'vmsnap' + randomBytes(4).toString('hex'), secretAccessKey: randomBytes(20).toString('hex') };
+  const admin = { accessKeyId: 'admin' + randomBytes(4).toString('hex'), secretAccessKey: randomBytes(20).toString('hex') };
+  const config = path.join(dir, 's3.json');
+  writeFileSync(
+    config,
+    JSON.stringify({
+      identities: [
+        { name: 'vmsnap', credentials: [{ accessKey: credentials.accessKeyId, secretKey: credentials.secretAccessKey }], actions: ['Read', 'Write', 'List', 'Tagging'] },
+        { name: 'admin', credentials: [{ accessKey: admin.accessKeyId, secretKey: admin.secretAccessKey }], actions: ['Admin', 'Read', 'Write', 'List', 'Tagging'] },
+      ],
+    }),
+    { mode: 0o600 },
+  );
+  const [s3, master, volume, filer] = [await freePortPair(), await freePortPair(), await freePortPair(), await freePortPair()];
+  const endpoint = `http://127.0.0.1:${s3}`;
+  const log = path.join(dir, 'weed.log');
+  let child: ChildProcess | undefined;
+  const server: S3Server = {
+    endpoint,
+    credentials,
+    dir,
+    async start() {
+      const out = openSync(log, 'a');
+      child = spawn(
+        weed,
+        [
+          'server',
+          '-ip=127.0.0.1',
+          '-ip.bind=127.0.0.1',
+          `-dir=${path.join(dir, 'data')}`,
+          '-s3',
+          `-s3.port=${s3}`,
+          `-s3.config=${config}`,
+          `-master.port=${master}`,
+          `-volume.port=${volume}`,
+          `-filer.port=${filer}`,
+          '-master.volumeSizeLimitMB=1024',
+          '-volume.max=0',
+          // Telemetry off, and its URL pointed at a closed loopback port should a default change.
+          '-master.telemetry=false',
+          '-master.telemetry.url=http://127.0.0.1:9/',
+        ],
+        { stdio: ['ignore', out, out], cwd: dir },
+      );
+      closeSync(out);
+      await waitReady(endpoint, credentials, child, log);
+    },
+    async kill() {
+      if (!child || child.exitCode !== null) return;
+      const exited = new Promise((r) => child!.once('exit', r));
+      child.kill('SIGKILL');
+      await exited;
+    },
+    async stop() {
+      if (child && child.exitCode === null) {
+        const exited = new Promise((r) => child!.once('exit', r));
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child?.kill('SIGKILL'), 10_000);
+        await exited;
+        clearTimeout(timer);
+      }
+      // weed leaves unix sockets for its gRPC ports in /tmp.
+      for (const f of readdirSync('/tmp')) {
+        if (/^seaweedfs-.*\.sock$/.test(f) && [s3, master, volume, filer].some((p) => f.includes(String(p)) || f.includes(String(p + 10000)))) {
+          rmSync(path.join('/tmp', f), { force: true });
+        }
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+    async createBucket(name: string) {
+      const client = repositoryClient({ endpoint }, admin);
+      const deadline = Date.now() + 60_000;
+      for (;;) {
+        try {
+          await client.send(new CreateBucketCommand({ Bucket: name }));
+          return;
+        } catch (err) {
+          if ((err as { name?: string }).name === 'BucketAlreadyOwnedByYou' || (err as { name?: string }).name === 'BucketAlreadyExists') return;
+          if (Date.now() > deadline) throw err;
+          await new Promise((r) => setTimeout(r, 500));
+        }
+      }
+    },
+  };
+  await server.start();
+  return server;
+}
