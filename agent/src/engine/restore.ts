@@ -79,7 +79,11 @@ export interface RestoreOptions {
   trust?: Required<HeaderTrust>;
   /** Where the restore's disk overlays are recorded (the agent's, under its storage root); default: this process only. */
   ledger?: OverlayLedger;
-  /** Eager launched restores preallocate the guest RAM when that pays (prealloc.ts); false never does (the bench compares). */
+  /**
+   * Preallocate the guest RAM of an eager launched restore before the load (prealloc.ts), when most
+   * of it is in the file. Off by default: the multifd channels then fault in only the pages the file
+   * holds, beside their reads, which was faster end to end (README, Benchmark). The bench compares both.
+   */
   prealloc?: boolean;
 }
 
@@ -113,7 +117,7 @@ export interface RestoreResult {
   mode: 'eager' | 'lazy';
   /** A lazy restore was asked for but ran eagerly: why. */
   lazyFallbackReason?: string;
-  /** An eager restore into a QEMU it launched: whether the guest RAM was preallocated first (prealloc.ts), or why not. */
+  /** An eager restore into a QEMU it launched with `prealloc` asked for: whether the guest RAM was preallocated first (prealloc.ts), or why not. */
   prealloc?: { threads: number } | { skipped: string };
   lazy?: LazyRestoreInfo;
 }
@@ -163,7 +167,7 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
       relaunched = relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], { ...rewrite, disks: overlays });
     }
     lazy = opts.lazy ? decideLazy(snapshot, realFile, relaunched ?? opts.lazy.attach?.argv) : undefined;
-    if (relaunched && !lazy?.lazy && opts.prealloc !== false) prealloc = preallocPlanOf(snapshot, relaunched, channels);
+    if (relaunched && !lazy?.lazy && opts.prealloc === true) prealloc = preallocPlanOf(snapshot, relaunched, channels);
     directIO = lazy?.lazy
       ? { enabled: false, reason: 'lazy restore: the RAM is mapped from the file, not read' }
       : decideDirectIO(opts.directIO, opts.inPath, 'read');
