@@ -52,6 +52,15 @@ export function ddRead(file: string): number {
   return timed(() => execFileSync('dd', [`if=${file}`, 'of=/dev/null', `bs=${DD_BLOCK}`, 'iflag=direct'], { stdio: 'ignore' }));
 }
 
+/**
+ * The pause before every timed restore, for every side of a comparison: memory freed just before
+ * (the previous restore's QEMU, the evicted file) is cheaper to touch again until the kernel has
+ * handed it back (free page reporting takes seconds), so a side restoring sooner would win on that.
+ */
+export const RESTORE_PAUSE_MS = Number(process.env['VMSNAP_BENCH_RESTORE_PAUSE_MS'] ?? 5000);
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
 /** fio's block size and requests in flight: QEMU's multifd channels move up to 1 MiB per request. */
 export const FIO_BLOCK = 1 << 20;
 export const FIO_IODEPTH = 8;

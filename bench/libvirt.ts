@@ -26,7 +26,7 @@ import path from 'node:path';
 import { packageRoot } from '../agent/src/package-root.js';
 import { processAlive, waitForExit } from '../agent/src/daemon/qemu-control.js';
 import { ensureGuestAssets, KERNEL_CMDLINE_BASE, QEMU_BINARY, startGuest, type Guest } from '../test/guest/guest.js';
-import { dropCaches, ensureFio, fioRead, fioWrite } from './baselines.js';
+import { dropCaches, ensureFio, fioRead, fioWrite, RESTORE_PAUSE_MS } from './baselines.js';
 import { qmpExecute } from './qemu-vm.js';
 
 export interface LibvirtRow {
@@ -89,7 +89,6 @@ export interface LibvirtOptions {
 
 const DOMAIN_PREFIX = 'vmsnap-bench';
 const BOOT_TIMEOUT_MS = 300_000;
-const RESTORE_PAUSE_MS = Number(process.env['VMSNAP_BENCH_RESTORE_PAUSE_MS'] ?? 5000);
 const PASS_TIMEOUT_MS = 120_000;
 
 const setupScript = () => path.join(packageRoot(), 'bench/libvirt-setup.sh');

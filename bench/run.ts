@@ -12,7 +12,7 @@ import path from 'node:path';
 import { saveVm } from '../agent/src/engine/save.js';
 import { restoreVm } from '../agent/src/engine/restore.js';
 import { packageRoot } from '../agent/src/package-root.js';
-import { ddRead, ddWrite, ensureFio, evictFile, FIO_BLOCK, FIO_IODEPTH, fioRead, fioWrite, legacyRestore, legacySave } from './baselines.js';
+import { ddRead, ddWrite, ensureFio, evictFile, FIO_BLOCK, FIO_IODEPTH, fioRead, fioWrite, legacyRestore, legacySave, RESTORE_PAUSE_MS, sleep } from './baselines.js';
 import { fillRandom, killAndWait, recordPlainRam, startBenchVm } from './qemu-vm.js';
 import { performance } from 'node:perf_hooks';
 import { renderSvg } from './plot.js';
@@ -95,18 +95,23 @@ async function engineRound(dir: string, ramBytes: number, memFile: string, chann
   const saved = await saveVm({ qmpSocket: src.qmp, outPath: file, channels, directIO: directIO ? 'on' : 'off', after: 'resume', live: false });
   await src.stop();
   recordPlainRam(file);
-  evictFile(file);
+  // Each restore after the same eviction and pause (RESTORE_PAUSE_MS): none gets the memory the previous one just freed.
+  const cold = async () => {
+    evictFile(file);
+    await sleep(RESTORE_PAUSE_MS);
+  };
+  await cold();
   const t0 = performance.now();
   const launched = await restoreVm({ inPath: file, qmpSocket: path.join(dir, 'launched.sock'), channels, directIO: directIO ? 'on' : 'off', launch: true, paused: true });
   const launchedMs = Math.round(performance.now() - t0);
   await killAndWait(launched.launched!.pid);
-  evictFile(file);
+  await cold();
   const t1 = performance.now();
   const preallocated = await restoreVm({ inPath: file, qmpSocket: path.join(dir, 'launched.sock'), channels, directIO: directIO ? 'on' : 'off', launch: true, paused: true, prealloc: true });
   const preallocMs = Math.round(performance.now() - t1);
   await killAndWait(preallocated.launched!.pid);
-  evictFile(file);
   const dst = await startBenchVm({ dir, name: 'dst', ramBytes, incoming: true });
+  await cold();
   const attached = await restoreVm({ inPath: file, qmpSocket: dst.qmp, channels, directIO: directIO ? 'on' : 'off', paused: true });
   await dst.stop();
   fs.rmSync(file, { force: true });
