@@ -88,7 +88,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
  * the same with the RAM preallocated first (the alternative, timed end to end),
  * and an attach restore (into a QEMU the caller started).
  */
-async function engineRound(dir: string, ramBytes: number, memFile: string, channels: number, directIO: boolean) {
+async function engineRound(dir: string, ramBytes: number, memFile: string, channels: number, directIO: boolean, rep: number) {
   const file = path.join(dir, 'snap.vms');
   fs.rmSync(file, { force: true });
   const src = await startBenchVm({ dir, name: 'src', ramBytes, memFile });
@@ -100,16 +100,25 @@ async function engineRound(dir: string, ramBytes: number, memFile: string, chann
     evictFile(file);
     await sleep(RESTORE_PAUSE_MS);
   };
-  await cold();
-  const t0 = performance.now();
-  const launched = await restoreVm({ inPath: file, qmpSocket: path.join(dir, 'launched.sock'), channels, directIO: directIO ? 'on' : 'off', launch: true, paused: true });
-  const launchedMs = Math.round(performance.now() - t0);
-  await killAndWait(launched.launched!.pid);
-  await cold();
-  const t1 = performance.now();
-  const preallocated = await restoreVm({ inPath: file, qmpSocket: path.join(dir, 'launched.sock'), channels, directIO: directIO ? 'on' : 'off', launch: true, paused: true, prealloc: true });
-  const preallocMs = Math.round(performance.now() - t1);
-  await killAndWait(preallocated.launched!.pid);
+  const launch = async (prealloc: boolean) => {
+    await cold();
+    const t0 = performance.now();
+    const r = await restoreVm({ inPath: file, qmpSocket: path.join(dir, 'launched.sock'), channels, directIO: directIO ? 'on' : 'off', launch: true, paused: true, prealloc });
+    const ms = Math.round(performance.now() - t0);
+    await killAndWait(r.launched!.pid);
+    return { r, ms };
+  };
+  // Preallocating happens before QEMU answers on QMP: on slow memory it can outlast the launch timeout (NaN then).
+  const launchPrealloc = () =>
+    launch(true).then(
+      ({ ms }) => ms,
+      (err: Error) => (console.log(`  preallocated launch failed: ${err.message.split('\n')[0]}`), NaN),
+    );
+  // Which goes first alternates: the first restore after the save gets memory that was freed longest ago.
+  const preallocFirst = rep % 2 === 1;
+  const preallocEarly = preallocFirst ? await launchPrealloc() : undefined;
+  const { r: launched, ms: launchedMs } = await launch(false);
+  const preallocMs = preallocEarly ?? (await launchPrealloc());
   const dst = await startBenchVm({ dir, name: 'dst', ramBytes, incoming: true });
   await cold();
   const attached = await restoreVm({ inPath: file, qmpSocket: dst.qmp, channels, directIO: directIO ? 'on' : 'off', paused: true });
@@ -157,7 +166,7 @@ async function measure(dir: string, sizeGiB: number, channelsList: number[], rep
         let restoredBytes = 0;
         const preallocE2e: number[] = [];
         for (let i = 0; i < reps; i++) {
-          const { saved, launched, launchedMs, preallocMs, attached } = await engineRound(dir, ramBytes, memFile, channels, directIO);
+          const { saved, launched, launchedMs, preallocMs, attached } = await engineRound(dir, ramBytes, memFile, channels, directIO, i);
           bytes = saved.bytes;
           restoredBytes = launched.bytes;
           preallocE2e.push(preallocMs);
@@ -197,7 +206,7 @@ async function measure(dir: string, sizeGiB: number, channelsList: number[], rep
           ddReadMiBps,
           saveVsDd: ratio(saveMiBps, ddWriteMiBps),
           restoreVsDd: ratio(restoreMiBps, ddReadMiBps),
-          preallocLaunchedRestoreMs: median(preallocE2e),
+          preallocLaunchedRestoreMs: preallocE2e.some(Number.isNaN) ? NaN : median(preallocE2e),
           launchMs: median(launch),
           launchedRestoreMs: median(launchedE2e),
           attachRestoreMs: median(attach),

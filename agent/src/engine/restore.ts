@@ -257,7 +257,12 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
     // Should the load fail, it only warms the page cache and ends by itself.
     const prefetch = mapped ? ((opts.lazy?.prefetch ?? true) ? startPrefetch(realFile, mapped.main) : 'off') : undefined;
     await opts.onMigrating?.(client);
-    const outcome = await waitForMigration(client, { pollMs: opts.pollMs ?? 10, startedAt: started, signal: opts.signal });
+    const outcome = await waitForMigration(client, {
+      pollMs: opts.pollMs ?? 10,
+      startedAt: started,
+      signal: opts.signal,
+      queryTimeoutMs: loadQueryTimeoutMs(snapshot.layout.blocks.reduce((sum, b) => sum + b.pagesPresent * b.pageSize, 0)),
+    });
     if (outcome.status !== 'completed') {
       throw new RestoreError(`QEMU could not load ${opts.inPath}: ${outcome['error-desc'] ?? outcome.status}`);
     }
@@ -305,6 +310,16 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
     closeAll(fds);
     client.close();
   }
+}
+
+/**
+ * QEMU loads the RAM section on its main thread, which answers QMP only once the channels have read
+ * every page: query-migrate goes unanswered for the whole load. The channels fault the guest RAM in as
+ * they read, so on a node where first touching memory is slow the load runs at that speed, not the
+ * disk's. A QEMU is taken for hung only when it is silent longer than its bytes take at 8 MiB/s.
+ */
+export function loadQueryTimeoutMs(bytes: number): number {
+  return Math.max(30_000, Math.ceil(bytes / (8 << 20)) * 1000);
 }
 
 function closeAll(fds: number[]): void {
