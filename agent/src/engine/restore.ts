@@ -82,7 +82,7 @@ export interface RestoreOptions {
   /**
    * Preallocate the guest RAM of an eager launched restore before the load (prealloc.ts), when most
    * of it is in the file. Off by default: the multifd channels then fault in only the pages the file
-   * holds, beside their reads, which was faster end to end (README, Benchmark). The bench compares both.
+   * holds, beside their reads, and QEMU answers at once (README, Benchmark). The bench compares both.
    */
   prealloc?: boolean;
 }
