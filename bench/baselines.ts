@@ -1,7 +1,11 @@
-// The yardsticks measured in the same run on the same filesystem: dd with
-// O_DIRECT (the disk's physical limit) and QEMU's legacy sequential stream.
+// The yardsticks measured in the same run on the same filesystem: fio's
+// sequential O_DIRECT I/O with several requests in flight (the disk's limit),
+// dd with O_DIRECT (one request in flight, a second column) and QEMU's legacy
+// sequential stream.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
+import { packageRoot } from '../agent/src/package-root.js';
 import { QmpClient } from '../agent/src/qmp/client.js';
 import { waitForMigration } from '../agent/src/engine/migration.js';
 import type { BenchVm } from './qemu-vm.js';
@@ -46,6 +50,57 @@ export function ddWrite(source: string, file: string, bytes: number): number {
 export function ddRead(file: string): number {
   dropCaches();
   return timed(() => execFileSync('dd', [`if=${file}`, 'of=/dev/null', `bs=${DD_BLOCK}`, 'iflag=direct'], { stdio: 'ignore' }));
+}
+
+/**
+ * The pause before every timed restore, for every side of a comparison: memory freed just before
+ * (the previous restore's QEMU, the evicted file) is cheaper to touch again until the kernel has
+ * handed it back (free page reporting takes seconds), so a side restoring sooner would win on that.
+ */
+export const RESTORE_PAUSE_MS = Number(process.env['VMSNAP_BENCH_RESTORE_PAUSE_MS'] ?? 5000);
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** fio's block size and requests in flight: QEMU's multifd channels move up to 1 MiB per request. */
+export const FIO_BLOCK = 1 << 20;
+export const FIO_IODEPTH = 8;
+
+/** Installs fio (Debian's package) when it is missing: the bench's limit is fio's, never a guess. */
+export function ensureFio(): void {
+  try {
+    execFileSync('fio', ['--version'], { stdio: 'ignore' });
+  } catch {
+    execFileSync('bash', [path.join(packageRoot(), 'scripts/ensure-fio.sh')], { stdio: 'inherit' });
+  }
+}
+
+function fio(rw: 'write' | 'read', file: string, bytes: number): number {
+  const size = Math.ceil(bytes / FIO_BLOCK) * FIO_BLOCK;
+  const out = execFileSync(
+    'fio',
+    [
+      '--name=vmsnap-limit', `--filename=${file}`, `--rw=${rw}`, `--bs=${FIO_BLOCK}`, `--iodepth=${FIO_IODEPTH}`,
+      '--ioengine=libaio', '--direct=1', `--size=${size}`, '--numjobs=1', '--output-format=json',
+      // The write fsyncs at the end like a save, on random data like the bench VMs' RAM.
+      ...(rw === 'write' ? ['--end_fsync=1', '--refill_buffers=1'] : []),
+    ],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const job = (JSON.parse(out) as { jobs: Array<Record<'read' | 'write', { io_bytes: number; runtime: number }>> }).jobs[0]!;
+  const { io_bytes: ioBytes, runtime } = job[rw];
+  if (!(ioBytes > 0) || !(runtime > 0)) throw new Error(`fio --rw=${rw} on ${file} moved no data`);
+  return (ioBytes / (1 << 20)) / (runtime / 1000);
+}
+
+/** MiB/s of fio's sequential O_DIRECT write of `bytes` (1 MiB blocks, FIO_IODEPTH in flight) into `file`. */
+export function fioWrite(file: string, bytes: number): number {
+  return fio('write', file, bytes);
+}
+
+/** MiB/s of fio's sequential O_DIRECT read of `bytes` of `file` (written by fioWrite). */
+export function fioRead(file: string, bytes: number): number {
+  dropCaches();
+  return fio('read', file, bytes);
 }
 
 async function migrateLegacy(vm: BenchVm, command: 'migrate' | 'migrate-incoming', uri: string): Promise<number> {

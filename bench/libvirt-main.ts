@@ -1,6 +1,6 @@
 // `node dist/bench/libvirt-main.js`: vmsnap against libvirt 11's virsh save/restore
 // (see bench/libvirt.ts). Needs root and `npm run build` first.
-// Env: VMSNAP_BENCH_SIZES_GIB (default "1,2"), VMSNAP_BENCH_REPS (3),
+// Env: VMSNAP_BENCH_SIZES_GIB (default "1,2"), VMSNAP_BENCH_REPS (3), VMSNAP_BENCH_RESTORE_PAUSE_MS (5000),
 // VMSNAP_BENCH_CHANNELS (4: only the first value is used),
 // VMSNAP_BENCH_DIR (default /var/tmp/vmsnap-bench: the filesystem under test).
 // Writes bench/results/libvirt.json.

@@ -1,14 +1,18 @@
 // The peer: libvirt 11's `virsh save --image-format sparse --parallel-channels 4
 // --bypass-cache` and `virsh restore --parallel-channels 4 --bypass-cache`
 // against the vmsnap CLI (`save --channels 4 --direct-io on --after stop`,
-// `restore --launch --channels 4 --direct-io on`), end to end as a user sees
-// them (spawn to exit), on the same filesystem, in one run.
+// `restore --launch --channels 4 --direct-io on`, and `restore` into a QEMU the
+// bench starts itself with `-incoming defer`, timed from that QEMU's spawn), end
+// to end as a user sees them (spawn to exit), on the same filesystem, in one
+// run, with fio's sequential O_DIRECT read of the same bytes as the disk's limit.
 //
 // Both sides run the project's test guest under TCG (machine pc, qemu64, 1
 // vCPU) with the same kernel, initrd, command line and RAM, its pattern
 // filling ~90% of RAM. Each repetition: resume the guest and wait for a fresh
 // `VMSNAP PASS`, drop caches, time the save (the VM ends stopped/destroyed),
-// drop caches, time the restore (a new QEMU, running), and wait for the next
+// drop caches, wait the same pause for every side (VMSNAP_BENCH_RESTORE_PAUSE_MS,
+// default 5000: memory freed just before is cheaper to touch again, so no side
+// may restore sooner than another), time the restore (a new QEMU, running), and wait for the next
 // PASS: every restore is verified by the guest itself. The side not being
 // measured is paused (a running TCG guest keeps a core busy). The libvirt
 // and vmsnap repetitions alternate, so a slow second on the disk hits both.
@@ -22,7 +26,7 @@ import path from 'node:path';
 import { packageRoot } from '../agent/src/package-root.js';
 import { processAlive, waitForExit } from '../agent/src/daemon/qemu-control.js';
 import { ensureGuestAssets, KERNEL_CMDLINE_BASE, QEMU_BINARY, startGuest, type Guest } from '../test/guest/guest.js';
-import { dropCaches } from './baselines.js';
+import { dropCaches, ensureFio, fioRead, fioWrite, RESTORE_PAUSE_MS } from './baselines.js';
 import { qmpExecute } from './qemu-vm.js';
 
 export interface LibvirtRow {
@@ -38,6 +42,16 @@ export interface LibvirtRow {
   virshRestoreMs: number;
   vmsnapRestoreMs: number;
   restoreSpeedup: number;
+  /** vmsnap restore --launch time / virsh restore time (at most 0.8 is the goal). */
+  launchVsVirsh: number;
+  /** Into a QEMU the bench started with -incoming defer: from that QEMU's spawn to the CLI's exit. */
+  vmsnapAttachRestoreMs: number;
+  attachVsVirsh: number;
+  /** The launched restores' load (migrate-incoming to completed, the CLI's own durationMs): MiB/s, median. */
+  vmsnapLoadMiBps: number;
+  /** fio's sequential O_DIRECT read (1 MiB, several in flight) of as many bytes, same filesystem, median. */
+  fioReadMiBps: number;
+  loadVsFio: number;
   /**
    * vmsnap save from spawn until the saved VM's QEMU process had exited (median):
    * the CLI returns once QEMU accepted `quit`, virsh only after QEMU is gone.
@@ -46,7 +60,16 @@ export interface LibvirtRow {
   /** virsh / that. */
   saveUntilExitSpeedup: number;
   /** Every run, in order. */
-  runs: { virshSave: number[]; vmsnapSave: number[]; vmsnapSaveUntilExit: number[]; virshRestore: number[]; vmsnapRestore: number[] };
+  runs: {
+    virshSave: number[];
+    vmsnapSave: number[];
+    vmsnapSaveUntilExit: number[];
+    virshRestore: number[];
+    vmsnapRestore: number[];
+    vmsnapAttachRestore: number[];
+    vmsnapLoadMiBps: number[];
+    fioReadMiBps: number[];
+  };
   /** Save file sizes (last run): apparent and allocated bytes. */
   virshFile: { bytes: number; allocatedBytes: number };
   vmsnapFile: { bytes: number; allocatedBytes: number };
@@ -261,7 +284,8 @@ interface Side {
   pause(): Promise<void>;
   /** CLI wall time, and the time until the saved VM's QEMU had exited (virsh waits for that itself). */
   save(): Promise<{ ms: number; untilExitMs: number; note?: string }>;
-  restore(): Promise<{ ms: number; note?: string }>;
+  /** `attach`: into a QEMU the caller starts (vmsnap only). */
+  restore(mode?: 'launch' | 'attach'): Promise<{ ms: number; note?: string; loadMiBps?: number }>;
   destroy(): Promise<void>;
 }
 
@@ -348,19 +372,35 @@ async function vmsnapSide(dir: string, name: string, memMiB: number, fillMiB: nu
       await waitPidGone(pid);
       return { ms: r.ms, untilExitMs: performance.now() - t0, note: `migrate at ${round(out.migrateIssuedAtMs ?? NaN)} ms, migration ${out.durationMs} ms` };
     },
-    async restore() {
+    async restore(mode = 'launch') {
       gen++;
       const sock = path.join(dir, `restored-${gen}.sock`);
       fs.rmSync(sock, { force: true });
-      const r = await mustRun(cli, ['restore', '--in', file, '--qmp', sock, '--launch', '--channels', String(channels), '--direct-io', 'on', '--json']);
-      const out = JSON.parse(r.stdout) as { directIO?: boolean; running?: boolean; launched?: { pid: number }; durationMs?: number; migrateIssuedAtMs?: number };
-      if (!out.launched) throw new Error(`vmsnap restore --launch reported no QEMU: ${r.stdout.trim()}`);
-      pid = out.launched.pid;
+      const t0 = performance.now();
+      let attached: ReturnType<typeof spawn> | undefined;
+      if (mode === 'attach') {
+        // The caller's own QEMU: the guest's command line with -incoming defer, on a new socket.
+        attached = spawn(guest.args[0]!, [...guest.args.slice(1).map((a) => a.split(guest.qmpPath).join(sock)), '-incoming', 'defer'], { stdio: 'ignore', detached: true });
+        attached.unref();
+        trackPid(attached.pid!);
+        while (!fs.existsSync(sock)) {
+          if (attached.exitCode !== null) throw new Error(`the attach target QEMU exited (${attached.exitCode})`);
+          await sleep(2);
+        }
+      }
+      const args = ['restore', '--in', file, '--qmp', sock, ...(mode === 'launch' ? ['--launch'] : []), '--channels', String(channels), '--direct-io', 'on', '--json'];
+      const r = await mustRun(cli, args);
+      const ms = performance.now() - t0;
+      const out = JSON.parse(r.stdout) as { directIO?: boolean; running?: boolean; launched?: { pid: number }; durationMs?: number; bytes?: number; migrateIssuedAtMs?: number };
+      const newPid = attached?.pid ?? out.launched?.pid;
+      if (!newPid) throw new Error(`vmsnap restore --launch reported no QEMU: ${r.stdout.trim()}`);
+      pid = newPid;
       trackPid(pid);
       qmp = sock;
       if (out.directIO !== true) throw new Error(`vmsnap restore did not use O_DIRECT: ${r.stdout.trim()}`);
       if (out.running !== true) throw new Error(`vmsnap restore left the VM paused: ${r.stdout.trim()}`);
-      return { ms: r.ms, note: `migrate-incoming at ${round(out.migrateIssuedAtMs ?? NaN)} ms, migration ${out.durationMs} ms` };
+      const loadMiBps = out.bytes && out.durationMs ? out.bytes / (1 << 20) / (out.durationMs / 1000) : undefined;
+      return { ms, loadMiBps, note: `${mode}: migrate-incoming at ${round(out.migrateIssuedAtMs ?? NaN)} ms, load ${out.durationMs} ms (${round(loadMiBps ?? NaN)} MiB/s)` };
     },
     async destroy() {
       if (processAlive(pid)) {
@@ -378,7 +418,7 @@ async function vmsnapSide(dir: string, name: string, memMiB: number, fillMiB: nu
 }
 
 /** One save + restore of a side, timed; the guest is verified before and after. */
-async function round1(side: Side, what: string, log: (l: string) => void): Promise<{ save: number; saveUntilExit: number; restore: number }> {
+async function round1(side: Side, what: string, log: (l: string) => void, mode?: 'launch' | 'attach'): Promise<{ save: number; saveUntilExit: number; restore: number; loadMiBps?: number }> {
   await side.resume();
   const before = await waitForPass(side.serial, lastPass(side.serial), PASS_TIMEOUT_MS, side.alive, `${what} before save`);
   fs.rmSync(side.file, { force: true });
@@ -386,7 +426,8 @@ async function round1(side: Side, what: string, log: (l: string) => void): Promi
   const saved = await side.save();
   const { ms: save, untilExitMs: saveUntilExit } = saved;
   dropCaches();
-  const restored = await side.restore();
+  await sleep(RESTORE_PAUSE_MS);
+  const restored = await side.restore(mode);
   const restore = restored.ms;
   const after = await waitForPass(side.serial, before, PASS_TIMEOUT_MS, side.alive, `${what} after restore`);
   await side.pause();
@@ -395,7 +436,7 @@ async function round1(side: Side, what: string, log: (l: string) => void): Promi
     `  ${what}: save ${round(save)} ms${saveNote ? ` (${saveNote})` : ''}, restore ${round(restore)} ms${restored.note ? ` (${restored.note})` : ''}` +
       ` [guest PASS n=${before} before, n=${after} after]`,
   );
-  return { save, saveUntilExit, restore };
+  return { save, saveUntilExit, restore, loadMiBps: restored.loadMiBps };
 }
 
 async function measureSize(lv: Libvirt, opts: LibvirtOptions, sizeGiB: number, channels: number): Promise<LibvirtRow> {
@@ -430,18 +471,44 @@ async function measureSize(lv: Libvirt, opts: LibvirtOptions, sizeGiB: number, c
     await waitForPass(vsSide.serial, 0, BOOT_TIMEOUT_MS, vsSide.alive, 'vmsnap QEMU boot');
     await vsSide.pause();
 
-    const runs = { virshSave: [] as number[], vmsnapSave: [] as number[], vmsnapSaveUntilExit: [] as number[], virshRestore: [] as number[], vmsnapRestore: [] as number[] };
+    const runs: LibvirtRow['runs'] = {
+      virshSave: [],
+      vmsnapSave: [],
+      vmsnapSaveUntilExit: [],
+      virshRestore: [],
+      vmsnapRestore: [],
+      vmsnapAttachRestore: [],
+      vmsnapLoadMiBps: [],
+      fioReadMiBps: [],
+    };
+    type Who = 'virsh' | 'vmsnap' | 'vmsnap attach';
+    const fioFile = path.join(base, 'fio.bin');
     for (let i = 0; i < opts.reps; i++) {
-      // Alternate which goes first, so neither always follows the other's I/O.
-      const order: Array<['virsh' | 'vmsnap', Side]> = i % 2 === 0 ? [['virsh', lvSide], ['vmsnap', vsSide]] : [['vmsnap', vsSide], ['virsh', lvSide]];
-      for (const [who, side] of order) {
-        const r = await round1(side, `${sizeGiB} GiB run ${i + 1} ${who}`, log);
+      // Rotate which goes first, so none always follows another's I/O.
+      const all: Who[] = ['virsh', 'vmsnap', 'vmsnap attach'];
+      const order = [...all.slice(i % 3), ...all.slice(0, i % 3)];
+      for (const who of order) {
+        const side = who === 'virsh' ? lvSide : vsSide;
+        const r = await round1(side, `${sizeGiB} GiB run ${i + 1} ${who}`, log, who === 'vmsnap attach' ? 'attach' : 'launch');
+        if (who === 'vmsnap attach') {
+          runs.vmsnapAttachRestore.push(r.restore);
+          continue;
+        }
         runs[`${who}Save`].push(r.save);
-        if (who === 'vmsnap') runs.vmsnapSaveUntilExit.push(r.saveUntilExit);
         runs[`${who}Restore`].push(r.restore);
+        if (who === 'vmsnap') {
+          runs.vmsnapSaveUntilExit.push(r.saveUntilExit);
+          if (r.loadMiBps) runs.vmsnapLoadMiBps.push(r.loadMiBps);
+        }
       }
+      // The disk's limit for as many bytes as the vmsnap file holds, in the same run.
+      const bytes = Math.max(fileSizes(vsSide.file).allocatedBytes, 64 << 20);
+      fioWrite(fioFile, bytes);
+      runs.fioReadMiBps.push(fioRead(fioFile, bytes));
+      fs.rmSync(fioFile, { force: true });
     }
     const bad = [...badLines(lvSide.serial), ...badLines(vsSide.serial)];
+    const ms = (xs: number[]) => xs.map((x) => round(x));
     const row: LibvirtRow = {
       sizeGiB,
       fillMiB,
@@ -452,14 +519,23 @@ async function measureSize(lv: Libvirt, opts: LibvirtOptions, sizeGiB: number, c
       virshRestoreMs: round(median(runs.virshRestore)),
       vmsnapRestoreMs: round(median(runs.vmsnapRestore)),
       restoreSpeedup: round(median(runs.virshRestore) / median(runs.vmsnapRestore), 2),
+      launchVsVirsh: round(median(runs.vmsnapRestore) / median(runs.virshRestore), 2),
+      vmsnapAttachRestoreMs: round(median(runs.vmsnapAttachRestore)),
+      attachVsVirsh: round(median(runs.vmsnapAttachRestore) / median(runs.virshRestore), 2),
+      vmsnapLoadMiBps: round(median(runs.vmsnapLoadMiBps)),
+      fioReadMiBps: round(median(runs.fioReadMiBps)),
+      loadVsFio: round(median(runs.vmsnapLoadMiBps) / median(runs.fioReadMiBps), 2),
       vmsnapSaveUntilExitMs: round(median(runs.vmsnapSaveUntilExit)),
       saveUntilExitSpeedup: round(median(runs.virshSave) / median(runs.vmsnapSaveUntilExit), 2),
       runs: {
-        virshSave: runs.virshSave.map((x) => round(x)),
-        vmsnapSave: runs.vmsnapSave.map((x) => round(x)),
-        vmsnapSaveUntilExit: runs.vmsnapSaveUntilExit.map((x) => round(x)),
-        virshRestore: runs.virshRestore.map((x) => round(x)),
-        vmsnapRestore: runs.vmsnapRestore.map((x) => round(x)),
+        virshSave: ms(runs.virshSave),
+        vmsnapSave: ms(runs.vmsnapSave),
+        vmsnapSaveUntilExit: ms(runs.vmsnapSaveUntilExit),
+        virshRestore: ms(runs.virshRestore),
+        vmsnapRestore: ms(runs.vmsnapRestore),
+        vmsnapAttachRestore: ms(runs.vmsnapAttachRestore),
+        vmsnapLoadMiBps: ms(runs.vmsnapLoadMiBps),
+        fioReadMiBps: ms(runs.fioReadMiBps),
       },
       virshFile: fileSizes(lvSide.file),
       vmsnapFile: fileSizes(vsSide.file),
@@ -481,6 +557,7 @@ export async function compareWithLibvirt(opts: LibvirtOptions): Promise<LibvirtR
   const channels = opts.channels ?? 4;
   if (!fs.existsSync(cliPath())) throw new Error(`${cliPath()} is missing: run npm run build first`);
   fs.mkdirSync(opts.dir, { recursive: true });
+  ensureFio();
   let lv: Libvirt | { skipped: string };
   try {
     lv = await startLibvirt(opts.dir, opts.log);
@@ -516,12 +593,17 @@ const COLUMNS: Array<[string, (r: LibvirtRow) => string | number]> = [
   ['vmsnap save+exit ms', (r) => r.vmsnapSaveUntilExitMs],
   ['x', (r) => r.saveUntilExitSpeedup],
   ['virsh restore ms', (r) => r.virshRestoreMs],
-  ['vmsnap restore ms', (r) => r.vmsnapRestoreMs],
-  ['restore x', (r) => r.restoreSpeedup],
+  ['vmsnap --launch ms', (r) => r.vmsnapRestoreMs],
+  ['/virsh', (r) => r.launchVsVirsh],
+  ['vmsnap attach ms', (r) => r.vmsnapAttachRestoreMs],
+  ['/virsh', (r) => r.attachVsVirsh],
+  ['load MiB/s', (r) => r.vmsnapLoadMiBps],
+  ['fio read', (r) => r.fioReadMiBps],
+  ['load/fio', (r) => r.loadVsFio],
   ['verified', (r) => (r.verified ? 'yes' : 'NO')],
 ];
 
-/** The comparison as text lines ('x' = virsh time / vmsnap time: above 1, vmsnap is faster). */
+/** The comparison as text lines ('x' = virsh time / vmsnap time: above 1, vmsnap is faster; '/virsh' = vmsnap time / virsh time). */
 export function formatLibvirtTable(rows: LibvirtRow[]): string[] {
   const w = COLUMNS.map(([h]) => Math.max(8, h.length));
   return [
@@ -537,7 +619,7 @@ export async function runLibvirtComparison(opts: LibvirtOptions): Promise<Libvir
     opts.log(`libvirt comparison skipped: ${result.skipped}`);
     return result;
   }
-  opts.log(`vmsnap vs libvirt (virsh save --image-format sparse --parallel-channels ${opts.channels ?? 4} --bypass-cache / virsh restore), medians of ${opts.reps}; x = virsh ms / vmsnap ms`);
+  opts.log(`vmsnap vs libvirt (virsh save --image-format sparse --parallel-channels ${opts.channels ?? 4} --bypass-cache / virsh restore), medians of ${opts.reps}, ${RESTORE_PAUSE_MS} ms between save and restore; x = virsh ms / vmsnap ms, /virsh = vmsnap ms / virsh ms`);
   for (const l of formatLibvirtTable(result)) opts.log(l);
   return result;
 }

@@ -1,5 +1,5 @@
 // A dependency-free SVG bar chart: save and restore throughput per
-// configuration against the dd and legacy-stream yardsticks.
+// configuration against the fio (the disk's limit) and legacy-stream yardsticks.
 import type { Row } from './run.js';
 
 const W = 900;
@@ -9,10 +9,10 @@ const GROUP_GAP = 14;
 export function renderSvg(rows: Row[]): string {
   const series: Array<[string, string, (r: Row) => number]> = [
     ['save', '#1f77b4', (r) => r.saveMiBps],
-    ['dd write (O_DIRECT)', '#aec7e8', (r) => r.ddWriteMiBps],
+    ['fio write (O_DIRECT)', '#aec7e8', (r) => r.fioWriteMiBps],
     ['legacy save', '#c7c7c7', (r) => r.legacySaveMiBps],
     ['restore', '#d62728', (r) => r.restoreMiBps],
-    ['dd read (O_DIRECT)', '#ff9896', (r) => r.ddReadMiBps],
+    ['fio read (O_DIRECT)', '#ff9896', (r) => r.fioReadMiBps],
     ['legacy restore', '#8c8c8c', (r) => r.legacyRestoreMiBps],
   ];
   const max = Math.max(1, ...rows.flatMap((r) => series.map(([, , f]) => f(r))));

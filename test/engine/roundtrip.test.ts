@@ -7,6 +7,8 @@ import { restoreVm } from '../../agent/src/engine/restore.js';
 import type { QmpClient } from '../../agent/src/qmp/client.js';
 import { startGuest, type Guest } from '../guest/guest.js';
 import { cli, expectGuestVerifies, procArgv, readyGuest, scratchDir, sha256File } from './harness.js';
+import { recordPlainRam, qmpExecute } from '../../bench/qemu-vm.js';
+import { createHash } from 'node:crypto';
 
 
 const guests: Guest[] = [];
@@ -142,16 +144,32 @@ it('hibernate (--after stop) then restore --launch from the recorded command lin
   }
 });
 
-it('an eager --launch restore preallocates a mostly full guest RAM first; a later lazy restore of that VM maps it instead', async () => {
-  const source = await guest('prealloc', { seed: 55, fillMiB: 160 });
-  const file = path.join(dir, 'prealloc.vms');
+it('an eager --launch restore does not preallocate: the channels fault the RAM in beside their reads', async () => {
+  const source = await guest('faulted', { seed: 56, fillMiB: 160 });
+  const file = path.join(dir, 'faulted.vms');
   expect((await cli(['save', '--qmp', source.qmpPath, '--out', file, '--after', 'stop', '--channels', '2'])).code).toBe(0);
   await source.exited;
   const eager = await cli(['restore', '--in', file, '--qmp', source.qmpPath, '--launch', '--json']);
   expect(eager.code).toBe(0);
-  const eagerPid = (eager.json!.launched as { pid: number }).pid;
+  const pid = (eager.json!.launched as { pid: number }).pid;
   try {
-    expect(eager.json!.prealloc).toEqual({ threads: expect.any(Number) });
+    expect(eager.json!.prealloc).toBeUndefined();
+    expect(procArgv(pid).join(' ')).not.toMatch(/prealloc/);
+    await expectGuestVerifies(source, source.lastPass(), 0);
+  } finally {
+    process.kill(pid, 'SIGKILL');
+  }
+});
+
+it('an eager launched restore asked to preallocate does so first; a later lazy restore of that VM maps it instead', async () => {
+  const source = await guest('prealloc', { seed: 55, fillMiB: 160 });
+  const file = path.join(dir, 'prealloc.vms');
+  expect((await cli(['save', '--qmp', source.qmpPath, '--out', file, '--after', 'stop', '--channels', '2'])).code).toBe(0);
+  await source.exited;
+  const eager = await restoreVm({ inPath: file, qmpSocket: source.qmpPath, directIO: 'auto', launch: true, prealloc: true });
+  const eagerPid = eager.launched!.pid;
+  try {
+    expect(eager.prealloc).toEqual({ threads: expect.any(Number) });
     expect(procArgv(eagerPid).join(' ')).toMatch(/memory-backend-ram,id=pc\.ram,size=268435456,prealloc=on,prealloc-threads=\d/);
     await expectGuestVerifies(source, source.lastPass(), 0);
     // Saved again: the recorded command line now has the preallocated backend; a lazy restore drops it.
@@ -177,6 +195,54 @@ it('an eager --launch restore preallocates a mostly full guest RAM first; a late
       // saved with --after stop: gone already
     }
   }
+});
+
+// RAM as the guest left it against RAM as a launched restore loaded it: the
+// source keeps its RAM in a file (what it held when QEMU quit after the save);
+// the restored QEMU gets plain anonymous RAM, faulted in by the channels during
+// the load, and dumps it with pmemsave while still paused.
+async function expectLaunchedRamBitExact(name: string, save: string[]): Promise<void> {
+  const srcMem = path.join('/dev/shm', `vmsnap-test-${process.pid}-${name}.ram`);
+  const dump = path.join('/dev/shm', `vmsnap-test-${process.pid}-${name}.dump`);
+  let pid: number | undefined;
+  try {
+    const source = await guest(name, { seed: 57, fillMiB: 160, memoryBackendFile: srcMem });
+    const file = path.join(dir, `${name}.vms`);
+    const saved = await cli(['save', '--qmp', source.qmpPath, '--out', file, '--after', 'stop', '--channels', '4', ...save, '--json']);
+    expect(saved.code).toBe(0);
+    await source.exited;
+    recordPlainRam(file);
+    const sock = path.join(dir, `${name}-restored.sock`);
+    const restored = await cli(['restore', '--in', file, '--qmp', sock, '--launch', '--paused', '--channels', '4', '--direct-io', 'on', '--json']);
+    expect(restored.stderr).toBe('');
+    expect(restored.json).toMatchObject({ running: false, directIO: true, channels: 4, mode: 'eager' });
+    expect(restored.json!.prealloc).toBeUndefined();
+    pid = (restored.json!.launched as { pid: number }).pid;
+    expect(procArgv(pid).join(' ')).not.toMatch(/memory-backend-file|prealloc/);
+    await qmpExecute(sock, 'pmemsave', { val: 0, size: 256 << 20, filename: dump });
+    // Guest-physical 640 KiB-1 MiB is the legacy VGA/ROM window, not RAM: compared around it.
+    for (const [from, to] of [[0, 0xa0000], [0x100000, 256 << 20]] as const) {
+      expect(await sha256Range(dump, from, to)).toBe(await sha256Range(srcMem, from, to));
+    }
+  } finally {
+    if (pid) process.kill(pid, 'SIGKILL');
+    fs.rmSync(srcMem, { force: true });
+    fs.rmSync(dump, { force: true });
+  }
+}
+
+async function sha256Range(file: string, from: number, to: number): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of fs.createReadStream(file, { start: from, end: to - 1 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+it('an eager --launch restore without preallocation loads RAM bit-for-bit (paused save)', async () => {
+  await expectLaunchedRamBitExact('faulted-bits', []);
+});
+
+it('an eager --launch restore without preallocation loads RAM bit-for-bit after a live save of a running guest', async () => {
+  await expectLaunchedRamBitExact('faulted-live-bits', ['--live']);
 });
 
 it('restored RAM is bit-for-bit the saved RAM (memory-backend-file on both sides)', async () => {

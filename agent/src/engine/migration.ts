@@ -142,7 +142,15 @@ const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
  */
 export async function waitForMigration(
   client: QmpClient,
-  opts: { pollMs: number; onProgress?: (p: Progress) => void; signal?: AbortSignal; startedAt: number; until?: string[] },
+  opts: {
+    pollMs: number;
+    onProgress?: (p: Progress) => void;
+    signal?: AbortSignal;
+    startedAt: number;
+    until?: string[];
+    /** How long one query-migrate may go unanswered (default: the client's); see loadQueryTimeoutMs. */
+    queryTimeoutMs?: number;
+  },
 ): Promise<MigrationInfo> {
   let wake: (() => void) | undefined;
   const onEvent = (e: { event: string }) => {
@@ -154,7 +162,7 @@ export async function waitForMigration(
   try {
     for (;;) {
       if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('aborted');
-      const info = await unlessAborted(client.execute<MigrationInfo>('query-migrate'), opts.signal);
+      const info = await unlessAborted(client.execute<MigrationInfo>('query-migrate', {}, { timeoutMs: opts.queryTimeoutMs }), opts.signal);
       if (info.ram && opts.onProgress) {
         const total = info.ram.total;
         const done = Math.max(0, total - info.ram.remaining);

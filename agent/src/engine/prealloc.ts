@@ -1,12 +1,10 @@
-// Eager restores into a QEMU that vmsnap launches preallocate the guest's RAM
-// before loading it. Measured on 2 GiB of random RAM, 4 channels, O_DIRECT:
-// without it QEMU's reads land on pages not yet faulted in, and with
-// transparent hugepages (QEMU asks for them) each fault allocates and clears
-// a huge page in the middle of the load: 2.5-5.3 s. Preallocated
-// (prealloc-threads clear it in parallel while QEMU starts) the load itself ran
-// at 1.0-1.2 s, faster than dd reads the file. Only worth it when the snapshot
-// holds most of the RAM: absent pages (never written by the guest) would
-// otherwise be cleared and made resident for nothing.
+// Preallocating the guest's RAM of an eager restore into a QEMU that vmsnap
+// launches, before the load: opt-in (RestoreOptions.prealloc), for the bench's
+// comparison. By default the multifd channels fault the RAM in themselves,
+// beside their reads, and only the pages the file holds: preallocation touches
+// every page, present or not, and does it before the first read, so on nodes
+// where first touching memory is slow its whole cost comes on top of the load
+// (docs/benchmarks.md). Only considered when the snapshot holds most of the RAM.
 import os from 'node:os';
 import type { RamBlockInfo } from '../snapshot-file/mapped-ram.js';
 import { findMainRamBackend, withMainRamBackend } from './main-ram.js';

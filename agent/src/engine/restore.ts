@@ -88,7 +88,11 @@ export interface RestoreOptions {
   trust?: Required<HeaderTrust>;
   /** Where the restore's disk overlays are recorded (the agent's, under its storage root); default: this process only. */
   ledger?: OverlayLedger;
-  /** Eager launched restores preallocate the guest RAM when that pays (prealloc.ts); false never does (the bench compares). */
+  /**
+   * Preallocate the guest RAM of an eager launched restore before the load (prealloc.ts), when most
+   * of it is in the file. Off by default: the multifd channels then fault in only the pages the file
+   * holds, beside their reads, and QEMU answers at once (README, Benchmark). The bench compares both.
+   */
   prealloc?: boolean;
 }
 
@@ -122,7 +126,7 @@ export interface RestoreResult {
   mode: 'eager' | 'lazy';
   /** A lazy restore was asked for but ran eagerly: why. */
   lazyFallbackReason?: string;
-  /** An eager restore into a QEMU it launched: whether the guest RAM was preallocated first (prealloc.ts), or why not. */
+  /** An eager restore into a QEMU it launched with `prealloc` asked for: whether the guest RAM was preallocated first (prealloc.ts), or why not. */
   prealloc?: { threads: number } | { skipped: string };
   lazy?: LazyRestoreInfo;
 }
@@ -172,7 +176,7 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
       relaunched = relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], { ...rewrite, disks: overlays });
     }
     lazy = opts.lazy ? decideLazy(snapshot, realFile, relaunched ?? opts.lazy.attach?.argv) : undefined;
-    if (relaunched && !lazy?.lazy && opts.prealloc !== false) prealloc = preallocPlanOf(snapshot, relaunched, channels);
+    if (relaunched && !lazy?.lazy && opts.prealloc === true) prealloc = preallocPlanOf(snapshot, relaunched, channels);
     directIO = lazy?.lazy
       ? { enabled: false, reason: 'lazy restore: the RAM is mapped from the file, not read' }
       : decideDirectIO(opts.directIO, opts.inPath, 'read');
@@ -262,7 +266,7 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
     // Should the load fail, it only warms the page cache and ends by itself.
     const prefetch = mapped ? ((opts.lazy?.prefetch ?? true) ? startPrefetch(realFile, mapped.main) : 'off') : undefined;
     await opts.onMigrating?.(client);
-    const outcome = await waitForLoad(client, opts, started);
+    const outcome = await waitForLoad(client, opts, started, loadQueryTimeoutMs(snapshot.layout.blocks.reduce((sum, b) => sum + b.pagesPresent * b.pageSize, 0)));
     if (outcome.status !== 'completed') {
       throw new RestoreError(`QEMU could not load ${opts.inPath}: ${outcome['error-desc'] ?? outcome.status}`);
     }
@@ -313,7 +317,7 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
 }
 
 /** Waits for QEMU's load, bounded by what its process really reads (when the kernel names the process). */
-async function waitForLoad(client: QmpClient, opts: RestoreOptions, started: number): Promise<MigrationInfo> {
+async function waitForLoad(client: QmpClient, opts: RestoreOptions, started: number, queryTimeoutMs: number): Promise<MigrationInfo> {
   let pid: number | undefined;
   try {
     pid = client.peerCredentials().pid;
@@ -323,10 +327,20 @@ async function waitForLoad(client: QmpClient, opts: RestoreOptions, started: num
   const stallMs = opts.stallMs ?? DEFAULT_STALL_TIMEOUT_SECONDS * 1000;
   const watch = pid && pid > 0 ? watchProgress(processReadMeasure(pid, () => client.sentBytes), { stallMs, what: 'restore', onStall: opts.onStalled }) : undefined;
   try {
-    return await waitForMigration(client, { pollMs: opts.pollMs ?? 10, startedAt: started, signal: eitherSignal(opts.signal, watch?.signal) });
+    return await waitForMigration(client, { pollMs: opts.pollMs ?? 10, startedAt: started, signal: eitherSignal(opts.signal, watch?.signal), queryTimeoutMs });
   } finally {
     watch?.stop();
   }
+}
+
+/**
+ * QEMU loads the RAM section on its main thread, which answers QMP only once the channels have read
+ * every page: query-migrate goes unanswered for the whole load. The channels fault the guest RAM in as
+ * they read, so on a node where first touching memory is slow the load runs at that speed, not the
+ * disk's. A QEMU is taken for hung only when it is silent longer than its bytes take at 8 MiB/s.
+ */
+export function loadQueryTimeoutMs(bytes: number): number {
+  return Math.max(30_000, Math.ceil(bytes / (8 << 20)) * 1000);
 }
 
 function closeAll(fds: number[]): void {
