@@ -8,7 +8,7 @@ import { encodeHeader } from '../../agent/src/snapshot-file/header.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { readMappedRamLayout } from '../../agent/src/snapshot-file/mapped-ram.js';
 import { startGuest, type Guest } from '../guest/guest.js';
-import { cli, isRoot, readyGuest, run, scratchDir, CLI } from './harness.js';
+import { cli, isRoot, qemuRunState, readyGuest, run, scratchDir, CLI } from './harness.js';
 import { fillRandom, startBenchVm } from '../../bench/qemu-vm.js';
 import { packageRoot } from '../../agent/src/package-root.js';
 
@@ -37,17 +37,6 @@ async function paused(name: string, extra: Record<string, unknown> = {}): Promis
   return g;
 }
 
-async function status(qmp: string): Promise<{ status: string; migration?: string }> {
-  const c = await QmpClient.connect(qmp);
-  try {
-    const s = await c.execute<{ status: string }>('query-status');
-    const m = await c.execute<{ status?: string }>('query-migrate');
-    return { status: s.status, migration: m.status };
-  } finally {
-    c.close();
-  }
-}
-
 const mounts: string[] = [];
 async function mountFs(type: 'ramfs' | 'tmpfs', options?: string): Promise<string> {
   const m = fs.mkdtempSync(path.join(dir, `${type}-`));
@@ -63,7 +52,7 @@ describe('refused before QEMU is touched', () => {
   });
   afterEach(async () => {
     // Nothing reached the waiting QEMU: still waiting, no migration started.
-    expect(await status(target.qmpPath)).toEqual({ status: 'inmigrate', migration: undefined });
+    expect(await qemuRunState(target.qmpPath)).toEqual({ status: 'inmigrate', migration: undefined });
   });
 
   function copyOfGood(name: string): string {
@@ -196,7 +185,7 @@ it('the agent killed mid-save: the file stays marked incomplete and is refused',
     expect(on.code).toBe(1);
     expect(on.stderr).toMatch(/direct I\/O 'on': the filesystem of .* does not support O_DIRECT/);
     expect(fs.existsSync(path.join(ramfs, 'on.vms'))).toBe(false);
-    expect((await status(vm.qmpPath)).status).toBe('running');
+    expect((await qemuRunState(vm.qmpPath)).status).toBe('running');
   });
 
   it('disk full during a save: fails with the cause, VM resumed, partial file removed', async () => {
@@ -208,7 +197,7 @@ it('the agent killed mid-save: the file stays marked incomplete and is refused',
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/QEMU's save failed: .*(No space left on device|space)/i);
     expect(fs.existsSync(out)).toBe(false);
-    expect((await status(vm.qmpPath)).status).toBe('running');
+    expect((await qemuRunState(vm.qmpPath)).status).toBe('running');
   });
 });
 
@@ -230,7 +219,7 @@ it('a save interrupted mid-way (SIGINT): clear error, QEMU alive and as it was, 
     expect(code).toBe(1);
     expect(stderr).toMatch(/interrupted/);
     expect(fs.existsSync(out)).toBe(false);
-    const s = await status(vm.qmp);
+    const s = await qemuRunState(vm.qmp);
     expect(['prelaunch', 'paused', 'postmigrate']).toContain(s.status);
     expect(vm.process.exitCode).toBeNull(); // QEMU survived the interruption
   } finally {

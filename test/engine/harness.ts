@@ -10,6 +10,7 @@ import { startGuest, type Guest, type GuestOptions } from '../guest/guest.js';
 import { packageRoot } from '../../agent/src/package-root.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { readMappedRamLayout, type RamBlockInfo } from '../../agent/src/snapshot-file/mapped-ram.js';
+import { QmpClient } from '../../agent/src/qmp/client.js';
 
 export const CLI = path.join(packageRoot(), 'bin/vmsnap-agent');
 
@@ -131,4 +132,16 @@ export async function stopProcess(child: ChildProcess, graceMs = 10_000): Promis
 /** A process's argv from /proc (binary first). */
 export function procArgv(pid: number): string[] {
   return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(0, -1);
+}
+
+/** QEMU's run state and its migration's status, asked over a connection of its own. */
+export async function qemuRunState(qmp: string): Promise<{ status: string; migration?: string }> {
+  const c = await QmpClient.connect(qmp);
+  try {
+    const s = await c.execute<{ status: string }>('query-status');
+    const m = await c.execute<{ status?: string }>('query-migrate');
+    return { status: s.status, migration: m.status };
+  } finally {
+    c.close();
+  }
 }

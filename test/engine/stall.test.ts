@@ -5,10 +5,9 @@ import path from 'node:path';
 import { saveVm } from '../../agent/src/engine/save.js';
 import { restoreVm } from '../../agent/src/engine/restore.js';
 import { MigrationStalledError } from '../../agent/src/engine/stall.js';
-import { QmpClient } from '../../agent/src/qmp/client.js';
 import type { Guest } from '../guest/guest.js';
 import { startGuest } from '../guest/guest.js';
-import { expectGuestVerifies, readyGuest, scratchDir, until } from './harness.js';
+import { expectGuestVerifies, qemuRunState, readyGuest, scratchDir, until } from './harness.js';
 
 const STALL_MS = 3000;
 const guests: Guest[] = [];
@@ -28,17 +27,6 @@ afterAll(async () => {
   await Promise.all(guests.map((g) => g.kill().catch(() => undefined)));
   fs.rmSync(dir, { recursive: true, force: true });
 });
-
-async function qemuState(qmp: string): Promise<{ status: string; migration?: string }> {
-  const c = await QmpClient.connect(qmp);
-  try {
-    const s = await c.execute<{ status: string }>('query-status');
-    const m = await c.execute<{ status?: string }>('query-migrate');
-    return { status: s.status, migration: m.status };
-  } finally {
-    c.close();
-  }
-}
 
 const allocated = (file: string) => (fs.existsSync(file) ? fs.statSync(file).blocks * 512 : 0);
 
@@ -77,7 +65,7 @@ test('a save whose QEMU stops writing mid-way fails MigrationStalled, no file is
   expect(resumedByBound).toBe(true);
   // Put back: no partial file, no migration left running, the guest running and still verifying its memory.
   expect(fs.existsSync(out)).toBe(false);
-  const state = await qemuState(g.qmpPath);
+  const state = await qemuRunState(g.qmpPath);
   expect(state.status).toBe('running');
   expect(['completed', 'cancelled']).toContain(state.migration);
   await expectGuestVerifies(g, g.lastPass());
