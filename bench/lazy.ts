@@ -65,7 +65,7 @@ async function passes(serial: string, offset: number, count: number, timeoutMs =
 
 const serialLength = (serial: string) => (fs.existsSync(serial) ? fs.statSync(serial).size : 0);
 
-/** CLI runs per lazy row: the median is what the 150 ms target is held to. */
+/** CLI runs per lazy row: the row reports their median. */
 const LAZY_CLI_RUNS = 7;
 
 async function cliRestore(file: string, socket: string, serial: string, lazy: boolean, untilTouched = true): Promise<{ runningMs: number; touchedMs: number }> {

@@ -83,7 +83,7 @@ export interface LibvirtOptions {
   sizesGiB: number[];
   reps: number;
   log: (line: string) => void;
-  /** Default 4 (the target). */
+  /** Default 4. */
   channels?: number;
 }
 

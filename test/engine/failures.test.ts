@@ -166,7 +166,7 @@ it('the agent killed mid-save: the file stays marked incomplete and is refused',
   const inspect = await cli(['inspect', out, '--json']);
   expect(inspect.json).toMatchObject({ state: 'incomplete' });
   expect((inspect.json!.problems as string[])[0]).toMatch(/incomplete/);
-  // The dead agent left the VM paused; resuming it is the daemon's job on restart (issue 4).
+  // The dead agent left the VM paused; resuming it is the daemon's job on restart, which this CLI test does by hand.
   const c = await QmpClient.connect(vm.qmpPath);
   await c.execute('cont').catch(() => undefined);
   c.close();

@@ -1,5 +1,6 @@
-// Tenant attacks on the real node (issue 15's paths, adapted to VM pods). The tenant is a
-// ServiceAccount with only the built-in `edit` ClusterRole in its namespace: it creates its own VM
+// Tenant attacks on the real node: a tenant's ways to make the root agent run, open or delete what
+// it names, through VM pods. The tenant is a ServiceAccount with only the built-in `edit`
+// ClusterRole in its namespace: it creates its own VM
 // pods (and execs into them), VMSnapshots and VMRestores, with its own token. The victim is a VM
 // pod in another namespace and a host directory outside any pod. Each attack must fail, the
 // victim's QEMU keeps its pid and its guest keeps verifying its memory, and the host directory
@@ -252,7 +253,7 @@ afterAll(async () => {
 }, 600_000);
 
 // Path 1: the pod's command line starts with the tenant's script, and QEMU's argv[0] names a script
-// in its run volume (issue 15's hand-made attack, `exec -a`): an agent that executes a recorded
+// in its run volume (set with `exec -a`): an agent that executes a recorded
 // command line would run it as root on the host.
 const P1 = 'evil';
 const p1Marker = `vmsnap-evil-${suffix}`;
@@ -292,7 +293,7 @@ describe('path 1: a command line that is a script', () => {
     const argv = fs.readFileSync(`/proc/${after[0]}/cmdline`, 'utf8').split('\0');
     expect(argv).toContain('defer');
     expect(argv[argv.indexOf('-sandbox') + 1]).toMatch(/spawn=deny/);
-    // Nothing of the agent's container reached the restarted QEMU (issue 15: it inherited the agent's environment).
+    // Nothing of the agent's container reached the restarted QEMU: its environment is the pod's, not the agent's.
     const environ = fs.readFileSync(`/proc/${after[0]}/environ`, 'utf8');
     expect(environ).not.toMatch(/VMSNAP_AGENT_CONFIG|VMSNAP_STORAGE_ROOT|VMSNAP_KUBELET_ROOT_DIR|NODE_NAME=/);
     expect(fs.existsSync(`/tmp/pwned-${suffix}`)).toBe(false);
