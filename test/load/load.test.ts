@@ -4,7 +4,7 @@
 // than one namespace's share (all this work is in one namespace). Reports
 // the API requests it took, the operator's peak memory and the time to drain;
 // with VMSNAP_RECORD_LOAD=1 it writes them to bench/results/load.json (the
-// README's figures), so an ordinary test run leaves the checkout clean.
+// figures in docs/benchmarks.md), so an ordinary test run leaves the checkout clean.
 import fs from 'node:fs';
 import path from 'node:path';
 import * as k8s from '@kubernetes/client-node';
