@@ -344,7 +344,8 @@ describe('path 6: snapshot headers and other namespaces', () => {
     expect(qualified.code).not.toBe(0);
     // By name in its own namespace: no such VMSnapshot there, so it waits and never runs.
     await tenant.kubectlOk(['apply', '-f', '-'], { input: restoreJson(tenantNs, 'by-name', 'victim-base') });
-    // Into the victim's VM name: it resolves in the tenant's namespace, never the victim's.
+    // Into the victim's VM name: it resolves in the tenant's namespace, never the victim's (a copy
+    // there runs in a new pod of the tenant's own namespace).
     await tenant.kubectlOk(['apply', '-f', '-'], { input: restoreJson(tenantNs, 'into-victim', 'p1-snap', { targetVMName: VICTIM }) });
     await new Promise((r) => setTimeout(r, 15_000));
     const byName = await getAsAdmin('vmrestore/by-name', tenantNs);
@@ -353,7 +354,12 @@ describe('path 6: snapshot headers and other namespaces', () => {
     const into = await getAsAdmin('vmrestore/into-victim', tenantNs);
     note(`${tenantNs}/vmrestore/by-name`, byName);
     note(`${tenantNs}/vmrestore/into-victim`, into);
-    expect(into.status?.phase).not.toBe('Succeeded');
+    if (into.status?.phase === 'Succeeded') {
+      const made = await getAsAdmin(`pod/${VICTIM}`, tenantNs);
+      expect(made.metadata.labels?.['vmsnap.io/restore-pod']).toBe('true');
+      expect(made.metadata.uid).toBe(into.status.pod?.uid);
+      await deleteTenantPod(VICTIM);
+    }
     await expectVictimIntact(victimPid);
     expect(storageListing(victimNs)).toEqual(victimFiles);
   }, 900_000);
