@@ -179,16 +179,21 @@ static napi_value recv_fds(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* Reads exactly n (at most 2) integer arguments; otherwise throws a TypeError saying `usage`. */
+static int int_args(napi_env env, napi_callback_info info, size_t n, int32_t *out, const char *usage) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int ok = argc == n;
+  for (size_t i = 0; ok && i < n; i++) ok = get_int(env, argv[i], &out[i]);
+  if (!ok) napi_throw_type_error(env, NULL, usage);
+  return ok;
+}
+
 /* peerCredentials(socketFd): { pid, uid, gid } */
 static napi_value peer_credentials(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   int32_t sock;
-  if (argc != 1 || !get_int(env, argv[0], &sock)) {
-    napi_throw_type_error(env, NULL, "peerCredentials(socketFd) takes an integer");
-    return NULL;
-  }
+  if (!int_args(env, info, 1, &sock, "peerCredentials(socketFd) takes an integer")) return NULL;
   struct ucred cred;
   socklen_t clen = sizeof cred;
   if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0)
@@ -336,17 +341,6 @@ static napi_value open_beneath(napi_env env, napi_callback_info info) {
 #define SO_PEERPIDFD 77
 #endif
 
-/* Reads exactly n (at most 2) integer arguments; otherwise throws a TypeError saying `usage`. */
-static int int_args(napi_env env, napi_callback_info info, size_t n, int32_t *out, const char *usage) {
-  size_t argc = 2;
-  napi_value argv[2];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  int ok = argc == n;
-  for (size_t i = 0; ok && i < n; i++) ok = get_int(env, argv[i], &out[i]);
-  if (!ok) napi_throw_type_error(env, NULL, usage);
-  return ok;
-}
-
 /* peerPidfd(socketFd): a pidfd (close-on-exec) for the very process on the other end; the caller closes it. */
 static napi_value peer_pidfd(napi_env env, napi_callback_info info) {
   int32_t sock;
@@ -374,14 +368,8 @@ static napi_value pidfd_signal(napi_env env, napi_callback_info info) {
  * filesystem without hole reporting answers one extent covering the whole file.
  */
 static napi_value data_extents(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   int32_t fd;
-  if (argc != 1 || !get_int(env, argv[0], &fd)) {
-    napi_throw_type_error(env, NULL, "dataExtents(fd) takes an fd");
-    return NULL;
-  }
+  if (!int_args(env, info, 1, &fd, "dataExtents(fd) takes an fd")) return NULL;
   napi_value result;
   napi_create_array(env, &result);
   uint32_t n = 0;
