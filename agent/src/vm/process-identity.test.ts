@@ -57,6 +57,7 @@ describe('readPeerProcess', () => {
     await once(server.stdout!, 'data');
     const conn = net.createConnection(sock);
     await once(conn, 'connect');
+    conn.on('error', () => undefined); // the peer's death resets our end
     const fd = (conn as unknown as { _handle: { fd: number } })._handle.fd;
     const peer = { peerCredentials: () => ({ pid: server.pid! }), socketFd: () => fd };
     expect(readPeerProcess(fd, server.pid!, (pid) => fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'))).toContain('createServer');
