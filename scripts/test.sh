@@ -6,6 +6,9 @@ source "$(dirname "$0")/lib.sh"
 cd "$VMSNAP_ROOT"
 
 bash scripts/setup.sh
+# SeaweedFS for the repository suites: built once per version before jest starts, so a cold
+# build (long on a fresh machine) is never cut short by a suite's start-up timeout.
+bash cluster/ensure-seaweedfs.sh >/dev/null
 log "type-checking"
 npx tsc -p tsconfig.json --noEmit
 log "running tests"
