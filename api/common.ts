@@ -23,7 +23,7 @@ export const CATEGORY = 'vmsnap';
  * them; an old schema would prune fields it writes). Bump it when a CRD gains something the
  * operator or agent relies on. CRDs without the annotation are revision 1.
  */
-export const CRD_REVISION = 2;
+export const CRD_REVISION = 3;
 export const CRD_REVISION_ANNOTATION = 'vmsnap.io/crd-revision';
 
 export interface ResourceNames {
@@ -41,6 +41,8 @@ export const VMRESTORE_KIND = 'VMRestore';
 export const VMRESTORE_PLURAL = 'vmrestores';
 export const VMSNAPSHOTCLASS_KIND = 'VMSnapshotClass';
 export const VMSNAPSHOTCLASS_PLURAL = 'vmsnapshotclasses';
+export const VMSNAPSHOTSCHEDULE_KIND = 'VMSnapshotSchedule';
+export const VMSNAPSHOTSCHEDULE_PLURAL = 'vmsnapshotschedules';
 export const VMINVENTORY_KIND = 'VMInventory';
 export const VMINVENTORY_PLURAL = 'vminventories';
 
@@ -70,6 +72,14 @@ export const RESOURCES = {
     singular: 'vmsnapshotclass',
     shortNames: ['vmsc'],
     namespaced: false,
+  },
+  vmSnapshotSchedule: {
+    kind: VMSNAPSHOTSCHEDULE_KIND,
+    listKind: 'VMSnapshotScheduleList',
+    plural: VMSNAPSHOTSCHEDULE_PLURAL,
+    singular: 'vmsnapshotschedule',
+    shortNames: ['vmsched'],
+    namespaced: true,
   },
   vmInventory: {
     kind: VMINVENTORY_KIND,

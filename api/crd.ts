@@ -15,6 +15,7 @@ import { VMInventoryStatusSchema } from './vminventory.js';
 import { VMRestoreSpecSchema, VMRestoreStatusSchema } from './vmrestore.js';
 import { VMSnapshotSpecSchema, VMSnapshotStatusSchema } from './vmsnapshot.js';
 import { VMSnapshotClassFieldsSchema } from './vmsnapshotclass.js';
+import { SCHEDULE_NAME_MAX, VMSnapshotScheduleSpecSchema, VMSnapshotScheduleStatusSchema } from './vmsnapshotschedule.js';
 import { toYaml } from './yaml.js';
 
 export type JSONSchemaProps = { [key: string]: unknown };
@@ -272,6 +273,59 @@ export function vmSnapshotClassCrd(): CustomResourceDefinition {
   );
 }
 
+/**
+ * A template is not the object it describes: the object's transition rules (immutability,
+ * oldSelf) would freeze the template, which users edit like any spec. Drops them below `node`.
+ */
+export function withoutTransitionRules(node: JSONSchemaProps): JSONSchemaProps {
+  const out: JSONSchemaProps = {};
+  for (const [key, value] of Object.entries(node)) {
+    if (key === 'x-kubernetes-validations') {
+      const kept = (value as Array<{ rule: string }>).filter((v) => !v.rule.includes('oldSelf'));
+      if (kept.length) out[key] = kept;
+    } else if (key === 'properties') {
+      out.properties = Object.fromEntries(Object.entries(value as Record<string, JSONSchemaProps>).map(([k, v]) => [k, withoutTransitionRules(v)]));
+    } else if (key === 'items' || key === 'additionalProperties') {
+      out[key] = typeof value === 'object' && value !== null ? withoutTransitionRules(value as JSONSchemaProps) : value;
+    } else out[key] = value;
+  }
+  return out;
+}
+
+export function vmSnapshotScheduleCrd(): CustomResourceDefinition {
+  const spec = schemaOf(VMSnapshotScheduleSpecSchema, '.spec');
+  const props = spec.properties as Record<string, JSONSchemaProps>;
+  props.template = withoutTransitionRules(props.template!);
+  const root = rootSchema(
+    `VMSnapshotSchedule creates VMSnapshots of the selected VMs on a cron schedule and deletes those its retention no longer keeps. Its VMSnapshots are owned by it and labelled vmsnap.io/schedule=<name>: list them with -l vmsnap.io/schedule=<name>.`,
+    { spec, status: schemaOf(VMSnapshotScheduleStatusSchema, '.status') },
+    ['spec'],
+  );
+  root['x-kubernetes-validations'] = [
+    {
+      rule: `self.metadata.name.size() <= ${SCHEDULE_NAME_MAX}`,
+      message: `metadata.name must be at most ${SCHEDULE_NAME_MAX} characters: it is the value of the vmsnap.io/schedule label on the VMSnapshots`,
+      reason: 'FieldValueInvalid',
+    },
+  ];
+  return crd(
+    RESOURCES.vmSnapshotSchedule,
+    [
+      { name: 'Schedule', type: 'string', jsonPath: '.spec.schedule' },
+      { name: 'Suspend', type: 'boolean', jsonPath: '.spec.suspend' },
+      { name: 'Active', type: 'integer', jsonPath: '.status.activeCount', description: 'Unfinished VMSnapshots.' },
+      { name: 'Last', type: 'date', jsonPath: '.status.lastScheduleTime', description: 'The last run.' },
+      { name: 'Next', type: 'date', jsonPath: '.status.nextScheduleTime', description: 'The next run.' },
+      { name: 'LastSuccess', type: 'date', jsonPath: '.status.lastSuccessfulTime', description: 'The newest Succeeded VMSnapshot completed.' },
+      age,
+      { name: 'VMs', type: 'integer', jsonPath: '.status.vmCount', description: 'VMs selected at the last run.', priority: 1 },
+      { name: 'Snapshots', type: 'integer', jsonPath: '.status.snapshotCount', description: 'VMSnapshots of this schedule.', priority: 1 },
+      { name: 'TimeZone', type: 'string', jsonPath: '.spec.timeZone', priority: 1 },
+    ],
+    root,
+  );
+}
+
 export function vmInventoryCrd(): CustomResourceDefinition {
   return crd(
     RESOURCES.vmInventory,
@@ -290,7 +344,7 @@ export function vmInventoryCrd(): CustomResourceDefinition {
 }
 
 export function allCrds(): CustomResourceDefinition[] {
-  return [vmSnapshotCrd(), vmRestoreCrd(), vmSnapshotClassCrd(), vmInventoryCrd()];
+  return [vmSnapshotCrd(), vmRestoreCrd(), vmSnapshotClassCrd(), vmSnapshotScheduleCrd(), vmInventoryCrd()];
 }
 
 export const GENERATED_HEADER =

@@ -6,13 +6,14 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { z } from 'zod';
 import { vmPodManifest } from '../test/node/vm-pod.js';
-import { API_VERSION, VMRestoreSchema, VMSnapshotClassSchema, VMSnapshotSchema, formatZodError } from './index.js';
+import { API_VERSION, VMRestoreSchema, VMSnapshotClassSchema, VMSnapshotScheduleSchema, VMSnapshotSchema, formatZodError } from './index.js';
 
 const examplesDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../examples');
 const SCHEMAS: Record<string, z.ZodType> = {
   VMSnapshot: VMSnapshotSchema,
   VMRestore: VMRestoreSchema,
   VMSnapshotClass: VMSnapshotClassSchema,
+  VMSnapshotSchedule: VMSnapshotScheduleSchema,
 };
 
 /** Keys present in the input that the schema dropped (metadata passes through as is). */

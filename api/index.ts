@@ -4,6 +4,7 @@ export * from './format.js';
 export * from './vmsnapshot.js';
 export * from './vmrestore.js';
 export * from './vmsnapshotclass.js';
+export * from './vmsnapshotschedule.js';
 export * from './repository.js';
 export * from './vminventory.js';
 export * from './effective.js';

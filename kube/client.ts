@@ -112,6 +112,18 @@ export class Kube {
       : await this.custom.createClusterCustomObject({ ...s, body })) as T;
   }
 
+  /** Deletes an object only if it is still the one with `uid`; gone already, or replaced (409), is fine. */
+  async delete(resource: ResourceName, ref: ObjectRef & { uid: string }): Promise<void> {
+    const s = this.spec(resource);
+    this.requests++;
+    try {
+      await this.custom.deleteNamespacedCustomObject({ ...s, namespace: ref.namespace!, name: ref.name, body: { preconditions: { uid: ref.uid } } });
+    } catch (err) {
+      const code = statusCode(err);
+      if (code !== 404 && code !== 409) throw err;
+    }
+  }
+
   /** Pods in every namespace matching both selectors (the agent: VM pods on its own node). */
   async listPods(opts: { fieldSelector?: string; labelSelector?: string }): Promise<k8s.V1Pod[]> {
     this.requests++;

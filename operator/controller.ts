@@ -2,21 +2,30 @@
 // per object at a time, duplicates folded), timed requeues, and the patches,
 // events and metrics that a decision asks for.
 import type { Logger } from 'pino';
-import type { VMInventory, VMRestore, VMSnapshot, VMSnapshotClass } from '../api/index.js';
+import type { VMInventory, VMRestore, VMSnapshot, VMSnapshotClass, VMSnapshotSchedule } from '../api/index.js';
 import { isTerminal, OPERATOR_COMPONENT } from '../api/protocol.js';
 import { statusCode, startInformer, startPodInformer, type Kube, type KubeObject, type ResilientInformer, type ResourceName } from '../kube/client.js';
 import { EventRecorder } from '../kube/events.js';
 import { fail, type Decision } from './decision.js';
 import type { OperatorMetrics } from './metrics.js';
 import { reconcileRestore } from './reconcile-restore.js';
+import { reconcileSchedule } from './reconcile-schedule.js';
 import { reconcileSnapshot } from './reconcile-snapshot.js';
+import { applySchedule } from './schedule-executor.js';
 import type { PodView } from './vm-pod-record.js';
 import { VM_LABEL } from '../api/index.js';
 import { objectKey, type World } from './world.js';
 import type * as k8s from '@kubernetes/client-node';
 
-type Kind = 'VMSnapshot' | 'VMRestore';
-const RESOURCE: Record<Kind, ResourceName> = { VMSnapshot: 'vmSnapshot', VMRestore: 'vmRestore' };
+type Kind = 'VMSnapshot' | 'VMRestore' | 'VMSnapshotSchedule';
+const RESOURCE: Record<Kind, ResourceName> = { VMSnapshot: 'vmSnapshot', VMRestore: 'vmRestore', VMSnapshotSchedule: 'vmSnapshotSchedule' };
+
+/** The schedule that owns a VMSnapshot, as a queue key: its runs and retention follow its snapshots. */
+function ownerScheduleKey(o: KubeObject): string | undefined {
+  const refs = (o.metadata as { ownerReferences?: Array<{ kind?: string; name?: string; controller?: boolean }> }).ownerReferences;
+  const owner = refs?.find((r) => r.kind === 'VMSnapshotSchedule' && r.controller);
+  return owner ? objectKey('VMSnapshotSchedule', o.metadata.namespace, owner.name) : undefined;
+}
 
 export class Controller {
   private readonly informers: Partial<Record<ResourceName, ResilientInformer<KubeObject>>> = {};
@@ -44,7 +53,15 @@ export class Controller {
         this.kube,
         RESOURCE[kind],
         {
-          onChange: (o) => this.enqueue(objectKey(kind, o.metadata.namespace, o.metadata.name)),
+          onChange: (o) => {
+            this.enqueue(objectKey(kind, o.metadata.namespace, o.metadata.name));
+            const owner = kind === 'VMSnapshot' ? ownerScheduleKey(o) : undefined;
+            if (owner) this.enqueue(owner);
+          },
+          onDelete: (o) => {
+            const owner = kind === 'VMSnapshot' ? ownerScheduleKey(o) : undefined;
+            if (owner) this.enqueue(owner);
+          },
           onError: (err) => this.log.warn({ err: String(err) }, `${kind} watch failed; restarting`),
         },
         { resyncMs: 15_000 },
@@ -60,6 +77,7 @@ export class Controller {
     this.informers.vmInventory = watchContext('vmInventory');
     this.informers.vmSnapshot = watchOwned('VMSnapshot');
     this.informers.vmRestore = watchOwned('VMRestore');
+    this.informers.vmSnapshotSchedule = watchOwned('VMSnapshotSchedule');
     // VM pods: what a save records, and the pods of copies and wakes coming up.
     this.pods = startPodInformer(
       this.kube,
@@ -143,6 +161,7 @@ export class Controller {
     const resource = RESOURCE[kind];
     const obj = this.informers[resource]?.informer.get(name, namespace) as (VMSnapshot & VMRestore) | undefined;
     if (!obj) return;
+    if (kind === 'VMSnapshotSchedule') return this.reconcileSchedule(key, obj as unknown as VMSnapshotSchedule);
     this.forgetFinished(kind, obj);
     const world = this.world();
     const now = new Date();
@@ -150,6 +169,21 @@ export class Controller {
     await this.apply(kind, obj, decision);
     this.metrics.reconciles.inc({ kind, result: 'ok' });
     if (decision.requeueAfterMs !== undefined) this.requeue(key, decision.requeueAfterMs);
+  }
+
+  private async reconcileSchedule(key: string, sched: VMSnapshotSchedule): Promise<void> {
+    const world = this.world();
+    const d = reconcileSchedule(sched, { snapshots: world.snapshots, pods: world.pods }, new Date());
+    const outcome = await applySchedule(this.kube, sched, d);
+    if (outcome === 'gone') return;
+    if (outcome === 'conflict') return this.requeue(key, 200); // the schedule moved on; look again
+    const full = { ...sched, apiVersion: sched.apiVersion ?? 'vmsnap.io/v1alpha1', kind: 'VMSnapshotSchedule' } as unknown as KubeObject;
+    for (const e of d.events) {
+      this.log.info({ object: key, reason: e.reason }, e.message);
+      await this.events.record(full, e.type, e.reason, e.message);
+    }
+    this.metrics.reconciles.inc({ kind: 'VMSnapshotSchedule', result: 'ok' });
+    if (d.requeueAfterMs !== undefined) this.requeue(key, d.requeueAfterMs);
   }
 
   /** Finished operations no longer hold their VM; count them once in the metrics. */

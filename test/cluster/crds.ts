@@ -27,7 +27,7 @@ export function ensureCrds(): Promise<void> {
       // Established can precede discovery by a moment; kubectl (not raw requests) needs discovery.
       for (let i = 0; ; i++) {
         const names = await kubectlOk(['api-resources', '--api-group=vmsnap.io', '-o', 'name']);
-        if (['vmsnapshots', 'vmrestores', 'vmsnapshotclasses', 'vminventories'].every((r) => names.includes(`${r}.vmsnap.io`))) break;
+        if (['vmsnapshots', 'vmrestores', 'vmsnapshotclasses', 'vmsnapshotschedules', 'vminventories'].every((r) => names.includes(`${r}.vmsnap.io`))) break;
         if (i >= 50) throw new Error(`vmsnap.io resources not discoverable: ${names}`);
         await new Promise((r) => setTimeout(r, 200));
       }
