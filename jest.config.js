@@ -12,7 +12,7 @@ export default {
   // Engine and cluster tests boot real guests and a real API server; unit tests finish far sooner.
   testTimeout: 240_000,
   projects: [
-    { ...esm, displayName: 'unit', testMatch: ['<rootDir>/{api,agent,operator}/**/*.test.ts'] },
+    { ...esm, displayName: 'unit', testMatch: ['<rootDir>/{api,agent,operator,plugin}/**/*.test.ts'] },
     { ...esm, displayName: 'engine', testMatch: ['<rootDir>/test/engine/**/*.test.ts'] },
     { ...esm, displayName: 'cluster', testMatch: ['<rootDir>/test/cluster/**/*.test.ts'] },
     { ...esm, displayName: 'e2e', testMatch: ['<rootDir>/test/e2e/**/*.test.ts'] },

@@ -46,6 +46,18 @@ export function statusCode(err: unknown): number | undefined {
   return typeof c === 'number' ? c : undefined;
 }
 
+/** The API server's own words from a client-node error (Status.message), else the error's; at most 800 characters. */
+export function apiMessage(err: unknown): string {
+  const body = (err as { body?: unknown }).body;
+  try {
+    const parsed = typeof body === 'string' ? JSON.parse(body) : body;
+    if (parsed && typeof (parsed as { message?: unknown }).message === 'string') return String((parsed as { message: string }).message).slice(0, 800);
+  } catch {
+    /* not JSON */
+  }
+  return String((err as Error).message ?? err).slice(0, 800);
+}
+
 export class Kube {
   readonly custom: k8s.CustomObjectsApi;
   readonly core: k8s.CoreV1Api;

@@ -4,7 +4,7 @@
 import type { Logger } from 'pino';
 import type { VMInventory, VMRestore, VMSnapshot, VMSnapshotClass, VMSnapshotSchedule } from '../api/index.js';
 import { isTerminal, OPERATOR_COMPONENT } from '../api/protocol.js';
-import { statusCode, startInformer, startPodInformer, type Kube, type KubeObject, type ResilientInformer, type ResourceName } from '../kube/client.js';
+import { apiMessage, statusCode, startInformer, startPodInformer, type Kube, type KubeObject, type ResilientInformer, type ResourceName } from '../kube/client.js';
 import { EventRecorder } from '../kube/events.js';
 import { fail, type Decision } from './decision.js';
 import type { OperatorMetrics } from './metrics.js';
@@ -251,15 +251,3 @@ export class Controller {
   }
 }
 
-
-/** The API server's own words from a client-node error (Status.message), else the error's. */
-function apiMessage(err: unknown): string {
-  const body = (err as { body?: unknown }).body;
-  try {
-    const parsed = typeof body === 'string' ? JSON.parse(body) : body;
-    if (parsed && typeof (parsed as { message?: unknown }).message === 'string') return String((parsed as { message: string }).message).slice(0, 800);
-  } catch {
-    /* not JSON */
-  }
-  return String((err as Error).message ?? err).slice(0, 800);
-}
