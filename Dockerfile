@@ -22,6 +22,8 @@ COPY kube ./kube
 # agent/ holds the node agent (agent/src) and the VM pod's launcher (agent/launcher).
 COPY agent ./agent
 COPY operator ./operator
+# The kubectl-vmsnap plugin (bin/kubectl-vmsnap runs dist/plugin).
+COPY plugin ./plugin
 # Only for the drift check below: the CRDs, chart files and API reference must match the schemas.
 COPY crds ./crds
 COPY helm ./helm
@@ -54,6 +56,8 @@ COPY --from=build /src/package.json ./package.json
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
 COPY bin ./bin
+# On PATH: `kubectl vmsnap` works in a shell of the operator's container (kubectl exec).
+RUN ln -s /app/bin/kubectl-vmsnap /usr/local/bin/kubectl-vmsnap && kubectl-vmsnap --help >/dev/null
 # The engine's start-up snapshot must be built by the node that runs it: this image's.
 COPY scripts/build-engine-snapshot.mjs ./scripts/build-engine-snapshot.mjs
 RUN node scripts/build-engine-snapshot.mjs && test -f dist/cli/engine.blob

@@ -83,6 +83,8 @@ describe('helm lint and template', () => {
         'ValidatingAdmissionPolicyBinding/vmsnap-agent-work-restriction',
         'ValidatingAdmissionPolicy/vmsnap-restore-pod-permission',
         'ValidatingAdmissionPolicyBinding/vmsnap-restore-pod-permission',
+        'ValidatingAdmissionPolicy/vmsnap-operator-schedule-restriction',
+        'ValidatingAdmissionPolicyBinding/vmsnap-operator-schedule-restriction',
       ]),
     );
     const crds = rendered.filter((d) => d.kind === 'CustomResourceDefinition');
@@ -424,7 +426,7 @@ describe('helm install into the local control plane', () => {
       expect(rbac.split('\n')).toContain(name);
     }
     const policy = await kubectlOk(['get', 'validatingadmissionpolicies,validatingadmissionpolicybindings', '-o', 'name', '-l', `app.kubernetes.io/instance=${release}`]);
-    expect(policy.trim().split('\n')).toHaveLength(6);
+    expect(policy.trim().split('\n')).toHaveLength(8);
   });
 
   // ---- ServiceAccounts against the API, one real request per check ----------------------------
@@ -484,6 +486,15 @@ describe('helm install into the local control plane', () => {
   const all = (plural: string) => () => `${API_PREFIX}/${plural}`;
   const inWork = (plural: string) => () => `${API_PREFIX}/namespaces/${work}/${plural}`;
   const newSnapshot = () => ({ apiVersion: API_VERSION, kind: 'VMSnapshot', metadata: { name: `s-${randomBytes(3).toString('hex')}` }, spec: { vmName: 'demo' } });
+  /** A schedule's run, as the operator makes it (the owner need not exist for admission). */
+  const scheduled = (label = 'nightly') => ({
+    ...newSnapshot(),
+    metadata: {
+      name: 'nightly-demo-1',
+      labels: { 'vmsnap.io/schedule': label },
+      ownerReferences: [{ apiVersion: API_VERSION, kind: 'VMSnapshotSchedule', name: 'nightly', uid: '8d3c6f0e-0000-4000-8000-000000000001', controller: true }],
+    },
+  });
   const newRestore = () => ({ apiVersion: API_VERSION, kind: 'VMRestore', metadata: { name: `r-${randomBytes(3).toString('hex')}` }, spec: { snapshotName: 'snap' } });
 
   // Allowed checks run in order (later ones use what earlier ones created).
@@ -511,12 +522,16 @@ describe('helm install into the local control plane', () => {
     { who: 'operator', what: 'renew its leader Lease (put)', method: 'PUT', path: () => leasePath(sys, 'vmsnap-operator'), body: current(() => leasePath(sys, 'vmsnap-operator'), (o) => { o.spec.leaseTransitions = 1; }), status: 200 },
     { who: 'operator', what: 'patch its leader Lease', method: 'PATCH', path: () => leasePath(sys, 'vmsnap-operator'), body: () => ({ spec: { holderIdentity: 'operator-1' } }), status: 200 },
     { who: 'operator', what: 'list VM Pods (copies and wakes run in pods it makes)', path: () => '/api/v1/pods?labelSelector=vmsnap.io%2Fvm', status: 200 },
+    { who: 'operator', what: 'watch VMSnapshotSchedules in all namespaces', path: () => `${all('vmsnapshotschedules')()}?${WATCH}`, watch: true, status: 200 },
+    { who: 'operator', what: "create a VMSnapshotSchedule's run (a VMSnapshot it controls)", method: 'POST', path: inWork('vmsnapshots'), body: () => scheduled(), status: 201 },
+    { who: 'operator', what: "delete a VMSnapshotSchedule's VMSnapshot (retention)", method: 'DELETE', path: () => `${inWork('vmsnapshots')()}/nightly-demo-1`, status: 200 },
   ];
 
   const operatorForbidden: Check[] = [
     { who: 'operator', what: 'list CRDs', path: () => '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', status: 403 },
-    { who: 'operator', what: 'create a VMSnapshot', method: 'POST', path: inWork('vmsnapshots'), body: newSnapshot, status: 403 },
-    { who: 'operator', what: 'delete a VMSnapshot', method: 'DELETE', path: snapPath, status: 403 },
+    { who: 'operator', what: 'create a VMSnapshot no VMSnapshotSchedule controls (admission policy)', method: 'POST', path: inWork('vmsnapshots'), body: newSnapshot, status: 403 },
+    { who: 'operator', what: 'create a VMSnapshot owned by a schedule but labelled for another (admission policy)', method: 'POST', path: inWork('vmsnapshots'), body: () => scheduled('other-schedule'), status: 403 },
+    { who: 'operator', what: "delete a user's VMSnapshot (admission policy)", method: 'DELETE', path: snapPath, status: 403 },
     { who: 'operator', what: 'create a VMRestore', method: 'POST', path: inWork('vmrestores'), body: newRestore, status: 403 },
     { who: 'operator', what: 'delete a VMRestore', method: 'DELETE', path: restorePath, status: 403 },
     { who: 'operator', what: 'create a VMSnapshotClass', method: 'POST', path: all('vmsnapshotclasses'), body: () => ({ apiVersion: API_VERSION, kind: 'VMSnapshotClass', metadata: { name: `c-${RUN_ID}` } }), status: 403 },
@@ -636,7 +651,7 @@ describe('helm install into the local control plane', () => {
     ['agent', 'update', 'vmsnapshots', 'finalizers', false],
     ['agent', 'patch', 'vmsnapshots', '', false],
     ['agent', 'deletecollection', 'vmsnapshots', '', false],
-    ['operator', 'delete', 'vmsnapshots', '', false],
+    ['operator', 'delete', 'vmsnapshots', '', true], // RBAC allows it; the admission policy holds it to schedules' VMSnapshots
     ['operator', 'escalate', 'clusterroles', '', false],
   ] as const)('SelfSubjectAccessReview: %s %s %s/%s in a user namespace is %s', async (who, verb, resource, subresource, allowed) => {
     const group = resource === 'clusterroles' ? 'rbac.authorization.k8s.io' : 'vmsnap.io';

@@ -82,3 +82,8 @@ leads off the node).
   value: {{ .Values.apiServer.port | quote }}
 {{- end -}}
 {{- end -}}
+
+{{/* The user name the API server gives the operator's ServiceAccount tokens (admission policies match it). */}}
+{{- define "vmsnap.operatorUsername" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "vmsnap.operatorServiceAccountName" .) -}}
+{{- end -}}
