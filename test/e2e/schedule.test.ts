@@ -131,3 +131,27 @@ spec:
   const later = (await snapshotsOf(ns, 'every5')).filter((s) => !names.has(s.metadata.name));
   expect(later.filter((s) => Date.parse(s.metadata.annotations['vmsnap.io/scheduled-time']!) > suspendedAt)).toEqual([]);
 });
+
+it('a VMSnapshot the API server refuses (a bad template label) is a Warning event, and the schedule moves on', async () => {
+  const ns = await createNamespace('e2e-sched-bad');
+  await apply(
+    `
+apiVersion: vmsnap.io/v1alpha1
+kind: VMSnapshotSchedule
+metadata:
+  name: badlabel
+spec:
+  schedule: "*/5 * * * * *"
+  vmNames: [web]
+  template:
+    metadata:
+      labels: {team: "not a label value!"}
+`,
+    ns,
+  );
+  const first = await waitFor('vmsnapshotschedule/badlabel', ns, '{.status.lastScheduleTime}', (t) => t !== '', 60_000);
+  await waitFor('vmsnapshotschedule/badlabel', ns, '{.status.lastScheduleTime}', (t) => t !== '' && t !== first, 60_000);
+  const events = await kubectlOk(['get', 'events', '-n', ns, '--field-selector', 'involvedObject.name=badlabel,reason=CreateRefused', '-o', 'jsonpath={.items[*].message}']);
+  expect(events).toMatch(/the API server refused VMSnapshot badlabel-web-\d+: .*metadata\.labels/);
+  expect(await snapshotsOf(ns, 'badlabel')).toEqual([]);
+});
