@@ -90,9 +90,14 @@ export function hibernationOver(snap: VMSnapshot, world: World, now: Date): Deci
   const ns = snap.metadata.namespace!;
   const vm = snap.spec.vmName;
   const savedAt = timeOf(snap.status.completionTime);
+  const woken = world.restores.find(
+    (r) =>
+      r.metadata.namespace === ns && r.status?.phase === Phase.Succeeded && r.status.effective?.targetVMName === vm && timeOf(r.status.completionTime) > savedAt,
+  );
   const up = locateVM(world, ns, vm, now.getTime()).find((l) => inventoryVmIsUp(l.vm.state) && inventoryUpdatedAt(world, l.node) > savedAt);
-  if (!up) return nothing(HIBERNATION_POLL_MS);
-  const message = `VM "${vm}" runs again (node ${up.node}): this snapshot no longer holds its only state`;
+  if (!woken && !up) return nothing(HIBERNATION_POLL_MS);
+  const how = woken ? `restored by VMRestore "${woken.metadata.name}"` : `reported running on node ${up!.node}`;
+  const message = `VM "${vm}" runs again (${how}): this snapshot no longer holds its only state`;
   return { status: { hibernated: false }, events: [{ type: 'Normal', reason: 'VMRunningAgain', message }] };
 }
 

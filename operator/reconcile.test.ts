@@ -185,6 +185,10 @@ describe('reconcileSnapshot', () => {
     const woke = reconcileSnapshot(hibernated, world(), now);
     expect(woke.status).toEqual({ hibernated: false });
     expect(woke.events).toEqual([expect.objectContaining({ reason: 'VMRunningAgain' })]);
+    // A restore into the VM that succeeded after the save says so at once.
+    const wake = { metadata: { name: 'wake', namespace: 'a' }, spec: {}, status: { phase: 'Succeeded', completionTime: '2026-11-21T11:59:59Z', effective: { targetVMName: 'vm1' } } } as unknown as VMRestore;
+    const stopped = world({ restores: [wake], inventories: [inventory('node-a', [{ namespace: 'a', name: 'vm1', state: 'stopped' }], '2026-11-21T11:59:50Z')] });
+    expect(reconcileSnapshot(hibernated, stopped, now)).toMatchObject({ status: { hibernated: false }, events: [{ message: expect.stringContaining('VMRestore "wake"') }] });
     // Not a hibernation: nothing to watch.
     expect(reconcileSnapshot(snapshot('s', { status: { phase: 'Succeeded' } as never }), world(), now)).toEqual({ events: [] });
   });
