@@ -28,7 +28,7 @@ export const CATEGORY = 'vmsnap';
  * them; an old schema would prune fields it writes). Bump it when a CRD gains something the
  * operator or agent relies on. CRDs without the annotation are revision 1.
  */
-export const CRD_REVISION = 2;
+export const CRD_REVISION = 3;
 export const CRD_REVISION_ANNOTATION = 'vmsnap.io/crd-revision';
 
 export interface ResourceNames {
@@ -311,7 +311,7 @@ export const conditionsField = () =>
   z
     .array(ConditionSchema)
     .max(16)
-    .describe('Current state as standard conditions; Ready is True when the work succeeded.')
+    .describe('Current state as standard conditions: Ready (True once the work succeeded), Progressing (True while it waits or runs; the reason says for what), Failed (True once it failed for good).')
     .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['type'] });
 
 export const ErrorInfoSchema = z

@@ -83,6 +83,8 @@ describe('helm lint and template', () => {
         'ValidatingAdmissionPolicyBinding/vmsnap-agent-work-restriction',
         'ValidatingAdmissionPolicy/vmsnap-restore-pod-permission',
         'ValidatingAdmissionPolicyBinding/vmsnap-restore-pod-permission',
+        'ValidatingAdmissionPolicy/vmsnap-object-rules',
+        'ValidatingAdmissionPolicyBinding/vmsnap-object-rules',
       ]),
     );
     const crds = rendered.filter((d) => d.kind === 'CustomResourceDefinition');
