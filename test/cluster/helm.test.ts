@@ -426,7 +426,7 @@ describe('helm install into the local control plane', () => {
       expect(rbac.split('\n')).toContain(name);
     }
     const policy = await kubectlOk(['get', 'validatingadmissionpolicies,validatingadmissionpolicybindings', '-o', 'name', '-l', `app.kubernetes.io/instance=${release}`]);
-    expect(policy.trim().split('\n')).toHaveLength(6);
+    expect(policy.trim().split('\n')).toHaveLength(8);
   });
 
   // ---- ServiceAccounts against the API, one real request per check ----------------------------
