@@ -11,6 +11,11 @@ export const API_VERSION = `${GROUP}/${VERSION}`;
 export const DEFAULT_CLASS_ANNOTATION = 'vmsnap.io/is-default-class';
 /** Finalizer the operator puts on VMSnapshots so their files are handled by deletionPolicy. */
 export const SNAPSHOT_FINALIZER = 'vmsnap.io/snapshot-file';
+/**
+ * Deleting a VMSnapshot that holds a hibernated VM's only state (status.hibernated, deletionPolicy
+ * Delete) is refused unless it carries this annotation with the value "true".
+ */
+export const ALLOW_DISCARD_HIBERNATION_ANNOTATION = 'vmsnap.io/allow-discard-hibernation';
 /** Default name of the operator's leader-election Lease (in its own namespace). */
 export const LEADER_ELECTION_LEASE = 'vmsnap-operator';
 
@@ -205,8 +210,43 @@ export const ConditionStatusSchema = z.enum(['True', 'False', 'Unknown']);
 export const ConditionStatus = ConditionStatusSchema.enum;
 export type ConditionStatus = z.infer<typeof ConditionStatusSchema>;
 
-/** Condition types set by vmsnap. `Ready` is always present once an object has been seen. */
-export const ConditionType = { Ready: 'Ready' } as const;
+/**
+ * Condition types on VMSnapshot and VMRestore, all three present once the operator has seen an
+ * object: Ready (True once the work succeeded), Progressing (True while waiting or running) and
+ * Failed (True once it failed for good), so `kubectl wait --for=condition=Failed` returns at once.
+ */
+export const ConditionTypeSchema = z.enum(['Ready', 'Progressing', 'Failed']);
+export const ConditionType = ConditionTypeSchema.enum;
+export type ConditionType = z.infer<typeof ConditionTypeSchema>;
+
+/**
+ * Enums that replaced booleans: `true` and `false` are still read (as the values below) until the
+ * next API version, so manifests written for the boolean keep working; vmsnap itself writes and
+ * reports only the enum (status.effective shows what is in force).
+ */
+export const DigestsSchema = z.enum(['None', 'Record']);
+export const Digests = DigestsSchema.enum;
+export type Digests = z.infer<typeof DigestsSchema>;
+
+export const VerifySchema = z.enum(['None', 'Digests']);
+export const Verify = VerifySchema.enum;
+export type Verify = z.infer<typeof VerifySchema>;
+
+export const PrefetchSchema = z.enum(['None', 'Background']);
+export const Prefetch = PrefetchSchema.enum;
+export type Prefetch = z.infer<typeof PrefetchSchema>;
+
+/** Marks an enum field that still reads the boolean it replaced (crd.ts writes its schema). */
+export const LEGACY_BOOLEAN_KEY = 'x-vmsnap-legacy-boolean';
+
+export function enumWithLegacyBoolean<E extends z.ZodEnum>(field: string, schema: E, legacy: { true: z.infer<E>; false: z.infer<E> }) {
+  const values = schema.options as string[];
+  const error = `${field} must be one of ${values.join(', ')} (true and false are read as ${legacy.true} and ${legacy.false})`;
+  return z
+    .union([z.boolean(), schema], { error })
+    .transform((v): z.infer<E> => (typeof v === 'boolean' ? (v ? legacy.true : legacy.false) : (v as z.infer<E>)))
+    .meta({ [LEGACY_BOOLEAN_KEY]: { values: [...values], true: legacy.true, false: legacy.false } });
+}
 
 // ---- built-in defaults (used when neither the object nor its class says) ---------------------
 
@@ -243,6 +283,10 @@ export const directIOField = () =>
     'O_DIRECT for the RAM pages: Auto probes the filesystem and falls back to buffered I/O with a recorded reason; Always fails when O_DIRECT is unsupported; Never uses the page cache.',
   );
 
+export const DIGESTS_DOC =
+  'Record: after the save (VM already resumed, not counted in the save time) hash the RAM pages into a sidecar file, so that a VMRestore with verify: Digests can refuse damaged pages. None: no digests. The booleans true and false are still read as Record and None.';
+export const digestsField = () => enumWithLegacyBoolean('digests', DigestsSchema, { true: Digests.Record, false: Digests.None });
+
 export const deletionPolicyField = () =>
   DeletionPolicySchema.describe(
     'What happens to the snapshot file when the VMSnapshot is deleted: Delete removes it, Retain keeps it on the node.',
@@ -277,7 +321,7 @@ export const conditionsField = () =>
   z
     .array(ConditionSchema)
     .max(16)
-    .describe('Current state as standard conditions; Ready is True when the work succeeded.')
+    .describe('Current state as standard conditions: Ready (True once the work succeeded), Progressing (True while it waits or runs; the reason says for what), Failed (True once it failed for good).')
     .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['type'] });
 
 export const ErrorInfoSchema = z
@@ -323,6 +367,14 @@ export function formatZodError(error: z.ZodError): string {
     .join('; ');
 }
 
+/** spec.failureDeadline, the same spelling, bounds and default on VMSnapshot and VMRestore. */
+export const failureDeadlineField = (work: string) =>
+  goDuration('failureDeadline', { min: FAILURE_DEADLINE_MIN, max: FAILURE_DEADLINE_MAX }, [immutableRule('failureDeadline')])
+    .describe(
+      `How long the ${work} may take, waiting for a missing VM, class or snapshot included, before it is marked Failed (Go duration: "90s", "10m", "1h30m"). Immutable.`,
+    )
+    .default(DEFAULT_FAILURE_DEADLINE);
+
 // ---- CEL immutability rules -----------------------------------------------------------------
 
 export interface ValidationRule {
@@ -350,7 +402,7 @@ export function immutableOptionalRule(field: string): ValidationRule {
 export const validations = (...rules: ValidationRule[]) => ({ 'x-kubernetes-validations': rules });
 
 /** Phases nothing may leave: the work is over, and its outcome is what the user saw. */
-export const TERMINAL_PHASES: readonly Phase[] = ['Succeeded', 'Failed'];
+export const TERMINAL_PHASES: readonly Phase[] = [Phase.Succeeded, Phase.Failed];
 
 /**
  * On the status object: once the phase is terminal it stays. The API server enforces it, so a

@@ -7,6 +7,7 @@ import {
   CRD_REVISION,
   CRD_REVISION_ANNOTATION,
   GROUP,
+  LEGACY_BOOLEAN_KEY,
   RESOURCES,
   VERSION,
   type ResourceNames,
@@ -85,6 +86,8 @@ function rank(key: string): number {
 
 /** Turns zod's JSON Schema into a structural Kubernetes schema, or throws naming the path. */
 export function toStructural(node: JSONSchemaProps, path = ''): JSONSchemaProps {
+  const legacy = node[LEGACY_BOOLEAN_KEY] as { values: string[] } | undefined;
+  if (legacy) return legacyBooleanEnum(node, legacy.values);
   const out: JSONSchemaProps = {};
   for (const [key, value] of Object.entries(node)) {
     if (DROPPED.has(key)) continue;
@@ -125,6 +128,19 @@ export function toStructural(node: JSONSchemaProps, path = ''): JSONSchemaProps 
     throw new Error(`${path}: an object needs properties, additionalProperties or x-kubernetes-preserve-unknown-fields`);
   }
   return Object.fromEntries(Object.entries(out).sort(([a], [b]) => rank(a) - rank(b)));
+}
+
+/**
+ * An enum that still reads the boolean it replaced: a structural schema allows a field without a
+ * single type only when it preserves unknown fields, and the enum keeps any other value out (the
+ * API server's message names the field and lists the allowed values).
+ */
+function legacyBooleanEnum(node: JSONSchemaProps, values: string[]): JSONSchemaProps {
+  return {
+    ...(node.description ? { description: node.description } : {}),
+    enum: [...values, true, false],
+    'x-kubernetes-preserve-unknown-fields': true,
+  };
 }
 
 export function schemaOf(schema: z.ZodType, path = ''): JSONSchemaProps {
@@ -231,7 +247,7 @@ export function vmRestoreCrd(): CustomResourceDefinition {
       { name: 'Snapshot', type: 'string', jsonPath: '.spec.snapshotName' },
       { name: 'Target', type: 'string', jsonPath: '.status.effective.targetVMName', description: 'The VM restored into.' },
       { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
-      { name: 'Mode', type: 'string', jsonPath: '.spec.restoreMode' },
+      { name: 'Mode', type: 'string', jsonPath: '.status.restoreMode', description: 'The mode the restore ran in (Eager when a Lazy restore fell back).' },
       { name: 'Duration', type: 'string', jsonPath: '.status.durationHuman', description: 'How long the restore took.' },
       { name: 'Downtime', type: 'string', jsonPath: '.status.downtimeHuman', description: 'How long the VM was unavailable.' },
       { name: 'Node', type: 'string', jsonPath: '.status.nodeName' },

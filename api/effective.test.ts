@@ -2,6 +2,8 @@ import {
   API_VERSION,
   DEFAULT_CHANNELS,
   effectiveDeletionPolicy,
+  restoreVerify,
+  snapshotDigests,
   effectiveRestoreSpec,
   effectiveSnapshotSpec,
   resolveSnapshotSpec,
@@ -31,12 +33,12 @@ describe('effectiveSnapshotSpec', () => {
       afterSnapshot: 'Resume',
       failureDeadline: '10m',
       deletionPolicy: 'Delete',
-      digests: false,
+      digests: 'None',
     });
   });
 
   it('takes class values where the spec is silent, and the spec wins where it speaks', () => {
-    const fast = cls('fast', { parallelism: { channels: 16 }, directIO: 'Always', deletionPolicy: 'Retain', digests: true });
+    const fast = cls('fast', { parallelism: { channels: 16 }, directIO: 'Always', deletionPolicy: 'Retain', digests: 'Record' });
     expect(effectiveSnapshotSpec({ vmName: 'demo', directIO: 'Never' }, fast)).toEqual({
       className: 'fast',
       channels: 16,
@@ -45,10 +47,12 @@ describe('effectiveSnapshotSpec', () => {
       afterSnapshot: 'Resume',
       failureDeadline: '10m',
       deletionPolicy: 'Retain',
-      digests: true,
+      digests: 'Record',
     });
-    // spec.digests: false turns the class's verification mode off for this snapshot.
-    expect(effectiveSnapshotSpec({ vmName: 'demo', digests: false }, fast).digests).toBe(false);
+    // spec.digests: None turns the class's verification mode off for this snapshot; the boolean it replaced is still read.
+    expect(effectiveSnapshotSpec({ vmName: 'demo', digests: 'None' }, fast).digests).toBe('None');
+    expect(effectiveSnapshotSpec({ vmName: 'demo', digests: false }, fast).digests).toBe('None');
+    expect(effectiveSnapshotSpec({ vmName: 'demo' }, cls('old', { digests: true } as never)).digests).toBe('Record');
   });
 
   it('falls through a partial class to built-ins', () => {
@@ -118,7 +122,20 @@ describe('effectiveRestoreSpec', () => {
       ifRunning: 'Fail',
       afterRestore: 'Running',
       restoreMode: 'Eager',
+      failureDeadline: '10m',
+      verify: 'None',
     });
+  });
+
+  it('reads the booleans verify and prefetch replaced, and reports the enums', () => {
+    const old = effectiveRestoreSpec({ snapshotName: 's', restoreMode: 'Lazy', verify: true, prefetch: false }, snap);
+    expect(old).toMatchObject({ verify: 'Digests', prefetch: 'None' });
+    expect(effectiveRestoreSpec({ snapshotName: 's', verify: 'Digests', failureDeadline: '90s' }, snap)).toMatchObject({ verify: 'Digests', failureDeadline: '90s' });
+    expect(restoreVerify({ spec: { verify: true } })).toBe('Digests');
+    expect(restoreVerify({ spec: {}, status: { effective: { verify: 'Digests' } } })).toBe('Digests');
+    expect(snapshotDigests({ spec: { digests: true } })).toBe('Record');
+    expect(snapshotDigests({ spec: {}, status: { effective: { digests: 'Record' } } })).toBe('Record');
+    expect(snapshotDigests({ spec: {} })).toBe('None');
   });
 
   it('names the snapshot chosen, which a latestSnapshotOf restore does not name itself', () => {
@@ -141,7 +158,9 @@ describe('effectiveRestoreSpec', () => {
       ifRunning: 'Replace',
       afterRestore: 'Paused',
       restoreMode: 'Lazy',
-      prefetch: true,
+      failureDeadline: '10m',
+      verify: 'None',
+      prefetch: 'Background',
     });
   });
 });

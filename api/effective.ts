@@ -11,8 +11,21 @@ import {
   DEFAULT_FAILURE_DEADLINE,
   DEFAULT_IF_RUNNING,
   DEFAULT_RESTORE_MODE,
+  Digests,
+  Prefetch,
+  RestoreMode,
+  Verify,
   type DeletionPolicy,
 } from './common.js';
+
+// Inputs may still carry the booleans the enums replaced (objects not parsed through the schema).
+const fromLegacy =
+  <T extends string>(whenTrue: T, whenFalse: T) =>
+  (v: T | boolean | undefined): T | undefined =>
+    v === undefined ? undefined : typeof v === 'boolean' ? (v ? whenTrue : whenFalse) : v;
+export const legacyDigests = fromLegacy<Digests>(Digests.Record, Digests.None);
+export const legacyVerify = fromLegacy<Verify>(Verify.Digests, Verify.None);
+export const legacyPrefetch = fromLegacy<Prefetch>(Prefetch.Background, Prefetch.None);
 import type { EffectiveRestoreSpec, VMRestoreSpecInput } from './vmrestore.js';
 import type { EffectiveSnapshotSpec, VMSnapshotSpecInput } from './vmsnapshot.js';
 import { isDefaultClass, type VMSnapshotClass, type VMSnapshotClassFields } from './vmsnapshotclass.js';
@@ -66,7 +79,7 @@ export function effectiveSnapshotSpec(
     afterSnapshot: spec.afterSnapshot ?? DEFAULT_AFTER_SNAPSHOT,
     failureDeadline: spec.failureDeadline ?? DEFAULT_FAILURE_DEADLINE,
     deletionPolicy: spec.deletionPolicy ?? cls?.deletionPolicy ?? DEFAULT_DELETION_POLICY,
-    digests: spec.digests ?? cls?.digests ?? false,
+    digests: legacyDigests(spec.digests) ?? legacyDigests(cls?.digests) ?? Digests.None,
   };
   if (cls?.repository) effective.repository = cls.repository;
   const className = cls?.metadata?.name;
@@ -108,6 +121,18 @@ export function effectiveRestoreSpec(
     ifRunning: spec.ifRunning ?? DEFAULT_IF_RUNNING,
     afterRestore: spec.afterRestore ?? DEFAULT_AFTER_RESTORE,
     restoreMode: spec.restoreMode ?? DEFAULT_RESTORE_MODE,
-    ...((spec.restoreMode ?? DEFAULT_RESTORE_MODE) === 'Lazy' ? { prefetch: spec.prefetch ?? true } : {}),
+    failureDeadline: spec.failureDeadline ?? DEFAULT_FAILURE_DEADLINE,
+    verify: legacyVerify(spec.verify) ?? Verify.None,
+    ...((spec.restoreMode ?? DEFAULT_RESTORE_MODE) === RestoreMode.Lazy ? { prefetch: legacyPrefetch(spec.prefetch) ?? Prefetch.Background } : {}),
   };
+}
+
+/** Whether the save records RAM digests: status.effective (the class may set it), else the spec. */
+export function snapshotDigests(snap: { spec: { digests?: Digests | boolean }; status?: { effective?: { digests?: Digests | boolean } } }): Digests {
+  return legacyDigests(snap.status?.effective?.digests) ?? legacyDigests(snap.spec.digests) ?? Digests.None;
+}
+
+/** Whether the restore checks the digests first: status.effective, else the spec (statuses from before the field). */
+export function restoreVerify(restore: { spec: { verify?: Verify | boolean }; status?: { effective?: { verify?: Verify | boolean } } }): Verify {
+  return legacyVerify(restore.status?.effective?.verify) ?? legacyVerify(restore.spec.verify) ?? Verify.None;
 }

@@ -24,7 +24,7 @@ import type { VMSnapshot } from './vmsnapshot.js';
 /** Label on VMSnapshots and VMRestores: the node whose agent does the work. */
 export const NODE_LABEL = 'vmsnap.io/node';
 
-/** Condition reasons used on Ready. */
+/** Condition reasons (the same reason on Ready, Progressing and Failed: see api/conditions.ts). */
 export const Reason = {
   Assigned: 'Assigned',
   WaitingForVM: 'WaitingForVM',
@@ -33,6 +33,7 @@ export const Reason = {
   CreatingPod: 'CreatingPod',
   WaitingForPod: 'WaitingForPod',
   VMNotFound: 'VMNotFound',
+  ClassNotFound: 'ClassNotFound',
   VMRunning: 'VMRunning',
   SnapshotNotFound: 'SnapshotNotFound',
   SnapshotFailed: 'SnapshotFailed',

@@ -2,6 +2,7 @@
 // allowed values, rendered from the same CRD schemas the API server enforces,
 // so the reference cannot drift from the API (the drift test compares it).
 import { allCrds, type CustomResourceDefinition } from './crd.js';
+import { LIFECYCLE_REFERENCE } from './lifecycle.js';
 import { REPOSITORY_REFERENCE } from './repository.js';
 
 type Schema = {
@@ -35,6 +36,8 @@ function allowed(s: Schema): string {
 }
 
 function typeOf(s: Schema): string {
+  // An enum that still reads the boolean it replaced (no single type in the schema).
+  if (!s.type && s.enum?.includes(true)) return 'string (or the boolean it replaced)';
   if (s.type === 'array') return `[]${s.items ? typeOf(s.items) : 'any'}`;
   return s.format ? `${s.type} (${s.format})` : (s.type ?? 'any');
 }
@@ -87,6 +90,7 @@ export function referenceMarkdown(): string {
     'from the built-in default; the settings in force are recorded in `status.effective`.',
     '',
     ...allCrds().map(section).flatMap((s) => [s, '']),
+    LIFECYCLE_REFERENCE,
     REPOSITORY_REFERENCE,
   ].join('\n');
 }

@@ -59,6 +59,12 @@ describe('VMSnapshot', () => {
     expect(VMSnapshotSchema.parse(snapshot(spec)).spec).toEqual(spec);
   });
 
+  it('reads spec.digests as the enum, and the boolean it replaced as Record or None', () => {
+    expect(VMSnapshotSchema.parse(snapshot({ vmName: 'd', digests: 'Record' })).spec.digests).toBe('Record');
+    expect(VMSnapshotSchema.parse(snapshot({ vmName: 'd', digests: true })).spec.digests).toBe('Record');
+    expect(VMSnapshotSchema.parse(snapshot({ vmName: 'd', digests: false })).spec.digests).toBe('None');
+  });
+
   it.each([
     [{}, 'spec.vmName'],
     [{ vmName: 'Demo' }, 'spec.vmName'],
@@ -74,6 +80,8 @@ describe('VMSnapshot', () => {
     [{ vmName: 'demo', failureDeadline: '200h' }, 'spec.failureDeadline'],
     [{ vmName: 'demo', deletionPolicy: 'Keep' }, 'spec.deletionPolicy'],
     [{ vmName: 'demo', className: 'Fast_Class' }, 'spec.className'],
+    [{ vmName: 'demo', digests: 'sha256' }, 'spec.digests'],
+    [{ vmName: 'demo', digests: 1 }, 'spec.digests'],
   ])('refuses %j naming %s', (spec, path) => {
     expect(issuePaths(VMSnapshotSchema.safeParse(snapshot(spec)))).toContain(path);
   });
@@ -129,7 +137,17 @@ describe('VMRestore', () => {
       ifRunning: 'Fail',
       afterRestore: 'Running',
       restoreMode: 'Eager',
+      failureDeadline: '10m',
     });
+  });
+
+  it('reads the booleans the enums verify and prefetch replaced; a bad value names the field and the allowed values', () => {
+    expect(VMRestoreSchema.parse(restore({ snapshotName: 'd', verify: true, prefetch: false })).spec).toMatchObject({ verify: 'Digests', prefetch: 'None' });
+    expect(VMRestoreSchema.parse(restore({ snapshotName: 'd', verify: 'None', prefetch: 'Background' })).spec).toMatchObject({ verify: 'None', prefetch: 'Background' });
+    const bad = VMRestoreSchema.safeParse(restore({ snapshotName: 'd', verify: 'yes' }));
+    expect(bad.success ? '' : formatZodError(bad.error)).toBe('spec.verify: verify must be one of None, Digests (true and false are read as Digests and None)');
+    const badDeadline = VMRestoreSchema.safeParse(restore({ snapshotName: 'd', failureDeadline: '0s' }));
+    expect(badDeadline.success ? '' : formatZodError(badDeadline.error)).toMatch(/^spec.failureDeadline: failureDeadline must be between 1s and 168h/);
   });
 
   it('accepts the latest snapshot of a VM instead of a snapshot name', () => {
@@ -147,6 +165,7 @@ describe('VMRestore', () => {
       ifRunning: 'Replace',
       afterRestore: 'Paused',
       restoreMode: 'Lazy',
+      failureDeadline: '10m',
     };
     expect(VMRestoreSchema.parse(restore(spec)).spec).toEqual(spec);
   });
@@ -162,6 +181,8 @@ describe('VMRestore', () => {
     [{ snapshotName: 'demo', latestSnapshotOf: 'demo' }, 'spec.snapshotName'],
     [{ latestSnapshotOf: 'Demo' }, 'spec.latestSnapshotOf'],
     [{ snapshotName: 'demo', restoreMode: 'Lazy', directIO: 'Always' }, 'spec.directIO'],
+    [{ snapshotName: 'demo', failureDeadline: '10 minutes' }, 'spec.failureDeadline'],
+    [{ snapshotName: 'demo', prefetch: 'Eager' }, 'spec.prefetch'],
   ])('refuses %j naming %s', (spec, path) => {
     expect(issuePaths(VMRestoreSchema.safeParse(restore(spec)))).toContain(path);
   });

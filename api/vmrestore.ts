@@ -20,6 +20,12 @@ import {
   byteCount,
   conditionsField,
   directIOField,
+  enumWithLegacyBoolean,
+  Prefetch,
+  PrefetchSchema,
+  Verify,
+  VerifySchema,
+  failureDeadlineField,
   dns1123Label,
   dns1123Subdomain,
   immutableOptionalRule,
@@ -30,6 +36,9 @@ import {
   validations,
   type ValidationRule,
 } from './common.js';
+
+const verifyField = () => enumWithLegacyBoolean('verify', VerifySchema, { true: Verify.Digests, false: Verify.None });
+const prefetchField = () => enumWithLegacyBoolean('prefetch', PrefetchSchema, { true: Prefetch.Background, false: Prefetch.None });
 
 // A lazy restore maps the file into guest RAM instead of reading it, so O_DIRECT cannot apply.
 const LAZY_EXCLUDES_DIRECT_IO_MESSAGE =
@@ -79,12 +88,12 @@ export const VMRestoreSpecSchema = z
     )
       .meta(validations(immutableRule('restoreMode')))
       .default(DEFAULT_RESTORE_MODE),
-    verify: z
-      .boolean()
+    verify: verifyField()
       .describe(
-        "Check the snapshot's RAM pages against the digests taken after the save (VMSnapshot spec.digests) before QEMU loads anything; damaged pages, or a snapshot without digests, fail the restore. Costs one read of the file. Immutable.",
+        "Digests: check the snapshot's RAM pages against the digests taken after the save (VMSnapshot spec.digests: Record) before QEMU loads anything; damaged pages, or a snapshot without digests, fail the restore. Costs one read of the file. None (default): no check. The booleans true and false are still read as Digests and None. Immutable.",
       )
       .optional(),
+    failureDeadline: failureDeadlineField('restore'),
     nodeName: z
       .string()
       .max(253)
@@ -93,10 +102,9 @@ export const VMRestoreSpecSchema = z
         "Restore on this node instead of the snapshot's: its agent fetches the snapshot from the class's repository (the snapshot must be uploaded), verifies every part and restores from a local copy. Immutable.",
       )
       .optional(),
-    prefetch: z
-      .boolean()
+    prefetch: prefetchField()
       .describe(
-        'restoreMode Lazy only: read the mapped RAM into the page cache in the background, so the guest warms up without waiting for each page fault. Default true.',
+        'restoreMode Lazy only: Background (default) reads the mapped RAM into the page cache in the background, so the guest warms up without waiting for each page fault; None pages in only on demand. The booleans true and false are still read as Background and None.',
       )
       .optional(),
   })
@@ -116,8 +124,6 @@ export const VMRestoreSpecSchema = z
       immutableOptionalRule('targetVMName'),
       immutableOptionalRule('parallelism'),
       immutableOptionalRule('directIO'),
-      immutableOptionalRule('verify'),
-      immutableOptionalRule('prefetch'),
       immutableOptionalRule('nodeName'),
       lazyExcludesDirectIORule,
     ),
@@ -137,7 +143,10 @@ export const EffectiveRestoreSpecSchema = z
     ifRunning: IfRunningSchema.describe('Policy for a running target.'),
     afterRestore: AfterRestoreSchema.describe('State of the VM after the restore.'),
     restoreMode: RestoreModeSchema.describe('Eager or Lazy.'),
-    prefetch: z.boolean().optional().describe('Lazy only: whether the mapped RAM is prefetched in the background.'),
+    prefetch: prefetchField().optional().describe('Lazy only: Background when the mapped RAM is prefetched in the background, else None.'),
+    verify: verifyField().optional().describe("Digests when the RAM pages are checked against the snapshot's digests before loading, else None."),
+    // Optional: statuses written before the field existed stay valid.
+    failureDeadline: z.string().max(32).optional().describe('Deadline used.'),
   })
   .describe('The settings in force after applying the snapshot and built-in defaults.');
 export type EffectiveRestoreSpec = z.infer<typeof EffectiveRestoreSpecSchema>;

@@ -6,12 +6,9 @@ import {
   CaptureModeSchema,
   DEFAULT_AFTER_SNAPSHOT,
   DEFAULT_CAPTURE_MODE,
-  DEFAULT_FAILURE_DEADLINE,
   DeletionPolicySchema,
   DirectIOSchema,
   ErrorInfoSchema,
-  FAILURE_DEADLINE_MAX,
-  FAILURE_DEADLINE_MIN,
   MAX_CHANNELS,
   MIN_CHANNELS,
   ObjectMetaSchema,
@@ -22,10 +19,12 @@ import {
   byteCount,
   conditionsField,
   deletionPolicyField,
+  digestsField,
+  DIGESTS_DOC,
   directIOField,
+  failureDeadlineField,
   dns1123Label,
   dns1123Subdomain,
-  goDuration,
   immutableOptionalRule,
   immutableRule,
   milliseconds,
@@ -55,18 +54,11 @@ export const VMSnapshotSpecSchema = z
     )
       .meta(validations(immutableRule('afterSnapshot')))
       .default(DEFAULT_AFTER_SNAPSHOT),
-    failureDeadline: goDuration('failureDeadline', { min: FAILURE_DEADLINE_MIN, max: FAILURE_DEADLINE_MAX }, [
-      immutableRule('failureDeadline'),
-    ])
-      .describe('How long the save may take before it is marked Failed (Go duration: "90s", "10m", "1h30m").')
-      .default(DEFAULT_FAILURE_DEADLINE),
+    failureDeadline: failureDeadlineField('save'),
     deletionPolicy: deletionPolicyField().optional(),
-    digests: z
-      .boolean()
-      .describe(
-        'Verification mode: after the save (VM already resumed, not counted in the save time) hash the RAM pages into a sidecar file, so that a VMRestore with verify: true can refuse damaged pages. Immutable.',
-      )
-      .optional(),
+    digests: digestsField().describe(
+      `Verification mode: ${DIGESTS_DOC} Unset: the class's digests, else None. Immutable.`,
+    ).optional(),
   })
   .describe('What to snapshot and how. Everything but deletionPolicy is immutable.')
   .meta(
@@ -74,7 +66,6 @@ export const VMSnapshotSpecSchema = z
       immutableOptionalRule('className'),
       immutableOptionalRule('parallelism'),
       immutableOptionalRule('directIO'),
-      immutableOptionalRule('digests'),
     ),
   );
 export type VMSnapshotSpec = z.infer<typeof VMSnapshotSpecSchema>;
@@ -90,8 +81,8 @@ export const EffectiveSnapshotSpecSchema = z
     afterSnapshot: AfterSnapshotSchema.describe('What happens to the VM after the save.'),
     failureDeadline: z.string().max(32).describe('Deadline used.'),
     deletionPolicy: DeletionPolicySchema.describe('Deletion policy in force.'),
-    // Optional: statuses written before the field existed stay valid (absent means false).
-    digests: z.boolean().optional().describe('Whether RAM digests are recorded after the save (spec.digests, else the class).'),
+    // Optional: statuses written before the field existed stay valid (absent means None).
+    digests: digestsField().optional().describe('Whether RAM digests are recorded after the save (spec.digests, else the class): None or Record.'),
     repository: RepositorySchema.optional().describe("The class's repository the snapshot is uploaded to after the save (absent: the snapshot stays on its node)."),
   })
   .describe('The settings in force after applying the class and built-in defaults.');
@@ -134,7 +125,7 @@ export const SnapshotDigestsInfoSchema = z
     path: z.string().max(4096).describe('The sidecar file with the digests, next to the snapshot file.'),
     algorithm: z.string().max(32).describe('Digest algorithm (sha256 or crc32).'),
   })
-  .describe('The RAM digests recorded after the save (spec.digests): a VMRestore with verify: true checks the pages against them.');
+  .describe('The RAM digests recorded after the save (spec.digests): a VMRestore with verify: Digests checks the pages against them.');
 
 /** Largest recorded pod spec, serialised: far below an object's 1.5 MiB limit in etcd. */
 export const RECORDED_POD_SPEC_MAX_BYTES = 256 * 1024;
@@ -181,6 +172,12 @@ export const VMSnapshotStatusSchema = z
     file: SnapshotFileSchema.optional(),
     qemu: QemuInfoSchema.optional(),
     error: ErrorInfoSchema.optional(),
+    hibernated: z
+      .boolean()
+      .optional()
+      .describe(
+        `True while this snapshot holds the only state of a VM it stopped (afterSnapshot: Stop) that has not run since; false once the VM runs again. While true, deleting the VMSnapshot with deletionPolicy Delete is refused unless it is annotated ${'vmsnap.io/allow-discard-hibernation'}: "true".`,
+      ),
     fileDeleted: z.boolean().optional().describe('Set by the agent once it has removed the file of a deleted VMSnapshot (deletionPolicy Delete).'),
     disks: z.array(FrozenDiskSchema).max(64).optional().describe("The VM's writable disks, frozen at the instant its RAM was captured (absent for a VM without writable disks)."),
     digests: SnapshotDigestsInfoSchema.optional(),

@@ -8,6 +8,8 @@ import {
   ParallelismSchema,
   VMSNAPSHOTCLASS_KIND,
   deletionPolicyField,
+  DIGESTS_DOC,
+  digestsField,
   directIOField,
 } from './common.js';
 import { RepositorySchema } from './repository.js';
@@ -17,9 +19,8 @@ export const VMSnapshotClassFieldsSchema = z.object({
   parallelism: ParallelismSchema.optional(),
   directIO: directIOField().optional(),
   deletionPolicy: deletionPolicyField().optional(),
-  digests: z
-    .boolean()
-    .describe('Verification mode for VMSnapshots of this class that leave spec.digests unset: record RAM digests after each save.')
+  digests: digestsField()
+    .describe(`Verification mode for VMSnapshots of this class that leave spec.digests unset: ${DIGESTS_DOC}`)
     .optional(),
   repository: RepositorySchema.optional(),
 });

@@ -117,8 +117,9 @@ export class Controller {
 
   private enqueuePending(): void {
     for (const kind of ['VMSnapshot', 'VMRestore'] as const) {
-      for (const o of this.list<KubeObject & { status?: { phase?: string } }>(RESOURCE[kind])) {
-        if (!isTerminal(o.status?.phase) || o.metadata.deletionTimestamp) this.enqueue(objectKey(kind, o.metadata.namespace, o.metadata.name));
+      for (const o of this.list<KubeObject & { status?: { phase?: string; hibernated?: boolean } }>(RESOURCE[kind])) {
+        // A hibernation snapshot waits for its VM to run again (status.hibernated).
+        if (!isTerminal(o.status?.phase) || o.metadata.deletionTimestamp || o.status?.hibernated) this.enqueue(objectKey(kind, o.metadata.namespace, o.metadata.name));
       }
     }
   }

@@ -1,6 +1,6 @@
 // What a reconcile decides, as data: patches to apply, events to record and
 // when to look again. Reconcilers are pure functions that return these.
-import { setCondition, type Condition, type ConditionStatus } from '../api/index.js';
+import { ConditionType, Phase, failedStatus, phaseStatus, progressingOf, type PhaseOwner } from '../api/index.js';
 import { NODE_LABEL, type Reason } from '../api/protocol.js';
 import type { PodView } from './vm-pod-record.js';
 
@@ -29,46 +29,41 @@ export interface Decision {
 
 export const nothing = (requeueAfterMs?: number): Decision => ({ events: [], requeueAfterMs });
 
-interface HasStatus {
-  metadata: { generation?: number };
-  status?: { conditions?: Condition[]; phase?: string };
+type HasStatus = PhaseOwner & { status?: { phase?: string } };
+
+/** A status patch that sets the phase and its conditions together (see api/conditions.ts). */
+export function phasePatch(obj: HasStatus, phase: Phase, reason: Reason, message: string, now: Date, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return phaseStatus(obj, phase, reason, message, now, extra);
 }
 
-/** A status patch that sets phase and the Ready condition together. */
-export function phasePatch(
-  obj: HasStatus,
-  phase: 'Pending' | 'InProgress' | 'Succeeded' | 'Failed',
-  ready: ConditionStatus,
-  reason: Reason,
-  message: string,
-  now: Date,
-  extra: Record<string, unknown> = {},
-): Record<string, unknown> {
-  return {
-    phase,
-    observedGeneration: obj.metadata.generation,
-    conditions: setCondition(obj.status?.conditions, { type: 'Ready', status: ready, reason, message, observedGeneration: obj.metadata.generation }, now),
-    ...extra,
-  };
-}
-
-/** Failed with the message in status.error, on Ready and in a Warning event. */
+/** Failed with the message in status.error, on the Failed condition and in a Warning event. */
 export function fail(obj: HasStatus, reason: Reason, message: string, now: Date): Decision {
-  return {
-    status: phasePatch(obj, 'Failed', 'False', reason, message, now, { error: { time: now.toISOString(), message }, completionTime: now.toISOString() }),
-    events: [{ type: 'Warning', reason, message }],
-  };
+  return { status: failedStatus(obj, reason, message, now), events: [{ type: 'Warning', reason, message }] };
 }
 
-/** Still Pending for `reason`: patched only when the reason or message changed, to spare the API server. */
-export function wait(obj: HasStatus, reason: Reason, message: string, now: Date, requeueAfterMs: number): Decision {
-  const ready = obj.status?.conditions?.find((c) => c.type === 'Ready');
-  if (obj.status?.phase === 'Pending' && ready?.reason === reason && ready?.message === message) return nothing(requeueAfterMs);
+/**
+ * Still Pending for `reason` (the Progressing condition says what it waits for): patched only when
+ * the reason or message changed, to spare the API server; an event each time the reason changes.
+ */
+export function wait(obj: HasStatus, reason: Reason, message: string, now: Date, requeueAfterMs: number, eventType: EventSpec['type'] = 'Normal'): Decision {
+  const current = progressingOf(obj.status?.conditions);
+  const sameConditions = obj.status?.conditions?.length === Object.keys(ConditionType).length;
+  if (obj.status?.phase === Phase.Pending && sameConditions && current.reason === reason && current.message === message) return nothing(requeueAfterMs);
   return {
-    status: phasePatch(obj, 'Pending', 'False', reason, message, now),
-    events: ready?.reason === reason ? [] : [{ type: 'Normal', reason, message }],
+    status: phasePatch(obj, Phase.Pending, reason, message, now),
+    events: current.reason === reason ? [] : [{ type: eventType, reason, message }],
     requeueAfterMs,
   };
+}
+
+/**
+ * Past spec.failureDeadline: Failed, saying what it was still waiting for, so a user who applied a
+ * VMSnapshot for a VM that never came sees why ("VM "web" not found ...").
+ */
+export function deadlineExceeded(obj: HasStatus & { spec: { failureDeadline?: string } }, work: string, deadline: string, now: Date): Decision {
+  const waiting = obj.status?.phase === Phase.Pending ? progressingOf(obj.status?.conditions) : {};
+  const why = waiting.message ? `; it was waiting: ${waiting.message}` : '';
+  return fail(obj, 'DeadlineExceeded', `the ${work} did not finish within spec.failureDeadline (${deadline})${why}`, now);
 }
 
 /** Hands the object to a node: status first (the agent needs it), then the label the agent watches. */
@@ -81,7 +76,7 @@ export function assign(
   extraStatus: Record<string, unknown>,
 ): Decision {
   return {
-    status: phasePatch(obj, 'Pending', 'False', 'Assigned', message, now, { nodeName: node, ...extraStatus }),
+    status: phasePatch(obj, Phase.Pending, 'Assigned', message, now, { nodeName: node, ...extraStatus }),
     metadata: { labels: { [NODE_LABEL]: node } },
     events: [{ type: 'Normal', reason: 'Assigned', message }],
     assigned: { vmKey, node },

@@ -1,5 +1,6 @@
 // Prometheus metrics on /metrics (and /healthz, /readyz), observed from finished objects.
 import http from 'node:http';
+import { Phase, isTerminal } from '../api/index.js';
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export class OperatorMetrics {
@@ -55,10 +56,10 @@ export class OperatorMetrics {
     uid: string | undefined,
     status: { phase?: string; nodeName?: string; durationMs?: number; restoreSize?: number; throughputMiBps?: number; vmPausedMs?: number } | undefined,
   ): void {
-    if (!uid || !status || (status.phase !== 'Succeeded' && status.phase !== 'Failed') || this.counted.has(uid)) return;
+    if (!uid || !status || !isTerminal(status.phase) || this.counted.has(uid)) return;
     this.counted.add(uid);
     this.operations.inc({ kind, phase: status.phase, node: status.nodeName ?? '' });
-    if (status.phase !== 'Succeeded') return;
+    if (status.phase !== Phase.Succeeded) return;
     if (status.durationMs !== undefined) this.duration.observe({ kind }, status.durationMs / 1000);
     if (status.restoreSize) this.bytes.inc({ kind }, status.restoreSize);
     if (status.throughputMiBps) this.throughput.observe({ kind }, status.throughputMiBps);

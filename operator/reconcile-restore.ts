@@ -1,7 +1,7 @@
 // VMRestore: observed state in, decision out. No I/O here.
-import { DEFAULT_FAILURE_DEADLINE, effectiveRestoreSpec, inventoryVmIsUp, parseDurationMs, type VMRestore } from '../api/index.js';
+import { DEFAULT_FAILURE_DEADLINE, Phase, Reason, effectiveRestoreSpec, inventoryVmIsUp, parseDurationMs, type VMRestore } from '../api/index.js';
 import { isTerminal } from '../api/protocol.js';
-import { assign, fail, nothing, phasePatch, wait, type Decision } from './decision.js';
+import { assign, deadlineExceeded, fail, nothing, phasePatch, wait, type Decision } from './decision.js';
 import { remoteRestoreCheck } from './remote-restore.js';
 import { decideRestorePod } from './restore-pod.js';
 import { restoreSource } from './restore-source.js';
@@ -9,17 +9,16 @@ import { ownedBy } from './vm-pod-record.js';
 import { inventoryUpdatedAt, lastFinishedOn, locateVM, objectKey, operationHoldingVM, timeOf, vmKey, type World } from './world.js';
 
 const WAIT_POLL_MS = 2_000;
-/** VMRestore has no failureDeadline field: the same default as VMSnapshot. */
-const RESTORE_DEADLINE_MS = parseDurationMs(DEFAULT_FAILURE_DEADLINE);
 
 export function reconcileRestore(restore: VMRestore, world: World, now: Date): Decision {
   if (restore.metadata.deletionTimestamp) return nothing(); // the pod it made, if any, goes with it (owner reference)
   const phase = restore.status?.phase;
   if (isTerminal(phase)) return settleRestorePod(restore, world);
+  const deadline = restore.status?.effective?.failureDeadline ?? restore.spec.failureDeadline ?? DEFAULT_FAILURE_DEADLINE;
   const startedAt = timeOf(restore.status?.startTime) || timeOf(restore.metadata.creationTimestamp);
-  const remaining = startedAt + RESTORE_DEADLINE_MS - now.getTime();
-  if (remaining <= 0) return fail(restore, 'DeadlineExceeded', `the restore did not finish within ${DEFAULT_FAILURE_DEADLINE}`, now);
-  if (phase === 'InProgress' || restore.status?.nodeName) return nothing(remaining);
+  const remaining = startedAt + parseDurationMs(deadline) - now.getTime();
+  if (remaining <= 0) return deadlineExceeded(restore, 'restore', deadline, now);
+  if (phase === Phase.InProgress || restore.status?.nodeName) return nothing(remaining);
 
   const ns = restore.metadata.namespace!;
   const source = restoreSource(restore, world.snapshots);
@@ -33,10 +32,10 @@ export function reconcileRestore(restore: VMRestore, world: World, now: Date): D
     return wait(restore, 'SnapshotNotFound', `waiting for VMSnapshot "${snapshotName}" (${source.field}) to exist in namespace "${ns}"`, now, Math.min(WAIT_POLL_MS, remaining));
   }
   if (snapshot.metadata.deletionTimestamp) return fail(restore, 'SnapshotNotFound', `VMSnapshot "${snapshotName}" is being deleted`, now);
-  if (snapshot.status?.phase === 'Failed') {
+  if (snapshot.status?.phase === Phase.Failed) {
     return fail(restore, 'SnapshotFailed', `VMSnapshot "${snapshotName}" failed: ${snapshot.status.error?.message ?? 'no reason recorded'}`, now);
   }
-  if (snapshot.status?.phase !== 'Succeeded' || !snapshot.status.readyToUse || !snapshot.status.nodeName) {
+  if (snapshot.status?.phase !== Phase.Succeeded || !snapshot.status.readyToUse || !snapshot.status.nodeName) {
     return wait(restore, 'WaitingForSnapshot', `waiting for VMSnapshot "${snapshotName}" to be ready to use`, now, Math.min(WAIT_POLL_MS, remaining));
   }
 
@@ -76,7 +75,7 @@ export function reconcileRestore(restore: VMRestore, world: World, now: Date): D
       case 'create': {
         const message = `creating pod ${target} on node ${node} from the pod recorded by VMSnapshot "${snapshotName}" (${record.name}) for ${effective.copy ? `a copy of VM "${effective.sourceVMName}"` : `VM "${target}"`}`;
         return {
-          status: phasePatch(restore, 'Pending', 'False', 'CreatingPod', message, now, { startTime: restore.status?.startTime ?? now.toISOString() }),
+          status: phasePatch(restore, Phase.Pending, Reason.CreatingPod, message, now, { startTime: restore.status?.startTime ?? now.toISOString() }),
           events: [{ type: 'Normal', reason: 'CreatingPod', message }],
           pod: { create: step.pod },
           requeueAfterMs: Math.min(1_000, remaining),
@@ -126,7 +125,7 @@ function settleRestorePod(restore: VMRestore, world: World): Decision {
   const pod = world.pods.find((p) => p.metadata.namespace === restore.metadata.namespace && ownedBy(p, uid));
   if (!pod) return nothing();
   const ref = { namespace: restore.metadata.namespace!, name: pod.metadata.name! };
-  if (restore.status?.phase === 'Failed') {
+  if (restore.status?.phase === Phase.Failed) {
     if (pod.metadata.deletionTimestamp) return nothing();
     return { events: [{ type: 'Normal', reason: 'PodDeleted', message: `deleted pod ${ref.name}, made for this restore, which failed` }], pod: { delete: { ...ref, uid: pod.metadata.uid! } } };
   }

@@ -1,19 +1,25 @@
 // VMSnapshot: observed state in, decision out. No I/O here.
 import {
+  DEFAULT_FAILURE_DEADLINE,
+  Phase,
+  Reason,
   SNAPSHOT_FINALIZER,
   VM_LABEL,
   effectiveDeletionPolicy,
   formatBytes,
+  inventoryVmIsUp,
   parseDurationMs,
   resolveSnapshotSpec,
   type VMSnapshot,
 } from '../api/index.js';
 import { isTerminal } from '../api/protocol.js';
-import { assign, fail, nothing, wait, type Decision } from './decision.js';
+import { assign, deadlineExceeded, fail, nothing, wait, type Decision } from './decision.js';
 import { recordVmPod } from './vm-pod-record.js';
-import { inventoriesFreshSince, liveInventories, locateVM, objectKey, operationHoldingVM, timeOf, vmKey, type World } from './world.js';
+import { inventoriesFreshSince, inventoryUpdatedAt, liveInventories, locateVM, objectKey, operationHoldingVM, timeOf, vmKey, type World } from './world.js';
 
 const WAIT_POLL_MS = 2_000;
+/** How often a hibernation snapshot looks for its VM running again (inventory changes also wake it). */
+const HIBERNATION_POLL_MS = 30_000;
 
 export function reconcileSnapshot(snap: VMSnapshot, world: World, now: Date): Decision {
   const finalizers = snap.metadata.finalizers ?? [];
@@ -26,15 +32,13 @@ export function reconcileSnapshot(snap: VMSnapshot, world: World, now: Date): De
     return { metadata, events: [], requeueAfterMs: 0 };
   }
   const phase = snap.status?.phase;
-  if (isTerminal(phase)) return nothing();
+  if (isTerminal(phase)) return hibernationOver(snap, world, now);
 
-  const deadlineMs = parseDurationMs(snap.status?.effective?.failureDeadline ?? snap.spec.failureDeadline ?? '10m');
+  const deadline = snap.status?.effective?.failureDeadline ?? snap.spec.failureDeadline ?? DEFAULT_FAILURE_DEADLINE;
   const startedAt = timeOf(snap.status?.startTime) || timeOf(snap.metadata.creationTimestamp);
-  const remaining = startedAt + deadlineMs - now.getTime();
-  if (remaining <= 0) {
-    return fail(snap, 'DeadlineExceeded', `the save did not finish within spec.failureDeadline (${snap.spec.failureDeadline ?? '10m'})`, now);
-  }
-  if (phase === 'InProgress' || snap.status?.nodeName) return nothing(remaining);
+  const remaining = startedAt + parseDurationMs(deadline) - now.getTime();
+  if (remaining <= 0) return deadlineExceeded(snap, 'save', deadline, now);
+  if (phase === Phase.InProgress || snap.status?.nodeName) return nothing(remaining);
   return schedule(snap, world, now, remaining);
 }
 
@@ -42,22 +46,25 @@ export function reconcileSnapshot(snap: VMSnapshot, world: World, now: Date): De
 function schedule(snap: VMSnapshot, world: World, now: Date, remaining: number): Decision {
   const ns = snap.metadata.namespace!;
   const vm = snap.spec.vmName;
+  const poll = Math.min(WAIT_POLL_MS, remaining);
+  const until = `retrying until spec.failureDeadline (${snap.spec.failureDeadline ?? DEFAULT_FAILURE_DEADLINE})`;
+  // A class or VM applied together with the snapshot (GitOps) may come later: wait for it, as CSI does.
   const resolved = resolveSnapshotSpec(snap.spec, world.classes);
-  if (!resolved.ok) return fail(snap, 'InvalidSpec', resolved.error, now);
+  if (!resolved.ok) return wait(snap, Reason.ClassNotFound, `${resolved.error}; ${until}`, now, poll, 'Warning');
 
   const where = locateVM(world, ns, vm, now.getTime());
   if (where.length === 0) {
     if (!inventoriesFreshSince(world, timeOf(snap.metadata.creationTimestamp), now.getTime())) {
-      return wait(snap, 'WaitingForInventory', `waiting for the node agents to report their VMs before looking up VM "${vm}"`, now, Math.min(WAIT_POLL_MS, remaining));
+      return wait(snap, Reason.WaitingForInventory, `waiting for the node agents to report their VMs before looking up VM "${vm}"`, now, poll);
     }
-    const nodes = liveInventories(world, now.getTime()).map((i) => i.metadata.name).join(', ');
-    return fail(snap, 'VMNotFound', `VM "${vm}" not found in namespace "${ns}": no node agent reports it (agents on: ${nodes}); spec.vmName must name a VM of this namespace`, now);
+    const nodes = liveInventories(world, now.getTime()).map((i) => i.metadata.name).join(', ') || 'none';
+    return wait(snap, Reason.VMNotFound, `VM "${vm}" not found in namespace "${ns}": no node agent reports it (agents on: ${nodes}); ${until}`, now, poll, 'Warning');
   }
   if (where.length > 1) {
     return fail(snap, 'InvalidSpec', `VM "${vm}" of namespace "${ns}" is reported by several nodes (${where.map((w) => w.node).join(', ')}); refusing to guess`, now);
   }
   const holder = operationHoldingVM(world, ns, vm, objectKey('VMSnapshot', ns, snap.metadata.name));
-  if (holder) return wait(snap, 'WaitingForVM', `waiting for ${holder} to finish: one operation per VM at a time`, now, Math.min(WAIT_POLL_MS, remaining));
+  if (holder) return wait(snap, Reason.WaitingForVM, `waiting for ${holder} to finish: one operation per VM at a time`, now, poll);
 
   const { node, vm: found } = where[0]!;
   const e = resolved.effective;
@@ -74,13 +81,34 @@ function schedule(snap: VMSnapshot, world: World, now: Date, remaining: number):
 }
 
 /**
+ * A hibernation snapshot (status.hibernated, set by the agent when afterSnapshot Stop succeeded)
+ * holds the VM's only state until the VM runs again: a restore, or a fresh start. The inventory
+ * that says so must postdate the save, or it could describe the VM before it was stopped.
+ */
+export function hibernationOver(snap: VMSnapshot, world: World, now: Date): Decision {
+  if (snap.status?.hibernated !== true) return nothing();
+  const ns = snap.metadata.namespace!;
+  const vm = snap.spec.vmName;
+  const savedAt = timeOf(snap.status.completionTime);
+  const woken = world.restores.find(
+    (r) =>
+      r.metadata.namespace === ns && r.status?.phase === Phase.Succeeded && r.status.effective?.targetVMName === vm && timeOf(r.status.completionTime) > savedAt,
+  );
+  const up = locateVM(world, ns, vm, now.getTime()).find((l) => inventoryVmIsUp(l.vm.state) && inventoryUpdatedAt(world, l.node) > savedAt);
+  if (!woken && !up) return nothing(HIBERNATION_POLL_MS);
+  const how = woken ? `restored by VMRestore "${woken.metadata.name}"` : `reported running on node ${up!.node}`;
+  const message = `VM "${vm}" runs again (${how}): this snapshot no longer holds its only state`;
+  return { status: { hibernated: false }, events: [{ type: 'Normal', reason: 'VMRunningAgain', message }] };
+}
+
+/**
  * The pod the node's agent will save, recorded so that a copy or a wake can run in a new pod made
  * from it: the one Running pod of the namespace labelled for the VM on that node (the agent refuses
  * a VM claimed by two). Absent for VMs that are not pods, or a spec too large to record.
  */
 function vmPodRecord(world: World, ns: string, vm: string, node: string) {
   const pods = world.pods.filter(
-    (p) => p.metadata.namespace === ns && p.metadata.labels?.[VM_LABEL] === vm && p.spec?.nodeName === node && !p.metadata.deletionTimestamp && p.status?.phase === 'Running',
+    (p) => p.metadata.namespace === ns && p.metadata.labels?.[VM_LABEL] === vm && p.spec?.nodeName === node && !p.metadata.deletionTimestamp && p.status?.phase === 'Running' /* the Pod's phase */,
   );
   if (pods.length !== 1) return undefined;
   const r = recordVmPod(pods[0]!);
@@ -100,8 +128,8 @@ function onDeletion(snap: VMSnapshot): Decision {
     metadata: { finalizers: finalizers.filter((f) => f !== SNAPSHOT_FINALIZER) },
     events: [{ type: 'Normal', reason: 'Released', message }],
   });
-  if (phase === 'InProgress') return nothing(WAIT_POLL_MS); // the agent cancels it and marks it Failed
-  if (phase !== 'Succeeded') return release('no snapshot file to keep or remove');
+  if (phase === Phase.InProgress) return nothing(WAIT_POLL_MS); // the agent cancels it and marks it Failed
+  if (phase !== Phase.Succeeded) return release('no snapshot file to keep or remove');
   if (effectiveDeletionPolicy(snap) === 'Retain') return release(`deletionPolicy Retain: kept ${snap.status?.file?.path ?? 'the file'} on node ${snap.status?.nodeName}`);
   if (snap.status?.fileDeleted) return release(`removed ${snap.status?.file?.path ?? 'the file'} from node ${snap.status?.nodeName}`);
   return nothing(WAIT_POLL_MS); // waiting for the node's agent to remove the file

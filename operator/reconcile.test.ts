@@ -96,16 +96,37 @@ describe('reconcileSnapshot', () => {
     expect(d.status).toMatchObject({ effective: { className: 'fast', channels: 2, directIO: 'Never', deletionPolicy: 'Retain' } });
   });
 
-  it('fails a VM that only another namespace has, once the inventories are fresh', () => {
+  const condition = (d: { status?: Record<string, unknown> }, type: string) => (d.status?.conditions as Array<{ type: string; status: string }> | undefined)?.find((c) => c.type === type);
+
+  it('waits, with a Warning and reason VMNotFound, for a VM that only another namespace has; fails past the deadline saying why', () => {
     const w = world({ inventories: [inventory('node-a', [{ namespace: 'b', name: 'vm1' }])] });
     const d = reconcileSnapshot(snapshot('s'), w, now);
-    expect(d.status).toMatchObject({ phase: 'Failed', error: { message: expect.stringMatching(/VM "vm1" not found in namespace "a"/) } });
+    expect(d.status).toMatchObject({ phase: 'Pending', observedGeneration: 1 });
+    expect(condition(d, 'Progressing')).toMatchObject({ status: 'True', reason: 'VMNotFound', message: expect.stringMatching(/VM "vm1" not found in namespace "a".*retrying until spec.failureDeadline \(10m\)/) });
+    expect(condition(d, 'Ready')).toMatchObject({ status: 'False', reason: 'VMNotFound' });
+    expect(condition(d, 'Failed')).toMatchObject({ status: 'False' });
+    expect(d.events).toEqual([expect.objectContaining({ type: 'Warning', reason: 'VMNotFound' })]);
+    expect(d.requeueAfterMs).toBeGreaterThan(0);
     expect(d.metadata).toBeUndefined();
+
+    // The same wait again: no patch, no second event.
+    const waiting = snapshot('s', { status: d.status as never });
+    expect(reconcileSnapshot(waiting, w, now)).toEqual({ events: [], requeueAfterMs: expect.any(Number) });
+
+    // The VM appears: assigned.
+    expect(reconcileSnapshot(waiting, world(), now).status).toMatchObject({ phase: 'Pending', nodeName: 'node-a' });
+
+    // Past spec.failureDeadline: Failed for good, saying what it waited for.
+    const late = new Date(Date.parse(earlier) + 10 * 60_000 + 1);
+    const f = reconcileSnapshot(waiting, w, late);
+    expect(f.status).toMatchObject({ phase: 'Failed', error: { message: expect.stringMatching(/within spec.failureDeadline \(10m\); it was waiting: VM "vm1" not found/) } });
+    expect(condition(f, 'Failed')).toMatchObject({ status: 'True', reason: 'DeadlineExceeded' });
+    expect(condition(f, 'Progressing')).toMatchObject({ status: 'False' });
   });
 
   it('waits instead when an inventory predates the snapshot', () => {
     const w = world({ inventories: [inventory('node-a', [], '2026-11-21T11:00:00Z')] });
-    expect(reconcileSnapshot(snapshot('s'), w, now).status).toMatchObject({ phase: 'Pending', conditions: [{ reason: 'WaitingForInventory' }] });
+    expect(reconcileSnapshot(snapshot('s'), w, now).status).toMatchObject({ phase: 'Pending', conditions: expect.arrayContaining([expect.objectContaining({ type: 'Progressing', reason: 'WaitingForInventory' })]) });
   });
 
   it('ignores the inventory of an agent gone for minutes (no ghost node, no endless wait)', () => {
@@ -113,24 +134,24 @@ describe('reconcileSnapshot', () => {
     const d = reconcileSnapshot(snapshot('s'), world({ inventories: [inventory('node-a', [{ namespace: 'a', name: 'vm1' }]), ghost] }), now);
     expect(d.status).toMatchObject({ nodeName: 'node-a' });
     const missing = reconcileSnapshot(snapshot('s', { spec: { vmName: 'nope' } as never }), world({ inventories: [inventory('node-a', []), ghost] }), now);
-    expect(missing.status).toMatchObject({ phase: 'Failed', error: { message: expect.stringContaining('agents on: node-a)') } });
+    expect(condition(missing, 'Progressing')).toMatchObject({ reason: 'VMNotFound', message: expect.stringContaining('agents on: node-a)') });
   });
 
   it('waits while another operation holds the VM', () => {
     const running = snapshot('first', { status: { phase: 'InProgress', nodeName: 'node-a' } as never });
     const d = reconcileSnapshot(snapshot('second'), world({ snapshots: [running] }), now);
-    expect(d.status).toMatchObject({ phase: 'Pending', conditions: [{ reason: 'WaitingForVM', message: expect.stringContaining('VMSnapshot first') }] });
+    expect(d.status).toMatchObject({ phase: 'Pending', conditions: expect.arrayContaining([expect.objectContaining({ type: 'Progressing', reason: 'WaitingForVM', message: expect.stringContaining('VMSnapshot first') })]) });
     expect(d.metadata).toBeUndefined();
   });
 
   it('also waits for an assignment the informer has not shown yet', () => {
     const d = reconcileSnapshot(snapshot('second'), world({ recentlyAssigned: new Map([['a/vm1', 'VMSnapshot/a/first']]) }), now);
-    expect(d.status).toMatchObject({ conditions: [{ reason: 'WaitingForVM' }] });
+    expect(d.status).toMatchObject({ conditions: expect.arrayContaining([expect.objectContaining({ type: 'Progressing', reason: 'WaitingForVM' })]) });
   });
 
   it('fails an operation past its deadline', () => {
     const s = snapshot('s', { spec: { failureDeadline: '5s' } as never, status: { phase: 'InProgress', nodeName: 'node-a', startTime: earlier } as never });
-    expect(reconcileSnapshot(s, world(), now).status).toMatchObject({ phase: 'Failed', conditions: [{ reason: 'DeadlineExceeded' }] });
+    expect(reconcileSnapshot(s, world(), now).status).toMatchObject({ phase: 'Failed', conditions: expect.arrayContaining([expect.objectContaining({ type: 'Failed', status: 'True', reason: 'DeadlineExceeded' })]) });
   });
 
   it("records the VM's pod, sanitised, when it assigns the save of a VM pod", () => {
@@ -142,11 +163,34 @@ describe('reconcileSnapshot', () => {
     expect(reconcileSnapshot(snapshot('s'), world({ pods: [pod('vm1'), pod('x', { vm: 'vm1' })] }), now).status).not.toHaveProperty('vmPod');
   });
 
-  it('fails a missing class naming spec.className', () => {
-    expect(reconcileSnapshot(snapshot('s', { spec: { className: 'nope' } as never }), world(), now).status).toMatchObject({
-      phase: 'Failed',
-      error: { message: expect.stringContaining('spec.className') },
-    });
+  it('waits for a missing class naming spec.className, and uses it once it exists', () => {
+    const d = reconcileSnapshot(snapshot('s', { spec: { className: 'nope' } as never }), world(), now);
+    expect(d.status).toMatchObject({ phase: 'Pending' });
+    expect(condition(d, 'Progressing')).toMatchObject({ status: 'True', reason: 'ClassNotFound', message: expect.stringContaining('spec.className') });
+    expect(d.events).toEqual([expect.objectContaining({ type: 'Warning', reason: 'ClassNotFound' })]);
+    const cls = { apiVersion: 'vmsnap.io/v1alpha1', kind: 'VMSnapshotClass', metadata: { name: 'nope' }, parallelism: { channels: 3 } } as unknown as VMSnapshotClass;
+    expect(reconcileSnapshot(snapshot('s', { spec: { className: 'nope' } as never }), world({ classes: [cls] }), now).status).toMatchObject({ nodeName: 'node-a', effective: { className: 'nope', channels: 3 } });
+  });
+
+  it('every written status carries all three conditions for the phase', () => {
+    const assigned = reconcileSnapshot(snapshot('s'), world(), now);
+    expect(['Ready', 'Progressing', 'Failed'].map((t) => condition(assigned, t)?.status)).toEqual(['False', 'True', 'False']);
+  });
+
+  it('clears status.hibernated once an inventory newer than the save reports the VM running again', () => {
+    const hibernated = snapshot('s', { status: { phase: 'Succeeded', hibernated: true, completionTime: '2026-11-21T11:59:58Z' } as never });
+    // The VM is stopped, or the only report predates the save: still the only copy.
+    expect(reconcileSnapshot(hibernated, world({ inventories: [inventory('node-a', [{ namespace: 'a', name: 'vm1', state: 'stopped' }])] }), now).status).toBeUndefined();
+    expect(reconcileSnapshot(hibernated, world({ inventories: [inventory('node-a', [{ namespace: 'a', name: 'vm1' }], '2026-11-21T11:59:57Z')] }), now).status).toBeUndefined();
+    const woke = reconcileSnapshot(hibernated, world(), now);
+    expect(woke.status).toEqual({ hibernated: false });
+    expect(woke.events).toEqual([expect.objectContaining({ reason: 'VMRunningAgain' })]);
+    // A restore into the VM that succeeded after the save says so at once.
+    const wake = { metadata: { name: 'wake', namespace: 'a' }, spec: {}, status: { phase: 'Succeeded', completionTime: '2026-11-21T11:59:59Z', effective: { targetVMName: 'vm1' } } } as unknown as VMRestore;
+    const stopped = world({ restores: [wake], inventories: [inventory('node-a', [{ namespace: 'a', name: 'vm1', state: 'stopped' }], '2026-11-21T11:59:50Z')] });
+    expect(reconcileSnapshot(hibernated, stopped, now)).toMatchObject({ status: { hibernated: false }, events: [{ message: expect.stringContaining('VMRestore "wake"') }] });
+    // Not a hibernation: nothing to watch.
+    expect(reconcileSnapshot(snapshot('s', { status: { phase: 'Succeeded' } as never }), world(), now)).toEqual({ events: [] });
   });
 
   describe('deletion', () => {
@@ -190,7 +234,7 @@ describe('reconcileRestore', () => {
       status: { phase: 'Succeeded', readyToUse: true, nodeName: 'node-a', completionTime: '2026-11-21T12:00:00Z', effective: { channels: 6 } } as never,
     });
     const d = reconcileRestore(restore(), world({ snapshots: [hibernated] }), now);
-    expect(d.status).toMatchObject({ phase: 'Pending', conditions: [{ reason: 'WaitingForInventory' }] });
+    expect(d.status).toMatchObject({ phase: 'Pending', conditions: expect.arrayContaining([expect.objectContaining({ type: 'Progressing', reason: 'WaitingForInventory' })]) });
     const fresh = world({ snapshots: [hibernated], inventories: [inventory('node-a', [{ namespace: 'a', name: 'vm1', state: 'unreachable' }], '2026-11-21T12:00:01Z')] });
     expect(reconcileRestore(restore(), fresh, new Date('2026-11-21T12:00:02Z')).status).toMatchObject({ phase: 'Pending', nodeName: 'node-a' });
     // A hibernated VM pod: its launcher is up, no QEMU runs; not running for ifRunning.
@@ -205,9 +249,21 @@ describe('reconcileRestore', () => {
   });
 
   it('waits for the snapshot, and fails with a failed one', () => {
-    expect(reconcileRestore(restore(), world(), now).status).toMatchObject({ phase: 'Pending', conditions: [{ reason: 'SnapshotNotFound' }] });
+    expect(reconcileRestore(restore(), world(), now).status).toMatchObject({ phase: 'Pending', conditions: expect.arrayContaining([expect.objectContaining({ type: 'Progressing', reason: 'SnapshotNotFound' })]) });
     const failed = snapshot('snap', { status: { phase: 'Failed', error: { message: 'disk full' } } as never });
     expect(reconcileRestore(restore(), world({ snapshots: [failed] }), now).status).toMatchObject({ phase: 'Failed', error: { message: expect.stringContaining('disk full') } });
+  });
+
+  it("fails a restore past its own spec.failureDeadline, saying what it waited for (the snapshot's effective settings recorded)", () => {
+    const waiting = reconcileRestore(restore({ failureDeadline: '30s' }), world(), now);
+    const r = { ...restore({ failureDeadline: '30s' }), status: waiting.status } as VMRestore;
+    expect(reconcileRestore(r, world(), new Date(Date.parse(earlier) + 29_000)).status).toBeUndefined(); // still waiting, nothing new
+    const f = reconcileRestore(r, world(), new Date(Date.parse(earlier) + 30_001));
+    expect(f.status).toMatchObject({ phase: 'Failed', error: { message: expect.stringMatching(/^the restore did not finish within spec.failureDeadline \(30s\); it was waiting: waiting for VMSnapshot "snap"/) } });
+    expect(f.events).toEqual([expect.objectContaining({ type: 'Warning', reason: 'DeadlineExceeded' })]);
+    // The default is VMSnapshot's, and the effective settings record it.
+    const assigned = reconcileRestore(restore({ ifRunning: 'Replace' }), world({ snapshots: [done] }), now);
+    expect(assigned.status).toMatchObject({ effective: { failureDeadline: '10m' } });
   });
 
   describe('VM pods: copies and wakes in a new pod', () => {
@@ -217,7 +273,7 @@ describe('reconcileRestore', () => {
     it("creates the copy's pod first, then hands the restore to the node once the node reports it", () => {
       const d = reconcileRestore(restore({ targetVMName: 'vm2' }), world({ snapshots: [podSnap], pods: [pod('vm1')] }), now);
       expect(d.pod).toMatchObject({ create: { metadata: { name: 'vm2', namespace: 'a', ownerReferences: [{ uid: 'uid-r' }] }, spec: { nodeName: 'node-a' } } });
-      expect(d.status).toMatchObject({ phase: 'Pending', conditions: [{ reason: 'CreatingPod' }] });
+      expect(d.status).toMatchObject({ phase: 'Pending', conditions: expect.arrayContaining([expect.objectContaining({ type: 'Progressing', reason: 'CreatingPod' })]) });
       expect(d.metadata).toBeUndefined();
 
       const made = pod('vm2', { owner: 'uid-r' });

@@ -1,7 +1,7 @@
 // Which VMSnapshot a VMRestore restores: spec.snapshotName, or for spec.latestSnapshotOf the
 // newest Succeeded snapshot of that VM, chosen once and kept in status.snapshotName (a newer
 // snapshot appearing while the restore waits for its VM does not change what it restores).
-import type { VMRestore, VMSnapshot } from '../api/index.js';
+import { Phase, type VMRestore, type VMSnapshot } from '../api/index.js';
 import { timeOf } from './world.js';
 
 export type RestoreSource =
@@ -14,7 +14,7 @@ export function latestSucceededSnapshot(snapshots: readonly VMSnapshot[], namesp
   const when = (s: VMSnapshot) => timeOf(s.status?.completionTime) || timeOf(s.metadata.creationTimestamp);
   return snapshots
     .filter((s) => s.metadata.namespace === namespace && s.spec.vmName === vmName && !s.metadata.deletionTimestamp)
-    .filter((s) => s.status?.phase === 'Succeeded' && s.status.readyToUse === true)
+    .filter((s) => s.status?.phase === Phase.Succeeded && s.status.readyToUse === true)
     .reduce<VMSnapshot | undefined>((best, s) => {
       if (!best) return s;
       const d = when(s) - when(best);

@@ -294,6 +294,8 @@ describe(`kill -9 during saves and restores (seed ${SEED})`, () => {
 
   it('after every object is deleted, no snapshot file is left on the node', async () => {
     await kubectlOk(['delete', 'vmrestores', '--all', '-n', ns, '--wait=true', '--timeout=120s']);
+    // Hibernations never woken hold their VM's only state: discarding them is an explicit decision.
+    await kubectlOk(['annotate', 'vmsnapshots', '--all', '-n', ns, '--overwrite', 'vmsnap.io/allow-discard-hibernation=true']);
     await kubectlOk(['delete', 'vmsnapshots', '--all', '-n', ns, '--wait=true', '--timeout=120s']);
     expect(await listWork(ns)).toEqual([]);
     expect(snapshotFilesUnder(agent().storageRoot)).toEqual([]);

@@ -24,7 +24,7 @@ import {
   kubectlOk,
   repoRoot,
 } from './controlplane.js';
-import { API_PREFIX, ensureCrds, readYamlDocs } from './crds.js';
+import { API_PREFIX, ensureCrds, ensureObjectRules, readYamlDocs } from './crds.js';
 
 type Obj = Record<string, any>;
 type Kind = 'VMSnapshot' | 'VMRestore' | 'VMSnapshotClass' | 'VMInventory';
@@ -158,7 +158,8 @@ const createCases: CreateCase[] = [
   { kind: 'VMSnapshot', field: 'spec.className', problem: '254 characters', value: long(254) },
   { kind: 'VMSnapshot', field: 'spec.className', problem: 'a number', value: 7 },
   { kind: 'VMSnapshot', field: 'spec.parallelism', problem: 'not an object', value: 4 },
-  { kind: 'VMSnapshot', field: 'spec.digests', problem: 'not a boolean', value: 'yes' },
+  { kind: 'VMSnapshot', field: 'spec.digests', problem: 'not None or Record (nor the boolean it replaced)', value: 'yes' },
+  { kind: 'VMSnapshot', field: 'spec.digests', problem: 'a number', value: 1 },
   { kind: 'VMSnapshot', field: 'spec.parallelism.channels', problem: 'missing from parallelism', set: 'spec.parallelism', value: {} },
   { kind: 'VMSnapshot', field: 'spec.parallelism.channels', problem: '0', value: 0 },
   { kind: 'VMSnapshot', field: 'spec.parallelism.channels', problem: '65', value: 65 },
@@ -200,7 +201,11 @@ const createCases: CreateCase[] = [
   { kind: 'VMRestore', field: 'spec.ifRunning', problem: 'an unknown policy', value: 'Kill' },
   { kind: 'VMRestore', field: 'spec.afterRestore', problem: 'an unknown state', value: 'Stopped' },
   { kind: 'VMRestore', field: 'spec.restoreMode', problem: 'an unknown mode', value: 'Lazily' },
-  { kind: 'VMRestore', field: 'spec.verify', problem: 'not a boolean', value: 1 },
+  { kind: 'VMRestore', field: 'spec.verify', problem: 'not None or Digests (nor the boolean it replaced)', value: 1 },
+  { kind: 'VMRestore', field: 'spec.verify', problem: 'lower case', value: 'digests' },
+  { kind: 'VMRestore', field: 'spec.prefetch', problem: 'not None or Background (nor the boolean it replaced)', value: 'Eager' },
+  { kind: 'VMRestore', field: 'spec.failureDeadline', problem: 'not a duration', value: '10 minutes' },
+  { kind: 'VMRestore', field: 'spec.failureDeadline', problem: 'above 168h', value: '169h' },
   { kind: 'VMRestore', field: 'spec.directIO', problem: 'Always with restoreMode Lazy', value: 'Always', also: { 'spec.restoreMode': 'Lazy' } },
   { kind: 'VMRestore', field: 'spec.snapshotNamespace', problem: 'unknown (no cross-namespace restores)', value: 'other' },
   { kind: 'VMRestore', field: 'spec.file', problem: 'unknown (a user-chosen file path)', value: '/var/lib/x' },
@@ -291,6 +296,7 @@ const updateCases: UpdateCase[] = [
   { kind: 'VMSnapshot', from: 'full', change: 'change deletionPolicy (mutable)', specPatch: { deletionPolicy: 'Retain' } },
   { kind: 'VMSnapshot', from: 'minimal', change: 'add deletionPolicy (mutable)', specPatch: { deletionPolicy: 'Retain' } },
   { kind: 'VMSnapshot', from: 'minimal', change: 'add digests', specPatch: { digests: true }, field: 'spec.digests' },
+  { kind: 'VMSnapshot', from: 'minimal', change: 'add digests (the enum)', specPatch: { digests: 'Record' }, field: 'spec.digests' },
   { kind: 'VMRestore', from: 'full', change: 'change snapshotName', specPatch: { snapshotName: 'other' }, field: 'spec.snapshotName' },
   { kind: 'VMRestore', from: 'full', change: 'change targetVMName', specPatch: { targetVMName: 'other' }, field: 'spec.targetVMName' },
   { kind: 'VMRestore', from: 'full', change: 'remove targetVMName', specPatch: { targetVMName: null }, field: 'spec.targetVMName' },
@@ -301,6 +307,8 @@ const updateCases: UpdateCase[] = [
   { kind: 'VMRestore', from: 'full', change: 'change ifRunning', specPatch: { ifRunning: 'Replace' }, field: 'spec.ifRunning' },
   { kind: 'VMRestore', from: 'full', change: 'change afterRestore', specPatch: { afterRestore: 'Paused' }, field: 'spec.afterRestore' },
   { kind: 'VMRestore', from: 'minimal', change: 'add verify', specPatch: { verify: true }, field: 'spec.verify' },
+  { kind: 'VMRestore', from: 'minimal', change: 'add prefetch', specPatch: { prefetch: 'None' }, field: 'spec.prefetch' },
+  { kind: 'VMRestore', from: 'minimal', change: 'change the defaulted failureDeadline', specPatch: { failureDeadline: '1h' }, field: 'spec.failureDeadline' },
   { kind: 'VMRestore', from: 'minimal', change: 'change the defaulted restoreMode', specPatch: { restoreMode: 'Lazy' }, field: 'spec.restoreMode' },
 ];
 
@@ -311,6 +319,8 @@ const exampleClassNames: string[] = [];
 beforeAll(async () => {
   await ensureCrds();
   ns = await createNamespace('api');
+  // The chart's admission policy: the rules a CRD schema cannot state (see helm/vmsnap/templates/object-rules.yaml).
+  await ensureObjectRules(ns);
 }, CLUSTER_STARTUP_TIMEOUT_MS);
 
 afterAll(async () => {
@@ -395,8 +405,9 @@ describe('documented defaults', () => {
       ifRunning: DEFAULT_IF_RUNNING,
       afterRestore: DEFAULT_AFTER_RESTORE,
       restoreMode: DEFAULT_RESTORE_MODE,
+      failureDeadline: DEFAULT_FAILURE_DEADLINE,
     });
-    expect(stored.spec).toEqual({ snapshotName: 'demo-snapshot', ifRunning: 'Fail', afterRestore: 'Running', restoreMode: 'Eager' });
+    expect(stored.spec).toEqual({ snapshotName: 'demo-snapshot', ifRunning: 'Fail', afterRestore: 'Running', restoreMode: 'Eager', failureDeadline: '10m' });
   });
 
   it('keeps an empty VMSnapshotClass empty (its fields are overrides, not defaults)', async () => {
@@ -468,7 +479,7 @@ describe('the snapshots of one VM', () => {
     expect(refused.stderr).toMatch(/field label not supported: spec\.className/);
 
     const latest = await createOk('VMRestore', withField(withField(base('VMRestore'), 'spec.snapshotName', REMOVE), 'spec.latestSnapshotOf', vm));
-    expect(latest.spec).toEqual({ latestSnapshotOf: vm, ifRunning: 'Fail', afterRestore: 'Running', restoreMode: 'Eager' });
+    expect(latest.spec).toEqual({ latestSnapshotOf: vm, ifRunning: 'Fail', afterRestore: 'Running', restoreMode: 'Eager', failureDeadline: '10m' });
     const message = expectRefusal(await mergePatch('VMRestore', latest.metadata.name, { spec: { latestSnapshotOf: 'another' } }), 'spec.latestSnapshotOf');
     expect(message).toMatch(/latestSnapshotOf is immutable/);
     const wide = await kubectlOk(['get', '-n', ns, 'vmsr', latest.metadata.name, '-o', 'wide']);
@@ -545,6 +556,62 @@ describe('immutable fields', () => {
     });
     expect(unknown.code).not.toBe(0);
     expect(unknown.stderr).toMatch(/unknown field "spec\.snapshotPath"/);
+  });
+});
+
+describe('enums that replaced booleans', () => {
+  it('stores the booleans as written (the operator reads them as the enum) and the enums too', async () => {
+    const old = await createOk('VMSnapshot', withField(base('VMSnapshot'), 'spec.digests', true));
+    expect(old.spec.digests).toBe(true);
+    const now = await createOk('VMSnapshot', withField(base('VMSnapshot'), 'spec.digests', 'Record'));
+    expect(now.spec.digests).toBe('Record');
+    const restore = await createOk('VMRestore', withField(withField(base('VMRestore'), 'spec.verify', false), 'spec.prefetch', 'Background'));
+    expect(restore.spec).toMatchObject({ verify: false, prefetch: 'Background' });
+  });
+
+  it('refuses another value naming the field and the allowed values', async () => {
+    const message = expectRefusal(await create('VMSnapshot', withField(base('VMSnapshot'), 'spec.digests', 'Sha256')), 'spec.digests');
+    expect(message).toMatch(/supported values: "None", "Record", "true", "false"/);
+  });
+});
+
+describe('hibernation snapshots (status.hibernated)', () => {
+  async function hibernation(extra: Obj = {}): Promise<string> {
+    const obj = await createOk('VMSnapshot', { ...base('VMSnapshot'), spec: { vmName: 'demo', afterSnapshot: 'Stop', ...extra } });
+    const name = obj.metadata.name as string;
+    const marked = await mergePatch('VMSnapshot', name, { status: { phase: 'Succeeded', readyToUse: true, hibernated: true } }, 'status');
+    expect(marked.status).toBe(200);
+    return name;
+  }
+  const del = (name: string) => apiRequest(objectPath('VMSnapshot', name), { admin: true, method: 'DELETE' });
+
+  it('refuses to delete one that holds a stopped VM\'s only state, naming the annotation that allows it', async () => {
+    const name = await hibernation();
+    const refused = await del(name);
+    expect(refused.status).toBe(403);
+    expect(JSON.parse(refused.body).message).toMatch(/metadata.annotations\[vmsnap.io\/allow-discard-hibernation\]: VMSnapshot .* holds the only state of VM demo/);
+    // kubectl says the same, and the object is untouched (no deletionTimestamp: nothing to take back).
+    const viaKubectl = await kubectl(['delete', '-n', ns, 'vmsnapshot', name, '--wait=false']);
+    expect(viaKubectl.code).not.toBe(0);
+    expect(viaKubectl.stderr).toMatch(/allow-discard-hibernation/);
+    expect(JSON.parse((await apiRequest(objectPath('VMSnapshot', name), { admin: true })).body).metadata.deletionTimestamp).toBeUndefined();
+
+    await kubectlOk(['annotate', '-n', ns, 'vmsnapshot', name, 'vmsnap.io/allow-discard-hibernation=true']);
+    expect((await del(name)).status).toBe(200);
+  });
+
+  it('allows it with deletionPolicy Retain (the file stays), and once the VM ran again (hibernated false)', async () => {
+    const retained = await hibernation({ deletionPolicy: 'Retain' });
+    expect((await del(retained)).status).toBe(200);
+    const woke = await hibernation();
+    expect((await mergePatch('VMSnapshot', woke, { status: { hibernated: false } }, 'status')).status).toBe(200);
+    expect((await del(woke)).status).toBe(200);
+  });
+
+  it('an annotation other than "true" does not allow it', async () => {
+    const name = await hibernation();
+    await kubectlOk(['annotate', '-n', ns, 'vmsnapshot', name, 'vmsnap.io/allow-discard-hibernation=yes']);
+    expect((await del(name)).status).toBe(403);
   });
 });
 

@@ -9,7 +9,7 @@ import yaml from 'js-yaml';
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 
-import { kubectlOk, repoRoot } from './controlplane.js';
+import { helm, kubectl, kubectlOk, repoRoot } from './controlplane.js';
 
 export const CRD_DIR = path.join(repoRoot, 'crds');
 export const CRD_FIELD_MANAGER = 'vmsnap-tests';
@@ -54,4 +54,32 @@ export function crdDocs(dir = CRD_DIR): Array<Record<string, any>> {
     .filter((f) => f.endsWith('.yaml'))
     .sort()
     .flatMap((f) => readYamlDocs(path.join(dir, f)));
+}
+
+let rules: Promise<void> | undefined;
+
+/**
+ * The chart's object-rules admission policy (rules a CRD schema cannot state), rendered by Helm and
+ * applied under the tests' field manager; resolves once the API server enforces it, which a
+ * dry-run update of a probe object in `namespace` shows (policies take effect a moment after they
+ * are stored).
+ */
+export function ensureObjectRules(namespace: string): Promise<void> {
+  rules ??= (async () => {
+    const rendered = await helm(['template', 'vmsnap-tests', path.join(repoRoot, 'helm/vmsnap'), '--show-only', 'templates/object-rules.yaml']);
+    if (rendered.code !== 0) throw new Error(`helm template failed: ${rendered.stderr}`);
+    await kubectlOk(['apply', '--server-side', '--force-conflicts', `--field-manager=${CRD_FIELD_MANAGER}`, '-f', '-'], { input: rendered.stdout });
+    const probe = `object-rules-probe-${Math.random().toString(16).slice(2, 8)}`;
+    await kubectlOk(['apply', '-n', namespace, '-f', '-'], {
+      input: JSON.stringify({ apiVersion: 'vmsnap.io/v1alpha1', kind: 'VMSnapshot', metadata: { name: probe }, spec: { vmName: 'probe', digests: 'None' } }),
+    });
+    for (let i = 0; ; i++) {
+      const r = await kubectl(['patch', '-n', namespace, 'vmsnapshot', probe, '--type=merge', '--dry-run=server', '-p', '{"spec":{"digests":"Record"}}']);
+      if (r.code !== 0 && /digests is immutable/.test(r.stderr)) break;
+      if (i >= 100) throw new Error(`the object-rules policy is not enforced: ${r.stderr || r.stdout}`);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+    await kubectlOk(['delete', '-n', namespace, 'vmsnapshot', probe, '--wait=false']);
+  })();
+  return rules;
 }

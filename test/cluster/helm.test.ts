@@ -85,6 +85,8 @@ describe('helm lint and template', () => {
         'ValidatingAdmissionPolicyBinding/vmsnap-restore-pod-permission',
         'ValidatingAdmissionPolicy/vmsnap-operator-schedule-restriction',
         'ValidatingAdmissionPolicyBinding/vmsnap-operator-schedule-restriction',
+        'ValidatingAdmissionPolicy/vmsnap-object-rules',
+        'ValidatingAdmissionPolicyBinding/vmsnap-object-rules',
       ]),
     );
     const crds = rendered.filter((d) => d.kind === 'CustomResourceDefinition');

@@ -8,7 +8,7 @@ import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { createNamespace, kubectlOk } from '../cluster/controlplane.js';
 import { startGuest, type Guest } from '../guest/guest.js';
 import { Vm, ext4Image, inspectDisk } from '../guest/disk.js';
-import { apply, killQemusUnder, startStack, waitForPhase, type Stack } from './stack.js';
+import { apply, killQemusUnder, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
 
 let stack: Stack;
 const guests: Guest[] = [];
@@ -130,6 +130,8 @@ it('hibernate a VM with a disk, wake it, delete the snapshot: the VM is back on 
   const layers = () => fs.readdirSync(path.dirname(disk)).filter((f) => f.endsWith('.qcow2'));
   expect(layers()).toHaveLength(1);
 
+  // Woken: the snapshot no longer holds the VM's only state, so it may be deleted.
+  await waitFor('vmsnapshot/nap', ns, '{.status.hibernated}', (v) => v === 'false', 60_000);
   await kubectlOk(['delete', 'vmsnapshot', 'nap', '-n', ns, '--wait=true', '--timeout=60s']);
   expect(await waitForEvent(ns, 'nap', ['DiskLayersMerged', 'DiskLayersKept'])).toMatchObject({ reason: 'DiskLayersMerged' });
   expect(layers()).toEqual([]);

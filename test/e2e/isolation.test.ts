@@ -81,14 +81,14 @@ it('a VMSnapshot in namespace B naming a VM that exists only in namespace A fail
 });
 
 it('verification mode through the API: spec.digests writes them, spec.verify refuses a damaged RAM page and names it', async () => {
-  await apply(snapshot('with-digests', 'private') + '  digests: true\n', nsA);
+  await apply(snapshot('with-digests', 'private') + '  digests: Record\n', nsA);
   const snap = await waitForPhase('vmsnapshot/with-digests', nsA, 'Succeeded');
   const file: string = snap.status.file.path;
   expect(fs.existsSync(digestsPath(file))).toBe(true);
   expect(snap.status.digests).toEqual({ path: digestsPath(file), algorithm: 'sha256' });
   const { block, offset } = firstPresentPage(file);
   flipBits(file, offset + 7);
-  await apply(`apiVersion: vmsnap.io/v1alpha1\nkind: VMRestore\nmetadata:\n  name: verified\nspec:\n  snapshotName: with-digests\n  targetVMName: copy\n  verify: true\n`, nsA);
+  await apply(`apiVersion: vmsnap.io/v1alpha1\nkind: VMRestore\nmetadata:\n  name: verified\nspec:\n  snapshotName: with-digests\n  targetVMName: copy\n  verify: Digests\n`, nsA);
   const restore = await waitForPhase('vmrestore/verified', nsA, 'Failed');
   expect(restore.status.error.message).toMatch(new RegExp(`is corrupted: RAM block ${block.id.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}, bytes 0\\.\\.\\d+ .*differ from the sha256 digest`));
   expect(fs.existsSync(path.join(stack.agents.get('iso-a')!.vmRoot, nsA, 'copy', 'qmp.sock'))).toBe(false); // QEMU never launched
@@ -99,18 +99,18 @@ it('verification mode through the API: spec.digests writes them, spec.verify ref
   expect(fs.existsSync(digestsPath(file))).toBe(false);
 });
 
-it('a VMSnapshotClass with digests: true turns the verification mode on for its snapshots; spec.digests: false wins', async () => {
+it('a VMSnapshotClass with digests: true (the boolean the enum replaced, still read as Record) turns the verification mode on for its snapshots; spec.digests: None wins', async () => {
   const className = `verified-${stack.release}`; // cluster-scoped: unique per run, and not a default class
   await apply(`apiVersion: vmsnap.io/v1alpha1\nkind: VMSnapshotClass\nmetadata:\n  name: ${className}\ndigests: true\n`);
   try {
     await apply(snapshot('by-class', 'private') + `  className: ${className}\n`, nsA);
     const snap = await waitForPhase('vmsnapshot/by-class', nsA, 'Succeeded');
-    expect(snap.status.effective).toMatchObject({ className, digests: true });
+    expect(snap.status.effective).toMatchObject({ className, digests: 'Record' });
     expect(snap.status.digests).toEqual({ path: digestsPath(snap.status.file.path), algorithm: 'sha256' });
     expect(fs.existsSync(digestsPath(snap.status.file.path))).toBe(true);
-    await apply(snapshot('class-but-off', 'private') + `  className: ${className}\n  digests: false\n`, nsA);
+    await apply(snapshot('class-but-off', 'private') + `  className: ${className}\n  digests: None\n`, nsA);
     const off = await waitForPhase('vmsnapshot/class-but-off', nsA, 'Succeeded');
-    expect(off.status.effective.digests).toBe(false);
+    expect(off.status.effective.digests).toBe('None');
     expect(off.status.digests).toBeUndefined();
     expect(fs.existsSync(digestsPath(off.status.file.path))).toBe(false);
   } finally {

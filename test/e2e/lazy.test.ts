@@ -72,7 +72,7 @@ it('restores a VM and a copy lazily; status.lazy follows residency; the snapshot
   const restore = await lazyRestore('app-lazy', 'app-snap');
   expect(restore.status).toMatchObject({
     restoreMode: 'Lazy',
-    effective: { restoreMode: 'Lazy', prefetch: true },
+    effective: { restoreMode: 'Lazy', prefetch: 'Background' },
     lazy: { file: fs.realpathSync(file), mappedBytes: 256 << 20, vmRunning: true },
   });
   expect(restore.status.restoreModeReason).toBeUndefined();
@@ -87,7 +87,9 @@ it('restores a VM and a copy lazily; status.lazy follows residency; the snapshot
   expect(copy.status).toMatchObject({ restoreMode: 'Lazy', lazy: { vmRunning: true } });
   await expectVerifying(path.join(copyDir, 'serial.log'), 0);
 
-  // Deleting the snapshot removes its file; both VMs keep running on their mappings.
+  // Deleting the snapshot removes its file; both VMs keep running on their mappings. (Once woken,
+  // the hibernated VM no longer depends on the snapshot for its state: deleting it is allowed.)
+  await waitFor('vmsnapshot/app-snap', ns, '{.status.hibernated}', (v) => v === 'false', 60_000);
   await kubectlOk(['delete', 'vmsnapshot', 'app-snap', '-n', ns, '--wait=true', '--timeout=60s']);
   expect(fs.existsSync(file)).toBe(false);
   const events = await kubectlOk(['get', 'events', '-n', ns, '--field-selector', 'reason=FileDeleted', '-o', 'jsonpath={.items[*].message}']);
@@ -110,6 +112,8 @@ it('falls back to Eager with the reason in status when the RAM cannot be mapped'
     expect(restore.status.restoreMode).toBe('Eager');
     expect(restore.status.restoreModeReason).toMatch(/keeps its RAM in a file \(memory-backend-file/);
     expect(restore.status.lazy).toBeUndefined();
+    // The Mode column shows what ran, not what was asked for.
+    expect(await kubectlOk(['get', 'vmsr', 'shared-lazy', '-n', ns, '--no-headers'])).toMatch(/^shared-lazy\s+shared-snap\s+shared\s+Succeeded\s+Eager\s/);
     const events = await kubectlOk(['get', 'events', '-n', ns, '--field-selector', 'reason=LazyFallback', '-o', 'jsonpath={.items[*].message}']);
     expect(events).toMatch(/restoreMode Lazy is not possible/);
     await expectVerifying(guest.serialPath, offset);

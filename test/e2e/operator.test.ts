@@ -69,7 +69,8 @@ it('examples/vmsnapshot.yaml then examples/vmrestore.yaml: saved on the node, re
   const guest = await vm('node-a', 'default', 'demo');
   await kubectlOk(['apply', '-f', path.join(repoRoot, 'examples/vmsnapshot.yaml')]);
   const snap = await waitForPhase('vmsnapshot/demo-snapshot', 'default', 'Succeeded');
-  expect(snap.status).toMatchObject({ nodeName: nodeName('node-a'), readyToUse: true, restoreSize: 256 << 20, conditions: [{ type: 'Ready', status: 'True' }] });
+  expect(snap.status).toMatchObject({ nodeName: nodeName('node-a'), readyToUse: true, restoreSize: 256 << 20, observedGeneration: 1 });
+  expect(snap.status.conditions.map((c: { type: string; status: string }) => [c.type, c.status])).toEqual([['Ready', 'True'], ['Progressing', 'False'], ['Failed', 'False']]);
   expect(snap.status.durationMs).toBeGreaterThan(0);
   expect(snap.status.throughputMiBps).toBeGreaterThan(0);
   const file = snap.status.file.path as string;
@@ -131,11 +132,20 @@ it('hibernate (afterSnapshot: Stop), restore, and restore a copy under a new nam
   await guest.exited;
   const offset = guest.serialText().length;
 
+  // The file is now the VM's only state: deleting it (deletionPolicy Delete) is refused by the chart's policy.
+  expect(snap.status.hibernated).toBe(true);
+  const refusedDelete = await kubectl(['delete', 'vmsnapshot', 'nap', '-n', ns, '--wait=false']);
+  expect(refusedDelete.code).not.toBe(0);
+  expect(refusedDelete.stderr).toMatch(/vmsnap\.io\/allow-discard-hibernation.*holds the only state of VM sleeper/);
+  expect((await getJson('vmsnapshot/nap', ns)).metadata.deletionTimestamp).toBeUndefined();
+
   // Woken from "the latest snapshot of sleeper": the operator chooses nap and says so.
   await apply(restoreYaml('wake', 'nap').replace('snapshotName: nap', 'latestSnapshotOf: sleeper'), ns);
   const woken = await waitForPhase('vmrestore/wake', ns, 'Succeeded');
   expect(woken.status).toMatchObject({ snapshotName: 'nap', effective: { snapshotName: 'nap', sourceVMName: 'sleeper' } });
   await expectVerifying(guest.serialPath, offset);
+  // The VM runs again: the snapshot no longer holds its only state (the operator saw it in the inventory).
+  await waitFor('vmsnapshot/nap', ns, '{.status.hibernated}', (v) => v === 'false', 60_000);
 
   // The VM runs again: restoring over it needs ifRunning: Replace.
   await apply(restoreYaml('again', 'nap'), ns);
@@ -168,18 +178,41 @@ it("routes each VM's work to its own node's agent", async () => {
   expect(snap.status.file.path.startsWith(stack.agents.get('node-b')!.storageRoot)).toBe(true);
 });
 
-it('a VMSnapshot in namespace A naming a VM of namespace B fails clearly and touches nothing', async () => {
+it('a VMSnapshot in namespace A naming a VM of namespace B waits, then fails for good at its deadline: kubectl wait --for=condition=Failed returns', async () => {
   const nsA = await createNamespace('e2e-a');
   const nsB = await createNamespace('e2e-b');
   const victim = await vm('node-a', nsB, 'private');
-  await apply(snapshotYaml('steal', 'private'), nsA);
-  const snap = await waitForPhase('vmsnapshot/steal', nsA, 'Failed', 60_000);
-  expect(snap.status.error.message).toMatch(new RegExp(`VM "private" not found in namespace "${nsA}"`));
+  await apply(snapshotYaml('steal', 'private', '  failureDeadline: 5s\n'), nsA);
+  // While it waits: Progressing, reason VMNotFound, and a Warning event.
+  await waitFor('vmsnapshot/steal', nsA, '{.status.conditions[?(@.type=="Progressing")].reason}', (r) => r === 'VMNotFound' || r === 'DeadlineExceeded', 60_000);
+  const waited = await kubectl(['wait', 'vmsnapshot/steal', '-n', nsA, '--for=condition=Failed', '--timeout=90s']);
+  expect(waited.code).toBe(0);
+  const snap = await getJson('vmsnapshot/steal', nsA);
+  expect(snap.status.phase).toBe('Failed');
+  const failed = snap.status.conditions.find((c: { type: string }) => c.type === 'Failed');
+  expect(failed).toMatchObject({ status: 'True', reason: 'DeadlineExceeded', observedGeneration: 1 });
+  expect(failed.message).toMatch(new RegExp(`spec.failureDeadline \\(5s\\); it was waiting: VM "private" not found in namespace "${nsA}"`));
+  expect(snap.status.conditions.find((c: { type: string }) => c.type === 'Ready')).toMatchObject({ status: 'False' });
+  const warnings = await kubectlOk(['get', 'events', '-n', nsA, '--field-selector', 'reason=VMNotFound,type=Warning', '-o', 'jsonpath={.items[*].message}']);
+  expect(warnings).toMatch(/VM "private" not found/);
   expect(snap.status.nodeName).toBeUndefined();
   for (const node of ['node-a', 'node-b']) {
     expect(fs.existsSync(path.join(stack.agents.get(node)!.storageRoot, nsA))).toBe(false);
   }
   expect(await qemuStatus(victim.qmpPath)).toBe('running');
+});
+
+it('a VMSnapshot applied before its VM exists (GitOps) waits and succeeds once the VM appears', async () => {
+  const ns = await createNamespace('e2e-early');
+  await apply(snapshotYaml('early', 'late-vm'), ns);
+  await waitFor('vmsnapshot/early', ns, '{.status.conditions[?(@.type=="Progressing")].reason}', (r) => r === 'VMNotFound', 60_000);
+  const waiting = await getJson('vmsnapshot/early', ns);
+  expect(waiting.status.phase).toBe('Pending');
+  expect(waiting.status.conditions.find((c: { type: string }) => c.type === 'Progressing').message).toMatch(/retrying until spec.failureDeadline \(10m\)/);
+  await vm('node-a', ns, 'late-vm');
+  const snap = await waitForPhase('vmsnapshot/early', ns, 'Succeeded');
+  expect(snap.status.nodeName).toBe(nodeName('node-a'));
+  expect(snap.status.conditions.find((c: { type: string }) => c.type === 'Ready')).toMatchObject({ status: 'True', reason: 'Succeeded' });
 });
 
 it('deleting a snapshot removes its file (Delete) or keeps it (Retain)', async () => {

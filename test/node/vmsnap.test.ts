@@ -132,7 +132,8 @@ beforeAll(async () => {
 afterAll(async () => {
   if (!cp) return;
   if (release) {
-    // While the agent still runs: it removes the snapshot files and then the finalizers.
+    // While the agent still runs: it removes the snapshot files and then the finalizers (hibernations included: annotated).
+    await nodeKubectl(['annotate', 'vmsnapshots', '--all', '-n', vmNamespace, '--overwrite', 'vmsnap.io/allow-discard-hibernation=true']);
     await nodeKubectl(['delete', 'vmrestores,vmsnapshots', '--all', '-n', vmNamespace, '--wait=true', '--timeout=120s']);
   }
   await nodeKubectl(['delete', 'namespace', vmNamespace, '--wait=false']);

@@ -7,7 +7,7 @@
 // Writable disks: the launcher starts QEMU on the snapshot's frozen layers and that QEMU puts them
 // under fresh overlays before the load (vm/pod-disks.ts); the agent opens none of those files.
 // decidePodRestore is the pure part; runPodRestore gathers the facts and carries the plan out.
-import { Reason, type VMRestore } from '../../../api/index.js';
+import { Reason, Verify, restoreVerify, type VMRestore } from '../../../api/index.js';
 import { restoreVm } from '../engine/restore.js';
 import { readHeader } from '../snapshot-file/read.js';
 import { verifySnapshotFile } from '../snapshot-file/verify.js';
@@ -232,7 +232,7 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
       channels: settings.channels,
       directIO: settings.directIO,
       paused: settings.paused,
-      verify: restore.spec.verify ?? false,
+      verify: restoreVerify(restore) === Verify.Digests,
       trust,
       signal,
       ...(lazy ? { lazy } : {}),

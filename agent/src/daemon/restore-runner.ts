@@ -3,7 +3,7 @@
 // snapshot's recorded command line and loads the file into it.
 import fs from 'node:fs';
 import path from 'node:path';
-import { DEFAULT_RELEASE_NAMESPACE, Reason, type VMRestore, type VMSnapshot } from '../../../api/index.js';
+import { DEFAULT_RELEASE_NAMESPACE, Reason, Verify, restoreVerify, type VMRestore, type VMSnapshot } from '../../../api/index.js';
 import { relaunchArgv, type ArgvRewrite } from '../engine/launch.js';
 import { dropReplacedLayers, topLayers } from './disk-layers.js';
 import { MigrationStalledError } from '../engine/stall.js';
@@ -248,7 +248,7 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
       directIO: settings.directIO,
       launch: true,
       paused: settings.paused,
-      verify: restore.spec.verify ?? false,
+      verify: restoreVerify(restore) === Verify.Digests,
       relaunch: { rewrite, env: { [RESTORE_UID_ENV]: restore.metadata.uid ?? '' }, logPath: agentLaunchLogPath(ctx.config.storageRoot, ns, effective.targetVMName) },
       trust,
       ledger: OverlayLedger.forStorageRoot(ctx.config.storageRoot),

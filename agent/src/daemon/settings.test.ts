@@ -40,7 +40,7 @@ describe('settings mapping', () => {
     };
     expect(restoreSettings(e)).toEqual({ channels: 8, directIO: 'off', paused: false, replaceRunning: false });
     expect(restoreSettings({ ...e, afterRestore: 'Paused', ifRunning: 'Replace' })).toMatchObject({ paused: true, replaceRunning: true });
-    expect(restoreSettings({ ...e, restoreMode: 'Lazy', prefetch: false }).lazy).toEqual({ prefetch: false });
+    expect(restoreSettings({ ...e, restoreMode: 'Lazy', prefetch: 'None' }).lazy).toEqual({ prefetch: false });
     expect(restoreSettings({ ...e, restoreMode: 'Lazy' }).lazy).toEqual({ prefetch: true });
   });
 });

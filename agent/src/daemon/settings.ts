@@ -1,6 +1,6 @@
 // The settings in force (status.effective, recorded by the operator) in the
 // engine's terms.
-import type { EffectiveRestoreSpec, EffectiveSnapshotSpec } from '../../../api/index.js';
+import { Prefetch, legacyPrefetch, type EffectiveRestoreSpec, type EffectiveSnapshotSpec } from '../../../api/index.js';
 import type { DirectIOMode } from '../snapshot-file/metadata.js';
 
 const DIRECT_IO: Record<EffectiveSnapshotSpec['directIO'], DirectIOMode> = { Auto: 'auto', Always: 'on', Never: 'off' };
@@ -40,6 +40,6 @@ export function restoreSettings(e: EffectiveRestoreSpec): RestoreSettings {
     directIO: directIOMode(e.directIO),
     paused: e.afterRestore === 'Paused',
     replaceRunning: e.ifRunning === 'Replace',
-    ...(e.restoreMode === 'Lazy' ? { lazy: { prefetch: e.prefetch ?? true } } : {}),
+    ...(e.restoreMode === 'Lazy' ? { lazy: { prefetch: (legacyPrefetch(e.prefetch) ?? Prefetch.Background) === Prefetch.Background } } : {}),
   };
 }

@@ -2,7 +2,7 @@
 // snapshot, in the snapshot's own namespace, into a file the agent names.
 import fs from 'node:fs';
 import path from 'node:path';
-import { MAX_PROGRESS_UPDATES_PER_SECOND, Reason, type VMSnapshot, type VMSnapshotStatus } from '../../../api/index.js';
+import { Digests, MAX_PROGRESS_UPDATES_PER_SECOND, Reason, snapshotDigests, type VMSnapshot, type VMSnapshotStatus } from '../../../api/index.js';
 import { saveVm } from '../engine/save.js';
 import { MigrationStalledError } from '../engine/stall.js';
 import type { QmpClient } from '../qmp/client.js';
@@ -83,8 +83,7 @@ export async function runSnapshot(ctx: AgentContext, snap: VMSnapshot, signal: A
       vm: { namespace: ns, name: vmName },
       trust: headerTrust(ctx.config.storageRoot, snap),
       ledger: OverlayLedger.forStorageRoot(ctx.config.storageRoot),
-      // The class may turn the verification mode on; statuses from before that field only know the spec.
-      digest: effective.digests ?? snap.spec.digests ?? false,
+      digest: snapshotDigests(snap) === Digests.Record,
       onProgress: (p) => progress.push(progressStatus(p.bytesDone, p.bytesTotal)),
       stallMs: ctx.config.stallTimeoutSeconds * 1000,
       onStalled: (err) => ctx.log.warn({ ...ref, message: err.message }, 'the save stalled; putting the VM back'),

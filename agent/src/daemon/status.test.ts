@@ -11,7 +11,11 @@ describe('status patches', () => {
     expect(p.metadata).toEqual({ resourceVersion: '42' });
     expect(p.status).toMatchObject({ phase: 'InProgress', startTime: now.toISOString(), observedGeneration: 2, file: { path: '/s/ns/x.vms' } });
     // Ready stays False: lastTransitionTime does not move, the reason does.
-    expect(p.status.conditions).toEqual([{ ...assigned, reason: 'InProgress', message: 'node-a is saving the VM', observedGeneration: 2 }]);
+    expect(p.status.conditions).toEqual([
+      { ...assigned, reason: 'InProgress', message: 'node-a is saving the VM', observedGeneration: 2 },
+      { type: 'Progressing', status: 'True', reason: 'InProgress', message: 'node-a is saving the VM', observedGeneration: 2, lastTransitionTime: now.toISOString() },
+      { type: 'Failed', status: 'False', reason: 'InProgress', message: '', observedGeneration: 2, lastTransitionTime: now.toISOString() },
+    ]);
     expect(VMSnapshotStatusSchema.safeParse(p.status).success).toBe(true);
   });
 
@@ -45,6 +49,8 @@ describe('status patches', () => {
       progress: { bytesDone: 2 * 2 ** 30, bytesTotal: 2 * 2 ** 30, percent: 100 },
     });
     expect(s.conditions?.[0]).toMatchObject({ status: 'True', reason: 'Succeeded', lastTransitionTime: now.toISOString() });
+    expect(s.conditions?.map((c) => [c.type, c.status])).toEqual([['Ready', 'True'], ['Progressing', 'False'], ['Failed', 'False']]);
+    expect(s.hibernated).toBeUndefined();
     expect(saveSummary({ bytes: 1 << 30, durationMs: 800, path: '/p' })).toBe('saved 1GiB in 800ms (1.3GiB/s) to /p');
   });
 
@@ -71,8 +77,15 @@ describe('status patches', () => {
     expect(plain.digests).toBeUndefined();
   });
 
+  it('marks a hibernation (afterSnapshot Stop): the file is now the VM\'s only state', () => {
+    const stop = { ...obj, status: { ...obj.status, effective: { afterSnapshot: 'Stop' } } };
+    const outcome = { path: '/p', bytes: 1, ramBytes: 1, durationMs: 1, vmPausedMs: 1, directIO: true, logicalBytes: 1, allocatedBytes: 1, qemu: { version: 'v', machine: 'm' } };
+    expect(snapshotSucceededStatus(stop, outcome, now).hibernated).toBe(true);
+  });
+
   it('reports a failure with error and reason', () => {
     const s = failedStatus(obj, 'Cancelled', 'the agent was stopped', now);
+    expect(s.conditions?.map((c) => [c.type, c.status, c.reason])).toEqual([['Ready', 'False', 'Cancelled'], ['Progressing', 'False', 'Cancelled'], ['Failed', 'True', 'Cancelled']]);
     expect(VMRestoreStatusSchema.parse(s)).toEqual(s);
     expect(s).toMatchObject({ phase: 'Failed', error: { time: now.toISOString(), message: 'the agent was stopped' }, completionTime: now.toISOString() });
     expect(s.conditions?.[0]).toMatchObject({ status: 'False', reason: 'Cancelled' });

@@ -2,10 +2,13 @@
 // outcome and the time. Merge patches: conditions are sent whole, computed
 // from the object's current list so lastTransitionTime moves only on change.
 import {
+  AfterSnapshot,
+  Phase,
   Reason,
+  failedStatus as apiFailedStatus,
   formatBytes,
   formatDurationMs,
-  setCondition,
+  phaseConditions,
   transferDisplay,
   type Condition,
   type FrozenDisk,
@@ -19,15 +22,8 @@ export interface StatusOwner {
   status?: { conditions?: Condition[] };
 }
 
-const MAX_MESSAGE = 4096;
-
-function ready(obj: StatusOwner, status: 'True' | 'False', reason: string, message: string, now: Date): Condition[] {
-  return setCondition(
-    obj.status?.conditions,
-    { type: 'Ready', status, reason, message: message.slice(0, MAX_MESSAGE), observedGeneration: obj.metadata.generation },
-    now,
-  );
-}
+/** A finished run's conditions: Ready True with the summary (Progressing and Failed False). */
+const succeeded = (obj: StatusOwner, message: string, now: Date): Condition[] => phaseConditions(obj, Phase.Succeeded, Reason.Succeeded, message, now);
 
 /** The claim: phase InProgress, guarded by the resourceVersion the agent saw (409 if it changed). */
 export function claimPatch<S extends VMSnapshotStatus | VMRestoreStatus>(
@@ -39,24 +35,17 @@ export function claimPatch<S extends VMSnapshotStatus | VMRestoreStatus>(
   return {
     metadata: { resourceVersion: obj.metadata.resourceVersion },
     status: {
-      phase: 'InProgress',
+      phase: Phase.InProgress,
       startTime: now.toISOString(),
       observedGeneration: obj.metadata.generation,
-      conditions: ready(obj, 'False', Reason.InProgress, message, now),
+      conditions: phaseConditions(obj, Phase.InProgress, Reason.InProgress, message, now),
       ...extra,
     } as Partial<S>,
   };
 }
 
 export function failedStatus(obj: StatusOwner, reason: Reason, message: string, now: Date): VMSnapshotStatus & VMRestoreStatus {
-  const text = message.slice(0, MAX_MESSAGE);
-  return {
-    phase: 'Failed',
-    completionTime: now.toISOString(),
-    observedGeneration: obj.metadata.generation,
-    error: { time: now.toISOString(), message: text },
-    conditions: ready(obj, 'False', reason, text, now),
-  };
+  return apiFailedStatus(obj, reason, message, now);
 }
 
 export function progressStatus(bytesDone: number, bytesTotal: number): { progress: { bytesDone: number; bytesTotal: number; percent: number } } {
@@ -85,11 +74,11 @@ export interface SaveOutcome {
   digests?: { path: string; algorithm: string } | { error: string };
 }
 
-export function snapshotSucceededStatus(obj: StatusOwner, r: SaveOutcome, now: Date, note = ''): VMSnapshotStatus {
+export function snapshotSucceededStatus(obj: StatusOwner & { status?: { effective?: { afterSnapshot?: string } } }, r: SaveOutcome, now: Date, note = ''): VMSnapshotStatus {
   const durationMs = Math.max(0, Math.round(r.durationMs));
   const display = transferDisplay(r.bytes, durationMs);
   return {
-    phase: 'Succeeded',
+    phase: Phase.Succeeded,
     readyToUse: true,
     restoreSize: r.ramBytes,
     restoreSizeHuman: formatBytes(r.ramBytes),
@@ -106,8 +95,10 @@ export function snapshotSucceededStatus(obj: StatusOwner, r: SaveOutcome, now: D
     ...(r.disks?.length ? { disks: r.disks.map(frozenDisk) } : {}),
     ...(r.digests && 'path' in r.digests ? { digests: { path: r.digests.path, algorithm: r.digests.algorithm } } : {}),
     ...progressStatus(r.ramBytes, r.ramBytes),
+    // A hibernation: this file is now the VM's only state (the operator clears it once the VM runs again).
+    ...(obj.status?.effective?.afterSnapshot === AfterSnapshot.Stop ? { hibernated: true } : {}),
     observedGeneration: obj.metadata.generation,
-    conditions: ready(obj, 'True', Reason.Succeeded, saveSummary(r) + note, now),
+    conditions: succeeded(obj, saveSummary(r) + note, now),
   };
 }
 
@@ -143,7 +134,7 @@ export interface RestoreOutcome {
 
 export function restoreSucceededStatus(obj: StatusOwner, r: RestoreOutcome, now: Date, note = ''): VMRestoreStatus {
   return {
-    phase: 'Succeeded',
+    phase: Phase.Succeeded,
     completionTime: now.toISOString(),
     ...restoreTimes(r.durationMs, r.downtimeMs),
     ...(r.mode === 'lazy' ? {} : { throughputMiBps: transferDisplay(r.bytes, r.loadMs).throughputMiBps }),
@@ -153,7 +144,7 @@ export function restoreSucceededStatus(obj: StatusOwner, r: RestoreOutcome, now:
     ...(r.directIOReason ? { directIOReason: r.directIOReason.slice(0, 1024) } : {}),
     ...progressStatus(r.bytes, r.bytes),
     observedGeneration: obj.metadata.generation,
-    conditions: ready(obj, 'True', Reason.Succeeded, restoreSummary(r) + note, now),
+    conditions: succeeded(obj, restoreSummary(r) + note, now),
   };
 }
 
@@ -196,13 +187,13 @@ export function restoreRecoveredStatus(
   note: string,
 ): VMRestoreStatus {
   return {
-    phase: 'Succeeded',
+    phase: Phase.Succeeded,
     completionTime: now.toISOString(),
     // Unknown downtime: the whole restore, at most.
     ...restoreTimes(r.durationMs, r.durationMs),
     restoreSize: r.ramBytes,
     ...lazyFields(r),
     observedGeneration: obj.metadata.generation,
-    conditions: ready(obj, 'True', Reason.Succeeded, `restored VM ${r.target}; VM ${r.running ? 'running' : 'paused'}${note}`, now),
+    conditions: succeeded(obj, `restored VM ${r.target}; VM ${r.running ? 'running' : 'paused'}${note}`, now),
   };
 }
