@@ -32,6 +32,8 @@ import { planPreallocArgv, type PreallocPlan } from './prealloc.js';
 import type { LazyMapping } from '../../../api/vm-pod.js';
 import { DEFAULT_STALL_TIMEOUT_SECONDS } from '../../../api/agent-defaults.js';
 import { processReadMeasure, watchProgress, type MigrationStalledError } from './stall.js';
+import { demoteMainThreadDuringLoad, threadIds, type LoadPriority, type MainThreadDemotion } from './load-priority.js';
+import { peerPidfd } from '../vm/process-identity.js';
 
 export interface RestoreOptions {
   inPath: string;
@@ -128,6 +130,8 @@ export interface RestoreResult {
   lazyFallbackReason?: string;
   /** An eager restore into a QEMU it launched with `prealloc` asked for: whether the guest RAM was preallocated first (prealloc.ts), or why not. */
   prealloc?: { threads: number } | { skipped: string };
+  /** An eager load: how long QEMU's main thread ran at low priority while the channels read (load-priority.ts), or why not. */
+  loadPriority?: LoadPriority;
   lazy?: LazyRestoreInfo;
 }
 
@@ -259,6 +263,9 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
     }
 
     traceStep('migration configured');
+    // An eager load only: a lazy one loads a few MiB and its start-up path stays as short as it is.
+    const loadPid = mapped ? undefined : peerPid(client);
+    const threadsBefore = loadPid ? threadIds(loadPid) : [];
     const started = Date.now();
     const migrateIssuedAtMs = sinceProcessStartMs();
     await client.execute('migrate-incoming', { uri: fileUri(fdsetId, snapshot.header.streamOffset), 'exit-on-error': false });
@@ -266,7 +273,11 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
     // Should the load fail, it only warms the page cache and ends by itself.
     const prefetch = mapped ? ((opts.lazy?.prefetch ?? true) ? startPrefetch(realFile, mapped.main) : 'off') : undefined;
     await opts.onMigrating?.(client);
-    const outcome = await waitForLoad(client, opts, started, loadQueryTimeoutMs(snapshot.layout.blocks.reduce((sum, b) => sum + b.pagesPresent * b.pageSize, 0)));
+    const demotion = loadPid ? demoteDuringLoad(client, loadPid, threadsBefore, channels) : undefined;
+    let loadPriority: LoadPriority | undefined;
+    const outcome = await waitForLoad(client, opts, started, loadQueryTimeoutMs(snapshot.layout.blocks.reduce((sum, b) => sum + b.pagesPresent * b.pageSize, 0))).finally(
+      () => (loadPriority = demotion?.end()),
+    );
     if (outcome.status !== 'completed') {
       throw new RestoreError(`QEMU could not load ${opts.inPath}: ${outcome['error-desc'] ?? outcome.status}`);
     }
@@ -298,6 +309,7 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
       ...(lazy && !lazy.lazy ? { lazyFallbackReason: lazy.reason } : {}),
       ...(prealloc ? { prealloc: prealloc.prealloc ? { threads: prealloc.threads } : { skipped: prealloc.reason } } : {}),
       ...(lazyInfo ? { lazy: lazyInfo } : {}),
+      ...(loadPriority ? { loadPriority } : {}),
     };
   } catch (err) {
     if (fdsetId !== undefined) await removeFdSet(client, fdsetId).catch(() => undefined);
@@ -316,16 +328,45 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
   }
 }
 
+/** The QEMU process at the other end of the QMP connection, when the kernel names it. */
+function peerPid(client: QmpClient): number | undefined {
+  try {
+    const { pid } = client.peerCredentials();
+    return pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** load-priority.ts, with the process followed through a pidfd (its pid could be recycled meanwhile). */
+function demoteDuringLoad(client: QmpClient, pid: number, before: number[], channels: number): MainThreadDemotion | undefined {
+  const pidfd = peerPidfd(client);
+  if (pidfd === undefined) return undefined;
+  const alive = () => {
+    try {
+      native().pidfdSignal(pidfd, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const demotion = demoteMainThreadDuringLoad(pid, before, channels, alive);
+  return {
+    end: () => {
+      try {
+        return demotion.end();
+      } finally {
+        fs.closeSync(pidfd);
+      }
+    },
+  };
+}
+
 /** Waits for QEMU's load, bounded by what its process really reads (when the kernel names the process). */
 async function waitForLoad(client: QmpClient, opts: RestoreOptions, started: number, queryTimeoutMs: number): Promise<MigrationInfo> {
-  let pid: number | undefined;
-  try {
-    pid = client.peerCredentials().pid;
-  } catch {
-    pid = undefined;
-  }
+  const pid = peerPid(client);
   const stallMs = opts.stallMs ?? DEFAULT_STALL_TIMEOUT_SECONDS * 1000;
-  const watch = pid && pid > 0 ? watchProgress(processReadMeasure(pid, () => client.sentBytes), { stallMs, what: 'restore', onStall: opts.onStalled }) : undefined;
+  const watch = pid ? watchProgress(processReadMeasure(pid, () => client.sentBytes), { stallMs, what: 'restore', onStall: opts.onStalled }) : undefined;
   try {
     return await waitForMigration(client, { pollMs: opts.pollMs ?? 10, startedAt: started, signal: eitherSignal(opts.signal, watch?.signal), queryTimeoutMs });
   } finally {
