@@ -2,6 +2,7 @@
 // keep checking it: after a restore the guest must go on verifying, intact.
 import fs from 'node:fs';
 import path from 'node:path';
+import os from 'node:os';
 import { saveVm } from '../../agent/src/engine/save.js';
 import { restoreVm } from '../../agent/src/engine/restore.js';
 import type { QmpClient } from '../../agent/src/qmp/client.js';
@@ -155,6 +156,9 @@ it('an eager --launch restore does not preallocate: the channels fault the RAM i
   try {
     expect(eager.json!.prealloc).toBeUndefined();
     expect(procArgv(pid).join(' ')).not.toMatch(/prealloc/);
+    // Its main thread ran at low priority while the channels read (load-priority.ts), and is back now.
+    expect(eager.json!.loadPriority).toEqual({ demotedMs: expect.any(Number), nice: 19 });
+    for (const tid of fs.readdirSync(`/proc/${pid}/task`)) expect(os.getPriority(Number(tid))).toBe(0);
     await expectGuestVerifies(source, source.lastPass(), 0);
   } finally {
     process.kill(pid, 'SIGKILL');
