@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
-import { channelThreadsStarted, demoteMainThreadDuringLoad, LOAD_MAIN_THREAD_NICE, threadIds } from './load-priority.js';
+import { channelThreadsStarted, demoteMainThreadDuringLoad, hasEffectiveCapability, LOAD_MAIN_THREAD_NICE, threadIds } from './load-priority.js';
 
 // A stand-in for a loading QEMU: a process whose main thread starts new threads when told to
 // (a line on stdin starts one worker thread), as QEMU's starts one thread per multifd channel.
@@ -28,6 +28,13 @@ async function until(what: string, ok: () => boolean): Promise<void> {
 }
 
 const alive = () => child !== undefined && child.exitCode === null && child.signalCode === null;
+
+it('reads CAP_SYS_NICE (bit 23) from the effective set', () => {
+  expect(hasEffectiveCapability('CapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n', 23)).toBe(true);
+  expect(hasEffectiveCapability('CapEff:\t00000000a80425fb\n', 23)).toBe(false);
+  expect(hasEffectiveCapability('CapEff:\t0000000000800000\n', 23)).toBe(true);
+  expect(hasEffectiveCapability('no such line', 23)).toBe(false);
+});
 
 it('channelThreadsStarted counts only threads that were not there before', () => {
   expect(channelThreadsStarted([1, 2, 3], [1, 2, 3, 7], 2)).toBe(false);

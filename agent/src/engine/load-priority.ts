@@ -11,6 +11,26 @@
 import fs from 'node:fs';
 import os from 'node:os';
 
+const CAP_SYS_NICE = 23;
+
+/** Pure: whether a /proc/<pid>/status text lists `cap` among the effective capabilities. */
+export function hasEffectiveCapability(status: string, cap: number): boolean {
+  const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(status);
+  return m !== null && ((BigInt(`0x${m[1]}`) >> BigInt(cap)) & 1n) === 1n;
+}
+
+/**
+ * Giving a thread its priority back (a lower nice value) takes CAP_SYS_NICE, even for a process of
+ * one's own user, who may lower it without: without the capability QEMU would stay lowered for life.
+ */
+function mayRaisePriority(): boolean {
+  try {
+    return hasEffectiveCapability(fs.readFileSync('/proc/self/status', 'utf8'), CAP_SYS_NICE);
+  } catch {
+    return false;
+  }
+}
+
 /** The main thread's nice value during the load. */
 export const LOAD_MAIN_THREAD_NICE = 19;
 const WAIT_FOR_CHANNELS_MS = 2_000;
@@ -45,6 +65,7 @@ export interface MainThreadDemotion {
 export function demoteMainThreadDuringLoad(pid: number, before: readonly number[], channels: number, alive: () => boolean): MainThreadDemotion {
   let state: { phase: 'waiting' } | { phase: 'demoted'; at: number; original: number; known: Set<number> } | { phase: 'ended'; result: LoadPriority } = { phase: 'waiting' };
   let timer: NodeJS.Timeout | undefined;
+  let skipped = 'the channel threads did not start within the wait';
   const deadline = Date.now() + WAIT_FOR_CHANNELS_MS;
   const poll = () => {
     timer = undefined;
@@ -56,19 +77,23 @@ export function demoteMainThreadDuringLoad(pid: number, before: readonly number[
     }
     try {
       const original = os.getPriority(pid);
-      if (original >= LOAD_MAIN_THREAD_NICE || !alive()) return;
+      if (original >= LOAD_MAIN_THREAD_NICE || !alive()) {
+        skipped = `QEMU's main thread already runs at nice ${original}, or QEMU is gone`;
+        return;
+      }
       os.setPriority(pid, LOAD_MAIN_THREAD_NICE);
       state = { phase: 'demoted', at: Date.now(), original, known: new Set(now) };
       if (!alive()) end(); // gone meanwhile: whoever has its pid now gets its priority back
-    } catch {
-      // the process is gone, or the kernel refuses: the load runs as it would have
+    } catch (err) {
+      // The process is gone, or the kernel refuses (an agent without CAP_SYS_NICE): the load runs as it would have.
+      skipped = `cannot change the priority of QEMU's main thread: ${(err as Error).message}`;
     }
   };
   const end = (): LoadPriority => {
     if (timer) clearTimeout(timer);
     if (state.phase === 'ended') return state.result;
     if (state.phase === 'waiting') {
-      state = { phase: 'ended', result: { skipped: 'the channel threads did not start within the wait, or QEMU was already at low priority' } };
+      state = { phase: 'ended', result: { skipped } };
       return state.result;
     }
     const { at, original, known } = state;
@@ -83,6 +108,7 @@ export function demoteMainThreadDuringLoad(pid: number, before: readonly number[
     state = { phase: 'ended', result: { demotedMs: Date.now() - at, nice: LOAD_MAIN_THREAD_NICE } };
     return state.result;
   };
-  poll();
+  if (mayRaisePriority()) poll();
+  else skipped = 'without CAP_SYS_NICE the priority of QEMU\'s main thread could not be put back after the load';
   return { end };
 }
