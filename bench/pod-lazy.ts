@@ -83,6 +83,7 @@ export async function measurePodLazy(opts: { memGiB: number; fillMiB: number; re
       for (const mode of ['Lazy', 'Eager'] as const) {
         const name = `${mode.toLowerCase()}-${i}`;
         const t0 = performance.now();
+        const createdAt = Date.now();
         await kube.create('vmRestore', {
           apiVersion: API_VERSION,
           kind: 'VMRestore',
@@ -98,14 +99,18 @@ export async function measurePodLazy(opts: { memGiB: number; fillMiB: number; re
         if (!s) continue;
         runs[mode].push(Math.round(performance.now() - t0));
         agent[mode].push(s.durationMs ?? 0);
-        opts.log(`  pod lazy run ${i + 1}: ${mode} created -> Succeeded ${runs[mode].at(-1)} ms (agent ${s.durationMs} ms)`);
+        // With the trace: the wall clock of both ends, to line up with the agent's, operator's and launcher's lines.
+        const at = tracing ? ` [created @${createdAt}, Succeeded seen @${Date.now()}]` : '';
+        opts.log(`  pod lazy run ${i + 1}: ${mode} created -> Succeeded ${runs[mode].at(-1)} ms (agent ${s.durationMs} ms)${at}`);
       }
     }
     if (tracing) {
       const agentLog = await nodeKubectl(['logs', '-n', release.namespace, '-l', 'app.kubernetes.io/component=agent', '--tail=-1']);
+      const operatorLog = await nodeKubectl(['logs', '-n', release.namespace, '-l', 'app.kubernetes.io/component=operator', '--tail=-1']);
       const launcherLog = await nodeKubectl(['logs', '-n', ns, vm]);
-      for (const line of `${agentLog.stdout}\n${launcherLog.stdout}`.split('\n')) {
-        if (/trace|qemu-(stopping|exited|started|ready)|claimed|finished/i.test(line)) opts.log(`  trace: ${line.slice(0, 400)}`);
+      for (const line of `${agentLog.stdout}\n${operatorLog.stdout}\n${launcherLog.stdout}`.split('\n')) {
+        if (/query-migrate answered/.test(line)) continue; // a save's and an eager load's polling
+        if (/trace|qemu-(stopping|exited|started|ready)|claimed|finished|VMRestore\//i.test(line)) opts.log(`  trace: ${line.slice(0, 400)}`);
       }
     }
   } finally {

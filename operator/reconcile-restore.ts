@@ -1,5 +1,5 @@
 // VMRestore: observed state in, decision out. No I/O here.
-import { DEFAULT_FAILURE_DEADLINE, Phase, Reason, effectiveRestoreSpec, inventoryVmIsUp, parseDurationMs, type VMRestore } from '../api/index.js';
+import { DEFAULT_FAILURE_DEADLINE, Phase, Reason, VM_LABEL, effectiveRestoreSpec, inventoryVmIsUp, parseDurationMs, type VMRestore } from '../api/index.js';
 import { isTerminal } from '../api/protocol.js';
 import { assign, deadlineExceeded, fail, nothing, phasePatch, wait, type Decision } from './decision.js';
 import { remoteRestoreCheck } from './remote-restore.js';
@@ -86,6 +86,10 @@ export function reconcileRestore(restore: VMRestore, world: World, now: Date): D
         return { ...assign(restore, node, vmKey(ns, target), message, now, { effective, restoreSize: snapshot.status.restoreSize, pod: step.pod }), requeueAfterMs: remaining };
       }
       case 'inPlace':
+        if (replacesPodInPlace(world, ns, target, node, effective.ifRunning)) {
+          const message = `restoring VM "${target}" from VMSnapshot "${snapshotName}" into its VM pod on node ${node} (${effective.channels} channels, directIO ${effective.directIO}, ${effective.restoreMode}, replacing its QEMU if one runs)`;
+          return { ...assign(restore, node, vmKey(ns, target), message, now, { effective, restoreSize: snapshot.status.restoreSize }), requeueAfterMs: remaining };
+        }
         break;
     }
   }
@@ -114,6 +118,18 @@ export function reconcileRestore(restore: VMRestore, world: World, now: Date): D
     ...assign(restore, node, vmKey(ns, target), message, now, { effective, restoreSize: snapshot.status.restoreSize }),
     requeueAfterMs: remaining,
   };
+}
+
+/**
+ * An in-place restore into the VM's own pod with ifRunning Replace: whether its QEMU runs changes
+ * nothing (it is replaced either way; the agent probes it before touching it) and the Pod objects
+ * say where the VM is, so the restore need not wait for an inventory newer than the VM's last
+ * operation. Only when every live pod of the VM is bound to the snapshot's node; else the inventory decides.
+ */
+export function replacesPodInPlace(world: Pick<World, 'pods'>, namespace: string, target: string, node: string, ifRunning: string): boolean {
+  if (ifRunning !== 'Replace') return false;
+  const pods = world.pods.filter((p) => p.metadata.namespace === namespace && p.metadata.labels?.[VM_LABEL] === target && !p.metadata.deletionTimestamp);
+  return pods.length > 0 && pods.every((p) => p.spec?.nodeName === node);
 }
 
 /**

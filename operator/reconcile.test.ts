@@ -283,6 +283,34 @@ describe('reconcileRestore', () => {
       expect(a.metadata).toEqual({ labels: { [NODE_LABEL]: 'node-a' } });
     });
 
+    it('hands an in-place Replace restore of a VM pod to its node without waiting for a newer inventory', () => {
+      // The snapshot finished a moment ago; the inventory predates it.
+      const justSaved = snapshot('snap', {
+        status: { phase: 'Succeeded', readyToUse: true, nodeName: 'node-a', completionTime: '2026-11-21T12:00:00Z', effective: { channels: 6 }, vmPod: record } as never,
+      });
+      const w = world({ snapshots: [justSaved], pods: [pod('vm1')] });
+      const d = reconcileRestore(restore({ ifRunning: 'Replace', restoreMode: 'Lazy' }), w, now);
+      expect(d.status).toMatchObject({ phase: 'Pending', nodeName: 'node-a', effective: { targetVMName: 'vm1', copy: false } });
+      expect(d.metadata).toEqual({ labels: { [NODE_LABEL]: 'node-a' } });
+      expect(d.pod).toBeUndefined();
+      // ifRunning Fail reads whether it runs from the inventory: that must be newer than the save.
+      expect(reconcileRestore(restore(), w, now).status).toMatchObject({ phase: 'Pending', conditions: [{ reason: 'WaitingForInventory' }] });
+      // A pod of the VM on another node, or not bound to a node yet: the inventory decides, as for any VM.
+      const elsewhere = { ...pod('vm1'), spec: { ...pod('vm1').spec, nodeName: 'node-b' } };
+      expect(reconcileRestore(restore({ ifRunning: 'Replace' }), world({ snapshots: [justSaved], pods: [elsewhere] }), now).status).toMatchObject({
+        conditions: [{ reason: 'WaitingForInventory' }],
+      });
+      const unbound = { ...pod('vm1'), spec: { ...pod('vm1').spec, nodeName: undefined } };
+      expect(reconcileRestore(restore({ ifRunning: 'Replace' }), world({ snapshots: [justSaved], pods: [unbound] }), now).status).toMatchObject({
+        conditions: [{ reason: 'WaitingForInventory' }],
+      });
+      // Another operation on the VM still holds it.
+      const running = { ...restore({ ifRunning: 'Replace' }), metadata: { ...restore().metadata, name: 'other', uid: 'uid-o' }, status: { phase: 'InProgress', nodeName: 'node-a', effective: { targetVMName: 'vm1' } } } as VMRestore;
+      expect(reconcileRestore(restore({ ifRunning: 'Replace' }), world({ snapshots: [justSaved], pods: [pod('vm1')], restores: [running] }), now).status).toMatchObject({
+        conditions: [{ reason: 'WaitingForVM' }],
+      });
+    });
+
     it('fails a copy onto a taken name, naming spec.targetVMName', () => {
       const d = reconcileRestore(restore({ targetVMName: 'vm2' }), world({ snapshots: [podSnap], pods: [pod('vm1'), pod('vm2')] }), now);
       expect(d.status).toMatchObject({ phase: 'Failed', error: { message: expect.stringMatching(/^spec.targetVMName "vm2" is taken/) } });

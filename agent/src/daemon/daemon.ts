@@ -78,7 +78,7 @@ export async function startDaemon(
   const dispatcher = new WorkDispatcher(
     ctx,
     () => {
-      inventory.refreshSoon();
+      inventory.refreshSoon(0); // at once: the operator waits for it before the VM's next operation
       residency.wake();
     },
     (snap) => uploads.consider(snap),

@@ -9,8 +9,9 @@
 // decidePodRestore is the pure part; runPodRestore gathers the facts and carries the plan out.
 import { Reason, Verify, restoreVerify, type VMRestore } from '../../../api/index.js';
 import { restoreVm } from '../engine/restore.js';
-import { readHeader } from '../snapshot-file/read.js';
-import { verifySnapshotFile } from '../snapshot-file/verify.js';
+import { verifySnapshotFile, type VerifiedSnapshot } from '../snapshot-file/verify.js';
+import type { HeaderTrust } from '../snapshot-file/header.js';
+import type { DiscoveredVm } from './discovery.js';
 import type { SnapshotMetadata } from '../snapshot-file/metadata.js';
 import { LAUNCHER_RESTART_TIMEOUT_MS, type PodVms } from '../vm/pod-vms.js';
 import { VM_LABEL } from '../../../api/vm-pod.js';
@@ -21,7 +22,6 @@ import { RestoreRefused, failureReason, loadBound, restoreFailed, restoreSucceed
 import { restoreSettings } from './settings.js';
 import { restoreSummary } from './status.js';
 import { openSnapshotForPod } from './pod-lazy.js';
-import { podQemuMapping } from './lazy-residency.js';
 import { lazyResidency } from '../engine/lazy/residency.js';
 import { eagerArgv } from '../engine/lazy/plan.js';
 import { LAZY_SNAPSHOT_FD } from '../../launcher/argv.js';
@@ -116,7 +116,41 @@ export function decidePodRestore(f: PodRestoreFacts): PodRestorePlan {
   return { action: 'restore', restartIncoming: true, replacing: true };
 }
 
-export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: VMRestore, signal: AbortSignal): Promise<Completion> {
+/**
+ * What a VM-pod restore reads before it may touch the VM: the VMSnapshot's file, checked whole (a
+ * header this agent wrote for this VMSnapshot, the stream structure unchanged: the tenant's QEMU
+ * held the file during the save), and the VM pod from the API. Nothing here touches the VM, so it
+ * runs beside the claim (work.ts); the file counts as in use from the moment it is known.
+ */
+export interface PodRestorePrep {
+  file: string;
+  trust: Required<HeaderTrust>;
+  snapshot: VerifiedSnapshot;
+  vm: DiscoveredVm | undefined;
+  /** Ends the file's use (idempotent): the runner's, or the dispatcher's when the claim failed. */
+  release(): void;
+}
+
+export async function preparePodRestore(ctx: AgentContext, finder: PodVms, restore: VMRestore): Promise<PodRestorePrep> {
+  const ns = restore.metadata.namespace!;
+  const [{ file, trust }, vm] = await Promise.all([snapshotFileFor(ctx, restore), finder.find(ns, restore.status!.effective!.targetVMName)]);
+  const release = useFile(ctx, file);
+  try {
+    return { file, trust, snapshot: verifySnapshotFile(file, trust), vm, release };
+  } catch (err) {
+    release();
+    throw err;
+  }
+}
+
+export async function runPodRestore(
+  ctx: AgentContext,
+  finder: PodVms,
+  restore: VMRestore,
+  signal: AbortSignal,
+  /** Started before the claim (work.ts); else prepared here. */
+  prepared?: Promise<PodRestorePrep>,
+): Promise<Completion> {
   const started = Date.now();
   const ns = restore.metadata.namespace!;
   const effective = restore.status!.effective!;
@@ -127,11 +161,11 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
   let restarted = false;
   traceStep(`agent: restoring VM pod ${ns}/${effective.targetVMName} (${restore.metadata.name})`);
   try {
-    const { file, trust } = await snapshotFileFor(ctx, restore);
-    releaseFile = useFile(ctx, file);
-    // Only a header this agent wrote for this VMSnapshot: the tenant's QEMU held the file during the save.
-    const meta: SnapshotMetadata = readHeader(file, trust).metadata;
-    const vm = await finder.find(ns, effective.targetVMName);
+    const prep = await (prepared ?? preparePodRestore(ctx, finder, restore));
+    releaseFile = prep.release;
+    const { file, trust, snapshot, vm } = prep;
+    const meta: SnapshotMetadata = snapshot.header.metadata;
+    traceStep('agent: snapshot file checked, VM pod looked up');
     let qmp: PodQmpState | undefined;
     if (vm) {
       const probe = await finder.probe(vm, 2000);
@@ -163,8 +197,6 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
     });
     traceStep('agent: VM pod found and probed');
     if (plan.action === 'refuse') throw new RestoreRefused(plan.reason, plan.message);
-    // Checked before a running VM is replaced: a bad file must not cost the user their VM.
-    if (plan.replacing) verifySnapshotFile(file, trust);
     void ctx.events.record(
       restore,
       'Normal',
@@ -234,6 +266,8 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
       paused: settings.paused,
       verify: restoreVerify(restore) === Verify.Digests,
       trust,
+      // Checked in full before a running VM is replaced (a bad file must not cost the user their VM): not again.
+      verified: snapshot,
       signal,
       ...(lazy ? { lazy } : {}),
       ...loadBound(ctx, restore),
@@ -245,7 +279,8 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
       started,
       downtimeFrom,
       lazyFallbackReason: lazyBlocked,
-      residency: (lazyFile) => podQemuResidency(finder, restore, lazyFile),
+      // The restored QEMU is the peer of the load's checked QMP connection: no second lookup.
+      residency: (lazyFile) => (r.qemuPid ? lazyResidency(r.qemuPid, lazyFile) : undefined),
     });
     return {
       status,
@@ -260,10 +295,4 @@ export async function runPodRestore(ctx: AgentContext, finder: PodVms, restore: 
   } finally {
     releaseFile?.();
   }
-}
-
-/** How much of the mapping the pod's QEMU has resident (undefined: not measurable now). */
-async function podQemuResidency(finder: PodVms, restore: VMRestore, file: string) {
-  const pid = await podQemuMapping(finder, restore, file);
-  return pid === undefined ? undefined : lazyResidency(pid, file);
 }

@@ -21,7 +21,7 @@ import { runningLazyStatus } from './lazy-residency.js';
 import { lazyResidency, type LazyResidency } from '../engine/lazy/residency.js';
 import { restoreSettings } from './settings.js';
 import { isPodVms } from '../vm/pod-vms.js';
-import { runPodRestore } from './pod-restore.js';
+import { preparePodRestore, runPodRestore, type PodRestorePrep } from './pod-restore.js';
 import { failedStatus, restoreSucceededStatus, restoreSummary, type RestoreOutcome } from './status.js';
 import { headerTrust } from './header-trust.js';
 import { OverlayLedger } from '../engine/overlay-ledger.js';
@@ -167,8 +167,20 @@ export async function restoreSucceeded(
   return { status: restoreSucceededStatus(restore, outcome, new Date(now)) as Record<string, unknown>, outcome };
 }
 
-export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: AbortSignal): Promise<Completion> {
-  if (isPodVms(ctx.discovery)) return runPodRestore(ctx, ctx.discovery, restore, signal);
+/**
+ * The read-only part of a VM-pod restore (pod-restore.ts), started before the claim so the
+ * claim's round trip and these reads overlap; undefined where there is none to start.
+ * `discard` ends it when the claim failed.
+ */
+export function prepareRestore(ctx: AgentContext, restore: VMRestore): { prepared: Promise<PodRestorePrep>; discard(): void } | undefined {
+  if (!isPodVms(ctx.discovery) || !restore.status?.effective) return undefined;
+  const prepared = preparePodRestore(ctx, ctx.discovery, restore);
+  prepared.catch(() => undefined); // its error is the runner's to report, after the claim
+  return { prepared, discard: () => void prepared.then((p) => p.release(), () => undefined) };
+}
+
+export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: AbortSignal, prepared?: Promise<PodRestorePrep>): Promise<Completion> {
+  if (isPodVms(ctx.discovery)) return runPodRestore(ctx, ctx.discovery, restore, signal, prepared);
   const started = Date.now();
   traceStep(`agent: restoring ${restore.metadata.namespace}/${restore.metadata.name}`);
   const ns = restore.metadata.namespace!;

@@ -22,7 +22,8 @@ import type { Completion } from './completion.js';
 import { patchStatusWithRetry, type AgentContext } from './context.js';
 import { deleteSnapshotFile } from './deletion.js';
 import { cleanUpFailedRestore, cleanUpFailedSnapshot, hasLeftoverFile, recoverRestore, recoverSnapshot } from './recovery.js';
-import { runRestore } from './restore-runner.js';
+import { prepareRestore, runRestore } from './restore-runner.js';
+import type { PodRestorePrep } from './pod-restore.js';
 import { runSnapshot, snapshotClaimExtra } from './snapshot-runner.js';
 import { claimPatch } from './status.js';
 import { pickWork, type QueuedWork } from './fair-share.js';
@@ -259,20 +260,29 @@ export class WorkDispatcher {
     const { signal } = controller;
     const ref = { namespace: work.obj.metadata.namespace!, name: work.obj.metadata.name! };
     const log = this.ctx.log.child({ kind: KIND_NAME[work.kind], namespace: ref.namespace, name: ref.name, uid: job.uid, mode });
+    // A restore's reads (its file, the VM pod) run beside the lock and the claim's round trip; the VM is touched only once claimed.
+    const early = mode === 'run' && work.kind === 'restore' && !signal.aborted ? prepareRestore(this.ctx, work.obj) : undefined;
     const release = await this.ctx.locks.acquire(key, job.uid, LOCK_WAIT_MS);
     if (!release) {
+      early?.discard();
       log.warn({ vm: key }, 'the VM stayed busy; trying again later');
       return;
     }
     try {
       if (mode === 'run') {
-        if (signal.aborted) return;
-        if (!(await this.claim(work, log))) return;
+        if (signal.aborted || !(await this.claim(work, log))) {
+          early?.discard();
+          return;
+        }
         this.handled.add(job.uid);
       }
       log.info(mode === 'run' ? 'claimed; running' : mode);
-      const completion = await this.execute(work, mode, signal);
+      const completion = await this.execute(work, mode, signal, early?.prepared);
       if (!completion) return;
+      // The VM's state is final: the inventory may query it now and publish beside the status write
+      // (the operator holds the VM's next operation until an inventory postdates this one).
+      release();
+      this.onWorkDone();
       log.info({ outcome: completion.event.reason, message: completion.event.message }, 'finished');
       await this.write(work.kind, ref, job.uid, completion, work.obj);
     } finally {
@@ -280,12 +290,12 @@ export class WorkDispatcher {
     }
   }
 
-  private execute(work: Work, mode: Mode, signal: AbortSignal): Promise<Completion | undefined> {
+  private execute(work: Work, mode: Mode, signal: AbortSignal, prepared?: Promise<PodRestorePrep>): Promise<Completion | undefined> {
     if (work.kind === 'snapshot') {
       if (mode === 'run') return runSnapshot(this.ctx, work.obj, signal);
       return mode === 'recover' ? recoverSnapshot(this.ctx, work.obj) : cleanUpFailedSnapshot(this.ctx, work.obj);
     }
-    if (mode === 'run') return runRestore(this.ctx, work.obj, signal);
+    if (mode === 'run') return runRestore(this.ctx, work.obj, signal, prepared);
     return mode === 'recover' ? recoverRestore(this.ctx, work.obj, signal) : cleanUpFailedRestore(this.ctx, work.obj);
   }
 

@@ -86,6 +86,11 @@ export interface RestoreOptions {
    * from the header, the early lazy launch included). The CLI restores without.
    */
   trust?: Required<HeaderTrust>;
+  /**
+   * The file already checked in full by the caller (verifySnapshotFile of inPath, with `trust`),
+   * moments ago: not read twice. Only the agent's, which holds the file in use meanwhile.
+   */
+  verified?: VerifiedSnapshot;
   /** Where the restore's disk overlays are recorded (the agent's, under its storage root); default: this process only. */
   ledger?: OverlayLedger;
   /**
@@ -129,6 +134,8 @@ export interface RestoreResult {
   /** An eager restore into a QEMU it launched with `prealloc` asked for: whether the guest RAM was preallocated first (prealloc.ts), or why not. */
   prealloc?: { threads: number } | { skipped: string };
   lazy?: LazyRestoreInfo;
+  /** The pid of the QEMU that loaded the snapshot: the peer of the QMP connection (undefined when the kernel names none). */
+  qemuPid?: number;
 }
 
 export class RestoreError extends Error {
@@ -154,10 +161,13 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
   const ledger = opts.ledger ?? OverlayLedger.inMemory();
   const removeOverlays = (rewrites: DiskRewrite[]) => removeOverlaysOf(rewrites, ledger);
   try {
-    // Loaded here, not at the top: a lazy restore starts QEMU while this loads.
-    const { verifySnapshotFile } = await import('../snapshot-file/verify.js');
-    traceStep('file checks loaded');
-    snapshot = verifySnapshotFile(opts.inPath, opts.trust);
+    if (opts.verified) snapshot = opts.verified;
+    else {
+      // Loaded here, not at the top: a lazy restore starts QEMU while this loads.
+      const { verifySnapshotFile } = await import('../snapshot-file/verify.js');
+      traceStep('file checks loaded');
+      snapshot = verifySnapshotFile(opts.inPath, opts.trust);
+    }
     if (opts.verify) {
       // Loaded only when asked for: it brings zod, which a lazy restore keeps off its start-up path.
       const { checkDigests } = await import('../snapshot-file/check-digests.js');
@@ -280,6 +290,7 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
     if (opts.paused && status.running) await client.execute('stop');
     traceStep('running');
     const bytes = companion?.pageBytes ?? snapshot.layout.blocks.reduce((sum, b) => sum + b.pagesPresent * b.pageSize, 0);
+    const qemuPid = peerPid(client);
     const lazyInfo = mapped && companion && (launched || opts.lazy?.attach) ? lazyInfoOf(mapped, realFile, companion.pageBytes, prefetch ?? 'off') : undefined;
     return {
       path: opts.inPath,
@@ -298,6 +309,7 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
       ...(lazy && !lazy.lazy ? { lazyFallbackReason: lazy.reason } : {}),
       ...(prealloc ? { prealloc: prealloc.prealloc ? { threads: prealloc.threads } : { skipped: prealloc.reason } } : {}),
       ...(lazyInfo ? { lazy: lazyInfo } : {}),
+      ...(qemuPid ? { qemuPid } : {}),
     };
   } catch (err) {
     if (fdsetId !== undefined) await removeFdSet(client, fdsetId).catch(() => undefined);
@@ -318,14 +330,9 @@ export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
 
 /** Waits for QEMU's load, bounded by what its process really reads (when the kernel names the process). */
 async function waitForLoad(client: QmpClient, opts: RestoreOptions, started: number, queryTimeoutMs: number): Promise<MigrationInfo> {
-  let pid: number | undefined;
-  try {
-    pid = client.peerCredentials().pid;
-  } catch {
-    pid = undefined;
-  }
+  const pid = peerPid(client);
   const stallMs = opts.stallMs ?? DEFAULT_STALL_TIMEOUT_SECONDS * 1000;
-  const watch = pid && pid > 0 ? watchProgress(processReadMeasure(pid, () => client.sentBytes), { stallMs, what: 'restore', onStall: opts.onStalled }) : undefined;
+  const watch = pid ? watchProgress(processReadMeasure(pid, () => client.sentBytes), { stallMs, what: 'restore', onStall: opts.onStalled }) : undefined;
   try {
     return await waitForMigration(client, { pollMs: opts.pollMs ?? 10, startedAt: started, signal: eitherSignal(opts.signal, watch?.signal), queryTimeoutMs });
   } finally {
@@ -341,6 +348,15 @@ async function waitForLoad(client: QmpClient, opts: RestoreOptions, started: num
  */
 export function loadQueryTimeoutMs(bytes: number): number {
   return Math.max(30_000, Math.ceil(bytes / (8 << 20)) * 1000);
+}
+
+function peerPid(client: QmpClient): number | undefined {
+  try {
+    const pid = client.peerCredentials().pid;
+    return pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function closeAll(fds: number[]): void {
