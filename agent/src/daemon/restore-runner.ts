@@ -4,10 +4,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_RELEASE_NAMESPACE, Reason, type VMRestore, type VMSnapshot } from '../../../api/index.js';
-import { relaunchArgv, type ArgvRewrite } from '../engine/launch.js';
+import { relaunchArgv, MigrationStalledError, restoreVm, lazyResidency, OverlayLedger, agentLaunchLogPath, type ArgvRewrite, type RestoreResult, type LazyResidency } from '../engine/index.js';
 import { dropReplacedLayers, topLayers } from './disk-layers.js';
-import { MigrationStalledError } from '../engine/stall.js';
-import { restoreVm, type RestoreResult } from '../engine/restore.js';
 import { verifySnapshotFile } from '../snapshot-file/verify.js';
 import { fetchSnapshot, needsFetch } from '../objstore/fetch.js';
 import { readHeader } from '../snapshot-file/read.js';
@@ -18,14 +16,11 @@ import { useFile, type AgentContext } from './context.js';
 import { assertUnder, vmDir } from './paths.js';
 import { probeQmp, quitQemu } from './qemu-control.js';
 import { runningLazyStatus } from './lazy-residency.js';
-import { lazyResidency, type LazyResidency } from '../engine/lazy/residency.js';
 import { restoreSettings } from './settings.js';
 import { isPodVms } from '../vm/pod-vms.js';
 import { runPodRestore } from './pod-restore.js';
 import { failedStatus, restoreSucceededStatus, restoreSummary, type RestoreOutcome } from './status.js';
 import { headerTrust } from './header-trust.js';
-import { OverlayLedger } from '../engine/overlay-ledger.js';
-import { agentLaunchLogPath } from '../engine/private-files.js';
 import type { HeaderTrust } from '../snapshot-file/header.js';
 
 /** Set in the environment of every QEMU the agent launches for a restore: recovery recognises its own. */

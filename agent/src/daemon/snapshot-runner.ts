@@ -3,8 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { MAX_PROGRESS_UPDATES_PER_SECOND, Reason, type VMSnapshot, type VMSnapshotStatus } from '../../../api/index.js';
-import { saveVm } from '../engine/save.js';
-import { MigrationStalledError } from '../engine/stall.js';
+import { saveVm, MigrationStalledError, OverlayLedger } from '../engine/index.js';
 import type { QmpClient } from '../qmp/client.js';
 import { isPodVms } from '../vm/pod-vms.js';
 import type { DiscoveredVm } from './discovery.js';
@@ -17,7 +16,6 @@ import { failedStatus, progressStatus, saveSummary, snapshotSucceededStatus } fr
 import { Throttle } from './throttle.js';
 import { snapshotFileMode } from './pod-lazy.js';
 import { headerTrust } from './header-trust.js';
-import { OverlayLedger } from '../engine/overlay-ledger.js';
 import { podDiskFreezer } from '../vm/pod-disks.js';
 
 export function snapshotClaimExtra(ctx: AgentContext, snap: VMSnapshot): Partial<VMSnapshotStatus> {
