@@ -112,7 +112,7 @@ export function loadBound(ctx: AgentContext, restore: VMRestore): { stallMs: num
   };
 }
 
-/** MigrationStalled for a load that stood still (agent setting stallTimeoutSeconds), Failed otherwise. */
+/** The error's own status reason (MigrationStalled for a load that stood still: agent setting stallTimeoutSeconds), else Failed. */
 export const failureReason = reasonOf;
 
 export function restoreFailed(restore: VMRestore, reason: Reason, message: string): Completion {
