@@ -121,6 +121,16 @@ describe('decideRuns', () => {
     expect(decideRuns(q, state).map((w) => w.id).sort()).toEqual(['early', 'other']);
   });
 
+  it('breaks a tie between work of the same age on one VM by uid', () => {
+    expect(decideRuns(queue(snap('b'), snap('a')), state).map((w) => w.id)).toEqual(['a']);
+  });
+
+  it("a restore not resolved yet holds the VM its spec names", () => {
+    const r = restore('r1', 'Pending', 'vm1');
+    const unresolved: Work = { kind: 'restore', obj: { ...r, spec: { ...r.spec, targetVMName: 'copy' }, status: { ...r.status, effective: undefined } } as VMRestore };
+    expect(lockKey(unresolved)).toBe(lockKey({ kind: 'restore', obj: restore('r2', 'Pending', 'copy') }));
+  });
+
   it('waits for a VM another job holds, but not for one the same work holds', () => {
     const q = queue(snap('s1'));
     expect(decideRuns(q, { ...state, reserved: new Map([[lockKey(snap('s1')), 'someone']]) })).toEqual([]);
