@@ -1,18 +1,19 @@
 // Why running work is stopped, carried as the AbortSignal's reason so that the
 // engine rethrows it and the runner reports the right phase and message.
 import { Reason } from '../../../api/index.js';
+import { VmsnapError } from '../errors.js';
 
 export type CancelCause = 'deleted' | 'failed' | 'shutdown';
 
-export class Cancellation extends Error {
+export class Cancellation extends VmsnapError {
   override name = 'Cancellation';
   constructor(
     readonly kind: CancelCause,
     /** The condition reason to report. */
-    readonly reason: Reason,
+    reason: Reason,
     message: string,
   ) {
-    super(message);
+    super(message, { reason });
   }
 }
 

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import { loadYaml } from '@kubernetes/client-node';
 import { AgentConfigSchema, DNS1123_SUBDOMAIN_MAX, DNS1123_SUBDOMAIN_PATTERN, formatZodError, type AgentConfig } from '../../../api/index.js';
+import { VmsnapError } from '../errors.js';
 
 export interface DaemonSettings {
   nodeName: string;
@@ -12,7 +13,7 @@ export interface DaemonSettings {
   configPath?: string;
 }
 
-export class ConfigError extends Error {
+export class ConfigError extends VmsnapError {
   override name = 'ConfigError';
 }
 

@@ -10,7 +10,7 @@ import { digestsPath } from '../snapshot-file/digests.js';
 import { mergeLayersOfDeleted } from './disk-layers.js';
 import { readHeader } from '../snapshot-file/read.js';
 import type { SnapshotMetadata } from '../snapshot-file/metadata.js';
-import { qemusMapping } from '../engine/lazy/residency.js';
+import { qemusMapping } from '../engine/index.js';
 import { headerTrust } from './header-trust.js';
 
 function metadataOrUndefined(ctx: AgentContext, snap: VMSnapshot, file: string): SnapshotMetadata | undefined {

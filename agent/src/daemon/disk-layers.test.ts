@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { dropReplacedLayers, topLayers } from './disk-layers.js';
-import { OverlayLedger } from '../engine/overlay-ledger.js';
+import { OverlayLedger } from '../engine/index.js';
 import type { AgentContext } from './context.js';
 import type { QmpClient } from '../qmp/client.js';
 

@@ -7,9 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { VMSnapshot } from '../../../api/index.js';
-import { layersOn, mergeIntoBase, qcow2Backing, VMSNAP_LAYER } from '../engine/disk-merge.js';
-import { writableDisks, type BlockInfo } from '../engine/disks.js';
-import { OverlayLedger } from '../engine/overlay-ledger.js';
+import { layersOn, mergeIntoBase, qcow2Backing, VMSNAP_LAYER, writableDisks, OverlayLedger, type BlockInfo } from '../engine/index.js';
 import { QmpClient } from '../qmp/client.js';
 import { readHeader } from '../snapshot-file/read.js';
 import type { SnapshotMetadata } from '../snapshot-file/metadata.js';

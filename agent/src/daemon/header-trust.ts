@@ -5,7 +5,7 @@
 import type { VMSnapshot } from '../../../api/index.js';
 import type { HeaderTrust } from '../snapshot-file/header.js';
 import type { SnapshotIdentity } from '../snapshot-file/metadata.js';
-import { nodeHeaderKey } from '../engine/header-key.js';
+import { nodeHeaderKey } from '../engine/index.js';
 
 export function snapshotIdentity(snap: Pick<VMSnapshot, 'metadata'>): SnapshotIdentity {
   const { namespace, name, uid } = snap.metadata;

@@ -4,7 +4,7 @@
 // when that changed. Once the VM has exited it says so, once, and stops.
 import fs from 'node:fs';
 import { NODE_LABEL, type LazyRestoreStatus, type VMRestore } from '../../../api/index.js';
-import { lazyResidency, type LazyResidency } from '../engine/lazy/residency.js';
+import { lazyResidency, type LazyResidency } from '../engine/index.js';
 import type { AgentContext } from './context.js';
 import { processEnvVar } from './qemu-control.js';
 import { RESTORE_UID_ENV } from './restore-runner.js';

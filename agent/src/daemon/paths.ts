@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { DNS1123_LABEL_MAX, DNS1123_LABEL_PATTERN, DNS1123_SUBDOMAIN_MAX, DNS1123_SUBDOMAIN_PATTERN, snapshotFileName } from '../../../api/index.js';
+import { VmsnapError } from '../errors.js';
 
 const LABEL = new RegExp(DNS1123_LABEL_PATTERN);
 const SUBDOMAIN = new RegExp(DNS1123_SUBDOMAIN_PATTERN);
@@ -11,7 +12,7 @@ function assertLabel(value: string, what: string): void {
   if (value.length > DNS1123_LABEL_MAX || !LABEL.test(value)) throw new PathError(`${what} "${value}" is not a DNS-1123 label`);
 }
 
-export class PathError extends Error {
+export class PathError extends VmsnapError {
   override name = 'PathError';
 }
 

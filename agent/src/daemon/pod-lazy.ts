@@ -6,7 +6,7 @@
 // So the file is opened, and made 0644, only below such a directory.
 import fs from 'node:fs';
 import path from 'node:path';
-import { openRegular } from '../engine/private-files.js';
+import { openRegular } from '../engine/index.js';
 
 /**
  * Undefined when a directory between `file` and `root` (both included) is the agent's and closed

@@ -8,7 +8,7 @@
 // under fresh overlays before the load (vm/pod-disks.ts); the agent opens none of those files.
 // decidePodRestore is the pure part; runPodRestore gathers the facts and carries the plan out.
 import { Reason, Verify, restoreVerify, type VMRestore } from '../../../api/index.js';
-import { restoreVm } from '../engine/restore.js';
+import { restoreVm, lazyResidency, eagerArgv } from '../engine/index.js';
 import { verifySnapshotFile, type VerifiedSnapshot } from '../snapshot-file/verify.js';
 import type { HeaderTrust } from '../snapshot-file/header.js';
 import type { DiscoveredVm } from './discovery.js';
@@ -22,8 +22,6 @@ import { RestoreRefused, failureReason, loadBound, restoreFailed, restoreSucceed
 import { restoreSettings } from './settings.js';
 import { restoreSummary } from './status.js';
 import { openSnapshotForPod } from './pod-lazy.js';
-import { lazyResidency } from '../engine/lazy/residency.js';
-import { eagerArgv } from '../engine/lazy/plan.js';
 import { LAZY_SNAPSHOT_FD } from '../../launcher/argv.js';
 import type { LazyMapping } from '../../../api/vm-pod.js';
 import fs from 'node:fs';

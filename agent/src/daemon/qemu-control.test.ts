@@ -3,9 +3,10 @@
 // the process's files, and the locks on its disk images, open.
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { processAlive, waitForExit } from './qemu-control.js';
+import { probeQmp, processAlive, waitForExit } from './qemu-control.js';
 
 // The main thread leaves with pthread_exit; a second thread blocks reading stdin.
 const PROGRAM = `
@@ -54,3 +55,25 @@ async function leaderExitsWhileAThreadRuns(pid: number, endLastThread: () => voi
   expect(await waitForExit(pid, 10_000)).toBe(true);
   expect(processAlive(pid)).toBe(false);
 }
+
+describe('probeQmp tells "nobody there" from "busy" by the socket error code', () => {
+  it('absent: no socket file, or a stale one nobody listens on', async () => {
+    expect(await probeQmp(path.join(dir, 'none.sock'))).toMatchObject({ kind: 'absent' });
+    // A listener killed with SIGKILL leaves its socket file behind: connect gets ECONNREFUSED.
+    const stale = path.join(dir, 'stale.sock');
+    spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+    expect(fs.existsSync(stale)).toBe(true);
+    expect(await probeQmp(stale)).toMatchObject({ kind: 'absent', message: expect.stringContaining('stale.sock') });
+  });
+
+  it('unreachable: something accepts the connection but does not answer (a busy monitor)', async () => {
+    const busy = path.join(dir, 'busy.sock');
+    const server = net.createServer(() => undefined).listen(busy);
+    await new Promise((r) => server.once('listening', r));
+    try {
+      expect(await probeQmp(busy, 200)).toMatchObject({ kind: 'unreachable' });
+    } finally {
+      server.close();
+    }
+  });
+});

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { native } from '../native.js';
 import { QmpClient } from '../qmp/client.js';
+import { QmpConnectError } from '../qmp/errors.js';
 import { peerPidfd, pidOfPidfd } from '../vm/process-identity.js';
 
 /**
@@ -23,8 +24,7 @@ export async function probeQmp(socket: string, timeoutMs = 1000): Promise<Probe>
     return { kind: 'answers', client: await QmpClient.connect(socket, { timeoutMs }) };
   } catch (err) {
     const message = (err as Error).message;
-    if (/nothing listens|no QMP socket/.test(message)) return { kind: 'absent', message };
-    return { kind: 'unreachable', message };
+    return err instanceof QmpConnectError && err.absent ? { kind: 'absent', message } : { kind: 'unreachable', message };
   }
 }
 

@@ -4,10 +4,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_RELEASE_NAMESPACE, Reason, Verify, restoreVerify, type VMRestore, type VMSnapshot } from '../../../api/index.js';
-import { relaunchArgv, type ArgvRewrite } from '../engine/launch.js';
+import { relaunchArgv, restoreVm, lazyResidency, OverlayLedger, agentLaunchLogPath, type ArgvRewrite, type RestoreResult, type LazyResidency } from '../engine/index.js';
 import { dropReplacedLayers, topLayers } from './disk-layers.js';
-import { MigrationStalledError } from '../engine/stall.js';
-import { restoreVm, type RestoreResult } from '../engine/restore.js';
 import { verifySnapshotFile } from '../snapshot-file/verify.js';
 import { fetchSnapshot, needsFetch } from '../objstore/fetch.js';
 import { readHeader } from '../snapshot-file/read.js';
@@ -18,25 +16,22 @@ import { useFile, type AgentContext } from './context.js';
 import { assertUnder, vmDir } from './paths.js';
 import { probeQmp, quitQemu } from './qemu-control.js';
 import { runningLazyStatus } from './lazy-residency.js';
-import { lazyResidency, type LazyResidency } from '../engine/lazy/residency.js';
 import { restoreSettings } from './settings.js';
 import { isPodVms } from '../vm/pod-vms.js';
 import { preparePodRestore, runPodRestore, type PodRestorePrep } from './pod-restore.js';
 import { failedStatus, restoreSucceededStatus, restoreSummary, type RestoreOutcome } from './status.js';
 import { headerTrust } from './header-trust.js';
-import { OverlayLedger } from '../engine/overlay-ledger.js';
-import { agentLaunchLogPath } from '../engine/private-files.js';
 import type { HeaderTrust } from '../snapshot-file/header.js';
+import { reasonOf, VmsnapError } from '../errors.js';
 
 /** Set in the environment of every QEMU the agent launches for a restore: recovery recognises its own. */
 export const RESTORE_UID_ENV = 'VMSNAP_RESTORE_UID';
 
-export class RestoreRefused extends Error {
-  constructor(
-    readonly reason: Reason,
-    message: string,
-  ) {
-    super(message);
+/** A restore refused before anything changed, with the status reason that says why. */
+export class RestoreRefused extends VmsnapError {
+  override name = 'RestoreRefused';
+  constructor(reason: Reason, message: string) {
+    super(message, { reason });
   }
 }
 
@@ -117,10 +112,8 @@ export function loadBound(ctx: AgentContext, restore: VMRestore): { stallMs: num
   };
 }
 
-/** MigrationStalled for a load that stood still (agent setting stallTimeoutSeconds), Failed otherwise. */
-export function failureReason(err: unknown): Reason {
-  return err instanceof MigrationStalledError ? Reason.MigrationStalled : Reason.Failed;
-}
+/** The error's own status reason (MigrationStalled for a load that stood still: agent setting stallTimeoutSeconds), else Failed. */
+export const failureReason = reasonOf;
 
 export function restoreFailed(restore: VMRestore, reason: Reason, message: string): Completion {
   return { status: failedStatus(restore, reason, message, new Date()), event: { type: 'Warning', reason: 'RestoreFailed', message } };

@@ -3,8 +3,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Digests, MAX_PROGRESS_UPDATES_PER_SECOND, Reason, snapshotDigests, type VMSnapshot, type VMSnapshotStatus } from '../../../api/index.js';
-import { saveVm } from '../engine/save.js';
-import { MigrationStalledError } from '../engine/stall.js';
+import { saveVm, OverlayLedger } from '../engine/index.js';
+import { reasonOf } from '../errors.js';
 import type { QmpClient } from '../qmp/client.js';
 import { isPodVms } from '../vm/pod-vms.js';
 import type { DiscoveredVm } from './discovery.js';
@@ -17,7 +17,6 @@ import { failedStatus, progressStatus, saveSummary, snapshotSucceededStatus } fr
 import { Throttle } from './throttle.js';
 import { snapshotFileMode } from './pod-lazy.js';
 import { headerTrust } from './header-trust.js';
-import { OverlayLedger } from '../engine/overlay-ledger.js';
 import { podDiskFreezer } from '../vm/pod-disks.js';
 
 export function snapshotClaimExtra(ctx: AgentContext, snap: VMSnapshot): Partial<VMSnapshotStatus> {
@@ -101,8 +100,8 @@ export async function runSnapshot(ctx: AgentContext, snap: VMSnapshot, signal: A
     await progress.stop();
     const cancelled = cancellationOf(signal);
     if (cancelled) return cancelledCompletion(snap, cancelled);
-    if (err instanceof MigrationStalledError) {
-      return fail(Reason.MigrationStalled, `${err.message}; the save of VM ${ns}/${vmName} was ended, the VM put back as it was and the partial file removed (agent setting stallTimeoutSeconds)`);
+    if (reasonOf(err) === Reason.MigrationStalled) {
+      return fail(Reason.MigrationStalled, `${(err as Error).message}; the save of VM ${ns}/${vmName} was ended, the VM put back as it was and the partial file removed (agent setting stallTimeoutSeconds)`);
     }
     return fail(Reason.Failed, `the save of VM ${ns}/${vmName} failed: ${(err as Error).message}`);
   }

@@ -1,37 +1,19 @@
-// Watches the VMSnapshots and VMRestores labelled with this node and turns
-// each into at most one job: a run (claim, then save or restore), a recovery
-// (left InProgress by a previous agent), or a file deletion. One job per VM at
-// a time; a running job is cancelled when its object turns Failed or is deleted.
-// New runs wait in a queue for one of the node's slots, shared fairly between
-// namespaces (fair-share.ts).
-import {
-  NODE_LABEL,
-  VMRestoreSchema,
-  VMSnapshotSchema,
-  formatZodError,
-  isAssignedTo,
-  operationSlots,
-  type VMRestore,
-  type VMRestoreStatus,
-  type VMSnapshot,
-  type VMSnapshotStatus,
-} from '../../../api/index.js';
-import { startInformer, statusCode, type KubeObject, type ResilientInformer, type ResourceName } from '../../../kube/client.js';
+// Watches the VMSnapshots and VMRestores labelled with this node and executes what decide.ts
+// decides for each: at most one job (a run: claim, then save or restore; a recovery of what a
+// previous agent left InProgress; a clean-up after a failure), a file deletion, a cancellation, or
+// a status written again. One job per VM at a time; new runs wait in a queue for one of the
+// node's slots, shared fairly between namespaces (decideRuns).
+import { NODE_LABEL, VMRestoreSchema, VMSnapshotSchema, formatZodError, operationSlots, type VMSnapshot } from '../../../api/index.js';
+import { startInformer, type KubeObject, type ResilientInformer } from '../../../kube/client.js';
 import { deletedCancellation, failedCancellation, shutdownCancellation, type Cancellation } from './cancellation.js';
 import type { Completion } from './completion.js';
 import { patchStatusWithRetry, type AgentContext } from './context.js';
 import { deleteSnapshotFile } from './deletion.js';
-import { cleanUpFailedRestore, cleanUpFailedSnapshot, hasLeftoverFile, recoverRestore, recoverSnapshot } from './recovery.js';
-import { prepareRestore, runRestore } from './restore-runner.js';
-import type { PodRestorePrep } from './pod-restore.js';
-import { runSnapshot, snapshotClaimExtra } from './snapshot-runner.js';
-import { claimPatch } from './status.js';
-import { pickWork, type QueuedWork } from './fair-share.js';
-import { vmKey } from './vm-locks.js';
-
-type Kind = 'snapshot' | 'restore';
-type Work = { kind: 'snapshot'; obj: VMSnapshot } | { kind: 'restore'; obj: VMRestore };
-type Mode = 'run' | 'recover' | 'cleanup';
+import { hasLeftoverFile } from './recovery.js';
+import { prepareRestore } from './restore-runner.js';
+import { claim, perform, KIND_NAME, RESOURCE } from './job-steps.js';
+import { decide, decideRuns, lockKey, type Action, type Kind, type Mode, type Work } from './decide.js';
+import { WorkMemory } from './work-memory.js';
 
 interface Job {
   uid: string;
@@ -42,8 +24,6 @@ interface Job {
   done: Promise<void>;
 }
 
-const RESOURCE: Record<Kind, ResourceName> = { snapshot: 'vmSnapshot', restore: 'vmRestore' };
-const KIND_NAME: Record<Kind, string> = { snapshot: 'VMSnapshot', restore: 'VMRestore' };
 /** How long work waits for the inventory to finish its short query of the same VM. */
 const LOCK_WAIT_MS = 15_000;
 /** How long a stopping agent lets running restores finish (their QEMUs keep running either way). */
@@ -55,21 +35,16 @@ export class WorkDispatcher {
   private readonly jobs = new Map<string, Job>();
   /** VM key -> uid of the job that reserved it. */
   private readonly reserved = new Map<string, string>();
-  /** uids claimed or recovered by this process: never run again. */
-  private readonly handled = new Set<string>();
-  /** uids with a deletion step in flight or done. */
-  private readonly deletions = new Map<string, 'busy' | 'done'>();
-  /** Final statuses that could not be written yet, retried on the next event or resync. */
-  private readonly unwritten = new Map<string, { kind: Kind; ref: { namespace: string; name: string }; completion: Completion }>();
-  private readonly invalid = new Set<string>();
-  /** Assigned work not claimed yet, waiting for a slot: uid -> work. */
-  private readonly queue = new Map<string, Work>();
+  /** Everything else remembered per object (handled, deletions, unwritten statuses, the queue). */
+  readonly memory = new WorkMemory();
   /** namespace -> when it last got a slot (serveTick), for round-robin between namespaces. */
   private readonly lastServed = new Map<string, number>();
   private serveTick = 0;
   private schedulePending = false;
   private informers: Array<ResilientInformer<KubeObject>> = [];
   private stopping = false;
+  /** Both watches have listed once: their caches hold every object of this node. */
+  private synced = false;
 
   constructor(
     private readonly ctx: AgentContext,
@@ -94,6 +69,7 @@ export class WorkDispatcher {
           {
             onChange: (o) => this.consider(kind, o),
             onDelete: (o) => this.onDeleted(o),
+            onResync: () => this.prune(),
             onError: (err) => {
               if (!this.stopping) this.ctx.log.warn({ err: String(err), resource: RESOURCE[kind] }, 'watch failed; restarting it');
             },
@@ -103,7 +79,8 @@ export class WorkDispatcher {
       );
     }
     const aborted = new Promise<void>((r) => signal.addEventListener('abort', () => r(), { once: true }));
-    await Promise.race([Promise.all(this.informers.map((i) => i.synced)), aborted]);
+    const synced = Promise.all(this.informers.map((i) => i.synced)).then(() => void (this.synced = true));
+    await Promise.race([synced, aborted]);
   }
 
   /** Start-up: every object of this node left InProgress gets a recovery job before new work is claimed. */
@@ -131,9 +108,7 @@ export class WorkDispatcher {
   private parse(kind: Kind, raw: KubeObject): Work | undefined {
     const result = kind === 'snapshot' ? VMSnapshotSchema.safeParse(raw) : VMRestoreSchema.safeParse(raw);
     if (result.success) return { kind, obj: result.data } as Work;
-    const id = `${raw.metadata.uid}/${raw.metadata.resourceVersion}`;
-    if (!this.invalid.has(id)) {
-      this.invalid.add(id);
+    if (this.memory.firstInvalid(raw.metadata.uid!, raw.metadata.resourceVersion ?? '')) {
       this.ctx.log.warn({ kind: KIND_NAME[kind], namespace: raw.metadata.namespace, name: raw.metadata.name, error: formatZodError(result.error) }, 'ignoring an object that does not parse');
     }
     return undefined;
@@ -144,41 +119,40 @@ export class WorkDispatcher {
     const uid = raw.metadata.uid;
     if (!uid) return;
     const job = this.jobs.get(uid);
-    if (job) {
-      this.maybeCancel(job, raw);
-      return;
-    }
-    if (this.stopping) return;
-    this.queue.delete(uid); // queued again below while it is still waiting for this node
-    const pending = this.unwritten.get(uid);
-    if (pending) {
-      this.unwritten.delete(uid);
-      void this.write(pending.kind, pending.ref, uid, pending.completion, raw);
-      return;
-    }
-    const work = this.parse(kind, raw);
-    if (!work) return;
-    if (work.kind === 'snapshot') this.onSnapshot(work.obj);
-    const { obj } = work;
-    const status = obj.status;
-    const mine = status?.nodeName === this.ctx.nodeName && obj.metadata.labels?.[NODE_LABEL] === this.ctx.nodeName;
-    if (mine && status?.phase === 'InProgress' && !this.handled.has(uid)) {
-      this.startJob(work, 'recover');
-      return;
-    }
-    if (mine && status?.phase === 'Failed' && !this.handled.has(uid)) {
-      // A failure that happened while no agent watched may have left a paused VM or a file behind.
-      if (work.kind === 'restore' || hasLeftoverFile(this.ctx, work.obj)) this.startJob(work, 'cleanup');
-      else this.handled.add(uid);
-      return;
-    }
-    if (work.kind === 'snapshot' && obj.metadata.deletionTimestamp) {
-      this.handleDeletion(work.obj);
-      return;
-    }
-    if (!obj.metadata.deletionTimestamp && isAssignedTo(obj, this.ctx.nodeName) && !this.handled.has(uid)) {
-      this.queue.set(uid, work);
-      this.scheduleSoon();
+    if (!job && !this.stopping) this.memory.queue.delete(uid); // queued again below while it is still waiting for this node
+    const work = job || this.stopping || this.memory.hasUnwritten(uid) ? undefined : this.parse(kind, raw);
+    if (work?.kind === 'snapshot') this.onSnapshot(work.obj);
+    const seen = { uid, deleting: !!raw.metadata.deletionTimestamp, phase: (raw as { status?: { phase?: string } }).status?.phase, work };
+    const held = this.memory.held(uid, job && { mode: job.mode, cancelled: job.controller.signal.aborted });
+    const action = decide(seen, held, { name: this.ctx.nodeName, stopping: this.stopping, leftoverFile: (s) => hasLeftoverFile(this.ctx, s) });
+    this.execute(kind, raw, work, job, action);
+  }
+
+  private execute(kind: Kind, raw: KubeObject, work: Work | undefined, job: Job | undefined, action: Action): void {
+    const uid = raw.metadata.uid!;
+    switch (action.do) {
+      case 'cancel':
+        job!.controller.abort(action.cause === 'deleted' ? deletedCancellation(KIND_NAME[kind]) : failedCancellation((raw as { status?: Parameters<typeof failedCancellation>[0] }).status));
+        return;
+      case 'write': {
+        const pending = this.memory.takeUnwritten(uid)!;
+        void this.write(pending.kind, pending.ref, uid, pending.completion, raw);
+        return;
+      }
+      case 'recover':
+      case 'cleanup':
+        this.startJob(work!, action.do);
+        return;
+      case 'delete-file':
+        this.handleDeletion(work!.obj as VMSnapshot);
+        return;
+      case 'queue':
+        this.memory.queue.set(uid, work!);
+        this.scheduleSoon();
+        return;
+      case 'nothing':
+        if (action.settle) this.memory.markHandled(uid);
+        if (action.forget) this.memory.forgetSettled(uid);
     }
   }
 
@@ -195,20 +169,11 @@ export class WorkDispatcher {
   /** Starts the queued work that fair-share picks for the free slots. */
   private schedule(): void {
     if (this.stopping) return;
-    const byVm = new Map<string, QueuedWork>();
-    for (const [uid, work] of this.queue) {
-      const key = this.lockKey(work);
-      const holder = this.reserved.get(key);
-      if (holder !== undefined && holder !== uid) continue; // the VM is busy: looked at again when that job ends
-      const c: QueuedWork = { id: uid, namespace: work.obj.metadata.namespace ?? '', since: String(work.obj.metadata.creationTimestamp ?? '') };
-      const other = byVm.get(key);
-      if (!other || c.since < other.since || (c.since === other.since && c.id < other.id)) byVm.set(key, c); // one job per VM
-    }
     const running = [...this.jobs.values()].filter((j) => j.mode !== 'cleanup').map((j) => j.work.obj.metadata.namespace ?? '');
-    const picked = pickWork([...byVm.values()], { ...operationSlots(this.ctx.config), running, lastServed: this.lastServed });
+    const picked = decideRuns(this.memory.queue, { ...operationSlots(this.ctx.config), reserved: this.reserved, running, lastServed: this.lastServed });
     for (const next of picked) {
-      const work = this.queue.get(next.id)!;
-      this.queue.delete(next.id);
+      const work = this.memory.queue.get(next.id)!;
+      this.memory.queue.delete(next.id);
       this.lastServed.set(next.namespace, ++this.serveTick);
       this.startJob(work, 'run');
     }
@@ -217,34 +182,20 @@ export class WorkDispatcher {
   private onDeleted(raw: KubeObject): void {
     const uid = raw.metadata.uid;
     if (!uid) return;
-    this.unwritten.delete(uid);
-    this.deletions.delete(uid);
-    this.queue.delete(uid);
+    this.memory.forget(uid);
     const job = this.jobs.get(uid);
     if (job) job.controller.abort(deletedCancellation(KIND_NAME[job.work.kind]));
   }
 
-  private maybeCancel(job: Job, raw: KubeObject): void {
-    if (job.controller.signal.aborted) return;
-    const status = (raw as { status?: { phase?: string; conditions?: Array<{ type: string; reason: string }>; error?: { message: string } } }).status;
-    if (raw.metadata.deletionTimestamp) job.controller.abort(deletedCancellation(KIND_NAME[job.work.kind]));
-    else if (status?.phase === 'Failed') job.controller.abort(failedCancellation(status));
-  }
-
-  private lockKey(work: Work): string {
-    const ns = work.obj.metadata.namespace ?? '';
-    return work.kind === 'snapshot' ? vmKey(ns, work.obj.spec.vmName) : vmKey(ns, work.obj.status?.effective?.targetVMName ?? work.obj.spec.targetVMName ?? '');
-  }
-
   private startJob(work: Work, mode: Mode): void {
     const uid = work.obj.metadata.uid!;
-    const key = this.lockKey(work);
+    const key = lockKey(work);
     const holder = this.reserved.get(key);
     if (holder !== undefined && holder !== uid) return; // the VM is busy: looked at again when that job ends
     const job: Job = { uid, work, mode, key, controller: new AbortController(), done: Promise.resolve() };
     this.jobs.set(uid, job);
     this.reserved.set(key, uid);
-    if (mode !== 'run') this.handled.add(uid);
+    if (mode !== 'run') this.memory.markHandled(uid);
     job.done = this.runJob(job)
       .catch((err: unknown) => this.ctx.log.error({ err: String(err), uid, key }, 'job failed unexpectedly'))
       .finally(() => {
@@ -270,14 +221,14 @@ export class WorkDispatcher {
     }
     try {
       if (mode === 'run') {
-        if (signal.aborted || !(await this.claim(work, log))) {
+        if (signal.aborted || !(await claim(this.ctx, work, log))) {
           early?.discard();
           return;
         }
-        this.handled.add(job.uid);
+        this.memory.markHandled(job.uid);
       }
       log.info(mode === 'run' ? 'claimed; running' : mode);
-      const completion = await this.execute(work, mode, signal, early?.prepared);
+      const completion = await perform(this.ctx, work, mode, signal, early?.prepared);
       if (!completion) return;
       // The VM's state is final: the inventory may query it now and publish beside the status write
       // (the operator holds the VM's next operation until an inventory postdates this one).
@@ -290,40 +241,11 @@ export class WorkDispatcher {
     }
   }
 
-  private execute(work: Work, mode: Mode, signal: AbortSignal, prepared?: Promise<PodRestorePrep>): Promise<Completion | undefined> {
-    if (work.kind === 'snapshot') {
-      if (mode === 'run') return runSnapshot(this.ctx, work.obj, signal);
-      return mode === 'recover' ? recoverSnapshot(this.ctx, work.obj) : cleanUpFailedSnapshot(this.ctx, work.obj);
-    }
-    if (mode === 'run') return runRestore(this.ctx, work.obj, signal, prepared);
-    return mode === 'recover' ? recoverRestore(this.ctx, work.obj, signal) : cleanUpFailedRestore(this.ctx, work.obj);
-  }
-
-  /** Pending -> InProgress, guarded by the resourceVersion seen: a 409 means someone changed it first. */
-  private async claim(work: Work, log: AgentContext['log']): Promise<boolean> {
-    const { obj } = work;
-    const ref = { namespace: obj.metadata.namespace!, name: obj.metadata.name! };
-    const message = `node ${this.ctx.nodeName} is ${work.kind === 'snapshot' ? 'saving' : 'restoring'} the VM`;
-    try {
-      const body =
-        work.kind === 'snapshot'
-          ? claimPatch<VMSnapshotStatus>(work.obj, message, new Date(), snapshotClaimExtra(this.ctx, work.obj))
-          : claimPatch<VMRestoreStatus>(work.obj, message, new Date());
-      await this.ctx.kube.patchStatus(RESOURCE[work.kind], ref, body);
-      return true;
-    } catch (err) {
-      const code = statusCode(err);
-      if (code === 409) log.debug('changed since it was seen; not claimed');
-      else if (code !== 404) log.warn({ err: String(err) }, 'cannot claim; trying again later');
-      return false;
-    }
-  }
-
   private async write(kind: Kind, ref: { namespace: string; name: string }, uid: string, completion: Completion, obj: KubeObject): Promise<void> {
     if (!completion.skipStatus) {
       const result = await patchStatusWithRetry(this.ctx, RESOURCE[kind], ref, completion.status);
       if (result === 'failed') {
-        this.unwritten.set(uid, { kind, ref, completion });
+        this.memory.keepUnwritten(uid, { kind, ref, completion });
         return;
       }
       if (result === 'refused') return; // already finished: its outcome and event stand
@@ -333,7 +255,6 @@ export class WorkDispatcher {
 
   private handleDeletion(snap: VMSnapshot): void {
     const uid = snap.metadata.uid!;
-    if (this.deletions.has(uid)) return;
     const ref = { namespace: snap.metadata.namespace!, name: snap.metadata.name! };
     let removal: Promise<Completion> | undefined;
     try {
@@ -344,18 +265,25 @@ export class WorkDispatcher {
     }
     if (!removal) return;
     // Busy from here: events that arrive while the kernel frees the file are not a second removal.
-    this.deletions.set(uid, 'busy');
+    this.memory.deletion(uid, 'busy');
     void removal
       .then(async (completion) => {
         this.ctx.log.info({ ...ref, message: completion.event.message }, 'VMSnapshot deleted');
         await this.write('snapshot', ref, uid, completion, snap as unknown as KubeObject);
-        if (this.unwritten.has(uid)) this.deletions.delete(uid);
-        else this.deletions.set(uid, 'done');
+        this.memory.deletion(uid, this.memory.hasUnwritten(uid) ? undefined : 'done');
       })
       .catch((err: unknown) => {
         this.ctx.log.warn({ err: String(err), ...ref }, 'cannot remove the snapshot file');
-        this.deletions.delete(uid); // tried again on the next event or resync
+        this.memory.deletion(uid, undefined); // tried again on the next event or resync
       });
+  }
+
+  /** A deletion missed while a watch was down: memory keeps only objects the caches hold, or a job runs for. */
+  private prune(): void {
+    if (!this.synced || this.stopping) return;
+    const live = new Set(this.jobs.keys());
+    for (const i of this.informers) for (const o of i.informer.list()) if (o.metadata?.uid) live.add(o.metadata.uid);
+    this.memory.retainOnly(live);
   }
 
   private reconsiderAll(): void {

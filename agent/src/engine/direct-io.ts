@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { native } from '../native.js';
 import type { DirectIOMode } from '../snapshot-file/metadata.js';
+import { VmsnapError } from '../errors.js';
 
 export interface DirectIODecision {
   enabled: boolean;
@@ -11,7 +12,7 @@ export interface DirectIODecision {
   reason?: string;
 }
 
-export class DirectIOUnsupportedError extends Error {
+export class DirectIOUnsupportedError extends VmsnapError {
   override name = 'DirectIOUnsupportedError';
 }
 

@@ -10,6 +10,7 @@ import type { QmpClient } from '../qmp/client.js';
 import { writableDisks, type BlockInfo } from './disks.js';
 import { openRegular } from './private-files.js';
 import type { OverlayLedger } from './overlay-ledger.js';
+import { VmsnapError } from '../errors.js';
 
 const QCOW2_MAGIC = 0x514649fb;
 
@@ -55,7 +56,7 @@ export function layersOn(base: string, dirs: string[], except: string[] = []): s
   return [...found];
 }
 
-export class MergeError extends Error {
+export class MergeError extends VmsnapError {
   override name = 'MergeError';
 }
 

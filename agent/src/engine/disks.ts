@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import type { QmpClient } from '../qmp/client.js';
 import type { SnapshotMetadata } from '../snapshot-file/metadata.js';
 import type { OverlayLedger } from './overlay-ledger.js';
+import { VmsnapError } from '../errors.js';
 
 export type DiskRecord = NonNullable<SnapshotMetadata['disks']>[number];
 
@@ -38,7 +39,7 @@ export interface WritableDisk {
   virtualSize: number;
 }
 
-export class DiskError extends Error {
+export class DiskError extends VmsnapError {
   override name = 'DiskError';
 }
 

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { QmpClient } from '../qmp/client.js';
 import { rewriteDiskArgs, rewriteMacs, type DiskRewrite } from './disks.js';
 import { openRegular, PrivateFileError } from './private-files.js';
+import { VmsnapError } from '../errors.js';
 
 /** Options that take a value and must not survive into the relaunch. */
 const DROPPED_WITH_VALUE = new Set(['-incoming', '-loadvm']);
@@ -34,7 +35,7 @@ export function relaunchEnv(extra: Record<string, string> = {}): Record<string, 
   return { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', ...extra };
 }
 
-export class LaunchError extends Error {
+export class LaunchError extends VmsnapError {
   override name = 'LaunchError';
 }
 

@@ -4,6 +4,7 @@
 import { QmpCommandError } from '../qmp/errors.js';
 import type { QmpClient } from '../qmp/client.js';
 import { watchProgress, type ProgressMeasure } from './stall.js';
+import { VmsnapError } from '../errors.js';
 
 /** Capabilities that QEMU refuses to combine with mapped-ram. */
 const INCOMPATIBLE_CAPABILITIES = ['xbzrle', 'postcopy-ram', 'postcopy-preempt', 'compress', 'background-snapshot', 'return-path'];
@@ -28,7 +29,7 @@ export interface SavedMigrationConfig {
   parameters: Record<string, unknown>;
 }
 
-export class MappedRamUnsupportedError extends Error {
+export class MappedRamUnsupportedError extends VmsnapError {
   override name = 'MappedRamUnsupportedError';
 }
 

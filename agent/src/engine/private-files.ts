@@ -4,8 +4,9 @@
 // (a FIFO or a device named by a tenant must not stall the agent or be opened).
 import fs from 'node:fs';
 import path from 'node:path';
+import { VmsnapError } from '../errors.js';
 
-export class PrivateFileError extends Error {
+export class PrivateFileError extends VmsnapError {
   override name = 'PrivateFileError';
 }
 

@@ -32,6 +32,7 @@ import { planPreallocArgv, type PreallocPlan } from './prealloc.js';
 import type { LazyMapping } from '../../../api/vm-pod.js';
 import { DEFAULT_STALL_TIMEOUT_SECONDS } from '../../../api/agent-defaults.js';
 import { processReadMeasure, watchProgress, type MigrationStalledError } from './stall.js';
+import { VmsnapError } from '../errors.js';
 
 export interface RestoreOptions {
   inPath: string;
@@ -138,7 +139,7 @@ export interface RestoreResult {
   qemuPid?: number;
 }
 
-export class RestoreError extends Error {
+export class RestoreError extends VmsnapError {
   override name = 'RestoreError';
 }
 

@@ -2,6 +2,7 @@
 // mapped-ram + multifd (+ O_DIRECT), then resumes or stops the VM. Every
 // failure path puts a VM that was running back to running.
 import fs from 'node:fs';
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { sinceProcessStartMs } from '../clock.js';
 import { QmpClient } from '../qmp/client.js';
@@ -24,12 +25,14 @@ import {
 } from './migration.js';
 import { formatBytes, throughputMiBps } from '../../../api/format.js';
 import { finishSnapshotFile } from './finish.js';
+import { allocatedBytes } from './file-stats.js';
 import { digestsPath, writeDigests } from '../snapshot-file/digests.js';
 import { hostDiskFreezer, writableDisks, type BlockInfo, type DiskFreezer, type DiskRecord } from './disks.js';
 import { OverlayLedger } from './overlay-ledger.js';
 import { recordableArgv } from './lazy/recorded-argv.js';
 import { fileWriteMeasure, watchProgress, type MigrationStalledError, type ProgressMeasure } from './stall.js';
 import { DEFAULT_STALL_TIMEOUT_SECONDS } from '../../../api/agent-defaults.js';
+import { VmsnapError } from '../errors.js';
 
 export type AfterSave = 'resume' | 'stop';
 
@@ -115,8 +118,14 @@ export interface SaveResult {
 /** QEMU run states a save starts from ('prelaunch': started with -S, never run). */
 const SAVEABLE_STATES = ['running', 'paused', 'prelaunch'];
 
-export class SaveError extends Error {
+export class SaveError extends VmsnapError {
   override name = 'SaveError';
+  /** The snapshot's filesystem had no room for the rest of the RAM when the save failed. */
+  readonly noSpace: boolean;
+  constructor(message: string, opts: { noSpace?: boolean } = {}) {
+    super(message);
+    this.noSpace = opts.noSpace ?? false;
+  }
 }
 
 export async function saveVm(opts: SaveOptions): Promise<SaveResult> {
@@ -146,6 +155,13 @@ async function recordDigests(path: string, metadata: SnapshotMetadata, authentic
   } catch (err) {
     return { error: `the RAM digests of ${path} could not be written: ${(err as Error).message}` };
   }
+}
+
+/** A full disk (QEMU's write, typed at the failure, or ours, by its errno code) says what to do about it. */
+export function explainSaveFailure(err: unknown, outPath: string, ramBytes: number | undefined): unknown {
+  const noSpace = (err instanceof SaveError && err.noSpace) || (err as NodeJS.ErrnoException)?.code === 'ENOSPC';
+  if (!noSpace || ramBytes === undefined) return err;
+  return new SaveError(`${(err as Error).message}; free space for ${outPath}: it needs up to ${formatBytes(ramBytes)} (the guest's RAM)`, { noSpace });
 }
 
 /** One save's resources, so that rollBack knows exactly what to undo. */
@@ -278,7 +294,7 @@ class SaveState {
     }
     this.migrating = false;
     if (outcome.status !== 'completed') {
-      throw new SaveError(`QEMU's save ${outcome.status}: ${outcome['error-desc'] ?? 'no reason given'}`);
+      throw new SaveError(`QEMU's save ${outcome.status}: ${outcome['error-desc'] ?? 'no reason given'}`, { noSpace: this.outOfSpace(plain, vm.ramBytes) });
     }
     const migrateMs = Date.now() - started;
 
@@ -369,11 +385,21 @@ class SaveState {
     for (const fd of this.fds.splice(0)) fs.closeSync(fd);
   }
 
-  /** A full disk (QEMU's write or ours) says what to do about it. */
+  /**
+   * QEMU reports a failed write only as text (query-migrate's error-desc): whether the disk was
+   * full is read from the filesystem instead, while the partial file still holds its space.
+   */
+  private outOfSpace(fd: number, ramBytes: number): boolean {
+    try {
+      const fsStat = fs.statfsSync(path.dirname(this.opts.outPath));
+      return fsStat.bavail * fsStat.bsize < ramBytes - allocatedBytes(fs.fstatSync(fd));
+    } catch {
+      return false;
+    }
+  }
+
   explain(err: unknown): unknown {
-    const message = (err as Error)?.message ?? '';
-    if (!/no space left|ENOSPC/i.test(message) || this.ramBytes === undefined) return err;
-    return new SaveError(`${message}; free space for ${this.opts.outPath}: it needs up to ${formatBytes(this.ramBytes)} (the guest's RAM)`);
+    return explainSaveFailure(err, this.opts.outPath, this.ramBytes);
   }
 
   /** Undoes a failed or cancelled save: QEMU back as it was, no partial file. */

@@ -6,6 +6,8 @@
 import fs from 'node:fs';
 import { formatBytes } from '../../../api/format.js';
 import { allocatedBytes } from './file-stats.js';
+import { Reason } from '../../../api/protocol.js';
+import { VmsnapError } from '../errors.js';
 
 /** One look at the measure. `token` is anything else that proves activity (a save's mtime). */
 export interface ProgressSample {
@@ -44,14 +46,14 @@ export function decideStall(track: StallTrack | undefined, sample: ProgressSampl
   return idleMs >= rule.stallMs ? { stalled: true, track, idleMs } : { stalled: false, track };
 }
 
-export class MigrationStalledError extends Error {
+export class MigrationStalledError extends VmsnapError {
   override name = 'MigrationStalledError';
   constructor(
     message: string,
     readonly bytes: number,
     readonly idleMs: number,
   ) {
-    super(message);
+    super(message, { reason: Reason.MigrationStalled });
   }
 }
 

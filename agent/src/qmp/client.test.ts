@@ -132,6 +132,9 @@ describe('QmpClient', () => {
     spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, 'SIGKILL'))`]);
     expect(fs.existsSync(stale)).toBe(true);
     await expect(QmpClient.connect(stale)).rejects.toThrow(/nothing listens on the QMP socket .* stale socket file/);
+    // The errno code travels with the error: callers decide on it, not on the text.
+    await expect(QmpClient.connect(stale)).rejects.toMatchObject({ name: 'QmpConnectError', code: 'ECONNREFUSED', nobodyListens: true });
+    await expect(QmpClient.connect(path.join(dir, 'nope.sock'))).rejects.toMatchObject({ code: 'ENOENT', absent: true, nobodyListens: false });
   });
 
   it('refuses a QEMU without mapped-ram with the version it needs', async () => {

@@ -11,7 +11,7 @@ import {
   QmpError,
   QmpReplyError,
   QmpTimeoutError,
-  describeConnectError,
+  QmpConnectError,
 } from './errors.js';
 import { replyProblem } from './replies.js';
 
@@ -99,7 +99,7 @@ export class QmpClient extends EventEmitter {
         s.removeAllListeners('error');
         resolve(s);
       });
-      s.once('error', (err: NodeJS.ErrnoException) => reject(new QmpError(describeConnectError(name, err))));
+      s.once('error', (err: NodeJS.ErrnoException) => reject(new QmpConnectError(name, err)));
     });
     const client = new QmpClient(name, socket);
     try {

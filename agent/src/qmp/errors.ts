@@ -1,6 +1,8 @@
-// QMP failures, each with a message that tells the user what happened and what to do.
+// QMP failures, each with a message that tells the user what happened and what to do, and the
+// facts callers decide on as typed fields (QMP's error class, the connect errno code).
+import { VmsnapError } from '../errors.js';
 
-export class QmpError extends Error {
+export class QmpError extends VmsnapError {
   override name = 'QmpError';
 }
 
@@ -34,6 +36,26 @@ export class QmpReplyError extends QmpError {
 
 export class QmpTimeoutError extends QmpError {
   override name = 'QmpTimeoutError';
+}
+
+/** Connecting to the QMP socket failed; `code` is the socket's errno code (ENOENT: no socket, ECONNREFUSED: nobody listens). */
+export class QmpConnectError extends QmpError {
+  override name = 'QmpConnectError';
+  readonly code: string | undefined;
+  constructor(socketPath: string, err: NodeJS.ErrnoException) {
+    super(describeConnectError(socketPath, err), { cause: err });
+    this.code = err.code;
+  }
+
+  /** Nothing listens on the socket (a stale socket file: its QEMU has exited). */
+  get nobodyListens(): boolean {
+    return this.code === 'ECONNREFUSED';
+  }
+
+  /** No QEMU there: no socket file, or nothing listens on it. */
+  get absent(): boolean {
+    return this.code === 'ENOENT' || this.nobodyListens;
+  }
 }
 
 /** Turns a socket connect error into a sentence about the QMP socket. */

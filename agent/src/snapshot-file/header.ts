@@ -21,6 +21,7 @@ import { createHmac } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import fs from 'node:fs';
 import type { SnapshotIdentity, SnapshotMetadata } from './metadata.js';
+import { VmsnapError } from '../errors.js';
 
 /** Bumped when the layout or the metadata changes incompatibly. */
 export const SNAPSHOT_FORMAT_VERSION = 2;
@@ -60,7 +61,7 @@ export interface HeaderTrust {
   snapshot?: SnapshotIdentity;
 }
 
-export class SnapshotFileError extends Error {
+export class SnapshotFileError extends VmsnapError {
   override name = 'SnapshotFileError';
 }
 

@@ -10,12 +10,13 @@ import { cgroupBelongsToPod } from './cgroup.js';
 import type { PodVmIdentity } from './identity.js';
 import { readPeerProcess } from './process-identity.js';
 import { podDir, socketNodePath, socketRelPath } from './run-volume.js';
+import { VmsnapError } from '../errors.js';
 
-export class PeerRefusedError extends Error {
+export class PeerRefusedError extends VmsnapError {
   override name = 'PeerRefusedError';
 }
 
-export class SocketRefusedError extends Error {
+export class SocketRefusedError extends VmsnapError {
   override name = 'SocketRefusedError';
   constructor(
     message: string,

@@ -5,11 +5,12 @@ import type net from 'node:net';
 import { LauncherReplySchema, type LauncherReply, type LauncherRequest } from '../../../api/vm-pod.js';
 import { formatZodError } from '../../../api/index.js';
 import { native } from '../native.js';
+import { VmsnapError } from '../errors.js';
 
 /** A reply line longer than this is refused (a valid one is under 200 bytes, an error under 4 KiB). */
 export const LAUNCHER_REPLY_MAX_BYTES = 8 * 1024;
 
-export class LauncherError extends Error {
+export class LauncherError extends VmsnapError {
   override name = 'LauncherError';
 }
 

@@ -5,6 +5,7 @@ import type { Kube } from '../../../kube/client.js';
 import { VM_LABEL, VM_LAUNCHER_SOCKET, VM_QMP_SOCKET, type LauncherRequest } from '../../../api/vm-pod.js';
 import type { DiscoveredVm, VmFinder } from '../daemon/discovery.js';
 import type { Probe } from '../daemon/qemu-control.js';
+import { QmpConnectError } from '../qmp/errors.js';
 import { connectPodQmp, connectPodStream, PeerRefusedError, SocketRefusedError } from './connect.js';
 import { selectPodVms, type PodVmIdentity } from './identity.js';
 import { launcherRequest } from './launcher-client.js';
@@ -48,7 +49,7 @@ export class PodVms implements VmFinder {
       const message = (err as Error).message;
       if (err instanceof SocketRefusedError && err.code === 'ENOENT') return this.absent(vm, message, timeoutMs);
       if (err instanceof PeerRefusedError || err instanceof SocketRefusedError) return { kind: 'unreachable', message };
-      if (/nothing listens/.test(message)) return this.absent(vm, message, timeoutMs);
+      if (err instanceof QmpConnectError && err.nobodyListens) return this.absent(vm, message, timeoutMs);
       return { kind: 'unreachable', message };
     }
   }

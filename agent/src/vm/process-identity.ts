@@ -4,6 +4,7 @@
 // always starts later), or a pidfd, which names that one process for as long as it is open.
 import fs from 'node:fs';
 import { native } from '../native.js';
+import { VmsnapError } from '../errors.js';
 
 export interface ProcessIdentity {
   pid: number;
@@ -76,7 +77,7 @@ export function readPeerProcess<T>(socketFd: number, pid: number, read: (pid: nu
   }
 }
 
-export class PeerGoneError extends Error {
+export class PeerGoneError extends VmsnapError {
   override name = 'PeerGoneError';
 }
 
