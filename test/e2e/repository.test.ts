@@ -1,0 +1,139 @@
+// Snapshots leave their node: the operator and two agents (two node names, two storage roots) as
+// processes on the real API server, a real SeaweedFS, real QEMU guests. A save on node A is
+// uploaded in the background; VMRestores with spec.nodeName B fetch it into B's cache and restore
+// it there, eager and lazy, guest memory intact. Then node A is lost (its agent stopped, its
+// storage root deleted): an uploaded snapshot still restores on B, and deleting a snapshot of
+// the lost node no longer waits for it after the grace period.
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { snapshotFileName } from '../../api/index.js';
+import { repositoryClient } from '../../agent/src/objstore/client.js';
+import { createNamespace, kubectl, kubectlOk } from '../cluster/controlplane.js';
+import { startGuest, type Guest } from '../guest/guest.js';
+import { startSeaweedFS, type S3Server } from '../objstore/seaweedfs.js';
+import { apply, expectVerifying, getJson, killQemusUnder, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
+
+const BUCKET = 'vmsnap-e2e';
+const GRACE_SECONDS = 20;
+let server: S3Server;
+let stack: Stack;
+let ns: string;
+let className: string;
+const guests: Guest[] = [];
+
+const agent = (node: string) => stack.agents.get(node)!;
+
+beforeAll(async () => {
+  server = await startSeaweedFS();
+  await server.createBucket(BUCKET);
+  stack = await startStack(['node-a', 'node-b'], {
+    helmArgs: ['--set', 'agent.repositorySecrets={e2e-s3,e2e-s3-key}'],
+    operatorEnv: { VMSNAP_NODE_LOSS_GRACE_SECONDS: String(GRACE_SECONDS) },
+  });
+  ns = await createNamespace('e2e-repo');
+  className = `e2e-repo-${randomBytes(3).toString('hex')}`;
+  const b64 = (s: string | Buffer) => Buffer.from(s).toString('base64');
+  await apply(`
+apiVersion: v1
+kind: Secret
+metadata: {name: e2e-s3, namespace: ${stack.releaseNamespace}}
+data: {accessKeyId: ${b64(server.credentials.accessKeyId)}, secretAccessKey: ${b64(server.credentials.secretAccessKey)}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: e2e-s3-key, namespace: ${stack.releaseNamespace}}
+data: {key: ${b64(randomBytes(32))}}
+---
+apiVersion: vmsnap.io/v1alpha1
+kind: VMSnapshotClass
+metadata: {name: ${className}}
+deletionPolicy: Delete
+repository:
+  endpoint: ${server.endpoint}
+  bucket: ${BUCKET}
+  prefix: e2e/
+  credentialsSecret: e2e-s3
+  encryptionKeySecret: e2e-s3-key
+  compression: Zstd
+`);
+}, 30 * 60 * 1000);
+
+afterAll(async () => {
+  await Promise.all(guests.map((g) => g.kill().catch(() => undefined)));
+  if (stack) {
+    // Snapshots of the lost node would wait out the grace period: release them here.
+    for (const name of ['app-snap', 'db-snap']) await kubectl(['patch', 'vmsnapshot', name, '-n', ns, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']);
+    await kubectl(['delete', 'vmsnapshotclass', className, '--ignore-not-found']);
+    await stack.stop();
+    if (process.env.VMSNAP_KEEP_E2E) console.log(`logs kept in ${stack.workDir}`);
+    else fs.rmSync(stack.workDir, { recursive: true, force: true });
+  }
+  await server?.stop();
+});
+
+/** A guest on `node` that hibernates into a snapshot of the repository class; resolves once it is uploaded. */
+async function hibernateUploaded(node: string, vm: string, seed: number): Promise<Record<string, any>> {
+  const dir = path.join(agent(node).vmRoot, ns, vm);
+  const g = await startGuest({ dir, name: vm, memMiB: 256, fillMiB: 64, seed });
+  guests.push(g);
+  await g.waitForSerial(/VMSNAP PASS n=1 ok/, 120_000);
+  await apply(`
+apiVersion: vmsnap.io/v1alpha1
+kind: VMSnapshot
+metadata: {name: ${vm}-snap}
+spec: {vmName: ${vm}, className: ${className}, afterSnapshot: Stop}
+`, ns);
+  await waitForPhase(`vmsnapshot/${vm}-snap`, ns, 'Succeeded');
+  await g.exited;
+  await waitFor(`vmsnapshot/${vm}-snap`, ns, '{.status.upload.phase}', (p) => p === 'Uploaded' || p === 'Failed', 180_000);
+  return getJson(`vmsnapshot/${vm}-snap`, ns);
+}
+
+async function restoreOn(node: string, name: string, snapshot: string, mode: 'Eager' | 'Lazy', extra = ''): Promise<Record<string, any>> {
+  await apply(`
+apiVersion: vmsnap.io/v1alpha1
+kind: VMRestore
+metadata: {name: ${name}}
+spec: {snapshotName: ${snapshot}, nodeName: ${agent(node).nodeName}, restoreMode: ${mode}${extra}}
+`, ns);
+  return waitForPhase(`vmrestore/${name}`, ns, 'Succeeded', 300_000);
+}
+
+async function objectKeys(prefix: string): Promise<string[]> {
+  const client = repositoryClient({ endpoint: server.endpoint }, server.credentials);
+  const res = await client.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: prefix }));
+  return (res.Contents ?? []).map((o) => o.Key!).sort();
+}
+
+it('uploads a save of node A and restores it on node B, eager then lazy, memory intact', async () => {
+  const snap = await hibernateUploaded('node-a', 'app', 21);
+  expect(snap.status.nodeName).toBe(agent('node-a').nodeName);
+  expect(snap.status.upload).toMatchObject({ phase: 'Uploaded', bucket: BUCKET, compression: 'Zstd', encrypted: true });
+  // Only present pages travel: the 64 MiB pattern and what the kernel touched, far below 256 MiB.
+  expect(snap.status.upload.bytesDone).toBeGreaterThanOrEqual(64 << 20);
+  expect(snap.status.upload.bytesDone).toBeLessThan(256 << 20);
+  expect(snap.status.upload.bytesTotal).toBe(snap.status.upload.bytesDone);
+  expect(snap.status.upload.storedBytes).toBeGreaterThan(0);
+  expect(snap.status.conditions.find((c: { type: string }) => c.type === 'Uploaded')).toMatchObject({ status: 'True', reason: 'Uploaded' });
+  const prefix = `e2e/${ns}/app-snap-${snap.metadata.uid}/`;
+  expect(await objectKeys(prefix)).toEqual([`${prefix}data`, `${prefix}manifest.json`]);
+
+  const bDir = path.join(agent('node-b').vmRoot, ns, 'app');
+  const serial = path.join(bDir, 'serial.log');
+  const eager = await restoreOn('node-b', 'app-on-b', 'app-snap', 'Eager');
+  expect(eager.status.nodeName).toBe(agent('node-b').nodeName);
+  const cached = path.join(agent('node-b').storageRoot, ns, 'fetched', snapshotFileName(snap as never));
+  expect(fs.existsSync(cached)).toBe(true);
+  // The VM runs on B from B's own VM directory (its console log is there), its memory intact.
+  await expectVerifying(serial, 0);
+
+  const offset = fs.readFileSync(serial, 'latin1').length;
+  const lazy = await restoreOn('node-b', 'app-lazy-on-b', 'app-snap', 'Lazy', ', ifRunning: Replace');
+  expect(lazy.status).toMatchObject({ restoreMode: 'Lazy', lazy: { file: fs.realpathSync(cached), vmRunning: true } });
+  await expectVerifying(serial, offset);
+  // The second restore used B's cached copy: one fetch in B's log.
+  expect(fs.readFileSync(agent('node-b').logPath, 'utf8')).toMatch(/using the cached copy of the uploaded snapshot/);
+  killQemusUnder(bDir);
+});
