@@ -135,5 +135,48 @@ it('uploads a save of node A and restores it on node B, eager then lazy, memory 
   await expectVerifying(serial, offset);
   // The second restore used B's cached copy: one fetch in B's log.
   expect(fs.readFileSync(agent('node-b').logPath, 'utf8')).toMatch(/using the cached copy of the uploaded snapshot/);
+
+  // Deleted with node A present: A's agent removes the file, the operator the repository copy;
+  // B's cached copy goes too while the lazy VM keeps running on its mapping.
+  await kubectlOk(['delete', 'vmsnapshot', 'app-snap', '-n', ns, '--wait=true', '--timeout=120s']);
+  expect(await objectKeys(prefix)).toEqual([]);
+  expect(fs.existsSync(snap.status.file.path)).toBe(false);
+  await waitUntil(() => !fs.existsSync(cached), 60_000, `${cached} is still on node B after its VMSnapshot was deleted`);
+  await expectVerifying(serial, fs.readFileSync(serial, 'latin1').length);
   killQemusUnder(bDir);
 });
+
+it('survives the loss of node A: its uploaded snapshot restores on B, and deleting it no longer waits for A', async () => {
+  const snap = await hibernateUploaded('node-a', 'db', 33);
+  expect(snap.status.upload.phase).toBe('Uploaded');
+  const prefix = snap.status.upload.prefix as string;
+  expect(await objectKeys(prefix)).toEqual([`${prefix}data`, `${prefix}manifest.json`]);
+
+  // Node A is lost: its agent stops and its disk is gone.
+  await stack.killAgent('node-a', 'SIGKILL');
+  fs.rmSync(agent('node-a').storageRoot, { recursive: true, force: true });
+
+  await restoreOn('node-b', 'db-on-b', 'db-snap', 'Eager');
+  await expectVerifying(path.join(agent('node-b').vmRoot, ns, 'db', 'serial.log'), 0);
+  const cached = path.join(agent('node-b').storageRoot, ns, 'fetched', snapshotFileName(snap as never));
+  expect(fs.existsSync(cached)).toBe(true);
+
+  // deletionPolicy Delete with node A silent past the grace period: released with NodeLost, the
+  // repository copy removed; B's fetched copy goes by the cache rule (its VMSnapshot is gone).
+  await kubectlOk(['delete', 'vmsnapshot', 'db-snap', '-n', ns, '--wait=true', `--timeout=${GRACE_SECONDS + 120}s`]);
+  const events = await kubectlOk(['get', 'events', '-n', ns, '--field-selector', 'reason=NodeLost', '-o', 'jsonpath={.items[*].message}']);
+  expect(events).toMatch(new RegExp(`node ${agent('node-a').nodeName} is lost: .*released; .* is left on that node; removed its copy in bucket ${BUCKET} at ${prefix}`));
+  expect(await objectKeys(prefix)).toEqual([]);
+  await waitUntil(() => !fs.existsSync(cached), 60_000, `${cached} is still on node B after its VMSnapshot was deleted`);
+  // The restored VM does not depend on the cache: it keeps running intact.
+  const serial = path.join(agent('node-b').vmRoot, ns, 'db', 'serial.log');
+  await expectVerifying(serial, fs.readFileSync(serial, 'latin1').length);
+});
+
+async function waitUntil(ok: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(what);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
