@@ -31,6 +31,8 @@ beforeAll(async () => {
   stack = await startStack(['node-a', 'node-b'], {
     helmArgs: ['--set', 'agent.repositorySecrets={e2e-s3,e2e-s3-key}'],
     operatorEnv: { VMSNAP_NODE_LOSS_GRACE_SECONDS: String(GRACE_SECONDS) },
+    // The probes' listener, which also serves /metrics, on a free loopback port.
+    agentEnv: { VMSNAP_HEALTH_PORT: '0', VMSNAP_HEALTH_HOST: '127.0.0.1' },
   });
   ns = await createNamespace('e2e-repo');
   className = `e2e-repo-${randomBytes(3).toString('hex')}`;
@@ -136,6 +138,16 @@ it('uploads a save of node A and restores it on node B, eager then lazy, memory 
   // The second restore used B's cached copy: one fetch in B's log.
   expect(fs.readFileSync(agent('node-b').logPath, 'utf8')).toMatch(/using the cached copy of the uploaded snapshot/);
 
+  // Both agents' metrics count the transfer; B's shows the lazy VM's resident RAM.
+  const up = await agentMetrics('node-a');
+  expect(metricValue(up, 'vmsnap_repository_transfer_bytes_total{direction="upload"}')).toBe(snap.status.upload.bytesDone);
+  expect(metricValue(up, 'vmsnap_repository_transfer_duration_seconds_count{direction="upload"}')).toBe(1);
+  const down = await agentMetrics('node-b');
+  expect(metricValue(down, 'vmsnap_repository_transfer_bytes_total{direction="download"}')).toBe(snap.status.upload.bytesDone);
+  expect(metricValue(down, 'vmsnap_repository_transfer_duration_seconds_count{direction="download"}')).toBe(1);
+  await waitFor('vmrestore/app-lazy-on-b', ns, '{.status.lazy.residentBytes}', (v) => Number(v) >= 64 << 20, 60_000);
+  await waitUntilAsync(async () => metricValue(await agentMetrics('node-b'), `vmsnap_lazy_resident_bytes{namespace="${ns}",restore="app-lazy-on-b"}`) >= 64 << 20, 60_000, 'no lazy residency in the metrics of node B');
+
   // Deleted with node A present: A's agent removes the file, the operator the repository copy;
   // B's cached copy goes too while the lazy VM keeps running on its mapping.
   await kubectlOk(['delete', 'vmsnapshot', 'app-snap', '-n', ns, '--wait=true', '--timeout=120s']);
@@ -173,9 +185,26 @@ it('survives the loss of node A: its uploaded snapshot restores on B, and deleti
   await expectVerifying(serial, fs.readFileSync(serial, 'latin1').length);
 });
 
+/** The agent's /metrics, from the port its log says it serves on. */
+async function agentMetrics(node: string): Promise<string> {
+  const line = fs.readFileSync(agent(node).logPath, 'utf8').split('\n').find((l) => l.includes('serving /healthz and /readyz'));
+  if (!line) throw new Error(`agent ${node} serves no health port`);
+  const res = await fetch(`http://127.0.0.1:${JSON.parse(line).port}/metrics`);
+  return res.text();
+}
+
+function metricValue(text: string, series: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(series + ' '));
+  return line ? Number(line.slice(series.length + 1)) : NaN;
+}
+
 async function waitUntil(ok: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  return waitUntilAsync(async () => ok(), timeoutMs, what);
+}
+
+async function waitUntilAsync(ok: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!ok()) {
+  while (!(await ok())) {
     if (Date.now() > deadline) throw new Error(what);
     await new Promise((r) => setTimeout(r, 250));
   }

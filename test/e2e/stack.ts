@@ -50,6 +50,8 @@ export interface StackOptions {
   helmArgs?: string[];
   /** Extra environment of the operator process (its VMSNAP_* settings). */
   operatorEnv?: Record<string, string>;
+  /** Extra environment of every agent process. */
+  agentEnv?: Record<string, string>;
 }
 
 function spawnLogged(cmd: string, args: string[], env: NodeJS.ProcessEnv, logPath: string, detached = false): ChildProcess {
@@ -110,6 +112,7 @@ export async function startStack(nodes: string[], opts: StackOptions = {}): Prom
         VMSNAP_STORAGE_ROOT: storageRoot,
         VMSNAP_INVENTORY_INTERVAL_SECONDS: '5',
         LOG_LEVEL: 'debug',
+        ...opts.agentEnv,
         ...agentOpts.env,
       },
       logPath,

@@ -69,14 +69,16 @@ export class SnapshotUploads {
       await this.patch(snap, { phase: 'Uploading', ...base, bytesDone: 0 });
       await this.ctx.events.record(snap as unknown as KubeObject, 'Normal', 'UploadStarted', `uploading to bucket ${repo.bucket} at ${prefix}`);
       let last = 0;
-      const result = await uploadSnapshot(file, target, {
-        signal,
-        onProgress: (p) => {
-          if (Date.now() - last < PROGRESS_EVERY_MS) return;
-          last = Date.now();
-          void this.ctx.kube.patchStatus('vmSnapshot', { namespace: snap.metadata.namespace!, name: snap.metadata.name! }, { status: { upload: { phase: 'Uploading', ...base, ...p } } }).catch(() => undefined);
-        },
-      });
+      const run = () =>
+        uploadSnapshot(file, target, {
+          signal,
+          onProgress: (p) => {
+            if (Date.now() - last < PROGRESS_EVERY_MS) return;
+            last = Date.now();
+            void this.ctx.kube.patchStatus('vmSnapshot', { namespace: snap.metadata.namespace!, name: snap.metadata.name! }, { status: { upload: { phase: 'Uploading', ...base, ...p } } }).catch(() => undefined);
+          },
+        });
+      const result = this.ctx.metrics ? await this.ctx.metrics.transfer('upload', run, (r) => r.dataBytes) : await run();
       const durationMs = Date.now() - started;
       const mib = result.dataBytes / (1 << 20);
       const message = `uploaded ${mib.toFixed(1)} MiB of present pages (${(result.storedBytes / (1 << 20)).toFixed(1)} MiB stored, ${result.parts} parts) in ${(durationMs / 1000).toFixed(1)} s`;
