@@ -100,6 +100,7 @@ export const ChartValuesSchema = z.strictObject({
       retryPeriodSeconds: z.number().int().min(1),
     }),
     metricsPort: z.number().int().min(0).max(65535),
+    nodeLossGraceSeconds: z.number().int().min(1),
     metricsService: z.strictObject({ enabled: z.boolean(), annotations: stringMap() }),
     serviceMonitor: z.strictObject({
       enabled: z.boolean(),

@@ -132,7 +132,38 @@ save time), and restored like a local file, eager or lazy.
 
 **Cache rule.** The fetched copy is kept at
 \`<storageRoot>/<namespace>/fetched/<name>-<uid>.vms\` and reused (after verification) by later
-restores of the same snapshot on that node. The node's agent removes it, at its inventory
-interval, once its VMSnapshot no longer exists and no restore on the node is reading it; a VM
-restored lazily from it keeps its mapping until it exits.
+restores of the same snapshot on that node. The node's agent removes it (with its digests and any
+partial download), at its inventory interval, once its VMSnapshot no longer exists or is being
+deleted and no restore on the node is reading it; a VM restored lazily from it keeps its mapping
+until it exits (the kernel frees the space then). There is no size limit: a node holds one copy
+per snapshot restored there for as long as the snapshot exists.
+
+**Memory.** Parts are held whole in memory while they are encoded or decoded: each part in flight
+holds its plaintext, its compressed and its encrypted form, so one upload or download holds at
+most about 3 x \`parallelism\` x the part size: 192 MiB at the default (4 x 16 MiB), 1.5 GiB at
+\`parallelism: 32\`. Parts grow beyond 16 MiB only for snapshots of more than 144 GiB of present
+pages. Size the agent's memory limit for the uploads and fetches it may run at once.
+
+**Deletion.** Under \`deletionPolicy: Delete\`, the node's agent removes the file and then the
+operator removes the copy in the bucket (\`manifest.json\` first, then \`data\`, \`digests\` and
+any unfinished multipart upload) before it releases the finalizer; an upload still running is
+cancelled first. The operator reads the same Secrets as the agents (\`agent.repositorySecrets\`).
+A copy that cannot be removed (the server unreachable, the credentials refused) keeps the
+finalizer, with a \`RemoteDeleteFailed\` event every 30 s; removing the finalizer by hand gives
+up on it. \`Retain\` keeps the file and the copy.
+
+**Node loss.** A snapshot's node counts as lost once its agent has not renewed the node's
+\`VMInventory\` for longer than the operator's grace period (\`operator.nodeLossGraceSeconds\`,
+default 600; an agent renews it every \`agent.inventoryIntervalSeconds\`): a deleted node, a
+NotReady node and a node whose agent is gone all stop renewing it. An uploaded snapshot of a
+lost node still restores on any other node (\`spec.nodeName\`). Deleting a snapshot of a lost
+node no longer waits for that node: the operator releases it with a \`NodeLost\` Warning event
+naming the node and the file left on it, after removing the repository copy under \`Delete\`.
+A node that comes back after that keeps the file until it is removed by hand.
+
+**Metrics.** Each agent serves \`/metrics\` on its probes' port (\`VMSNAP_HEALTH_PORT\`):
+\`vmsnap_repository_transfer_bytes_total{direction="upload"|"download"}\` (present-page bytes),
+\`vmsnap_repository_transfer_duration_seconds\` (successful transfers),
+\`vmsnap_repository_transfer_failures_total\`, and \`vmsnap_lazy_resident_bytes{namespace,restore}\`
+(the resident RAM of each lazily restored VM on the node).
 `;

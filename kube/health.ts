@@ -10,9 +10,30 @@ export interface HealthServer {
   close(): Promise<void>;
 }
 
-export function serveHealth(opts: { port: number; host?: string; live: HealthCheck; ready: HealthCheck }): Promise<HealthServer> {
+export function serveHealth(opts: {
+  port: number;
+  host?: string;
+  live: HealthCheck;
+  ready: HealthCheck;
+  /** Also serves /metrics (Prometheus text) when given. */
+  metrics?: { contentType: string; text: () => Promise<string> };
+}): Promise<HealthServer> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '').split('?')[0];
+    if (path === '/metrics' && opts.metrics) {
+      const m = opts.metrics;
+      m.text().then(
+        (text) => {
+          res.setHeader('Content-Type', m.contentType);
+          res.end(text);
+        },
+        (err) => {
+          res.statusCode = 500;
+          res.end(String(err));
+        },
+      );
+      return;
+    }
     const check = path === '/healthz' || path === '/livez' ? opts.live : path === '/readyz' ? opts.ready : undefined;
     if (!check) {
       res.statusCode = 404;

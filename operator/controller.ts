@@ -13,7 +13,10 @@ import { reconcileSchedule } from './reconcile-schedule.js';
 import { reconcileSnapshot } from './reconcile-snapshot.js';
 import { applySchedule } from './schedule-executor.js';
 import type { PodView } from './vm-pod-record.js';
-import { VM_LABEL } from '../api/index.js';
+import { DEFAULT_RELEASE_NAMESPACE, SNAPSHOT_FINALIZER, VM_LABEL } from '../api/index.js';
+import { repositoryTarget } from '../agent/src/objstore/access.js';
+import { removeUploadedSnapshot } from '../agent/src/objstore/remove.js';
+import { DEFAULT_NODE_LOSS_GRACE_SECONDS } from './node-loss.js';
 import { objectKey, type World } from './world.js';
 import type * as k8s from '@kubernetes/client-node';
 
@@ -26,6 +29,7 @@ function ownerScheduleKey(o: KubeObject): string | undefined {
   const owner = refs?.find((r) => r.kind === 'VMSnapshotSchedule' && r.controller);
   return owner ? objectKey('VMSnapshotSchedule', o.metadata.namespace, owner.name) : undefined;
 }
+const REMOTE_DELETE_RETRY_MS = 30_000;
 
 export class Controller {
   private readonly informers: Partial<Record<ResourceName, ResilientInformer<KubeObject>>> = {};
@@ -43,6 +47,7 @@ export class Controller {
     private readonly kube: Kube,
     private readonly log: Logger,
     private readonly metrics: OperatorMetrics,
+    private readonly opts: { namespace: string; nodeLossGraceMs: number } = { namespace: DEFAULT_RELEASE_NAMESPACE, nodeLossGraceMs: DEFAULT_NODE_LOSS_GRACE_SECONDS * 1000 },
   ) {
     this.events = new EventRecorder(kube, OPERATOR_COMPONENT, (msg, err) => log.warn({ err }, msg));
   }
@@ -166,7 +171,7 @@ export class Controller {
     this.forgetFinished(kind, obj);
     const world = this.world();
     const now = new Date();
-    const decision: Decision = kind === 'VMSnapshot' ? reconcileSnapshot(obj as VMSnapshot, world, now) : reconcileRestore(obj as VMRestore, world, now);
+    const decision: Decision = kind === 'VMSnapshot' ? reconcileSnapshot(obj as VMSnapshot, world, now, this.opts) : reconcileRestore(obj as VMRestore, world, now);
     await this.apply(kind, obj, decision);
     this.metrics.reconciles.inc({ kind, result: 'ok' });
     if (decision.requeueAfterMs !== undefined) this.requeue(key, decision.requeueAfterMs);
@@ -223,6 +228,19 @@ export class Controller {
     return undefined;
   }
 
+  /** Removes a snapshot's repository copy; false (with a Warning event) when it could not. */
+  private async removeRemoteCopy(obj: VMSnapshot | VMRestore, r: NonNullable<Decision['remoteDelete']>): Promise<boolean> {
+    try {
+      await removeUploadedSnapshot(await repositoryTarget(this.kube, this.opts.namespace, r.repository, r.prefix));
+      return true;
+    } catch (err) {
+      const message = `cannot remove the copy in bucket ${r.repository.bucket} at ${r.prefix} (retrying every ${REMOTE_DELETE_RETRY_MS / 1000} s; to give up, remove the finalizer ${SNAPSHOT_FINALIZER}): ${(err as Error).message}`;
+      this.log.warn({ object: `${obj.metadata.namespace}/${obj.metadata.name}` }, message);
+      await this.events.record({ ...obj, apiVersion: 'vmsnap.io/v1alpha1', kind: 'VMSnapshot' } as unknown as KubeObject, 'Warning', 'RemoteDeleteFailed', message);
+      return false;
+    }
+  }
+
   private async apply(kind: Kind, obj: VMSnapshot | VMRestore, d: Decision): Promise<void> {
     const resource = RESOURCE[kind];
     const ref = { namespace: obj.metadata.namespace, name: obj.metadata.name! };
@@ -230,6 +248,10 @@ export class Controller {
     try {
       const refused = d.pod ? await this.applyPod(d, obj) : undefined;
       if (refused) d = fail(obj, 'InvalidSpec', refused, new Date());
+      if (d.remoteDelete && !(await this.removeRemoteCopy(obj, d.remoteDelete))) {
+        this.requeue(key, REMOTE_DELETE_RETRY_MS);
+        return;
+      }
       if (d.status) {
         await this.kube.patchStatus(resource, ref, { metadata: { resourceVersion: obj.metadata.resourceVersion }, status: d.status });
       }

@@ -1,6 +1,6 @@
 // What a reconcile decides, as data: patches to apply, events to record and
 // when to look again. Reconcilers are pure functions that return these.
-import { ConditionType, Phase, failedStatus, phaseStatus, progressingOf, type PhaseOwner } from '../api/index.js';
+import { ConditionType, Phase, failedStatus, phaseStatus, progressingOf, type PhaseOwner, type Repository } from '../api/index.js';
 import { NODE_LABEL, type Reason } from '../api/protocol.js';
 import type { PodView } from './vm-pod-record.js';
 
@@ -20,6 +20,8 @@ export interface Decision {
   requeueAfterMs?: number;
   /** An operation on `vmKey` was handed to `node` (the controller remembers it until the informer catches up). */
   assigned?: { vmKey: string; node: string };
+  /** A snapshot's copy in its repository to remove before the metadata patch (which then releases the finalizer). */
+  remoteDelete?: { repository: Repository; prefix: string };
   /** The pod of a copy or a wake: made, deleted (only that uid), or handed to the user (its owner reference dropped). */
   pod?:
     | { create: PodView }

@@ -18,7 +18,7 @@ const log = pino({ level: settings.logLevel, base: { component: 'vmsnap-operator
 async function main(): Promise<void> {
   const kube = new Kube();
   const metrics = new OperatorMetrics();
-  const controller = new Controller(kube, log, metrics);
+  const controller = new Controller(kube, log, metrics, { namespace: settings.namespace, nodeLossGraceMs: settings.nodeLossGraceSeconds * 1000 });
   const le = settings.leaderElection;
   const elector = le
     ? new LeaderElector(kube, {

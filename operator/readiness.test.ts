@@ -62,7 +62,9 @@ describe('operator settings', () => {
       VMSNAP_LEASE_DURATION_SECONDS: '20',
       VMSNAP_LEASE_RENEW_DEADLINE_SECONDS: '12',
       VMSNAP_LEASE_RETRY_PERIOD_SECONDS: '3',
+      VMSNAP_NODE_LOSS_GRACE_SECONDS: '30',
       POD_NAME: 'op-0',
+      POD_NAMESPACE: 'sys',
     });
     expect(s).toEqual({
       logLevel: 'debug',
@@ -70,6 +72,8 @@ describe('operator settings', () => {
       metricsHost: '0.0.0.0',
       healthPort: 8081,
       healthHost: '10.1.2.3',
+      namespace: 'sys',
+      nodeLossGraceSeconds: 30,
       leaderElection: { namespace: 'sys', name: 'my-lease', identity: 'op-0', leaseDurationSeconds: 20, renewDeadlineSeconds: 12, retryPeriodSeconds: 3 },
     });
   });
@@ -78,6 +82,8 @@ describe('operator settings', () => {
     const s = operatorSettings({ METRICS_PORT: '0', METRICS_HOST: '127.0.0.1', LEADER_ELECTION: 'false', POD_NAMESPACE: 'x' });
     expect(s).toMatchObject({ metricsPort: 0, metricsHost: '127.0.0.1', healthPort: undefined, leaderElection: undefined });
     expect(operatorSettings({}).metricsPort).toBe(8080);
+    expect(operatorSettings({}).nodeLossGraceSeconds).toBe(600);
+    expect(() => operatorSettings({ VMSNAP_NODE_LOSS_GRACE_SECONDS: '0' })).toThrow(/VMSNAP_NODE_LOSS_GRACE_SECONDS=0/);
     expect(() => operatorSettings({ VMSNAP_HEALTH_PORT: 'abc' })).toThrow(/VMSNAP_HEALTH_PORT=abc/);
     expect(() => operatorSettings({ VMSNAP_LEASE_DURATION_SECONDS: '0' })).toThrow(/VMSNAP_LEASE_DURATION_SECONDS/);
   });

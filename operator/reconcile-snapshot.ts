@@ -10,10 +10,13 @@ import {
   inventoryVmIsUp,
   parseDurationMs,
   resolveSnapshotSpec,
+  snapshotObjectPrefix,
+  type Repository,
   type VMSnapshot,
 } from '../api/index.js';
 import { isTerminal } from '../api/protocol.js';
 import { assign, deadlineExceeded, fail, nothing, wait, type Decision } from './decision.js';
+import { DEFAULT_NODE_LOSS_GRACE_SECONDS, nodeState } from './node-loss.js';
 import { recordVmPod } from './vm-pod-record.js';
 import { inventoriesFreshSince, inventoryUpdatedAt, liveInventories, locateVM, objectKey, operationHoldingVM, timeOf, vmKey, type World } from './world.js';
 
@@ -21,9 +24,19 @@ const WAIT_POLL_MS = 2_000;
 /** How often a hibernation snapshot looks for its VM running again (inventory changes also wake it). */
 const HIBERNATION_POLL_MS = 30_000;
 
-export function reconcileSnapshot(snap: VMSnapshot, world: World, now: Date): Decision {
+export interface SnapshotReconcileOptions {
+  /** How long a snapshot's node may be silent before its deletion no longer waits for it. */
+  nodeLossGraceMs: number;
+}
+
+export function reconcileSnapshot(
+  snap: VMSnapshot,
+  world: World,
+  now: Date,
+  opts: SnapshotReconcileOptions = { nodeLossGraceMs: DEFAULT_NODE_LOSS_GRACE_SECONDS * 1000 },
+): Decision {
   const finalizers = snap.metadata.finalizers ?? [];
-  if (snap.metadata.deletionTimestamp) return onDeletion(snap);
+  if (snap.metadata.deletionTimestamp) return onDeletion(snap, world, now, opts);
   // The finalizer, and the VM label (`kubectl get vmss -l vmsnap.io/vm=<vm>`; a wrong one is corrected: vmName is immutable).
   const labelled = snap.metadata.labels?.[VM_LABEL] === snap.spec.vmName;
   if (!finalizers.includes(SNAPSHOT_FINALIZER) || !labelled) {
@@ -116,21 +129,44 @@ function vmPodRecord(world: World, ns: string, vm: string, node: string) {
 }
 
 /**
- * The finalizer goes once nothing remains to clean up on the node: a running
- * save is cancelled by its agent, a Delete-policy file removed by it; a file
- * under Retain, or no file at all, needs nothing.
+ * The finalizer goes once nothing remains to clean up: a running save is cancelled by its agent, a
+ * Delete-policy file removed by it, then the snapshot's copy in its repository (the controller
+ * removes it before releasing); a file under Retain, or no file at all, needs nothing. A node lost
+ * for longer than the grace period no longer blocks: released with a NodeLost event.
  */
-function onDeletion(snap: VMSnapshot): Decision {
+function onDeletion(snap: VMSnapshot, world: World, now: Date, opts: SnapshotReconcileOptions): Decision {
   const finalizers = snap.metadata.finalizers ?? [];
   if (!finalizers.includes(SNAPSHOT_FINALIZER)) return nothing();
   const phase = snap.status?.phase;
-  const release = (message: string): Decision => ({
+  const release = (message: string, lost = false): Decision => ({
     metadata: { finalizers: finalizers.filter((f) => f !== SNAPSHOT_FINALIZER) },
-    events: [{ type: 'Normal', reason: 'Released', message }],
+    events: [{ type: lost ? 'Warning' : 'Normal', reason: lost ? 'NodeLost' : 'Released', message }],
   });
-  if (phase === Phase.InProgress) return nothing(WAIT_POLL_MS); // the agent cancels it and marks it Failed
+  const node = snap.status?.nodeName;
+  const state = node ? nodeState(world, node, now.getTime(), opts.nodeLossGraceMs, timeOf(snap.metadata.deletionTimestamp)) : undefined;
+  const retain = effectiveDeletionPolicy(snap) === 'Retain';
+  const remote = retain ? undefined : remoteCopy(snap);
+  const waitForNode = () => nothing(Math.min(WAIT_POLL_MS, state?.kind === 'present' ? state.lostInMs : WAIT_POLL_MS));
+  const withRemote = (d: Decision): Decision => (remote ? { ...d, remoteDelete: remote } : d);
+  const copy = remote ? `its copy in bucket ${remote.repository.bucket} at ${remote.prefix}` : '';
+  const lost = (why: string): Decision => {
+    const file = snap.status?.fileDeleted ? 'its file was already removed' : `${snap.status?.file?.path ?? 'its file'} is left on that node`;
+    return withRemote(release(`${why}: released; ${file}${copy ? `; removed ${copy}` : ''}`, true));
+  };
+  if (phase === Phase.InProgress) return state?.kind === 'lost' ? lost(state.message) : waitForNode(); // its agent cancels it and marks it Failed
   if (phase !== Phase.Succeeded) return release('no snapshot file to keep or remove');
-  if (effectiveDeletionPolicy(snap) === 'Retain') return release(`deletionPolicy Retain: kept ${snap.status?.file?.path ?? 'the file'} on node ${snap.status?.nodeName}`);
-  if (snap.status?.fileDeleted) return release(`removed ${snap.status?.file?.path ?? 'the file'} from node ${snap.status?.nodeName}`);
-  return nothing(WAIT_POLL_MS); // waiting for the node's agent to remove the file
+  if (retain) return release(`deletionPolicy Retain: kept ${snap.status?.file?.path ?? 'the file'} on node ${node}`);
+  if (state?.kind === 'lost') return lost(state.message);
+  if (!snap.status?.fileDeleted) return waitForNode(); // waiting for the node's agent to remove the file
+  if (snap.status.upload?.phase === 'Uploading') return waitForNode(); // its agent is cancelling the upload
+  return withRemote(release(`removed ${snap.status?.file?.path ?? 'the file'} from node ${node}${copy ? ` and ${copy}` : ''}`));
+}
+
+/** The snapshot's copy in its class's repository, when an upload was started. */
+function remoteCopy(snap: VMSnapshot): { repository: Repository; prefix: string } | undefined {
+  const repository = snap.status?.effective?.repository;
+  const upload = snap.status?.upload;
+  if (!repository || !upload) return undefined;
+  const prefix = upload.prefix ?? snapshotObjectPrefix(repository, { namespace: snap.metadata.namespace!, name: snap.metadata.name!, uid: snap.metadata.uid! });
+  return { repository, prefix };
 }

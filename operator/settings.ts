@@ -2,7 +2,8 @@
 // names (METRICS_PORT, METRICS_HOST, LEADER_ELECTION, LOG_LEVEL) are read when the VMSNAP_ one is
 // unset: the process-level test stack starts the operator with them.
 import os from 'node:os';
-import { LEADER_ELECTION_LEASE } from '../api/index.js';
+import { DEFAULT_RELEASE_NAMESPACE, LEADER_ELECTION_LEASE } from '../api/index.js';
+import { DEFAULT_NODE_LOSS_GRACE_SECONDS } from './node-loss.js';
 import { portFromEnv } from '../kube/health.js';
 
 export interface OperatorSettings {
@@ -13,6 +14,10 @@ export interface OperatorSettings {
   /** undefined: /healthz and /readyz only on the metrics server. */
   healthPort: number | undefined;
   healthHost: string;
+  /** The operator's namespace: where repository Secrets are read. */
+  namespace: string;
+  /** A snapshot's node silent this long no longer blocks its deletion (VMSNAP_NODE_LOSS_GRACE_SECONDS). */
+  nodeLossGraceSeconds: number;
   leaderElection:
     | undefined
     | { namespace: string; name: string; identity: string; leaseDurationSeconds: number; renewDeadlineSeconds: number; retryPeriodSeconds: number };
@@ -35,6 +40,8 @@ export function operatorSettings(env: NodeJS.ProcessEnv = process.env): Operator
     metricsHost: pick('METRICS_HOST', 'METRICS_HOST') || '0.0.0.0',
     healthPort: portFromEnv(env, 'VMSNAP_HEALTH_PORT'),
     healthHost: env.VMSNAP_HEALTH_HOST || '0.0.0.0',
+    namespace: env.POD_NAMESPACE || DEFAULT_RELEASE_NAMESPACE,
+    nodeLossGraceSeconds: seconds('NODE_LOSS_GRACE_SECONDS', DEFAULT_NODE_LOSS_GRACE_SECONDS),
     leaderElection:
       pick('LEADER_ELECTION', 'LEADER_ELECTION') === 'false'
         ? undefined

@@ -46,6 +46,12 @@ export interface StackOptions {
   detached?: boolean;
   /** Where logs, VM roots and snapshots go (default: a new temp dir). */
   workDir?: string;
+  /** Extra `helm install` arguments (e.g. `--set agent.repositorySecrets={s3}`). */
+  helmArgs?: string[];
+  /** Extra environment of the operator process (its VMSNAP_* settings). */
+  operatorEnv?: Record<string, string>;
+  /** Extra environment of every agent process. */
+  agentEnv?: Record<string, string>;
 }
 
 function spawnLogged(cmd: string, args: string[], env: NodeJS.ProcessEnv, logPath: string, detached = false): ChildProcess {
@@ -69,7 +75,7 @@ export async function startStack(nodes: string[], opts: StackOptions = {}): Prom
   const suffix = randomBytes(3).toString('hex');
   const releaseNamespace = `vmsnap-e2e-${suffix}`;
   const release = `vmsnap-${suffix}`;
-  const installed = await helm(['install', release, path.join(repoRoot, 'helm/vmsnap'), '-n', releaseNamespace, '--create-namespace', '--skip-crds']);
+  const installed = await helm(['install', release, path.join(repoRoot, 'helm/vmsnap'), '-n', releaseNamespace, '--create-namespace', '--skip-crds', ...(opts.helmArgs ?? [])]);
   if (installed.code !== 0) throw new Error(`helm install failed: ${installed.stderr}`);
 
   const workDir = opts.workDir ?? fs.mkdtempSync(path.join(process.env.VMSNAP_TEST_DIR ?? os.tmpdir(), 'vmsnap-e2e-'));
@@ -81,7 +87,7 @@ export async function startStack(nodes: string[], opts: StackOptions = {}): Prom
     spawnLogged(
       process.execPath,
       [OPERATOR],
-      { KUBECONFIG: operatorKubeconfig, POD_NAMESPACE: releaseNamespace, POD_NAME: `operator-${suffix}`, METRICS_PORT: '0', METRICS_HOST: '127.0.0.1', LOG_LEVEL: 'debug' },
+      { KUBECONFIG: operatorKubeconfig, POD_NAMESPACE: releaseNamespace, POD_NAME: `operator-${suffix}`, METRICS_PORT: '0', METRICS_HOST: '127.0.0.1', LOG_LEVEL: 'debug', ...opts.operatorEnv },
       path.join(workDir, 'operator.log'),
       opts.detached,
     );
@@ -99,11 +105,14 @@ export async function startStack(nodes: string[], opts: StackOptions = {}): Prom
       [AGENT, 'daemon'],
       {
         KUBECONFIG: agentKubeconfig,
+        // The chart's namespace, where the agents read repository Secrets.
+        POD_NAMESPACE: releaseNamespace,
         NODE_NAME: `${node}-${suffix}`,
         VMSNAP_VM_ROOT: vmRoot,
         VMSNAP_STORAGE_ROOT: storageRoot,
         VMSNAP_INVENTORY_INTERVAL_SECONDS: '5',
         LOG_LEVEL: 'debug',
+        ...opts.agentEnv,
         ...agentOpts.env,
       },
       logPath,

@@ -9,8 +9,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { CreateBucketCommand, ListBucketsCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { repositoryClient, type RepositoryCredentials } from '../../agent/src/objstore/client.js';
+import { packageRoot } from '../../agent/src/package-root.js';
 
-const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
+// From source or from dist/ (the repository bench runs it compiled).
+const ROOT = packageRoot();
 
 export function weedBinary(): string {
   const out = execFileSync('bash', [path.join(ROOT, 'cluster/ensure-seaweedfs.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });

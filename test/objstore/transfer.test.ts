@@ -4,9 +4,10 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync, closeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
+import { CreateMultipartUploadCommand, GetObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { repositoryClient } from '../../agent/src/objstore/client.js';
 import { downloadSnapshot, readManifest } from '../../agent/src/objstore/download.js';
+import { removeUploadedSnapshot } from '../../agent/src/objstore/remove.js';
 import { uploadSnapshot, type TransferTarget } from '../../agent/src/objstore/upload.js';
 import { objectRanges } from '../../agent/src/objstore/plan.js';
 import { startSeaweedFS, type S3Server } from './seaweedfs.js';
@@ -170,5 +171,20 @@ describe('repository errors', () => {
     sameBytes(source, dest);
     const listed = await t.client.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: t.prefix }));
     expect(listed.Contents?.map((c) => c.Key?.slice(t.prefix.length)).sort()).toEqual(['data', 'digests', 'manifest.json']);
+  });
+});
+
+describe('removing an uploaded snapshot', () => {
+  it('removes its objects and an unfinished multipart upload under its prefix; removing again is fine', async () => {
+    const t = target();
+    await uploadSnapshot(source, t, { partBytes: 8 * MiB });
+    const stray = await t.client.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: `${t.prefix}data` }));
+    await removeUploadedSnapshot(t);
+    const listed = await t.client.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: t.prefix }));
+    expect(listed.Contents ?? []).toEqual([]);
+    const pending = await t.client.send(new ListMultipartUploadsCommand({ Bucket: BUCKET, Prefix: t.prefix }));
+    expect((pending.Uploads ?? []).map((u) => u.UploadId)).not.toContain(stray.UploadId);
+    await expect(readManifest(t)).rejects.toThrow(/manifest/);
+    await removeUploadedSnapshot(t);
   });
 });

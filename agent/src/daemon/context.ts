@@ -1,5 +1,6 @@
 // What every part of the daemon shares: the cluster, the node's layout, the
 // VM locks and the files restores are reading.
+import type { AgentMetrics } from './metrics.js';
 import type { Logger } from 'pino';
 import type { AgentConfig } from '../../../api/index.js';
 import { statusCode, type Kube, type ObjectRef, type ResourceName } from '../../../kube/client.js';
@@ -19,6 +20,7 @@ export interface AgentContext {
   namespace?: string;
   /** Snapshot files that running restores read: never deleted under them. */
   filesInUse: Map<string, number>;
+  metrics?: AgentMetrics;
 }
 
 export function useFile(ctx: AgentContext, file: string): () => void {

@@ -3,7 +3,7 @@
 // Env: NODE_NAME (required), KUBECONFIG (else in-cluster), VMSNAP_AGENT_CONFIG
 // or --config, VMSNAP_VM_SOURCE / VMSNAP_KUBELET_ROOT_DIR / VMSNAP_VM_ROOT /
 // VMSNAP_STORAGE_ROOT / VMSNAP_INVENTORY_INTERVAL_SECONDS overrides, VMSNAP_LOG_LEVEL (or LOG_LEVEL),
-// VMSNAP_HEALTH_PORT / VMSNAP_HEALTH_HOST (the probes' listener, health.ts; none when unset).
+// VMSNAP_HEALTH_PORT / VMSNAP_HEALTH_HOST (the probes' and /metrics listener, health.ts; none when unset).
 import fs from 'node:fs';
 import * as k8s from '@kubernetes/client-node';
 import { pino, type Logger } from 'pino';
@@ -12,6 +12,7 @@ import { Kube } from '../../../kube/client.js';
 import { EventRecorder } from '../../../kube/events.js';
 import { loadDaemonSettings } from './config.js';
 import { startAgentHealth } from './health.js';
+import { AgentMetrics } from './metrics.js';
 import type { AgentContext } from './context.js';
 import { Discovery, type VmFinder } from './discovery.js';
 import { PodVms } from '../vm/pod-vms.js';
@@ -48,7 +49,8 @@ export async function startDaemon(
   const log = opts.log ?? pino({ level: env.VMSNAP_LOG_LEVEL ?? env.LOG_LEVEL ?? 'info', base: { component: AGENT_COMPONENT, node: nodeName } });
   const version = agentVersion();
   log.info({ version, configPath, ...config }, 'starting');
-  const health = await startAgentHealth({ env, log, inventoryIntervalSeconds: config.inventoryIntervalSeconds });
+  const metrics = new AgentMetrics();
+  const health = await startAgentHealth({ env, log, inventoryIntervalSeconds: config.inventoryIntervalSeconds, metrics });
 
   fs.mkdirSync(config.storageRoot, { recursive: true, mode: 0o700 });
   const kube = new Kube(kubeConfigFromEnv(env));
@@ -58,7 +60,7 @@ export async function startDaemon(
       ? new PodVms(kube, nodeName, config.kubeletRootDir, (pod, reason) => log.warn({ pod }, `ignoring pod ${pod}: ${reason}`))
       : new Discovery(config.vmRoot, config.socketGlobs, (path, reason) => log.warn({ path }, `ignoring ${path}: ${reason}`));
   const locks = new VmLocks();
-  const ctx: AgentContext = { kube, events, log, nodeName, config, discovery, locks, filesInUse: new Map(), namespace: env.POD_NAMESPACE || DEFAULT_RELEASE_NAMESPACE };
+  const ctx: AgentContext = { kube, events, log, nodeName, config, discovery, locks, filesInUse: new Map(), metrics, namespace: env.POD_NAMESPACE || DEFAULT_RELEASE_NAMESPACE };
   const inventory = new InventoryPublisher({
     kube,
     nodeName,

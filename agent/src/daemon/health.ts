@@ -2,8 +2,9 @@
 // the pod IP in the chart). /healthz: the process answers, so its event loop turns (a blocked
 // loop times the probe out, which is the failure that matters). /readyz: the work watches have
 // synced and the last VMInventory publish succeeded recently: an agent that cannot publish is
-// invisible to the operator, so a DaemonSet rollout should wait for it.
+// invisible to the operator, so a DaemonSet rollout should wait for it. /metrics: metrics.ts.
 import type { Logger } from 'pino';
+import type { AgentMetrics } from './metrics.js';
 import { portFromEnv, serveHealth, type HealthServer } from '../../../kube/health.js';
 
 export class AgentHealth {
@@ -48,12 +49,15 @@ export async function startAgentHealth(opts: {
   env: NodeJS.ProcessEnv;
   log: Logger;
   inventoryIntervalSeconds: number;
+  metrics?: AgentMetrics;
 }): Promise<{ health: AgentHealth; port?: number; close: () => Promise<void> }> {
   const health = new AgentHealth((3 * opts.inventoryIntervalSeconds + 10) * 1000);
   const port = portFromEnv(opts.env, 'VMSNAP_HEALTH_PORT');
   if (port === undefined) return { health, close: async () => undefined };
   const host = opts.env.VMSNAP_HEALTH_HOST || '0.0.0.0';
-  const server: HealthServer = await serveHealth({ port, host, live: () => health.live(), ready: () => health.ready() });
+  const server: HealthServer = await serveHealth({ port, host, live: () => health.live(), ready: () => health.ready(),
+    ...(opts.metrics ? { metrics: { contentType: opts.metrics.registry.contentType, text: () => opts.metrics!.registry.metrics() } } : {}),
+  });
   opts.log.info({ port: server.port, host }, 'serving /healthz and /readyz');
   return { health, port: server.port, close: () => server.close() };
 }

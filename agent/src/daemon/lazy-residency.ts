@@ -110,6 +110,7 @@ export class LazyResidencyReporter {
     if (!this.stale) return;
     const restores = await this.ctx.kube.list<VMRestore>('vmRestore', { labelSelector: `${NODE_LABEL}=${this.ctx.nodeName}` });
     let following = 0;
+    this.ctx.metrics?.lazyResident.reset();
     for (const r of restores) {
       const lazy = r.status?.lazy;
       const uid = r.metadata.uid;
@@ -122,7 +123,10 @@ export class LazyResidencyReporter {
       if (pid === undefined) this.pids.delete(uid);
       else this.pids.set(uid, pid);
       const next = lazyStatus(lazy.file, lazy.mappedBytes, pid === undefined ? undefined : lazyResidency(pid, lazy.file), now());
-      if (next.vmRunning) following++;
+      if (next.vmRunning) {
+        following++;
+        this.ctx.metrics?.lazyResident.set({ namespace: r.metadata.namespace!, restore: r.metadata.name! }, next.residentBytes ?? 0);
+      }
       if (!residencyChanged(lazy, next)) continue;
       await this.ctx.kube
         .patchStatus('vmRestore', { namespace: r.metadata.namespace!, name: r.metadata.name! }, { status: { lazy: next } })

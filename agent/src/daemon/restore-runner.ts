@@ -193,7 +193,9 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
     const socketName = path.basename(meta.vm.qmpSocket) || 'qmp.sock';
     const targetSocket = assertUnder(targetDir, discovered?.qmpSocket ?? path.join(targetDir, socketName), 'the target QMP socket');
     let rewrite: ArgvRewrite | undefined;
-    if (effective.targetVMName !== effective.sourceVMName) {
+    // A copy, or a restore on another node whose VM directory is elsewhere: the recorded
+    // directory becomes this node's directory of the target VM.
+    if (effective.targetVMName !== effective.sourceVMName || path.dirname(meta.vm.qmpSocket) !== targetDir) {
       rewrite = copyRewrite({
         recordedArgv: meta.qemu.argv,
         recordedSocket: meta.vm.qmpSocket,

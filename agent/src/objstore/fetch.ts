@@ -81,21 +81,35 @@ export async function fetchSnapshot(ctx: AgentContext, namespace: string, snap: 
   const prefix = snapshotObjectPrefix(repo, { namespace: snap.metadata.namespace!, name: snap.metadata.name!, uid: snap.metadata.uid! });
   const target = await repositoryTarget(ctx.kube, namespace, repo, prefix);
   const started = Date.now();
-  const manifest = await downloadSnapshot(target, file, { signal });
-  try {
-    resealForThisNode(file, ctx.config.storageRoot, snap);
-  } catch (err) {
-    fs.rmSync(file, { force: true });
-    throw err;
-  }
+  const run = async () => {
+    const manifest = await downloadSnapshot(target, file, { signal });
+    try {
+      resealForThisNode(file, ctx.config.storageRoot, snap);
+    } catch (err) {
+      fs.rmSync(file, { force: true });
+      throw err;
+    }
+    return manifest;
+  };
+  const manifest = ctx.metrics ? await ctx.metrics.transfer('download', run, (m) => m.dataBytes) : await run();
   ctx.log.info({ file, dataBytes: manifest.dataBytes, durationMs: Date.now() - started }, 'fetched the snapshot from its repository');
   return file;
 }
 
 /**
- * Cache rule: a fetched copy is removed once its VMSnapshot no longer exists (any deletion
- * policy: the copy is this node's cache, not the snapshot) and no restore here is reading it.
+ * Cache rule (pure): of the entries of one namespace's fetched directory, those to remove: every
+ * file (the copy, its digests, a partial download) whose VMSnapshot no longer exists or is being
+ * deleted (any deletion policy: the copy is this node's cache, not the snapshot), unless a restore
+ * here is reading that copy.
  */
+export function fetchedEntriesToRemove(dir: string, entries: readonly string[], liveFileNames: ReadonlySet<string>, filesInUse: ReadonlyMap<string, number>): string[] {
+  return entries.filter((name) => {
+    const base = name.endsWith('.digests') ? name.slice(0, -'.digests'.length) : name.replace(/\.partial$/, '');
+    return !liveFileNames.has(base) && !filesInUse.has(path.join(dir, base));
+  });
+}
+
+/** Applies the cache rule to every namespace's fetched copies on this node; returns what it removed. */
 export async function reclaimFetchedCopies(kube: Kube, storageRoot: string, filesInUse: ReadonlyMap<string, number>): Promise<string[]> {
   const removed: string[] = [];
   for (const ns of fs.existsSync(storageRoot) ? fs.readdirSync(storageRoot) : []) {
@@ -103,10 +117,8 @@ export async function reclaimFetchedCopies(kube: Kube, storageRoot: string, file
     if (!fs.existsSync(dir)) continue;
     const snapshots = await kube.list<VMSnapshot>('vmSnapshot', { namespace: ns });
     const live = new Set(snapshots.filter((s) => !s.metadata.deletionTimestamp).map((s) => snapshotFileName(s)));
-    for (const name of fs.readdirSync(dir)) {
+    for (const name of fetchedEntriesToRemove(dir, fs.readdirSync(dir), live, filesInUse)) {
       const file = path.join(dir, name);
-      const base = name.endsWith('.digests') ? name.slice(0, -'.digests'.length) : name.replace(/\.partial$/, '');
-      if (live.has(base) || filesInUse.has(path.join(dir, base))) continue;
       fs.rmSync(file, { force: true });
       removed.push(file);
     }

@@ -11,6 +11,8 @@ import { uploadSnapshot } from './upload.js';
 
 export const UPLOADED_CONDITION = 'Uploaded';
 const PROGRESS_EVERY_MS = 2000;
+/** The abort reason of an upload whose snapshot is being deleted. */
+const DELETED = 'deleted';
 
 /** Whether this node's agent should (re)start the upload of a snapshot now. */
 export function shouldUpload(snap: VMSnapshot, nodeName: string, running: boolean): boolean {
@@ -33,7 +35,7 @@ export class SnapshotUploads {
 
   consider(snap: VMSnapshot): void {
     const uid = snap.metadata.uid!;
-    if (snap.metadata.deletionTimestamp) this.running.get(uid)?.abort();
+    if (snap.metadata.deletionTimestamp) this.running.get(uid)?.abort(DELETED);
     if (!shouldUpload(snap, this.ctx.nodeName, this.running.has(uid))) return;
     const controller = new AbortController();
     this.running.set(uid, controller);
@@ -67,14 +69,16 @@ export class SnapshotUploads {
       await this.patch(snap, { phase: 'Uploading', ...base, bytesDone: 0 });
       await this.ctx.events.record(snap as unknown as KubeObject, 'Normal', 'UploadStarted', `uploading to bucket ${repo.bucket} at ${prefix}`);
       let last = 0;
-      const result = await uploadSnapshot(file, target, {
-        signal,
-        onProgress: (p) => {
-          if (Date.now() - last < PROGRESS_EVERY_MS) return;
-          last = Date.now();
-          void this.ctx.kube.patchStatus('vmSnapshot', { namespace: snap.metadata.namespace!, name: snap.metadata.name! }, { status: { upload: { phase: 'Uploading', ...base, ...p } } }).catch(() => undefined);
-        },
-      });
+      const run = () =>
+        uploadSnapshot(file, target, {
+          signal,
+          onProgress: (p) => {
+            if (Date.now() - last < PROGRESS_EVERY_MS) return;
+            last = Date.now();
+            void this.ctx.kube.patchStatus('vmSnapshot', { namespace: snap.metadata.namespace!, name: snap.metadata.name! }, { status: { upload: { phase: 'Uploading', ...base, ...p } } }).catch(() => undefined);
+          },
+        });
+      const result = this.ctx.metrics ? await this.ctx.metrics.transfer('upload', run, (r) => r.dataBytes) : await run();
       const durationMs = Date.now() - started;
       const mib = result.dataBytes / (1 << 20);
       const message = `uploaded ${mib.toFixed(1)} MiB of present pages (${(result.storedBytes / (1 << 20)).toFixed(1)} MiB stored, ${result.parts} parts) in ${(durationMs / 1000).toFixed(1)} s`;
@@ -86,9 +90,12 @@ export class SnapshotUploads {
       await this.ctx.events.record(snap as unknown as KubeObject, 'Normal', 'Uploaded', message);
       log.info({ dataBytes: result.dataBytes, storedBytes: result.storedBytes, durationMs }, 'uploaded');
     } catch (err) {
-      const message = signal.aborted ? 'the upload was cancelled (the agent stopped or the snapshot was deleted)' : (err as Error).message;
+      const deleted = signal.aborted && signal.reason === DELETED;
+      const message = deleted ? 'the upload was cancelled: the snapshot is being deleted' : (err as Error).message;
       log.warn({ err: message }, 'upload failed');
-      if (signal.aborted && !snap.metadata.deletionTimestamp) return; // a restarted agent starts it over
+      // Stopped with the agent: a restarted agent starts it over. Cancelled by the deletion: Failed,
+      // which tells the operator no upload runs any more and the copy can be removed.
+      if (signal.aborted && !deleted) return;
       await this.patch(snap, { phase: 'Failed', ...base, completionTime: new Date().toISOString(), message }, { status: 'False', reason: 'UploadFailed', message });
       await this.ctx.events.record(snap as unknown as KubeObject, 'Warning', 'UploadFailed', message);
     }

@@ -1,0 +1,211 @@
+// Snapshots leave their node: the operator and two agents (two node names, two storage roots) as
+// processes on the real API server, a real SeaweedFS, real QEMU guests. A save on node A is
+// uploaded in the background; VMRestores with spec.nodeName B fetch it into B's cache and restore
+// it there, eager and lazy, guest memory intact. Then node A is lost (its agent stopped, its
+// storage root deleted): an uploaded snapshot still restores on B, and deleting a snapshot of
+// the lost node no longer waits for it after the grace period.
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { snapshotFileName } from '../../api/index.js';
+import { repositoryClient } from '../../agent/src/objstore/client.js';
+import { createNamespace, kubectl, kubectlOk } from '../cluster/controlplane.js';
+import { startGuest, type Guest } from '../guest/guest.js';
+import { startSeaweedFS, type S3Server } from '../objstore/seaweedfs.js';
+import { apply, expectVerifying, getJson, killQemusUnder, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
+
+const BUCKET = 'vmsnap-e2e';
+const GRACE_SECONDS = 20;
+let server: S3Server;
+let stack: Stack;
+let ns: string;
+let className: string;
+const guests: Guest[] = [];
+
+const agent = (node: string) => stack.agents.get(node)!;
+
+beforeAll(async () => {
+  server = await startSeaweedFS();
+  await server.createBucket(BUCKET);
+  stack = await startStack(['node-a', 'node-b'], {
+    helmArgs: ['--set', 'agent.repositorySecrets={e2e-s3,e2e-s3-key}'],
+    operatorEnv: { VMSNAP_NODE_LOSS_GRACE_SECONDS: String(GRACE_SECONDS) },
+    // The probes' listener, which also serves /metrics, on a free loopback port.
+    agentEnv: { VMSNAP_HEALTH_PORT: '0', VMSNAP_HEALTH_HOST: '127.0.0.1' },
+  });
+  ns = await createNamespace('e2e-repo');
+  className = `e2e-repo-${randomBytes(3).toString('hex')}`;
+  const b64 = (s: string | Buffer) => Buffer.from(s).toString('base64');
+  await apply(`
+apiVersion: v1
+kind: Secret
+metadata: {name: e2e-s3, namespace: ${stack.releaseNamespace}}
+data: {accessKeyId: ${b64(server.credentials.accessKeyId)}, secretAccessKey: ${b64(server.credentials.secretAccessKey)}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: e2e-s3-key, namespace: ${stack.releaseNamespace}}
+data: {key: ${b64(randomBytes(32))}}
+---
+apiVersion: vmsnap.io/v1alpha1
+kind: VMSnapshotClass
+metadata: {name: ${className}}
+deletionPolicy: Delete
+repository:
+  endpoint: ${server.endpoint}
+  bucket: ${BUCKET}
+  prefix: e2e/
+  credentialsSecret: e2e-s3
+  encryptionKeySecret: e2e-s3-key
+  compression: Zstd
+`);
+}, 30 * 60 * 1000);
+
+afterAll(async () => {
+  await Promise.all(guests.map((g) => g.kill().catch(() => undefined)));
+  if (stack) {
+    // Snapshots of the lost node would wait out the grace period: release them here.
+    for (const name of ['app-snap', 'db-snap']) await kubectl(['patch', 'vmsnapshot', name, '-n', ns, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']);
+    await kubectl(['delete', 'vmsnapshotclass', className, '--ignore-not-found']);
+    await stack.stop();
+    if (process.env.VMSNAP_KEEP_E2E) console.log(`logs kept in ${stack.workDir}`);
+    else fs.rmSync(stack.workDir, { recursive: true, force: true });
+  }
+  await server?.stop();
+});
+
+/** A guest on `node` that hibernates into a snapshot of the repository class; resolves once it is uploaded. */
+async function hibernateUploaded(node: string, vm: string, seed: number): Promise<Record<string, any>> {
+  const dir = path.join(agent(node).vmRoot, ns, vm);
+  const g = await startGuest({ dir, name: vm, memMiB: 256, fillMiB: 64, seed });
+  guests.push(g);
+  await g.waitForSerial(/VMSNAP PASS n=1 ok/, 120_000);
+  await apply(`
+apiVersion: vmsnap.io/v1alpha1
+kind: VMSnapshot
+metadata: {name: ${vm}-snap}
+spec: {vmName: ${vm}, className: ${className}, afterSnapshot: Stop}
+`, ns);
+  await waitForPhase(`vmsnapshot/${vm}-snap`, ns, 'Succeeded');
+  await g.exited;
+  await waitFor(`vmsnapshot/${vm}-snap`, ns, '{.status.upload.phase}', (p) => p === 'Uploaded' || p === 'Failed', 180_000);
+  return getJson(`vmsnapshot/${vm}-snap`, ns);
+}
+
+async function restoreOn(node: string, name: string, snapshot: string, mode: 'Eager' | 'Lazy', extra = ''): Promise<Record<string, any>> {
+  await apply(`
+apiVersion: vmsnap.io/v1alpha1
+kind: VMRestore
+metadata: {name: ${name}}
+spec: {snapshotName: ${snapshot}, nodeName: ${agent(node).nodeName}, restoreMode: ${mode}${extra}}
+`, ns);
+  return waitForPhase(`vmrestore/${name}`, ns, 'Succeeded', 300_000);
+}
+
+async function objectKeys(prefix: string): Promise<string[]> {
+  const client = repositoryClient({ endpoint: server.endpoint }, server.credentials);
+  const res = await client.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: prefix }));
+  return (res.Contents ?? []).map((o) => o.Key!).sort();
+}
+
+it('uploads a save of node A and restores it on node B, eager then lazy, memory intact', async () => {
+  const snap = await hibernateUploaded('node-a', 'app', 21);
+  expect(snap.status.nodeName).toBe(agent('node-a').nodeName);
+  expect(snap.status.upload).toMatchObject({ phase: 'Uploaded', bucket: BUCKET, compression: 'Zstd', encrypted: true });
+  // Only present pages travel: the 64 MiB pattern and what the kernel touched, far below 256 MiB.
+  expect(snap.status.upload.bytesDone).toBeGreaterThanOrEqual(64 << 20);
+  expect(snap.status.upload.bytesDone).toBeLessThan(256 << 20);
+  expect(snap.status.upload.bytesTotal).toBe(snap.status.upload.bytesDone);
+  expect(snap.status.upload.storedBytes).toBeGreaterThan(0);
+  expect(snap.status.conditions.find((c: { type: string }) => c.type === 'Uploaded')).toMatchObject({ status: 'True', reason: 'Uploaded' });
+  const prefix = `e2e/${ns}/app-snap-${snap.metadata.uid}/`;
+  expect(await objectKeys(prefix)).toEqual([`${prefix}data`, `${prefix}manifest.json`]);
+
+  const bDir = path.join(agent('node-b').vmRoot, ns, 'app');
+  const serial = path.join(bDir, 'serial.log');
+  const eager = await restoreOn('node-b', 'app-on-b', 'app-snap', 'Eager');
+  expect(eager.status.nodeName).toBe(agent('node-b').nodeName);
+  const cached = path.join(agent('node-b').storageRoot, ns, 'fetched', snapshotFileName(snap as never));
+  expect(fs.existsSync(cached)).toBe(true);
+  // The VM runs on B from B's own VM directory (its console log is there), its memory intact.
+  await expectVerifying(serial, 0);
+
+  const offset = fs.readFileSync(serial, 'latin1').length;
+  const lazy = await restoreOn('node-b', 'app-lazy-on-b', 'app-snap', 'Lazy', ', ifRunning: Replace');
+  expect(lazy.status).toMatchObject({ restoreMode: 'Lazy', lazy: { file: fs.realpathSync(cached), vmRunning: true } });
+  await expectVerifying(serial, offset);
+  // The second restore used B's cached copy: one fetch in B's log.
+  expect(fs.readFileSync(agent('node-b').logPath, 'utf8')).toMatch(/using the cached copy of the uploaded snapshot/);
+
+  // Both agents' metrics count the transfer; B's shows the lazy VM's resident RAM.
+  const up = await agentMetrics('node-a');
+  expect(metricValue(up, 'vmsnap_repository_transfer_bytes_total{direction="upload"}')).toBe(snap.status.upload.bytesDone);
+  expect(metricValue(up, 'vmsnap_repository_transfer_duration_seconds_count{direction="upload"}')).toBe(1);
+  const down = await agentMetrics('node-b');
+  expect(metricValue(down, 'vmsnap_repository_transfer_bytes_total{direction="download"}')).toBe(snap.status.upload.bytesDone);
+  expect(metricValue(down, 'vmsnap_repository_transfer_duration_seconds_count{direction="download"}')).toBe(1);
+  await waitFor('vmrestore/app-lazy-on-b', ns, '{.status.lazy.residentBytes}', (v) => Number(v) >= 64 << 20, 60_000);
+  await waitUntilAsync(async () => metricValue(await agentMetrics('node-b'), `vmsnap_lazy_resident_bytes{namespace="${ns}",restore="app-lazy-on-b"}`) >= 64 << 20, 60_000, 'no lazy residency in the metrics of node B');
+
+  // Deleted with node A present: A's agent removes the file, the operator the repository copy;
+  // B's cached copy goes too while the lazy VM keeps running on its mapping.
+  await kubectlOk(['delete', 'vmsnapshot', 'app-snap', '-n', ns, '--wait=true', '--timeout=120s']);
+  expect(await objectKeys(prefix)).toEqual([]);
+  expect(fs.existsSync(snap.status.file.path)).toBe(false);
+  await waitUntil(() => !fs.existsSync(cached), 60_000, `${cached} is still on node B after its VMSnapshot was deleted`);
+  await expectVerifying(serial, fs.readFileSync(serial, 'latin1').length);
+  killQemusUnder(bDir);
+});
+
+it('survives the loss of node A: its uploaded snapshot restores on B, and deleting it no longer waits for A', async () => {
+  const snap = await hibernateUploaded('node-a', 'db', 33);
+  expect(snap.status.upload.phase).toBe('Uploaded');
+  const prefix = snap.status.upload.prefix as string;
+  expect(await objectKeys(prefix)).toEqual([`${prefix}data`, `${prefix}manifest.json`]);
+
+  // Node A is lost: its agent stops and its disk is gone.
+  await stack.killAgent('node-a', 'SIGKILL');
+  fs.rmSync(agent('node-a').storageRoot, { recursive: true, force: true });
+
+  await restoreOn('node-b', 'db-on-b', 'db-snap', 'Eager');
+  await expectVerifying(path.join(agent('node-b').vmRoot, ns, 'db', 'serial.log'), 0);
+  const cached = path.join(agent('node-b').storageRoot, ns, 'fetched', snapshotFileName(snap as never));
+  expect(fs.existsSync(cached)).toBe(true);
+
+  // deletionPolicy Delete with node A silent past the grace period: released with NodeLost, the
+  // repository copy removed; B's fetched copy goes by the cache rule (its VMSnapshot is gone).
+  await kubectlOk(['delete', 'vmsnapshot', 'db-snap', '-n', ns, '--wait=true', `--timeout=${GRACE_SECONDS + 120}s`]);
+  const events = await kubectlOk(['get', 'events', '-n', ns, '--field-selector', 'reason=NodeLost', '-o', 'jsonpath={.items[*].message}']);
+  expect(events).toMatch(new RegExp(`node ${agent('node-a').nodeName} is lost: .*released; .* is left on that node; removed its copy in bucket ${BUCKET} at ${prefix}`));
+  expect(await objectKeys(prefix)).toEqual([]);
+  await waitUntil(() => !fs.existsSync(cached), 60_000, `${cached} is still on node B after its VMSnapshot was deleted`);
+  // The restored VM does not depend on the cache: it keeps running intact.
+  const serial = path.join(agent('node-b').vmRoot, ns, 'db', 'serial.log');
+  await expectVerifying(serial, fs.readFileSync(serial, 'latin1').length);
+});
+
+/** The agent's /metrics, from the port its log says it serves on. */
+async function agentMetrics(node: string): Promise<string> {
+  const line = fs.readFileSync(agent(node).logPath, 'utf8').split('\n').find((l) => l.includes('serving /healthz and /readyz'));
+  if (!line) throw new Error(`agent ${node} serves no health port`);
+  const res = await fetch(`http://127.0.0.1:${JSON.parse(line).port}/metrics`);
+  return res.text();
+}
+
+function metricValue(text: string, series: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(series + ' '));
+  return line ? Number(line.slice(series.length + 1)) : NaN;
+}
+
+async function waitUntil(ok: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  return waitUntilAsync(async () => ok(), timeoutMs, what);
+}
+
+async function waitUntilAsync(ok: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await ok())) {
+    if (Date.now() > deadline) throw new Error(what);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
