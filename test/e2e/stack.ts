@@ -81,7 +81,7 @@ export async function startStack(nodes: string[], opts: StackOptions = {}): Prom
     spawnLogged(
       process.execPath,
       [OPERATOR],
-      { KUBECONFIG: operatorKubeconfig, POD_NAMESPACE: releaseNamespace, POD_NAME: `operator-${suffix}`, METRICS_PORT: '0', METRICS_HOST: '127.0.0.1', LOG_LEVEL: 'debug' },
+      { KUBECONFIG: operatorKubeconfig, POD_NAMESPACE: releaseNamespace, POD_NAME: `operator-${suffix}`, VMSNAP_METRICS_PORT: '0', VMSNAP_METRICS_HOST: '127.0.0.1', VMSNAP_LOG_LEVEL: 'debug' },
       path.join(workDir, 'operator.log'),
       opts.detached,
     );
@@ -103,7 +103,7 @@ export async function startStack(nodes: string[], opts: StackOptions = {}): Prom
         VMSNAP_VM_ROOT: vmRoot,
         VMSNAP_STORAGE_ROOT: storageRoot,
         VMSNAP_INVENTORY_INTERVAL_SECONDS: '5',
-        LOG_LEVEL: 'debug',
+        VMSNAP_LOG_LEVEL: 'debug',
         ...agentOpts.env,
       },
       logPath,
