@@ -44,7 +44,6 @@ export interface LazyCopiesRow {
 }
 
 const CLI = path.join(packageRoot(), 'bin/vmsnap-agent');
-const MiB = 1 << 20;
 
 /** Evicts the file from the page cache, so every restore reads from the disk. */
 function dropCache(file: string): void {
