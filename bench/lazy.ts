@@ -16,7 +16,7 @@ import { restoreVm } from '../agent/src/engine/restore.js';
 import { Kube } from '../kube/client.js';
 import { createNamespace } from '../test/cluster/controlplane.js';
 import { killQemusUnder, startStack, type Stack } from '../test/e2e/stack.js';
-import { startGuest } from '../test/guest/guest.js';
+import { startGuest } from '../kit/guest.js';
 import { packageRoot } from '../agent/src/package-root.js';
 import { PhaseWatch } from './phase-watch.js';
 

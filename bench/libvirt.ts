@@ -25,9 +25,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { packageRoot } from '../agent/src/package-root.js';
 import { processAlive, waitForExit } from '../agent/src/daemon/qemu-control.js';
-import { ensureGuestAssets, KERNEL_CMDLINE_BASE, QEMU_BINARY, startGuest, type Guest } from '../test/guest/guest.js';
+import { ensureGuestAssets, KERNEL_CMDLINE_BASE, QEMU_BINARY, startGuest, type Guest } from '../kit/guest.js';
 import { dropCaches, ensureFio, fioRead, fioWrite, RESTORE_PAUSE_MS } from './baselines.js';
-import { qmpExecute } from './qemu-vm.js';
+import { qmpExecute } from '../kit/qemu.js';
 
 export interface LibvirtRow {
   sizeGiB: number;

@@ -4,7 +4,7 @@
 export interface PollOptions {
   /** Default 60 s. */
   timeoutMs?: number;
-  /** Default 100 ms. */
+  /** Default 200 ms. */
   intervalMs?: number;
 }
 
@@ -12,12 +12,14 @@ export interface PollOptions {
  * Calls `probe` until it returns a value other than undefined, null or false, and returns that
  * value. A thrown error ends the wait at once (a probe throws for "this can no longer happen").
  * On timeout the error names `what` and, when `describe` is given, the last state it reports.
+ * `options` as a number is the timeout.
  */
 export async function poll<T>(
   what: string,
   probe: () => T | undefined | null | false | Promise<T | undefined | null | false>,
-  opts: PollOptions & { describe?: () => string | Promise<string> } = {},
+  options: number | (PollOptions & { describe?: () => string | Promise<string> }) = {},
 ): Promise<T> {
+  const opts = typeof options === 'number' ? { timeoutMs: options } : options;
   const timeoutMs = opts.timeoutMs ?? 60_000;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -27,7 +29,7 @@ export async function poll<T>(
       const last = opts.describe ? ` (last: ${await opts.describe()})` : '';
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last}`);
     }
-    await sleep(opts.intervalMs ?? 100);
+    await sleep(opts.intervalMs ?? 200);
   }
 }
 

@@ -103,7 +103,7 @@ function track(child: ChildProcess): void {
 // setpriv --pdeathsig makes the kernel kill QEMU even if this process dies without running its
 // 'exit' handlers (SIGKILL, crash). It execs, so the child's pid is QEMU's.
 let setprivPath: string | null | undefined;
-function findSetpriv(): string | null {
+export function findSetpriv(): string | null {
   if (setprivPath === undefined) {
     const p = ['/usr/bin/setpriv', '/bin/setpriv'].find((f) => fs.existsSync(f));
     setprivPath = p && spawnSync(p, ['--pdeathsig', 'KILL', 'true'], { stdio: 'ignore' }).status === 0 ? p : null;

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { QmpClient } from '../../agent/src/qmp/client.js';
 import { createNamespace, kubectl, kubectlOk } from '../cluster/controlplane.js';
 import { apply, getJson, startStack, waitFor, type Stack } from '../e2e/stack.js';
-import { startGuest } from '../guest/guest.js';
+import { startGuest } from '../../kit/guest.js';
 import { killControlPlane, restartControlPlane, stopPrivateControlPlane, usePrivateControlPlane } from './control-plane.js';
 import { checkInvariants, listWork, qemuPidsFor, snapshotFilesUnder, vmStatus } from './invariants.js';
 import { describeRun, planRuns, type Op, type Run, type Victim } from './plan.js';

@@ -5,14 +5,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { createNamespace, kubectl } from '../cluster/controlplane.js';
-import { startTinyVm, type TinyVm } from '../guest/tiny.js';
+import { startTinyVm, type QemuVm } from '../../kit/qemu.js';
 import { apply, getJson, startStack, waitForPhase, type Stack } from './stack.js';
 import { isUnder } from '../../agent/src/daemon/paths.js';
 import { digestsPath } from '../../agent/src/snapshot-file/digests.js';
 import { firstPresentPage, flipBits } from '../engine/harness.js';
 
 let stack: Stack;
-const vms: TinyVm[] = [];
+const vms: QemuVm[] = [];
 let nsA: string;
 let nsB: string;
 

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { QmpClient } from '../../agent/src/qmp/client.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { createNamespace, kubectl, kubectlOk, repoRoot } from '../cluster/controlplane.js';
-import { startGuest, type Guest } from '../guest/guest.js';
+import { startGuest, type Guest } from '../../kit/guest.js';
 import { flipBits } from '../engine/harness.js';
 import { apply, expectVerifying, getJson, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
 

@@ -18,7 +18,7 @@ import { SNAPSHOT_FORMAT_VERSION, STREAM_OFFSET, writeHeader } from '../../agent
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { headerTrust } from '../../agent/src/daemon/header-trust.js';
 import { createNamespace, kubectl, kubectlOk } from '../cluster/controlplane.js';
-import { guestArgs, type GuestAssets } from '../guest/guest.js';
+import { guestArgs, type GuestAssets } from '../../kit/guest.js';
 import {
   canRunAsPodUser,
   fakePod,
@@ -31,8 +31,9 @@ import {
   spawnLauncher,
   type FakePod,
 } from '../engine/pod-fixture.js';
-import { stopProcess, until } from '../engine/harness.js';
+import { stopProcess } from '../engine/harness.js';
 import { apply, expectVerifying, getJson, killQemusUnder, startStack, waitForPhase, type AgentProcess, type Stack } from './stack.js';
+import { poll } from '../../kit/poll.js';
 
 const describeRoot = podCgroupsAvailable() ? describe : describe.skip;
 
@@ -113,7 +114,7 @@ spec:
     const log = fs.createWriteStream(path.join(stack.workDir, `launcher-${pod.uid.slice(0, 8)}.log`));
     launcher.stdout!.pipe(log);
     launcher.stderr!.pipe(log);
-    await until(`the launcher of pod ${pod.uid} to answer (its log is in ${stack.workDir})`, async () => {
+    await poll(`the launcher of pod ${pod.uid} to answer (its log is in ${stack.workDir})`, async () => {
       if (launcher.exitCode !== null) throw new Error(`the launcher of pod ${pod.uid} exited (${launcher.exitCode}); its log is in ${stack.workDir}`);
       return launcherStatus(pod).catch(() => undefined);
     });
@@ -130,14 +131,13 @@ spec:
   }
 
   function eventuallyInventory(namespace: string, name: string, accept: (vm: Record<string, any>) => boolean): Promise<Record<string, any>> {
-    return until(
+    return poll(
       `the inventory of ${agent.nodeName} to show ${namespace}/${name} as expected`,
       async () => {
         const vm = await inventoryVm(namespace, name).catch(() => undefined);
         return vm && accept(vm) ? vm : undefined;
       },
-      60_000,
-      500,
+      { timeoutMs: 60_000, intervalMs: 500 },
     );
   }
 
@@ -206,14 +206,13 @@ spec:
     await stack.killAgent('node-a', 'SIGKILL');
     await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMSnapshot, metadata: {name: crash}, spec: {vmName: web}}`, ns);
     // The operator assigns it to the node (the agent is down, so nobody claims it).
-    const snap = await until(
+    const snap = await poll(
       'the operator to assign VMSnapshot crash to the node',
       async () => {
         const s = await getJson('vmsnapshot/crash', ns);
         return s.status?.phase === 'Pending' && s.metadata.labels?.['vmsnap.io/node'] ? s : undefined;
       },
-      60_000,
-      250,
+      { timeoutMs: 60_000, intervalMs: 250 },
     );
     // What the agent that died had done: claimed it, written an incomplete header (for this VMSnapshot,
     // MACed with the node's key), and started the save in QEMU with the VM paused (slowed down here so
@@ -293,7 +292,7 @@ spec:
     await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMSnapshot, metadata: {name: hibernate}, spec: {vmName: web, afterSnapshot: Stop}}`, ns);
     await waitForPhase('vmsnapshot/hibernate', ns, 'Succeeded');
     // QEMU quit after the save; the launcher (the pod) stays up with no QEMU.
-    const stopped = await until('the launcher to say stopped after the hibernate', async () => {
+    const stopped = await poll('the launcher to say stopped after the hibernate', async () => {
       const st = await launcherStatus(pod);
       return st.state === 'stopped' && st;
     });

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { apiRequest, createNamespace, ensureCluster, kubectl } from '../cluster/controlplane.js';
-import { startTinyVm, type TinyVm } from '../guest/tiny.js';
+import { startTinyVm, type QemuVm } from '../../kit/qemu.js';
 import { startStack, type Stack } from '../e2e/stack.js';
 import { repoRoot } from '../cluster/controlplane.js';
 import { AgentConfigSchema, operationSlots } from '../../api/index.js';
@@ -22,12 +22,12 @@ const { total: LIMIT, perNamespace: NAMESPACE_SHARE } = operationSlots(AgentConf
 
 let stack: Stack;
 let ns: string;
-const vms: TinyVm[] = [];
+const vms: QemuVm[] = [];
 
 beforeAll(async () => {
   stack = await startStack(Array.from({ length: NODES }, (_, i) => `load-${i}`));
   ns = await createNamespace('load');
-  const starts: Array<Promise<TinyVm>> = [];
+  const starts: Array<Promise<QemuVm>> = [];
   for (const agent of stack.agents.values()) {
     for (let j = 0; j < VMS_PER_NODE; j++) starts.push(startTinyVm(path.join(agent.vmRoot, ns, `${agent.node}-vm-${j}`)));
   }
