@@ -7,8 +7,7 @@ import path from 'node:path';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { readMappedRamLayout, type RamBlockInfo } from '../../agent/src/snapshot-file/mapped-ram.js';
 import { DIGEST_REGION_BYTES, digestsPath } from '../../agent/src/snapshot-file/digests.js';
-import { killQemusUnder } from '../e2e/stack.js';
-import { startTinyVm, type QemuVm, pidsWhere } from '../../kit/qemu.js';
+import { startTinyVm, type QemuVm, pidsWhere, killQemusUnder } from '../../kit/qemu.js';
 import { cli, firstPresentPage as firstPresent, flipBits, scratchDir } from './harness.js';
 import { sleep } from '../../kit/poll.js';
 

@@ -12,8 +12,7 @@ import { nodeHeaderKey } from '../../agent/src/engine/header-key.js';
 import { encodeHeader, FIXED_BYTES } from '../../agent/src/snapshot-file/header.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { verifySnapshotFile } from '../../agent/src/snapshot-file/verify.js';
-import { killQemusUnder } from '../e2e/stack.js';
-import { startTinyVm, type QemuVm } from '../../kit/qemu.js';
+import { startTinyVm, type QemuVm, killQemusUnder } from '../../kit/qemu.js';
 import { scratchDir } from './harness.js';
 import { sleep } from '../../kit/poll.js';
 
