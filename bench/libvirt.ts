@@ -191,7 +191,7 @@ function fileSizes(file: string): { bytes: number; allocatedBytes: number } {
 
 const xmlEscape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/'/g, '&apos;').replace(/"/g, '&quot;');
 
-/** A transient TCG domain equivalent to test/guest/guest.ts's QEMU command line. */
+/** A transient TCG domain equivalent to kit/guest.ts's QEMU command line. */
 export function domainXml(o: { name: string; memMiB: number; kernel: string; initrd: string; cmdline: string; serialPath: string; emulator: string }): string {
   return `<domain type='qemu'>
   <name>${xmlEscape(o.name)}</name>

@@ -11,6 +11,7 @@ import type { Guest } from '../../kit/guest.js';
 import { snapshotFilesUnder, vmStatus } from './invariants.js';
 import { mountSmallFs, type SmallFs } from './small-fs.js';
 import { expectVerifying } from '../../kit/guest.js';
+import { vmSnapshot } from '../../kit/manifests.js';
 
 /** Smaller than the RAM the guest has filled (96 MiB of pattern). */
 const FS_MIB = 64;
@@ -50,14 +51,7 @@ it('VMSnapshot: Failed with the cause, a Warning event, the VM running and intac
   const ns = await createNamespace('chaos-full');
   const guest = await fullGuest(path.join(agent.vmRoot, ns, 'big'), 'big');
   const pass = guest.lastPass();
-  await apply(
-    `apiVersion: vmsnap.io/v1alpha1
-kind: VMSnapshot
-metadata: {name: full}
-spec: {vmName: big, failureDeadline: 2m}
-`,
-    ns,
-  );
+  await apply(vmSnapshot('full', { vmName: 'big', failureDeadline: '2m' }), ns);
   const snap = await waitForPhase('vmsnapshot/full', ns, 'Failed', 150_000);
   console.log(`disk full, VMSnapshot: ${snap.status.error.message}`);
   expect(snap.status.error.message).toMatch(NO_SPACE);
