@@ -4,6 +4,7 @@ import { loadAllYaml } from '@kubernetes/client-node';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { packageRoot } from '../agent/src/package-root.js';
 import { VMRestoreSchema, VMSnapshotClassSchema, VMSnapshotSchema } from '../api/index.js';
 import { expectVerifying, startGuest } from './guest.js';
 import { vmRestore, vmSnapshot, vmSnapshotClass, yamlDocs } from './manifests.js';
@@ -104,5 +105,19 @@ describe('guest memory check', () => {
     } finally {
       await guest.kill();
     }
+  });
+});
+
+describe('what the bench and the demo take from test/', () => {
+  it('is no suite, only the environments they run in (a control plane, the process stack, the node cluster)', () => {
+    const root = packageRoot();
+    const imported = new Set<string>();
+    for (const d of ['bench', 'demo']) {
+      for (const f of fs.readdirSync(path.join(root, d)).filter((n) => n.endsWith('.ts'))) {
+        for (const m of fs.readFileSync(path.join(root, d, f), 'utf8').matchAll(/from '(\.\.\/test\/[^']+)'/g)) imported.add(m[1]!);
+      }
+    }
+    expect([...imported].filter((m) => m.endsWith('.test.js'))).toEqual([]);
+    expect([...imported].sort()).toEqual(['../test/cluster/controlplane.js', '../test/e2e/stack.js', '../test/node/cluster.js', '../test/node/product.js', '../test/node/vm-pod.js']);
   });
 });

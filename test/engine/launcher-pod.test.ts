@@ -292,8 +292,9 @@ test('hibernate and wake in the same pod: save --after stop leaves the launcher 
 test('hostile control input gets error replies; the launcher keeps serving', async () => {
   // `wait`: no QEMU at start, as in a pod made for a wake; the protocol needs none.
   const l = startLauncher('hostile', podArgv, { VMSNAP_LAUNCHER_START: 'wait' });
-  await poll('control socket', () => fs.existsSync(path.join(l.run, 'launcher.sock')) || undefined);
-  expect(await status(l)).toEqual({ ok: true, state: 'stopped', generation: 0 });
+  // The socket file exists from bind(), a moment before the launcher listens: wait for an answer.
+  const first = await poll('the control socket to answer', async () => fs.existsSync(path.join(l.run, 'launcher.sock')) && status(l).catch(() => undefined));
+  expect(first).toEqual({ ok: true, state: 'stopped', generation: 0 });
 
   const replies = (await l.raw('garbage\n{"op":"restart-incoming","argv":["sh"]}\n{"op":"status"}\n'))
     .trim()
