@@ -13,7 +13,8 @@ export default {
   testTimeout: 240_000,
   projects: [
     { ...esm, displayName: 'unit', testMatch: ['<rootDir>/{api,agent,operator,plugin}/**/*.test.ts'] },
-    { ...esm, displayName: 'engine', testMatch: ['<rootDir>/test/engine/**/*.test.ts'] },
+    // The node engine on real QEMU guests, and the test kit's own tests (it launches QEMU too).
+    { ...esm, displayName: 'engine', testMatch: ['<rootDir>/test/engine/**/*.test.ts', '<rootDir>/kit/**/*.test.ts'] },
     { ...esm, displayName: 'cluster', testMatch: ['<rootDir>/test/cluster/**/*.test.ts'] },
     { ...esm, displayName: 'e2e', testMatch: ['<rootDir>/test/e2e/**/*.test.ts'] },
     // A real node (kubelet, containerd, scheduler, controller-manager) in its own instance.

@@ -26,6 +26,9 @@ const podPlacement = {
   extraEnv: z.array(envVar()),
 };
 
+/** pino's levels, for the chart's logLevel and the components' VMSNAP_LOG_LEVEL. */
+export const LogLevelSchema = z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']);
+
 const absolutePath = z.string().regex(/^\/.*/, { error: 'must be an absolute path' });
 const port = () => z.number().int().min(1).max(65535);
 // Kubernetes validates these; the chart only passes them through.
@@ -55,7 +58,7 @@ export const ChartValuesSchema = z.strictObject({
     pullPolicy: z.enum(['Always', 'IfNotPresent', 'Never']),
   }),
   imagePullSecrets: z.array(z.strictObject({ name: z.string().min(1) })),
-  logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']),
+  logLevel: LogLevelSchema,
   // Rendered as KUBERNETES_SERVICE_HOST/PORT; the template refuses a host without a port.
   apiServer: z.strictObject({
     host: z.string().regex(/^[A-Za-z0-9.:-]*$/, { error: 'must be a host name or an IP address' }),

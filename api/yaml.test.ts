@@ -1,5 +1,8 @@
 import { loadAllYaml } from '@kubernetes/client-node';
+import { allCrds } from './crd.js';
 import { toYaml } from './yaml.js';
+
+const plain = (value: unknown): unknown => JSON.parse(JSON.stringify(value));
 
 describe('toYaml', () => {
   it('round-trips tricky scalars through a real YAML reader', () => {
@@ -19,11 +22,24 @@ describe('toYaml', () => {
     expect(loadAllYaml(toYaml(value))).toEqual([value]);
   });
 
-  it('writes block style with plain keys', () => {
-    expect(toYaml({ a: { b: [1, { c: 'd' }] } })).toBe('a:\n  b:\n    - 1\n    - c: d\n');
+  it('keeps every member of a CRD (enum, x-kubernetes-*), which client-node models with its own field names', () => {
+    // Read back as a kind client-node does not model, so its reader returns the document as written.
+    for (const crd of allCrds()) {
+      const text = toYaml(crd).replace(/^kind: CustomResourceDefinition$/m, 'kind: Unmodelled');
+      expect(plain(loadAllYaml(text)[0])).toEqual(plain({ ...crd, kind: 'Unmodelled' }));
+    }
   });
 
-  it('omits undefined members', () => {
+  it('writes block style, long strings on one line, and omits undefined members', () => {
+    expect(toYaml({ a: { b: [1, { c: 'd' }] } })).toBe('a:\n  b:\n    - 1\n    - c: d\n');
     expect(toYaml({ a: 1, b: undefined })).toBe('a: 1\n');
+    const long = 'word '.repeat(40).trim();
+    expect(toYaml({ long })).toBe(`long: ${long}\n`);
+  });
+
+  it('writes apiVersion and kind first', () => {
+    expect(toYaml({ metadata: { name: 'x' }, kind: 'VMSnapshot', apiVersion: 'vmsnap.io/v1alpha1' })).toBe(
+      'apiVersion: vmsnap.io/v1alpha1\nkind: VMSnapshot\nmetadata:\n  name: x\n',
+    );
   });
 });

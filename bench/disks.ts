@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomFillSync } from 'node:crypto';
 import { saveVm } from '../agent/src/engine/save.js';
-import { fillRandom, qmpExecute, startBenchVm } from './qemu-vm.js';
+import { fillRandom, startBenchVm } from './qemu-vm.js';
+import { qmpExecute } from '../kit/qemu.js';
 
 export interface DiskPauseRow {
   mode: 'Paused' | 'Live';

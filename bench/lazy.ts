@@ -15,10 +15,11 @@ import * as k8s from '@kubernetes/client-node';
 import { restoreVm } from '../agent/src/engine/restore.js';
 import { Kube } from '../kube/client.js';
 import { createNamespace } from '../test/cluster/controlplane.js';
-import { killQemusUnder, startStack, type Stack } from '../test/e2e/stack.js';
-import { startGuest } from '../test/guest/guest.js';
+import { startStack, type Stack } from '../test/e2e/stack.js';
+import { startGuest } from '../kit/guest.js';
 import { packageRoot } from '../agent/src/package-root.js';
 import { PhaseWatch } from './phase-watch.js';
+import { killQemusUnder } from '../kit/qemu.js';
 
 export interface LazyTimingRow {
   sizeGiB: number;
@@ -44,7 +45,6 @@ export interface LazyCopiesRow {
 }
 
 const CLI = path.join(packageRoot(), 'bin/vmsnap-agent');
-const MiB = 1 << 20;
 
 /** Evicts the file from the page cache, so every restore reads from the disk. */
 function dropCache(file: string): void {

@@ -25,9 +25,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { packageRoot } from '../agent/src/package-root.js';
 import { processAlive, waitForExit } from '../agent/src/daemon/qemu-control.js';
-import { ensureGuestAssets, KERNEL_CMDLINE_BASE, QEMU_BINARY, startGuest, type Guest } from '../test/guest/guest.js';
+import { ensureGuestAssets, KERNEL_CMDLINE_BASE, QEMU_BINARY, startGuest, type Guest } from '../kit/guest.js';
 import { dropCaches, ensureFio, fioRead, fioWrite, RESTORE_PAUSE_MS } from './baselines.js';
-import { qmpExecute } from './qemu-vm.js';
+import { qmpExecute } from '../kit/qemu.js';
 
 export interface LibvirtRow {
   sizeGiB: number;
@@ -191,7 +191,7 @@ function fileSizes(file: string): { bytes: number; allocatedBytes: number } {
 
 const xmlEscape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/'/g, '&apos;').replace(/"/g, '&quot;');
 
-/** A transient TCG domain equivalent to test/guest/guest.ts's QEMU command line. */
+/** A transient TCG domain equivalent to kit/guest.ts's QEMU command line. */
 export function domainXml(o: { name: string; memMiB: number; kernel: string; initrd: string; cmdline: string; serialPath: string; emulator: string }): string {
   return `<domain type='qemu'>
   <name>${xmlEscape(o.name)}</name>

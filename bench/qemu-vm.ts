@@ -3,16 +3,13 @@
 // and empty targets waiting with -incoming defer.
 import { readHeader } from '../agent/src/snapshot-file/read.js';
 import { writeHeader } from '../agent/src/snapshot-file/header.js';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { QmpClient } from '../agent/src/qmp/client.js';
-import { waitForExit } from '../agent/src/daemon/qemu-control.js';
+import { launchQemu, type QemuVm } from '../kit/qemu.js';
 
-export interface BenchVm {
+export interface BenchVm extends QemuVm {
   qmp: string;
-  process: ChildProcess;
   stop(): Promise<void>;
 }
 
@@ -34,47 +31,16 @@ export function fillRandom(file: string, bytes: number): void {
 
 export async function startBenchVm(opts: { dir: string; name: string; ramBytes: number; memFile?: string; incoming?: boolean; extraArgs?: string[] }): Promise<BenchVm> {
   const qmp = path.join(opts.dir, `${opts.name}.sock`);
-  fs.rmSync(qmp, { force: true });
   const mib = opts.ramBytes / (1 << 20);
-  const args = ['-accel', 'tcg', '-machine', 'pc', '-m', `${mib}M`, '-nodefaults', '-no-user-config', '-display', 'none', '-S'];
+  const argv = ['qemu-system-x86_64', '-accel', 'tcg', '-machine', 'pc', '-m', `${mib}M`, '-nodefaults', '-no-user-config', '-display', 'none', '-S'];
   if (opts.memFile) {
-    args.push('-object', `memory-backend-file,id=pc.ram,size=${mib}M,mem-path=${opts.memFile},share=on`, '-machine', 'memory-backend=pc.ram');
+    argv.push('-object', `memory-backend-file,id=pc.ram,size=${mib}M,mem-path=${opts.memFile},share=on`, '-machine', 'memory-backend=pc.ram');
   }
-  args.push('-qmp', `unix:${qmp},server=on,wait=off`);
-  if (opts.incoming) args.push('-incoming', 'defer');
-  args.push(...(opts.extraArgs ?? []));
-  const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'inherit'] });
-  const deadline = Date.now() + 20_000;
-  while (!fs.existsSync(qmp)) {
-    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`bench QEMU ${opts.name} did not start`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return {
-    qmp,
-    process: child,
-    async stop() {
-      if (child.exitCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGKILL');
-      await exited;
-    },
-  };
-}
-
-export async function qmpExecute<T>(socket: string, command: string, args: Record<string, unknown> = {}): Promise<T> {
-  const c = await QmpClient.connect(socket);
-  try {
-    return await c.execute<T>(command, args);
-  } finally {
-    c.close();
-  }
-}
-
-/** SIGKILLs a QEMU the engine launched (not our child) and waits until it is gone. */
-export async function killAndWait(pid: number): Promise<void> {
-  process.kill(pid, 'SIGKILL');
-  // A loaded machine (CI runs the fault suite beside this) can take seconds to end a killed QEMU.
-  if (!(await waitForExit(pid, 30_000))) throw new Error(`QEMU pid ${pid} still runs 30 s after SIGKILL`);
+  argv.push('-qmp', `unix:${qmp},server=on,wait=off`);
+  if (opts.incoming) argv.push('-incoming', 'defer');
+  argv.push(...(opts.extraArgs ?? []));
+  const vm = await launchQemu({ argv, qmpPath: qmp });
+  return { ...vm, qmp, stop: () => vm.kill('SIGKILL') };
 }
 
 /**

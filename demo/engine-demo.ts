@@ -8,7 +8,7 @@ import path from 'node:path';
 import { saveVm } from '../agent/src/engine/save.js';
 import { restoreVm } from '../agent/src/engine/restore.js';
 import type { Progress } from '../agent/src/engine/migration.js';
-import { startGuest } from '../test/guest/guest.js';
+import { startGuest } from '../kit/guest.js';
 import { waitForLine } from './serial.js';
 
 const MEM_MIB = Number(process.env.VMSNAP_DEMO_MEM_MIB ?? 512);

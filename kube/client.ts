@@ -62,8 +62,6 @@ export class Kube {
   readonly custom: k8s.CustomObjectsApi;
   readonly core: k8s.CoreV1Api;
   readonly coordination: k8s.CoordinationV1Api;
-  /** Requests made through this client (reported by load tests). */
-  requests = 0;
 
   constructor(readonly kc: k8s.KubeConfig = loadKubeConfig()) {
     this.custom = kc.makeApiClient(k8s.CustomObjectsApi);
@@ -78,7 +76,6 @@ export class Kube {
 
   async get<T extends KubeObject>(resource: ResourceName, ref: ObjectRef): Promise<T | undefined> {
     const s = this.spec(resource);
-    this.requests++;
     try {
       return (s.namespaced
         ? await this.custom.getNamespacedCustomObject({ ...s, namespace: ref.namespace!, name: ref.name })
@@ -91,7 +88,6 @@ export class Kube {
 
   async list<T extends KubeObject>(resource: ResourceName, opts: { namespace?: string; labelSelector?: string } = {}): Promise<T[]> {
     const s = this.spec(resource);
-    this.requests++;
     const list = (opts.namespace
       ? await this.custom.listNamespacedCustomObject({ ...s, namespace: opts.namespace, labelSelector: opts.labelSelector })
       : await this.custom.listClusterCustomObject({ ...s, labelSelector: opts.labelSelector })) as { items: T[] };
@@ -101,7 +97,6 @@ export class Kube {
   /** Merge-patches metadata/spec. Include metadata.resourceVersion to fail on a concurrent change (409). */
   async patch<T extends KubeObject>(resource: ResourceName, ref: ObjectRef, body: object): Promise<T> {
     const s = this.spec(resource);
-    this.requests++;
     return (s.namespaced
       ? await this.custom.patchNamespacedCustomObject({ ...s, namespace: ref.namespace!, name: ref.name, body }, mergePatch())
       : await this.custom.patchClusterCustomObject({ ...s, name: ref.name, body }, mergePatch())) as T;
@@ -110,7 +105,6 @@ export class Kube {
   /** Merge-patches the status subresource: `{status: {...}}`, optionally with metadata.resourceVersion. */
   async patchStatus<T extends KubeObject>(resource: ResourceName, ref: ObjectRef, body: object): Promise<T> {
     const s = this.spec(resource);
-    this.requests++;
     return (s.namespaced
       ? await this.custom.patchNamespacedCustomObjectStatus({ ...s, namespace: ref.namespace!, name: ref.name, body }, mergePatch())
       : await this.custom.patchClusterCustomObjectStatus({ ...s, name: ref.name, body }, mergePatch())) as T;
@@ -118,7 +112,6 @@ export class Kube {
 
   async create<T extends KubeObject>(resource: ResourceName, body: KubeObject): Promise<T> {
     const s = this.spec(resource);
-    this.requests++;
     return (s.namespaced
       ? await this.custom.createNamespacedCustomObject({ ...s, namespace: body.metadata.namespace!, body })
       : await this.custom.createClusterCustomObject({ ...s, body })) as T;
@@ -127,7 +120,6 @@ export class Kube {
   /** Deletes an object only if it is still the one with `uid`; gone already, or replaced (409), is fine. */
   async delete(resource: ResourceName, ref: ObjectRef & { uid: string }): Promise<void> {
     const s = this.spec(resource);
-    this.requests++;
     try {
       await this.custom.deleteNamespacedCustomObject({ ...s, namespace: ref.namespace!, name: ref.name, body: { preconditions: { uid: ref.uid } } });
     } catch (err) {
@@ -138,20 +130,17 @@ export class Kube {
 
   /** Pods in every namespace matching both selectors (the agent: VM pods on its own node). */
   async listPods(opts: { fieldSelector?: string; labelSelector?: string }): Promise<k8s.V1Pod[]> {
-    this.requests++;
     const list = await this.core.listPodForAllNamespaces({ fieldSelector: opts.fieldSelector, labelSelector: opts.labelSelector });
     return list.items;
   }
 
   /** Creates a pod (the operator: the new pod of a copy or a wake). */
   async createPod(pod: k8s.V1Pod): Promise<k8s.V1Pod> {
-    this.requests++;
     return this.core.createNamespacedPod({ namespace: pod.metadata!.namespace!, body: pod });
   }
 
   /** Deletes a pod only if it is still the one with `uid` (a pod of the same name made since is left alone). */
   async deletePod(ref: ObjectRef & { uid: string }): Promise<void> {
-    this.requests++;
     try {
       await this.core.deleteNamespacedPod({ namespace: ref.namespace!, name: ref.name, body: { preconditions: { uid: ref.uid } } });
     } catch (err) {
@@ -161,7 +150,6 @@ export class Kube {
 
   /** Merge-patches a pod's metadata; include metadata.resourceVersion to fail on a concurrent change (409). */
   async patchPod(ref: ObjectRef, body: object): Promise<k8s.V1Pod> {
-    this.requests++;
     return this.core.patchNamespacedPod({ namespace: ref.namespace!, name: ref.name, body }, mergePatch());
   }
 

@@ -15,7 +15,6 @@ export class EventRecorder {
   async record(obj: KubeObject, type: EventType, reason: string, message: string): Promise<void> {
     const ns = obj.metadata.namespace ?? 'default';
     const now = new Date();
-    this.kube.requests++;
     try {
       await this.kube.core.createNamespacedEvent({
         namespace: ns,

@@ -1,6 +1,5 @@
 import { serveHealth } from '../kube/health.js';
 import { operatorReadiness } from './readiness.js';
-import { operatorSettings } from './settings.js';
 
 describe('operator readiness', () => {
   const t0 = 1_000_000;
@@ -47,44 +46,5 @@ describe('operator readiness', () => {
     } finally {
       await server.close();
     }
-  });
-});
-
-describe('operator settings', () => {
-  it('reads what the chart renders', () => {
-    const s = operatorSettings({
-      VMSNAP_LOG_LEVEL: 'debug',
-      VMSNAP_METRICS_PORT: 'off',
-      VMSNAP_HEALTH_PORT: '8081',
-      VMSNAP_HEALTH_HOST: '10.1.2.3',
-      VMSNAP_LEASE_NAME: 'my-lease',
-      VMSNAP_LEASE_NAMESPACE: 'sys',
-      VMSNAP_LEASE_DURATION_SECONDS: '20',
-      VMSNAP_LEASE_RENEW_DEADLINE_SECONDS: '12',
-      VMSNAP_LEASE_RETRY_PERIOD_SECONDS: '3',
-      VMSNAP_NODE_LOSS_GRACE_SECONDS: '30',
-      POD_NAME: 'op-0',
-      POD_NAMESPACE: 'sys',
-    });
-    expect(s).toEqual({
-      logLevel: 'debug',
-      metricsPort: undefined,
-      metricsHost: '0.0.0.0',
-      healthPort: 8081,
-      healthHost: '10.1.2.3',
-      namespace: 'sys',
-      nodeLossGraceSeconds: 30,
-      leaderElection: { namespace: 'sys', name: 'my-lease', identity: 'op-0', leaseDurationSeconds: 20, renewDeadlineSeconds: 12, retryPeriodSeconds: 3 },
-    });
-  });
-
-  it('keeps the test stack names, and refuses a bad number naming the variable', () => {
-    const s = operatorSettings({ METRICS_PORT: '0', METRICS_HOST: '127.0.0.1', LEADER_ELECTION: 'false', POD_NAMESPACE: 'x' });
-    expect(s).toMatchObject({ metricsPort: 0, metricsHost: '127.0.0.1', healthPort: undefined, leaderElection: undefined });
-    expect(operatorSettings({}).metricsPort).toBe(8080);
-    expect(operatorSettings({}).nodeLossGraceSeconds).toBe(600);
-    expect(() => operatorSettings({ VMSNAP_NODE_LOSS_GRACE_SECONDS: '0' })).toThrow(/VMSNAP_NODE_LOSS_GRACE_SECONDS=0/);
-    expect(() => operatorSettings({ VMSNAP_HEALTH_PORT: 'abc' })).toThrow(/VMSNAP_HEALTH_PORT=abc/);
-    expect(() => operatorSettings({ VMSNAP_LEASE_DURATION_SECONDS: '0' })).toThrow(/VMSNAP_LEASE_DURATION_SECONDS/);
   });
 });

@@ -1,10 +1,37 @@
-// The operator's settings, from the environment the chart renders (VMSNAP_*). The unprefixed
-// names (METRICS_PORT, METRICS_HOST, LEADER_ELECTION, LOG_LEVEL) are read when the VMSNAP_ one is
-// unset: the process-level test stack starts the operator with them.
+// The operator's settings, from the environment the chart renders (VMSNAP_*, POD_NAME,
+// POD_NAMESPACE), parsed by one zod schema: a bad value stops the operator with the variable's
+// name, its value and what is allowed. An empty variable counts as unset.
 import os from 'node:os';
+import { z } from 'zod';
 import { DEFAULT_RELEASE_NAMESPACE, LEADER_ELECTION_LEASE } from '../api/index.js';
 import { DEFAULT_NODE_LOSS_GRACE_SECONDS } from './node-loss.js';
-import { portFromEnv } from '../kube/health.js';
+import { LogLevelSchema } from '../api/chart-values.js';
+
+const PORT = 'must be a port (0-65535)';
+const port = z.coerce.number({ error: PORT }).int({ error: PORT }).min(0, { error: PORT }).max(65535, { error: PORT });
+const SECONDS = 'must be a whole number of seconds, at least 1';
+const seconds = (fallback: number) =>
+  z.coerce.number({ error: SECONDS }).int({ error: SECONDS }).min(1, { error: SECONDS }).default(fallback);
+
+export const OperatorEnvSchema = z.object({
+  VMSNAP_LOG_LEVEL: LogLevelSchema.default('info'),
+  /** off: no metrics server; 0: any free port. */
+  VMSNAP_METRICS_PORT: z.union([z.literal('off'), port], { error: `must be off or a port (0-65535)` }).default(8080),
+  VMSNAP_METRICS_HOST: z.string().default('0.0.0.0'),
+  /** Unset: /healthz and /readyz only on the metrics server. */
+  VMSNAP_HEALTH_PORT: port.optional(),
+  VMSNAP_HEALTH_HOST: z.string().default('0.0.0.0'),
+  VMSNAP_LEADER_ELECTION: z.enum(['true', 'false']).default('true'),
+  VMSNAP_LEASE_NAME: z.string().default(LEADER_ELECTION_LEASE),
+  VMSNAP_LEASE_NAMESPACE: z.string().optional(),
+  VMSNAP_LEASE_DURATION_SECONDS: seconds(15),
+  VMSNAP_LEASE_RENEW_DEADLINE_SECONDS: seconds(10),
+  VMSNAP_LEASE_RETRY_PERIOD_SECONDS: seconds(2),
+  /** How long a node's agent may be silent before its snapshots' deletion stops waiting for it. */
+  VMSNAP_NODE_LOSS_GRACE_SECONDS: seconds(DEFAULT_NODE_LOSS_GRACE_SECONDS),
+  POD_NAME: z.string().optional(),
+  POD_NAMESPACE: z.string().optional(),
+});
 
 export interface OperatorSettings {
   logLevel: string;
@@ -24,34 +51,35 @@ export interface OperatorSettings {
 }
 
 export function operatorSettings(env: NodeJS.ProcessEnv = process.env): OperatorSettings {
-  const pick = (name: string, legacy?: string) => env[`VMSNAP_${name}`] ?? (legacy ? env[legacy] : undefined);
-  const seconds = (name: string, fallback: number) => {
-    const raw = pick(name);
-    if (raw === undefined || raw === '') return fallback;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < 1) throw new Error(`VMSNAP_${name}=${raw} must be a whole number of seconds, at least 1`);
-    return n;
-  };
-  const metricsRaw = pick('METRICS_PORT', 'METRICS_PORT');
-  const metricsPort = metricsRaw === 'off' ? undefined : (portFromEnv({ VMSNAP_METRICS_PORT: metricsRaw }, 'VMSNAP_METRICS_PORT') ?? 8080);
+  const names = Object.keys(OperatorEnvSchema.shape);
+  const set = Object.fromEntries(names.flatMap((n) => (env[n]?.trim() ? [[n, env[n]!.trim()]] : [])));
+  const parsed = OperatorEnvSchema.safeParse(set);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => {
+      const name = String(i.path[0]);
+      return `${name}=${set[name]} ${i.message}`;
+    });
+    throw new Error(`invalid operator environment: ${problems.join('; ')}`);
+  }
+  const e = parsed.data;
   return {
-    logLevel: pick('LOG_LEVEL', 'LOG_LEVEL') ?? 'info',
-    metricsPort,
-    metricsHost: pick('METRICS_HOST', 'METRICS_HOST') || '0.0.0.0',
-    healthPort: portFromEnv(env, 'VMSNAP_HEALTH_PORT'),
-    healthHost: env.VMSNAP_HEALTH_HOST || '0.0.0.0',
-    namespace: env.POD_NAMESPACE || DEFAULT_RELEASE_NAMESPACE,
-    nodeLossGraceSeconds: seconds('NODE_LOSS_GRACE_SECONDS', DEFAULT_NODE_LOSS_GRACE_SECONDS),
+    logLevel: e.VMSNAP_LOG_LEVEL,
+    metricsPort: e.VMSNAP_METRICS_PORT === 'off' ? undefined : e.VMSNAP_METRICS_PORT,
+    metricsHost: e.VMSNAP_METRICS_HOST,
+    healthPort: e.VMSNAP_HEALTH_PORT,
+    healthHost: e.VMSNAP_HEALTH_HOST,
+    namespace: e.POD_NAMESPACE ?? DEFAULT_RELEASE_NAMESPACE,
+    nodeLossGraceSeconds: e.VMSNAP_NODE_LOSS_GRACE_SECONDS,
     leaderElection:
-      pick('LEADER_ELECTION', 'LEADER_ELECTION') === 'false'
+      e.VMSNAP_LEADER_ELECTION === 'false'
         ? undefined
         : {
-            namespace: env.VMSNAP_LEASE_NAMESPACE || env.POD_NAMESPACE || 'vmsnap-system',
-            name: env.VMSNAP_LEASE_NAME || LEADER_ELECTION_LEASE,
-            identity: env.POD_NAME || `${os.hostname()}-${process.pid}`,
-            leaseDurationSeconds: seconds('LEASE_DURATION_SECONDS', 15),
-            renewDeadlineSeconds: seconds('LEASE_RENEW_DEADLINE_SECONDS', 10),
-            retryPeriodSeconds: seconds('LEASE_RETRY_PERIOD_SECONDS', 2),
+            namespace: e.VMSNAP_LEASE_NAMESPACE ?? e.POD_NAMESPACE ?? 'vmsnap-system',
+            name: e.VMSNAP_LEASE_NAME,
+            identity: e.POD_NAME ?? `${os.hostname()}-${process.pid}`,
+            leaseDurationSeconds: e.VMSNAP_LEASE_DURATION_SECONDS,
+            renewDeadlineSeconds: e.VMSNAP_LEASE_RENEW_DEADLINE_SECONDS,
+            retryPeriodSeconds: e.VMSNAP_LEASE_RETRY_PERIOD_SECONDS,
           },
   };
 }

@@ -24,7 +24,7 @@ export function kubeConfig(inv: Pick<Invocation, 'kubeconfig' | 'context'>): k8s
 }
 
 function print(obj: unknown, output: Invocation['output']): string {
-  return output === 'json' ? `${JSON.stringify(obj, null, 2)}\n` : toYaml(obj);
+  return output === 'json' ? `${JSON.stringify(obj, null, 2)}\n` : toYaml(obj as object);
 }
 
 async function waitFor(kube: Kube, resource: 'vmSnapshot' | 'vmRestore', namespace: string, name: string, timeoutMs: number): Promise<number> {

@@ -6,10 +6,12 @@ import path from 'node:path';
 import { saveVm } from '../../agent/src/engine/save.js';
 import { createNamespace, kubectlOk } from '../cluster/controlplane.js';
 import { apply, startStack, waitForPhase, type Stack } from '../e2e/stack.js';
-import { cli, expectGuestVerifies, readyGuest, scratchDir } from '../engine/harness.js';
-import type { Guest } from '../guest/guest.js';
+import { cli, readyGuest, scratchDir } from '../engine/harness.js';
+import type { Guest } from '../../kit/guest.js';
 import { snapshotFilesUnder, vmStatus } from './invariants.js';
 import { mountSmallFs, type SmallFs } from './small-fs.js';
+import { expectVerifying } from '../../kit/guest.js';
+import { vmSnapshot } from '../../kit/manifests.js';
 
 /** Smaller than the RAM the guest has filled (96 MiB of pattern). */
 const FS_MIB = 64;
@@ -49,14 +51,7 @@ it('VMSnapshot: Failed with the cause, a Warning event, the VM running and intac
   const ns = await createNamespace('chaos-full');
   const guest = await fullGuest(path.join(agent.vmRoot, ns, 'big'), 'big');
   const pass = guest.lastPass();
-  await apply(
-    `apiVersion: vmsnap.io/v1alpha1
-kind: VMSnapshot
-metadata: {name: full}
-spec: {vmName: big, failureDeadline: 2m}
-`,
-    ns,
-  );
+  await apply(vmSnapshot('full', { vmName: 'big', failureDeadline: '2m' }), ns);
   const snap = await waitForPhase('vmsnapshot/full', ns, 'Failed', 150_000);
   console.log(`disk full, VMSnapshot: ${snap.status.error.message}`);
   expect(snap.status.error.message).toMatch(NO_SPACE);
@@ -69,7 +64,7 @@ spec: {vmName: big, failureDeadline: 2m}
   }>;
   expect(events.filter((e) => e.type === 'Warning' && e.reason === 'SaveFailed').map((e) => e.message)).toEqual([expect.stringMatching(NO_SPACE)]);
   expect(await vmStatus(guest.qmpPath)).toBe('running');
-  await expectGuestVerifies(guest, pass);
+  await expectVerifying(guest.serialPath, { after: pass });
   expect(fs.existsSync(snap.status.file.path)).toBe(false);
   expect(snapshotFilesUnder(storageRoot)).toEqual([]);
 });
@@ -85,7 +80,7 @@ it('CLI save: exit code 1 with the cause on stderr, the VM resumed, no partial f
   expect(r.stderr).toMatch(FREE_SPACE);
   expect(fs.existsSync(out)).toBe(false);
   expect(await vmStatus(guest.qmpPath)).toBe('running');
-  await expectGuestVerifies(guest, pass);
+  await expectVerifying(guest.serialPath, { after: pass });
 
   // Live capture, through the engine itself: the same outcome.
   const live = path.join(small!.dir, 'live.vms');

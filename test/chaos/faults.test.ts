@@ -10,10 +10,11 @@ import path from 'node:path';
 import { QmpClient } from '../../agent/src/qmp/client.js';
 import { createNamespace, kubectl, kubectlOk } from '../cluster/controlplane.js';
 import { apply, getJson, startStack, waitFor, type Stack } from '../e2e/stack.js';
-import { startGuest } from '../guest/guest.js';
+import { startGuest } from '../../kit/guest.js';
 import { killControlPlane, restartControlPlane, stopPrivateControlPlane, usePrivateControlPlane } from './control-plane.js';
 import { checkInvariants, listWork, qemuPidsFor, snapshotFilesUnder, vmStatus } from './invariants.js';
 import { describeRun, planRuns, type Op, type Run, type Victim } from './plan.js';
+import { vmSnapshot, vmRestore } from '../../kit/manifests.js';
 
 const controlPlaneDir = usePrivateControlPlane('cluster-chaos');
 const SEED = Number(process.env.VMSNAP_CHAOS_SEED ?? 20260606);
@@ -69,31 +70,23 @@ async function ensureVmRunning(): Promise<void> {
   if ((await vmStatus(path.join(vmDir(), 'qmp.sock'))) !== 'running') await startVm();
 }
 
-function snapshotYaml(name: string, op: Op): string {
-  const live = op === 'save-live-resume';
-  const stop = op === 'save-paused-stop';
-  return `apiVersion: vmsnap.io/v1alpha1
-kind: VMSnapshot
-metadata: {name: ${name}}
-spec: {vmName: ${VM}, captureMode: ${live ? 'Live' : 'Paused'}, afterSnapshot: ${stop ? 'Stop' : 'Resume'}, failureDeadline: ${SAVE_DEADLINE_S}s, parallelism: {channels: 2}}
-`;
-}
-
-function restoreYaml(name: string, snapshotName: string): string {
-  return `apiVersion: vmsnap.io/v1alpha1
-kind: VMRestore
-metadata: {name: ${name}}
-spec: {snapshotName: ${snapshotName}, ifRunning: Replace}
-`;
+function snapshotOf(name: string, op: Op) {
+  return vmSnapshot(name, {
+    vmName: VM,
+    captureMode: op === 'save-live-resume' ? 'Live' : 'Paused',
+    afterSnapshot: op === 'save-paused-stop' ? 'Stop' : 'Resume',
+    failureDeadline: `${SAVE_DEADLINE_S}s`,
+    parallelism: { channels: 2 },
+  });
 }
 
 /** Applies the operation's object; returns its `kubectl` resource name. */
 async function start(op: Op, name: string): Promise<string> {
   if (op === 'restore') {
-    await apply(restoreYaml(name, goodSnapshots.at(-1)!), ns);
+    await apply(vmRestore(name, { snapshotName: goodSnapshots.at(-1)!, ifRunning: 'Replace' }), ns);
     return `vmrestore/${name}`;
   }
-  await apply(snapshotYaml(name, op), ns);
+  await apply(snapshotOf(name, op), ns);
   return `vmsnapshot/${name}`;
 }
 

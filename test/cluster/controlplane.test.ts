@@ -3,18 +3,8 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
-import {
-  CLUSTER_STARTUP_TIMEOUT_MS,
-  type ControlPlane,
-  apiRequest,
-  createNamespace,
-  ensureCluster,
-  eventually,
-  kubectl,
-  kubectlOk,
-  readClusterJson,
-  runClusterUp,
-} from './controlplane.js';
+import { CLUSTER_STARTUP_TIMEOUT_MS, type ControlPlane, apiRequest, createNamespace, ensureCluster, kubectl, kubectlOk, readClusterJson, runClusterUp } from './controlplane.js';
+import { poll } from '../../kit/poll.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -63,7 +53,7 @@ describe('local control plane', () => {
       '--role=configmap-reader', `--serviceaccount=${ns}:reader`,
     ]);
 
-    await eventually(async () => (await apiRequest(configmaps, { token })).status === 200);
+    await poll('the RoleBinding to reach the authorizer', async () => (await apiRequest(configmaps, { token })).status === 200, 15_000);
     expect((await kubectl(['-n', ns, 'get', 'configmaps'], { token })).code).toBe(0);
 
     // The Role grants reading configmaps in this namespace only.

@@ -302,13 +302,3 @@ export async function helm(args: readonly string[], opts: { timeoutMs?: number }
     timeoutMs: opts.timeoutMs ?? 120_000,
   });
 }
-
-/** Polls `check` until it returns true (RBAC changes reach the authorizer through an informer). */
-export async function eventually(check: () => Promise<boolean>, timeoutMs = 15_000, intervalMs = 200): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-}

@@ -10,6 +10,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 
 import { helm, kubectl, kubectlOk, repoRoot } from './controlplane.js';
+import { poll } from '../../kit/poll.js';
 
 export const CRD_DIR = path.join(repoRoot, 'crds');
 export const CRD_FIELD_MANAGER = 'vmsnap-tests';
@@ -25,12 +26,11 @@ export function ensureCrds(): Promise<void> {
       await kubectlOk(['apply', '--server-side', '--force-conflicts', `--field-manager=${CRD_FIELD_MANAGER}`, '-f', CRD_DIR]);
       await kubectlOk(['wait', '--for=condition=Established', '--timeout=60s', '-f', CRD_DIR]);
       // Established can precede discovery by a moment; kubectl (not raw requests) needs discovery.
-      for (let i = 0; ; i++) {
-        const names = await kubectlOk(['api-resources', '--api-group=vmsnap.io', '-o', 'name']);
-        if (['vmsnapshots', 'vmrestores', 'vmsnapshotclasses', 'vmsnapshotschedules', 'vminventories'].every((r) => names.includes(`${r}.vmsnap.io`))) break;
-        if (i >= 50) throw new Error(`vmsnap.io resources not discoverable: ${names}`);
-        await new Promise((r) => setTimeout(r, 200));
-      }
+      let names = '';
+      await poll('the vmsnap.io resources to be discoverable', async () => {
+        names = await kubectlOk(['api-resources', '--api-group=vmsnap.io', '-o', 'name']);
+        return ['vmsnapshots', 'vmrestores', 'vmsnapshotclasses', 'vmsnapshotschedules', 'vminventories'].every((r) => names.includes(`${r}.vmsnap.io`));
+      }, { timeoutMs: 10_000, describe: () => names });
     })();
     applied = applying;
     applying.catch(() => {

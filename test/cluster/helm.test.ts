@@ -9,17 +9,9 @@ import path from 'node:path';
 import { AgentConfigSchema } from '../../api/agent-config.js';
 import { AGENT_CAPABILITIES } from '../../api/chart-values.js';
 import { API_VERSION } from '../../api/common.js';
-import {
-  CLUSTER_STARTUP_TIMEOUT_MS,
-  apiRequest,
-  createNamespace,
-  eventually,
-  helm,
-  kubectl,
-  kubectlOk,
-  repoRoot,
-} from './controlplane.js';
+import { CLUSTER_STARTUP_TIMEOUT_MS, apiRequest, createNamespace, helm, kubectl, kubectlOk, repoRoot } from './controlplane.js';
 import { API_PREFIX, crdDocs, ensureCrds, parseYamlDocs } from './crds.js';
+import { poll } from '../../kit/poll.js';
 
 type Obj = Record<string, any>;
 
@@ -387,9 +379,9 @@ describe('helm install into the local control plane', () => {
 
     // New bindings reach the authorizer through an informer.
     for (const who of ['operator', 'agent', 'viewer', 'podless'] as const) {
-      await eventually(async () => (await apiRequest(`${API_PREFIX}/namespaces/${work}/vmsnapshots`, { token: tokens[who] })).status === 200);
+      await poll(`the ${who} role to reach the authorizer`, async () => (await apiRequest(`${API_PREFIX}/namespaces/${work}/vmsnapshots`, { token: tokens[who] })).status === 200, 15_000);
     }
-    await eventually(async () => (await apiRequest(`${API_PREFIX}/namespaces/${work}/vmsnapshots`, { token: tokens.editor })).status === 200);
+    await poll('the editor role to reach the authorizer', async () => (await apiRequest(`${API_PREFIX}/namespaces/${work}/vmsnapshots`, { token: tokens.editor })).status === 200, 15_000);
   }, CLUSTER_STARTUP_TIMEOUT_MS);
 
   afterAll(async () => {
@@ -691,7 +683,7 @@ describe('helm install into the local control plane', () => {
     const foreign = () =>
       apiRequest(`${inventoryPath(`${node}-other`)}/status`, { method: 'PATCH', token: podBoundAgentToken, body: { status: { vmCount: 7 } } });
     let refused = { status: 0, body: '' };
-    await eventually(async () => {
+    await poll('the foreign request to be refused', async () => {
       refused = await foreign();
       return refused.status === 403;
     }, 30_000);
@@ -740,7 +732,7 @@ describe('helm install into the local control plane', () => {
 
     // The policy reaches the admission plugin through an informer: wait until it refuses.
     let refused = { status: 0, body: '' };
-    await eventually(async () => {
+    await poll('the agent to be refused another node\'s object', async () => {
       refused = await asAgent(at('vmsnapshots', 'theirs'), { phase: 'Pending' });
       return refused.status === 403;
     }, 30_000);

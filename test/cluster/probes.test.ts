@@ -11,8 +11,9 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { startDaemon } from '../../agent/src/daemon/daemon.js';
 import { CRD_REVISION, CRD_REVISION_ANNOTATION } from '../../api/common.js';
-import { CLUSTER_STARTUP_TIMEOUT_MS, createNamespace, ensureCluster, eventually, kubectl, kubectlOk, repoRoot, run } from './controlplane.js';
+import { CLUSTER_STARTUP_TIMEOUT_MS, createNamespace, ensureCluster, kubectl, kubectlOk, repoRoot, run } from './controlplane.js';
 import { ensureCrds } from './crds.js';
+import { poll } from '../../kit/poll.js';
 
 const RUN_ID = randomBytes(3).toString('hex');
 
@@ -62,8 +63,10 @@ describe('agent probes', () => {
     const daemon = await startDaemon({ env, log: pino({ level: 'silent' }) });
     try {
       expect(await probe(port, '/healthz')).toEqual({ status: 200, body: 'ok' });
-      let ready = { status: 0, body: '' };
-      await eventually(async () => (ready = await probe(port, '/readyz')).status === 200, 30_000);
+      const ready = await poll('/readyz to answer 200', async () => {
+        const r = await probe(port, '/readyz');
+        return r.status === 200 && r;
+      }, 30_000);
       expect(ready.body).toBe('ok');
       const inventory = JSON.parse(await kubectlOk(['get', 'vminventory', node, '-o', 'json'])) as { status?: { updatedTime?: string } };
       expect(inventory.status?.updatedTime).toBeDefined();
@@ -100,8 +103,7 @@ describe('operator probes', () => {
     await kubectlOk(['apply', '-f', '-'], { input: JSON.stringify(lease) });
     const port = await freePort();
     const child = startOperator({ KUBECONFIG: cp.kubeconfig, VMSNAP_LEASE_NAMESPACE: ns, VMSNAP_LEASE_NAME: leaseName, VMSNAP_HEALTH_PORT: String(port), POD_NAME: 'standby' });
-    let ready = { status: 0, body: '' };
-    await eventually(async () => (ready = await probe(port, '/readyz')).status === 200, 30_000);
+    await poll('/readyz of the standby to answer 200', async () => (await probe(port, '/readyz')).status === 200, 30_000);
     expect(await probe(port, '/healthz')).toEqual({ status: 200, body: 'ok' });
     const held = JSON.parse(await kubectlOk(['get', 'lease', leaseName, '-n', ns, '-o', 'json'])) as { spec: { holderIdentity: string } };
     expect(held.spec.holderIdentity).toBe('someone-else');
@@ -150,8 +152,7 @@ describe('operator probes', () => {
     fs.writeFileSync(kubeconfig, fs.readFileSync(cp.kubeconfig, 'utf8').replace(/server: https:\/\/[^\s]+/, `server: https://127.0.0.1:${dead}`));
     const port = await freePort();
     startOperator({ KUBECONFIG: kubeconfig, VMSNAP_HEALTH_PORT: String(port), POD_NAME: 'cut-off' });
-    let answer = { status: 0, body: '' };
-    await eventually(async () => (answer = await probe(port, '/healthz')).status === 200, 30_000);
+    await poll('/healthz to answer 200', async () => (await probe(port, '/healthz')).status === 200, 30_000);
     const notReady = await probe(port, '/readyz');
     expect(notReady.status).toBe(503);
     expect(notReady.body).toMatch(/API server has not answered a leader lease request/);

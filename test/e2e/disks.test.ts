@@ -6,9 +6,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { createNamespace, kubectlOk } from '../cluster/controlplane.js';
-import { startGuest, type Guest } from '../guest/guest.js';
+import { startGuest, type Guest } from '../../kit/guest.js';
 import { Vm, ext4Image, inspectDisk } from '../guest/disk.js';
-import { apply, killQemusUnder, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
+import { apply, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
+import { killQemusUnder } from '../../kit/qemu.js';
+import { vmSnapshot, vmRestore } from '../../kit/manifests.js';
+import { poll } from '../../kit/poll.js';
 
 let stack: Stack;
 const guests: Guest[] = [];
@@ -24,10 +27,6 @@ afterAll(async () => {
   if (stack) fs.rmSync(stack.workDir, { recursive: true, force: true });
 });
 
-const yaml = (kind: 'VMSnapshot' | 'VMRestore', name: string, spec: Record<string, string>) =>
-  `apiVersion: vmsnap.io/v1alpha1\nkind: ${kind}\nmetadata:\n  name: ${name}\nspec:\n${Object.entries(spec)
-    .map(([k, v]) => `  ${k}: ${v}\n`)
-    .join('')}`;
 
 async function eventsOf(ns: string, name: string): Promise<Array<{ reason: string; message: string }>> {
   const list = JSON.parse(await kubectlOk(['get', 'events', '-n', ns, '--field-selector', `involvedObject.name=${name}`, '-o', 'json'])) as {
@@ -37,13 +36,10 @@ async function eventsOf(ns: string, name: string): Promise<Array<{ reason: strin
 }
 
 async function waitForEvent(ns: string, name: string, reasons: string[]): Promise<{ reason: string; message: string }> {
-  const deadline = Date.now() + 90_000;
-  for (;;) {
-    const e = (await eventsOf(ns, name)).find((x) => reasons.includes(x.reason));
-    if (e) return e;
-    if (Date.now() > deadline) throw new Error(`no ${reasons.join('/')} event for ${name} in ${ns}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
+  return poll(`a ${reasons.join('/')} event for ${name} in ${ns}`, async () => (await eventsOf(ns, name)).find((x) => reasons.includes(x.reason)), {
+    timeoutMs: 90_000,
+    intervalMs: 250,
+  });
 }
 
 /** A guest with an ext4 disk where the agent finds it: <vmRoot>/<ns>/<name>/. */
@@ -63,7 +59,7 @@ it('snapshot a VM with a disk, restore it in place and as a copy, then delete th
   const { guest, vm, disk, vmRoot } = await diskVm(ns, 'dvm', 41);
   await vm.write('a1');
 
-  await apply(yaml('VMSnapshot', 'before', { vmName: 'dvm', deletionPolicy: 'Delete' }), ns);
+  await apply(vmSnapshot('before', { vmName: 'dvm', deletionPolicy: 'Delete' }), ns);
   const snap = await waitForPhase('vmsnapshot/before', ns, 'Succeeded');
   const [rec] = readHeader(snap.status.file.path).metadata.disks ?? [];
   expect(rec).toMatchObject({ base: disk, argvPath: disk });
@@ -72,14 +68,14 @@ it('snapshot a VM with a disk, restore it in place and as a copy, then delete th
   expect(snap.status.disks[0].overlay).toMatch(/\.qcow2$/);
   await vm.write('b1'); // after the snapshot: no restore may see it
 
-  await apply(yaml('VMRestore', 'copy', { snapshotName: 'before', targetVMName: 'dvm-copy' }), ns);
+  await apply(vmRestore('copy', { snapshotName: 'before', targetVMName: 'dvm-copy' }), ns);
   await waitForPhase('vmrestore/copy', ns, 'Succeeded');
   const copy = new Vm(path.join(vmRoot, ns, 'dvm-copy'));
   await copy.memoryVerifies(0);
   expect(await copy.list()).toEqual(['a1:ok']);
 
   const from = vm.offset();
-  await apply(yaml('VMRestore', 'back', { snapshotName: 'before', ifRunning: 'Replace' }), ns);
+  await apply(vmRestore('back', { snapshotName: 'before', ifRunning: 'Replace' }), ns);
   await waitForPhase('vmrestore/back', ns, 'Succeeded');
   await guest.exited;
   // The replaced VM's layer (holding b1) was its discarded state: gone, so it pins nothing.
@@ -91,7 +87,7 @@ it('snapshot a VM with a disk, restore it in place and as a copy, then delete th
   expect(await vm.list()).toEqual(['a1:ok', 'x1:ok']);
 
   // A snapshot of the copy, deleted: nothing else is built on the copy's disk, so its layer is merged back.
-  await apply(yaml('VMSnapshot', 'of-copy', { vmName: 'dvm-copy', deletionPolicy: 'Delete' }), ns);
+  await apply(vmSnapshot('of-copy', { vmName: 'dvm-copy', deletionPolicy: 'Delete' }), ns);
   const copySnap = await waitForPhase('vmsnapshot/of-copy', ns, 'Succeeded');
   const [copyRec] = readHeader(copySnap.status.file.path).metadata.disks ?? [];
   expect(copyRec!.base.startsWith(path.join(vmRoot, ns, 'dvm-copy') + '/')).toBe(true);
@@ -119,11 +115,11 @@ it('hibernate a VM with a disk, wake it, delete the snapshot: the VM is back on 
   const ns = await createNamespace('e2e-hib-disk');
   const { guest, vm, disk } = await diskVm(ns, 'sleeper', 42);
   await vm.write('a1');
-  await apply(yaml('VMSnapshot', 'nap', { vmName: 'sleeper', afterSnapshot: 'Stop', deletionPolicy: 'Delete' }), ns);
+  await apply(vmSnapshot('nap', { vmName: 'sleeper', afterSnapshot: 'Stop', deletionPolicy: 'Delete' }), ns);
   await waitForPhase('vmsnapshot/nap', ns, 'Succeeded');
   await guest.exited;
   const from = vm.offset();
-  await apply(yaml('VMRestore', 'wake', { snapshotName: 'nap' }), ns);
+  await apply(vmRestore('wake', { snapshotName: 'nap' }), ns);
   await waitForPhase('vmrestore/wake', ns, 'Succeeded');
   await vm.memoryVerifies(from);
   await vm.write('a2'); // onto the restore's overlay

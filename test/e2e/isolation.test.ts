@@ -5,14 +5,16 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { createNamespace, kubectl } from '../cluster/controlplane.js';
-import { startTinyVm, type TinyVm } from '../guest/tiny.js';
+import { startTinyVm, type QemuVm } from '../../kit/qemu.js';
 import { apply, getJson, startStack, waitForPhase, type Stack } from './stack.js';
 import { isUnder } from '../../agent/src/daemon/paths.js';
 import { digestsPath } from '../../agent/src/snapshot-file/digests.js';
 import { firstPresentPage, flipBits } from '../engine/harness.js';
+import { vmSnapshot, vmRestore, vmSnapshotClass } from '../../kit/manifests.js';
+import { poll, sleep } from '../../kit/poll.js';
 
 let stack: Stack;
-const vms: TinyVm[] = [];
+const vms: QemuVm[] = [];
 let nsA: string;
 let nsB: string;
 
@@ -32,21 +34,17 @@ afterAll(async () => {
 });
 
 async function waitForInventory(vm: string): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
+  await poll(`the agent to report VM ${vm}`, async () => {
     const r = await kubectl(['get', 'vminventory', stack.agents.get('iso-a')!.nodeName, '-o', 'jsonpath={.status.vms[*].name}']);
-    if (r.code === 0 && r.stdout.split(' ').includes(vm)) return;
-    if (Date.now() > deadline) throw new Error(`the agent did not report VM ${vm} within 60 s`);
-    await new Promise((r2) => setTimeout(r2, 300));
-  }
+    return r.code === 0 && r.stdout.split(' ').includes(vm);
+  }, { timeoutMs: 60_000, intervalMs: 300 });
 }
 
-const snapshot = (name: string, vmName: string) => `apiVersion: vmsnap.io/v1alpha1\nkind: VMSnapshot\nmetadata:\n  name: ${name}\nspec:\n  vmName: ${vmName}\n`;
 
 it('the longest name the API server accepts (253 characters) becomes a safe file under the storage root', async () => {
   const name = `${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(61)}`;
   expect(name).toHaveLength(253);
-  await apply(snapshot(name, 'private'), nsA);
+  await apply(vmSnapshot(name, { vmName: 'private' }), nsA);
   const snap = await waitForPhase(`vmsnapshot/${name}`, nsA, 'Succeeded');
   const file: string = snap.status.file.path;
   const root = stack.agents.get('iso-a')!.storageRoot;
@@ -57,11 +55,11 @@ it('the longest name the API server accepts (253 characters) becomes a safe file
 });
 
 it('a VMRestore in namespace B naming a snapshot of namespace A finds nothing and touches nothing', async () => {
-  await apply(snapshot('a-snap', 'private'), nsA);
+  await apply(vmSnapshot('a-snap', { vmName: 'private' }), nsA);
   await waitForPhase('vmsnapshot/a-snap', nsA, 'Succeeded');
-  await apply(`apiVersion: vmsnap.io/v1alpha1\nkind: VMRestore\nmetadata:\n  name: steal\nspec:\n  snapshotName: a-snap\n  targetVMName: private\n`, nsB);
+  await apply(vmRestore('steal', { snapshotName: 'a-snap', targetVMName: 'private' }), nsB);
   // Give the operator time to act on it; it must only wait, never assign it to a node.
-  await new Promise((r) => setTimeout(r, 5000));
+  await sleep(5000);
   const restore = await getJson('vmrestore/steal', nsB);
   expect(restore.status.phase).toBe('Pending');
   const ready = restore.status.conditions.find((c: { type: string }) => c.type === 'Ready');
@@ -73,7 +71,7 @@ it('a VMRestore in namespace B naming a snapshot of namespace A finds nothing an
 });
 
 it('a VMSnapshot in namespace B naming a VM that exists only in namespace A fails and writes nothing', async () => {
-  await apply(snapshot('steal', 'private'), nsB);
+  await apply(vmSnapshot('steal', { vmName: 'private' }), nsB);
   const snap = await waitForPhase('vmsnapshot/steal', nsB, 'Failed', 60_000);
   expect(snap.status.error.message).toMatch(new RegExp(`VM "private" not found in namespace "${nsB}"`));
   expect(snap.status.nodeName).toBeUndefined();
@@ -81,14 +79,14 @@ it('a VMSnapshot in namespace B naming a VM that exists only in namespace A fail
 });
 
 it('verification mode through the API: spec.digests writes them, spec.verify refuses a damaged RAM page and names it', async () => {
-  await apply(snapshot('with-digests', 'private') + '  digests: Record\n', nsA);
+  await apply(vmSnapshot('with-digests', { vmName: 'private', digests: 'Record' }), nsA);
   const snap = await waitForPhase('vmsnapshot/with-digests', nsA, 'Succeeded');
   const file: string = snap.status.file.path;
   expect(fs.existsSync(digestsPath(file))).toBe(true);
   expect(snap.status.digests).toEqual({ path: digestsPath(file), algorithm: 'sha256' });
   const { block, offset } = firstPresentPage(file);
   flipBits(file, offset + 7);
-  await apply(`apiVersion: vmsnap.io/v1alpha1\nkind: VMRestore\nmetadata:\n  name: verified\nspec:\n  snapshotName: with-digests\n  targetVMName: copy\n  verify: Digests\n`, nsA);
+  await apply(vmRestore('verified', { snapshotName: 'with-digests', targetVMName: 'copy', verify: 'Digests' }), nsA);
   const restore = await waitForPhase('vmrestore/verified', nsA, 'Failed');
   expect(restore.status.error.message).toMatch(new RegExp(`is corrupted: RAM block ${block.id.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}, bytes 0\\.\\.\\d+ .*differ from the sha256 digest`));
   expect(fs.existsSync(path.join(stack.agents.get('iso-a')!.vmRoot, nsA, 'copy', 'qmp.sock'))).toBe(false); // QEMU never launched
@@ -101,14 +99,14 @@ it('verification mode through the API: spec.digests writes them, spec.verify ref
 
 it('a VMSnapshotClass with digests: true (the boolean the enum replaced, still read as Record) turns the verification mode on for its snapshots; spec.digests: None wins', async () => {
   const className = `verified-${stack.release}`; // cluster-scoped: unique per run, and not a default class
-  await apply(`apiVersion: vmsnap.io/v1alpha1\nkind: VMSnapshotClass\nmetadata:\n  name: ${className}\ndigests: true\n`);
+  await apply(vmSnapshotClass(className, { digests: true as unknown as 'Record' }) /* the old boolean spelling, on purpose */);
   try {
-    await apply(snapshot('by-class', 'private') + `  className: ${className}\n`, nsA);
+    await apply(vmSnapshot('by-class', { vmName: 'private', className }), nsA);
     const snap = await waitForPhase('vmsnapshot/by-class', nsA, 'Succeeded');
     expect(snap.status.effective).toMatchObject({ className, digests: 'Record' });
     expect(snap.status.digests).toEqual({ path: digestsPath(snap.status.file.path), algorithm: 'sha256' });
     expect(fs.existsSync(digestsPath(snap.status.file.path))).toBe(true);
-    await apply(snapshot('class-but-off', 'private') + `  className: ${className}\n  digests: None\n`, nsA);
+    await apply(vmSnapshot('class-but-off', { vmName: 'private', className, digests: 'None' }), nsA);
     const off = await waitForPhase('vmsnapshot/class-but-off', nsA, 'Succeeded');
     expect(off.status.effective.digests).toBe('None');
     expect(off.status.digests).toBeUndefined();

@@ -6,8 +6,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { createNamespace, kubectlOk } from '../cluster/controlplane.js';
-import { startGuest, type Guest } from '../guest/guest.js';
-import { apply, expectVerifying, getJson, killQemusUnder, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
+import { startGuest, type Guest, expectVerifying } from '../../kit/guest.js';
+import { apply, getJson, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
+import { killQemusUnder, qemuPidsMentioning } from '../../kit/qemu.js';
+import { vmSnapshot, vmRestore } from '../../kit/manifests.js';
 
 let stack: Stack;
 let ns: string;
@@ -30,37 +32,21 @@ async function hibernate(name: string, extra: { memoryBackendFile?: string } = {
   const g = await startGuest({ dir: path.join(vmRoot(), ns, name), name, memMiB: 256, fillMiB: 64, seed: 9, ...extra });
   guests.push(g);
   await g.waitForSerial(/VMSNAP PASS n=1 ok/, 120_000);
-  await apply(`
-apiVersion: vmsnap.io/v1alpha1
-kind: VMSnapshot
-metadata: {name: ${name}-snap}
-spec: {vmName: ${name}, afterSnapshot: Stop}
-`, ns);
+  await apply(vmSnapshot(`${name}-snap`, { vmName: name, afterSnapshot: 'Stop' }), ns);
   await waitForPhase(`vmsnapshot/${name}-snap`, ns, 'Succeeded');
   await g.exited;
   return g;
 }
 
 async function lazyRestore(name: string, snapshot: string, target?: string): Promise<Record<string, any>> {
-  await apply(`
-apiVersion: vmsnap.io/v1alpha1
-kind: VMRestore
-metadata: {name: ${name}}
-spec: {snapshotName: ${snapshot}, restoreMode: Lazy${target ? `, targetVMName: ${target}` : ''}}
-`, ns);
+  await apply(vmRestore(name, { snapshotName: snapshot, restoreMode: 'Lazy', ...(target ? { targetVMName: target } : {}) }), ns);
   return waitForPhase(`vmrestore/${name}`, ns, 'Succeeded');
 }
 
 function qemuPidOf(dir: string): number {
-  for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    try {
-      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-      if (cmd.startsWith('qemu-system') && cmd.includes(path.join(dir, 'qmp.sock'))) return Number(pid);
-    } catch {
-      // gone
-    }
-  }
-  throw new Error(`no QEMU runs for ${dir}`);
+  const [pid] = qemuPidsMentioning(path.join(dir, 'qmp.sock'));
+  if (pid === undefined) throw new Error(`no QEMU runs for ${dir}`);
+  return pid;
 }
 
 it('restores a VM and a copy lazily; status.lazy follows residency; the snapshot can be deleted under them', async () => {
@@ -76,7 +62,7 @@ it('restores a VM and a copy lazily; status.lazy follows residency; the snapshot
     lazy: { file: fs.realpathSync(file), mappedBytes: 256 << 20, vmRunning: true },
   });
   expect(restore.status.restoreModeReason).toBeUndefined();
-  await expectVerifying(guest.serialPath, offset);
+  await expectVerifying(guest.serialPath, { from: offset });
   // The agent measures residency as the guest pages its 64 MiB pattern in.
   await waitFor('vmrestore/app-lazy', ns, '{.status.lazy.residentBytes}', (v) => Number(v) >= 64 << 20, 60_000);
   const wide = await kubectlOk(['get', 'vmrestore', 'app-lazy', '-n', ns, '-o', 'wide', '--no-headers']);
@@ -85,7 +71,7 @@ it('restores a VM and a copy lazily; status.lazy follows residency; the snapshot
   const copyDir = path.join(vmRoot(), ns, 'app-copy');
   const copy = await lazyRestore('app-copy', 'app-snap', 'app-copy');
   expect(copy.status).toMatchObject({ restoreMode: 'Lazy', lazy: { vmRunning: true } });
-  await expectVerifying(path.join(copyDir, 'serial.log'), 0);
+  await expectVerifying(path.join(copyDir, 'serial.log'));
 
   // Deleting the snapshot removes its file; both VMs keep running on their mappings. (Once woken,
   // the hibernated VM no longer depends on the snapshot for its state: deleting it is allowed.)
@@ -94,8 +80,8 @@ it('restores a VM and a copy lazily; status.lazy follows residency; the snapshot
   expect(fs.existsSync(file)).toBe(false);
   const events = await kubectlOk(['get', 'events', '-n', ns, '--field-selector', 'reason=FileDeleted', '-o', 'jsonpath={.items[*].message}']);
   expect(events).toMatch(/2 lazily restored VM\(s\) still run on it/);
-  await expectVerifying(guest.serialPath, guest.serialText().length);
-  await expectVerifying(path.join(copyDir, 'serial.log'), fs.readFileSync(path.join(copyDir, 'serial.log'), 'latin1').length);
+  await expectVerifying(guest.serialPath, { from: guest.serialText().length });
+  await expectVerifying(path.join(copyDir, 'serial.log'), { from: fs.readFileSync(path.join(copyDir, 'serial.log'), 'latin1').length });
 
   // Once the copy's QEMU is gone, its status says the file no longer backs it.
   process.kill(qemuPidOf(copyDir), 'SIGKILL');
@@ -116,7 +102,7 @@ it('falls back to Eager with the reason in status when the RAM cannot be mapped'
     expect(await kubectlOk(['get', 'vmsr', 'shared-lazy', '-n', ns, '--no-headers'])).toMatch(/^shared-lazy\s+shared-snap\s+shared\s+Succeeded\s+Eager\s/);
     const events = await kubectlOk(['get', 'events', '-n', ns, '--field-selector', 'reason=LazyFallback', '-o', 'jsonpath={.items[*].message}']);
     expect(events).toMatch(/restoreMode Lazy is not possible/);
-    await expectVerifying(guest.serialPath, offset);
+    await expectVerifying(guest.serialPath, { from: offset });
   } finally {
     killQemusUnder(path.join(vmRoot(), ns, 'shared'));
     fs.rmSync(shm, { force: true });

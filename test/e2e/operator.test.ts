@@ -5,9 +5,12 @@ import path from 'node:path';
 import { QmpClient } from '../../agent/src/qmp/client.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { createNamespace, kubectl, kubectlOk, repoRoot } from '../cluster/controlplane.js';
-import { startGuest, type Guest } from '../guest/guest.js';
+import { startGuest, type Guest, expectVerifying } from '../../kit/guest.js';
 import { flipBits } from '../engine/harness.js';
-import { apply, expectVerifying, getJson, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
+import { apply, getJson, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
+import { vmSnapshot, vmRestore } from '../../kit/manifests.js';
+import { qemuRunState } from '../../kit/qemu.js';
+import { sleep } from '../../kit/poll.js';
 
 let stack: Stack;
 const guests: Guest[] = [];
@@ -35,32 +38,7 @@ async function vm(node: string, namespace: string, name: string, opts: { memMiB?
   return g;
 }
 
-const snapshotYaml = (name: string, vmName: string, extra = '') => `
-apiVersion: vmsnap.io/v1alpha1
-kind: VMSnapshot
-metadata:
-  name: ${name}
-spec:
-  vmName: ${vmName}
-${extra}`;
-
-const restoreYaml = (name: string, snapshotName: string, extra = '') => `
-apiVersion: vmsnap.io/v1alpha1
-kind: VMRestore
-metadata:
-  name: ${name}
-spec:
-  snapshotName: ${snapshotName}
-${extra}`;
-
-async function qemuStatus(socket: string): Promise<string> {
-  const c = await QmpClient.connect(socket);
-  try {
-    return (await c.execute<{ status: string }>('query-status')).status;
-  } finally {
-    c.close();
-  }
-}
+const qemuStatus = async (socket: string) => (await qemuRunState(socket)).status;
 
 it('examples/vmsnapshot.yaml then examples/vmrestore.yaml: saved on the node, restored running and intact', async () => {
   // The examples live in namespace default: clear what an earlier run left.
@@ -91,7 +69,7 @@ it('examples/vmsnapshot.yaml then examples/vmrestore.yaml: saved on the node, re
   const restore = await waitForPhase('vmrestore/demo-restore', 'default', 'Succeeded');
   expect(restore.status.nodeName).toBe(nodeName('node-a'));
   await guest.exited; // ifRunning: Replace stopped the running VM first
-  await expectVerifying(guest.serialPath, offset);
+  await expectVerifying(guest.serialPath, { from: offset });
   expect(await qemuStatus(guest.qmpPath)).toBe('running');
 });
 
@@ -109,10 +87,10 @@ it("uses the resource's channels and direct I/O, read back from QEMU during the 
         const p = await monitor.execute<Record<string, unknown>>('query-migrate-parameters');
         seen.push({ channels: p['multifd-channels'] as number, directIO: p['direct-io'] as boolean });
       }
-      await new Promise((r) => setTimeout(r, 2));
+      await sleep(2); // a sampler: it reads the parameters while the save runs
     }
   })();
-  await apply(snapshotYaml('tuned', 'tuned', '  parallelism:\n    channels: 3\n  directIO: Never\n'), ns);
+  await apply(vmSnapshot('tuned', { vmName: 'tuned', parallelism: { channels: 3 }, directIO: 'Never' }), ns);
   const snap = await waitForPhase('vmsnapshot/tuned', ns, 'Succeeded');
   watching = false;
   await watcher;
@@ -126,7 +104,7 @@ it("uses the resource's channels and direct I/O, read back from QEMU during the 
 it('hibernate (afterSnapshot: Stop), restore, and restore a copy under a new name', async () => {
   const ns = await createNamespace('e2e-hib');
   const guest = await vm('node-a', ns, 'sleeper');
-  await apply(snapshotYaml('nap', 'sleeper', '  afterSnapshot: Stop\n  directIO: Always\n'), ns);
+  await apply(vmSnapshot('nap', { vmName: 'sleeper', afterSnapshot: 'Stop', directIO: 'Always' }), ns);
   const snap = await waitForPhase('vmsnapshot/nap', ns, 'Succeeded');
   expect(snap.status.directIOUsed).toBe(true);
   await guest.exited;
@@ -140,29 +118,29 @@ it('hibernate (afterSnapshot: Stop), restore, and restore a copy under a new nam
   expect((await getJson('vmsnapshot/nap', ns)).metadata.deletionTimestamp).toBeUndefined();
 
   // Woken from "the latest snapshot of sleeper": the operator chooses nap and says so.
-  await apply(restoreYaml('wake', 'nap').replace('snapshotName: nap', 'latestSnapshotOf: sleeper'), ns);
+  await apply(vmRestore('wake', { latestSnapshotOf: 'sleeper' }), ns);
   const woken = await waitForPhase('vmrestore/wake', ns, 'Succeeded');
   expect(woken.status).toMatchObject({ snapshotName: 'nap', effective: { snapshotName: 'nap', sourceVMName: 'sleeper' } });
-  await expectVerifying(guest.serialPath, offset);
+  await expectVerifying(guest.serialPath, { from: offset });
   // The VM runs again: the snapshot no longer holds its only state (the operator saw it in the inventory).
   await waitFor('vmsnapshot/nap', ns, '{.status.hibernated}', (v) => v === 'false', 60_000);
 
   // The VM runs again: restoring over it needs ifRunning: Replace.
-  await apply(restoreYaml('again', 'nap'), ns);
+  await apply(vmRestore('again', { snapshotName: 'nap' }), ns);
   const refused = await waitForPhase('vmrestore/again', ns, 'Failed');
   expect(refused.status.error.message).toMatch(/spec\.ifRunning: Replace/);
 
-  await apply(restoreYaml('copy', 'nap', '  targetVMName: sleeper-copy\n'), ns);
+  await apply(vmRestore('copy', { snapshotName: 'nap', targetVMName: 'sleeper-copy' }), ns);
   await waitForPhase('vmrestore/copy', ns, 'Succeeded');
   const copyDir = path.join(stack.agents.get('node-a')!.vmRoot, ns, 'sleeper-copy');
   expect(await qemuStatus(path.join(copyDir, 'qmp.sock'))).toBe('running');
-  await expectVerifying(path.join(copyDir, 'serial.log'), 0);
+  await expectVerifying(path.join(copyDir, 'serial.log'));
   expect(await qemuStatus(guest.qmpPath)).toBe('running'); // the original is untouched
 
   // A damaged file never costs a running VM: with ifRunning: Replace the file is checked before the VM is quit.
   const file: string = snap.status.file.path;
   flipBits(file, readHeader(file).streamOffset); // QEMU's stream magic: the header still reads fine
-  await apply(restoreYaml('over-damaged', 'nap', '  ifRunning: Replace\n'), ns);
+  await apply(vmRestore('over-damaged', { snapshotName: 'nap', ifRunning: 'Replace' }), ns);
   const damaged = await waitForPhase('vmrestore/over-damaged', ns, 'Failed');
   expect(damaged.status.error.message).toMatch(/missing QEVM magic/);
   expect(await qemuStatus(guest.qmpPath)).toBe('running');
@@ -171,7 +149,7 @@ it('hibernate (afterSnapshot: Stop), restore, and restore a copy under a new nam
 it("routes each VM's work to its own node's agent", async () => {
   const ns = await createNamespace('e2e-nodes');
   await vm('node-b', ns, 'on-b');
-  await apply(snapshotYaml('b-snap', 'on-b'), ns);
+  await apply(vmSnapshot('b-snap', { vmName: 'on-b' }), ns);
   const snap = await waitForPhase('vmsnapshot/b-snap', ns, 'Succeeded');
   expect(snap.status.nodeName).toBe(nodeName('node-b'));
   expect(snap.metadata.labels['vmsnap.io/node']).toBe(nodeName('node-b'));
@@ -182,7 +160,7 @@ it('a VMSnapshot in namespace A naming a VM of namespace B waits, then fails for
   const nsA = await createNamespace('e2e-a');
   const nsB = await createNamespace('e2e-b');
   const victim = await vm('node-a', nsB, 'private');
-  await apply(snapshotYaml('steal', 'private', '  failureDeadline: 5s\n'), nsA);
+  await apply(vmSnapshot('steal', { vmName: 'private', failureDeadline: '5s' }), nsA);
   // While it waits: Progressing, reason VMNotFound, and a Warning event.
   await waitFor('vmsnapshot/steal', nsA, '{.status.conditions[?(@.type=="Progressing")].reason}', (r) => r === 'VMNotFound' || r === 'DeadlineExceeded', 60_000);
   const waited = await kubectl(['wait', 'vmsnapshot/steal', '-n', nsA, '--for=condition=Failed', '--timeout=90s']);
@@ -204,7 +182,7 @@ it('a VMSnapshot in namespace A naming a VM of namespace B waits, then fails for
 
 it('a VMSnapshot applied before its VM exists (GitOps) waits and succeeds once the VM appears', async () => {
   const ns = await createNamespace('e2e-early');
-  await apply(snapshotYaml('early', 'late-vm'), ns);
+  await apply(vmSnapshot('early', { vmName: 'late-vm' }), ns);
   await waitFor('vmsnapshot/early', ns, '{.status.conditions[?(@.type=="Progressing")].reason}', (r) => r === 'VMNotFound', 60_000);
   const waiting = await getJson('vmsnapshot/early', ns);
   expect(waiting.status.phase).toBe('Pending');
@@ -218,9 +196,9 @@ it('a VMSnapshot applied before its VM exists (GitOps) waits and succeeds once t
 it('deleting a snapshot removes its file (Delete) or keeps it (Retain)', async () => {
   const ns = await createNamespace('e2e-del');
   await vm('node-a', ns, 'keeper');
-  await apply(snapshotYaml('gone', 'keeper', '  deletionPolicy: Delete\n'), ns);
+  await apply(vmSnapshot('gone', { vmName: 'keeper', deletionPolicy: 'Delete' }), ns);
   const gone = await waitForPhase('vmsnapshot/gone', ns, 'Succeeded');
-  await apply(snapshotYaml('kept', 'keeper', '  deletionPolicy: Retain\n'), ns);
+  await apply(vmSnapshot('kept', { vmName: 'keeper', deletionPolicy: 'Retain' }), ns);
   const kept = await waitForPhase('vmsnapshot/kept', ns, 'Succeeded');
   expect(fs.existsSync(gone.status.file.path)).toBe(true);
   await kubectlOk(['delete', 'vmsnapshot', 'gone', 'kept', '-n', ns, '--wait=true', '--timeout=60s']);
@@ -231,7 +209,7 @@ it('deleting a snapshot removes its file (Delete) or keeps it (Retain)', async (
 it('the agent killed during a save: the VM ends up running and the snapshot finishes or fails, never stuck', async () => {
   const ns = await createNamespace('e2e-kill');
   const guest = await vm('node-a', ns, 'victim', { memMiB: 1024, fillMiB: 768 });
-  await apply(snapshotYaml('interrupted', 'victim', '  failureDeadline: 2m\n'), ns);
+  await apply(vmSnapshot('interrupted', { vmName: 'victim', failureDeadline: '2m' }), ns);
   await waitFor('vmsnapshot/interrupted', ns, '{.status.phase}', (p) => p === 'InProgress', 60_000);
   await stack.killAgent('node-a', 'SIGKILL');
   await stack.startAgent('node-a');

@@ -7,8 +7,9 @@ import path from 'node:path';
 import { QmpClient } from '../../agent/src/qmp/client.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { createNamespace, kubectl, repoRoot, type RunResult } from '../cluster/controlplane.js';
-import { startGuest, type Guest } from '../guest/guest.js';
-import { expectVerifying, getJson, startStack, type Stack } from './stack.js';
+import { startGuest, type Guest } from '../../kit/guest.js';
+import { getJson, startStack, type Stack } from './stack.js';
+import { expectVerifying } from '../../kit/guest.js';
 
 let stack: Stack;
 let binDir: string;
@@ -86,7 +87,7 @@ it('saves with --wait and a progress bar, lists, restores a copy with --wait, an
   expect(restored.stdout).toMatch(/^vmrestore\.vmsnap\.io\/demo-copy-from-first-\d{8}-\d{6} Succeeded/m);
   const copyDir = path.join(stack.agents.get('node-a')!.vmRoot, ns, 'demo-copy');
   expect(await qemuStatus(path.join(copyDir, 'qmp.sock'))).toBe('running');
-  await expectVerifying(path.join(copyDir, 'serial.log'), 0);
+  await expectVerifying(path.join(copyDir, 'serial.log'), { from: 0 });
   expect(await qemuStatus(guest.qmpPath)).toBe('running'); // the original is untouched
   expect((await vmsnap(['ls', 'demo-copy', '-n', ns])).stdout).toMatch(/^restore\s+demo-copy-from-first-\S+\s+demo-copy\s+first\s+Succeeded/m);
 

@@ -11,9 +11,11 @@ import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { snapshotFileName } from '../../api/index.js';
 import { repositoryClient } from '../../agent/src/objstore/client.js';
 import { createNamespace, kubectl, kubectlOk } from '../cluster/controlplane.js';
-import { startGuest, type Guest } from '../guest/guest.js';
+import { startGuest, type Guest } from '../../kit/guest.js';
 import { startSeaweedFS, type S3Server } from '../objstore/seaweedfs.js';
-import { apply, expectVerifying, getJson, killQemusUnder, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
+import { apply, getJson, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
+import { expectVerifying } from '../../kit/guest.js';
+import { killQemusUnder } from '../../kit/qemu.js';
 
 const BUCKET = 'vmsnap-e2e';
 const GRACE_SECONDS = 20;
@@ -129,12 +131,12 @@ it('uploads a save of node A and restores it on node B, eager then lazy, memory 
   const cached = path.join(agent('node-b').storageRoot, ns, 'fetched', snapshotFileName(snap as never));
   expect(fs.existsSync(cached)).toBe(true);
   // The VM runs on B from B's own VM directory (its console log is there), its memory intact.
-  await expectVerifying(serial, 0);
+  await expectVerifying(serial, { from: 0 });
 
   const offset = fs.readFileSync(serial, 'latin1').length;
   const lazy = await restoreOn('node-b', 'app-lazy-on-b', 'app-snap', 'Lazy', ', ifRunning: Replace');
   expect(lazy.status).toMatchObject({ restoreMode: 'Lazy', lazy: { file: fs.realpathSync(cached), vmRunning: true } });
-  await expectVerifying(serial, offset);
+  await expectVerifying(serial, { from: offset });
   // The second restore used B's cached copy: one fetch in B's log.
   expect(fs.readFileSync(agent('node-b').logPath, 'utf8')).toMatch(/using the cached copy of the uploaded snapshot/);
 
@@ -154,7 +156,7 @@ it('uploads a save of node A and restores it on node B, eager then lazy, memory 
   expect(await objectKeys(prefix)).toEqual([]);
   expect(fs.existsSync(snap.status.file.path)).toBe(false);
   await waitUntil(() => !fs.existsSync(cached), 60_000, `${cached} is still on node B after its VMSnapshot was deleted`);
-  await expectVerifying(serial, fs.readFileSync(serial, 'latin1').length);
+  await expectVerifying(serial, { from: fs.readFileSync(serial, 'latin1').length });
   killQemusUnder(bDir);
 });
 
@@ -169,7 +171,7 @@ it('survives the loss of node A: its uploaded snapshot restores on B, and deleti
   fs.rmSync(agent('node-a').storageRoot, { recursive: true, force: true });
 
   await restoreOn('node-b', 'db-on-b', 'db-snap', 'Eager');
-  await expectVerifying(path.join(agent('node-b').vmRoot, ns, 'db', 'serial.log'), 0);
+  await expectVerifying(path.join(agent('node-b').vmRoot, ns, 'db', 'serial.log'), { from: 0 });
   const cached = path.join(agent('node-b').storageRoot, ns, 'fetched', snapshotFileName(snap as never));
   expect(fs.existsSync(cached)).toBe(true);
 
@@ -182,7 +184,7 @@ it('survives the loss of node A: its uploaded snapshot restores on B, and deleti
   await waitUntil(() => !fs.existsSync(cached), 60_000, `${cached} is still on node B after its VMSnapshot was deleted`);
   // The restored VM does not depend on the cache: it keeps running intact.
   const serial = path.join(agent('node-b').vmRoot, ns, 'db', 'serial.log');
-  await expectVerifying(serial, fs.readFileSync(serial, 'latin1').length);
+  await expectVerifying(serial, { from: fs.readFileSync(serial, 'latin1').length });
 });
 
 /** The agent's /metrics, from the port its log says it serves on. */

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { createNamespace, kubectlOk } from '../cluster/controlplane.js';
-import { startGuest, type Guest } from '../guest/guest.js';
+import { startGuest, type Guest } from '../../kit/guest.js';
 import { apply, getJson, startStack, waitFor, type Stack } from './stack.js';
 
 let stack: Stack;

@@ -8,6 +8,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ensureCluster, helm, kubectl, kubectlOk, repoRoot, tokenKubeconfig, type ControlPlane } from '../cluster/controlplane.js';
+import { killQemusUnder } from '../../kit/qemu.js';
+import { poll } from '../../kit/poll.js';
+import { yamlDocs } from '../../kit/manifests.js';
 
 export interface AgentProcess {
   /** The name tests use ('node-a'). */
@@ -87,7 +90,7 @@ export async function startStack(nodes: string[], opts: StackOptions = {}): Prom
     spawnLogged(
       process.execPath,
       [OPERATOR],
-      { KUBECONFIG: operatorKubeconfig, POD_NAMESPACE: releaseNamespace, POD_NAME: `operator-${suffix}`, METRICS_PORT: '0', METRICS_HOST: '127.0.0.1', LOG_LEVEL: 'debug', ...opts.operatorEnv },
+      { KUBECONFIG: operatorKubeconfig, POD_NAMESPACE: releaseNamespace, POD_NAME: `operator-${suffix}`, VMSNAP_METRICS_PORT: '0', VMSNAP_METRICS_HOST: '127.0.0.1', VMSNAP_LOG_LEVEL: 'debug', ...opts.operatorEnv },
       path.join(workDir, 'operator.log'),
       opts.detached,
     );
@@ -111,7 +114,7 @@ export async function startStack(nodes: string[], opts: StackOptions = {}): Prom
         VMSNAP_VM_ROOT: vmRoot,
         VMSNAP_STORAGE_ROOT: storageRoot,
         VMSNAP_INVENTORY_INTERVAL_SECONDS: '5',
-        LOG_LEVEL: 'debug',
+        VMSNAP_LOG_LEVEL: 'debug',
         ...opts.agentEnv,
         ...agentOpts.env,
       },
@@ -167,18 +170,6 @@ async function killProcess(child: ChildProcess, signal: NodeJS.Signals): Promise
   await exited;
 }
 
-/** Restored VMs are launched detached by the agent (they outlive it by design): end those of this run. */
-export function killQemusUnder(dir: string): void {
-  for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    try {
-      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-      if (cmd.startsWith('qemu-system') && cmd.includes(dir)) process.kill(Number(pid), 'SIGKILL');
-    } catch {
-      // gone, or not ours to read
-    }
-  }
-}
-
 /** Polls a namespaced object's jsonpath until `accept` says yes; returns the last value. */
 export async function waitFor(
   resource: string,
@@ -187,24 +178,22 @@ export async function waitFor(
   accept: (value: string) => boolean,
   timeoutMs = 90_000,
 ): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
   let last = '';
-  for (;;) {
+  return poll(`${resource} in ${namespace}: ${jsonpath} to be as expected`, async () => {
     const r = await kubectl(['get', resource, '-n', namespace, '-o', `jsonpath=${jsonpath}`]);
     last = r.code === 0 ? r.stdout : `(error: ${r.stderr.trim()})`;
-    if (r.code === 0 && accept(last)) return last;
-    if (Date.now() > deadline) throw new Error(`${resource} in ${namespace}: ${jsonpath} is ${JSON.stringify(last)} after ${timeoutMs} ms`);
-    await new Promise((r2) => setTimeout(r2, 250));
-  }
+    return r.code === 0 && accept(last) && last;
+  }, { timeoutMs, intervalMs: 250, describe: () => JSON.stringify(last) });
 }
 
 export async function getJson<T = Record<string, any>>(resource: string, namespace: string): Promise<T> {
   return JSON.parse(await kubectlOk(['get', resource, '-n', namespace, '-o', 'json'])) as T;
 }
 
-/** Applies YAML from a string. */
-export async function apply(yaml: string, namespace?: string): Promise<void> {
-  const r = await kubectl(['apply', ...(namespace ? ['-n', namespace] : []), '-f', '-'], { input: yaml });
+/** Applies objects (kit/manifests.ts builds them from the api/ types), or YAML text such as an example file. */
+export async function apply(docs: object | object[] | string, namespace?: string): Promise<void> {
+  const input = typeof docs === 'string' ? docs : yamlDocs(...[docs].flat());
+  const r = await kubectl(['apply', ...(namespace ? ['-n', namespace] : []), '-f', '-'], { input });
   if (r.code !== 0) throw new Error(`kubectl apply failed: ${r.stderr}`);
 }
 
@@ -216,16 +205,4 @@ export async function waitForPhase(resource: string, namespace: string, expected
     throw new Error(`${resource} in ${namespace} ended ${obj.status.phase}, expected ${expected}: ${JSON.stringify(obj.status.error ?? obj.status.conditions)}`);
   }
   return obj;
-}
-
-/** New PASS lines in the serial log after `offset`, with no BAD line: the guest runs with its memory intact. */
-export async function expectVerifying(serialPath: string, offset: number): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const text = fs.existsSync(serialPath) ? fs.readFileSync(serialPath, 'utf8').slice(offset) : '';
-    if (/VMSNAP BAD/.test(text)) throw new Error(`guest memory damaged: ${text.match(/VMSNAP BAD[^\r\n]*/)![0]}`);
-    if ((text.match(/VMSNAP PASS n=\d+ ok/g) ?? []).length >= 2) return;
-    if (Date.now() > deadline) throw new Error(`no new passing memory check in ${serialPath} within 60 s`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }

@@ -18,7 +18,7 @@ import { SNAPSHOT_FORMAT_VERSION, STREAM_OFFSET, writeHeader } from '../../agent
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { headerTrust } from '../../agent/src/daemon/header-trust.js';
 import { createNamespace, kubectl, kubectlOk } from '../cluster/controlplane.js';
-import { guestArgs, type GuestAssets } from '../guest/guest.js';
+import { guestArgs, type GuestAssets, expectVerifying } from '../../kit/guest.js';
 import {
   canRunAsPodUser,
   fakePod,
@@ -31,8 +31,11 @@ import {
   spawnLauncher,
   type FakePod,
 } from '../engine/pod-fixture.js';
-import { stopProcess, until } from '../engine/harness.js';
-import { apply, expectVerifying, getJson, killQemusUnder, startStack, waitForPhase, type AgentProcess, type Stack } from './stack.js';
+import { stopProcess } from '../engine/harness.js';
+import { apply, getJson, startStack, waitForPhase, type AgentProcess, type Stack } from './stack.js';
+import { poll } from '../../kit/poll.js';
+import { killQemusUnder, qemuPidsMentioning, procArgv, qemuRunState, qmpExecute } from '../../kit/qemu.js';
+import { vmSnapshot, vmRestore } from '../../kit/manifests.js';
 
 const describeRoot = podCgroupsAvailable() ? describe : describe.skip;
 
@@ -62,7 +65,7 @@ describeRoot('VM pods (vmSource: pods)', () => {
     // The launchers stop their QEMUs on SIGTERM; what is left after that is killed.
     await Promise.all(launchers.map((l) => stopProcess(l)));
     for (const p of pods) killQemusUnder(p.mount);
-    await new Promise((r) => setTimeout(r, 300));
+    await poll('the pods\' QEMUs to end', () => pods.every((p) => qemuPidsMentioning(p.mount).length === 0), 10_000);
     cgroups.remove();
     for (const p of pods) removeFakePod(p);
     if (ns) await kubectl(['delete', 'namespace', ns, '--wait=false']);
@@ -74,14 +77,12 @@ describeRoot('VM pods (vmSource: pods)', () => {
   /** A Pod object bound to the agent's node and marked Running (no kubelet runs here); returns its uid. */
   async function podObject(namespace: string, podName: string, vmName: string): Promise<string> {
     await apply(
-      `
-apiVersion: v1
-kind: Pod
-metadata: {name: ${podName}, labels: {vmsnap.io/vm: ${vmName}}}
-spec:
-  nodeName: ${agent.nodeName}
-  containers: [{name: vm, image: vmsnap/vm:test}]
-`,
+      {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: podName, labels: { 'vmsnap.io/vm': vmName } },
+        spec: { nodeName: agent.nodeName, containers: [{ name: 'vm', image: 'vmsnap/vm:test' }] },
+      },
       namespace,
     );
     await kubectlOk(['patch', 'pod', podName, '-n', namespace, '--subresource=status', '--type=merge', '-p', '{"status":{"phase":"Running"}}']);
@@ -113,14 +114,14 @@ spec:
     const log = fs.createWriteStream(path.join(stack.workDir, `launcher-${pod.uid.slice(0, 8)}.log`));
     launcher.stdout!.pipe(log);
     launcher.stderr!.pipe(log);
-    await until(`the launcher of pod ${pod.uid} to answer (its log is in ${stack.workDir})`, async () => {
+    await poll(`the launcher of pod ${pod.uid} to answer (its log is in ${stack.workDir})`, async () => {
       if (launcher.exitCode !== null) throw new Error(`the launcher of pod ${pod.uid} exited (${launcher.exitCode}); its log is in ${stack.workDir}`);
       return launcherStatus(pod).catch(() => undefined);
     });
     cgroups.join(pod.uid, launcher.pid!);
     expect(await launcherStatus(pod, 'start')).toMatchObject({ ok: true, state: 'running', generation: 1 });
     const serialPath = path.join(pod.runDir, 'serial.log');
-    await expectVerifying(serialPath, 0);
+    await expectVerifying(serialPath);
     return { launcher, serialPath };
   }
 
@@ -130,14 +131,13 @@ spec:
   }
 
   function eventuallyInventory(namespace: string, name: string, accept: (vm: Record<string, any>) => boolean): Promise<Record<string, any>> {
-    return until(
+    return poll(
       `the inventory of ${agent.nodeName} to show ${namespace}/${name} as expected`,
       async () => {
         const vm = await inventoryVm(namespace, name).catch(() => undefined);
         return vm && accept(vm) ? vm : undefined;
       },
-      60_000,
-      500,
+      { timeoutMs: 60_000, intervalMs: 500 },
     );
   }
 
@@ -149,7 +149,7 @@ spec:
     expect(listed.qmpSocket).toBe(path.join(kubelet, 'pods', uid, 'volumes/kubernetes.io~empty-dir/vmsnap-run/qmp.sock'));
     expect(listed.memoryBytes).toBe(128 << 20);
 
-    await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMSnapshot, metadata: {name: web-1}, spec: {vmName: web}}`, ns);
+    await apply(vmSnapshot('web-1', { vmName: 'web' }), ns);
     const snap = await waitForPhase('vmsnapshot/web-1', ns, 'Succeeded');
     const file = snap.status.file.path as string;
     expect(readHeader(file).metadata.vm).toMatchObject({ namespace: ns, name: 'web' });
@@ -157,16 +157,16 @@ spec:
     // The operator recorded the pod; a copy runs in a new pod made from it, which needs the launcher's
     // container (this Pod object has none mounting vmsnap-run): refused, and no pod made.
     expect(snap.status.vmPod).toMatchObject({ name: 'vm-web-0', uid });
-    await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMRestore, metadata: {name: copy}, spec: {snapshotName: web-1, targetVMName: web-copy}}`, ns);
+    await apply(vmRestore('copy', { snapshotName: 'web-1', targetVMName: 'web-copy' }), ns);
     const copy = await waitForPhase('vmrestore/copy', ns, 'Failed');
     expect(copy.status.error.message).toMatch(/the recorded pod vm-web-0 has no container that mounts the vmsnap-run volume/);
     expect((await kubectl(['get', 'pod', 'web-copy', '-n', ns])).code).not.toBe(0);
-    await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMRestore, metadata: {name: keep}, spec: {snapshotName: web-1}}`, ns);
+    await apply(vmRestore('keep', { snapshotName: 'web-1' }), ns);
     expect((await waitForPhase('vmrestore/keep', ns, 'Failed')).status.error.message).toMatch(/set spec.ifRunning: Replace/);
     expect(await launcherStatus(pod)).toMatchObject({ state: 'running', generation: 1 });
 
     const offset = fs.readFileSync(serialPath, 'utf8').length;
-    await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMRestore, metadata: {name: back}, spec: {snapshotName: web-1, ifRunning: Replace}}`, ns);
+    await apply(vmRestore('back', { snapshotName: 'web-1', ifRunning: 'Replace' }), ns);
     const restored = await waitForPhase('vmrestore/back', ns, 'Succeeded');
     expect(restored.status.downtimeMs).toBeGreaterThan(0);
     const after = await launcherStatus(pod);
@@ -177,7 +177,7 @@ spec:
     const ppid = /PPid:\s+(\d+)/.exec(fs.readFileSync(`/proc/${after.qemuPid}/status`, 'utf8'))![1];
     expect(Number(ppid)).toBe(launcher.pid);
     expect(fs.readFileSync(`/proc/${after.qemuPid}/cgroup`, 'utf8')).toContain(`pod${uid}`);
-    await expectVerifying(serialPath, offset);
+    await expectVerifying(serialPath, { from: offset });
     await eventuallyInventory(ns, 'web', (v) => v.state === 'running');
 
     // restoreMode Lazy: the agent passes the snapshot fd to the launcher, whose new QEMU maps its RAM
@@ -185,18 +185,18 @@ spec:
     expect(fs.statSync(file).mode & 0o777).toBe(0o644);
     expect(fs.statSync(path.dirname(file)).mode & 0o777).toBe(0o700);
     const lazyOffset = fs.readFileSync(serialPath, 'utf8').length;
-    await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMRestore, metadata: {name: lazy}, spec: {snapshotName: web-1, restoreMode: Lazy, ifRunning: Replace}}`, ns);
+    await apply(vmRestore('lazy', { snapshotName: 'web-1', restoreMode: 'Lazy', ifRunning: 'Replace' }), ns);
     const lazy = await waitForPhase('vmrestore/lazy', ns, 'Succeeded');
     expect(lazy.status).toMatchObject({ restoreMode: 'Lazy', lazy: { file: fs.realpathSync(file), mappedBytes: 128 << 20, vmRunning: true } });
     expect(lazy.status.restoreModeReason).toBeUndefined();
     const lazyQemu = await launcherStatus(pod);
     expect(lazyQemu).toMatchObject({ ok: true, state: 'incoming', generation: 3 });
-    expect(fs.readFileSync(`/proc/${lazyQemu.qemuPid}/cmdline`, 'utf8').split('\0')).toEqual(
+    expect(procArgv(lazyQemu.qemuPid!)).toEqual(
       expect.arrayContaining([expect.stringMatching(/^memory-backend-file,id=pc\.ram,size=134217728,mem-path=\/proc\/self\/fd\/3,offset=\d+,share=off,readonly=on,rom=off$/)]),
     );
     expect(fs.readFileSync(`/proc/${lazyQemu.qemuPid}/maps`, 'utf8')).toContain(fs.realpathSync(file));
     expect(Number(/PPid:\s+(\d+)/.exec(fs.readFileSync(`/proc/${lazyQemu.qemuPid}/status`, 'utf8'))![1])).toBe(launcher.pid);
-    await expectVerifying(serialPath, lazyOffset);
+    await expectVerifying(serialPath, { from: lazyOffset });
     await eventuallyInventory(ns, 'web', (v) => v.state === 'running');
   });
 
@@ -204,16 +204,15 @@ spec:
     const pod = pods[0]!;
     const agentEnv = { VMSNAP_VM_SOURCE: 'pods', VMSNAP_KUBELET_ROOT_DIR: kubelet };
     await stack.killAgent('node-a', 'SIGKILL');
-    await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMSnapshot, metadata: {name: crash}, spec: {vmName: web}}`, ns);
+    await apply(vmSnapshot('crash', { vmName: 'web' }), ns);
     // The operator assigns it to the node (the agent is down, so nobody claims it).
-    const snap = await until(
+    const snap = await poll(
       'the operator to assign VMSnapshot crash to the node',
       async () => {
         const s = await getJson('vmsnapshot/crash', ns);
         return s.status?.phase === 'Pending' && s.metadata.labels?.['vmsnap.io/node'] ? s : undefined;
       },
-      60_000,
-      250,
+      { timeoutMs: 60_000, intervalMs: 250 },
     );
     // What the agent that died had done: claimed it, written an incomplete header (for this VMSnapshot,
     // MACed with the node's key), and started the save in QEMU with the VM paused (slowed down here so
@@ -257,14 +256,9 @@ spec:
       /the agent restarted during the save; the save still running in QEMU was ended; the VM was resumed; the partial file was removed; create a new VMSnapshot to retry/,
     );
     expect(fs.existsSync(file)).toBe(false);
-    const after = await QmpClient.connect(path.join(pod.mount, 'qmp.sock'));
-    try {
-      expect((await after.execute<{ status: string }>('query-status')).status).toBe('running');
-      expect(await after.execute<Array<{ 'fdset-id': number }>>('query-fdsets')).toEqual([]);
-    } finally {
-      after.close();
-    }
-    await expectVerifying(path.join(pod.runDir, 'serial.log'), offset);
+    expect((await qemuRunState(path.join(pod.mount, 'qmp.sock'))).status).toBe('running');
+    expect(await qmpExecute(path.join(pod.mount, 'qmp.sock'), 'query-fdsets')).toEqual([]);
+    await expectVerifying(path.join(pod.runDir, 'serial.log'), { from: offset });
   });
 
   it('refuses to save a VM pod whose writable disk is not on a volume the pod mounts read-write, saying what to do, and leaves it running', async () => {
@@ -275,7 +269,7 @@ spec:
     if (canRunAsPodUser()) fs.chownSync(disk, POD_UID, POD_UID);
     await vmPod(pod, 'db', ['-drive', `file=${path.join(pod.mount, 'data.img')},format=raw,if=virtio`]);
     await eventuallyInventory(ns, 'db', (v) => v.state === 'running');
-    await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMSnapshot, metadata: {name: db-1}, spec: {vmName: db}}`, ns);
+    await apply(vmSnapshot('db-1', { vmName: 'db' }), ns);
     const snap = await waitForPhase('vmsnapshot/db-1', ns, 'Failed');
     // This pod object mounts no volume: its QEMU's disk is nowhere the agent lets a snapshot record.
     expect(snap.status.error.message).toMatch(/disk virtio0: its image \S*data\.img does not lie beneath a writable volume of the pod \(none\): keep writable disk images on a volume mounted read-write/);
@@ -290,10 +284,10 @@ spec:
     expect(before).toMatchObject({ state: expect.stringMatching(/^(running|incoming)$/) });
     await eventuallyInventory(ns, 'web', (v) => v.state === 'running');
 
-    await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMSnapshot, metadata: {name: hibernate}, spec: {vmName: web, afterSnapshot: Stop}}`, ns);
+    await apply(vmSnapshot('hibernate', { vmName: 'web', afterSnapshot: 'Stop' }), ns);
     await waitForPhase('vmsnapshot/hibernate', ns, 'Succeeded');
     // QEMU quit after the save; the launcher (the pod) stays up with no QEMU.
-    const stopped = await until('the launcher to say stopped after the hibernate', async () => {
+    const stopped = await poll('the launcher to say stopped after the hibernate', async () => {
       const st = await launcherStatus(pod);
       return st.state === 'stopped' && st;
     });
@@ -308,12 +302,12 @@ spec:
     const offset = text.length;
     const lastPass = Math.max(...[...text.matchAll(/VMSNAP PASS n=(\d+) ok/g)].map((m) => Number(m[1])));
     // The default ifRunning (Fail) is enough: nothing runs.
-    await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMRestore, metadata: {name: wake}, spec: {snapshotName: hibernate}}`, ns);
+    await apply(vmRestore('wake', { snapshotName: 'hibernate' }), ns);
     await waitForPhase('vmrestore/wake', ns, 'Succeeded');
     const woken = await launcherStatus(pod);
     expect(woken).toMatchObject({ ok: true, state: 'incoming', generation: before.generation + 1 });
     expect(fs.readFileSync(`/proc/${woken.qemuPid}/cgroup`, 'utf8')).toContain(`pod${pod.uid}`);
-    await expectVerifying(serialPath, offset);
+    await expectVerifying(serialPath, { from: offset });
     // The guest that was saved, not a fresh boot: no boot banner, its check counter goes on.
     const resumed = fs.readFileSync(serialPath, 'latin1').slice(offset);
     expect(resumed).not.toMatch(/VMSNAP (READY|INFO)/);
@@ -331,7 +325,7 @@ spec:
       fs.symlinkSync(path.join(victim.runDir, 'qmp.sock'), path.join(evil.runDir, 'qmp.sock'));
       const listed = await eventuallyInventory(evilNs, 'thief', (v) => v.state === 'unreachable');
       expect(listed.message).toMatch(/a symlink is in its path/);
-      await apply(`{apiVersion: vmsnap.io/v1alpha1, kind: VMSnapshot, metadata: {name: steal}, spec: {vmName: thief}}`, evilNs);
+      await apply(vmSnapshot('steal', { vmName: 'thief' }), evilNs);
       const snap = await waitForPhase('vmsnapshot/steal', evilNs, 'Failed');
       expect(snap.status.error.message).toMatch(/cannot reach the QMP of VM .*\/thief .*a symlink is in its path/);
       expect(fs.existsSync(path.join(agent.storageRoot, evilNs))).toBe(false);

@@ -11,7 +11,7 @@ import { QmpClient } from '../../agent/src/qmp/client.js';
 import { freezeDisks, writableDisks } from '../../agent/src/engine/disks.js';
 import { addFdSet, configureMigration, fileUri, waitForMigration } from '../../agent/src/engine/migration.js';
 import { queryVmInfo } from '../../agent/src/engine/qemu-info.js';
-import { killAndWait } from '../../bench/qemu-vm.js';
+import { killAndWait } from '../../kit/qemu.js';
 import { SNAPSHOT_FORMAT_VERSION, STREAM_OFFSET, writeHeader } from '../../agent/src/snapshot-file/header.js';
 import type { SnapshotMetadata } from '../../agent/src/snapshot-file/metadata.js';
 import { recoverSnapshot } from '../../agent/src/daemon/recovery.js';
@@ -20,7 +20,7 @@ import type { VMSnapshot } from '../../api/index.js';
 import { pino } from 'pino';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { formatInspect, inspectSnapshot } from '../../agent/src/cli/inspect.js';
-import { type Guest } from '../guest/guest.js';
+import { type Guest } from '../../kit/guest.js';
 import { Vm, ext4Image, inspectDisk } from '../guest/disk.js';
 import { readyGuest, run, scratchDir, sha256File } from './harness.js';
 import { OverlayLedger } from '../../agent/src/engine/overlay-ledger.js';
@@ -170,7 +170,7 @@ it('inspect shows the frozen disk and a missing base; a restore refuses a missin
   expect((await inspectSnapshot(file)).problems).toEqual([`disk virtio0: its frozen base ${disk} is missing; this file cannot be restored`]);
   await expect(restoreVm({ inPath: file, qmpSocket: path.join(dir, 'attach-x', 'qmp.sock'), directIO: 'auto', launch: true })).rejects.toThrow(/frozen base .* is missing/);
   fs.renameSync(`${disk}.away`, disk);
-  const target = await (await import('../guest/guest.js')).startGuest({
+  const target = await (await import('../../kit/guest.js')).startGuest({
     dir: path.join(dir, 'attach-dst'),
     name: 'attach',
     memMiB: 256,

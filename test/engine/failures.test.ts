@@ -7,10 +7,12 @@ import { QmpClient } from '../../agent/src/qmp/client.js';
 import { encodeHeader } from '../../agent/src/snapshot-file/header.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { readMappedRamLayout } from '../../agent/src/snapshot-file/mapped-ram.js';
-import { startGuest, type Guest } from '../guest/guest.js';
-import { cli, isRoot, qemuRunState, readyGuest, run, scratchDir, CLI } from './harness.js';
+import { startGuest, type Guest } from '../../kit/guest.js';
+import { cli, isRoot, readyGuest, run, scratchDir, CLI } from './harness.js';
 import { fillRandom, startBenchVm } from '../../bench/qemu-vm.js';
 import { packageRoot } from '../../agent/src/package-root.js';
+import { qemuRunState } from '../../kit/qemu.js';
+import { poll, sleep } from '../../kit/poll.js';
 
 
 const guests: Guest[] = [];
@@ -176,7 +178,7 @@ it('the agent killed mid-save: the file stays marked incomplete and is refused',
   it('O_DIRECT unsupported (ramfs): auto falls back and says so; on fails clearly and leaves the VM running', async () => {
     const ramfs = await mountFs('ramfs');
     const vm = await paused('odirect', { paused: false });
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500); // let the guest run before its first save
     const auto = await cli(['save', '--qmp', vm.qmpPath, '--out', path.join(ramfs, 'auto.vms'), '--json']);
     expect(auto.code).toBe(0);
     expect(auto.json).toMatchObject({ directIO: false });
@@ -212,8 +214,7 @@ it('a save interrupted mid-way (SIGINT): clear error, QEMU alive and as it was, 
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     // Interrupt once QEMU is writing: the file has grown past our 1 MiB header.
-    const deadline = Date.now() + 20_000;
-    while (!(fs.existsSync(out) && fs.statSync(out).size > 64 << 20) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    await poll(`QEMU to write past 64 MiB of ${out}`, () => fs.existsSync(out) && fs.statSync(out).size > 64 << 20, { timeoutMs: 20_000, intervalMs: 5 });
     child.kill('SIGINT');
     const code = await new Promise((r) => child.on('exit', r));
     expect(code).toBe(1);

@@ -6,11 +6,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { promisify } from 'node:util';
-import { startGuest, type Guest, type GuestOptions } from '../guest/guest.js';
+import { startGuest, type Guest, type GuestOptions } from '../../kit/guest.js';
 import { packageRoot } from '../../agent/src/package-root.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { readMappedRamLayout, type RamBlockInfo } from '../../agent/src/snapshot-file/mapped-ram.js';
-import { QmpClient } from '../../agent/src/qmp/client.js';
 
 export const CLI = path.join(packageRoot(), 'bin/vmsnap-agent');
 
@@ -50,20 +49,6 @@ export async function readyGuest(opts: GuestOptions): Promise<Guest> {
   const guest = await startGuest(opts);
   await guest.waitForSerial(/VMSNAP PASS n=1 ok/, 120_000);
   return guest;
-}
-
-/** Waits until the guest prints a passing verification numbered above `after`, from serial offset `from`. */
-export async function expectGuestVerifies(guest: Guest, after: number, fromOffset = 0): Promise<number> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const bad = guest.badLines();
-    if (bad.length > 0) throw new Error(`guest memory check failed after restore: ${bad[0]}`);
-    const passes = [...guest.serialText().slice(fromOffset).matchAll(/VMSNAP PASS n=(\d+) ok/g)].map((m) => Number(m[1]));
-    const newer = passes.filter((n) => n > after);
-    if (newer.length >= 2) return Math.max(...newer);
-    if (Date.now() > deadline) throw new Error(`guest printed no new passing verification after n=${after} within 60 s`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 export async function sha256File(file: string): Promise<string> {
@@ -108,17 +93,6 @@ export function flipBits(file: string, offset: number, mask = 0x01): void {
   }
 }
 
-/** Polls `probe` until it returns a value (not undefined or false) and returns it; the error names `what`. */
-export async function until<T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 30_000, intervalMs = 50): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-}
-
 /** SIGTERM, then SIGKILL after `graceMs`; resolves once the process has ended (at once if it has). */
 export async function stopProcess(child: ChildProcess, graceMs = 10_000): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
@@ -127,21 +101,4 @@ export async function stopProcess(child: ChildProcess, graceMs = 10_000): Promis
   const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
   await exited;
   clearTimeout(timer);
-}
-
-/** A process's argv from /proc (binary first). */
-export function procArgv(pid: number): string[] {
-  return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(0, -1);
-}
-
-/** QEMU's run state and its migration's status, asked over a connection of its own. */
-export async function qemuRunState(qmp: string): Promise<{ status: string; migration?: string }> {
-  const c = await QmpClient.connect(qmp);
-  try {
-    const s = await c.execute<{ status: string }>('query-status');
-    const m = await c.execute<{ status?: string }>('query-migrate');
-    return { status: s.status, migration: m.status };
-  } finally {
-    c.close();
-  }
 }

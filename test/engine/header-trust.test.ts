@@ -12,13 +12,13 @@ import { nodeHeaderKey } from '../../agent/src/engine/header-key.js';
 import { encodeHeader, FIXED_BYTES } from '../../agent/src/snapshot-file/header.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { verifySnapshotFile } from '../../agent/src/snapshot-file/verify.js';
-import { killQemusUnder } from '../e2e/stack.js';
-import { startTinyVm, type TinyVm } from '../guest/tiny.js';
+import { startTinyVm, type QemuVm, killQemusUnder } from '../../kit/qemu.js';
 import { scratchDir } from './harness.js';
+import { sleep } from '../../kit/poll.js';
 
 let dir: string;
 let storage: string;
-let vm: TinyVm;
+let vm: QemuVm;
 let fileA: string;
 let fileB: string;
 const idA = { namespace: 'ns-a', name: 'snap', uid: 'uid-a' };
@@ -31,7 +31,7 @@ beforeAll(async () => {
   fs.mkdirSync(path.join(storage, 'ns-a'), { recursive: true, mode: 0o700 });
   fs.mkdirSync(path.join(storage, 'ns-b'), { recursive: true, mode: 0o700 });
   vm = await startTinyVm(path.join(dir, 'vms', 'ns-a', 'vm'), 32);
-  await new Promise((r) => setTimeout(r, 300));
+  await sleep(300); // QEMU saves a VM that never ran only once: let it run
   const save = (outPath: string, snapshot: typeof idA) =>
     saveVm({ qmpSocket: vm.qmpPath, outPath, channels: 1, directIO: 'auto', after: 'resume', live: false, trust: { key: nodeHeaderKey(storage), snapshot } });
   fileA = path.join(storage, 'ns-a', 'snap-uid-a.vms');

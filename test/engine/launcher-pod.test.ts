@@ -4,18 +4,20 @@
 // which the launcher passes through (as `kubectl logs` would show it), so the memory checks are
 // read from the launcher's own stdout.
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { findSetpriv } from '../guest/guest.js';
+import { findSetpriv } from '../../kit/qemu.js';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { LauncherReplySchema, type LauncherReply } from '../../api/vm-pod.js';
-import { guestArgs } from '../guest/guest.js';
+import { guestArgs } from '../../kit/guest.js';
 import { canRunAsPodUser, launcherRequest, podUserAssets, POD_UID, spawnLauncher } from './pod-fixture.js';
 import { processAlive } from '../../agent/src/daemon/qemu-control.js';
-import { cli, procArgv, scratchDir, stopProcess, until } from './harness.js';
+import { cli, scratchDir, stopProcess } from './harness.js';
 import { restoreVm } from '../../agent/src/engine/restore.js';
 import { launcherRequest as agentLauncherRequest } from '../../agent/src/vm/launcher-client.js';
 import type { LazyMapping } from '../../api/vm-pod.js';
+import { procArgv } from '../../kit/qemu.js';
+import { poll } from '../../kit/poll.js';
 
 let dir: string;
 let podArgv: string[];
@@ -118,7 +120,7 @@ async function status(l: Launcher): Promise<Extract<LauncherReply, { ok: true }>
 
 /** Waits until the guest has filled its RAM and checked it once. */
 async function guestReady(l: Launcher): Promise<void> {
-  await until('the guest\'s first memory check (VMSNAP PASS n=1)', () => l.passes().length > 0 || undefined, 180_000);
+  await poll('the guest\'s first memory check (VMSNAP PASS n=1)', () => l.passes().length > 0 || undefined, 180_000);
 }
 
 /**
@@ -127,7 +129,7 @@ async function guestReady(l: Launcher): Promise<void> {
  * too): no boot banner, and the check counter continues from before the save.
  */
 async function guestVerifiesAfter(l: Launcher, from: number, passesBeforeSave: number): Promise<void> {
-  await until('two passing memory checks after the restore', () => {
+  await poll('two passing memory checks after the restore', () => {
     if (l.badLines().length > 0) throw new Error(`guest memory check failed: ${l.badLines()[0]}`);
     return l.passes(from).length >= 2 || undefined;
   }, 90_000);
@@ -144,7 +146,7 @@ async function expectCli(args: string[]): Promise<Record<string, unknown>> {
 
 test('restore in place: save, restart-incoming, restore; the guest keeps its memory; QEMU replaced once', async () => {
   const l = startLauncher('in-place', podArgv);
-  await until('QEMU running', async () => (fs.existsSync(l.run + '/launcher.sock') && (await status(l)).state === 'running') || undefined);
+  await poll('QEMU running', async () => (fs.existsSync(l.run + '/launcher.sock') && (await status(l)).state === 'running') || undefined);
   const first = await status(l);
   expect(first).toMatchObject({ ok: true, state: 'running', generation: 1 });
   const pidA = first.qemuPid!;
@@ -163,7 +165,7 @@ test('restore in place: save, restart-incoming, restore; the guest keeps its mem
   const pidB = (restarted as { qemuPid: number }).qemuPid;
   expect(pidB).not.toBe(pidA);
   expect(processAlive(pidA)).toBe(false);
-  expect(procArgv(pidB).slice(-2)).toEqual(['-incoming', 'defer']);
+  expect(procArgv(pidB)!.slice(-2)).toEqual(['-incoming', 'defer']);
   // The old QEMU is gone: everything on the console from here on comes from the restored guest.
   const from = l.stdout().length;
 
@@ -224,7 +226,7 @@ test('lazy restore in place: the agent passes the snapshot fd, the launcher maps
   expect(pidB).not.toBe(pidA);
   expect(processAlive(pidA!)).toBe(false);
   // QEMU got the file as its fd 3 and mapped it from there; its user cannot open the path itself.
-  const argv = procArgv(pidB);
+  const argv = procArgv(pidB)!;
   expect(argv).toEqual(expect.arrayContaining(['-incoming', 'defer']));
   expect(argv.join(' ')).toMatch(new RegExp(`memory-backend-file,id=${sent!.ramBackendId},size=${256 << 20},mem-path=/proc/self/fd/3,offset=${sent!.offset},share=off,readonly=on,rom=off`));
   expect(fs.readFileSync(`/proc/${pidB}/maps`, 'utf8')).toContain(fs.realpathSync(file));
@@ -262,7 +264,7 @@ test('hibernate and wake in the same pod: save --after stop leaves the launcher 
   const file = path.join(dir, 'hibernate.vmsnap');
   const passesBeforeSave = Math.max(...l.passes());
   await expectCli(['save', '--qmp', l.qmp, '--out', file, '--after', 'stop']);
-  const stopped = await until('state stopped', async () => {
+  const stopped = await poll('state stopped', async () => {
     const s = await status(l);
     return s.state === 'stopped' ? s : undefined;
   });
@@ -284,14 +286,15 @@ test('hibernate and wake in the same pod: save --after stop leaves the launcher 
   const pidB = (restarted as { qemuPid: number }).qemuPid;
   l.child.kill('SIGKILL');
   await l.exited;
-  await until('QEMU to die with its launcher', () => !processAlive(pidB) || undefined, 10_000);
+  await poll('QEMU to die with its launcher', () => !processAlive(pidB) || undefined, 10_000);
 });
 
 test('hostile control input gets error replies; the launcher keeps serving', async () => {
   // `wait`: no QEMU at start, as in a pod made for a wake; the protocol needs none.
   const l = startLauncher('hostile', podArgv, { VMSNAP_LAUNCHER_START: 'wait' });
-  await until('control socket', () => fs.existsSync(path.join(l.run, 'launcher.sock')) || undefined);
-  expect(await status(l)).toEqual({ ok: true, state: 'stopped', generation: 0 });
+  // The socket file exists from bind(), a moment before the launcher listens: wait for an answer.
+  const first = await poll('the control socket to answer', async () => fs.existsSync(path.join(l.run, 'launcher.sock')) && status(l).catch(() => undefined));
+  expect(first).toEqual({ ok: true, state: 'stopped', generation: 0 });
 
   const replies = (await l.raw('garbage\n{"op":"restart-incoming","argv":["sh"]}\n{"op":"status"}\n'))
     .trim()

@@ -10,8 +10,10 @@ import { restoreVm, type RestoreResult } from '../../agent/src/engine/restore.js
 import { lazyResidency } from '../../agent/src/engine/lazy/residency.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { QmpClient } from '../../agent/src/qmp/client.js';
-import type { Guest } from '../guest/guest.js';
-import { cli, expectGuestVerifies, procArgv, readyGuest, run, scratchDir, sha256File } from './harness.js';
+import { cli, readyGuest, run, scratchDir, sha256File } from './harness.js';
+import { expectVerifying, type Guest } from '../../kit/guest.js';
+import { procArgv, pidsWhere } from '../../kit/qemu.js';
+import { poll, sleep } from '../../kit/poll.js';
 
 const guests: Guest[] = [];
 const launchedPids: number[] = [];
@@ -43,20 +45,6 @@ async function hibernatedGuest(name: string, seed: number, extra: { memoryBacken
   return { guest, file };
 }
 
-/** Passing sweeps numbered above `after` in a serial log, read from `from`. */
-async function verifiesInLog(serial: string, after: number, from = 0): Promise<number> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const text = fs.existsSync(serial) ? fs.readFileSync(serial, 'latin1').slice(from) : '';
-    const bad = text.split('\n').find((l) => l.includes('VMSNAP BAD'));
-    if (bad) throw new Error(`guest memory check failed after a lazy restore: ${bad}`);
-    const passes = [...text.matchAll(/VMSNAP PASS n=(\d+) ok/g)].map((m) => Number(m[1])).filter((n) => n > after);
-    if (passes.length >= 2) return Math.max(...passes);
-    if (Date.now() > deadline) throw new Error(`no new passing sweep after n=${after} in ${serial} within 60 s`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 let cliFile: string | undefined;
 
 it('CLI --launch --lazy: the VM runs on its RAM mapped from the unchanged file and keeps verifying it', async () => {
@@ -76,10 +64,10 @@ it('CLI --launch --lazy: the VM runs on its RAM mapped from the unchanged file a
   expect(r.lazy).toMatchObject({ blockId: 'pc.ram', mappedBytes: 256 << 20, file: fs.realpathSync(file) });
   // QEMU loaded only the small blocks: far less than the 64 MiB the guest filled.
   expect(r.bytes).toBeLessThan(16 << 20);
-  expect(procArgv(r.launched!.pid).join(' ')).toContain(`mem-path=${fs.realpathSync(file)},offset=`);
+  expect(procArgv(r.launched!.pid)!.join(' ')).toContain(`mem-path=${fs.realpathSync(file)},offset=`);
 
   // The guest goes on where it was: every sweep re-reads the 64 MiB pattern from the mapping.
-  const next = await verifiesInLog(guest.serialPath, lastPass, before);
+  const next = await expectVerifying(guest.serialPath, { after: lastPass, from: before });
   expect(next).toBeGreaterThan(lastPass);
   const residency = lazyResidency(r.launched!.pid, fs.realpathSync(file))!;
   expect(residency.mappedBytes).toBe(256 << 20);
@@ -111,7 +99,7 @@ it('copies restored lazily from one file share its pages and diverge independent
     else expect(r.lazy!.prefetch).toBe('off');
     copies.push({ name, socket, serial: path.join(copyDir, 'serial.log'), pid: r.launched!.pid });
   }
-  for (const c of copies) await verifiesInLog(c.serial, lastPass);
+  for (const c of copies) await expectVerifying(c.serial, { after: lastPass });
 
   // Both map the same page-cache pages of the file: resident pages counted as shared.
   const real = fs.realpathSync(file);
@@ -124,8 +112,8 @@ it('copies restored lazily from one file share its pages and diverge independent
   const qb = await QmpClient.connect(b.socket);
   try {
     await qa.execute('stop');
-    const bPass = await verifiesInLog(b.serial, lastPass);
-    await verifiesInLog(b.serial, bPass); // b runs on (and writes) while a is paused
+    const bPass = await expectVerifying(b.serial, { after: lastPass });
+    await expectVerifying(b.serial, { after: bPass }); // b runs on (and writes) while a is paused
     await qb.execute('stop');
     const dumpA = path.join(dir, 'a.ram');
     const dumpB = path.join(dir, 'b.ram');
@@ -136,7 +124,7 @@ it('copies restored lazily from one file share its pages and diverge independent
     expect(lazyResidency(a.pid, real)).toBeDefined(); // still mapped, shown as "(deleted)"
     await qa.execute('cont');
     await qb.execute('cont');
-    for (const c of copies) await verifiesInLog(c.serial, lastPass, fs.readFileSync(c.serial, 'latin1').length);
+    for (const c of copies) await expectVerifying(c.serial, { after: lastPass, from: fs.readFileSync(c.serial, 'latin1').length });
   } finally {
     qa.close();
     qb.close();
@@ -161,7 +149,7 @@ it('copies restored lazily from one file share its pages and diverge independent
   expect(restored.code).toBe(0);
   launchedPids.push((restored.json!.launched as { pid: number }).pid);
   expect(restored.json).toMatchObject({ mode: 'eager' });
-  await verifiesInLog(a.serial, lastPass, before);
+  await expectVerifying(a.serial, { after: lastPass, from: before });
 });
 
 it('a damaged file fails the lazy restore and quits the QEMU started while it was being checked', async () => {
@@ -182,14 +170,7 @@ it('a damaged file fails the lazy restore and quits the QEMU started while it wa
   expect(restore.stderr).toMatch(/is corrupted: QEMU's stream headers or device state changed/);
   // A QEMU was started early (its log exists) and is gone again.
   expect(fs.existsSync(`${socket}.qemu.log`)).toBe(true);
-  const stillRunning = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).some((p) => {
-    try {
-      return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(socket);
-    } catch {
-      return false;
-    }
-  });
-  expect(stillRunning).toBe(false);
+  expect(pidsWhere((argv) => argv.some((a) => a.includes(socket)))).toEqual([]);
 });
 
 /** Bytes of `file` in the page cache (util-linux fincore). */
@@ -216,13 +197,12 @@ it('the prefetch reads the RAM of a paused lazy VM into the page cache; without 
     expect(restore.json).toMatchObject({ mode: 'lazy', running: false });
     if (prefetch) {
       // The guest is paused: the 64 MiB it filled can only come in through the prefetch.
-      const deadline = Date.now() + 60_000;
-      while ((await cachedBytes(file)) < 64 << 20) {
-        if (Date.now() > deadline) throw new Error(`the prefetch brought only ${await cachedBytes(file)} bytes of ${file} into the page cache in 60 s`);
-        await new Promise((r) => setTimeout(r, 250));
-      }
+      await poll(`the prefetch to bring 64 MiB of ${file} into the page cache`, async () => (await cachedBytes(file)) >= 64 << 20, {
+        timeoutMs: 60_000,
+        describe: async () => `${await cachedBytes(file)} bytes cached`,
+      });
     } else {
-      await new Promise((r) => setTimeout(r, 3_000));
+      await sleep(3_000); // time in which a prefetch would have read the file
       expect(await cachedBytes(file)).toBeLessThan(16 << 20);
     }
   }
@@ -238,7 +218,7 @@ it('falls back to an eager restore, with the reason, when the RAM is a shared fi
     launchedPids.push((restore.json!.launched as { pid: number }).pid);
     expect(restore.json).toMatchObject({ mode: 'eager' });
     expect(restore.json!.lazyFallbackReason).toMatch(/keeps its RAM in a file \(memory-backend-file/);
-    await expectGuestVerifies(guest, 0, before);
+    await expectVerifying(guest.serialPath, { from: before });
   } finally {
     fs.rmSync(shm, { force: true });
   }

@@ -15,7 +15,7 @@ import type { DiskRecord } from '../../agent/src/engine/disks.js';
 import { diskSwaps, podDiskFreezer, startOnRestoreOverlays } from '../../agent/src/vm/pod-disks.js';
 import { launcherRequest } from '../../agent/src/vm/launcher-client.js';
 import type { LauncherRequest } from '../../api/vm-pod.js';
-import { guestArgs } from '../guest/guest.js';
+import { guestArgs } from '../../kit/guest.js';
 import { Vm, ext4Image, inspectDisk, serial } from '../guest/disk.js';
 import { canRunAsPodUser, podUserAssets, POD_UID, spawnLauncher } from './pod-fixture.js';
 import { scratchDir, sha256File, stopProcess } from './harness.js';

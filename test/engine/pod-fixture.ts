@@ -11,7 +11,8 @@ import net from 'node:net';
 import { LauncherReplySchema, VM_RUN_DIR_ENV, type LauncherReply } from '../../api/vm-pod.js';
 import { packageRoot } from '../../agent/src/package-root.js';
 import { RUN_VOLUME_REL } from '../../agent/src/vm/run-volume.js';
-import { ensureGuestAssets, findSetpriv, type GuestAssets } from '../guest/guest.js';
+import { ensureGuestAssets, type GuestAssets } from '../../kit/guest.js';
+import { findSetpriv } from '../../kit/qemu.js';
 
 const CGROUP_HIERARCHY = '/sys/fs/cgroup/pids';
 

@@ -7,9 +7,10 @@ import path from 'node:path';
 import { native, O_PATH } from '../../agent/src/native.js';
 import { connectPodQmp, connectPodStream, openPodSocket, PeerRefusedError, SocketRefusedError } from '../../agent/src/vm/connect.js';
 import type { PodVmIdentity } from '../../agent/src/vm/identity.js';
-import { startGuest, type Guest } from '../guest/guest.js';
+import { startGuest, type Guest } from '../../kit/guest.js';
 import { scratchDir } from './harness.js';
 import { fakePod, listener, podCgroupsAvailable, PodCgroups, removeFakePod, type FakePod } from './pod-fixture.js';
+import { poll } from '../../kit/poll.js';
 
 const describeRoot = podCgroupsAvailable() ? describe : describe.skip;
 
@@ -37,7 +38,7 @@ describeRoot('VM pod sockets: reached beneath the pod directory, peer in the pod
   afterAll(async () => {
     await guest?.kill('SIGKILL');
     for (const c of children) c.kill('SIGKILL');
-    await new Promise((r) => setTimeout(r, 200));
+    await poll('the pods\' processes to end', () => children.every((c) => c.exitCode !== null || c.signalCode !== null), 10_000);
     cgroups.remove();
     removeFakePod(a);
     removeFakePod(b);

@@ -5,10 +5,14 @@ import path from 'node:path';
 import { saveVm } from '../../agent/src/engine/save.js';
 import { restoreVm } from '../../agent/src/engine/restore.js';
 import type { QmpClient } from '../../agent/src/qmp/client.js';
-import { startGuest, type Guest } from '../guest/guest.js';
-import { cli, expectGuestVerifies, procArgv, readyGuest, scratchDir, sha256File } from './harness.js';
-import { recordPlainRam, qmpExecute } from '../../bench/qemu-vm.js';
+import { startGuest, type Guest } from '../../kit/guest.js';
+import { cli, readyGuest, scratchDir, sha256File } from './harness.js';
+import { recordPlainRam } from '../../bench/qemu-vm.js';
+import { qmpExecute } from '../../kit/qemu.js';
 import { createHash } from 'node:crypto';
+import { expectVerifying } from '../../kit/guest.js';
+import { procArgv } from '../../kit/qemu.js';
+import { poll } from '../../kit/poll.js';
 
 
 const guests: Guest[] = [];
@@ -35,7 +39,7 @@ async function target(name: string, extra: Partial<Parameters<typeof startGuest>
 }
 
 async function waitGone(pid: number): Promise<void> {
-  for (let i = 0; i < 400 && fs.existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 25));
+  await poll(`pid ${pid} to end`, () => !fs.existsSync(`/proc/${pid}`), { timeoutMs: 10_000, intervalMs: 25 });
 }
 
 async function migrationParameters(client: QmpClient): Promise<{ channels: number; directIO: boolean; maxBandwidth: number }> {
@@ -56,7 +60,7 @@ it('CLI: paused save with 4 channels and O_DIRECT, then restore into an -incomin
 
   // The source was resumed and keeps verifying.
   const passAtSave = source.lastPass();
-  await expectGuestVerifies(source, passAtSave);
+  await expectVerifying(source.serialPath, { after: passAtSave });
 
   const inspect = await cli(['inspect', file, '--json']);
   expect(inspect.code).toBe(0);
@@ -73,7 +77,7 @@ it('CLI: paused save with 4 channels and O_DIRECT, then restore into an -incomin
   expect(restore.stderr).toBe('');
   expect(restore.code).toBe(0);
   expect(restore.json).toMatchObject({ channels: 4, directIO: true, running: true });
-  await expectGuestVerifies(dest, 0);
+  await expectVerifying(dest.serialPath);
 });
 
 it('live save with 8 channels and buffered I/O, restore with 1 channel and O_DIRECT: QEMU uses what was asked', async () => {
@@ -102,7 +106,7 @@ it('live save with 8 channels and buffered I/O, restore with 1 channel and O_DIR
   expect(saved.directIOReason).toMatch(/turned off/);
   expect(progress.length).toBeGreaterThan(0);
   expect(progress.at(-1)).toBeGreaterThanOrEqual(256 << 20);
-  await expectGuestVerifies(source, source.lastPass());
+  await expectVerifying(source.serialPath, { after: source.lastPass() });
 
   const dest = await target('live-dst', { seed: 22 });
   let restoreParams: Awaited<ReturnType<typeof migrationParameters>> | undefined;
@@ -117,7 +121,7 @@ it('live save with 8 channels and buffered I/O, restore with 1 channel and O_DIR
   });
   expect(restoreParams).toMatchObject({ channels: 1, directIO: true });
   expect(restored).toMatchObject({ channels: 1, directIO: true, running: true });
-  await expectGuestVerifies(dest, 0);
+  await expectVerifying(dest.serialPath);
 });
 
 it('hibernate (--after stop) then restore --launch from the recorded command line', async () => {
@@ -137,7 +141,7 @@ it('hibernate (--after stop) then restore --launch from the recorded command lin
   expect(launched.pid).toBeGreaterThan(0);
   try {
     // The relaunched QEMU appends to the same serial log: the guest goes on where it was.
-    const next = await expectGuestVerifies(source, lastPass, before);
+    const next = await expectVerifying(source.serialPath, { after: lastPass, from: before });
     expect(next).toBeGreaterThan(lastPass);
   } finally {
     process.kill(launched.pid, 'SIGKILL');
@@ -154,8 +158,8 @@ it('an eager --launch restore does not preallocate: the channels fault the RAM i
   const pid = (eager.json!.launched as { pid: number }).pid;
   try {
     expect(eager.json!.prealloc).toBeUndefined();
-    expect(procArgv(pid).join(' ')).not.toMatch(/prealloc/);
-    await expectGuestVerifies(source, source.lastPass(), 0);
+    expect(procArgv(pid)!.join(' ')).not.toMatch(/prealloc/);
+    await expectVerifying(source.serialPath, { after: source.lastPass() });
   } finally {
     process.kill(pid, 'SIGKILL');
   }
@@ -170,8 +174,8 @@ it('an eager launched restore asked to preallocate does so first; a later lazy r
   const eagerPid = eager.launched!.pid;
   try {
     expect(eager.prealloc).toEqual({ threads: expect.any(Number) });
-    expect(procArgv(eagerPid).join(' ')).toMatch(/memory-backend-ram,id=pc\.ram,size=268435456,prealloc=on,prealloc-threads=\d/);
-    await expectGuestVerifies(source, source.lastPass(), 0);
+    expect(procArgv(eagerPid)!.join(' ')).toMatch(/memory-backend-ram,id=pc\.ram,size=268435456,prealloc=on,prealloc-threads=\d/);
+    await expectVerifying(source.serialPath, { after: source.lastPass() });
     // Saved again: the recorded command line now has the preallocated backend; a lazy restore drops it.
     const again = path.join(dir, 'prealloc-again.vms');
     expect((await cli(['save', '--qmp', source.qmpPath, '--out', again, '--after', 'stop'])).code).toBe(0);
@@ -182,9 +186,9 @@ it('an eager launched restore asked to preallocate does so first; a later lazy r
     expect(lazy.json!.mode).toBe('lazy');
     const lazyPid = (lazy.json!.launched as { pid: number }).pid;
     try {
-      expect(procArgv(lazyPid).join(' ')).toMatch(/memory-backend-file,id=pc\.ram,/);
-      expect(procArgv(lazyPid).join(' ')).not.toMatch(/prealloc=/);
-      await expectGuestVerifies(source, 0, before);
+      expect(procArgv(lazyPid)!.join(' ')).toMatch(/memory-backend-file,id=pc\.ram,/);
+      expect(procArgv(lazyPid)!.join(' ')).not.toMatch(/prealloc=/);
+      await expectVerifying(source.serialPath, { from: before });
     } finally {
       process.kill(lazyPid, 'SIGKILL');
     }
@@ -218,7 +222,7 @@ async function expectLaunchedRamBitExact(name: string, save: string[]): Promise<
     expect(restored.json).toMatchObject({ running: false, directIO: true, channels: 4, mode: 'eager' });
     expect(restored.json!.prealloc).toBeUndefined();
     pid = (restored.json!.launched as { pid: number }).pid;
-    expect(procArgv(pid).join(' ')).not.toMatch(/memory-backend-file|prealloc/);
+    expect(procArgv(pid)!.join(' ')).not.toMatch(/memory-backend-file|prealloc/);
     await qmpExecute(sock, 'pmemsave', { val: 0, size: 256 << 20, filename: dump });
     // Guest-physical 640 KiB-1 MiB is the legacy VGA/ROM window, not RAM: compared around it.
     for (const [from, to] of [[0, 0xa0000], [0x100000, 256 << 20]] as const) {

@@ -5,9 +5,12 @@ import path from 'node:path';
 import { saveVm } from '../../agent/src/engine/save.js';
 import { restoreVm } from '../../agent/src/engine/restore.js';
 import { MigrationStalledError } from '../../agent/src/engine/stall.js';
-import type { Guest } from '../guest/guest.js';
-import { startGuest } from '../guest/guest.js';
-import { expectGuestVerifies, qemuRunState, readyGuest, scratchDir, until } from './harness.js';
+import type { Guest } from '../../kit/guest.js';
+import { startGuest } from '../../kit/guest.js';
+import { readyGuest, scratchDir } from './harness.js';
+import { expectVerifying } from '../../kit/guest.js';
+import { qemuRunState } from '../../kit/qemu.js';
+import { poll } from '../../kit/poll.js';
 
 const STALL_MS = 3000;
 const guests: Guest[] = [];
@@ -56,7 +59,7 @@ test('a save whose QEMU stops writing mid-way fails MigrationStalled, no file is
     () => undefined,
     (err: unknown) => err,
   );
-  await until('the save to be part written', () => allocated(out) > 8 << 20, 60_000);
+  await poll('the save to be part written', () => allocated(out) > 8 << 20, 60_000);
   process.kill(g.pid, 'SIGSTOP');
   stopped = true;
   const err = await failed;
@@ -68,7 +71,7 @@ test('a save whose QEMU stops writing mid-way fails MigrationStalled, no file is
   const state = await qemuRunState(g.qmpPath);
   expect(state.status).toBe('running');
   expect(['completed', 'cancelled']).toContain(state.migration);
-  await expectGuestVerifies(g, g.lastPass());
+  await expectVerifying(g.serialPath, { after: g.lastPass() });
 }, 300_000);
 
 test('a restore whose QEMU stops reading fails MigrationStalled; an honest one under the same bound succeeds', async () => {
@@ -105,5 +108,5 @@ test('a restore whose QEMU stops reading fails MigrationStalled; an honest one u
   guests.push(again);
   const r = await restoreVm({ inPath: file, qmpSocket: again.qmpPath, directIO: 'off', stallMs: STALL_MS });
   expect(r.running).toBe(true);
-  await expectGuestVerifies(again, 0);
+  await expectVerifying(again.serialPath);
 }, 300_000);

@@ -6,7 +6,8 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { guestCommand } from './guest.js';
+import { guestCommand } from '../../kit/guest.js';
+import { poll } from '../../kit/poll.js';
 
 const run = promisify(execFile);
 
@@ -19,16 +20,12 @@ export async function ext4Image(file: string): Promise<void> {
 
 /** Polls a serial log (restored VMs are not our children) for `re` after `from`. */
 export async function serial(file: string, re: RegExp, from = 0, timeoutMs = 90_000): Promise<RegExpMatchArray> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const text = fs.existsSync(file) ? fs.readFileSync(file, 'latin1').slice(from) : '';
-    const bad = /VMSNAP BAD.*/.exec(text);
+  const text = () => (fs.existsSync(file) ? fs.readFileSync(file, 'latin1').slice(from) : '');
+  return poll(`${re} in ${file}`, () => {
+    const bad = /VMSNAP BAD.*/.exec(text());
     if (bad) throw new Error(`${file}: ${bad[0]}`);
-    const m = text.match(re);
-    if (m) return m;
-    if (Date.now() > end) throw new Error(`${file}: no ${re} within ${timeoutMs} ms; tail: ${text.slice(-500)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+    return text().match(re);
+  }, { timeoutMs, intervalMs: 50, describe: () => `tail: ${text().slice(-500)}` });
 }
 
 /** A VM driven through its serial log and its command socket. */

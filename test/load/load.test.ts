@@ -9,10 +9,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { apiRequest, createNamespace, ensureCluster, kubectl } from '../cluster/controlplane.js';
-import { startTinyVm, type TinyVm } from '../guest/tiny.js';
+import { startTinyVm, type QemuVm } from '../../kit/qemu.js';
 import { startStack, type Stack } from '../e2e/stack.js';
 import { repoRoot } from '../cluster/controlplane.js';
 import { AgentConfigSchema, operationSlots } from '../../api/index.js';
+import { poll } from '../../kit/poll.js';
+import { vmSnapshot, yamlDocs } from '../../kit/manifests.js';
 
 const NODES = 10;
 const VMS_PER_NODE = 5;
@@ -22,12 +24,12 @@ const { total: LIMIT, perNamespace: NAMESPACE_SHARE } = operationSlots(AgentConf
 
 let stack: Stack;
 let ns: string;
-const vms: TinyVm[] = [];
+const vms: QemuVm[] = [];
 
 beforeAll(async () => {
   stack = await startStack(Array.from({ length: NODES }, (_, i) => `load-${i}`));
   ns = await createNamespace('load');
-  const starts: Array<Promise<TinyVm>> = [];
+  const starts: Array<Promise<QemuVm>> = [];
   for (const agent of stack.agents.values()) {
     for (let j = 0; j < VMS_PER_NODE; j++) starts.push(startTinyVm(path.join(agent.vmRoot, ns, `${agent.node}-vm-${j}`)));
   }
@@ -131,36 +133,27 @@ async function inventoriesComplete(): Promise<boolean> {
 }
 
 it(`${NODES} agents x ${VMS_PER_NODE} VMs, ${NODES * VMS_PER_NODE * SNAPSHOTS_PER_VM} VMSnapshots at once: all succeed once, within the per-node limit and the namespace's share`, async () => {
-  const inventoryDeadline = Date.now() + 120_000;
-  while (!(await inventoriesComplete())) {
-    if (Date.now() > inventoryDeadline) throw new Error('the agents did not publish all VMs in their inventories within 120 s');
-    await new Promise((r) => setTimeout(r, 500));
-  }
+  await poll('the agents to publish all VMs in their inventories', inventoriesComplete, { timeoutMs: 120_000, intervalMs: 500 });
 
-  const docs: string[] = [];
+  const docs: object[] = [];
   for (const agent of stack.agents.values()) {
     for (let j = 0; j < VMS_PER_NODE; j++) {
       for (let k = 0; k < SNAPSHOTS_PER_VM; k++) {
-        docs.push(`apiVersion: vmsnap.io/v1alpha1\nkind: VMSnapshot\nmetadata:\n  name: ${agent.node}-vm-${j}-s${k}\nspec:\n  vmName: ${agent.node}-vm-${j}\n`);
+        docs.push(vmSnapshot(`${agent.node}-vm-${j}-s${k}`, { vmName: `${agent.node}-vm-${j}` }));
       }
     }
   }
   const tracker = await track(ns);
   const requestsBefore = await apiRequests();
   const started = Date.now();
-  const applied = await kubectl(['apply', '-n', ns, '-f', '-'], { input: docs.join('---\n'), timeoutMs: 120_000 });
+  const applied = await kubectl(['apply', '-n', ns, '-f', '-'], { input: yamlDocs(...docs), timeoutMs: 120_000 });
   expect(applied.stderr).toBe('');
 
-  const drainDeadline = started + 8 * 60_000;
-  let phases: Map<string, string>;
-  for (;;) {
-    phases = tracker.phases;
-    const terminal = [...phases.values()].filter((p) => p === 'Succeeded' || p === 'Failed').length;
-    if (phases.size === docs.length && terminal === docs.length) break;
+  const terminal = () => [...tracker.phases.values()].filter((p) => p === 'Succeeded' || p === 'Failed').length;
+  const phases = await poll('every VMSnapshot to finish', () => {
     if (tracker.errors.length > 0) throw new Error(`the watch failed: ${tracker.errors[0]}`);
-    if (Date.now() > drainDeadline) throw new Error(`only ${terminal} of ${docs.length} VMSnapshots finished within 8 min`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+    return tracker.phases.size === docs.length && terminal() === docs.length && tracker.phases;
+  }, { timeoutMs: 8 * 60_000, intervalMs: 100, describe: () => `${terminal()} of ${docs.length} finished` });
   const drainMs = Date.now() - started;
   tracker.stop();
   const requestsAfter = await apiRequests();

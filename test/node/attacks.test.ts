@@ -32,6 +32,7 @@ import {
 } from './product.js';
 import type { NodeCluster } from './cluster.js';
 import { guestChecks, inPod, pidsWithCmdline, processUids, qemuPidsOfPod, VM_UID, vmPodManifest, type VmPodOptions } from './vm-pod.js';
+import { poll } from '../../kit/poll.js';
 
 const suffix = randomBytes(3).toString('hex');
 const tenantNs = `tenant-${suffix}`;
@@ -55,15 +56,7 @@ let tenant: Tenant;
 let victimUid: string;
 let canaryStat: fs.Stats;
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
+const until = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> => poll(what, probe, { timeoutMs, intervalMs: 250 });
 
 async function getAsAdmin(resource: string, namespace: string): Promise<Record<string, any>> {
   return JSON.parse(await nodeKubectlOk(['get', resource, '-n', namespace, '-o', 'json']));

@@ -5,8 +5,9 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { CLUSTER_STARTUP_TIMEOUT_MS, eventually, run } from '../cluster/controlplane.js';
+import { CLUSTER_STARTUP_TIMEOUT_MS, run } from '../cluster/controlplane.js';
 import { readNodeClusterJson, runClusterDown, runNodeClusterUp, stackPids, type NodeCluster } from './cluster.js';
+import { poll } from '../../kit/poll.js';
 
 const stateDir = path.join(process.env.VMSNAP_STATE ?? path.join(os.homedir(), '.local', 'state', 'vmsnap'), 'cluster-node-down');
 const POOL = '/var/lib/cni/networks/vmsnap-pods';
@@ -49,10 +50,10 @@ test('down stops the node and cleans up after its pods; up brings it back', asyn
     },
   };
   await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify(deployment));
-  await eventually(async () => {
+  await poll('both pods to run', async () => {
     const phases = await kubectlOk(cp, ['get', 'pods', '-l', 'app=pods', '-o', 'jsonpath={.items[*].status.phase}']);
     return phases.split(' ').filter((p) => p === 'Running').length === 2;
-  }, 120_000, 500);
+  }, { timeoutMs: 120_000, intervalMs: 500 });
   const ctr = ['--address', cp.containerdSocket, '-n', 'k8s.io'];
   const sandboxes = new Set(
     spawnSync('ctr', [...ctr, 'containers', 'ls', '-q', 'labels."io.cri-containerd.kind"==sandbox'], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean),

@@ -4,8 +4,9 @@
 // logs and exec, and no socket of the stack (nor a DNS lookup) goes anywhere but this machine.
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { CLUSTER_STARTUP_TIMEOUT_MS, eventually } from '../cluster/controlplane.js';
+import { CLUSTER_STARTUP_TIMEOUT_MS } from '../cluster/controlplane.js';
 import { ensureNodeCluster, nodeKubectl, nodeKubectlOk, stackPids, type NodeCluster } from './cluster.js';
+import { poll } from '../../kit/poll.js';
 
 let cp: NodeCluster;
 const ns = `node-${randomBytes(4).toString('hex')}`;
@@ -31,10 +32,10 @@ async function pods(selector: string): Promise<Pod[]> {
 
 async function runningPod(selector: string): Promise<Pod> {
   let found: Pod | undefined;
-  await eventually(async () => {
+  await poll(`a Running, ready pod of ${selector}`, async () => {
     found = (await pods(selector)).find((p) => p.status.phase === 'Running' && p.status.containerStatuses?.every((c) => c.ready));
     return found !== undefined;
-  }, 120_000, 500);
+  }, { timeoutMs: 120_000, intervalMs: 500 });
   return found!;
 }
 
@@ -105,10 +106,10 @@ test('kubectl logs reads a container log through the kubelet', async () => {
     spec: { restartPolicy: 'Never', containers: [pauseContainer({ command: ['/pause', '-v'] })] },
   };
   await nodeKubectlOk(['apply', '-f', '-'], { input: JSON.stringify(pod) });
-  await eventually(async () => {
+  await poll('pod prints to succeed', async () => {
     const r = await nodeKubectl(['-n', ns, 'get', 'pod', 'prints', '-o', 'jsonpath={.status.phase}']);
     return r.stdout === 'Succeeded';
-  }, 120_000, 500);
+  }, { timeoutMs: 120_000, intervalMs: 500 });
   const logs = await nodeKubectlOk(['-n', ns, 'logs', 'prints']);
   expect(logs).toMatch(/^pause\.c v\S+\n?$/);
 });
@@ -130,13 +131,13 @@ test('pulling an image that was never loaded fails on the machine, without askin
   };
   await nodeKubectlOk(['apply', '-f', '-'], { input: JSON.stringify(pod) });
   let message = '';
-  await eventually(async () => {
+  await poll('a Failed event of pod not-loaded', async () => {
     const events = JSON.parse(
       await nodeKubectlOk(['-n', ns, 'get', 'events', '--field-selector', 'involvedObject.name=not-loaded,reason=Failed', '-o', 'json']),
     ) as { items: { message: string }[] };
     message = events.items.map((e) => e.message).find((m) => m.includes('lookup')) ?? '';
     return message !== '';
-  }, 60_000, 500);
+  }, { timeoutMs: 60_000, intervalMs: 500 });
   // containerd resolves with a resolv.conf that has no servers, so the resolver asks loopback.
   expect(message).toMatch(/lookup not-loaded\.invalid on (\[::1\]|127\.0\.0\.1):53/);
 });

@@ -13,7 +13,7 @@ import { API_VERSION, VM_LAUNCHER_SOCKET, VM_RUN_VOLUME } from '../../api/index.
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { buildAndLoadImages, describeRelease, ensureNamespace, ensureNodeCluster, installRelease, nodeKubectl, nodeKubectlOk, uninstallRelease, type Release } from './product.js';
 import type { NodeCluster } from './cluster.js';
-import { guestQemuArgs, VM_UID, vmPodManifest } from './vm-pod.js';
+import { VM_UID, vmPodManifest } from './vm-pod.js';
 import { Vm, ext4Image, inspectDisk, serial } from '../guest/disk.js';
 import { launcherRequest } from '../engine/pod-fixture.js';
 

@@ -3,7 +3,7 @@
 // checks read from the container log (the guest's serial console is QEMU's stdio).
 import fs from 'node:fs';
 import { VM_LABEL, VM_RUN_MOUNT, VM_RUN_VOLUME } from '../../api/index.js';
-import { KERNEL_CMDLINE_BASE } from '../guest/guest.js';
+import { KERNEL_CMDLINE_BASE } from '../../kit/guest.js';
 
 /** Where the guest image keeps the test guest's kernel and initramfs. */
 export const GUEST_KERNEL = '/guest/vmlinuz';

@@ -23,6 +23,7 @@ import {
 import type { NodeCluster } from './cluster.js';
 import { capabilityNames, guestChecks, processesOfPod, processStatus, qemuPidsOfPod } from './vm-pod.js';
 import { AGENT_CAPABILITIES } from '../../api/chart-values.js';
+import { poll } from '../../kit/poll.js';
 
 const suffix = randomBytes(3).toString('hex');
 const vmNamespace = `vms-${suffix}`;
@@ -35,15 +36,7 @@ async function getJson(resource: string, namespace: string): Promise<Record<stri
   return JSON.parse(await nodeKubectlOk(['get', resource, '-n', namespace, '-o', 'json']));
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
+const until = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> => poll(what, probe, { timeoutMs, intervalMs: 250 });
 
 /** Waits for a terminal phase and returns the object; `expected` fails the test on the other one. */
 async function finished(resource: string, expected?: 'Succeeded' | 'Failed', timeoutMs = 180_000): Promise<Record<string, any>> {

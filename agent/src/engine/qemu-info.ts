@@ -86,8 +86,3 @@ export function mainRamBlockId(argv: string[], defaultRamId: string | undefined)
   }
   return defaultRamId;
 }
-
-export function qemuAtLeast(client: QmpClient, major: number, minor: number): boolean {
-  const v = client.version;
-  return v.major > major || (v.major === major && v.minor >= minor);
-}

@@ -10,16 +10,16 @@ const HOST_PAGE_SIZE = 4096;
 
 export type LazyDecision = { lazy: true; argv: string[]; main: RamBlockInfo } | { lazy: false; reason: string };
 
-/**
- * `relaunchedArgv`: the command line the restore would launch (undefined when
- * it attaches to a QEMU started by someone else). `file`: the snapshot's real path.
- */
 /** What the decision reads of a snapshot: its RAM record and its stream's RAM layout. */
 export interface LazySource {
   header: { metadata: Pick<SnapshotMetadata, 'ram'> };
   layout: MappedRamLayout;
 }
 
+/**
+ * `relaunchedArgv`: the command line the restore would launch (undefined when
+ * it attaches to a QEMU started by someone else). `file`: the snapshot's real path.
+ */
 export function decideLazy(snapshot: LazySource, file: string, relaunchedArgv: string[] | undefined): LazyDecision {
   if (!relaunchedArgv) {
     return { lazy: false, reason: 'the target QEMU was started outside vmsnap (no --launch): its RAM already exists, so the file can only be loaded into it' };
