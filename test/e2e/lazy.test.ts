@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createNamespace, kubectlOk } from '../cluster/controlplane.js';
 import { startGuest, type Guest, expectVerifying } from '../../kit/guest.js';
-import { apply, getJson, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
+import { apply, getJson, startStack, tearDownStack, waitFor, waitForPhase, type Stack } from './stack.js';
 import { killQemusUnder, qemuPidsMentioning } from '../../kit/qemu.js';
 import { vmSnapshot, vmRestore } from '../../kit/manifests.js';
 
@@ -20,11 +20,7 @@ beforeAll(async () => {
   ns = await createNamespace('e2e-lazy');
 }, 30 * 60 * 1000);
 
-afterAll(async () => {
-  await Promise.all(guests.map((g) => g.kill().catch(() => undefined)));
-  await stack?.stop();
-  if (stack && !process.env.VMSNAP_KEEP_E2E) fs.rmSync(stack.workDir, { recursive: true, force: true });
-});
+afterAll(() => tearDownStack(stack, guests));
 
 const vmRoot = () => stack.agents.get('node-a')!.vmRoot;
 

@@ -7,7 +7,7 @@ import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { createNamespace, kubectl, kubectlOk, repoRoot } from '../cluster/controlplane.js';
 import { startGuest, type Guest, expectVerifying } from '../../kit/guest.js';
 import { flipBits } from '../engine/harness.js';
-import { apply, getJson, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
+import { apply, getJson, startStack, tearDownStack, waitFor, waitForPhase, type Stack } from './stack.js';
 import { vmSnapshot, vmRestore } from '../../kit/manifests.js';
 import { qemuRunState } from '../../kit/qemu.js';
 import { sleep } from '../../kit/poll.js';
@@ -21,12 +21,7 @@ beforeAll(async () => {
   stack = await startStack(['node-a', 'node-b']);
 }, 30 * 60 * 1000);
 
-afterAll(async () => {
-  await Promise.all(guests.map((g) => g.kill().catch(() => undefined)));
-  await stack?.stop();
-  if (process.env.VMSNAP_KEEP_E2E) console.log(`logs kept in ${stack?.workDir}`);
-  else if (stack) fs.rmSync(stack.workDir, { recursive: true, force: true });
-});
+afterAll(() => tearDownStack(stack, guests));
 
 /** Boots a guest where node's agent discovers it: <vmRoot>/<namespace>/<name>/qmp.sock. */
 async function vm(node: string, namespace: string, name: string, opts: { memMiB?: number; fillMiB?: number; monitor?: boolean } = {}): Promise<Guest> {

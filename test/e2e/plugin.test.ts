@@ -8,7 +8,7 @@ import { QmpClient } from '../../agent/src/qmp/client.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { createNamespace, kubectl, repoRoot, type RunResult } from '../cluster/controlplane.js';
 import { startGuest, type Guest } from '../../kit/guest.js';
-import { getJson, startStack, type Stack } from './stack.js';
+import { getJson, startStack, tearDownStack, type Stack } from './stack.js';
 import { expectVerifying } from '../../kit/guest.js';
 
 let stack: Stack;
@@ -22,12 +22,7 @@ beforeAll(async () => {
   fs.symlinkSync(path.join(repoRoot, 'bin/kubectl-vmsnap'), path.join(binDir, 'kubectl-vmsnap'));
 }, 30 * 60 * 1000);
 
-afterAll(async () => {
-  await Promise.all(guests.map((g) => g.kill().catch(() => undefined)));
-  await stack?.stop();
-  if (process.env.VMSNAP_KEEP_E2E) console.log(`logs kept in ${stack?.workDir}`);
-  else if (stack) fs.rmSync(stack.workDir, { recursive: true, force: true });
-});
+afterAll(() => tearDownStack(stack, guests));
 
 /** `kubectl vmsnap ARGS` through the real kubectl, which finds kubectl-vmsnap on PATH. */
 function vmsnap(args: string[]): Promise<RunResult> {

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { createNamespace, kubectlOk } from '../cluster/controlplane.js';
 import { startGuest, type Guest } from '../../kit/guest.js';
-import { apply, getJson, startStack, waitFor, type Stack } from './stack.js';
+import { apply, getJson, startStack, tearDownStack, waitFor, type Stack } from './stack.js';
 
 let stack: Stack;
 const guests: Guest[] = [];
@@ -16,12 +16,7 @@ beforeAll(async () => {
   stack = await startStack(['node-a']);
 }, 30 * 60 * 1000);
 
-afterAll(async () => {
-  await Promise.all(guests.map((g) => g.kill().catch(() => undefined)));
-  await stack?.stop();
-  if (process.env.VMSNAP_KEEP_E2E) console.log(`logs kept in ${stack?.workDir}`);
-  else if (stack) fs.rmSync(stack.workDir, { recursive: true, force: true });
-});
+afterAll(() => tearDownStack(stack, guests));
 
 interface Snap {
   metadata: { name: string; uid: string; deletionTimestamp?: string; labels: Record<string, string>; annotations: Record<string, string>; ownerReferences: Array<{ kind: string; name: string; uid: string }> };

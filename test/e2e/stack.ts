@@ -162,6 +162,15 @@ export async function startStack(nodes: string[], opts: StackOptions = {}): Prom
   };
 }
 
+/** A suite's afterAll: its VMs killed, the stack stopped, and its work directory removed unless VMSNAP_KEEP_E2E is set. */
+export async function tearDownStack(stack: Stack | undefined, vms: Array<{ kill(): Promise<unknown> }> = []): Promise<void> {
+  await Promise.all(vms.map((v) => v.kill().catch(() => undefined)));
+  await stack?.stop();
+  if (!stack) return;
+  if (process.env.VMSNAP_KEEP_E2E) console.log(`logs kept in ${stack.workDir}`);
+  else fs.rmSync(stack.workDir, { recursive: true, force: true });
+}
+
 /** Sends `signal` unless the process has already ended, and waits for it to end. */
 async function killProcess(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
