@@ -31,6 +31,13 @@ export const LogLevelSchema = z.enum(['trace', 'debug', 'info', 'warn', 'error',
 
 const absolutePath = z.string().regex(/^\/.*/, { error: 'must be an absolute path' });
 const port = () => z.number().int().min(1).max(65535);
+// A Prometheus Operator ServiceMonitor or PodMonitor: off by default, labels for Prometheus to select it by.
+const prometheusMonitor = () =>
+  z.strictObject({
+    enabled: z.boolean(),
+    interval: z.string().regex(/^[0-9]+(ms|s|m|h)$/, { error: 'must be a Prometheus duration such as 30s' }),
+    labels: stringMap(),
+  });
 // Kubernetes validates these; the chart only passes them through.
 const securityContext = () => anyMap();
 
@@ -105,11 +112,7 @@ export const ChartValuesSchema = z.strictObject({
     metricsPort: z.number().int().min(0).max(65535),
     nodeLossGraceSeconds: z.number().int().min(1),
     metricsService: z.strictObject({ enabled: z.boolean(), annotations: stringMap() }),
-    serviceMonitor: z.strictObject({
-      enabled: z.boolean(),
-      interval: z.string().regex(/^[0-9]+(ms|s|m|h)$/, { error: 'must be a Prometheus duration such as 30s' }),
-      labels: stringMap(),
-    }),
+    serviceMonitor: prometheusMonitor(),
     podDisruptionBudget: z.strictObject({
       enabled: z.boolean(),
       maxUnavailable: z.union([z.number().int().min(0), z.string().regex(/^[0-9]+%$/, { error: 'must be a count or a percentage such as 50%' })]),
@@ -137,6 +140,8 @@ export const ChartValuesSchema = z.strictObject({
     repositorySecrets: z.array(dns1123Subdomain('agent.repositorySecrets[]')),
     kvm: z.strictObject({ enabled: z.boolean() }),
     probes: z.strictObject({ enabled: z.boolean(), port: port() }),
+    // Scrapes /metrics on the probes' port, so it needs probes.enabled.
+    podMonitor: prometheusMonitor(),
     hostNetwork: z.boolean(),
     singleTenantHostsAcknowledged: z.boolean(),
     privileged: z.boolean(),

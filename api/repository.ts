@@ -165,5 +165,6 @@ A node that comes back after that keeps the file until it is removed by hand.
 \`vmsnap_repository_transfer_bytes_total{direction="upload"|"download"}\` (present-page bytes),
 \`vmsnap_repository_transfer_duration_seconds\` (successful transfers),
 \`vmsnap_repository_transfer_failures_total\`, and \`vmsnap_lazy_resident_bytes{namespace,restore}\`
-(the resident RAM of each lazily restored VM on the node).
+(the resident RAM of each lazily restored VM on the node). The chart's \`agent.podMonitor\`
+scrapes it and its Grafana dashboard graphs it.
 `;

@@ -126,9 +126,10 @@ describe('helm lint and template', () => {
     expect(pod.volumes).toContainEqual({ name: 'kubelet-root', hostPath: { path: '/var/lib/kubelet', type: 'Directory' } });
     // vmRoot and /dev/kvm belong to vmSource sockets: a pods agent does not get them.
     expect(pod.volumes.map((v: Obj) => v.name)).toEqual(['config', 'tmp', 'kubelet-root', 'storage-root']);
-    expect(agent.ports).toEqual([{ name: 'health', containerPort: 8082, protocol: 'TCP' }]);
-    expect(agent.livenessProbe.httpGet).toEqual({ path: '/healthz', port: 'health' });
-    expect(agent.readinessProbe.httpGet).toEqual({ path: '/readyz', port: 'health' });
+    // One listener for the probes and /metrics, named for the PodMonitor.
+    expect(agent.ports).toEqual([{ name: 'metrics', containerPort: 8082, protocol: 'TCP' }]);
+    expect(agent.livenessProbe.httpGet).toEqual({ path: '/healthz', port: 'metrics' });
+    expect(agent.readinessProbe.httpGet).toEqual({ path: '/readyz', port: 'metrics' });
   });
 
   it('renders the local stack settings: host network and the API server by address, for both pods', async () => {
@@ -211,6 +212,34 @@ describe('helm lint and template', () => {
     const dashboard = await renderOne('ConfigMap', 'templates/grafana-dashboard.yaml', ['grafanaDashboard.namespace=monitoring']);
     expect(dashboard.metadata).toMatchObject({ namespace: 'monitoring', labels: { grafana_dashboard: '1' } });
     expect(JSON.parse(dashboard.data['vmsnap.json'])).toEqual(JSON.parse(readFileSync(path.join(chartDir, 'dashboards/vmsnap.json'), 'utf8')));
+  });
+
+  it("renders a PodMonitor for the agent pods' metrics port only when enabled, and refuses it without probes", async () => {
+    const byDefault = docsOf(await helmOk(['template', 'vmsnap', chartDir, '--namespace', 'vmsnap-system']));
+    expect(byDefault.some((d) => d.kind === 'PodMonitor')).toBe(false);
+    const sets = ['agent.podMonitor.enabled=true', 'agent.podMonitor.labels.release=prom', 'agent.podMonitor.interval=15s', 'agent.probes.port=9102'];
+    const monitor = await renderOne('PodMonitor', 'templates/agent-podmonitor.yaml', sets);
+    const ds = await renderOne('DaemonSet', 'templates/agent-daemonset.yaml', sets);
+    const operator = await renderOne('Deployment', 'templates/operator-deployment.yaml', sets);
+    expect(monitor.apiVersion).toBe('monitoring.coreos.com/v1');
+    expect(monitor.metadata.labels.release).toBe('prom');
+    expect(monitor.spec.namespaceSelector).toEqual({ matchNames: ['vmsnap-system'] });
+    // It selects the agent pods (and not the operator's), on the port the agent serves /metrics on.
+    const selector: Obj = monitor.spec.selector.matchLabels;
+    expect(selector).toEqual(ds.spec.selector.matchLabels);
+    expect(ds.spec.template.metadata.labels).toMatchObject(selector);
+    expect(operator.spec.template.metadata.labels).not.toMatchObject(selector);
+    expect(monitor.spec.podMetricsEndpoints).toEqual([{ port: 'metrics', path: '/metrics', interval: '15s', honorLabels: true }]);
+    const agent = ds.spec.template.spec.containers[0];
+    expect(agent.ports).toContainEqual({ name: 'metrics', containerPort: 9102, protocol: 'TCP' });
+    expect(envOf(agent).VMSNAP_HEALTH_PORT).toBe('9102');
+
+    const noProbes = await helm(['template', 'vmsnap', chartDir, '--set', 'agent.podMonitor.enabled=true', '--set', 'agent.probes.enabled=false']);
+    expect(noProbes.code).not.toBe(0);
+    expect(noProbes.stderr).toContain('agent.podMonitor.enabled needs agent.probes.enabled');
+    const badInterval = await helm(['template', 'vmsnap', chartDir, '--set', 'agent.podMonitor.interval=often']);
+    expect(badInterval.code).not.toBe(0);
+    expect(badInterval.stderr).toMatch(/podMonitor\/interval/);
   });
 
   it('lets every authenticated user read VMSnapshotClasses by default, and nobody when classReaders is []', async () => {
@@ -420,7 +449,9 @@ describe('helm install into the local control plane', () => {
       expect(rbac.split('\n')).toContain(name);
     }
     const policy = await kubectlOk(['get', 'validatingadmissionpolicies,validatingadmissionpolicybindings', '-o', 'name', '-l', `app.kubernetes.io/instance=${release}`]);
-    expect(policy.trim().split('\n')).toHaveLength(8);
+    // Five policies (agent node and work restrictions, object rules, the operator's schedule
+    // restriction, restore pod permission), each with its binding.
+    expect(policy.trim().split('\n')).toHaveLength(10);
   });
 
   // ---- ServiceAccounts against the API, one real request per check ----------------------------
