@@ -254,6 +254,16 @@ function adminClientCredentials(cp: ControlPlane): { cert: Buffer; key: Buffer }
  * `token` or `admin` is given.
  */
 export async function apiRequest(urlPath: string, opts: ApiRequestOptions = {}): Promise<{ status: number; body: string }> {
+  // 429 is "try again" (a new CRD's watch cache still initialising, or flow control), as every
+  // client treats it; the answer asserted is the one after it.
+  for (let attempt = 1; ; attempt++) {
+    const r = await apiRequestOnce(urlPath, opts);
+    if (r.status !== 429 || attempt >= 10) return r;
+    await new Promise((done) => setTimeout(done, Math.min(5, Number(r.retryAfter) || 1) * 1000));
+  }
+}
+
+async function apiRequestOnce(urlPath: string, opts: ApiRequestOptions): Promise<{ status: number; body: string; retryAfter?: string }> {
   const cp = await ensureCluster();
   const url = new URL(urlPath, cp.server);
   const ca = readFileSync(cp.caFile);
@@ -271,13 +281,13 @@ export async function apiRequest(urlPath: string, opts: ApiRequestOptions = {}):
       { method, ca, headers, timeout: 10_000, ...(opts.admin ? adminClientCredentials(cp) : {}) },
       (res) => {
         if (opts.headersOnly) {
-          resolve({ status: res.statusCode ?? 0, body: '' });
+          resolve({ status: res.statusCode ?? 0, body: '', retryAfter: res.headers['retry-after'] });
           res.destroy();
           return;
         }
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), retryAfter: res.headers['retry-after'] }));
       },
     );
     req.on('timeout', () => req.destroy(new Error(`timeout: ${method} ${url.href}`)));
