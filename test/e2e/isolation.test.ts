@@ -70,9 +70,10 @@ it('a VMRestore in namespace B naming a snapshot of namespace A finds nothing an
   expect(fs.existsSync(path.join(stack.agents.get('iso-a')!.storageRoot, nsB))).toBe(false);
 });
 
-it('a VMSnapshot in namespace B naming a VM that exists only in namespace A fails and writes nothing', async () => {
-  await apply(vmSnapshot('steal', { vmName: 'private' }), nsB);
+it('a VMSnapshot in namespace B naming a VM that exists only in namespace A waits for its own VM, fails at its deadline and writes nothing', async () => {
+  await apply(vmSnapshot('steal', { vmName: 'private', failureDeadline: '5s' }), nsB);
   const snap = await waitForPhase('vmsnapshot/steal', nsB, 'Failed', 60_000);
+  expect(snap.status.conditions.find((c: { type: string }) => c.type === 'Failed')).toMatchObject({ status: 'True', reason: 'DeadlineExceeded' });
   expect(snap.status.error.message).toMatch(new RegExp(`VM "private" not found in namespace "${nsB}"`));
   expect(snap.status.nodeName).toBeUndefined();
   expect(fs.existsSync(path.join(stack.agents.get('iso-a')!.storageRoot, nsB))).toBe(false);
