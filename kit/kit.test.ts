@@ -109,7 +109,7 @@ describe('guest memory check', () => {
 });
 
 describe('what the bench and the demo take from test/', () => {
-  it('is no suite, only the environments they run in (a control plane, the process stack, the node cluster)', () => {
+  it('is no suite, only the environments they run in (a control plane, the process stack, the node cluster, the S3 server)', () => {
     const root = packageRoot();
     const imported = new Set<string>();
     for (const d of ['bench', 'demo']) {
@@ -118,6 +118,6 @@ describe('what the bench and the demo take from test/', () => {
       }
     }
     expect([...imported].filter((m) => m.endsWith('.test.js'))).toEqual([]);
-    expect([...imported].sort()).toEqual(['../test/cluster/controlplane.js', '../test/e2e/stack.js', '../test/node/cluster.js', '../test/node/product.js', '../test/node/vm-pod.js']);
+    expect([...imported].sort()).toEqual(['../test/cluster/controlplane.js', '../test/e2e/stack.js', '../test/node/cluster.js', '../test/node/product.js', '../test/node/vm-pod.js', '../test/objstore/seaweedfs.js']);
   });
 });

@@ -25,6 +25,8 @@ export interface Invocation {
   replace: boolean;
   wait: boolean;
   timeoutMs: number;
+  /** spec.failureDeadline of the object created (the API's default when unset). */
+  failureDeadline?: string;
   dryRun: boolean;
   output?: Output;
 }
@@ -50,6 +52,9 @@ Options:
       --name NAME      name of the object to create (default: <VM or snapshot>-<UTC time>)
       --wait           wait until it Succeeded or Failed, with a progress bar (exit 1 on Failed)
       --timeout DUR    with --wait: give up after DUR (Go duration, default 30m)
+      --failure-deadline DUR
+                       spec.failureDeadline: how long a missing VM, class or snapshot is
+                       waited for before the object fails (default 10m)
       --dry-run        print the object instead of creating it (with -o yaml: apply it yourself)
   -o, --output FMT     yaml, json or name
   -h, --help           this help
@@ -70,6 +75,7 @@ const OPTIONS = {
   replace: { type: 'boolean' },
   wait: { type: 'boolean' },
   timeout: { type: 'string' },
+  'failure-deadline': { type: 'string' },
   'dry-run': { type: 'string' }, // --dry-run, --dry-run=client (kubectl's spelling)
   output: { type: 'string', short: 'o' },
   help: { type: 'boolean', short: 'h' },
@@ -84,6 +90,8 @@ const ALLOWED: Record<Command, readonly string[]> = {
   restore: ['name', 'as', 'lazy', 'replace'],
 };
 const COMMON = ['namespace', 'kubeconfig', 'context', 'output', 'help', 'wait', 'timeout', 'dry-run'];
+/** Options of the commands that create an object. */
+const CREATING = ['failure-deadline'];
 const TARGET: Record<Command, string | undefined> = { ls: 'VM', save: 'VM', hibernate: 'VM', wake: 'VM', restore: 'SNAPSHOT' };
 
 function check<T>(label: string, schema: { safeParse(v: unknown): { success: boolean; error?: { issues: Array<{ message: string }> } } }, value: T): T {
@@ -112,7 +120,7 @@ export function parseInvocation(argv: readonly string[]): Invocation | 'help' {
   if (!(COMMANDS as readonly string[]).includes(command!)) throw new UsageError(`unknown command "${command}": use one of ${COMMANDS.join(', ')}`);
   const cmd = command as Command;
   for (const key of Object.keys(v)) {
-    if (!COMMON.includes(key) && !ALLOWED[cmd].includes(key)) throw new UsageError(`option --${key} does not apply to "${cmd}" (it takes ${[...ALLOWED[cmd], ...COMMON].map((k) => `--${k}`).join(', ')})`);
+    if (!COMMON.includes(key) && !ALLOWED[cmd].includes(key) && !(cmd !== 'ls' && CREATING.includes(key))) throw new UsageError(`option --${key} does not apply to "${cmd}" (it takes ${[...ALLOWED[cmd], ...COMMON].map((k) => `--${k}`).join(', ')})`);
   }
   if (rest.length > 1) throw new UsageError(`"${cmd}" takes one ${TARGET[cmd]}, got ${rest.length} arguments: ${rest.join(' ')}`);
   const target = rest[0];
@@ -136,6 +144,14 @@ export function parseInvocation(argv: readonly string[]): Invocation | 'help' {
     }
     if (!v.wait) throw new UsageError('--timeout only applies with --wait');
   }
+  const failureDeadline = v['failure-deadline'];
+  if (failureDeadline !== undefined) {
+    try {
+      parseDurationMs(failureDeadline);
+    } catch {
+      throw new UsageError(`--failure-deadline "${failureDeadline}": must be a Go duration such as "30s" or "10m"`);
+    }
+  }
   const dry = v['dry-run'];
   if (dry !== undefined && dry !== 'client' && dry !== 'none') throw new UsageError(`--dry-run "${dry}": only --dry-run (or --dry-run=client) is supported: it prints the object and creates nothing`);
   if (v.output !== undefined && !(OUTPUTS as readonly string[]).includes(v.output)) throw new UsageError(`--output "${v.output}": use one of ${OUTPUTS.join(', ')}`);
@@ -158,6 +174,7 @@ export function parseInvocation(argv: readonly string[]): Invocation | 'help' {
     replace: v.replace ?? false,
     wait: v.wait ?? false,
     timeoutMs,
+    failureDeadline,
     dryRun: dry === 'client',
     output: v.output as Output | undefined,
   };

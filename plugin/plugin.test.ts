@@ -31,6 +31,7 @@ describe('argument parsing', () => {
     expect(inv('save', 'demo', '--dry-run', '-o', 'yaml')).toMatchObject({ dryRun: true, output: 'yaml' });
     expect(inv('save', 'demo', '--dry-run=client')).toMatchObject({ dryRun: true });
     expect(inv('ls', '-A')).toMatchObject({ command: 'ls', target: undefined, allNamespaces: true });
+    expect(inv('restore', 'demo-snap', '--failure-deadline', '30s')).toMatchObject({ failureDeadline: '30s' });
     expect(parseInvocation([])).toBe('help');
     expect(parseInvocation(['save', '--help'])).toBe('help');
   });
@@ -53,6 +54,8 @@ describe('argument parsing', () => {
     expect(refused('save', 'demo', '-n', 'Bad NS')).toMatch(/^--namespace "Bad NS"/);
     expect(refused('restore', 'snap', '--as', 'UPPER')).toMatch(/^--as "UPPER"/);
     expect(refused('ls', '-A', '-n', 'x')).toMatch(/exclude each other/);
+    expect(refused('save', 'demo', '--failure-deadline', 'soon')).toMatch(/^--failure-deadline "soon": must be a Go duration/);
+    expect(refused('ls', '--failure-deadline', '5s')).toMatch(/^option --failure-deadline does not apply to "ls"/);
   });
 });
 
@@ -69,6 +72,11 @@ describe('resource builders', () => {
       },
     });
     expect(VMSnapshotSchema.safeParse(b.object).success).toBe(true);
+  });
+
+  it('--failure-deadline sets spec.failureDeadline of the snapshot or restore it creates', () => {
+    expect(build(inv('save', 'demo', '--failure-deadline', '5s'), 'prod', NOW).object.spec).toMatchObject({ failureDeadline: '5s' });
+    expect(build(inv('wake', 'demo', '--failure-deadline', '1m'), 'prod', NOW).object.spec).toMatchObject({ failureDeadline: '1m' });
   });
 
   it('hibernate: afterSnapshot Stop', () => {

@@ -38,6 +38,7 @@ export function buildSnapshot(inv: Invocation, namespace: string, now: Date): VM
   if (inv.channels) spec.parallelism = { channels: inv.channels };
   if (inv.live) spec.captureMode = 'Live';
   if (hibernate) spec.afterSnapshot = 'Stop';
+  if (inv.failureDeadline) spec.failureDeadline = inv.failureDeadline;
   return checked(
     VMSnapshotSchema,
     { apiVersion: API_VERSION, kind: VMSNAPSHOT_KIND, metadata: { name: inv.name ?? defaultName(vm, now), namespace }, spec },
@@ -52,6 +53,7 @@ export function buildRestore(inv: Invocation, namespace: string, now: Date): VMR
   if (inv.as) spec.targetVMName = inv.as;
   if (inv.lazy) spec.restoreMode = 'Lazy';
   if (inv.replace) spec.ifRunning = 'Replace';
+  if (inv.failureDeadline) spec.failureDeadline = inv.failureDeadline;
   const base = inv.command === 'wake' ? `${target}-wake` : inv.as ? `${inv.as}-from-${target}` : `${target}-restore`;
   return checked(
     VMRestoreSchema,

@@ -87,9 +87,10 @@ it('saves with --wait and a progress bar, lists, restores a copy with --wait, an
   expect((await vmsnap(['ls', 'demo-copy', '-n', ns])).stdout).toMatch(/^restore\s+demo-copy-from-first-\S+\s+demo-copy\s+first\s+Succeeded/m);
 
   // A save that fails: exit 1 and the operator's reason.
-  const missing = await vmsnap(['save', 'nobody', '-n', ns, '--wait', '--timeout', '2m']);
+  // A missing VM is waited for until spec.failureDeadline (GitOps may create it later); here 5 s.
+  const missing = await vmsnap(['save', 'nobody', '-n', ns, '--wait', '--timeout', '2m', '--failure-deadline', '5s']);
   expect(missing.code).toBe(1);
-  expect(missing.stderr).toMatch(/vmsnapshot\.vmsnap\.io\/nobody-\S+ Failed: VM "nobody" not found/);
+  expect(missing.stderr).toMatch(/vmsnapshot\.vmsnap\.io\/nobody-\S+ Failed: .*VM "nobody" not found/);
 
   // Bad arguments: exit 2 and the argument named, nothing created.
   const bad = await vmsnap(['save', 'Demo_VM', '-n', ns]);
