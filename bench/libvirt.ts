@@ -25,7 +25,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { packageRoot } from '../agent/src/package-root.js';
 import { processAlive, waitForExit } from '../agent/src/daemon/qemu-control.js';
-import { ensureGuestAssets, KERNEL_CMDLINE_BASE, QEMU_BINARY, startGuest, type Guest } from '../kit/guest.js';
+import { ensureGuestAssets, KERNEL_CMDLINE_BASE, QEMU_BINARY, readText, startGuest, type Guest } from '../kit/guest.js';
 import { dropCaches, ensureFio, fioRead, fioWrite, RESTORE_PAUSE_MS } from './baselines.js';
 import { qmpExecute } from '../kit/qemu.js';
 
@@ -140,14 +140,6 @@ async function mustRun(cmd: string, args: string[], timeoutMs?: number): Promise
     throw new Error(`${path.basename(cmd)} ${args.join(' ')} failed (exit ${r.code}): ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}`);
   }
   return r;
-}
-
-function readText(file: string): string {
-  try {
-    return fs.readFileSync(file, 'latin1');
-  } catch {
-    return '';
-  }
 }
 
 function lastPass(serial: string): number {

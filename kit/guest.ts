@@ -158,7 +158,8 @@ export function guestArgs(assets: GuestAssets, opts: GuestOptions): string[] {
   return args;
 }
 
-function readText(file: string): string {
+/** A file's text (serial and QEMU logs, read as latin1 so a torn byte cannot throw), or '' while it does not exist. */
+export function readText(file: string): string {
   try {
     return fs.readFileSync(file, 'latin1');
   } catch {
