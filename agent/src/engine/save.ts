@@ -194,8 +194,6 @@ interface Migrated {
   pausedAt: number | undefined;
   migrateMs: number;
   diskFreezeMs: number;
-  /** Resumes the VM unless the save succeeds. */
-  resuming: Registered | undefined;
 }
 
 /**
@@ -229,12 +227,14 @@ class SaveRun {
     this.checkAborted();
 
     const out = this.createFile(undo, vm, directIO);
+    // Registered before QEMU is touched, so it runs once QEMU's migration is drained and our settings are gone.
+    const resuming = vm.running ? undo.defer('resume the VM', () => this.resume()) : undefined;
     const configured = await this.configure(undo, out, directIO.enabled, freeze);
     this.checkAborted();
     const migrated = await this.migrate(undo, vm, out, configured.fdsetId, disks, freeze);
     const finished = await this.finish(out, configured, migrated, freeze);
     const vmPausedMs = await this.leaveVm(vm, migrated, finished.vmPausedMs);
-    migrated.resuming?.keep();
+    resuming?.keep();
     out.removal.keep();
     return {
       path: opts.outPath,
@@ -366,8 +366,6 @@ class SaveRun {
     freeze: boolean,
   ): Promise<Migrated> {
     const { client, opts } = this;
-    // From here the VM may be paused: by our stop, at a live save's switchover, or held before it.
-    const resuming = vm.running ? undo.defer('resume the VM', () => this.resume()) : undefined;
     const started = Date.now();
     let pausedAt: number | undefined;
     if (!opts.live && vm.running) {
@@ -412,7 +410,7 @@ class SaveRun {
     if (outcome.status !== 'completed') {
       throw new SaveError(`QEMU's save ${outcome.status}: ${outcome['error-desc'] ?? 'no reason given'}`, { noSpace: this.outOfSpace(out.plain, vm.ramBytes) });
     }
-    return { outcome, started, pausedAt, migrateMs: Date.now() - started, diskFreezeMs, resuming };
+    return { outcome, started, pausedAt, migrateMs: Date.now() - started, diskFreezeMs };
   }
 
   private async waitForSave(measure: ProgressMeasure, started: number, until?: string[]): Promise<MigrationInfo> {
@@ -470,7 +468,7 @@ class SaveRun {
     return m.pausedAt !== undefined ? Date.now() - m.pausedAt : vmPausedMs;
   }
 
-  /** A VM that was running before a failed save runs again (after the migration was drained). */
+  /** A VM that was running before a failed save runs again (it may have been paused by our stop, at a live save's switchover, or held before it). */
   private async resume(): Promise<void> {
     const { client } = this;
     if (client.closed) return;
