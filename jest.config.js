@@ -12,7 +12,7 @@ export default {
   // Engine and cluster tests boot real guests and a real API server; unit tests finish far sooner.
   testTimeout: 240_000,
   projects: [
-    { ...esm, displayName: 'unit', testMatch: ['<rootDir>/{api,agent,operator,plugin}/**/*.test.ts'] },
+    { ...esm, displayName: 'unit', testMatch: ['<rootDir>/{api,agent,operator,plugin,bench}/**/*.test.ts'] },
     // The node engine on real QEMU guests, and the test kit's own tests (it launches QEMU too).
     { ...esm, displayName: 'engine', testMatch: ['<rootDir>/test/engine/**/*.test.ts', '<rootDir>/kit/**/*.test.ts'] },
     { ...esm, displayName: 'cluster', testMatch: ['<rootDir>/test/cluster/**/*.test.ts'] },

@@ -24,6 +24,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { packageRoot } from '../agent/src/package-root.js';
+import { tracedAtMs } from '../agent/src/clock.js';
 import { processAlive, waitForExit } from '../agent/src/daemon/qemu-control.js';
 import { ensureGuestAssets, KERNEL_CMDLINE_BASE, QEMU_BINARY, readText, startGuest, type Guest } from '../kit/guest.js';
 import { dropCaches, ensureFio, fioRead, fioWrite, RESTORE_PAUSE_MS } from './baselines.js';
@@ -112,11 +113,11 @@ interface RunResult {
 }
 
 /** Runs a command to completion; `ms` is wall time from spawn to process exit. */
-function run(cmd: string, args: string[], timeoutMs = 600_000): Promise<RunResult> {
+function run(cmd: string, args: string[], timeoutMs = 600_000, env?: Record<string, string>): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     let exitMs = 0;
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(env ? { env: { ...process.env, ...env } } : {}) });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -134,8 +135,8 @@ function run(cmd: string, args: string[], timeoutMs = 600_000): Promise<RunResul
   });
 }
 
-async function mustRun(cmd: string, args: string[], timeoutMs?: number): Promise<RunResult> {
-  const r = await run(cmd, args, timeoutMs);
+async function mustRun(cmd: string, args: string[], timeoutMs?: number, env?: Record<string, string>): Promise<RunResult> {
+  const r = await run(cmd, args, timeoutMs, env);
   if (r.code !== 0) {
     throw new Error(`${path.basename(cmd)} ${args.join(' ')} failed (exit ${r.code}): ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}`);
   }
@@ -337,6 +338,9 @@ function trackPid(pid: number): void {
   }
 }
 
+/** The CLI's step trace (on stderr): when it issued `migrate` or `migrate-incoming`, for the notes. */
+const TRACE = { VMSNAP_TRACE: '1' };
+
 async function vmsnapSide(dir: string, name: string, memMiB: number, fillMiB: number, channels: number): Promise<Side> {
   const file = path.join(dir, 'vmsnap.vms');
   const guest: Guest = await startGuest({ dir, name, memMiB, fillMiB, seed: 1 });
@@ -357,12 +361,12 @@ async function vmsnapSide(dir: string, name: string, memMiB: number, fillMiB: nu
     },
     async save() {
       const t0 = performance.now();
-      const r = await mustRun(cli, ['save', '--qmp', qmp, '--out', file, '--channels', String(channels), '--direct-io', 'on', '--after', 'stop', '--json']);
-      const out = JSON.parse(r.stdout) as { directIO?: boolean; durationMs?: number; migrateIssuedAtMs?: number };
+      const r = await mustRun(cli, ['save', '--qmp', qmp, '--out', file, '--channels', String(channels), '--direct-io', 'on', '--after', 'stop', '--json'], undefined, TRACE);
+      const out = JSON.parse(r.stdout) as { directIO?: boolean; durationMs?: number };
       if (out.directIO !== true) throw new Error(`vmsnap save did not use O_DIRECT: ${r.stdout.trim()}`);
       // The CLI returns once QEMU accepted `quit`; virsh save returns once QEMU is gone.
       await waitPidGone(pid);
-      return { ms: r.ms, untilExitMs: performance.now() - t0, note: `migrate at ${round(out.migrateIssuedAtMs ?? NaN)} ms, migration ${out.durationMs} ms` };
+      return { ms: r.ms, untilExitMs: performance.now() - t0, note: `migrate at ${round(tracedAtMs(r.stderr, 'migrate issued') ?? NaN)} ms, migration ${out.durationMs} ms` };
     },
     async restore(mode = 'launch') {
       gen++;
@@ -381,9 +385,9 @@ async function vmsnapSide(dir: string, name: string, memMiB: number, fillMiB: nu
         }
       }
       const args = ['restore', '--in', file, '--qmp', sock, ...(mode === 'launch' ? ['--launch'] : []), '--channels', String(channels), '--direct-io', 'on', '--json'];
-      const r = await mustRun(cli, args);
+      const r = await mustRun(cli, args, undefined, TRACE);
       const ms = performance.now() - t0;
-      const out = JSON.parse(r.stdout) as { directIO?: boolean; running?: boolean; launched?: { pid: number }; durationMs?: number; bytes?: number; migrateIssuedAtMs?: number };
+      const out = JSON.parse(r.stdout) as { directIO?: boolean; running?: boolean; launched?: { pid: number }; durationMs?: number; bytes?: number };
       const newPid = attached?.pid ?? out.launched?.pid;
       if (!newPid) throw new Error(`vmsnap restore --launch reported no QEMU: ${r.stdout.trim()}`);
       pid = newPid;
@@ -392,7 +396,7 @@ async function vmsnapSide(dir: string, name: string, memMiB: number, fillMiB: nu
       if (out.directIO !== true) throw new Error(`vmsnap restore did not use O_DIRECT: ${r.stdout.trim()}`);
       if (out.running !== true) throw new Error(`vmsnap restore left the VM paused: ${r.stdout.trim()}`);
       const loadMiBps = out.bytes && out.durationMs ? out.bytes / (1 << 20) / (out.durationMs / 1000) : undefined;
-      return { ms, loadMiBps, note: `${mode}: migrate-incoming at ${round(out.migrateIssuedAtMs ?? NaN)} ms, load ${out.durationMs} ms (${round(loadMiBps ?? NaN)} MiB/s)` };
+      return { ms, loadMiBps, note: `${mode}: migrate-incoming at ${round(tracedAtMs(r.stderr, 'migrate-incoming issued') ?? NaN)} ms, load ${out.durationMs} ms (${round(loadMiBps ?? NaN)} MiB/s)` };
     },
     async destroy() {
       if (processAlive(pid)) {

@@ -6,11 +6,13 @@
 // reported apart from the load) and into a QEMU started by the caller (attach).
 // Env: VMSNAP_BENCH_SIZES_GIB (default "1,2,4"), VMSNAP_BENCH_CHANNELS ("1,2,4,8"),
 // VMSNAP_BENCH_REPS (3), VMSNAP_BENCH_DIR (default /var/tmp/vmsnap-bench: must be on the disk under test).
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { saveVm } from '../agent/src/engine/save.js';
 import { restoreVm } from '../agent/src/engine/restore.js';
+import { tracedAtMs } from '../agent/src/clock.js';
+import { preallocatedLaunch } from './prealloc.js';
 import { packageRoot } from '../agent/src/package-root.js';
 import { ddRead, ddWrite, ensureFio, evictFile, FIO_BLOCK, FIO_IODEPTH, fioRead, fioWrite, legacyRestore, legacySave, RESTORE_PAUSE_MS, sleep } from './baselines.js';
 import { fillRandom, recordPlainRam, startBenchVm } from './qemu-vm.js';
@@ -44,7 +46,7 @@ export interface Row {
   ddReadMiBps: number;
   saveVsDd: number;
   restoreVsDd: number;
-  /** The same launched restore with the guest RAM preallocated before the load (prealloc.ts, opt-in): from the call to a loaded VM. */
+  /** The same launched restore with the guest RAM preallocated before the load (bench/prealloc.ts): from the call to a loaded VM. */
   preallocLaunchedRestoreMs: number;
   /** The launched restore's time before the load: QEMU's start, the preallocation (if any), the QMP set-up. */
   launchMs: number;
@@ -70,9 +72,11 @@ async function cliStartupMs(dir: string, ramBytes: number): Promise<number> {
   try {
     const out = path.join(dir, 'startup.vms');
     const cli = path.join(packageRoot(), 'bin/vmsnap-agent');
-    const json = execFileSync(cli, ['save', '--qmp', vm.qmp, '--out', out, '--json'], { encoding: 'utf8' });
+    // The CLI's trace says when it issued `migrate`, in ms since its process started.
+    const r = spawnSync(cli, ['save', '--qmp', vm.qmp, '--out', out], { encoding: 'utf8', env: { ...process.env, VMSNAP_TRACE: '1' } });
     fs.rmSync(out, { force: true });
-    return Math.round(JSON.parse(json).migrateIssuedAtMs);
+    if (r.status !== 0) throw new Error(`vmsnap-agent save failed: ${r.stderr}`);
+    return Math.round(tracedAtMs(r.stderr, 'migrate issued') ?? NaN);
   } finally {
     await vm.stop();
     fs.rmSync(memFile, { force: true });
@@ -104,7 +108,8 @@ async function engineRound(dir: string, ramBytes: number, memFile: string, chann
   const launch = async (prealloc: boolean) => {
     await cold();
     const t0 = performance.now();
-    const r = await restoreVm({ inPath: file, qmpSocket: path.join(dir, 'launched.sock'), channels, directIO: directIO ? 'on' : 'off', launch: true, paused: true, prealloc });
+    const hooks = prealloc ? { launchArgv: preallocatedLaunch((why) => console.log(`  not preallocated: ${why}`)) } : {};
+    const r = await restoreVm({ inPath: file, qmpSocket: path.join(dir, 'launched.sock'), channels, directIO: directIO ? 'on' : 'off', launch: true, paused: true }, hooks);
     const ms = Math.round(performance.now() - t0);
     await killAndWait(r.launched!.pid);
     return { r, ms };

@@ -144,6 +144,7 @@ it('QEMU killed mid-save: a clear error and no file that looks complete', async 
     directIO: 'auto',
     after: 'resume',
     live: false,
+  }, {
     onMigrating: () => {
       process.kill(vm.pid, 'SIGKILL');
     },
@@ -160,7 +161,7 @@ it('the agent killed mid-save: the file stays marked incomplete and is refused',
   const script = `
     const { saveVm } = await import(${JSON.stringify(path.join(packageRoot(), 'dist/agent/src/engine/save.js'))});
     await saveVm({ qmpSocket: ${JSON.stringify(vm.qmpPath)}, outPath: ${JSON.stringify(out)}, channels: 2, directIO: 'auto',
-      after: 'resume', live: false, onMigrating: () => process.kill(process.pid, 'SIGKILL') });`;
+      after: 'resume', live: false }, { onMigrating: () => process.kill(process.pid, 'SIGKILL') });`;
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: 'ignore' });
   const signal = await new Promise((r) => child.on('exit', (_code, sig) => r(sig)));
   expect(signal).toBe('SIGKILL');

@@ -47,13 +47,14 @@ test('a save whose QEMU stops writing mid-way fails MigrationStalled, no file is
     after: 'resume',
     live: false,
     stallMs: STALL_MS,
-    // Slow enough to be caught mid-way: 16 MiB/s for 96 MiB of filled RAM.
-    onMigrating: (client) => client.execute('migrate-set-parameters', { 'max-bandwidth': 16 << 20 }).then(() => undefined),
     onStalled: () => {
       // The bound fired while QEMU was stopped; it gets going again so the agent can put it back.
       resumedByBound = stopped;
       process.kill(g.pid, 'SIGCONT');
     },
+  }, {
+    // Slow enough to be caught mid-way: 16 MiB/s for 96 MiB of filled RAM.
+    onMigrating: (client) => client.execute('migrate-set-parameters', { 'max-bandwidth': 16 << 20 }).then(() => undefined),
   });
   const failed = saving.then(
     () => undefined,
@@ -88,12 +89,13 @@ test('a restore whose QEMU stops reading fails MigrationStalled; an honest one u
     qmpSocket: target.qmpPath,
     directIO: 'off',
     stallMs: STALL_MS,
-    onMigrating: () => {
-      process.kill(target.pid, 'SIGSTOP');
-    },
     onStalled: () => {
       stalls++;
       process.kill(target.pid, 'SIGCONT');
+    },
+  }, {
+    onMigrating: () => {
+      process.kill(target.pid, 'SIGSTOP');
     },
   }).then(
     () => undefined,

@@ -74,7 +74,6 @@ async function run(cmd: Command): Promise<void> {
           `restored ${mib(r.bytes)} MiB from ${r.path} in ${r.durationMs} ms (${r.throughputMiBps} MiB/s, ${r.channels} channels, ` +
             `direct I/O ${r.directIO ? 'on' : `off: ${r.directIOReason}`}); VM ${r.running ? 'running' : 'paused'}` +
             `${r.launched ? `; QEMU pid ${r.launched.pid}, log ${r.launched.logPath}` : ''}` +
-            `${r.prealloc && 'threads' in r.prealloc ? `; guest RAM preallocated first (${r.prealloc.threads} threads)` : ''}` +
             `${r.verified ? `; RAM verified (${r.verified.algorithm}, ${r.verified.regions} regions) in ${r.verified.durationMs} ms first` : ''}\n`,
         );
       }

@@ -3,7 +3,7 @@
 // snapshot's recorded command line and loads the file into it.
 import fs from 'node:fs';
 import path from 'node:path';
-import { DEFAULT_RELEASE_NAMESPACE, Reason, Verify, restoreVerify, type VMRestore, type VMSnapshot } from '../../../api/index.js';
+import { DEFAULT_RELEASE_NAMESPACE, Reason, Verify, restoreVerify, type EffectiveRestoreSpec, type VMRestore, type VMSnapshot } from '../../../api/index.js';
 import { relaunchArgv, restoreVm, lazyResidency, OverlayLedger, agentLaunchLogPath, type ArgvRewrite, type RestoreResult, type LazyResidency } from '../engine/index.js';
 import { dropReplacedLayers, topLayers } from './disk-layers.js';
 import { verifySnapshotFile } from '../snapshot-file/verify.js';
@@ -16,13 +16,16 @@ import { useFile, type AgentContext } from './context.js';
 import { assertUnder, vmDir } from './paths.js';
 import { probeQmp, quitQemu } from './qemu-control.js';
 import { runningLazyStatus } from './lazy-residency.js';
-import { restoreSettings } from './settings.js';
+import { restoreSettings, type RestoreSettings } from './settings.js';
 import { isPodVms } from '../vm/pod-vms.js';
 import { preparePodRestore, runPodRestore, type PodRestorePrep } from './pod-restore.js';
 import { failedStatus, restoreSucceededStatus, restoreSummary, type RestoreOutcome } from './status.js';
 import { headerTrust } from './header-trust.js';
 import type { HeaderTrust } from '../snapshot-file/header.js';
 import { reasonOf, VmsnapError } from '../errors.js';
+import { withCleanup, type CleanupStack } from '../cleanup-stack.js';
+import type { QmpClient } from '../qmp/client.js';
+import type { SnapshotMetadata } from '../snapshot-file/metadata.js';
 
 /** Set in the environment of every QEMU the agent launches for a restore: recovery recognises its own. */
 export const RESTORE_UID_ENV = 'VMSNAP_RESTORE_UID';
@@ -102,7 +105,6 @@ export function copyRewrite(args: {
   return rewrite;
 }
 
-/** The Failed status of a restore and its Warning event, for agent-launched and VM-pod restores alike. */
 /** The agent's stall bound for a restore's load (restoreVm's stallMs and onStalled). */
 export function loadBound(ctx: AgentContext, restore: VMRestore): { stallMs: number; onStalled: (err: Error) => void } {
   const ref = { namespace: restore.metadata.namespace, name: restore.metadata.name };
@@ -115,6 +117,7 @@ export function loadBound(ctx: AgentContext, restore: VMRestore): { stallMs: num
 /** The error's own status reason (MigrationStalled for a load that stood still: agent setting stallTimeoutSeconds), else Failed. */
 export const failureReason = reasonOf;
 
+/** The Failed status of a restore and its Warning event, for agent-launched and VM-pod restores alike. */
 export function restoreFailed(restore: VMRestore, reason: Reason, message: string): Completion {
   return { status: failedStatus(restore, reason, message, new Date()), event: { type: 'Warning', reason: 'RestoreFailed', message } };
 }
@@ -172,119 +175,155 @@ export function prepareRestore(ctx: AgentContext, restore: VMRestore): { prepare
   return { prepared, discard: () => void prepared.then((p) => p.release(), () => undefined) };
 }
 
+/** One restore's names and settings, from its effective spec. */
+interface RestoreJob {
+  ns: string;
+  effective: EffectiveRestoreSpec;
+  /** namespace/targetVMName, for messages. */
+  target: string;
+  settings: RestoreSettings;
+}
+
+/**
+ * Named steps over one clean-up stack (the snapshot file in use, the QMP connection of a VM
+ * being replaced); every failure becomes the Failed status that says why.
+ */
 export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: AbortSignal, prepared?: Promise<PodRestorePrep>): Promise<Completion> {
   if (isPodVms(ctx.discovery)) return runPodRestore(ctx, ctx.discovery, restore, signal, prepared);
   const started = Date.now();
   traceStep(`agent: restoring ${restore.metadata.namespace}/${restore.metadata.name}`);
-  const ns = restore.metadata.namespace!;
   const effective = restore.status!.effective!;
-  const target = `${ns}/${effective.targetVMName}`;
-  const settings = restoreSettings(effective);
-  const fail = (reason: Reason, message: string) => restoreFailed(restore, reason, message);
-
-  let releaseFile: (() => void) | undefined;
+  const job: RestoreJob = {
+    ns: restore.metadata.namespace!,
+    effective,
+    target: `${restore.metadata.namespace}/${effective.targetVMName}`,
+    settings: restoreSettings(effective),
+  };
   try {
-    const { file, trust } = await snapshotFileFor(ctx, restore);
-    releaseFile = useFile(ctx, file);
-    // The header only (written by this agent for this VMSnapshot): restoreVm checks the whole file, for a lazy restore while QEMU starts.
-    const meta = readHeader(file, trust).metadata;
-    const targetDir = vmDir(ctx.config.vmRoot, ns, effective.targetVMName);
-    const discovered = await ctx.discovery.find(ns, effective.targetVMName);
-    const socketName = path.basename(meta.vm.qmpSocket) || 'qmp.sock';
-    const targetSocket = assertUnder(targetDir, discovered?.qmpSocket ?? path.join(targetDir, socketName), 'the target QMP socket');
-    let rewrite: ArgvRewrite | undefined;
-    // A copy, or a restore on another node whose VM directory is elsewhere: the recorded
-    // directory becomes this node's directory of the target VM.
-    if (effective.targetVMName !== effective.sourceVMName || path.dirname(meta.vm.qmpSocket) !== targetDir) {
-      rewrite = copyRewrite({
-        recordedArgv: meta.qemu.argv,
-        recordedSocket: meta.vm.qmpSocket,
-        targetSocket,
-        sourceDirs: [path.dirname(meta.vm.qmpSocket), path.join(ctx.config.vmRoot, ns, effective.sourceVMName)],
-        targetDir,
-        targetName: effective.targetVMName,
-      });
-    }
-
-    let downtimeFrom = started;
-    let replacedLayers: string[] = [];
-    const probe = await probeQmp(targetSocket, 1000);
-    if (probe.kind === 'unreachable') {
-      throw new RestoreRefused(Reason.VMRunning, `the QEMU of VM ${target} at ${targetSocket} does not answer QMP: ${probe.message}`);
-    }
-    if (probe.kind === 'answers' && !settings.replaceRunning) {
-      probe.client.close();
-      throw new RestoreRefused(
-        Reason.VMRunning,
-        `VM ${target} is running (a QEMU answers on ${targetSocket}) and spec.ifRunning is Fail: ` +
-          'stop the VM first, or set spec.ifRunning: Replace to stop it and restore over it',
-      );
-    }
-    if (probe.kind === 'answers') {
+    return await withCleanup(async (undo) => {
+      const { file, trust } = await snapshotFileFor(ctx, restore);
+      undo.defer(`release ${file}`, useFile(ctx, file));
+      // The header only (written by this agent for this VMSnapshot): restoreVm checks the whole file, for a lazy restore while QEMU starts.
+      const meta = readHeader(file, trust).metadata;
+      const { targetSocket, rewrite } = await targetOf(ctx, job, meta);
+      const running = await runningTarget(job, targetSocket, undo);
       // Checked before a running VM is replaced: a bad file must not cost the user their VM.
-      try {
-        verifySnapshotFile(file, trust);
-      } catch (err) {
-        probe.client.close();
-        throw err;
-      }
-    }
-    void ctx.events.record(
-      restore,
-      'Normal',
-      'RestoreStarted',
-      `restoring VMSnapshot ${effective.snapshotName} (${file}) into VM ${target} on node ${ctx.nodeName} ` +
-        `(${settings.lazy ? 'Lazy' : `${settings.channels} channels, direct I/O ${effective.directIO}`}, then ${effective.afterRestore}` +
-        `${probe.kind === 'answers' ? '; replacing the running VM' : ''})`,
-    );
-    if (probe.kind === 'answers') {
-      if (signal.aborted) {
-        probe.client.close();
-        throw signal.reason;
-      }
-      downtimeFrom = Date.now();
-      replacedLayers = await topLayers(probe.client).catch(() => []);
-      ctx.log.info({ vm: target, socket: targetSocket }, 'spec.ifRunning Replace: quitting the running VM');
-      await quitQemu(probe.client);
-    }
-
-    const r = await restoreVm({
-      inPath: file,
-      qmpSocket: targetSocket,
-      channels: settings.channels,
-      directIO: settings.directIO,
-      launch: true,
-      paused: settings.paused,
-      verify: restoreVerify(restore) === Verify.Digests,
-      relaunch: { rewrite, env: { [RESTORE_UID_ENV]: restore.metadata.uid ?? '' }, logPath: agentLaunchLogPath(ctx.config.storageRoot, ns, effective.targetVMName) },
-      trust,
-      ledger: OverlayLedger.forStorageRoot(ctx.config.storageRoot),
-      signal,
-      lazy: settings.lazy,
-      ...loadBound(ctx, restore),
+      if (running) verifySnapshotFile(file, trust);
+      recordStarted(ctx, restore, job, file, !!running);
+      const replaced = running ? await replaceRunning(ctx, job, targetSocket, running, signal) : { downtimeFrom: started, layers: [] };
+      const r = await restoreVm({
+        inPath: file,
+        qmpSocket: targetSocket,
+        channels: job.settings.channels,
+        directIO: job.settings.directIO,
+        launch: true,
+        paused: job.settings.paused,
+        verify: restoreVerify(restore) === Verify.Digests,
+        relaunch: { rewrite, env: { [RESTORE_UID_ENV]: restore.metadata.uid ?? '' }, logPath: agentLaunchLogPath(ctx.config.storageRoot, job.ns, effective.targetVMName) },
+        trust,
+        ledger: OverlayLedger.forStorageRoot(ctx.config.storageRoot),
+        signal,
+        lazy: job.settings.lazy,
+        ...loadBound(ctx, restore),
+      });
+      return restoredCompletion(ctx, restore, job, r, { file, started, downtimeFrom: replaced.downtimeFrom, replacedLayers: replaced.layers });
     });
-    const { status, outcome } = await restoreSucceeded(ctx, restore, r, {
-      file,
-      target,
-      started,
-      downtimeFrom,
-      residency: (lazyFile) => (r.launched ? lazyResidency(r.launched.pid, lazyFile) : undefined),
-    });
-    const launched = r.launched ? `; QEMU pid ${r.launched.pid}, log ${r.launched.logPath}` : '';
-    const dropped = dropReplacedLayers(ctx, replacedLayers);
-    const droppedNote = dropped.length > 0 ? `; removed the replaced VM's disk layers ${dropped.join(', ')}` : '';
-    return {
-      status,
-      event: { type: 'Normal', reason: 'RestoreSucceeded', message: restoreSummary(outcome) + launched + droppedNote },
-    };
   } catch (err) {
     const cancelled = cancellationOf(signal);
     if (cancelled) return cancelledCompletion(restore, cancelled);
-    if (err instanceof RestoreRefused) return fail(err.reason, err.message);
-    return fail(failureReason(err), `the restore into VM ${target} failed: ${(err as Error).message}`);
-  } finally {
-    releaseFile?.();
+    if (err instanceof RestoreRefused) return restoreFailed(restore, err.reason, err.message);
+    return restoreFailed(restore, failureReason(err), `the restore into VM ${job.target} failed: ${(err as Error).message}`);
   }
+}
+
+/**
+ * Where the VM is restored: its QMP socket under the target VM's directory, and for a copy, or a
+ * restore on another node whose VM directory is elsewhere, the recorded directory rewritten to
+ * this node's directory of the target VM.
+ */
+async function targetOf(ctx: AgentContext, { ns, effective }: RestoreJob, meta: SnapshotMetadata): Promise<{ targetSocket: string; rewrite?: ArgvRewrite }> {
+  const targetDir = vmDir(ctx.config.vmRoot, ns, effective.targetVMName);
+  const discovered = await ctx.discovery.find(ns, effective.targetVMName);
+  const socketName = path.basename(meta.vm.qmpSocket) || 'qmp.sock';
+  const targetSocket = assertUnder(targetDir, discovered?.qmpSocket ?? path.join(targetDir, socketName), 'the target QMP socket');
+  if (effective.targetVMName === effective.sourceVMName && path.dirname(meta.vm.qmpSocket) === targetDir) return { targetSocket };
+  const rewrite = copyRewrite({
+    recordedArgv: meta.qemu.argv,
+    recordedSocket: meta.vm.qmpSocket,
+    targetSocket,
+    sourceDirs: [path.dirname(meta.vm.qmpSocket), path.join(ctx.config.vmRoot, ns, effective.sourceVMName)],
+    targetDir,
+    targetName: effective.targetVMName,
+  });
+  return { targetSocket, rewrite };
+}
+
+/** The QMP connection of a VM already running at the target (closed at the end), or undefined; refused unless spec.ifRunning is Replace. */
+async function runningTarget({ target, settings }: RestoreJob, targetSocket: string, undo: CleanupStack): Promise<QmpClient | undefined> {
+  const probe = await probeQmp(targetSocket, 1000);
+  if (probe.kind === 'unreachable') {
+    throw new RestoreRefused(Reason.VMRunning, `the QEMU of VM ${target} at ${targetSocket} does not answer QMP: ${probe.message}`);
+  }
+  if (probe.kind === 'absent') return undefined;
+  undo.defer(`close the QMP connection of VM ${target}`, () => probe.client.close());
+  if (!settings.replaceRunning) {
+    throw new RestoreRefused(
+      Reason.VMRunning,
+      `VM ${target} is running (a QEMU answers on ${targetSocket}) and spec.ifRunning is Fail: ` +
+        'stop the VM first, or set spec.ifRunning: Replace to stop it and restore over it',
+    );
+  }
+  return probe.client;
+}
+
+function recordStarted(ctx: AgentContext, restore: VMRestore, { effective, target, settings }: RestoreJob, file: string, replacing: boolean): void {
+  void ctx.events.record(
+    restore,
+    'Normal',
+    'RestoreStarted',
+    `restoring VMSnapshot ${effective.snapshotName} (${file}) into VM ${target} on node ${ctx.nodeName} ` +
+      `(${settings.lazy ? 'Lazy' : `${settings.channels} channels, direct I/O ${effective.directIO}`}, then ${effective.afterRestore}` +
+      `${replacing ? '; replacing the running VM' : ''})`,
+  );
+}
+
+/** spec.ifRunning Replace: quits the running VM (downtime starts here), noting its disk layers to drop once the restore succeeded. */
+async function replaceRunning(
+  ctx: AgentContext,
+  { target }: RestoreJob,
+  targetSocket: string,
+  client: QmpClient,
+  signal: AbortSignal,
+): Promise<{ downtimeFrom: number; layers: string[] }> {
+  if (signal.aborted) throw signal.reason;
+  const downtimeFrom = Date.now();
+  const layers = await topLayers(client).catch(() => []);
+  ctx.log.info({ vm: target, socket: targetSocket }, 'spec.ifRunning Replace: quitting the running VM');
+  await quitQemu(client);
+  return { downtimeFrom, layers };
+}
+
+async function restoredCompletion(
+  ctx: AgentContext,
+  restore: VMRestore,
+  { target }: RestoreJob,
+  r: RestoreResult,
+  at: { file: string; started: number; downtimeFrom: number; replacedLayers: string[] },
+): Promise<Completion> {
+  const { status, outcome } = await restoreSucceeded(ctx, restore, r, {
+    file: at.file,
+    target,
+    started: at.started,
+    downtimeFrom: at.downtimeFrom,
+    residency: (lazyFile) => (r.launched ? lazyResidency(r.launched.pid, lazyFile) : undefined),
+  });
+  const launched = r.launched ? `; QEMU pid ${r.launched.pid}, log ${r.launched.logPath}` : '';
+  const dropped = dropReplacedLayers(ctx, at.replacedLayers);
+  const droppedNote = dropped.length > 0 ? `; removed the replaced VM's disk layers ${dropped.join(', ')}` : '';
+  return {
+    status,
+    event: { type: 'Normal', reason: 'RestoreSucceeded', message: restoreSummary(outcome) + launched + droppedNote },
+  };
 }
 
 function cancelledCompletion(restore: VMRestore, c: Cancellation): Completion {

@@ -1,7 +1,7 @@
 // Where a relaunch command line gets the VM's main RAM block from: a
 // memory-backend -object with the block's id, or the machine's default RAM
 // (-m alone). Lazy restores replace that backend with a file mapping (lazy/plan.ts);
-// eager restores preallocate it (prealloc.ts). Pure functions.
+// the bench's preallocated variant of an eager restore rewrites it (bench/prealloc.ts). Pure functions.
 import { formatQemuOptions, getOption, parseQemuOptions, type QemuOptions } from './lazy/qemu-options.js';
 
 export type MainRamBackend =

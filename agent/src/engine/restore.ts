@@ -4,7 +4,8 @@
 import fs from 'node:fs';
 import { QmpClient } from '../qmp/client.js';
 import { native } from '../native.js';
-import { sinceProcessStartMs, traceStep } from '../clock.js';
+import { traceStep } from '../clock.js';
+import { closeFds, withCleanup, type CleanupStack, type Registered } from '../cleanup-stack.js';
 import type { VerifiedSnapshot } from '../snapshot-file/verify.js';
 import type { DigestCheck } from '../snapshot-file/check-digests.js';
 import type { DirectIOMode } from '../snapshot-file/metadata.js';
@@ -13,7 +14,7 @@ import { OverlayLedger } from './overlay-ledger.js';
 import { decideDirectIO } from './direct-io.js';
 import { throughputMiBps } from '../../../api/format.js';
 import { launchQemu, movedPath, relaunchArgv, type ArgvRewrite } from './launch.js';
-import { createRestoreOverlays, removeOverlays as removeOverlaysOf, writableDisks, type BlockInfo, type DiskRewrite } from './disks.js';
+import { createRestoreOverlays, removeOverlays, writableDisks, type BlockInfo } from './disks.js';
 import {
   addFdSet,
   configureMigration,
@@ -28,7 +29,6 @@ import { buildCompanionStream, type CompanionStream } from './lazy/companion.js'
 import { decideLazy, type LazyDecision } from './lazy/decide.js';
 import { abandonEarlyLaunch, earlyLazyLaunch, type EarlyLaunch } from './lazy/early-launch.js';
 import { startPrefetch } from './lazy/prefetch.js';
-import { planPreallocArgv, type PreallocPlan } from './prealloc.js';
 import type { LazyMapping } from '../../../api/vm-pod.js';
 import { DEFAULT_STALL_TIMEOUT_SECONDS } from '../../../api/agent-defaults.js';
 import { processReadMeasure, watchProgress, type MigrationStalledError } from './stall.js';
@@ -47,7 +47,6 @@ export interface RestoreOptions {
   /** Leave the VM paused after the restore. */
   paused?: boolean;
   pollMs?: number;
-  onMigrating?: (client: QmpClient) => Promise<void> | void;
   /**
    * The restore fails (MigrationStalledError) when QEMU's process reads nothing (its /proc io
    * `rchar`, less our QMP commands) for this long, whatever QMP reports. Default 60 s.
@@ -94,12 +93,6 @@ export interface RestoreOptions {
   verified?: VerifiedSnapshot;
   /** Where the restore's disk overlays are recorded (the agent's, under its storage root); default: this process only. */
   ledger?: OverlayLedger;
-  /**
-   * Preallocate the guest RAM of an eager launched restore before the load (prealloc.ts), when most
-   * of it is in the file. Off by default: the multifd channels then fault in only the pages the file
-   * holds, beside their reads, and QEMU answers at once (README, Benchmark). The bench compares both.
-   */
-  prealloc?: boolean;
 }
 
 /** What a lazy restore did (RestoreResult.lazy). */
@@ -125,15 +118,11 @@ export interface RestoreResult {
   directIOReason?: string;
   running: boolean;
   launched?: { pid: number; logPath: string };
-  /** Milliseconds from process start to `migrate-incoming`. */
-  migrateIssuedAtMs: number;
   /** With `verify`: the check of the RAM digests (before QEMU was touched; not part of durationMs). */
   verified?: DigestCheck;
   mode: 'eager' | 'lazy';
   /** A lazy restore was asked for but ran eagerly: why. */
   lazyFallbackReason?: string;
-  /** An eager restore into a QEMU it launched with `prealloc` asked for: whether the guest RAM was preallocated first (prealloc.ts), or why not. */
-  prealloc?: { threads: number } | { skipped: string };
   lazy?: LazyRestoreInfo;
   /** The pid of the QEMU that loaded the snapshot: the peer of the QMP connection (undefined when the kernel names none). */
   qemuPid?: number;
@@ -143,190 +132,247 @@ export class RestoreError extends VmsnapError {
   override name = 'RestoreError';
 }
 
-export async function restoreVm(opts: RestoreOptions): Promise<RestoreResult> {
-  let early: EarlyLaunch | undefined =
+/**
+ * Seams for tests and the bench, apart from the options: the CLI and the agent pass none. How long
+ * the CLI takes to start is in its trace instead (VMSNAP_TRACE=1: the step 'migrate-incoming issued').
+ */
+export interface RestoreHooks {
+  /** Called right after QEMU accepted `migrate-incoming` (tests act on QEMU while it loads). */
+  onMigrating?: (client: QmpClient) => Promise<void> | void;
+  /**
+   * An eager restore into a QEMU it launches: the command line to start instead of `argv`, the
+   * recorded one (the bench's variant with the guest RAM preallocated, bench/prealloc.ts).
+   */
+  launchArgv?: (argv: string[], snapshot: VerifiedSnapshot, channels: number) => string[];
+}
+
+/** What the checked file says this restore does, decided before QEMU is touched (lazily: while an early QEMU starts). */
+interface RestorePlan {
+  snapshot: VerifiedSnapshot;
+  verified?: DigestCheck;
+  realFile: string;
+  channels: number;
+  directIO: { enabled: boolean; reason?: string };
+  /** With launch: the command line QEMU starts from, its disks on fresh overlays (removed unless the restore succeeds). */
+  relaunched?: string[];
+  overlays?: Registered;
+  lazy?: LazyDecision;
+  /** The lazy decision when the restore is lazy. */
+  mapped?: Extract<LazyDecision, { lazy: true }>;
+  /** An early QEMU that the checked header agrees with, quit unless it is used. */
+  early?: { launch: EarlyLaunch; abandon: Registered };
+}
+
+/** The QEMU the file is loaded into, and whether this restore launched it (then quit unless the restore succeeds). */
+interface Target {
+  client: QmpClient;
+  launched?: { pid: number; logPath: string };
+  quitting?: Registered;
+}
+
+/** What QEMU reads: the companion stream of a lazy restore or the file, then an O_DIRECT fd of it; closed whatever happens. */
+interface Streams {
+  fds: number[];
+  companion?: CompanionStream;
+}
+
+/**
+ * Named steps over one clean-up stack: each registers what undoes it, so a failure anywhere
+ * quits a QEMU this restore started, removes its overlays and closes every fd, and a
+ * success keeps the QEMU and its overlays.
+ */
+export async function restoreVm(opts: RestoreOptions, hooks: RestoreHooks = {}): Promise<RestoreResult> {
+  return withCleanup(async (undo) => {
+    const early = await startEarly(opts, undo);
+    const plan = await planRestore(opts, undo, early);
+    const streams = openStreams(opts, plan, undo);
+    traceStep('decided; companion stream built');
+    const target = plan.relaunched ? await launchTarget(opts, hooks, plan, plan.relaunched, undo) : await attachTarget(opts, plan, undo);
+    const loaded = await load(opts, hooks, plan, streams, target, undo);
+    await setRunState(target.client, !!opts.paused);
+    target.quitting?.keep();
+    plan.overlays?.keep();
+    return resultOf(opts, plan, streams, target, loaded);
+  });
+}
+
+/** A lazy launched restore starts QEMU from the raw header while the file is checked; it is quit unless it is used. */
+async function startEarly(opts: RestoreOptions, undo: CleanupStack): Promise<RestorePlan['early']> {
+  const launch =
     opts.lazy && opts.launch && !opts.signal?.aborted
       ? (opts.early ?? (await earlyLazyLaunch({ inPath: opts.inPath, qmpSocket: opts.qmpSocket, ...opts.relaunch, trust: opts.trust })))
       : undefined;
-  if (opts.early && !early) await abandonEarlyLaunch(opts.early);
-  let snapshot: VerifiedSnapshot;
+  if (opts.early && !launch) await abandonEarlyLaunch(opts.early);
+  return launch ? { launch, abandon: undo.defer('quit the early QEMU', () => abandonEarlyLaunch(launch)) } : undefined;
+}
+
+/** Checks the file, then decides channels, disks, lazy or eager, and direct I/O. */
+async function planRestore(opts: RestoreOptions, undo: CleanupStack, early: RestorePlan['early']): Promise<RestorePlan> {
+  const snapshot = opts.verified ?? (await checkFile(opts));
   let verified: DigestCheck | undefined;
-  let lazy: LazyDecision | undefined;
-  let relaunched: string[] | undefined;
-  let prealloc: PreallocPlan | undefined;
-  let channels: number;
-  let directIO: { enabled: boolean; reason?: string };
-  let realFile: string;
-  // The restored VM's own disk overlays: removed again unless the restore succeeds.
-  let overlays: DiskRewrite[] = [];
-  const ledger = opts.ledger ?? OverlayLedger.inMemory();
-  const removeOverlays = (rewrites: DiskRewrite[]) => removeOverlaysOf(rewrites, ledger);
-  try {
-    if (opts.verified) snapshot = opts.verified;
-    else {
-      // Loaded here, not at the top: a lazy restore starts QEMU while this loads.
-      const { verifySnapshotFile } = await import('../snapshot-file/verify.js');
-      traceStep('file checks loaded');
-      snapshot = verifySnapshotFile(opts.inPath, opts.trust);
-    }
-    if (opts.verify) {
-      // Loaded only when asked for: it brings zod, which a lazy restore keeps off its start-up path.
-      const { checkDigests } = await import('../snapshot-file/check-digests.js');
-      verified = await checkDigests(opts.inPath, snapshot);
-    }
-    traceStep('file checked');
-    realFile = fs.realpathSync(opts.inPath);
-    const meta = snapshot.header.metadata;
-    channels = opts.channels ?? meta.stream.channels;
-    if (!Number.isInteger(channels) || channels < 1 || channels > 64) {
-      throw new RestoreError(`channels must be an integer from 1 to 64, got ${channels}`);
-    }
-    if (opts.launch) {
-      const rewrite = opts.relaunch?.rewrite;
-      overlays = await createRestoreOverlays(meta.disks ?? [], (dir) => movedPath(dir, rewrite), meta.qemu.cwd, ledger);
-      relaunched = relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], { ...rewrite, disks: overlays });
-    }
-    lazy = opts.lazy ? decideLazy(snapshot, realFile, relaunched ?? opts.lazy.attach?.argv) : undefined;
-    if (relaunched && !lazy?.lazy && opts.prealloc === true) prealloc = preallocPlanOf(snapshot, relaunched, channels);
-    directIO = lazy?.lazy
-      ? { enabled: false, reason: 'lazy restore: the RAM is mapped from the file, not read' }
-      : decideDirectIO(opts.directIO, opts.inPath, 'read');
-    // The checked header must say what the early launch read from it.
-    if (early && (!lazy?.lazy || lazy.argv.join('\0') !== early.argv.join('\0'))) {
-      const stale = early;
-      early = undefined;
-      await abandonEarlyLaunch(stale);
-    }
-  } catch (err) {
-    removeOverlays(overlays);
-    await abandonEarlyLaunch(early);
-    throw err;
+  if (opts.verify) {
+    // Loaded only when asked for: it brings zod, which a lazy restore keeps off its start-up path.
+    const { checkDigests } = await import('../snapshot-file/check-digests.js');
+    verified = await checkDigests(opts.inPath, snapshot);
   }
+  traceStep('file checked');
+  const realFile = fs.realpathSync(opts.inPath);
   const meta = snapshot.header.metadata;
+  const channels = opts.channels ?? meta.stream.channels;
+  if (!Number.isInteger(channels) || channels < 1 || channels > 64) {
+    throw new RestoreError(`channels must be an integer from 1 to 64, got ${channels}`);
+  }
+  let relaunched: string[] | undefined;
+  let overlays: Registered | undefined;
+  if (opts.launch) {
+    const rewrite = opts.relaunch?.rewrite;
+    const ledger = opts.ledger ?? OverlayLedger.inMemory();
+    // The restored VM's own disk overlays.
+    const disks = await createRestoreOverlays(meta.disks ?? [], (dir) => movedPath(dir, rewrite), meta.qemu.cwd, ledger);
+    overlays = undo.defer("remove the restore's disk overlays", () => removeOverlays(disks, ledger));
+    relaunched = relaunchArgv(meta.qemu.argv, meta.vm.qmpSocket, opts.qmpSocket, [], { ...rewrite, disks });
+  }
+  const lazy = opts.lazy ? decideLazy(snapshot, realFile, relaunched ?? opts.lazy.attach?.argv) : undefined;
   const mapped = lazy?.lazy ? lazy : undefined;
-  // Lazy: QEMU loads the companion stream; the main block's pages come from the mapping.
-  // Built while the early QEMU still starts.
-  let companion: CompanionStream | undefined;
-  try {
-    companion = mapped ? buildCompanionStream(opts.inPath, snapshot, mapped.main) : undefined;
-    // The fds go to QEMU through the addon: loading it (a dlopen) while QEMU starts keeps it off the path after.
-    native();
-  } catch (err) {
-    if (companion) fs.closeSync(companion.fd);
-    removeOverlays(overlays);
-    await abandonEarlyLaunch(early);
-    throw err;
-  }
-  const fds: number[] = companion ? [companion.fd] : [];
+  const directIO = mapped
+    ? { enabled: false, reason: 'lazy restore: the RAM is mapped from the file, not read' }
+    : decideDirectIO(opts.directIO, opts.inPath, 'read');
+  // The checked header must say what the early launch read from it.
+  const agreed = early && mapped && mapped.argv.join('\0') === early.launch.argv.join('\0') ? early : undefined;
+  if (early && !agreed) await early.abandon.now();
+  return { snapshot, verified, realFile, channels, directIO, relaunched, overlays, lazy, mapped, early: agreed };
+}
 
-  traceStep('decided; companion stream built');
-  let client: QmpClient;
-  let launched: { pid: number; logPath: string } | undefined;
-  if (relaunched) {
-    if (opts.signal?.aborted) {
-      closeAll(fds);
-      removeOverlays(overlays);
-      await abandonEarlyLaunch(early);
-      throw opts.signal.reason ?? new RestoreError('the restore was cancelled');
-    }
-    try {
-      const argv = mapped?.argv ?? (prealloc?.prealloc ? prealloc.argv : relaunched);
-      const q = early ? await early.launching : await launchQemu({ argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd, env: opts.relaunch?.env, logPath: opts.relaunch?.logPath });
-      client = q.client;
-      launched = { pid: q.pid, logPath: q.logPath };
-    } catch (err) {
-      closeAll(fds);
-      removeOverlays(overlays);
-      throw err;
-    }
+async function checkFile(opts: RestoreOptions): Promise<VerifiedSnapshot> {
+  // Loaded here, not at the top: a lazy restore starts QEMU while this loads.
+  const { verifySnapshotFile } = await import('../snapshot-file/verify.js');
+  traceStep('file checks loaded');
+  return verifySnapshotFile(opts.inPath, opts.trust);
+}
+
+/** Lazy: the companion stream QEMU loads (the main block's pages come from the mapping), built while the early QEMU still starts. */
+function openStreams(opts: RestoreOptions, plan: RestorePlan, undo: CleanupStack): Streams {
+  const fds: number[] = [];
+  undo.defer(`close ${opts.inPath}`, () => closeFds(fds));
+  const companion = plan.mapped ? buildCompanionStream(opts.inPath, plan.snapshot, plan.mapped.main) : undefined;
+  if (companion) fds.push(companion.fd);
+  // The fds go to QEMU through the addon: loading it (a dlopen) while QEMU starts keeps it off the path after.
+  native();
+  return { fds, companion };
+}
+
+/** QEMU started from the snapshot's command line (or the early one); it holds a half-loaded VM until the load succeeds. */
+async function launchTarget(opts: RestoreOptions, hooks: RestoreHooks, plan: RestorePlan, relaunched: string[], undo: CleanupStack): Promise<Target> {
+  if (opts.signal?.aborted) throw opts.signal.reason ?? new RestoreError('the restore was cancelled');
+  const meta = plan.snapshot.header.metadata;
+  const argv = plan.mapped?.argv ?? hooks.launchArgv?.(relaunched, plan.snapshot, plan.channels) ?? relaunched;
+  const q = plan.early
+    ? await plan.early.launch.launching
+    : await launchQemu({ argv, qmpSocket: opts.qmpSocket, cwd: meta.qemu.cwd, env: opts.relaunch?.env, logPath: opts.relaunch?.logPath });
+  plan.early?.abandon.keep();
+  undo.defer('close the QMP connection', () => q.client.close());
+  // A QEMU we launched holds a half-loaded VM: it is of no use to anyone.
+  const quitting = undo.defer('quit the launched QEMU', async () => {
+    if (q.client.closed) return;
+    await q.client.execute('quit').catch(() => undefined);
+    await q.client.waitClosed(5_000);
+  });
+  return { client: q.client, launched: { pid: q.pid, logPath: q.logPath }, quitting };
+}
+
+/** The caller's QEMU, waiting with -incoming defer (a VM pod's launcher prepares it once the decision is made). */
+async function attachTarget(opts: RestoreOptions, plan: RestorePlan, undo: CleanupStack): Promise<Target> {
+  const attach = opts.lazy?.attach;
+  const main = plan.mapped?.main;
+  if (attach) await attach.prepare(main ? { ramBackendId: main.id, sizeBytes: main.usedLength, offset: main.pagesOffset } : undefined);
+  const client = await (opts.connect ? opts.connect() : QmpClient.connect(opts.qmpSocket));
+  undo.defer('close the QMP connection', () => client.close());
+  return { client };
+}
+
+/** Checks the target, sets the migration up, hands QEMU the file and waits for the load. */
+async function load(
+  opts: RestoreOptions,
+  hooks: RestoreHooks,
+  plan: RestorePlan,
+  streams: Streams,
+  { client, launched }: Target,
+  undo: CleanupStack,
+): Promise<{ durationMs: number; prefetch?: LazyRestoreInfo['prefetch'] }> {
+  const { snapshot, directIO, mapped } = plan;
+  const settings = { channels: plan.channels, directIO: directIO.enabled, unlimitedBandwidth: false };
+  const { O_RDONLY, O_DIRECT } = fs.constants;
+  if (!streams.companion) streams.fds.push(fs.openSync(opts.inPath, O_RDONLY));
+  if (directIO.enabled) streams.fds.push(fs.openSync(opts.inPath, O_RDONLY | O_DIRECT));
+  let fdsetId: number;
+  if (launched) {
+    // A QEMU this restore started has nothing to lose: the check, the set-up and the fds share round trips.
+    [, , fdsetId] = await Promise.all([
+      checkTarget(client, opts.qmpSocket, snapshot),
+      configureMigration(client, settings),
+      addFdSet(client, streams.fds, 'vmsnap-restore'),
+    ]);
   } else {
-    const attach = opts.lazy?.attach;
-    const mapping = mapped ? { ramBackendId: mapped.main.id, sizeBytes: mapped.main.usedLength, offset: mapped.main.pagesOffset } : undefined;
-    client = await (attach ? attach.prepare(mapping) : Promise.resolve())
-      .then(() => (opts.connect ? opts.connect() : QmpClient.connect(opts.qmpSocket)))
-      .catch((err: unknown) => {
-        closeAll(fds);
-        throw err;
-      });
+    // Someone else's QEMU is not touched until it proved to be the right target.
+    await checkTarget(client, opts.qmpSocket, snapshot);
+    await configureMigration(client, settings);
+    fdsetId = await addFdSet(client, streams.fds, 'vmsnap-restore');
   }
-  let fdsetId: number | undefined;
-  try {
-    const settings = { channels, directIO: directIO.enabled, unlimitedBandwidth: false };
-    const { O_RDONLY, O_DIRECT } = fs.constants;
-    if (!companion) fds.push(fs.openSync(opts.inPath, O_RDONLY));
-    if (directIO.enabled) fds.push(fs.openSync(opts.inPath, O_RDONLY | O_DIRECT));
-    if (launched) {
-      // A QEMU this restore started has nothing to lose: the check, the set-up and the fds share round trips.
-      [, , fdsetId] = await Promise.all([
-        checkTarget(client, opts.qmpSocket, snapshot),
-        configureMigration(client, settings),
-        addFdSet(client, fds, 'vmsnap-restore'),
-      ]);
-    } else {
-      // Someone else's QEMU is not touched until it proved to be the right target.
-      await checkTarget(client, opts.qmpSocket, snapshot);
-      await configureMigration(client, settings);
-      fdsetId = await addFdSet(client, fds, 'vmsnap-restore');
-    }
+  const fdset = undo.defer(`remove fdset ${fdsetId}`, () => removeFdSet(client, fdsetId).catch(() => undefined));
 
-    traceStep('migration configured');
-    const started = Date.now();
-    const migrateIssuedAtMs = sinceProcessStartMs();
-    await client.execute('migrate-incoming', { uri: fileUri(fdsetId, snapshot.header.streamOffset), 'exit-on-error': false });
-    // Started while QEMU loads the companion (a few ms): the spawn is off the path to a running VM.
-    // Should the load fail, it only warms the page cache and ends by itself.
-    const prefetch = mapped ? ((opts.lazy?.prefetch ?? true) ? startPrefetch(realFile, mapped.main) : 'off') : undefined;
-    await opts.onMigrating?.(client);
-    const outcome = await waitForLoad(client, opts, started, loadQueryTimeoutMs(snapshot.layout.blocks.reduce((sum, b) => sum + b.pagesPresent * b.pageSize, 0)));
-    if (outcome.status !== 'completed') {
-      throw new RestoreError(`QEMU could not load ${opts.inPath}: ${outcome['error-desc'] ?? outcome.status}`);
-    }
-    traceStep('loaded');
-    const durationMs = Date.now() - started;
-    await removeFdSet(client, fdsetId);
-    fdsetId = undefined;
-
-    const status = await queryStatus(client);
-    if (!opts.paused && !status.running) await client.execute('cont');
-    if (opts.paused && status.running) await client.execute('stop');
-    traceStep('running');
-    const bytes = companion?.pageBytes ?? snapshot.layout.blocks.reduce((sum, b) => sum + b.pagesPresent * b.pageSize, 0);
-    const qemuPid = peerPid(client);
-    const lazyInfo = mapped && companion && (launched || opts.lazy?.attach) ? lazyInfoOf(mapped, realFile, companion.pageBytes, prefetch ?? 'off') : undefined;
-    return {
-      path: opts.inPath,
-      bytes,
-      ramBytes: meta.ram.bytes,
-      durationMs,
-      throughputMiBps: throughputMiBps(bytes, durationMs),
-      channels,
-      directIO: directIO.enabled,
-      directIOReason: directIO.reason,
-      running: !opts.paused,
-      launched,
-      migrateIssuedAtMs,
-      verified,
-      mode: lazyInfo ? 'lazy' : 'eager',
-      ...(lazy && !lazy.lazy ? { lazyFallbackReason: lazy.reason } : {}),
-      ...(prealloc ? { prealloc: prealloc.prealloc ? { threads: prealloc.threads } : { skipped: prealloc.reason } } : {}),
-      ...(lazyInfo ? { lazy: lazyInfo } : {}),
-      ...(qemuPid ? { qemuPid } : {}),
-    };
-  } catch (err) {
-    if (fdsetId !== undefined) await removeFdSet(client, fdsetId).catch(() => undefined);
-    // A QEMU we launched holds a half-loaded VM: it is of no use to anyone.
-    if (launched) {
-      if (!client.closed) {
-        await client.execute('quit').catch(() => undefined);
-        await client.waitClosed(5_000);
-      }
-      removeOverlays(overlays);
-    }
-    throw err;
-  } finally {
-    closeAll(fds);
-    client.close();
+  traceStep('migrate-incoming issued');
+  const started = Date.now();
+  await client.execute('migrate-incoming', { uri: fileUri(fdsetId, snapshot.header.streamOffset), 'exit-on-error': false });
+  // Started while QEMU loads the companion (a few ms): the spawn is off the path to a running VM.
+  // Should the load fail, it only warms the page cache and ends by itself.
+  const prefetch = mapped ? ((opts.lazy?.prefetch ?? true) ? startPrefetch(plan.realFile, mapped.main) : 'off') : undefined;
+  await hooks.onMigrating?.(client);
+  const outcome = await waitForLoad(client, opts, started, loadQueryTimeoutMs(presentBytes(snapshot)));
+  if (outcome.status !== 'completed') {
+    throw new RestoreError(`QEMU could not load ${opts.inPath}: ${outcome['error-desc'] ?? outcome.status}`);
   }
+  traceStep('loaded');
+  const durationMs = Date.now() - started;
+  await removeFdSet(client, fdsetId);
+  fdset.keep();
+  return { durationMs, prefetch };
+}
+
+/** Resumes the loaded VM, or leaves it paused as asked. */
+async function setRunState(client: QmpClient, paused: boolean): Promise<void> {
+  const status = await queryStatus(client);
+  if (!paused && !status.running) await client.execute('cont');
+  if (paused && status.running) await client.execute('stop');
+  traceStep('running');
+}
+
+function resultOf(opts: RestoreOptions, plan: RestorePlan, { companion }: Streams, { client, launched }: Target, loaded: Awaited<ReturnType<typeof load>>): RestoreResult {
+  const { snapshot, lazy, mapped, directIO } = plan;
+  const bytes = companion?.pageBytes ?? presentBytes(snapshot);
+  const qemuPid = peerPid(client);
+  const lazyInfo = mapped && companion && (launched || opts.lazy?.attach) ? lazyInfoOf(mapped, plan.realFile, companion.pageBytes, loaded.prefetch ?? 'off') : undefined;
+  return {
+    path: opts.inPath,
+    bytes,
+    ramBytes: snapshot.header.metadata.ram.bytes,
+    durationMs: loaded.durationMs,
+    throughputMiBps: throughputMiBps(bytes, loaded.durationMs),
+    channels: plan.channels,
+    directIO: directIO.enabled,
+    directIOReason: directIO.reason,
+    running: !opts.paused,
+    launched,
+    verified: plan.verified,
+    mode: lazyInfo ? 'lazy' : 'eager',
+    ...(lazy && !lazy.lazy ? { lazyFallbackReason: lazy.reason } : {}),
+    ...(lazyInfo ? { lazy: lazyInfo } : {}),
+    ...(qemuPid ? { qemuPid } : {}),
+  };
+}
+
+/** The bytes of RAM pages the file holds. */
+function presentBytes(snapshot: VerifiedSnapshot): number {
+  return snapshot.layout.blocks.reduce((sum, b) => sum + b.pagesPresent * b.pageSize, 0);
 }
 
 /** Waits for QEMU's load, bounded by what its process really reads (when the kernel names the process). */
@@ -360,16 +406,6 @@ function peerPid(client: QmpClient): number | undefined {
   }
 }
 
-function closeAll(fds: number[]): void {
-  for (const fd of fds.splice(0)) fs.closeSync(fd);
-}
-
-function preallocPlanOf(snapshot: VerifiedSnapshot, relaunched: string[], channels: number): PreallocPlan {
-  const id = snapshot.header.metadata.ram.mainBlockId;
-  const main = snapshot.layout.blocks.find((b) => b.id === id);
-  if (!main) return { prealloc: false, reason: 'the snapshot does not record its main RAM block' };
-  return planPreallocArgv(relaunched, main, channels);
-}
 
 function lazyInfoOf(
   mapped: Extract<LazyDecision, { lazy: true }>,

@@ -4,12 +4,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { sinceProcessStartMs } from '../clock.js';
+import { traceStep } from '../clock.js';
+import { closeFds, withCleanup, type CleanupStack, type Registered } from '../cleanup-stack.js';
 import { QmpClient } from '../qmp/client.js';
 import { SNAPSHOT_FORMAT_VERSION, STREAM_OFFSET, writeHeader, type HeaderTrust } from '../snapshot-file/header.js';
 import type { DirectIOMode, SnapshotMetadata } from '../snapshot-file/metadata.js';
 import { decideDirectIO } from './direct-io.js';
-import { queryStatus, queryVmInfo } from './qemu-info.js';
+import { queryStatus, queryVmInfo, type QemuVmInfo } from './qemu-info.js';
 import {
   addFdSet,
   drainMigration,
@@ -21,13 +22,12 @@ import {
   waitForMigration,
   type MigrationInfo,
   type Progress,
-  type SavedMigrationConfig,
 } from './migration.js';
 import { formatBytes, throughputMiBps } from '../../../api/format.js';
 import { finishSnapshotFile } from './finish.js';
 import { allocatedBytes } from './file-stats.js';
 import { digestsPath, writeDigests } from '../snapshot-file/digests.js';
-import { hostDiskFreezer, writableDisks, type BlockInfo, type DiskFreezer, type DiskRecord } from './disks.js';
+import { hostDiskFreezer, writableDisks, type BlockInfo, type DiskFreezer, type DiskRecord, type WritableDisk } from './disks.js';
 import { OverlayLedger } from './overlay-ledger.js';
 import { recordableArgv } from './lazy/recorded-argv.js';
 import { fileWriteMeasure, watchProgress, type MigrationStalledError, type ProgressMeasure } from './stall.js';
@@ -82,8 +82,6 @@ export interface SaveOptions {
   stallMs?: number;
   /** Called when the stall bound fires, before the save is rolled back (logs; tests resume a stopped QEMU here). */
   onStalled?: (err: MigrationStalledError) => void;
-  /** Called right after QEMU accepted `migrate` (tests read QEMU's parameters here). */
-  onMigrating?: (client: QmpClient) => Promise<void> | void;
   signal?: AbortSignal;
   /**
    * Verification mode: after the save (VM resumed, file complete and durable) hash the RAM
@@ -105,14 +103,21 @@ export interface SaveResult {
   logicalBytes: number;
   allocatedBytes: number;
   qemu: { version: string; machine: string; pid: number };
-  /** Milliseconds from process start to the `migrate` command (CLI start-up cost). */
-  migrateIssuedAtMs: number;
   after: AfterSave;
   /** With `digest`: the sidecar written after the save, or why it could not be (the snapshot itself is good). */
   digests?: { path: string; algorithm: string; durationMs: number; bytesHashed: number } | { error: string };
   /** The frozen disks (see SnapshotMetadata.disks) and how long freezing them paused the VM. */
   disks: DiskRecord[];
   diskFreezeMs: number;
+}
+
+/**
+ * Seams for tests, apart from the options: the CLI and the agent pass none. How long the CLI
+ * takes to start is in its trace instead (VMSNAP_TRACE=1: the step 'migrate issued').
+ */
+export interface SaveHooks {
+  /** Called right after QEMU accepted `migrate` (tests read QEMU's parameters, or kill a process, here). */
+  onMigrating?: (client: QmpClient) => Promise<void> | void;
 }
 
 /** QEMU run states a save starts from ('prelaunch': started with -S, never run). */
@@ -128,22 +133,21 @@ export class SaveError extends VmsnapError {
   }
 }
 
-export async function saveVm(opts: SaveOptions): Promise<SaveResult> {
+export async function saveVm(opts: SaveOptions, hooks: SaveHooks = {}): Promise<SaveResult> {
   if (!Number.isInteger(opts.channels) || opts.channels < 1 || opts.channels > 64) {
     throw new SaveError(`channels must be an integer from 1 to 64, got ${opts.channels}`);
   }
   const client = await (opts.connect ? opts.connect() : QmpClient.connect(opts.qmpSocket));
-  const state = new SaveState(client, opts);
+  const save = new SaveRun(client, opts, hooks);
   let result: SaveResult;
   try {
-    result = await state.run();
+    result = await withCleanup((undo) => save.run(undo));
   } catch (err) {
-    await state.rollBack();
-    throw state.explain(err);
+    throw save.explain(err);
   } finally {
     client.close();
   }
-  if (opts.digest && state.metadata) result.digests = await recordDigests(result.path, state.metadata, !!opts.trust);
+  if (opts.digest && save.metadata) result.digests = await recordDigests(result.path, save.metadata, !!opts.trust);
   return result;
 }
 
@@ -164,16 +168,40 @@ export function explainSaveFailure(err: unknown, outPath: string, ramBytes: numb
   return new SaveError(`${(err as Error).message}; free space for ${outPath}: it needs up to ${formatBytes(ramBytes)} (the guest's RAM)`, { noSpace });
 }
 
-/** One save's resources, so that rollBack knows exactly what to undo. */
-class SaveState {
-  private fds: number[] = [];
-  private createdFile = false;
-  private fdsetId: number | undefined;
-  private savedConfig: SavedMigrationConfig | undefined;
-  private wasRunning = false;
-  private migrating = false;
-  /** What QEMU really writes (the file's allocated bytes), once the file is open. */
-  private measure: ProgressMeasure | undefined;
+/** The file being written: the plain fd (QEMU's main channel), the fds QEMU gets, and what its header says. */
+interface Output {
+  plain: number;
+  fdsetFds: number[];
+  metadata: SnapshotMetadata;
+  /** What QEMU really writes (the file's allocated bytes). */
+  measure: ProgressMeasure;
+  /** Removes the file unless the save succeeds. */
+  removal: Registered;
+  closing: Registered;
+}
+
+/** The migration set up in QEMU: the fdset of the file and our settings, both undone unless the save succeeds. */
+interface Configured {
+  fdsetId: number;
+  fdset: Registered;
+  config: Registered;
+}
+
+/** A completed migration: when it started, when the VM was stopped (paused saves), how long the disk freeze took. */
+interface Migrated {
+  outcome: MigrationInfo;
+  started: number;
+  pausedAt: number | undefined;
+  migrateMs: number;
+  diskFreezeMs: number;
+}
+
+/**
+ * One save as named steps. Each step registers on the clean-up stack what undoes it, so a
+ * failed or cancelled save puts QEMU back as it was (migration drained, our fdset and settings
+ * gone, a VM that was running running again) and leaves no partial file.
+ */
+class SaveRun {
   private readonly stallMs: number;
   /** The header metadata, once the file is complete. */
   metadata: SnapshotMetadata | undefined;
@@ -182,11 +210,53 @@ class SaveState {
   constructor(
     private readonly client: QmpClient,
     private readonly opts: SaveOptions,
+    private readonly hooks: SaveHooks,
   ) {
     this.stallMs = opts.stallMs ?? DEFAULT_STALL_TIMEOUT_SECONDS * 1000;
   }
 
-  async run(): Promise<SaveResult> {
+  async run(undo: CleanupStack): Promise<SaveResult> {
+    const { opts } = this;
+    const vm = await this.checkVm();
+    const disks = await this.checkDisks(vm);
+    // A VM that stops after the save never writes its disks again: they are the
+    // bases as they are. A running one must move to overlays at the RAM's instant.
+    const freeze = disks.list.length > 0 && opts.after !== 'stop';
+    this.ramBytes = vm.ramBytes;
+    const directIO = decideDirectIO(opts.directIO, opts.outPath, 'write');
+    this.checkAborted();
+
+    const out = this.createFile(undo, vm, directIO);
+    // Registered before QEMU is touched, so it runs once QEMU's migration is drained and our settings are gone.
+    const resuming = vm.running ? undo.defer('resume the VM', () => this.resume()) : undefined;
+    const configured = await this.configure(undo, out, directIO.enabled, freeze);
+    this.checkAborted();
+    const migrated = await this.migrate(undo, vm, out, configured.fdsetId, disks, freeze);
+    const finished = await this.finish(out, configured, migrated, freeze);
+    const vmPausedMs = await this.leaveVm(vm, migrated, finished.vmPausedMs);
+    resuming?.keep();
+    out.removal.keep();
+    return {
+      path: opts.outPath,
+      bytes: finished.bytes,
+      ramBytes: vm.ramBytes,
+      durationMs: finished.durationMs,
+      throughputMiBps: throughputMiBps(finished.bytes, finished.durationMs),
+      channels: opts.channels,
+      directIO: directIO.enabled,
+      directIOReason: directIO.reason,
+      vmPausedMs,
+      logicalBytes: finished.endOffset,
+      allocatedBytes: finished.allocatedBytes,
+      qemu: { version: vm.version, machine: vm.machine, pid: vm.process.pid },
+      after: opts.after,
+      disks: out.metadata.disks ?? [],
+      diskFreezeMs: migrated.diskFreezeMs,
+    };
+  }
+
+  /** The VM, refused unless QEMU can save it now. */
+  private async checkVm(): Promise<QemuVmInfo> {
     const { client, opts } = this;
     const vm = await queryVmInfo(client);
     if (!SAVEABLE_STATES.includes(vm.status)) {
@@ -198,19 +268,23 @@ class SaveState {
     if (active.status && ['setup', 'active', 'device', 'pre-switchover', 'cancelling'].includes(active.status)) {
       throw new SaveError(`a migration is already in progress on the VM at ${opts.qmpSocket} (status '${active.status}')`);
     }
-    this.wasRunning = vm.running;
-    const disks = opts.disks === false ? [] : writableDisks(await client.execute<BlockInfo[]>('query-block'));
-    const freezer = opts.diskFreezer ?? hostDiskFreezer(opts.ledger ?? OverlayLedger.inMemory());
-    freezer.check(disks, vm.process);
-    // A VM that stops after the save never writes its disks again: they are the
-    // bases as they are. A running one must move to overlays at the RAM's instant.
-    const freeze = disks.length > 0 && opts.after !== 'stop';
-    this.ramBytes = vm.ramBytes;
-    const directIO = decideDirectIO(opts.directIO, opts.outPath, 'write');
-    this.checkAborted();
+    return vm;
+  }
 
-    const plain = this.openOutput();
-    const measure = (this.measure = fileWriteMeasure(plain));
+  /** The VM's writable disks and how they are frozen, refused (DiskError) before anything is touched. */
+  private async checkDisks(vm: QemuVmInfo): Promise<{ list: WritableDisk[]; freezer: DiskFreezer }> {
+    const { client, opts } = this;
+    const list = opts.disks === false ? [] : writableDisks(await client.execute<BlockInfo[]>('query-block'));
+    const freezer = opts.diskFreezer ?? hostDiskFreezer(opts.ledger ?? OverlayLedger.inMemory());
+    freezer.check(list, vm.process);
+    return { list, freezer };
+  }
+
+  /** Creates the file with an "incomplete" header. */
+  private createFile(undo: CleanupStack, vm: QemuVmInfo, directIO: { enabled: boolean; reason?: string }): Output {
+    const { opts } = this;
+    const fds: number[] = [];
+    const { plain, removal, closing } = this.openOutput(undo, fds);
     const metadata: SnapshotMetadata = {
       formatVersion: SNAPSHOT_FORMAT_VERSION,
       createdAt: new Date().toISOString(),
@@ -232,37 +306,77 @@ class SaveState {
     // QEMU's main channel writes unaligned headers through the plain fd; the
     // multifd channels pick the O_DIRECT one (same access mode, O_DIRECT bit set).
     const fdsetFds = [plain];
-    if (directIO.enabled) fdsetFds.push(this.open(fs.constants.O_WRONLY | fs.constants.O_DIRECT));
+    if (directIO.enabled) {
+      const direct = fs.openSync(opts.outPath, fs.constants.O_WRONLY | fs.constants.O_DIRECT);
+      fds.push(direct);
+      fdsetFds.push(direct);
+    }
+    return { plain, fdsetFds, metadata, measure: fileWriteMeasure(plain), removal, closing };
+  }
 
-    this.savedConfig = await configureMigration(client, {
+  /** Opens a new file at outPath (another's only with overwrite); from then on it is removed unless the save succeeds. */
+  private openOutput(undo: CleanupStack, fds: number[]): { plain: number; removal: Registered; closing: Registered } {
+    const { O_WRONLY, O_CREAT, O_EXCL } = fs.constants;
+    const out = this.opts.outPath;
+    try {
+      // Overwriting unlinks first: the old file may back a lazily restored VM, which keeps its copy.
+      if (this.opts.overwrite) fs.rmSync(out, { force: true });
+      const mode = this.opts.fileMode ?? 0o600;
+      const plain = fs.openSync(out, O_WRONLY | O_CREAT | O_EXCL, mode);
+      // Asynchronous: freeing GiBs of extents takes the kernel a while, and a daemon's event loop goes on meanwhile.
+      const removal = undo.defer(`remove the partial ${out}`, () => fs.promises.rm(out, { force: true }));
+      const closing = undo.defer(`close ${out}`, () => closeFds(fds));
+      fds.push(plain);
+      // The umask may have taken bits away.
+      if (mode !== 0o600) fs.fchmodSync(plain, mode);
+      return { plain, removal, closing };
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (e.code === 'EEXIST') throw new SaveError(`--out: ${out} already exists; remove it or choose another path`);
+      throw new SaveError(`--out: cannot create ${out}: ${e.message}`);
+    }
+  }
+
+  /** Sets QEMU's migration up for the file and hands it the fds. */
+  private async configure(undo: CleanupStack, out: Output, directIO: boolean, freeze: boolean): Promise<Configured> {
+    const { client, opts } = this;
+    const savedConfig = await configureMigration(client, {
       channels: opts.channels,
-      directIO: directIO.enabled,
+      directIO,
       unlimitedBandwidth: true,
       pauseBeforeSwitchover: freeze,
     });
-    this.fdsetId = await addFdSet(client, fdsetFds, 'vmsnap-save');
-    this.checkAborted();
+    const config = undo.defer('put back the migration settings', () => restoreMigrationConfig(client, savedConfig));
+    const fdsetId = await addFdSet(client, out.fdsetFds, 'vmsnap-save');
+    const fdset = undo.defer(`remove fdset ${fdsetId}`, () => removeFdSet(client, fdsetId).catch(() => undefined));
+    return { fdsetId, fdset, config };
+  }
 
+  /**
+   * Stops a paused save's VM, runs the migration to completion and, when disks are frozen, freezes
+   * them at the RAM's instant (QEMU holds the save before switchover). Each wait is bounded by
+   * the file's growth; the disk freeze between two waits is the agent's own work.
+   */
+  private async migrate(
+    undo: CleanupStack,
+    vm: QemuVmInfo,
+    out: Output,
+    fdsetId: number,
+    disks: { list: WritableDisk[]; freezer: DiskFreezer },
+    freeze: boolean,
+  ): Promise<Migrated> {
+    const { client, opts } = this;
     const started = Date.now();
     let pausedAt: number | undefined;
     if (!opts.live && vm.running) {
       await client.execute('stop');
       pausedAt = Date.now();
     }
-    const migrateIssuedAtMs = sinceProcessStartMs();
-    this.migrating = true;
-    await client.execute('migrate', { uri: fileUri(this.fdsetId, STREAM_OFFSET) });
-    await opts.onMigrating?.(client);
-    // Each wait is bounded by the file's growth; the disk freeze between two waits is the agent's own work.
-    const wait = async (until?: string[]) => {
-      const watch = watchProgress(measure, { stallMs: this.stallMs, what: 'save', onStall: opts.onStalled });
-      try {
-        const signal = eitherSignal(opts.signal, watch.signal);
-        return await waitForMigration(client, { pollMs: opts.pollMs ?? 20, onProgress: opts.onProgress, signal, startedAt: started, until });
-      } finally {
-        watch.stop();
-      }
-    };
+    const draining = undo.defer('drain the migration', () => drainMigration(client, { stall: { measure: out.measure, stallMs: this.stallMs } }));
+    traceStep('migrate issued');
+    await client.execute('migrate', { uri: fileUri(fdsetId, STREAM_OFFSET) });
+    await this.hooks.onMigrating?.(client);
+    const wait = (until?: string[]) => this.waitForSave(out.measure, started, until);
     let outcome = await wait(freeze ? ['pre-switchover'] : undefined);
     let diskFreezeMs = 0;
     if (outcome.status === 'pre-switchover') {
@@ -270,9 +384,9 @@ class SaveState {
       const t = performance.now();
       let freezeError: unknown;
       try {
-        metadata.disks = await freezer.freeze(client, disks, vm.process.argv, vm.process.cwd);
+        out.metadata.disks = await disks.freezer.freeze(client, disks.list, vm.process.argv, vm.process.cwd);
         // Recorded before the save goes on: an agent that dies now must not finish the file without them.
-        writeHeader(plain, 'incomplete', metadata, opts.trust?.key);
+        writeHeader(out.plain, 'incomplete', out.metadata, opts.trust?.key);
       } catch (err) {
         freezeError = err;
       }
@@ -280,109 +394,90 @@ class SaveState {
       await client.execute('migrate-continue', { state: 'pre-switchover' });
       outcome = await wait();
       if (freezeError) {
-        this.migrating = false;
+        draining.keep();
         throw freezeError;
       }
     } else if (freeze && outcome.status === 'completed') {
-      this.migrating = false;
+      draining.keep();
       throw new SaveError(
         `QEMU ${vm.version} finished the save without holding it before switchover (capability pause-before-switchover), ` +
           'so the disks could not be frozen with the RAM; nothing was kept',
       );
-    } else if (disks.length > 0 && !freeze) {
-      metadata.disks = freezer.records(disks, vm.process.argv, vm.process.cwd);
+    } else if (disks.list.length > 0 && !freeze) {
+      out.metadata.disks = disks.freezer.records(disks.list, vm.process.argv, vm.process.cwd);
     }
-    this.migrating = false;
+    draining.keep();
     if (outcome.status !== 'completed') {
-      throw new SaveError(`QEMU's save ${outcome.status}: ${outcome['error-desc'] ?? 'no reason given'}`, { noSpace: this.outOfSpace(plain, vm.ramBytes) });
+      throw new SaveError(`QEMU's save ${outcome.status}: ${outcome['error-desc'] ?? 'no reason given'}`, { noSpace: this.outOfSpace(out.plain, vm.ramBytes) });
     }
-    const migrateMs = Date.now() - started;
+    return { outcome, started, pausedAt, migrateMs: Date.now() - started, diskFreezeMs };
+  }
 
-    const bytes = outcome.ram?.transferred ?? 0;
+  private async waitForSave(measure: ProgressMeasure, started: number, until?: string[]): Promise<MigrationInfo> {
+    const { opts } = this;
+    const watch = watchProgress(measure, { stallMs: this.stallMs, what: 'save', onStall: opts.onStalled });
+    try {
+      const signal = eitherSignal(opts.signal, watch.signal);
+      return await waitForMigration(this.client, { pollMs: opts.pollMs ?? 20, onProgress: opts.onProgress, signal, startedAt: started, until });
+    } finally {
+      watch.stop();
+    }
+  }
+
+  /**
+   * Completes the file: QEMU gives its fds back before the header is finished, so nothing it
+   * writes through the fdset can land after "DONE" (a QEMU that kept a dup of its own can still
+   * write, which the header's and structure's MACs catch). Then our migration settings go.
+   */
+  private async finish(out: Output, configured: Configured, m: Migrated, freeze: boolean) {
+    const { client, opts } = this;
+    const bytes = m.outcome.ram?.transferred ?? 0;
     let durationMs = 0;
     let vmPausedMs = 0;
-    // QEMU gives its fds back before the header is finished: nothing it writes
-    // through the fdset can land after "DONE". A QEMU that kept a dup of its
-    // own can still write, which the header's and structure's MACs catch.
-    await removeFdSet(client, this.fdsetId);
-    this.fdsetId = undefined;
-    const { endOffset, allocatedBytes: allocated } = finishSnapshotFile(plain, opts.outPath, metadata, () => {
-      durationMs = Date.now() - started;
-      vmPausedMs = opts.live ? (outcome.downtime ?? 0) : pausedAt !== undefined ? Date.now() - pausedAt : 0;
+    await removeFdSet(client, configured.fdsetId);
+    configured.fdset.keep();
+    const { endOffset, allocatedBytes: allocated } = finishSnapshotFile(out.plain, opts.outPath, out.metadata, () => {
+      durationMs = Date.now() - m.started;
+      vmPausedMs = opts.live ? (m.outcome.downtime ?? 0) : m.pausedAt !== undefined ? Date.now() - m.pausedAt : 0;
       return {
         durationMs,
-        migrateMs,
-        syncMs: durationMs - migrateMs,
+        migrateMs: m.migrateMs,
+        syncMs: durationMs - m.migrateMs,
         vmPausedMs,
         bytesWritten: bytes,
         throughputMiBps: throughputMiBps(bytes, durationMs),
-        ...(freeze ? { diskFreezeMs } : {}),
+        ...(freeze ? { diskFreezeMs: m.diskFreezeMs } : {}),
       };
     }, opts.trust?.key);
-    this.metadata = metadata;
-    this.closeFds();
-    await restoreMigrationConfig(client, this.savedConfig);
-    this.savedConfig = undefined;
+    this.metadata = out.metadata;
+    await out.closing.now();
+    await configured.config.now();
+    return { bytes, durationMs, vmPausedMs, endOffset, allocatedBytes: allocated };
+  }
 
-    let pausedTotalMs = vmPausedMs;
-    if (opts.after === 'stop') {
+  /** --after stop quits QEMU; else a VM that was running runs again. Returns how long the VM was paused in all. */
+  private async leaveVm(vm: QemuVmInfo, m: Migrated, vmPausedMs: number): Promise<number> {
+    const { client } = this;
+    if (this.opts.after === 'stop') {
       await client.execute('quit').catch(() => undefined);
       await client.waitClosed(10_000);
-    } else if (vm.running) {
-      await client.execute('cont');
-      if (pausedAt !== undefined) pausedTotalMs = Date.now() - pausedAt;
+      return vmPausedMs;
     }
-    return {
-      path: opts.outPath,
-      bytes,
-      ramBytes: vm.ramBytes,
-      durationMs,
-      throughputMiBps: throughputMiBps(bytes, durationMs),
-      channels: opts.channels,
-      directIO: directIO.enabled,
-      directIOReason: directIO.reason,
-      vmPausedMs: pausedTotalMs,
-      logicalBytes: endOffset,
-      allocatedBytes: allocated,
-      qemu: { version: vm.version, machine: vm.machine, pid: vm.process.pid },
-      migrateIssuedAtMs,
-      after: opts.after,
-      disks: metadata.disks ?? [],
-      diskFreezeMs,
-    };
+    if (!vm.running) return vmPausedMs;
+    await client.execute('cont');
+    return m.pausedAt !== undefined ? Date.now() - m.pausedAt : vmPausedMs;
+  }
+
+  /** A VM that was running before a failed save runs again (it may have been paused by our stop, at a live save's switchover, or held before it). */
+  private async resume(): Promise<void> {
+    const { client } = this;
+    if (client.closed) return;
+    const status = await queryStatus(client).catch(() => undefined);
+    if (status && !status.running) await client.execute('cont').catch(() => undefined);
   }
 
   private checkAborted(): void {
     if (this.opts.signal?.aborted) throw this.opts.signal.reason ?? new SaveError('the save was cancelled');
-  }
-
-  private openOutput(): number {
-    const { O_WRONLY, O_CREAT, O_EXCL } = fs.constants;
-    try {
-      // Overwriting unlinks first: the old file may back a lazily restored VM, which keeps its copy.
-      if (this.opts.overwrite) fs.rmSync(this.opts.outPath, { force: true });
-      const mode = this.opts.fileMode ?? 0o600;
-      const fd = fs.openSync(this.opts.outPath, O_WRONLY | O_CREAT | O_EXCL, mode);
-      // The umask may have taken bits away.
-      if (mode !== 0o600) fs.fchmodSync(fd, mode);
-      this.createdFile = true;
-      this.fds.push(fd);
-      return fd;
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      if (e.code === 'EEXIST') throw new SaveError(`--out: ${this.opts.outPath} already exists; remove it or choose another path`);
-      throw new SaveError(`--out: cannot create ${this.opts.outPath}: ${e.message}`);
-    }
-  }
-
-  private open(flags: number): number {
-    const fd = fs.openSync(this.opts.outPath, flags);
-    this.fds.push(fd);
-    return fd;
-  }
-
-  private closeFds(): void {
-    for (const fd of this.fds.splice(0)) fs.closeSync(fd);
   }
 
   /**
@@ -401,19 +496,5 @@ class SaveState {
   explain(err: unknown): unknown {
     return explainSaveFailure(err, this.opts.outPath, this.ramBytes);
   }
-
-  /** Undoes a failed or cancelled save: QEMU back as it was, no partial file. */
-  async rollBack(): Promise<void> {
-    const { client } = this;
-    if (this.migrating) await drainMigration(client, this.measure ? { stall: { measure: this.measure, stallMs: this.stallMs } } : {});
-    if (this.fdsetId !== undefined) await removeFdSet(client, this.fdsetId).catch(() => undefined);
-    if (this.savedConfig) await restoreMigrationConfig(client, this.savedConfig);
-    if (this.wasRunning && !client.closed) {
-      const status = await queryStatus(client).catch(() => undefined);
-      if (status && !status.running) await client.execute('cont').catch(() => undefined);
-    }
-    this.closeFds();
-    // Asynchronous: freeing GiBs of extents takes the kernel a while, and a daemon's event loop goes on meanwhile.
-    if (this.createdFile) await fs.promises.rm(this.opts.outPath, { force: true });
-  }
 }
+

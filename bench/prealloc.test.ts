@@ -1,6 +1,6 @@
 import os from 'node:os';
 import { planPreallocArgv } from './prealloc.js';
-import { planLazyArgv } from './lazy/plan.js';
+import { planLazyArgv } from '../agent/src/engine/lazy/plan.js';
 
 const tail = ['-S', '-incoming', 'defer'];
 const main = { id: 'pc.ram', usedLength: 268435456, pages: 65536, pagesPresent: 60000 };
