@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { readClusterJson, repoRoot, runClusterUp } from '../cluster/controlplane.js';
+import { readClusterJson, repoRoot, runClusterUp } from '../../stack/controlplane.js';
 
 /** Call before anything touches the cluster (jest gives every test file its own process.env). */
 export function usePrivateControlPlane(name: string): string {

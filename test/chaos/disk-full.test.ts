@@ -4,8 +4,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { saveVm } from '../../agent/src/engine/save.js';
-import { createNamespace, kubectlOk } from '../cluster/controlplane.js';
-import { apply, startStack, waitForPhase, type Stack } from '../e2e/stack.js';
+import { createNamespace, kubectlOk } from '../../stack/controlplane.js';
+import { apply, waitForPhase } from '../e2e/objects.js';
+import { startStack, type Stack } from '../../stack/e2e.js';
 import { cli, readyGuest, scratchDir } from '../engine/harness.js';
 import type { Guest } from '../../kit/guest.js';
 import { snapshotFilesUnder, vmStatus } from './invariants.js';

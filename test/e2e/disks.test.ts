@@ -5,10 +5,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
-import { createNamespace, kubectlOk } from '../cluster/controlplane.js';
+import { createNamespace, kubectlOk } from '../../stack/controlplane.js';
 import { startGuest, type Guest } from '../../kit/guest.js';
 import { Vm, ext4Image, inspectDisk } from '../guest/disk.js';
-import { apply, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
+import { apply, waitFor, waitForPhase } from './objects.js';
+import { startStack, type Stack } from '../../stack/e2e.js';
 import { killQemusUnder } from '../../kit/qemu.js';
 import { vmSnapshot, vmRestore } from '../../kit/manifests.js';
 import { poll } from '../../kit/poll.js';

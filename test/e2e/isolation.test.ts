@@ -4,9 +4,10 @@
 // network socket and the operator serves only read-only metrics and health.
 import fs from 'node:fs';
 import path from 'node:path';
-import { createNamespace, kubectl } from '../cluster/controlplane.js';
+import { createNamespace, kubectl } from '../../stack/controlplane.js';
 import { startTinyVm, type QemuVm } from '../../kit/qemu.js';
-import { apply, getJson, startStack, waitForPhase, type Stack } from './stack.js';
+import { apply, getJson, waitForPhase } from './objects.js';
+import { startStack, type Stack } from '../../stack/e2e.js';
 import { isUnder } from '../../agent/src/daemon/paths.js';
 import { digestsPath } from '../../agent/src/snapshot-file/digests.js';
 import { firstPresentPage, flipBits } from '../engine/harness.js';

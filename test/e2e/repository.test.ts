@@ -10,12 +10,14 @@ import path from 'node:path';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { snapshotFileName } from '../../api/index.js';
 import { repositoryClient } from '../../agent/src/objstore/client.js';
-import { createNamespace, kubectl, kubectlOk } from '../cluster/controlplane.js';
+import { createNamespace, kubectl, kubectlOk } from '../../stack/controlplane.js';
 import { startGuest, type Guest } from '../../kit/guest.js';
 import { startSeaweedFS, type S3Server } from '../objstore/seaweedfs.js';
-import { apply, getJson, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
+import { apply, getJson, waitFor, waitForPhase } from './objects.js';
+import { startStack, type Stack } from '../../stack/e2e.js';
 import { expectVerifying } from '../../kit/guest.js';
 import { killQemusUnder } from '../../kit/qemu.js';
+import { poll } from '../../kit/poll.js';
 
 const BUCKET = 'vmsnap-e2e';
 const GRACE_SECONDS = 20;
@@ -148,14 +150,14 @@ it('uploads a save of node A and restores it on node B, eager then lazy, memory 
   expect(metricValue(down, 'vmsnap_repository_transfer_bytes_total{direction="download"}')).toBe(snap.status.upload.bytesDone);
   expect(metricValue(down, 'vmsnap_repository_transfer_duration_seconds_count{direction="download"}')).toBe(1);
   await waitFor('vmrestore/app-lazy-on-b', ns, '{.status.lazy.residentBytes}', (v) => Number(v) >= 64 << 20, 60_000);
-  await waitUntilAsync(async () => metricValue(await agentMetrics('node-b'), `vmsnap_lazy_resident_bytes{namespace="${ns}",restore="app-lazy-on-b"}`) >= 64 << 20, 60_000, 'no lazy residency in the metrics of node B');
+  await poll('lazy residency in the metrics of node B', async () => metricValue(await agentMetrics('node-b'), `vmsnap_lazy_resident_bytes{namespace="${ns}",restore="app-lazy-on-b"}`) >= 64 << 20, { timeoutMs: 60_000, intervalMs: 250 });
 
   // Deleted with node A present: A's agent removes the file, the operator the repository copy;
   // B's cached copy goes too while the lazy VM keeps running on its mapping.
   await kubectlOk(['delete', 'vmsnapshot', 'app-snap', '-n', ns, '--wait=true', '--timeout=120s']);
   expect(await objectKeys(prefix)).toEqual([]);
   expect(fs.existsSync(snap.status.file.path)).toBe(false);
-  await waitUntil(() => !fs.existsSync(cached), 60_000, `${cached} is still on node B after its VMSnapshot was deleted`);
+  await poll(`${cached} to leave node B after its VMSnapshot was deleted`, () => !fs.existsSync(cached), { timeoutMs: 60_000, intervalMs: 250 });
   await expectVerifying(serial, { from: fs.readFileSync(serial, 'latin1').length });
   killQemusUnder(bDir);
 });
@@ -181,7 +183,7 @@ it('survives the loss of node A: its uploaded snapshot restores on B, and deleti
   const events = await kubectlOk(['get', 'events', '-n', ns, '--field-selector', 'reason=NodeLost', '-o', 'jsonpath={.items[*].message}']);
   expect(events).toMatch(new RegExp(`node ${agent('node-a').nodeName} is lost: .*released; .* is left on that node; removed its copy in bucket ${BUCKET} at ${prefix}`));
   expect(await objectKeys(prefix)).toEqual([]);
-  await waitUntil(() => !fs.existsSync(cached), 60_000, `${cached} is still on node B after its VMSnapshot was deleted`);
+  await poll(`${cached} to leave node B after its VMSnapshot was deleted`, () => !fs.existsSync(cached), { timeoutMs: 60_000, intervalMs: 250 });
   // The restored VM does not depend on the cache: it keeps running intact.
   const serial = path.join(agent('node-b').vmRoot, ns, 'db', 'serial.log');
   await expectVerifying(serial, { from: fs.readFileSync(serial, 'latin1').length });
@@ -198,16 +200,4 @@ async function agentMetrics(node: string): Promise<string> {
 function metricValue(text: string, series: string): number {
   const line = text.split('\n').find((l) => l.startsWith(series + ' '));
   return line ? Number(line.slice(series.length + 1)) : NaN;
-}
-
-async function waitUntil(ok: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  return waitUntilAsync(async () => ok(), timeoutMs, what);
-}
-
-async function waitUntilAsync(ok: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await ok())) {
-    if (Date.now() > deadline) throw new Error(what);
-    await new Promise((r) => setTimeout(r, 250));
-  }
 }
