@@ -5,9 +5,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { packageRoot } from '../agent/src/package-root.js';
-import { VMRestoreSchema, VMSnapshotClassSchema, VMSnapshotSchema } from '../api/index.js';
+import { VMRestoreSchema, VMSnapshotClassSchema, VMSnapshotScheduleSchema, VMSnapshotSchema } from '../api/index.js';
 import { badLines, expectVerifying, guestChecks, startGuest } from './guest.js';
-import { vmRestore, vmSnapshot, vmSnapshotClass, yamlDocs } from './manifests.js';
+import { vmRestore, vmSnapshot, vmSnapshotClass, vmSnapshotSchedule, yamlDocs } from './manifests.js';
 import { poll, sleep } from './poll.js';
 import { launchQemu, procArgv, qemuPidsMentioning, qemuRunState, startTinyVm } from './qemu.js';
 
@@ -43,10 +43,12 @@ describe('manifests', () => {
       vmSnapshot({ name: 's', namespace: 'ns' }, { vmName: 'demo', afterSnapshot: 'Stop' }),
       vmRestore('r', { snapshotName: 's', ifRunning: 'Replace' }),
       vmSnapshotClass('c', { digests: 'Record' }),
+      vmSnapshotSchedule('nightly', { schedule: '0 3 * * *', vmNames: ['demo'], retention: { keepLast: 2 } }),
     ];
     expect(VMSnapshotSchema.safeParse(docs[0]).success).toBe(true);
     expect(VMRestoreSchema.safeParse(docs[1]).success).toBe(true);
     expect(VMSnapshotClassSchema.safeParse(docs[2]).success).toBe(true);
+    expect(VMSnapshotScheduleSchema.safeParse(docs[3]).success).toBe(true);
     expect(loadAllYaml(yamlDocs(...docs))).toEqual(docs);
   });
 });

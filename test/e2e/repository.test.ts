@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { snapshotFileName } from '../../api/index.js';
+import { snapshotFileName, type VMRestoreSpecInput } from '../../api/index.js';
 import { repositoryClient } from '../../agent/src/objstore/client.js';
 import { createNamespace, kubectl, kubectlOk } from '../../stack/controlplane.js';
 import { startGuest, type Guest } from '../../kit/guest.js';
@@ -18,6 +18,7 @@ import { startStack, type Stack } from '../../stack/e2e.js';
 import { expectVerifying } from '../../kit/guest.js';
 import { killQemusUnder } from '../../kit/qemu.js';
 import { poll } from '../../kit/poll.js';
+import { vmRestore, vmSnapshot, vmSnapshotClass } from '../../kit/manifests.js';
 
 const BUCKET = 'vmsnap-e2e';
 const GRACE_SECONDS = 20;
@@ -41,29 +42,15 @@ beforeAll(async () => {
   ns = await createNamespace('e2e-repo');
   className = `e2e-repo-${randomBytes(3).toString('hex')}`;
   const b64 = (s: string | Buffer) => Buffer.from(s).toString('base64');
-  await apply(`
-apiVersion: v1
-kind: Secret
-metadata: {name: e2e-s3, namespace: ${stack.releaseNamespace}}
-data: {accessKeyId: ${b64(server.credentials.accessKeyId)}, secretAccessKey: ${b64(server.credentials.secretAccessKey)}}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: e2e-s3-key, namespace: ${stack.releaseNamespace}}
-data: {key: ${b64(randomBytes(32))}}
----
-apiVersion: vmsnap.io/v1alpha1
-kind: VMSnapshotClass
-metadata: {name: ${className}}
-deletionPolicy: Delete
-repository:
-  endpoint: ${server.endpoint}
-  bucket: ${BUCKET}
-  prefix: e2e/
-  credentialsSecret: e2e-s3
-  encryptionKeySecret: e2e-s3-key
-  compression: Zstd
-`);
+  const secret = (name: string, data: Record<string, string>) => ({ apiVersion: 'v1', kind: 'Secret', metadata: { name, namespace: stack.releaseNamespace }, data });
+  await apply([
+    secret('e2e-s3', { accessKeyId: b64(server.credentials.accessKeyId), secretAccessKey: b64(server.credentials.secretAccessKey) }),
+    secret('e2e-s3-key', { key: b64(randomBytes(32)) }),
+    vmSnapshotClass(className, {
+      deletionPolicy: 'Delete',
+      repository: { endpoint: server.endpoint, bucket: BUCKET, prefix: 'e2e/', credentialsSecret: 'e2e-s3', encryptionKeySecret: 'e2e-s3-key', compression: 'Zstd' },
+    }),
+  ]);
 }, 30 * 60 * 1000);
 
 afterAll(async () => {
@@ -85,25 +72,15 @@ async function hibernateUploaded(node: string, vm: string, seed: number): Promis
   const g = await startGuest({ dir, name: vm, memMiB: 256, fillMiB: 64, seed });
   guests.push(g);
   await g.waitForSerial(/VMSNAP PASS n=1 ok/, 120_000);
-  await apply(`
-apiVersion: vmsnap.io/v1alpha1
-kind: VMSnapshot
-metadata: {name: ${vm}-snap}
-spec: {vmName: ${vm}, className: ${className}, afterSnapshot: Stop}
-`, ns);
+  await apply(vmSnapshot(`${vm}-snap`, { vmName: vm, className, afterSnapshot: 'Stop' }), ns);
   await waitForPhase(`vmsnapshot/${vm}-snap`, ns, 'Succeeded');
   await g.exited;
   await waitFor(`vmsnapshot/${vm}-snap`, ns, '{.status.upload.phase}', (p) => p === 'Uploaded' || p === 'Failed', 180_000);
   return getJson(`vmsnapshot/${vm}-snap`, ns);
 }
 
-async function restoreOn(node: string, name: string, snapshot: string, mode: 'Eager' | 'Lazy', extra = ''): Promise<Record<string, any>> {
-  await apply(`
-apiVersion: vmsnap.io/v1alpha1
-kind: VMRestore
-metadata: {name: ${name}}
-spec: {snapshotName: ${snapshot}, nodeName: ${agent(node).nodeName}, restoreMode: ${mode}${extra}}
-`, ns);
+async function restoreOn(node: string, name: string, snapshot: string, mode: 'Eager' | 'Lazy', extra: Partial<VMRestoreSpecInput> = {}): Promise<Record<string, any>> {
+  await apply(vmRestore(name, { snapshotName: snapshot, nodeName: agent(node).nodeName, restoreMode: mode, ...extra }), ns);
   return waitForPhase(`vmrestore/${name}`, ns, 'Succeeded', 300_000);
 }
 
@@ -136,7 +113,7 @@ it('uploads a save of node A and restores it on node B, eager then lazy, memory 
   await expectVerifying(serial, { from: 0 });
 
   const offset = fs.readFileSync(serial, 'latin1').length;
-  const lazy = await restoreOn('node-b', 'app-lazy-on-b', 'app-snap', 'Lazy', ', ifRunning: Replace');
+  const lazy = await restoreOn('node-b', 'app-lazy-on-b', 'app-snap', 'Lazy', { ifRunning: 'Replace' });
   expect(lazy.status).toMatchObject({ restoreMode: 'Lazy', lazy: { file: fs.realpathSync(cached), vmRunning: true } });
   await expectVerifying(serial, { from: offset });
   // The second restore used B's cached copy: one fetch in B's log.

@@ -8,6 +8,7 @@ import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { createNamespace, kubectlOk } from '../../stack/controlplane.js';
 import { startGuest, type Guest } from '../../kit/guest.js';
 import { poll, sleep } from '../../kit/poll.js';
+import { vmSnapshotSchedule } from '../../kit/manifests.js';
 import { apply, getJson, waitFor } from './objects.js';
 import { startStack, tearDownStack, type Stack } from '../../stack/e2e.js';
 
@@ -47,23 +48,13 @@ it('fires every 5 seconds, snapshots a real VM, keeps the last 2 and deletes the
   await guest.waitForSerial(/VMSNAP PASS n=1 ok/, 120_000);
 
   await apply(
-    `
-apiVersion: vmsnap.io/v1alpha1
-kind: VMSnapshotSchedule
-metadata:
-  name: every5
-spec:
-  schedule: "*/5 * * * * *"
-  vmNames: [web]
-  template:
-    metadata:
-      labels: {purpose: e2e}
-    spec:
-      parallelism: {channels: 2}
-  retention:
-    keepLast: 2
-  concurrencyPolicy: Forbid
-`,
+    vmSnapshotSchedule('every5', {
+      schedule: '*/5 * * * * *',
+      vmNames: ['web'],
+      template: { metadata: { labels: { purpose: 'e2e' } }, spec: { parallelism: { channels: 2 } } },
+      retention: { keepLast: 2 },
+      concurrencyPolicy: 'Forbid',
+    }),
     ns,
   );
   const sched = await getJson('vmsnapshotschedule/every5', ns);
@@ -129,21 +120,7 @@ spec:
 
 it('a VMSnapshot the API server refuses (a bad template label) is a Warning event, and the schedule moves on', async () => {
   const ns = await createNamespace('e2e-sched-bad');
-  await apply(
-    `
-apiVersion: vmsnap.io/v1alpha1
-kind: VMSnapshotSchedule
-metadata:
-  name: badlabel
-spec:
-  schedule: "*/5 * * * * *"
-  vmNames: [web]
-  template:
-    metadata:
-      labels: {team: "not a label value!"}
-`,
-    ns,
-  );
+  await apply(vmSnapshotSchedule('badlabel', { schedule: '*/5 * * * * *', vmNames: ['web'], template: { metadata: { labels: { team: 'not a label value!' } } } }), ns);
   const first = await waitFor('vmsnapshotschedule/badlabel', ns, '{.status.lastScheduleTime}', (t) => t !== '', 60_000);
   await waitFor('vmsnapshotschedule/badlabel', ns, '{.status.lastScheduleTime}', (t) => t !== '' && t !== first, 60_000);
   const events = await kubectlOk(['get', 'events', '-n', ns, '--field-selector', 'involvedObject.name=badlabel,reason=CreateRefused', '-o', 'jsonpath={.items[*].message}']);
