@@ -1,5 +1,6 @@
 // The suites' reads and writes of objects on the test control plane through its kubectl: apply,
 // get as JSON, wait for a field, and wait for a terminal phase that must be the expected one.
+import { isTerminal } from '../../api/protocol.js';
 import { kubectl, kubectlOk } from '../../stack/controlplane.js';
 import { poll } from '../../kit/poll.js';
 import { yamlDocs } from '../../kit/manifests.js';
@@ -33,7 +34,7 @@ export async function apply(docs: object | object[] | string, namespace?: string
 
 /** Waits for a terminal phase; fails the test with the object's error if it is not `expected`. */
 export async function waitForPhase(resource: string, namespace: string, expected: 'Succeeded' | 'Failed', timeoutMs = 120_000): Promise<Record<string, any>> {
-  await waitFor(resource, namespace, '{.status.phase}', (p) => p === 'Succeeded' || p === 'Failed', timeoutMs);
+  await waitFor(resource, namespace, '{.status.phase}', isTerminal, timeoutMs);
   const obj = await getJson(resource, namespace);
   if (obj.status.phase !== expected) {
     throw new Error(`${resource} in ${namespace} ended ${obj.status.phase}, expected ${expected}: ${JSON.stringify(obj.status.error ?? obj.status.conditions)}`);

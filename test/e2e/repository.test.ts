@@ -14,7 +14,7 @@ import { createNamespace, kubectl, kubectlOk } from '../../stack/controlplane.js
 import { startGuest, type Guest } from '../../kit/guest.js';
 import { startSeaweedFS, type S3Server } from '../objstore/seaweedfs.js';
 import { apply, getJson, waitFor, waitForPhase } from './objects.js';
-import { startStack, type Stack } from '../../stack/e2e.js';
+import { startStack, tearDownStack, type Stack } from '../../stack/e2e.js';
 import { expectVerifying } from '../../kit/guest.js';
 import { killQemusUnder } from '../../kit/qemu.js';
 import { poll } from '../../kit/poll.js';
@@ -54,15 +54,12 @@ beforeAll(async () => {
 }, 30 * 60 * 1000);
 
 afterAll(async () => {
-  await Promise.all(guests.map((g) => g.kill().catch(() => undefined)));
   if (stack) {
     // Snapshots of the lost node would wait out the grace period: release them here.
     for (const name of ['app-snap', 'db-snap']) await kubectl(['patch', 'vmsnapshot', name, '-n', ns, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']);
     await kubectl(['delete', 'vmsnapshotclass', className, '--ignore-not-found']);
-    await stack.stop();
-    if (process.env.VMSNAP_KEEP_E2E) console.log(`logs kept in ${stack.workDir}`);
-    else fs.rmSync(stack.workDir, { recursive: true, force: true });
   }
+  await tearDownStack(stack, guests);
   await server?.stop();
 });
 
