@@ -32,11 +32,18 @@ export const repoRoot = packageRoot();
 /** The first `up` may build kube-apiserver from source: allow this much for a beforeAll. */
 export const CLUSTER_STARTUP_TIMEOUT_MS = 30 * 60 * 1000;
 
+/** Where the local instances keep their state: $VMSNAP_STATE, or ~/.local/state/vmsnap. */
+export function stateRoot(): string {
+  return process.env.VMSNAP_STATE ?? path.join(os.homedir(), '.local', 'state', 'vmsnap');
+}
+
+/** `name` under the state root, unless `explicit` (an environment variable's value) names the directory. */
+export function instanceDir(name: string, explicit: string | undefined): string {
+  return explicit || path.join(stateRoot(), name);
+}
+
 export function testClusterStateDir(): string {
-  const explicit = process.env.VMSNAP_TEST_CLUSTER_STATE;
-  if (explicit) return explicit;
-  const stateRoot = process.env.VMSNAP_STATE ?? path.join(os.homedir(), '.local', 'state', 'vmsnap');
-  return path.join(stateRoot, 'cluster-test');
+  return instanceDir('cluster-test', process.env.VMSNAP_TEST_CLUSTER_STATE);
 }
 
 /**

@@ -7,9 +7,8 @@
 // warm `up` takes seconds); stop it with
 //   VMSNAP_CLUSTER_STATE=~/.local/state/vmsnap/cluster-node npm run cluster:down
 import { readFileSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { clusterUp, kubectlWith, repoRoot, stdoutOf, upOnce, type ControlPlane } from './controlplane.js';
+import { clusterUp, instanceDir, kubectlWith, repoRoot, stdoutOf, upOnce, type ControlPlane } from './controlplane.js';
 import { run, type RunResult } from './run.js';
 
 export interface NodeInfo {
@@ -40,10 +39,7 @@ export interface NodeCluster extends ControlPlane {
 }
 
 export function nodeClusterStateDir(): string {
-  const explicit = process.env.VMSNAP_TEST_NODE_CLUSTER_STATE;
-  if (explicit) return explicit;
-  const stateRoot = process.env.VMSNAP_STATE ?? path.join(os.homedir(), '.local', 'state', 'vmsnap');
-  return path.join(stateRoot, 'cluster-node');
+  return instanceDir('cluster-node', process.env.VMSNAP_TEST_NODE_CLUSTER_STATE);
 }
 
 /** Runs cluster/up.sh for the node instance (or another instance with a node, by state dir). */
