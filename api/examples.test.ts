@@ -5,7 +5,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { z } from 'zod';
-import { vmPodManifest } from '../test/node/vm-pod.js';
+import { vmPodManifest } from '../stack/vm-pod.js';
 import { API_VERSION, VMRestoreSchema, VMSnapshotClassSchema, VMSnapshotScheduleSchema, VMSnapshotSchema, formatZodError } from './index.js';
 
 const examplesDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../examples');

@@ -17,7 +17,7 @@
 //    file when the deletion policy is Delete, and then sets
 //    status.fileDeleted (or phase Failed for a cancelled save); the operator
 //    removes the finalizer once the agent is done, at once for Retain.
-import { TERMINAL_PHASES } from './common.js';
+import { Phase, TERMINAL_PHASES } from './common.js';
 import type { VMRestore } from './vmrestore.js';
 import type { VMSnapshot } from './vmsnapshot.js';
 
@@ -67,7 +67,7 @@ export function snapshotFileName(snapshot: { metadata: { name?: string; uid?: st
 
 /** Is the object waiting for an agent to claim it on `node`? */
 export function isAssignedTo(obj: VMSnapshot | VMRestore, node: string): boolean {
-  return obj.metadata.labels?.[NODE_LABEL] === node && obj.status?.nodeName === node && obj.status?.phase === 'Pending' && !!obj.status?.effective;
+  return obj.metadata.labels?.[NODE_LABEL] === node && obj.status?.nodeName === node && obj.status?.phase === Phase.Pending && !!obj.status?.effective;
 }
 
 /** Succeeded or Failed: final (the API server refuses any other phase after them). */

@@ -59,7 +59,7 @@ export function ddRead(file: string): number {
  */
 export const RESTORE_PAUSE_MS = Number(process.env['VMSNAP_BENCH_RESTORE_PAUSE_MS'] ?? 5000);
 
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+export { sleep } from '../kit/poll.js';
 
 /** fio's block size and requests in flight: QEMU's multifd channels move up to 1 MiB per request. */
 export const FIO_BLOCK = 1 << 20;

@@ -1,11 +1,12 @@
 // What Kubernetes adds to a save: from creating a VMSnapshot to seeing it
 // Succeeded, against the engine's own save time (status.durationMs), on the
 // local control plane with the operator and an agent (the e2e stack), for a
-// VM with random RAM. Target: at most 300 ms more for a 2 GiB VM.
+// VM with random RAM.
 import fs from 'node:fs';
 import path from 'node:path';
 import { Kube } from '../kube/client.js';
-import { startStack } from '../test/e2e/stack.js';
+import { startStack } from '../stack/e2e.js';
+import { poll } from '../kit/poll.js';
 import { fillRandom, startBenchVm } from './qemu-vm.js';
 import * as k8s from '@kubernetes/client-node';
 import { PhaseWatch } from './phase-watch.js';
@@ -24,12 +25,10 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 /** Waits until the node's inventory lists the VM run by this QEMU, so no run is charged for discovery. */
 async function reported(kube: Kube, node: string, vmName: string, pid: number): Promise<void> {
-  for (let i = 0; i < 300; i++) {
+  await poll(`the agent on ${node} to report VM ${vmName} (QEMU pid ${pid})`, async () => {
     const inv = await kube.get<{ metadata: object; status?: { vms?: Array<{ name: string; pid?: number }> } }>('vmInventory', { name: node });
-    if (inv?.status?.vms?.some((v) => v.name === vmName && v.pid === pid)) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`the agent on ${node} did not report VM ${vmName} (QEMU pid ${pid}) within 30 s`);
+    return inv?.status?.vms?.some((v) => v.name === vmName && v.pid === pid);
+  }, { timeoutMs: 30_000, intervalMs: 100 });
 }
 
 export async function measureK8sOverhead(opts: { sizeGiB: number; reps: number; log: (l: string) => void }): Promise<OverheadRow> {

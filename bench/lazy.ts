@@ -7,19 +7,21 @@
 // - memory used by N copies restored from one snapshot (sum of PSS, which
 //   charges page-cache pages shared by lazy copies once).
 // Each restore starts with the snapshot out of the page cache.
-import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import * as k8s from '@kubernetes/client-node';
 import { restoreVm } from '../agent/src/engine/restore.js';
 import { Kube } from '../kube/client.js';
-import { createNamespace } from '../test/cluster/controlplane.js';
-import { startStack, type Stack } from '../test/e2e/stack.js';
-import { startGuest } from '../kit/guest.js';
+import { createNamespace } from '../stack/controlplane.js';
+import { startStack, type Stack } from '../stack/e2e.js';
+import { run } from '../stack/run.js';
+import { guestChecks, readText, startGuest } from '../kit/guest.js';
 import { packageRoot } from '../agent/src/package-root.js';
+import { evictFile } from './baselines.js';
 import { PhaseWatch } from './phase-watch.js';
-import { killQemusUnder } from '../kit/qemu.js';
+import { killQemusUnder, procArgv } from '../kit/qemu.js';
+import { poll, sleep } from '../kit/poll.js';
 
 export interface LazyTimingRow {
   sizeGiB: number;
@@ -46,21 +48,13 @@ export interface LazyCopiesRow {
 
 const CLI = path.join(packageRoot(), 'bin/vmsnap-agent');
 
-/** Evicts the file from the page cache, so every restore reads from the disk. */
-function dropCache(file: string): void {
-  spawnSync('dd', [`if=${file}`, 'iflag=nocache', 'count=0'], { stdio: 'ignore' });
-}
-
 /** Resolves when the serial log shows `count` PASS lines after `offset`; the time it saw them. */
-async function passes(serial: string, offset: number, count: number, timeoutMs = 600_000): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const text = fs.existsSync(serial) ? fs.readFileSync(serial, 'latin1').slice(offset) : '';
-    if (text.includes('VMSNAP BAD')) throw new Error(`guest memory damaged after a restore (${serial})`);
-    if ((text.match(/VMSNAP PASS n=\d+ ok/g) ?? []).length >= count) return performance.now();
-    if (Date.now() > deadline) throw new Error(`no ${count} passing sweeps in ${serial} within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
+function passes(serial: string, offset: number, count: number, timeoutMs = 600_000): Promise<number> {
+  return poll(`${count} passing sweeps in ${serial}`, () => {
+    const checks = guestChecks(readText(serial).slice(offset));
+    if (checks.bad.length > 0) throw new Error(`guest broken after a restore: ${checks.bad[0]} (${serial})`);
+    return checks.passCount >= count && performance.now();
+  }, { timeoutMs, intervalMs: 5 });
 }
 
 const serialLength = (serial: string) => (fs.existsSync(serial) ? fs.statSync(serial).size : 0);
@@ -69,18 +63,11 @@ const serialLength = (serial: string) => (fs.existsSync(serial) ? fs.statSync(se
 const LAZY_CLI_RUNS = 7;
 
 async function cliRestore(file: string, socket: string, serial: string, lazy: boolean, untilTouched = true): Promise<{ runningMs: number; touchedMs: number }> {
-  dropCache(file);
+  evictFile(file);
   const offset = serialLength(serial);
   const t0 = performance.now();
   const args = ['restore', '--in', file, '--qmp', socket, '--launch', '--json', ...(lazy ? ['--lazy'] : [])];
-  const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    const child = spawn(CLI, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    child.on('close', (c) => resolve({ code: c, stdout: out, stderr: err }));
-  });
+  const { code, stdout, stderr } = await run(CLI, args);
   const running = performance.now();
   if (code !== 0) throw new Error(`vmsnap-agent restore failed: ${stderr.trim()}`);
   const r = JSON.parse(stdout.trim().split('\n').pop()!) as { mode: string; launched: { pid: number }; lazy?: { prefetch: { pid?: number } | 'off' } };
@@ -93,14 +80,14 @@ async function cliRestore(file: string, socket: string, serial: string, lazy: bo
     // A prefetch still reading GiBs of this file would slow the next run's reads of it.
     const prefetch = r.lazy?.prefetch;
     if (prefetch !== undefined && prefetch !== 'off' && prefetch.pid !== undefined) killPrefetch(prefetch.pid);
-    await new Promise((res) => setTimeout(res, 300));
+    await sleep(300);
   }
 }
 
 /** Kills a prefetch that is still running (and not a process that took its pid since). */
 function killPrefetch(pid: number): void {
   try {
-    if (fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('prefetch-main')) process.kill(pid, 'SIGKILL');
+    if (procArgv(pid)?.some((a) => a.includes('prefetch-main'))) process.kill(pid, 'SIGKILL');
   } catch {
     // already done
   }
@@ -114,7 +101,7 @@ interface BenchCluster {
 }
 
 async function k8sRestore(c: BenchCluster, ns: string, snapshot: string, target: string, file: string, lazy: boolean) {
-  dropCache(file);
+  evictFile(file);
   const dir = path.join(c.stack.agents.get('bench-node')!.vmRoot, ns, target);
   const t0 = performance.now();
   await c.kube.create('vmRestore', {
@@ -132,7 +119,7 @@ async function k8sRestore(c: BenchCluster, ns: string, snapshot: string, target:
     return { runningMs: Math.round(running - t0), touchedMs: Math.round(touched - t0) };
   } finally {
     killQemusUnder(dir);
-    await new Promise((res) => setTimeout(res, 300));
+    await sleep(300);
   }
 }
 
@@ -145,11 +132,10 @@ async function hibernatedGuest(c: BenchCluster, ns: string, name: string, mib: n
   const dir = path.join(stack.agents.get('bench-node')!.vmRoot, ns, name);
   const guest = await startGuest({ dir, name, memMiB: mib, fillMiB: filledMiB(mib), seed: 7 });
   await guest.waitForSerial(/VMSNAP PASS n=1 ok/, 900_000);
-  for (let i = 0; i < 300; i++) {
+  await poll(`the agent to report VM ${name}`, async () => {
     const inv = await kube.get<{ metadata: object; status?: { vms?: Array<{ namespace?: string; name: string }> } }>('vmInventory', { name: stack.agents.get('bench-node')!.nodeName });
-    if (inv?.status?.vms?.some((v) => v.name === name)) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
+    return inv?.status?.vms?.some((v) => v.name === name);
+  }, { timeoutMs: 30_000, intervalMs: 100 });
   await kube.create('vmSnapshot', {
     apiVersion: 'vmsnap.io/v1alpha1',
     kind: 'VMSnapshot',
@@ -177,7 +163,7 @@ async function measureCopies(c: BenchCluster, ns: string, copies: number, mib: n
   const { file, dir } = await hibernatedGuest(c, ns, 'copies-src', mib);
   const rows: LazyCopiesRow[] = [];
   for (const lazy of [false, true]) {
-    dropCache(file);
+    evictFile(file);
     const pids: number[] = [];
     const root = path.join(c.stack.workDir, `copies-${lazy ? 'lazy' : 'eager'}`);
     try {
@@ -200,7 +186,7 @@ async function measureCopies(c: BenchCluster, ns: string, copies: number, mib: n
       log(`  ${copies} ${lazy ? 'lazy' : 'eager'} copies of a ${mib} MiB guest: PSS ${m.pssMiB} MiB, RSS ${m.rssMiB} MiB`);
     } finally {
       killQemusUnder(root);
-      await new Promise((res) => setTimeout(res, 500));
+      await sleep(500);
     }
   }
   return rows;

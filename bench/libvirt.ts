@@ -26,9 +26,10 @@ import path from 'node:path';
 import { packageRoot } from '../agent/src/package-root.js';
 import { tracedAtMs } from '../agent/src/clock.js';
 import { processAlive, waitForExit } from '../agent/src/daemon/qemu-control.js';
-import { ensureGuestAssets, KERNEL_CMDLINE_BASE, QEMU_BINARY, readText, startGuest, type Guest } from '../kit/guest.js';
+import { ensureGuestAssets, guestChecks, KERNEL_CMDLINE_BASE, QEMU_BINARY, readText, startGuest, type Guest } from '../kit/guest.js';
 import { dropCaches, ensureFio, fioRead, fioWrite, RESTORE_PAUSE_MS } from './baselines.js';
 import { qmpExecute } from '../kit/qemu.js';
+import { sleep } from '../kit/poll.js';
 
 export interface LibvirtRow {
   sizeGiB: number;
@@ -43,7 +44,7 @@ export interface LibvirtRow {
   virshRestoreMs: number;
   vmsnapRestoreMs: number;
   restoreSpeedup: number;
-  /** vmsnap restore --launch time / virsh restore time (at most 0.8 is the goal). */
+  /** vmsnap restore --launch time / virsh restore time: below 1 means vmsnap is faster. */
   launchVsVirsh: number;
   /** Into a QEMU the bench started with -incoming defer: from that QEMU's spawn to the CLI's exit. */
   vmsnapAttachRestoreMs: number;
@@ -97,7 +98,6 @@ const cliPath = () => path.join(packageRoot(), 'bin/vmsnap-agent');
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const round = (x: number, digits = 0) => Math.round(x * 10 ** digits) / 10 ** digits;
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Guest RAM filled by the pattern: 90%, but leave the kernel ~136 MiB (1 GiB guests OOM above ~900 MiB). */
 export function fillMiBFor(memMiB: number): number {
@@ -143,17 +143,8 @@ async function mustRun(cmd: string, args: string[], timeoutMs?: number, env?: Re
   return r;
 }
 
-function lastPass(serial: string): number {
-  let max = 0;
-  for (const m of readText(serial).matchAll(/VMSNAP PASS n=(\d+)/g)) max = Math.max(max, Number(m[1]));
-  return max;
-}
-
-function badLines(serial: string): string[] {
-  return readText(serial)
-    .split(/\r?\n/)
-    .filter((l) => l.includes('VMSNAP BAD') || l.includes('VMSNAP ERROR') || l.includes('Kernel panic'));
-}
+const lastPass = (serial: string) => guestChecks(readText(serial)).lastPass;
+const badLines = (serial: string) => guestChecks(readText(serial)).bad;
 
 /** Waits until the guest prints a PASS numbered above `after`; returns that number. */
 async function waitForPass(serial: string, after: number, timeoutMs: number, alive: () => boolean, what: string): Promise<number> {

@@ -1,7 +1,6 @@
 // Lazy against eager VMRestore of a VM pod on the real node (kubelet, containerd, the chart's
 // operator and agent as pods): a 2 GiB VM pod is saved once, then restored in place, Lazy and
 // Eager in turns, each timed from the VMRestore's creation to the watch delivering Succeeded.
-// Target: a Lazy restore Succeeded within 250 ms.
 import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -10,10 +9,12 @@ import * as k8s from '@kubernetes/client-node';
 import { API_VERSION } from '../api/index.js';
 import { Kube } from '../kube/client.js';
 import { PhaseWatch } from './phase-watch.js';
-import { ensureNodeCluster } from '../test/node/cluster.js';
-import { buildAndLoadImages, createVmPod, ensureNamespace, installRelease, nodeHelm, nodeKubectl, uninstallRelease, vmLog } from '../test/node/product.js';
-import { repoRoot } from '../test/cluster/controlplane.js';
-import { guestChecks } from '../test/node/vm-pod.js';
+import { buildAndLoadImages, ensureNamespace, installRelease, nodeHelm, uninstallRelease } from '../stack/product.js';
+import { createVmPod, vmLog } from '../stack/vm-pod.js';
+import { ensureNodeCluster, nodeKubectl } from '../stack/node-cluster.js';
+import { repoRoot } from '../stack/controlplane.js';
+import { guestChecks } from '../kit/guest.js';
+import { poll } from '../kit/poll.js';
 
 export interface PodLazyRow {
   memGiB: number;
@@ -33,13 +34,7 @@ export interface PodLazyRow {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-async function until(what: string, probe: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
+const until = (what: string, probe: () => Promise<boolean>, timeoutMs: number) => poll(what, probe, { timeoutMs, intervalMs: 500 });
 
 export async function measurePodLazy(opts: { memGiB: number; fillMiB: number; reps: number; dir: string; log: (l: string) => void }): Promise<PodLazyRow> {
   const cp = await ensureNodeCluster();

@@ -12,10 +12,11 @@ const stateRoot = process.env.VMSNAP_STATE ?? path.join(os.homedir(), '.local/st
 process.env.VMSNAP_TEST_NODE_CLUSTER_STATE ??= path.join(stateRoot, 'cluster');
 process.env.VMSNAP_CLUSTER_QUIET ??= '1';
 
-const { repoRoot } = await import('../test/cluster/controlplane.js');
-const product = await import('../test/node/product.js');
-const { guestChecks, qemuPidsOfPod } = await import('../test/node/vm-pod.js');
-const { ensureNodeCluster, nodeKubectl, nodeKubectlOk } = product;
+const { repoRoot } = await import('../stack/controlplane.js');
+const product = await import('../stack/product.js');
+const { qemuPidsOfPod, vmLog } = await import('../stack/vm-pod.js');
+const { guestChecks } = await import('../kit/guest.js');
+const { ensureNodeCluster, nodeKubectl, nodeKubectlOk } = await import('../stack/node-cluster.js');
 
 const RELEASE = 'vmsnap';
 const RELEASE_NAMESPACE = 'vmsnap-system';
@@ -69,7 +70,7 @@ async function follow(resource: string): Promise<Record<string, any>> {
 async function passes(count: number, timeoutMs: number): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const checks = guestChecks(await product.vmLog(VM.namespace, VM.name));
+    const checks = guestChecks(await vmLog(VM.namespace, VM.name));
     if (checks.bad.length) throw new Error(`the guest found damaged memory: ${checks.bad[0]}`);
     if (checks.passCount >= count) return checks.lastPass;
     if (Date.now() > deadline) throw new Error(`the guest passed ${checks.passCount} memory checks, not ${count}, within ${timeoutMs / 1000} s`);
@@ -124,7 +125,7 @@ async function main(): Promise<void> {
   console.log(`   Succeeded: ${snap.status.restoreSizeHuman} in ${snap.status.durationHuman} (${snap.status.throughputHuman}) on ${snap.status.nodeName}: ${snap.status.file.path}`);
 
   step('6. kubectl apply -f examples/vmrestore.yaml (ifRunning: Replace: the pod\'s launcher restarts QEMU, the agent loads the snapshot into it)');
-  const checksBefore = guestChecks(await product.vmLog(VM.namespace, VM.name));
+  const checksBefore = guestChecks(await vmLog(VM.namespace, VM.name));
   const tRestore = Date.now();
   await nodeKubectlOk(['apply', '-f', path.join(repoRoot, 'examples/vmrestore.yaml')]);
   const restore = await follow('vmrestore/demo-restore');

@@ -6,6 +6,7 @@
 //   VMSNAP READY fill_mib=N seed=S      pattern written
 //   VMSNAP PASS n=K ok                  sweep K verified every word
 //   VMSNAP BAD word=I expected=0x.. got=0x..   sweep K found a mismatch
+//   VMSNAP ERROR ...                    /init could not do its job (a module, the disk, the fill)
 //
 // Lines end in "\r\n" (tty ONLCR).
 import { spawn } from 'node:child_process';
@@ -64,7 +65,7 @@ export interface Guest extends QemuVm {
   serialText(): string;
   /** Highest `VMSNAP PASS n=` seen, 0 if none. */
   lastPass(): number;
-  /** Every `VMSNAP BAD ...` line seen (without the line ending). */
+  /** Every line that says the guest is broken (badLines). */
   badLines(): string[];
 }
 
@@ -202,16 +203,39 @@ export async function startGuest(opts: GuestOptions): Promise<Guest> {
         return undefined;
       }, { timeoutMs, intervalMs: 25, describe: context });
     },
-    lastPass: () => Math.max(0, ...[...serialText().matchAll(/VMSNAP PASS n=(\d+)/g)].map((m) => Number(m[1]))),
+    lastPass: () => guestChecks(serialText()).lastPass,
     badLines: () => badLines(serialText()),
   };
 }
 
-function badLines(text: string): string[] {
+/**
+ * The lines of a guest's console that mean it is broken: a memory mismatch (`VMSNAP BAD`), its
+ * /init failing (`VMSNAP ERROR`), or a kernel panic.
+ */
+export function badLines(text: string): string[] {
   return text
     .split(/\r?\n/)
     .map((l) => l.replace(/\r$/, ''))
-    .filter((l) => l.includes('VMSNAP BAD'));
+    .filter((l) => l.includes('VMSNAP BAD') || l.includes('VMSNAP ERROR') || l.includes('Kernel panic'));
+}
+
+/** The numbers of the passing memory sweeps (`VMSNAP PASS n=K ok`) in a console text, in order. */
+export function passNumbers(text: string): number[] {
+  return [...text.matchAll(/VMSNAP PASS n=(\d+) ok/g)].map((m) => Number(m[1]));
+}
+
+export interface GuestChecks {
+  /** Highest sweep number that passed, 0 if none. */
+  lastPass: number;
+  /** How many sweeps passed (grows while the guest runs and verifies). */
+  passCount: number;
+  bad: string[];
+}
+
+/** The guest's memory checks read out of its console text (a serial log, a VM pod's container log). */
+export function guestChecks(text: string): GuestChecks {
+  const passes = passNumbers(text);
+  return { lastPass: Math.max(0, ...passes), passCount: passes.length, bad: badLines(text) };
 }
 
 /**
@@ -225,7 +249,7 @@ export async function expectVerifying(serialPath: string, opts: { after?: number
     const text = readText(serialPath).slice(opts.from ?? 0);
     const bad = badLines(text)[0];
     if (bad) throw new Error(`guest memory damaged: ${bad} (${serialPath})`);
-    const passes = [...text.matchAll(/VMSNAP PASS n=(\d+) ok/g)].map((m) => Number(m[1])).filter((n) => n > after);
+    const passes = passNumbers(text).filter((n) => n > after);
     return passes.length >= 2 && Math.max(...passes);
   }, { timeoutMs: opts.timeoutMs ?? 60_000, intervalMs: 200 });
 }

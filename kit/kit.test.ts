@@ -5,9 +5,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { packageRoot } from '../agent/src/package-root.js';
-import { VMRestoreSchema, VMSnapshotClassSchema, VMSnapshotSchema } from '../api/index.js';
-import { expectVerifying, startGuest } from './guest.js';
-import { vmRestore, vmSnapshot, vmSnapshotClass, yamlDocs } from './manifests.js';
+import { VMRestoreSchema, VMSnapshotClassSchema, VMSnapshotScheduleSchema, VMSnapshotSchema } from '../api/index.js';
+import { badLines, expectVerifying, guestChecks, startGuest } from './guest.js';
+import { vmRestore, vmSnapshot, vmSnapshotClass, vmSnapshotSchedule, yamlDocs } from './manifests.js';
 import { poll, sleep } from './poll.js';
 import { launchQemu, procArgv, qemuPidsMentioning, qemuRunState, startTinyVm } from './qemu.js';
 
@@ -43,10 +43,12 @@ describe('manifests', () => {
       vmSnapshot({ name: 's', namespace: 'ns' }, { vmName: 'demo', afterSnapshot: 'Stop' }),
       vmRestore('r', { snapshotName: 's', ifRunning: 'Replace' }),
       vmSnapshotClass('c', { digests: 'Record' }),
+      vmSnapshotSchedule('nightly', { schedule: '0 3 * * *', vmNames: ['demo'], retention: { keepLast: 2 } }),
     ];
     expect(VMSnapshotSchema.safeParse(docs[0]).success).toBe(true);
     expect(VMRestoreSchema.safeParse(docs[1]).success).toBe(true);
     expect(VMSnapshotClassSchema.safeParse(docs[2]).success).toBe(true);
+    expect(VMSnapshotScheduleSchema.safeParse(docs[3]).success).toBe(true);
     expect(loadAllYaml(yamlDocs(...docs))).toEqual(docs);
   });
 });
@@ -96,6 +98,18 @@ describe('guest memory check', () => {
     await expect(expectVerifying(stale, { after: 2, timeoutMs: 300 })).rejects.toThrow(/timed out after 300 ms waiting for two passing memory checks after n=2/);
   });
 
+  it('counts a failing /init and a kernel panic as broken, like a memory mismatch, and reads the sweeps', () => {
+    const text = 'VMSNAP READY fill_mib=8 seed=1\r\nVMSNAP PASS n=1 ok\r\nVMSNAP PASS n=2 ok\r\nVMSNAP DISK ERROR bad command \'x\'\r\n';
+    expect(guestChecks(text)).toEqual({ lastPass: 2, passCount: 2, bad: [] });
+    const broken = `${text}VMSNAP ERROR mmap fill_mib=8: Cannot allocate memory\r\n[    1.0] Kernel panic - not syncing: Attempted to kill init!\r\nVMSNAP BAD word=3 expected=0x1 got=0x2\r\n`;
+    expect(badLines(broken)).toEqual([
+      'VMSNAP ERROR mmap fill_mib=8: Cannot allocate memory',
+      '[    1.0] Kernel panic - not syncing: Attempted to kill init!',
+      'VMSNAP BAD word=3 expected=0x1 got=0x2',
+    ]);
+    expect(guestChecks(broken).bad).toEqual(badLines(broken));
+  });
+
   it('sees a real guest fill and verify its memory', async () => {
     const guest = await startGuest({ dir: path.join(dir, 'guest'), memMiB: 128, fillMiB: 8 });
     try {
@@ -108,16 +122,26 @@ describe('guest memory check', () => {
   });
 });
 
-describe('what the bench and the demo take from test/', () => {
-  it('is no suite, only the environments they run in (a control plane, the process stack, the node cluster, the S3 server)', () => {
+describe('what the bench and the demo run in', () => {
+  it('is the environments of stack/, never a file of test/', () => {
     const root = packageRoot();
     const imported = new Set<string>();
-    for (const d of ['bench', 'demo']) {
-      for (const f of fs.readdirSync(path.join(root, d)).filter((n) => n.endsWith('.ts'))) {
-        for (const m of fs.readFileSync(path.join(root, d, f), 'utf8').matchAll(/from '(\.\.\/test\/[^']+)'/g)) imported.add(m[1]!);
+    for (const d of ['bench', 'demo', 'kit', 'stack']) {
+      for (const f of fs.readdirSync(path.join(root, d)).filter((n) => n.endsWith('.ts') && !n.endsWith('.test.ts'))) {
+        // Static imports and the demo's dynamic ones alike.
+        for (const m of fs.readFileSync(path.join(root, d, f), 'utf8').matchAll(/(?:from |import\()'(\.\.\/(?:test|stack)\/[^']+)'/g)) imported.add(`${d}: ${m[1]!}`);
       }
     }
-    expect([...imported].filter((m) => m.endsWith('.test.js'))).toEqual([]);
-    expect([...imported].sort()).toEqual(['../test/cluster/controlplane.js', '../test/e2e/stack.js', '../test/node/cluster.js', '../test/node/product.js', '../test/node/vm-pod.js', '../test/objstore/seaweedfs.js']);
+    expect([...imported].filter((m) => m.includes('../test/'))).toEqual([]);
+    const environments = new Set([...imported].filter((m) => /^(bench|demo): /.test(m)).map((m) => m.replace(/^\w+: /, '')));
+    expect([...environments].sort()).toEqual([
+      '../stack/controlplane.js',
+      '../stack/e2e.js',
+      '../stack/node-cluster.js',
+      '../stack/product.js',
+      '../stack/run.js',
+      '../stack/seaweedfs.js',
+      '../stack/vm-pod.js',
+    ]);
   });
 });

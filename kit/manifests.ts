@@ -4,6 +4,7 @@ import {
   API_VERSION,
   type VMRestoreSpecInput,
   type VMSnapshotClassFields,
+  type VMSnapshotScheduleSpecInput,
   type VMSnapshotSpecInput,
 } from '../api/index.js';
 import { toYaml } from '../api/yaml.js';
@@ -26,6 +27,13 @@ export const vmSnapshotClass = (m: string | Named, fields: Partial<VMSnapshotCla
   kind: 'VMSnapshotClass' as const,
   metadata: meta(m),
   ...fields,
+});
+
+export const vmSnapshotSchedule = (m: string | Named, spec: VMSnapshotScheduleSpecInput) => ({
+  apiVersion: API_VERSION,
+  kind: 'VMSnapshotSchedule' as const,
+  metadata: meta(m),
+  spec,
 });
 
 /** Documents as one YAML stream for `kubectl apply -f -`. */

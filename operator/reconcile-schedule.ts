@@ -12,6 +12,7 @@ import {
   VMSNAPSHOTSCHEDULE_KIND,
   VMSNAPSHOT_KIND,
   VM_LABEL,
+  Phase,
   compileSchedule,
   parseDurationMs,
   setCondition,
@@ -121,7 +122,7 @@ export function retentionDeletes(sched: VMSnapshotSchedule, owned: readonly VMSn
     let succeeded = 0;
     let failed = 0;
     for (const s of list) {
-      const ok = s.status?.phase === 'Succeeded';
+      const ok = s.status?.phase === Phase.Succeeded;
       const rank = ok ? ++succeeded : ++failed;
       const age = now - scheduledAt(s);
       if (ok && r?.keepLast !== undefined && rank > r.keepLast) out.delete.push({ snapshot: s, why: `retention.keepLast is ${r.keepLast}` });
@@ -177,7 +178,7 @@ export function reconcileSchedule(sched: VMSnapshotSchedule, world: ScheduleWorl
   const deleted = new Set(d.delete.map((x) => x.uid));
   const remaining = owned.filter((s) => !deleted.has(s.metadata.uid!));
   const active = remaining.filter((s) => !isTerminal(s.status?.phase) && !s.metadata.deletionTimestamp);
-  const lastOk = remaining.filter((s) => s.status?.phase === 'Succeeded').sort((a, b) => timeOf(b.status?.completionTime) - timeOf(a.status?.completionTime))[0];
+  const lastOk = remaining.filter((s) => s.status?.phase === Phase.Succeeded).sort((a, b) => timeOf(b.status?.completionTime) - timeOf(a.status?.completionTime))[0];
   if (lastOk && timeOf(lastOk.status?.completionTime) > timeOf(next.lastSuccessfulTime)) {
     next.lastSuccessfulTime = lastOk.status!.completionTime;
     next.lastSuccessfulSnapshot = lastOk.metadata.name;

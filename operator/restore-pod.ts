@@ -90,13 +90,14 @@ function ourPod(f: RestorePodFacts, pod: PodView): RestorePodStep {
   const ref = { name: pod.metadata.name!, uid: pod.metadata.uid! };
   const what = `pod ${ref.name} (made for this restore)`;
   if (pod.metadata.deletionTimestamp) return { kind: 'fail', reason: 'Failed', message: `${what} was deleted before the restore began` };
-  const phase = pod.status?.phase;
-  if (phase === 'Failed' || phase === 'Succeeded') {
+  // Kubernetes' Pod phase (Pending, Running, Succeeded, Failed), not a vmsnap Phase.
+  const podPhase = pod.status?.phase;
+  if (podPhase === 'Failed' || podPhase === 'Succeeded') {
     return { kind: 'fail', reason: 'Failed', message: `${what} ended (${podTrouble(pod)}) before the restore began; it was deleted`, deletePod: ref };
   }
   const created = timeOf(pod.metadata.creationTimestamp);
   // The agent has seen this pod's launcher: its inventory, written after the pod was made, lists the VM.
-  const seen = phase === 'Running' && f.inventory.state !== undefined && f.inventory.state !== 'unreachable' && f.inventory.updatedAt > created;
+  const seen = podPhase === 'Running' && f.inventory.state !== undefined && f.inventory.state !== 'unreachable' && f.inventory.updatedAt > created;
   if (seen) return { kind: 'ready', pod: ref };
   if (f.now - created > RESTORE_POD_READY_MS) {
     return {
@@ -106,5 +107,5 @@ function ourPod(f: RestorePodFacts, pod: PodView): RestorePodStep {
       deletePod: ref,
     };
   }
-  return { kind: 'wait', message: `waiting for ${what} to run its launcher on node ${f.node} (${phase === 'Running' ? "the node's agent has not reported it yet" : podTrouble(pod)})` };
+  return { kind: 'wait', message: `waiting for ${what} to run its launcher on node ${f.node} (${podPhase === 'Running' ? "the node's agent has not reported it yet" : podTrouble(pod)})` };
 }

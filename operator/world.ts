@@ -1,6 +1,6 @@
 // The operator's view of the cluster (from its informers), and the questions
 // the reconcilers ask of it.
-import type { InventoryVM, VMInventory, VMRestore, VMSnapshot, VMSnapshotClass } from '../api/index.js';
+import { Phase, type InventoryVM, type VMInventory, type VMRestore, type VMSnapshot, type VMSnapshotClass } from '../api/index.js';
 import { isTerminal } from '../api/protocol.js';
 import type { PodView } from './vm-pod-record.js';
 
@@ -67,7 +67,7 @@ export function liveInventories(world: World, now: number): VMInventory[] {
 
 /** An operation that holds its VM: assigned or running, not finished. */
 function active(o: { metadata: { deletionTimestamp?: unknown }; status?: { phase?: string; nodeName?: string } }): boolean {
-  return !isTerminal(o.status?.phase) && (o.status?.phase === 'InProgress' || !!o.status?.nodeName);
+  return !isTerminal(o.status?.phase) && (o.status?.phase === Phase.InProgress || !!o.status?.nodeName);
 }
 
 /** Another operation currently holding the VM, if any: "VMSnapshot/name" or "VMRestore/name". */

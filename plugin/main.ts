@@ -2,7 +2,8 @@
 // kubectl-vmsnap: the `kubectl vmsnap` plugin. It builds ordinary VMSnapshots and VMRestores
 // (resources.ts), creates them with the user's kubeconfig, and with --wait follows their status.
 import * as k8s from '@kubernetes/client-node';
-import { toYaml } from '../api/index.js';
+import { Phase, toYaml } from '../api/index.js';
+import { isTerminal } from '../api/protocol.js';
 import { Kube, apiMessage, statusCode, type KubeObject, type ResourceName } from '../kube/client.js';
 import { USAGE, UsageError, parseInvocation, type Invocation } from './args.js';
 import { progressLine, type WaitedStatus } from './progress.js';
@@ -38,9 +39,9 @@ async function waitFor(kube: Kube, resource: 'vmSnapshot' | 'vmRestore', namespa
     if (line !== last) process.stderr.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
     last = line;
     const phase = obj.status?.phase;
-    if (phase === 'Succeeded' || phase === 'Failed') {
+    if (isTerminal(phase)) {
       if (tty) process.stderr.write('\n');
-      if (phase === 'Failed') {
+      if (phase === Phase.Failed) {
         process.stderr.write(`${FULL_NAME[resource]}/${name} Failed: ${obj.status?.error?.message ?? 'see kubectl describe'}\n`);
         return 1;
       }
@@ -50,7 +51,7 @@ async function waitFor(kube: Kube, resource: 'vmSnapshot' | 'vmRestore', namespa
     }
     if (Date.now() > deadline) {
       if (tty) process.stderr.write('\n');
-      process.stderr.write(`${FULL_NAME[resource]}/${name}: still ${phase ?? 'Pending'} after --timeout ${Math.round(timeoutMs / 1000)}s (it goes on; kubectl vmsnap ls shows it)\n`);
+      process.stderr.write(`${FULL_NAME[resource]}/${name}: still ${phase ?? Phase.Pending} after --timeout ${Math.round(timeoutMs / 1000)}s (it goes on; kubectl vmsnap ls shows it)\n`);
       return 1;
     }
     await new Promise((r) => setTimeout(r, POLL_MS));
@@ -79,14 +80,14 @@ export function lsTable(snapshots: Listed[], restores: Listed[], opts: { vm?: st
   const header = [...(opts.allNamespaces ? ['NAMESPACE'] : []), 'KIND', 'NAME', 'VM', 'FROM', 'PHASE', 'PROGRESS', 'SIZE', 'DURATION', 'AGE'];
   const table = rows.map((r) => {
     const p = r.o.status?.progress;
-    const progress = r.o.status?.phase === 'InProgress' && p?.bytesTotal ? `${Math.floor((100 * (p.bytesDone ?? 0)) / p.bytesTotal)}%` : '';
+    const progress = r.o.status?.phase === Phase.InProgress && p?.bytesTotal ? `${Math.floor((100 * (p.bytesDone ?? 0)) / p.bytesTotal)}%` : '';
     return [
       ...(opts.allNamespaces ? [r.o.metadata.namespace ?? ''] : []),
       r.kind,
       r.o.metadata.name ?? '',
       r.vm ?? '',
       r.from,
-      r.o.status?.phase ?? 'Pending',
+      r.o.status?.phase ?? Phase.Pending,
       progress,
       r.size,
       r.o.status?.durationHuman ?? '',

@@ -4,14 +4,12 @@
 // restarts whatever of etcd and kube-apiserver is dead, on the same ports.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { readClusterJson, repoRoot, runClusterUp } from '../cluster/controlplane.js';
+import { readClusterJson, repoRoot, runClusterUp, stateRoot } from '../../stack/controlplane.js';
 
 /** Call before anything touches the cluster (jest gives every test file its own process.env). */
 export function usePrivateControlPlane(name: string): string {
-  const stateRoot = process.env.VMSNAP_STATE ?? path.join(os.homedir(), '.local', 'state', 'vmsnap');
-  const dir = path.join(stateRoot, name);
+  const dir = path.join(stateRoot(), name);
   process.env.VMSNAP_TEST_CLUSTER_STATE = dir;
   return dir;
 }

@@ -4,8 +4,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { saveVm } from '../../agent/src/engine/save.js';
-import { createNamespace, kubectlOk } from '../cluster/controlplane.js';
-import { apply, startStack, waitForPhase, type Stack } from '../e2e/stack.js';
+import { createNamespace, kubectlOk } from '../../stack/controlplane.js';
+import { apply, waitForPhase } from '../e2e/objects.js';
+import { startStack, tearDownStack, type Stack } from '../../stack/e2e.js';
 import { cli, readyGuest, scratchDir } from '../engine/harness.js';
 import type { Guest } from '../../kit/guest.js';
 import { snapshotFilesUnder, vmStatus } from './invariants.js';
@@ -31,11 +32,9 @@ beforeAll(() => {
 });
 
 afterAll(async () => {
-  await Promise.all(guests.map((g) => g.kill().catch(() => undefined)));
-  await stack?.stop();
+  await tearDownStack(stack, guests);
   small?.unmount();
   fs.rmSync(scratch, { recursive: true, force: true });
-  if (stack) fs.rmSync(stack.workDir, { recursive: true, force: true });
 }, 5 * 60 * 1000);
 
 async function fullGuest(dir: string, name: string): Promise<Guest> {

@@ -9,7 +9,8 @@ import { processAlive } from '../../agent/src/daemon/qemu-control.js';
 import { QmpClient } from '../../agent/src/qmp/client.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { verifySnapshotFile } from '../../agent/src/snapshot-file/verify.js';
-import { kubectlOk } from '../cluster/controlplane.js';
+import { kubectlOk } from '../../stack/controlplane.js';
+import { qemuPidsMentioning } from '../../kit/qemu.js';
 
 export interface Scope {
   namespace: string;
@@ -38,19 +39,7 @@ export function snapshotFilesUnder(dir: string): string[] {
 
 /** Live (not zombie) QEMU processes whose QMP socket is `<dir>/qmp.sock`. */
 export function qemuPidsFor(dir: string): number[] {
-  const socket = path.join(dir, 'qmp.sock');
-  const pids: number[] = [];
-  for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    let argv: string[];
-    try {
-      argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    } catch {
-      continue;
-    }
-    if (!path.basename(argv[0] ?? '').startsWith('qemu-system') || !argv.some((a) => a.includes(socket))) continue;
-    if (processAlive(Number(pid))) pids.push(Number(pid));
-  }
-  return pids;
+  return qemuPidsMentioning(path.join(dir, 'qmp.sock')).filter((pid) => processAlive(pid));
 }
 
 /** QEMU's run state at `socket`, 'absent' when nobody listens, 'silent' when it does not answer. */

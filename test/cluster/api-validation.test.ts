@@ -18,12 +18,12 @@ import {
 import { toYaml } from '../../api/yaml.js';
 import {
   CLUSTER_STARTUP_TIMEOUT_MS,
-  apiRequest,
   createNamespace,
   kubectl,
   kubectlOk,
   repoRoot,
-} from './controlplane.js';
+} from '../../stack/controlplane.js';
+import { apiRequest } from './api-request.js';
 import { API_PREFIX, ensureCrds, ensureObjectRules, readYamlDocs } from './crds.js';
 
 type Obj = Record<string, any>;

@@ -3,7 +3,8 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
-import { CLUSTER_STARTUP_TIMEOUT_MS, type ControlPlane, apiRequest, createNamespace, ensureCluster, kubectl, kubectlOk, readClusterJson, runClusterUp } from './controlplane.js';
+import { CLUSTER_STARTUP_TIMEOUT_MS, type ControlPlane, createNamespace, ensureCluster, kubectl, kubectlOk, readClusterJson, runClusterUp } from '../../stack/controlplane.js';
+import { apiRequest } from './api-request.js';
 import { poll } from '../../kit/poll.js';
 
 const execFileAsync = promisify(execFile);

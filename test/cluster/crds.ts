@@ -9,7 +9,7 @@ import yaml from 'js-yaml';
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 
-import { helm, kubectl, kubectlOk, repoRoot } from './controlplane.js';
+import { helm, kubectl, kubectlOk, repoRoot } from '../../stack/controlplane.js';
 import { poll } from '../../kit/poll.js';
 
 export const CRD_DIR = path.join(repoRoot, 'crds');
@@ -73,12 +73,12 @@ export function ensureObjectRules(namespace: string): Promise<void> {
     await kubectlOk(['apply', '-n', namespace, '-f', '-'], {
       input: JSON.stringify({ apiVersion: 'vmsnap.io/v1alpha1', kind: 'VMSnapshot', metadata: { name: probe }, spec: { vmName: 'probe', digests: 'None' } }),
     });
-    for (let i = 0; ; i++) {
+    let answer = '';
+    await poll('the object-rules policy to be enforced', async () => {
       const r = await kubectl(['patch', '-n', namespace, 'vmsnapshot', probe, '--type=merge', '--dry-run=server', '-p', '{"spec":{"digests":"Record"}}']);
-      if (r.code !== 0 && /digests is immutable/.test(r.stderr)) break;
-      if (i >= 100) throw new Error(`the object-rules policy is not enforced: ${r.stderr || r.stdout}`);
-      await new Promise((resolve) => setTimeout(resolve, 300));
-    }
+      answer = r.stderr || r.stdout;
+      return r.code !== 0 && /digests is immutable/.test(r.stderr);
+    }, { timeoutMs: 30_000, intervalMs: 300, describe: () => answer });
     await kubectlOk(['delete', '-n', namespace, 'vmsnapshot', probe, '--wait=false']);
   })();
   return rules;

@@ -9,7 +9,8 @@ import path from 'node:path';
 import { AgentConfigSchema } from '../../api/agent-config.js';
 import { AGENT_CAPABILITIES } from '../../api/chart-values.js';
 import { API_VERSION } from '../../api/common.js';
-import { CLUSTER_STARTUP_TIMEOUT_MS, apiRequest, createNamespace, helm, kubectl, kubectlOk, repoRoot } from './controlplane.js';
+import { CLUSTER_STARTUP_TIMEOUT_MS, createNamespace, helm, kubectl, kubectlOk, repoRoot } from '../../stack/controlplane.js';
+import { apiRequest } from './api-request.js';
 import { API_PREFIX, crdDocs, ensureCrds, parseYamlDocs } from './crds.js';
 import { poll } from '../../kit/poll.js';
 

@@ -11,7 +11,8 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { startDaemon } from '../../agent/src/daemon/daemon.js';
 import { CRD_REVISION, CRD_REVISION_ANNOTATION } from '../../api/common.js';
-import { CLUSTER_STARTUP_TIMEOUT_MS, createNamespace, ensureCluster, kubectl, kubectlOk, repoRoot, run } from './controlplane.js';
+import { CLUSTER_STARTUP_TIMEOUT_MS, createNamespace, ensureCluster, kubectl, kubectlOk, repoRoot } from '../../stack/controlplane.js';
+import { run } from '../../stack/run.js';
 import { ensureCrds } from './crds.js';
 import { poll } from '../../kit/poll.js';
 

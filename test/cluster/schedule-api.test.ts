@@ -2,7 +2,8 @@
 // it fills in, that its template can be edited (the VMSnapshot's immutability rules do not apply to
 // a template), and its columns.
 import { API_VERSION } from '../../api/common.js';
-import { CLUSTER_STARTUP_TIMEOUT_MS, apiRequest, createNamespace, kubectlOk } from './controlplane.js';
+import { CLUSTER_STARTUP_TIMEOUT_MS, createNamespace, kubectlOk } from '../../stack/controlplane.js';
+import { apiRequest } from './api-request.js';
 import { API_PREFIX, ensureCrds } from './crds.js';
 
 type Obj = Record<string, any>;

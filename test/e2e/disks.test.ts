@@ -5,11 +5,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
-import { createNamespace, kubectlOk } from '../cluster/controlplane.js';
+import { createNamespace, kubectlOk } from '../../stack/controlplane.js';
 import { startGuest, type Guest } from '../../kit/guest.js';
 import { Vm, ext4Image, inspectDisk } from '../guest/disk.js';
-import { apply, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
-import { killQemusUnder } from '../../kit/qemu.js';
+import { apply, waitFor, waitForPhase } from './objects.js';
+import { startStack, tearDownStack, type Stack } from '../../stack/e2e.js';
 import { vmSnapshot, vmRestore } from '../../kit/manifests.js';
 import { poll } from '../../kit/poll.js';
 
@@ -20,12 +20,7 @@ beforeAll(async () => {
   stack = await startStack(['disk-node']);
 }, 30 * 60 * 1000);
 
-afterAll(async () => {
-  await Promise.all(guests.map((g) => g.kill().catch(() => undefined)));
-  if (stack) killQemusUnder(stack.workDir);
-  await stack?.stop();
-  if (stack) fs.rmSync(stack.workDir, { recursive: true, force: true });
-});
+afterAll(() => tearDownStack(stack, guests));
 
 
 async function eventsOf(ns: string, name: string): Promise<Array<{ reason: string; message: string }>> {

@@ -4,9 +4,10 @@
 // network socket and the operator serves only read-only metrics and health.
 import fs from 'node:fs';
 import path from 'node:path';
-import { createNamespace, kubectl } from '../cluster/controlplane.js';
+import { createNamespace, kubectl } from '../../stack/controlplane.js';
 import { startTinyVm, type QemuVm } from '../../kit/qemu.js';
-import { apply, getJson, startStack, waitForPhase, type Stack } from './stack.js';
+import { apply, getJson, waitForPhase } from './objects.js';
+import { startStack, tearDownStack, type Stack } from '../../stack/e2e.js';
 import { isUnder } from '../../agent/src/daemon/paths.js';
 import { digestsPath } from '../../agent/src/snapshot-file/digests.js';
 import { firstPresentPage, flipBits } from '../engine/harness.js';
@@ -27,10 +28,8 @@ beforeAll(async () => {
 }, 10 * 60 * 1000);
 
 afterAll(async () => {
-  await Promise.all(vms.map((v) => v.kill()));
-  await stack?.stop();
+  await tearDownStack(stack, vms);
   for (const ns of [nsA, nsB]) if (ns) await kubectl(['delete', 'namespace', ns, '--wait=false']);
-  if (stack && !process.env.VMSNAP_KEEP_E2E) fs.rmSync(stack.workDir, { recursive: true, force: true });
 });
 
 async function waitForInventory(vm: string): Promise<void> {

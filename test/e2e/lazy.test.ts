@@ -5,9 +5,10 @@
 // restored eagerly with the reason in its status.
 import fs from 'node:fs';
 import path from 'node:path';
-import { createNamespace, kubectlOk } from '../cluster/controlplane.js';
+import { createNamespace, kubectlOk } from '../../stack/controlplane.js';
 import { startGuest, type Guest, expectVerifying } from '../../kit/guest.js';
-import { apply, getJson, startStack, tearDownStack, waitFor, waitForPhase, type Stack } from './stack.js';
+import { apply, getJson, waitFor, waitForPhase } from './objects.js';
+import { startStack, tearDownStack, type Stack } from '../../stack/e2e.js';
 import { killQemusUnder, qemuPidsMentioning } from '../../kit/qemu.js';
 import { vmSnapshot, vmRestore } from '../../kit/manifests.js';
 

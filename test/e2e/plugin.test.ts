@@ -1,14 +1,15 @@
 // `kubectl vmsnap` end to end: kubectl finds the plugin on PATH (a symlink, as `npm install -g`
 // makes one) and runs it against the real API server, with the operator and an agent as processes
 // and a real QEMU guest: ls, save --wait, restore --wait, a failure, and the YAML of --dry-run.
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { QmpClient } from '../../agent/src/qmp/client.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
-import { createNamespace, kubectl, repoRoot, type RunResult } from '../cluster/controlplane.js';
+import { createNamespace, kubectl, repoRoot } from '../../stack/controlplane.js';
+import { run, type RunResult } from '../../stack/run.js';
+import { qemuRunState } from '../../kit/qemu.js';
 import { startGuest, type Guest } from '../../kit/guest.js';
-import { getJson, startStack, tearDownStack, type Stack } from './stack.js';
+import { getJson } from './objects.js';
+import { startStack, tearDownStack, type Stack } from '../../stack/e2e.js';
 import { expectVerifying } from '../../kit/guest.js';
 
 let stack: Stack;
@@ -27,25 +28,10 @@ afterAll(() => tearDownStack(stack, guests));
 /** `kubectl vmsnap ARGS` through the real kubectl, which finds kubectl-vmsnap on PATH. */
 function vmsnap(args: string[]): Promise<RunResult> {
   const env = { ...process.env, KUBECONFIG: stack.cp.kubeconfig, PATH: `${binDir}:${path.dirname(stack.cp.kubectl)}:${process.env.PATH}` };
-  return new Promise((resolve, reject) => {
-    const child = spawn(stack.cp.kubectl, ['vmsnap', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ stdout, stderr, code: code ?? -1 }));
-  });
+  return run(stack.cp.kubectl, ['vmsnap', ...args], { env });
 }
 
-async function qemuStatus(socket: string): Promise<string> {
-  const c = await QmpClient.connect(socket);
-  try {
-    return (await c.execute<{ status: string }>('query-status')).status;
-  } finally {
-    c.close();
-  }
-}
+const qemuStatus = async (socket: string) => (await qemuRunState(socket)).status;
 
 it('saves with --wait and a progress bar, lists, restores a copy with --wait, and fails clearly', async () => {
   const ns = await createNamespace('e2e-plugin');

@@ -8,14 +8,17 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { snapshotFileName } from '../../api/index.js';
+import { snapshotFileName, type VMRestoreSpecInput } from '../../api/index.js';
 import { repositoryClient } from '../../agent/src/objstore/client.js';
-import { createNamespace, kubectl, kubectlOk } from '../cluster/controlplane.js';
+import { createNamespace, kubectl, kubectlOk } from '../../stack/controlplane.js';
 import { startGuest, type Guest } from '../../kit/guest.js';
 import { startSeaweedFS, type S3Server } from '../objstore/seaweedfs.js';
-import { apply, getJson, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
+import { apply, getJson, waitFor, waitForPhase } from './objects.js';
+import { startStack, tearDownStack, type Stack } from '../../stack/e2e.js';
 import { expectVerifying } from '../../kit/guest.js';
 import { killQemusUnder } from '../../kit/qemu.js';
+import { poll } from '../../kit/poll.js';
+import { vmRestore, vmSnapshot, vmSnapshotClass } from '../../kit/manifests.js';
 
 const BUCKET = 'vmsnap-e2e';
 const GRACE_SECONDS = 20;
@@ -39,41 +42,24 @@ beforeAll(async () => {
   ns = await createNamespace('e2e-repo');
   className = `e2e-repo-${randomBytes(3).toString('hex')}`;
   const b64 = (s: string | Buffer) => Buffer.from(s).toString('base64');
-  await apply(`
-apiVersion: v1
-kind: Secret
-metadata: {name: e2e-s3, namespace: ${stack.releaseNamespace}}
-data: {accessKeyId: ${b64(server.credentials.accessKeyId)}, secretAccessKey: ${b64(server.credentials.secretAccessKey)}}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: e2e-s3-key, namespace: ${stack.releaseNamespace}}
-data: {key: ${b64(randomBytes(32))}}
----
-apiVersion: vmsnap.io/v1alpha1
-kind: VMSnapshotClass
-metadata: {name: ${className}}
-deletionPolicy: Delete
-repository:
-  endpoint: ${server.endpoint}
-  bucket: ${BUCKET}
-  prefix: e2e/
-  credentialsSecret: e2e-s3
-  encryptionKeySecret: e2e-s3-key
-  compression: Zstd
-`);
+  const secret = (name: string, data: Record<string, string>) => ({ apiVersion: 'v1', kind: 'Secret', metadata: { name, namespace: stack.releaseNamespace }, data });
+  await apply([
+    secret('e2e-s3', { accessKeyId: b64(server.credentials.accessKeyId), secretAccessKey: b64(server.credentials.secretAccessKey) }),
+    secret('e2e-s3-key', { key: b64(randomBytes(32)) }),
+    vmSnapshotClass(className, {
+      deletionPolicy: 'Delete',
+      repository: { endpoint: server.endpoint, bucket: BUCKET, prefix: 'e2e/', credentialsSecret: 'e2e-s3', encryptionKeySecret: 'e2e-s3-key', compression: 'Zstd' },
+    }),
+  ]);
 }, 30 * 60 * 1000);
 
 afterAll(async () => {
-  await Promise.all(guests.map((g) => g.kill().catch(() => undefined)));
   if (stack) {
     // Snapshots of the lost node would wait out the grace period: release them here.
     for (const name of ['app-snap', 'db-snap']) await kubectl(['patch', 'vmsnapshot', name, '-n', ns, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']);
     await kubectl(['delete', 'vmsnapshotclass', className, '--ignore-not-found']);
-    await stack.stop();
-    if (process.env.VMSNAP_KEEP_E2E) console.log(`logs kept in ${stack.workDir}`);
-    else fs.rmSync(stack.workDir, { recursive: true, force: true });
   }
+  await tearDownStack(stack, guests);
   await server?.stop();
 });
 
@@ -83,25 +69,15 @@ async function hibernateUploaded(node: string, vm: string, seed: number): Promis
   const g = await startGuest({ dir, name: vm, memMiB: 256, fillMiB: 64, seed });
   guests.push(g);
   await g.waitForSerial(/VMSNAP PASS n=1 ok/, 120_000);
-  await apply(`
-apiVersion: vmsnap.io/v1alpha1
-kind: VMSnapshot
-metadata: {name: ${vm}-snap}
-spec: {vmName: ${vm}, className: ${className}, afterSnapshot: Stop}
-`, ns);
+  await apply(vmSnapshot(`${vm}-snap`, { vmName: vm, className, afterSnapshot: 'Stop' }), ns);
   await waitForPhase(`vmsnapshot/${vm}-snap`, ns, 'Succeeded');
   await g.exited;
   await waitFor(`vmsnapshot/${vm}-snap`, ns, '{.status.upload.phase}', (p) => p === 'Uploaded' || p === 'Failed', 180_000);
   return getJson(`vmsnapshot/${vm}-snap`, ns);
 }
 
-async function restoreOn(node: string, name: string, snapshot: string, mode: 'Eager' | 'Lazy', extra = ''): Promise<Record<string, any>> {
-  await apply(`
-apiVersion: vmsnap.io/v1alpha1
-kind: VMRestore
-metadata: {name: ${name}}
-spec: {snapshotName: ${snapshot}, nodeName: ${agent(node).nodeName}, restoreMode: ${mode}${extra}}
-`, ns);
+async function restoreOn(node: string, name: string, snapshot: string, mode: 'Eager' | 'Lazy', extra: Partial<VMRestoreSpecInput> = {}): Promise<Record<string, any>> {
+  await apply(vmRestore(name, { snapshotName: snapshot, nodeName: agent(node).nodeName, restoreMode: mode, ...extra }), ns);
   return waitForPhase(`vmrestore/${name}`, ns, 'Succeeded', 300_000);
 }
 
@@ -134,7 +110,7 @@ it('uploads a save of node A and restores it on node B, eager then lazy, memory 
   await expectVerifying(serial, { from: 0 });
 
   const offset = fs.readFileSync(serial, 'latin1').length;
-  const lazy = await restoreOn('node-b', 'app-lazy-on-b', 'app-snap', 'Lazy', ', ifRunning: Replace');
+  const lazy = await restoreOn('node-b', 'app-lazy-on-b', 'app-snap', 'Lazy', { ifRunning: 'Replace' });
   expect(lazy.status).toMatchObject({ restoreMode: 'Lazy', lazy: { file: fs.realpathSync(cached), vmRunning: true } });
   await expectVerifying(serial, { from: offset });
   // The second restore used B's cached copy: one fetch in B's log.
@@ -148,14 +124,14 @@ it('uploads a save of node A and restores it on node B, eager then lazy, memory 
   expect(metricValue(down, 'vmsnap_repository_transfer_bytes_total{direction="download"}')).toBe(snap.status.upload.bytesDone);
   expect(metricValue(down, 'vmsnap_repository_transfer_duration_seconds_count{direction="download"}')).toBe(1);
   await waitFor('vmrestore/app-lazy-on-b', ns, '{.status.lazy.residentBytes}', (v) => Number(v) >= 64 << 20, 60_000);
-  await waitUntilAsync(async () => metricValue(await agentMetrics('node-b'), `vmsnap_lazy_resident_bytes{namespace="${ns}",restore="app-lazy-on-b"}`) >= 64 << 20, 60_000, 'no lazy residency in the metrics of node B');
+  await poll('lazy residency in the metrics of node B', async () => metricValue(await agentMetrics('node-b'), `vmsnap_lazy_resident_bytes{namespace="${ns}",restore="app-lazy-on-b"}`) >= 64 << 20, { timeoutMs: 60_000, intervalMs: 250 });
 
   // Deleted with node A present: A's agent removes the file, the operator the repository copy;
   // B's cached copy goes too while the lazy VM keeps running on its mapping.
   await kubectlOk(['delete', 'vmsnapshot', 'app-snap', '-n', ns, '--wait=true', '--timeout=120s']);
   expect(await objectKeys(prefix)).toEqual([]);
   expect(fs.existsSync(snap.status.file.path)).toBe(false);
-  await waitUntil(() => !fs.existsSync(cached), 60_000, `${cached} is still on node B after its VMSnapshot was deleted`);
+  await poll(`${cached} to leave node B after its VMSnapshot was deleted`, () => !fs.existsSync(cached), { timeoutMs: 60_000, intervalMs: 250 });
   await expectVerifying(serial, { from: fs.readFileSync(serial, 'latin1').length });
   killQemusUnder(bDir);
 });
@@ -181,7 +157,7 @@ it('survives the loss of node A: its uploaded snapshot restores on B, and deleti
   const events = await kubectlOk(['get', 'events', '-n', ns, '--field-selector', 'reason=NodeLost', '-o', 'jsonpath={.items[*].message}']);
   expect(events).toMatch(new RegExp(`node ${agent('node-a').nodeName} is lost: .*released; .* is left on that node; removed its copy in bucket ${BUCKET} at ${prefix}`));
   expect(await objectKeys(prefix)).toEqual([]);
-  await waitUntil(() => !fs.existsSync(cached), 60_000, `${cached} is still on node B after its VMSnapshot was deleted`);
+  await poll(`${cached} to leave node B after its VMSnapshot was deleted`, () => !fs.existsSync(cached), { timeoutMs: 60_000, intervalMs: 250 });
   // The restored VM does not depend on the cache: it keeps running intact.
   const serial = path.join(agent('node-b').vmRoot, ns, 'db', 'serial.log');
   await expectVerifying(serial, { from: fs.readFileSync(serial, 'latin1').length });
@@ -198,16 +174,4 @@ async function agentMetrics(node: string): Promise<string> {
 function metricValue(text: string, series: string): number {
   const line = text.split('\n').find((l) => l.startsWith(series + ' '));
   return line ? Number(line.slice(series.length + 1)) : NaN;
-}
-
-async function waitUntil(ok: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  return waitUntilAsync(async () => ok(), timeoutMs, what);
-}
-
-async function waitUntilAsync(ok: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await ok())) {
-    if (Date.now() > deadline) throw new Error(what);
-    await new Promise((r) => setTimeout(r, 250));
-  }
 }

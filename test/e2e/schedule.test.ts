@@ -5,9 +5,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
-import { createNamespace, kubectlOk } from '../cluster/controlplane.js';
+import { createNamespace, kubectlOk } from '../../stack/controlplane.js';
 import { startGuest, type Guest } from '../../kit/guest.js';
-import { apply, getJson, startStack, tearDownStack, waitFor, type Stack } from './stack.js';
+import { poll, sleep } from '../../kit/poll.js';
+import { vmSnapshotSchedule } from '../../kit/manifests.js';
+import { apply, getJson, waitFor } from './objects.js';
+import { startStack, tearDownStack, type Stack } from '../../stack/e2e.js';
 
 let stack: Stack;
 const guests: Guest[] = [];
@@ -30,13 +33,11 @@ async function snapshotsOf(ns: string, schedule: string): Promise<Snap[]> {
 
 /** Polls the schedule's snapshots until `accept` says yes. */
 async function until(ns: string, schedule: string, what: string, accept: (s: Snap[]) => boolean, timeoutMs = 240_000): Promise<Snap[]> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const list = await snapshotsOf(ns, schedule);
-    if (accept(list)) return list;
-    if (Date.now() > deadline) throw new Error(`${what}: not seen within ${timeoutMs} ms; snapshots: ${list.map((s) => `${s.metadata.name}=${s.status?.phase}`).join(', ')}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
+  let list: Snap[] = [];
+  return poll(what, async () => {
+    list = await snapshotsOf(ns, schedule);
+    return accept(list) && list;
+  }, { timeoutMs, intervalMs: 500, describe: () => `snapshots: ${list.map((s) => `${s.metadata.name}=${s.status?.phase}`).join(', ')}` });
 }
 
 it('fires every 5 seconds, snapshots a real VM, keeps the last 2 and deletes the oldest with its file', async () => {
@@ -47,23 +48,13 @@ it('fires every 5 seconds, snapshots a real VM, keeps the last 2 and deletes the
   await guest.waitForSerial(/VMSNAP PASS n=1 ok/, 120_000);
 
   await apply(
-    `
-apiVersion: vmsnap.io/v1alpha1
-kind: VMSnapshotSchedule
-metadata:
-  name: every5
-spec:
-  schedule: "*/5 * * * * *"
-  vmNames: [web]
-  template:
-    metadata:
-      labels: {purpose: e2e}
-    spec:
-      parallelism: {channels: 2}
-  retention:
-    keepLast: 2
-  concurrencyPolicy: Forbid
-`,
+    vmSnapshotSchedule('every5', {
+      schedule: '*/5 * * * * *',
+      vmNames: ['web'],
+      template: { metadata: { labels: { purpose: 'e2e' } }, spec: { parallelism: { channels: 2 } } },
+      retention: { keepLast: 2 },
+      concurrencyPolicy: 'Forbid',
+    }),
     ns,
   );
   const sched = await getJson('vmsnapshotschedule/every5', ns);
@@ -122,28 +113,14 @@ spec:
   const suspendedAt = Date.now();
   const names = new Set((await snapshotsOf(ns, 'every5')).map((s) => s.metadata.name));
   expect((await getJson('vmsnapshotschedule/every5', ns)).status.nextScheduleTime).toBeUndefined();
-  await new Promise((r) => setTimeout(r, 12_000)); // two periods
+  await sleep(12_000); // two periods
   const later = (await snapshotsOf(ns, 'every5')).filter((s) => !names.has(s.metadata.name));
   expect(later.filter((s) => Date.parse(s.metadata.annotations['vmsnap.io/scheduled-time']!) > suspendedAt)).toEqual([]);
 });
 
 it('a VMSnapshot the API server refuses (a bad template label) is a Warning event, and the schedule moves on', async () => {
   const ns = await createNamespace('e2e-sched-bad');
-  await apply(
-    `
-apiVersion: vmsnap.io/v1alpha1
-kind: VMSnapshotSchedule
-metadata:
-  name: badlabel
-spec:
-  schedule: "*/5 * * * * *"
-  vmNames: [web]
-  template:
-    metadata:
-      labels: {team: "not a label value!"}
-`,
-    ns,
-  );
+  await apply(vmSnapshotSchedule('badlabel', { schedule: '*/5 * * * * *', vmNames: ['web'], template: { metadata: { labels: { team: 'not a label value!' } } } }), ns);
   const first = await waitFor('vmsnapshotschedule/badlabel', ns, '{.status.lastScheduleTime}', (t) => t !== '', 60_000);
   await waitFor('vmsnapshotschedule/badlabel', ns, '{.status.lastScheduleTime}', (t) => t !== '' && t !== first, 60_000);
   const events = await kubectlOk(['get', 'events', '-n', ns, '--field-selector', 'involvedObject.name=badlabel,reason=CreateRefused', '-o', 'jsonpath={.items[*].message}']);

@@ -17,7 +17,7 @@ import { QmpClient } from '../../agent/src/qmp/client.js';
 import { SNAPSHOT_FORMAT_VERSION, STREAM_OFFSET, writeHeader } from '../../agent/src/snapshot-file/header.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { headerTrust } from '../../agent/src/daemon/header-trust.js';
-import { createNamespace, kubectl, kubectlOk } from '../cluster/controlplane.js';
+import { createNamespace, kubectl, kubectlOk } from '../../stack/controlplane.js';
 import { guestArgs, type GuestAssets, expectVerifying } from '../../kit/guest.js';
 import {
   canRunAsPodUser,
@@ -32,7 +32,8 @@ import {
   type FakePod,
 } from '../engine/pod-fixture.js';
 import { stopProcess } from '../engine/harness.js';
-import { apply, getJson, startStack, waitForPhase, type AgentProcess, type Stack } from './stack.js';
+import { apply, getJson, waitForPhase } from './objects.js';
+import { startStack, type AgentProcess, type Stack } from '../../stack/e2e.js';
 import { poll } from '../../kit/poll.js';
 import { killQemusUnder, qemuPidsMentioning, procArgv, qemuRunState, qmpExecute } from '../../kit/qemu.js';
 import { vmSnapshot, vmRestore } from '../../kit/manifests.js';

@@ -1,6 +1,6 @@
 // Shared pieces of the engine tests: a scratch directory on a real disk, the
 // CLI as a child process, and guests booted to a known state.
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,6 +10,7 @@ import { startGuest, type Guest, type GuestOptions } from '../../kit/guest.js';
 import { packageRoot } from '../../agent/src/package-root.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { readMappedRamLayout, type RamBlockInfo } from '../../agent/src/snapshot-file/mapped-ram.js';
+import { run as runProgram, type RunResult } from '../../stack/run.js';
 
 export const CLI = path.join(packageRoot(), 'bin/vmsnap-agent');
 
@@ -20,28 +21,15 @@ export function scratchDir(name: string): string {
   return fs.mkdtempSync(path.join(base, `${name}-`));
 }
 
-export interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
+export interface CliResult extends RunResult {
+  /** With --json and exit 0: the last line of stdout. */
   json?: Record<string, unknown>;
 }
 
 export async function cli(args: string[], timeoutMs = 120_000): Promise<CliResult> {
-  return new Promise((resolve) => {
-    const child = spawn(CLI, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      let json: Record<string, unknown> | undefined;
-      if (args.includes('--json') && code === 0) json = JSON.parse(stdout.trim().split('\n').pop()!);
-      resolve({ code, stdout, stderr, json });
-    });
-  });
+  const r = await runProgram(CLI, args, { timeoutMs });
+  if (!args.includes('--json') || r.code !== 0) return r;
+  return { ...r, json: JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown> };
 }
 
 /** Boots a guest and waits until it has filled its memory and verified it once. */

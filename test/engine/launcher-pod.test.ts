@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { LauncherReplySchema, type LauncherReply } from '../../api/vm-pod.js';
-import { guestArgs } from '../../kit/guest.js';
+import { badLines, guestArgs, passNumbers } from '../../kit/guest.js';
 import { canRunAsPodUser, launcherRequest, podUserAssets, POD_UID, spawnLauncher } from './pod-fixture.js';
 import { processAlive } from '../../agent/src/daemon/qemu-control.js';
 import { cli, scratchDir, stopProcess } from './harness.js';
@@ -98,8 +98,8 @@ function startLauncher(name: string, argv: string[], env: Record<string, string>
         sock.on('error', (e: NodeJS.ErrnoException) => (e.code === 'EPIPE' || e.code === 'ECONNRESET' ? undefined : reject(e)));
         sock.write(data);
       }),
-    passes: (from = 0) => [...out.slice(from).matchAll(/VMSNAP PASS n=(\d+) ok/g)].map((m) => Number(m[1])),
-    badLines: () => out.split(/\r?\n/).filter((l) => l.includes('VMSNAP BAD')),
+    passes: (from = 0) => passNumbers(out.slice(from)),
+    badLines: () => badLines(out),
     events: (msg) =>
       err
         .split('\n')

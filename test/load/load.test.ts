@@ -8,10 +8,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import * as k8s from '@kubernetes/client-node';
-import { apiRequest, createNamespace, ensureCluster, kubectl } from '../cluster/controlplane.js';
+import { apiRequest } from '../cluster/api-request.js';
+import { createNamespace, ensureCluster, kubectl, repoRoot } from '../../stack/controlplane.js';
 import { startTinyVm, type QemuVm } from '../../kit/qemu.js';
-import { startStack, type Stack } from '../e2e/stack.js';
-import { repoRoot } from '../cluster/controlplane.js';
+import { startStack, tearDownStack, type Stack } from '../../stack/e2e.js';
 import { AgentConfigSchema, operationSlots } from '../../api/index.js';
 import { poll } from '../../kit/poll.js';
 import { vmSnapshot, yamlDocs } from '../../kit/manifests.js';
@@ -37,10 +37,8 @@ beforeAll(async () => {
 }, 10 * 60 * 1000);
 
 afterAll(async () => {
-  await Promise.all(vms.map((v) => v.kill()));
-  await stack?.stop();
+  await tearDownStack(stack, vms);
   if (ns) await kubectl(['delete', 'namespace', ns, '--wait=false']);
-  if (stack && !process.env.VMSNAP_KEEP_E2E) fs.rmSync(stack.workDir, { recursive: true, force: true });
 });
 
 /** Sum of apiserver_request_total by resource (other tests on a shared control plane add to it too). */

@@ -16,23 +16,21 @@ import { API_VERSION, VM_RUN_MOUNT, VM_RUN_VOLUME } from '../../api/index.js';
 import { FIXED_BYTES } from '../../agent/src/snapshot-file/header.js';
 import {
   buildAndLoadImages,
-  createTenant,
-  createVmPod,
   describeRelease,
   ensureNamespace,
-  ensureNodeCluster,
   installRelease,
-  nodeKubectl,
-  nodeKubectlOk,
   uninstallRelease,
-  vmLog,
   type Release,
-  type Tenant,
   type VmsnapImages,
-} from './product.js';
-import type { NodeCluster } from './cluster.js';
-import { guestChecks, inPod, pidsWithCmdline, processUids, qemuPidsOfPod, VM_UID, vmPodManifest, type VmPodOptions } from './vm-pod.js';
-import { poll } from '../../kit/poll.js';
+} from '../../stack/product.js';
+import { createTenant, type Tenant } from './tenant.js';
+import { ensureNodeCluster, nodeKubectl, nodeKubectlOk, type NodeCluster } from '../../stack/node-cluster.js';
+import { createVmPod, inPod, qemuPidsOfPod, VM_UID, vmLog, vmPodManifest, type VmPodOptions } from '../../stack/vm-pod.js';
+import { guestChecks } from '../../kit/guest.js';
+import { pidsWithCmdline, processUids } from './proc.js';
+import { poll, sleep } from '../../kit/poll.js';
+import { procArgv } from '../../kit/qemu.js';
+import { finished, getAsAdmin } from './phase.js';
 
 const suffix = randomBytes(3).toString('hex');
 const tenantNs = `tenant-${suffix}`;
@@ -58,23 +56,8 @@ let canaryStat: fs.Stats;
 
 const until = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> => poll(what, probe, { timeoutMs, intervalMs: 250 });
 
-async function getAsAdmin(resource: string, namespace: string): Promise<Record<string, any>> {
-  return JSON.parse(await nodeKubectlOk(['get', resource, '-n', namespace, '-o', 'json']));
-}
-
-/** Waits for a terminal phase (read as admin: what the tenant would see too). */
-async function finished(resource: string, namespace: string, timeoutMs = 180_000): Promise<Record<string, any>> {
-  return until(`${namespace}/${resource} to finish`, async () => {
-    const o = await getAsAdmin(resource, namespace);
-    return o.status?.phase === 'Succeeded' || o.status?.phase === 'Failed' ? o : undefined;
-  }, timeoutMs);
-}
-
 async function expectPhase(resource: string, namespace: string, phase: 'Succeeded' | 'Failed', timeoutMs?: number): Promise<Record<string, any>> {
-  const o = await finished(resource, namespace, timeoutMs);
-  if (o.status.phase !== phase) {
-    throw new Error(`${namespace}/${resource} ended ${o.status.phase}, expected ${phase}: ${JSON.stringify(o.status)}\n${await describeRelease(release.namespace)}`);
-  }
+  const o = await finished(resource, namespace, { expected: phase, timeoutMs, context: () => describeRelease(release.namespace) });
   note(`${namespace}/${resource}`, o);
   return o;
 }
@@ -272,7 +255,7 @@ describe('path 1: a command line that is a script', () => {
     await expectGuestVerifying(tenantNs, P1, 0);
     // The attack is real: QEMU's argv[0] is the script.
     const [qemuPid] = expectQemuConfined(p1, p1Marker);
-    expect(fs.readFileSync(`/proc/${qemuPid}/cmdline`, 'utf8').split('\0')[0]).toBe(`${VM_RUN_MOUNT}/evil.sh`);
+    expect(procArgv(qemuPid!)?.[0]).toBe(`${VM_RUN_MOUNT}/evil.sh`);
 
     await tenant.kubectlOk(['apply', '-f', '-'], { input: snapshotJson(tenantNs, 'p1-snap', P1) });
     await expectPhase('vmsnapshot/p1-snap', tenantNs, 'Succeeded');
@@ -283,7 +266,7 @@ describe('path 1: a command line that is a script', () => {
 
     const after = expectQemuConfined(p1, p1Marker);
     expect(after).not.toContain(qemuPid); // restarted by the launcher, inside the pod
-    const argv = fs.readFileSync(`/proc/${after[0]}/cmdline`, 'utf8').split('\0');
+    const argv = procArgv(after[0]!) ?? [];
     expect(argv).toContain('defer');
     expect(argv[argv.indexOf('-sandbox') + 1]).toMatch(/spawn=deny/);
     // Nothing of the agent's container reached the restarted QEMU: its environment is the pod's, not the agent's.
@@ -340,7 +323,7 @@ describe('path 6: snapshot headers and other namespaces', () => {
     // Into the victim's VM name: it resolves in the tenant's namespace, never the victim's (a copy
     // there runs in a new pod of the tenant's own namespace).
     await tenant.kubectlOk(['apply', '-f', '-'], { input: restoreJson(tenantNs, 'into-victim', 'p1-snap', { targetVMName: VICTIM }) });
-    await new Promise((r) => setTimeout(r, 15_000));
+    await sleep(15_000);
     const byName = await getAsAdmin('vmrestore/by-name', tenantNs);
     expect(byName.status?.phase ?? 'Pending').toBe('Pending');
     expect(why(byName)).toMatch(/SnapshotNotFound/);
@@ -523,7 +506,7 @@ setTimeout(() => process.exit(0), 20000).unref();
     ]));
     outcomes.push(`path 2 QMP session as the tenant:\n    ${out.trim().split('\n').join('\n    ')}`);
     expect(out).toMatch(/"QMP"/);
-    await new Promise((r) => setTimeout(r, 3000));
+    await sleep(3000);
     expectHostUntouched();
     for (const pid of [...before, ...qemuPidsOfPod(p1.uid)]) {
       const uids = processUids(pid);
@@ -690,12 +673,12 @@ describe('path 8: FIFOs in the run volume', () => {
     await tenantExec(P8, `cd ${VM_RUN_MOUNT} && mv ram ram.mapped && mkfifo ram && mkfifo fifo && mkfifo qmp.sock.qemu.log`);
     await tenant.kubectlOk(['apply', '-f', '-'], { input: snapshotJson(tenantNs, 'p8-save', P8) });
     await victimSaveIsPrompt('victim-during-p8-save', victimPid);
-    const save = await finished('vmsnapshot/p8-save', tenantNs, 180_000);
+    const save = await finished('vmsnapshot/p8-save', tenantNs, { timeoutMs: 180_000 });
     note(`${tenantNs}/vmsnapshot/p8-save`, save);
     if (save.status.phase === 'Succeeded') {
       await tenant.kubectlOk(['apply', '-f', '-'], { input: restoreJson(tenantNs, 'p8-restore', 'p8-save') });
       await victimSaveIsPrompt('victim-during-p8-restore', victimPid);
-      note(`${tenantNs}/vmrestore/p8-restore`, await finished('vmrestore/p8-restore', tenantNs, 240_000));
+      note(`${tenantNs}/vmrestore/p8-restore`, await finished('vmrestore/p8-restore', tenantNs, { timeoutMs: 240_000 }));
     }
     await expectVictimIntact(victimPid);
     expectHostUntouched();
@@ -760,7 +743,7 @@ net.createServer((s) => {
       // One of the tenant's saves runs; the other waits for a slot although one is free: the
       // tenant's share is one slot of two.
       await until('a tenant save to be InProgress', async () => ((await phases()).includes('InProgress') ? true : undefined), 60_000);
-      await new Promise((r) => setTimeout(r, 5000));
+      await sleep(5000);
       for (const name of slow) {
         const o = await getAsAdmin(`vmsnapshot/${name}-save`, tenantNs);
         outcomes.push(`${tenantNs}/vmsnapshot/${name}-save after 5 s: ${o.status?.phase} ${JSON.stringify(o.status?.progress ?? {})}`);

@@ -6,9 +6,9 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { repoRoot } from '../cluster/controlplane.js';
-import { nodeClusterStateDir, nodeKubectlOk } from './cluster.js';
-import { qemuPidsOfPod } from './vm-pod.js';
+import { repoRoot } from '../../stack/controlplane.js';
+import { nodeClusterStateDir, nodeKubectlOk } from '../../stack/node-cluster.js';
+import { qemuPidsOfPod } from '../../stack/vm-pod.js';
 
 const state = fs.mkdtempSync(path.join(os.tmpdir(), 'vmsnap-demo-test-'));
 const env = { ...process.env, VMSNAP_STATE: state, VMSNAP_TEST_NODE_CLUSTER_STATE: nodeClusterStateDir() };

@@ -3,13 +3,13 @@
 // the next up brings the node back. A private instance, so the shared `cluster-node` keeps running.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { CLUSTER_STARTUP_TIMEOUT_MS, run } from '../cluster/controlplane.js';
-import { readNodeClusterJson, runClusterDown, runNodeClusterUp, stackPids, type NodeCluster } from './cluster.js';
+import { CLUSTER_STARTUP_TIMEOUT_MS, stateRoot } from '../../stack/controlplane.js';
+import { run } from '../../stack/run.js';
+import { readNodeClusterJson, runClusterDown, runNodeClusterUp, stackPids, type NodeCluster } from '../../stack/node-cluster.js';
 import { poll } from '../../kit/poll.js';
 
-const stateDir = path.join(process.env.VMSNAP_STATE ?? path.join(os.homedir(), '.local', 'state', 'vmsnap'), 'cluster-node-down');
+const stateDir = path.join(stateRoot(), 'cluster-node-down');
 const POOL = '/var/lib/cni/networks/vmsnap-pods';
 
 async function up(): Promise<NodeCluster> {

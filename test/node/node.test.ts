@@ -4,8 +4,8 @@
 // logs and exec, and no socket of the stack (nor a DNS lookup) goes anywhere but this machine.
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { CLUSTER_STARTUP_TIMEOUT_MS } from '../cluster/controlplane.js';
-import { ensureNodeCluster, nodeKubectl, nodeKubectlOk, stackPids, type NodeCluster } from './cluster.js';
+import { CLUSTER_STARTUP_TIMEOUT_MS } from '../../stack/controlplane.js';
+import { ensureNodeCluster, nodeKubectl, nodeKubectlOk, stackPids, type NodeCluster } from '../../stack/node-cluster.js';
 import { poll } from '../../kit/poll.js';
 
 let cp: NodeCluster;

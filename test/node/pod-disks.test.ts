@@ -11,11 +11,13 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { API_VERSION, VM_LAUNCHER_SOCKET, VM_RUN_VOLUME } from '../../api/index.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
-import { buildAndLoadImages, describeRelease, ensureNamespace, ensureNodeCluster, installRelease, nodeKubectl, nodeKubectlOk, uninstallRelease, type Release } from './product.js';
-import type { NodeCluster } from './cluster.js';
-import { VM_UID, vmPodManifest } from './vm-pod.js';
+import { buildAndLoadImages, describeRelease, ensureNamespace, installRelease, uninstallRelease, type Release } from '../../stack/product.js';
+import { ensureNodeCluster, nodeKubectl, nodeKubectlOk, type NodeCluster } from '../../stack/node-cluster.js';
+import { VM_UID, vmPodManifest } from '../../stack/vm-pod.js';
 import { Vm, ext4Image, inspectDisk, serial } from '../guest/disk.js';
 import { launcherRequest } from '../engine/pod-fixture.js';
+import { poll } from '../../kit/poll.js';
+import { finished as finishedAsAdmin, getAsAdmin } from './phase.js';
 
 const suffix = randomBytes(3).toString('hex');
 const ns = `vmdisks-${suffix}`;
@@ -31,23 +33,10 @@ let diskDir: string;
 let runDir: string;
 let vm: Vm;
 
-async function getJson(resource: string): Promise<Record<string, any>> {
-  return JSON.parse(await nodeKubectlOk(['get', resource, '-n', ns, '-o', 'json']));
-}
+const getJson = (resource: string) => getAsAdmin(resource, ns);
 
-async function finished(resource: string, expected: 'Succeeded' | 'Failed'): Promise<Record<string, any>> {
-  const deadline = Date.now() + 240_000;
-  for (;;) {
-    const o = await getJson(resource);
-    const phase = o.status?.phase;
-    if (phase === 'Succeeded' || phase === 'Failed') {
-      if (phase !== expected) throw new Error(`${resource} ended ${phase}, expected ${expected}: ${JSON.stringify(o.status.error ?? o.status.conditions)}\n${await describeRelease(release.namespace)}`);
-      return o;
-    }
-    if (Date.now() > deadline) throw new Error(`${resource} did not finish: ${JSON.stringify(o.status)}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
+const finished = (resource: string, expected: 'Succeeded' | 'Failed') =>
+  finishedAsAdmin(resource, ns, { expected, timeoutMs: 240_000, context: () => describeRelease(release.namespace) });
 
 const apply = (obj: Record<string, unknown>) => nodeKubectlOk(['apply', '-f', '-'], { input: JSON.stringify(obj) });
 const snapshot = (name: string) => apply({ apiVersion: API_VERSION, kind: 'VMSnapshot', metadata: { name, namespace: ns }, spec: { vmName: VM } });
@@ -200,13 +189,10 @@ test('attack: the frozen disk swapped for a symlink to a host file fails the res
 test("deleting a VM pod's snapshot keeps its layers in the pod's volume and says so (the agent deletes no pod file)", async () => {
   const before = fs.readdirSync(diskDir).filter((f) => f.endsWith('.qcow2') || f.endsWith('.raw')).sort();
   await nodeKubectlOk(['delete', 'vmsnapshot', 's1', '-n', ns, '--wait=true', '--timeout=120s']);
-  const deadline = Date.now() + 60_000;
-  let kept: any;
-  while (!kept && Date.now() < deadline) {
+  const kept = await poll('the DiskLayersKept event of s1', async () => {
     const events = JSON.parse(await nodeKubectlOk(['get', 'events', '-n', ns, '--field-selector', 'involvedObject.name=s1', '-o', 'json'])).items as any[];
-    kept = events.find((e) => e.reason === 'DiskLayersKept');
-    if (!kept) await new Promise((r) => setTimeout(r, 500));
-  }
-  expect(kept?.message).toMatch(/files in the VM pod's own volume, which the agent never merges or deletes/);
+    return events.find((e) => e.reason === 'DiskLayersKept');
+  }, { timeoutMs: 60_000, intervalMs: 500 });
+  expect(kept.message).toMatch(/files in the VM pod's own volume, which the agent never merges or deletes/);
   expect(fs.readdirSync(diskDir).filter((f) => f.endsWith('.qcow2') || f.endsWith('.raw')).sort()).toEqual(before);
 });

@@ -8,22 +8,20 @@ import path from 'node:path';
 import { API_VERSION } from '../../api/index.js';
 import {
   buildAndLoadImages,
-  createVmPod,
   describeRelease,
   ensureNamespace,
-  ensureNodeCluster,
   installRelease,
-  nodeKubectl,
-  nodeKubectlOk,
   uninstallRelease,
   upgradeRelease,
-  vmLog,
   type Release,
-} from './product.js';
-import type { NodeCluster } from './cluster.js';
-import { capabilityNames, guestChecks, processesOfPod, processStatus, qemuPidsOfPod } from './vm-pod.js';
+} from '../../stack/product.js';
+import { ensureNodeCluster, nodeKubectl, nodeKubectlOk, type NodeCluster } from '../../stack/node-cluster.js';
+import { capabilityNames, processStatus } from './proc.js';
+import { createVmPod, processesOfPod, qemuPidsOfPod, vmLog } from '../../stack/vm-pod.js';
+import { guestChecks } from '../../kit/guest.js';
 import { AGENT_CAPABILITIES } from '../../api/chart-values.js';
 import { poll } from '../../kit/poll.js';
+import { finished as finishedAsAdmin, getAsAdmin as getJson } from './phase.js';
 
 const suffix = randomBytes(3).toString('hex');
 const vmNamespace = `vms-${suffix}`;
@@ -32,23 +30,12 @@ let cp: NodeCluster;
 let release: Release;
 let podUid: string;
 
-async function getJson(resource: string, namespace: string): Promise<Record<string, any>> {
-  return JSON.parse(await nodeKubectlOk(['get', resource, '-n', namespace, '-o', 'json']));
-}
 
 const until = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> => poll(what, probe, { timeoutMs, intervalMs: 250 });
 
 /** Waits for a terminal phase and returns the object; `expected` fails the test on the other one. */
-async function finished(resource: string, expected?: 'Succeeded' | 'Failed', timeoutMs = 180_000): Promise<Record<string, any>> {
-  const obj = await until(`${resource} to finish`, async () => {
-    const o = await getJson(resource, vmNamespace);
-    return o.status?.phase === 'Succeeded' || o.status?.phase === 'Failed' ? o : undefined;
-  }, timeoutMs);
-  if (expected && obj.status.phase !== expected) {
-    throw new Error(`${resource} ended ${obj.status.phase}, expected ${expected}: ${JSON.stringify(obj.status.error ?? obj.status.conditions)}\n${await describeRelease(release.namespace)}`);
-  }
-  return obj;
-}
+const finished = (resource: string, expected?: 'Succeeded' | 'Failed', timeoutMs?: number) =>
+  finishedAsAdmin(resource, vmNamespace, { expected, timeoutMs, context: () => describeRelease(release.namespace) });
 
 /** The guest runs on with its memory intact: two more passing checks than `before`, no BAD line. */
 async function expectGuestVerifying(before: number): Promise<void> {

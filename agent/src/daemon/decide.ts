@@ -1,7 +1,7 @@
 // What the agent does about one VMSnapshot or VMRestore of its node, as data: the object as seen,
 // what the dispatcher holds in memory about it, in; one action and its reason, out. No I/O here:
 // work.ts executes the actions. Which queued runs take the node's free slots is decided here too.
-import { NODE_LABEL, isAssignedTo, type VMRestore, type VMSnapshot } from '../../../api/index.js';
+import { NODE_LABEL, Phase, isAssignedTo, type VMRestore, type VMSnapshot } from '../../../api/index.js';
 import { pickWork, type QueuedWork } from './fair-share.js';
 import { vmKey } from './vm-locks.js';
 
@@ -51,7 +51,7 @@ export function decide(seen: Seen, held: Held, node: NodeView): Action {
   if (held.job) {
     if (held.job.cancelled) return { do: 'nothing', why: 'its job is already cancelled' };
     if (seen.deleting) return { do: 'cancel', cause: 'deleted', why: 'deleted while its job runs' };
-    if (seen.phase === 'Failed') return { do: 'cancel', cause: 'failed', why: 'the operator failed it while its job runs' };
+    if (seen.phase === Phase.Failed) return { do: 'cancel', cause: 'failed', why: 'the operator failed it while its job runs' };
     return { do: 'nothing', why: `its ${held.job.mode} job runs` };
   }
   if (node.stopping) return { do: 'nothing', why: 'the agent is stopping' };
@@ -61,8 +61,8 @@ export function decide(seen: Seen, held: Held, node: NodeView): Action {
   const { obj } = work;
   const mine = obj.status?.nodeName === node.name && obj.metadata.labels?.[NODE_LABEL] === node.name;
   if (mine && !held.handled) {
-    if (obj.status?.phase === 'InProgress') return { do: 'recover', why: 'InProgress with no job here: a previous agent left it' };
-    if (obj.status?.phase === 'Failed') {
+    if (obj.status?.phase === Phase.InProgress) return { do: 'recover', why: 'InProgress with no job here: a previous agent left it' };
+    if (obj.status?.phase === Phase.Failed) {
       // A failure that happened while no agent watched may have left a paused VM or a file behind.
       if (work.kind === 'restore') return { do: 'cleanup', why: 'Failed: its half-loaded QEMU may still wait' };
       if (node.leftoverFile(work.obj)) return { do: 'cleanup', why: 'Failed with its file still on the node' };
@@ -75,7 +75,7 @@ export function decide(seen: Seen, held: Held, node: NodeView): Action {
   }
   if (!seen.deleting && isAssignedTo(obj, node.name) && !held.handled) return { do: 'queue', why: 'assigned to this node, not claimed yet' };
   // Final with no job: what memory holds about it is no longer needed (a Failed one keeps `handled`: its clean-up runs once).
-  if (obj.status?.phase === 'Succeeded' && !seen.deleting && !held.deletion) return { do: 'nothing', why: 'Succeeded', forget: true };
+  if (obj.status?.phase === Phase.Succeeded && !seen.deleting && !held.deletion) return { do: 'nothing', why: 'Succeeded', forget: true };
   return { do: 'nothing', why: held.handled ? 'already handled by this agent' : 'not for this agent now' };
 }
 

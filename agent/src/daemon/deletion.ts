@@ -2,7 +2,7 @@
 // file goes, then status.fileDeleted tells the operator to drop its finalizer.
 // Retain needs nothing from the agent.
 import fs from 'node:fs';
-import { effectiveDeletionPolicy, type VMSnapshot } from '../../../api/index.js';
+import { Phase, effectiveDeletionPolicy, type VMSnapshot } from '../../../api/index.js';
 import type { Completion } from './completion.js';
 import type { AgentContext } from './context.js';
 import { isReallyUnder } from './paths.js';
@@ -33,7 +33,7 @@ export function decideDeletion(snap: VMSnapshot, storageRoot: string, filesInUse
   if (!snap.metadata.deletionTimestamp) return { action: 'none', why: 'not being deleted' };
   if (snap.status?.fileDeleted) return { action: 'none', why: 'the file is already deleted' };
   if (effectiveDeletionPolicy(snap) === 'Retain') return { action: 'none', why: 'deletionPolicy Retain keeps the file' };
-  if (snap.status?.phase === 'InProgress') return { action: 'wait', why: 'the save is still in progress' };
+  if (snap.status?.phase === Phase.InProgress) return { action: 'wait', why: 'the save is still in progress' };
   const file = snap.status?.file?.path;
   if (!file) return { action: 'delete' }; // never had a file: nothing to remove, but say so
   if (filesInUse.has(file)) return { action: 'wait', why: `a restore is reading ${file}` };

@@ -3,7 +3,7 @@
 // uid), reads how much of its mapped RAM is resident, and patches the status
 // when that changed. Once the VM has exited it says so, once, and stops.
 import fs from 'node:fs';
-import { NODE_LABEL, type LazyRestoreStatus, type VMRestore } from '../../../api/index.js';
+import { NODE_LABEL, Phase, RestoreMode, type LazyRestoreStatus, type VMRestore } from '../../../api/index.js';
 import { lazyResidency, type LazyResidency } from '../engine/index.js';
 import type { AgentContext } from './context.js';
 import { processEnvVar } from './qemu-control.js';
@@ -114,7 +114,7 @@ export class LazyResidencyReporter {
     for (const r of restores) {
       const lazy = r.status?.lazy;
       const uid = r.metadata.uid;
-      if (!uid || r.status?.phase !== 'Succeeded' || r.status.restoreMode !== 'Lazy' || !lazy || lazy.vmRunning === false) continue;
+      if (!uid || r.status?.phase !== Phase.Succeeded || r.status.restoreMode !== RestoreMode.Lazy || !lazy || lazy.vmRunning === false) continue;
       let pid = this.pids.get(uid);
       // A VM pod's QEMU carries no restore uid (the launcher started it): the one that still maps the file.
       const pod = isPodVms(this.ctx.discovery) ? this.ctx.discovery : undefined;

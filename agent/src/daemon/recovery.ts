@@ -4,7 +4,7 @@
 // anything else is rolled back; a restore whose QEMU loaded is kept.
 import fs from 'node:fs';
 import path from 'node:path';
-import { Reason, type LazyRestoreStatus, type VMRestore, type VMSnapshot } from '../../../api/index.js';
+import { AfterRestore, Phase, Reason, type LazyRestoreStatus, type VMRestore, type VMSnapshot } from '../../../api/index.js';
 import { finishSnapshotFile, allocatedBytes, drainMigration, eitherSignal, waitForMigration, fileWriteMeasure, processReadMeasure, watchProgress, lazyBackingOf, lazyResidency, type MigrationInfo } from '../engine/index.js';
 import type { QmpClient } from '../qmp/client.js';
 import type { SnapshotHeader } from '../snapshot-file/header.js';
@@ -119,23 +119,32 @@ async function recoverPodSnapshot(
   const client = await connectSavedQemu(ctx, snap, meta);
   const notes: string[] = [];
   if (client) {
-    try {
-      const migration = await client.execute<MigrationInfo>('query-migrate');
-      if (migration.status && ACTIVE.includes(migration.status) && (await fdSetsWithOpaque(client, SAVE_OPAQUE)).length > 0) {
-        await drainMigration(client, drainBound(ctx, file));
-        notes.push('the save still running in QEMU was ended');
-      }
-      await removeFdSets(client, SAVE_OPAQUE);
-      if (await resumeIfWasRunning(client, meta)) notes.push('the VM was resumed');
-    } finally {
-      client.close();
-    }
+    const undone = await undoSave(ctx, client, file, meta);
+    if (undone.drained) notes.push('the save still running in QEMU was ended');
+    if (undone.resumed) notes.push('the VM was resumed');
   } else {
     notes.push("the VM pod's QEMU is gone or was restarted");
   }
   await fs.promises.rm(file, { force: true });
   notes.push('the partial file was removed');
   return fail(`${notes.join('; ')}; ${retry}`);
+}
+
+/**
+ * What a save left in the saved VM's QEMU, undone: a save it still runs is drained (cancelling a
+ * mapped-ram save can crash QEMU), the save's fds are taken back, and the VM resumed if it ran
+ * before. Closes `client`; says what it did.
+ */
+async function undoSave(ctx: AgentContext, client: QmpClient, file: string, meta: SnapshotMetadata): Promise<{ drained: boolean; resumed: boolean }> {
+  try {
+    const migration = await client.execute<MigrationInfo>('query-migrate');
+    const drained = !!migration.status && ACTIVE.includes(migration.status) && (await fdSetsWithOpaque(client, SAVE_OPAQUE)).length > 0;
+    if (drained) await drainMigration(client, drainBound(ctx, file));
+    await removeFdSets(client, SAVE_OPAQUE);
+    return { drained, resumed: await resumeIfWasRunning(client, meta) };
+  } finally {
+    client.close();
+  }
 }
 
 function succeeded(snap: VMSnapshot, outcome: SaveOutcome, note: string): Completion {
@@ -285,7 +294,7 @@ export async function recoverRestore(ctx: AgentContext, restore: VMRestore, sign
     }
     await removeFdSets(client, RESTORE_OPAQUE);
     let running = status === 'running';
-    if (effective.afterRestore === 'Running' && !running) {
+    if (effective.afterRestore === AfterRestore.Running && !running) {
       await client.execute('cont');
       running = true;
     }
@@ -358,7 +367,7 @@ async function recoverPodRestore(
     }
     const after = (await client.execute<{ status: string; running: boolean }>('query-status')).running;
     let running = after;
-    if (effective.afterRestore === 'Running' && !running) {
+    if (effective.afterRestore === AfterRestore.Running && !running) {
       await client.execute('cont');
       running = true;
     }
@@ -420,7 +429,7 @@ async function ramBytes(client: QmpClient): Promise<number> {
 /** Does this Failed VMSnapshot still have a file on the node (a save interrupted with the agent down)? */
 export function hasLeftoverFile(ctx: AgentContext, snap: VMSnapshot): boolean {
   const file = snap.status?.file?.path;
-  return snap.status?.phase === 'Failed' && !!file && isReallyUnder(ctx.config.storageRoot, file) && fs.existsSync(file);
+  return snap.status?.phase === Phase.Failed && !!file && isReallyUnder(ctx.config.storageRoot, file) && fs.existsSync(file);
 }
 
 /** Rolls back what an interrupted save left: the migration drained, the VM resumed, the file removed. Status untouched. */
@@ -437,17 +446,9 @@ export async function cleanUpFailedSnapshot(ctx: AgentContext, snap: VMSnapshot)
   if (meta) {
     const client = await connectSavedQemu(ctx, snap, meta);
     if (client) {
-      try {
-        const migration = await client.execute<MigrationInfo>('query-migrate');
-        if ((await fdSetsWithOpaque(client, SAVE_OPAQUE)).length > 0 && migration.status && ACTIVE.includes(migration.status)) {
-          await drainMigration(client, drainBound(ctx, file));
-          notes.push('let the save still running in QEMU finish and discarded it');
-        }
-        await removeFdSets(client, SAVE_OPAQUE);
-        if (await resumeIfWasRunning(client, meta)) notes.push('resumed the VM');
-      } finally {
-        client.close();
-      }
+      const undone = await undoSave(ctx, client, file, meta);
+      if (undone.drained) notes.push('let the save still running in QEMU finish and discarded it');
+      if (undone.resumed) notes.push('resumed the VM');
     }
   }
   await fs.promises.rm(file, { force: true });

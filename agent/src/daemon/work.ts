@@ -3,7 +3,7 @@
 // previous agent left InProgress; a clean-up after a failure), a file deletion, a cancellation, or
 // a status written again. One job per VM at a time; new runs wait in a queue for one of the
 // node's slots, shared fairly between namespaces (decideRuns).
-import { NODE_LABEL, VMRestoreSchema, VMSnapshotSchema, formatZodError, operationSlots, type VMSnapshot } from '../../../api/index.js';
+import { NODE_LABEL, Phase, VMRestoreSchema, VMSnapshotSchema, formatZodError, operationSlots, type VMSnapshot } from '../../../api/index.js';
 import { startInformer, type KubeObject, type ResilientInformer } from '../../../kube/client.js';
 import { deletedCancellation, failedCancellation, shutdownCancellation, type Cancellation } from './cancellation.js';
 import type { Completion } from './completion.js';
@@ -92,7 +92,10 @@ export class WorkDispatcher {
           this.ctx.kube.list<KubeObject>('vmRestore', { labelSelector: this.selector }),
         ]);
         // Only leftovers here; new (Pending) work is claimed once the watches run.
-        const leftover = (o: KubeObject) => ['InProgress', 'Failed'].includes((o as { status?: { phase?: string } }).status?.phase ?? '');
+        const leftover = (o: KubeObject) => {
+          const phase = (o as { status?: { phase?: string } }).status?.phase;
+          return phase === Phase.InProgress || phase === Phase.Failed;
+        };
         for (const o of snapshots.filter(leftover)) this.consider('snapshot', o);
         for (const o of restores.filter(leftover)) this.consider('restore', o);
         const n = this.jobs.size;

@@ -1,12 +1,12 @@
-// vmsnap as users deploy it, on the local node: the images built here and loaded into the node's
-// containerd, `helm install` of helm/vmsnap (the operator Deployment and the agent DaemonSet run as
-// pods under their ServiceAccounts), and VM pods in namespaces of their own.
+// vmsnap as users deploy it, on the node cluster: the images built here and loaded into the node's
+// containerd, and `helm install` of helm/vmsnap (the operator Deployment and the agent DaemonSet
+// run as pods under their ServiceAccounts). VM pods are stack/vm-pod.ts.
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { repoRoot, run, type RunResult } from '../cluster/controlplane.js';
-import { ensureNodeCluster, nodeKubectl, nodeKubectlOk, type NodeCluster } from './cluster.js';
-import { vmPodManifest, type VmPodOptions } from './vm-pod.js';
+import { repoRoot } from './controlplane.js';
+import { nodeKubectl, nodeKubectlOk, type NodeCluster } from './node-cluster.js';
+import { run, type RunResult } from './run.js';
 
 export interface VmsnapImages {
   /** The operator and agent image (Dockerfile target runtime). */
@@ -128,74 +128,3 @@ export async function ensureNamespace(namespace: string, level: 'privileged' | '
   });
 }
 
-/** Creates a VM pod and waits until it runs; returns its uid. */
-export async function createVmPod(opts: VmPodOptions): Promise<string> {
-  await nodeKubectlOk(['apply', '-f', '-'], { input: JSON.stringify(vmPodManifest(opts)) });
-  await nodeKubectlOk(['wait', '--for=condition=Ready', `pod/${opts.name}`, '-n', opts.namespace, '--timeout=120s']);
-  return (await nodeKubectlOk(['get', 'pod', opts.name, '-n', opts.namespace, '-o', 'jsonpath={.metadata.uid}'])).trim();
-}
-
-/** The VM container's log (the guest's serial console). */
-export async function vmLog(namespace: string, pod: string): Promise<string> {
-  return nodeKubectlOk(['logs', pod, '-n', namespace, '-c', 'vm']);
-}
-
-export { ensureNodeCluster, nodeKubectl, nodeKubectlOk };
-
-/** kubectl as a namespace user (a ServiceAccount token), never the admin's certificate. */
-export interface Tenant {
-  namespace: string;
-  serviceAccount: string;
-  kubeconfig: string;
-  kubectl(args: readonly string[], opts?: { input?: string; timeoutMs?: number }): Promise<RunResult>;
-  kubectlOk(args: readonly string[], opts?: { input?: string; timeoutMs?: number }): Promise<string>;
-}
-
-/**
- * A tenant: a ServiceAccount in `namespace` bound to the built-in `edit` ClusterRole there (what a
- * namespace's developers get; the chart aggregates VMSnapshots and VMRestores into it), and a
- * kubeconfig with its token only, written under `dir`.
- */
-export async function createTenant(cp: NodeCluster, namespace: string, dir: string, level: 'privileged' | 'baseline' | 'restricted' = 'restricted'): Promise<Tenant> {
-  const serviceAccount = 'tenant';
-  await ensureNamespace(namespace, level);
-  await nodeKubectlOk(['apply', '-f', '-'], {
-    input: JSON.stringify({
-      apiVersion: 'v1',
-      kind: 'List',
-      items: [
-        { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: serviceAccount, namespace } },
-        {
-          apiVersion: 'rbac.authorization.k8s.io/v1',
-          kind: 'RoleBinding',
-          metadata: { name: `${serviceAccount}-edit`, namespace },
-          roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'edit' },
-          subjects: [{ kind: 'ServiceAccount', name: serviceAccount, namespace }],
-        },
-      ],
-    }),
-  });
-  const token = (await nodeKubectlOk(['create', 'token', serviceAccount, '-n', namespace, '--duration=4h'])).trim();
-  fs.mkdirSync(dir, { recursive: true });
-  const kubeconfig = path.join(dir, `kubeconfig-${namespace}`);
-  fs.writeFileSync(
-    kubeconfig,
-    JSON.stringify({
-      apiVersion: 'v1',
-      kind: 'Config',
-      clusters: [{ name: 'node', cluster: { server: cp.server, 'certificate-authority': cp.caFile } }],
-      users: [{ name: serviceAccount, user: { token } }],
-      contexts: [{ name: 'tenant', context: { cluster: 'node', user: serviceAccount, namespace } }],
-      'current-context': 'tenant',
-    }),
-    { mode: 0o600 },
-  );
-  const kubectl = (args: readonly string[], opts: { input?: string; timeoutMs?: number } = {}) =>
-    run(cp.kubectl, ['--kubeconfig', kubeconfig, ...args], { env: { ...process.env, KUBECONFIG: kubeconfig }, input: opts.input, timeoutMs: opts.timeoutMs ?? 60_000 });
-  const kubectlOk = async (args: readonly string[], opts: { input?: string; timeoutMs?: number } = {}) => {
-    const r = await kubectl(args, opts);
-    if (r.code !== 0) throw new Error(`kubectl (tenant ${namespace}) ${args.join(' ')} failed (exit ${r.code}): ${r.stderr.trim()}`);
-    return r.stdout;
-  };
-  return { namespace, serviceAccount, kubeconfig, kubectl, kubectlOk };
-}

@@ -1,14 +1,15 @@
-// Helpers for tests that need a real node: they start (or reuse) an instance of the local stack
-// with its node (kubelet, containerd, scheduler, controller-manager) through cluster/up.sh.
+// The node cluster: a control plane with its node (kubelet, containerd, scheduler,
+// controller-manager), started (or reused) through cluster/up.sh, for the node suite, the VM-pod
+// bench and the demo.
 //
 // Its own instance (state dir `<VMSNAP_STATE>/cluster-node`, or $VMSNAP_TEST_NODE_CLUSTER_STATE),
-// separate from the process-level tests' node-less `cluster-test`. Left running between runs (a
+// separate from the node-less `cluster-test` of stack/controlplane.ts. Left running between runs (a
 // warm `up` takes seconds); stop it with
 //   VMSNAP_CLUSTER_STATE=~/.local/state/vmsnap/cluster-node npm run cluster:down
 import { readFileSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { repoRoot, run, upOnce, type ControlPlane, type RunResult } from '../cluster/controlplane.js';
+import { clusterUp, instanceDir, kubectlWith, repoRoot, stdoutOf, upOnce, type ControlPlane } from './controlplane.js';
+import { run, type RunResult } from './run.js';
 
 export interface NodeInfo {
   name: string;
@@ -38,19 +39,12 @@ export interface NodeCluster extends ControlPlane {
 }
 
 export function nodeClusterStateDir(): string {
-  const explicit = process.env.VMSNAP_TEST_NODE_CLUSTER_STATE;
-  if (explicit) return explicit;
-  const stateRoot = process.env.VMSNAP_STATE ?? path.join(os.homedir(), '.local', 'state', 'vmsnap');
-  return path.join(stateRoot, 'cluster-node');
+  return instanceDir('cluster-node', process.env.VMSNAP_TEST_NODE_CLUSTER_STATE);
 }
 
 /** Runs cluster/up.sh for the node instance (or another instance with a node, by state dir). */
 export function runNodeClusterUp(stateDir = nodeClusterStateDir()): Promise<RunResult> {
-  return run('bash', [path.join(repoRoot, 'cluster', 'up.sh')], {
-    env: { ...process.env, VMSNAP_CLUSTER_STATE: stateDir, VMSNAP_CLUSTER_NODE: '1' },
-    // A cold first run builds the Kubernetes binaries for many minutes: show its progress.
-    forwardStderr: process.env.VMSNAP_CLUSTER_QUIET !== '1',
-  });
+  return clusterUp(stateDir, true);
 }
 
 /** Runs cluster/down.sh for an instance. */
@@ -72,18 +66,12 @@ export const ensureNodeCluster: () => Promise<NodeCluster> = upOnce(() => runNod
 /** Runs the node instance's kubectl as its admin; never throws on a non-zero exit. */
 export async function nodeKubectl(args: readonly string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<RunResult> {
   const cp = await ensureNodeCluster();
-  return run(cp.kubectl, ['--kubeconfig', cp.kubeconfig, ...args], {
-    env: { ...process.env, KUBECONFIG: cp.kubeconfig },
-    input: opts.input,
-    timeoutMs: opts.timeoutMs ?? 60_000,
-  });
+  return kubectlWith(cp.kubectl, cp.kubeconfig, args, opts);
 }
 
 /** Like nodeKubectl() but throws with stderr on failure; returns stdout. */
 export async function nodeKubectlOk(args: readonly string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<string> {
-  const r = await nodeKubectl(args, opts);
-  if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')} failed (exit ${r.code}): ${r.stderr.trim()}`);
-  return r.stdout;
+  return stdoutOf(await nodeKubectl(args, opts), `kubectl ${args.join(' ')}`);
 }
 
 /** Every pid of the stack's daemons, for checks on their sockets. */
