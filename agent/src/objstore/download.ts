@@ -18,7 +18,8 @@ export type DownloadSource = Omit<TransferTarget, 'compression'>;
 async function getBytes(src: DownloadSource, key: string, range: string | undefined, doing: string, signal?: AbortSignal): Promise<Buffer> {
   try {
     const res = await src.client.send(new GetObjectCommand({ Bucket: src.bucket, Key: key, Range: range }), { abortSignal: signal });
-    return Buffer.from(await res.Body!.transformToByteArray());
+    const bytes = await res.Body!.transformToByteArray();
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength); // a view, not a copy
   } catch (err) {
     throw explainS3Error(err, doing);
   }
