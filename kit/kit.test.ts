@@ -118,6 +118,6 @@ describe('what the bench and the demo take from test/', () => {
       }
     }
     expect([...imported].filter((m) => m.endsWith('.test.js'))).toEqual([]);
-    expect([...imported].sort()).toEqual(['../test/cluster/controlplane.js', '../test/e2e/stack.js', '../test/node/cluster.js', '../test/node/product.js', '../test/node/vm-pod.js', '../test/objstore/seaweedfs.js']);
+    expect([...imported].sort()).toEqual(['../test/cluster/controlplane.js', '../test/e2e/stack.js', '../test/node/cluster.js', '../test/node/product.js', '../test/node/vm-pod.js']);
   });
 });

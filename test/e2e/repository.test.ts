@@ -12,7 +12,7 @@ import { snapshotFileName } from '../../api/index.js';
 import { repositoryClient } from '../../agent/src/objstore/client.js';
 import { createNamespace, kubectl, kubectlOk } from '../cluster/controlplane.js';
 import { startGuest, type Guest } from '../../kit/guest.js';
-import { startSeaweedFS, type S3Server } from '../objstore/seaweedfs.js';
+import { startSeaweedFS, type S3Server } from '../../stack/seaweedfs.js';
 import { apply, getJson, startStack, waitFor, waitForPhase, type Stack } from './stack.js';
 import { expectVerifying } from '../../kit/guest.js';
 import { killQemusUnder } from '../../kit/qemu.js';

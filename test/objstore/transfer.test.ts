@@ -10,7 +10,7 @@ import { downloadSnapshot, readManifest } from '../../agent/src/objstore/downloa
 import { removeUploadedSnapshot } from '../../agent/src/objstore/remove.js';
 import { uploadSnapshot, type TransferTarget } from '../../agent/src/objstore/upload.js';
 import { objectRanges } from '../../agent/src/objstore/plan.js';
-import { startSeaweedFS, type S3Server } from './seaweedfs.js';
+import { startSeaweedFS, type S3Server } from '../../stack/seaweedfs.js';
 
 const MiB = 1 << 20;
 const BUCKET = 'snapshots';
