@@ -109,7 +109,7 @@ describe('guest memory check', () => {
 });
 
 describe('what the bench and the demo take from test/', () => {
-  it('is no suite, only the environments they run in (a control plane, the process stack, the node cluster, the S3 server)', () => {
+  it('is no suite, only the environments they run in (a control plane, the process stack, the node cluster)', () => {
     const root = packageRoot();
     const imported = new Set<string>();
     for (const d of ['bench', 'demo']) {
