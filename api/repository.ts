@@ -110,7 +110,9 @@ file's data extents travel (found with \`SEEK_DATA\`/\`SEEK_HOLE\`: untouched gu
 into parts of 16 MiB of data (more when a file would need over 9,000 parts). Each part is
 compressed (\`compression: Zstd\`), then encrypted (AES-256-GCM with a fresh nonce, bound to its
 object and part number), and sent as one part of an S3 multipart upload, \`parallelism\` at a
-time. Parts shorter than S3's 5 MiB minimum are padded (so zstd saves at most 16:5 per part). In
+time; each part's body is signed with its SHA-256 (SigV4's payload hash: for a part stored as
+read, the one the manifest records), so the server refuses a part changed in transit. Parts
+shorter than S3's 5 MiB minimum are padded (so zstd saves at most 16:5 per part). In
 the bucket, under \`<prefix><namespace>/<name>-<uid>/\`: \`data\` (the parts), \`digests\` (the RAM
 digests sidecar, when the snapshot has one) and \`manifest.json\` (each part's file extents, sizes,
 SHA-256 of its plaintext and nonce), written last: an upload without a manifest never counts.
@@ -124,7 +126,8 @@ cut short by an agent restart starts over.
 snapshot is \`Uploaded\` (before that it waits; without a repository, or after a failed upload, it
 fails naming \`spec.nodeName\`). That node's agent reads the manifest, refuses a wrong or missing
 key before reading any part, fetches the parts with parallel ranged reads into a sparse local file,
-and checks each part (GCM authentication, then SHA-256) before writing it. A changed byte fails
+and checks each part (GCM authentication, then SHA-256) before writing it (each part is synced
+as it lands, so the disk writes overlap the fetches). A changed byte fails
 the restore naming the part and the file bytes it covers; the partial file is removed, so a file
 that failed or was cut short is never restored. The file is then re-sealed with the node's own
 header key (its identity must be the snapshot's and its structure checksum the one recorded at

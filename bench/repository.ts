@@ -3,7 +3,7 @@
 // a sparse file) of a file of random bytes, against the AWS SDK on the same file and server:
 // plain PutObject/GetObject (one stream) and lib-storage's Upload (parallel multipart, the SDK's
 // own way to send a big file, with the same parallelism). Ratios divide vmsnap's MiB/s by the
-// best baseline of each direction. The server is SeaweedFS on loopback (test/objstore/seaweedfs.ts).
+// best baseline of each direction. The server is SeaweedFS on loopback (stack/seaweedfs.ts).
 import { createReadStream, createWriteStream, mkdtempSync, openSync, closeSync, writeSync, rmSync, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
@@ -14,7 +14,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { repositoryClient } from '../agent/src/objstore/client.js';
 import { downloadSnapshot } from '../agent/src/objstore/download.js';
 import { uploadSnapshot, type TransferTarget } from '../agent/src/objstore/upload.js';
-import { startSeaweedFS } from '../test/objstore/seaweedfs.js';
+import { startSeaweedFS } from '../stack/seaweedfs.js';
 import { evictFile } from './baselines.js';
 
 const MiB = 1 << 20;

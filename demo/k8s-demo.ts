@@ -1,11 +1,14 @@
 // `npm run demo`: the embedded default, deployed as users deploy it. Starts the local cluster
 // (etcd, kube-apiserver, controller-manager, scheduler and a kubelet on containerd), builds the
 // images here and loads them into the node, installs the Helm chart (the operator Deployment and
-// the agent DaemonSet run as pods), starts the VM pod of examples/vm-pod.yaml, then applies
-// examples/vmsnapshot.yaml (live progress) and examples/vmrestore.yaml, shows the guest alive with
-// its memory intact, and leaves everything running. `npm run demo:down` ends it.
+// the agent DaemonSet run as pods), starts a real S3 server (SeaweedFS, loopback only) as the
+// repository of a default VMSnapshotClass, starts the VM pod of examples/vm-pod.yaml, then applies
+// examples/vmsnapshot.yaml (live progress; the snapshot is then uploaded to the bucket) and
+// examples/vmrestore.yaml, shows the guest alive with its memory intact, and leaves everything
+// running. `npm run demo:down` ends it.
 import os from 'node:os';
 import path from 'node:path';
+import { UploadPhase } from '../api/index.js';
 
 const stateRoot = process.env.VMSNAP_STATE ?? path.join(os.homedir(), '.local/state/vmsnap');
 // The demo uses the same cluster as `npm run cluster:up`.
@@ -17,10 +20,13 @@ const product = await import('../stack/product.js');
 const { qemuPidsOfPod, vmLog } = await import('../stack/vm-pod.js');
 const { guestChecks } = await import('../kit/guest.js');
 const { ensureNodeCluster, nodeKubectl, nodeKubectlOk } = await import('../stack/node-cluster.js');
+const { startSeaweedFS, stopDetachedSeaweedFS } = await import('../stack/seaweedfs.js');
 
 const RELEASE = 'vmsnap';
 const RELEASE_NAMESPACE = 'vmsnap-system';
 const VM = { namespace: 'default', name: 'demo' };
+/** The demo's repository: a SeaweedFS that outlives the demo (demo:down stops it), its Secret and a default class uploading to it. */
+const S3 = { dir: path.join(stateRoot, 'k8s-demo', 's3'), bucket: 'demo-snapshots', secret: 'demo-s3', className: 'demo-offsite' };
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 const step = (s: string) => console.log(bold(s));
 
@@ -31,6 +37,53 @@ async function teardown(): Promise<void> {
   await nodeKubectl(['patch', 'vmsnapshot', 'demo-snapshot', '-n', VM.namespace, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']);
   await nodeKubectl(['delete', 'pod', VM.name, '-n', VM.namespace, '--ignore-not-found', '--timeout=60s']);
   await product.nodeHelm(await ensureNodeCluster(), ['uninstall', RELEASE, '-n', RELEASE_NAMESPACE, '--ignore-not-found', '--wait', '--timeout', '2m']);
+  await nodeKubectl(['delete', 'vmsnapshotclass', S3.className, '--ignore-not-found']);
+  await nodeKubectl(['delete', 'secret', S3.secret, '-n', RELEASE_NAMESPACE, '--ignore-not-found']);
+  await stopDetachedSeaweedFS(S3.dir);
+}
+
+/** SeaweedFS on loopback (the agent pod shares the node's network), its bucket, the Secret and a default class that uploads every snapshot to it. */
+async function startRepository(): Promise<string> {
+  const server = await startSeaweedFS({ dir: S3.dir, detached: true });
+  await server.createBucket(S3.bucket);
+  await nodeKubectlOk(['apply', '-f', '-'], {
+    input: JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'List',
+      items: [
+        { apiVersion: 'v1', kind: 'Secret', metadata: { name: S3.secret, namespace: RELEASE_NAMESPACE }, stringData: { ...server.credentials } },
+        {
+          apiVersion: 'vmsnap.io/v1alpha1',
+          kind: 'VMSnapshotClass',
+          metadata: { name: S3.className, annotations: { 'vmsnap.io/is-default-class': 'true' } },
+          repository: { endpoint: server.endpoint, bucket: S3.bucket, prefix: 'demo/', credentialsSecret: S3.secret },
+          deletionPolicy: 'Delete',
+        },
+      ],
+    }),
+  });
+  return server.endpoint;
+}
+
+/** Polls the snapshot's status.upload until Uploaded (drawing its bytes) or Failed. */
+async function followUpload(resource: string): Promise<Record<string, any>> {
+  const started = Date.now();
+  let lastLine = '';
+  for (;;) {
+    const up = (await getJson(resource)).status?.upload ?? {};
+    if (up.bytesTotal) {
+      const line = bar(up.bytesDone ?? 0, up.bytesTotal, (up.bytesDone ?? 0) / (1 << 20) / Math.max((Date.now() - started) / 1000, 0.001));
+      if (line !== lastLine) process.stdout.write(process.stdout.isTTY ? `\r${line}` : `${line}\n`);
+      lastLine = line;
+    }
+    if (up.phase === UploadPhase.Uploaded || up.phase === UploadPhase.Failed) {
+      if (process.stdout.isTTY && lastLine) process.stdout.write('\n');
+      if (up.phase === UploadPhase.Failed) throw new Error(`${resource}'s upload failed: ${up.message}`);
+      return up;
+    }
+    if (Date.now() - started > 300_000) throw new Error(`${resource} was not uploaded within 5 minutes (upload ${up.phase ?? 'not started'})`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
 }
 
 function bar(done: number, total: number, mibps: number): string {
@@ -94,14 +147,17 @@ async function main(): Promise<void> {
   const images = await product.buildAndLoadImages(cp);
   console.log(`   ${images.vmsnap}, ${images.vm}, ${images.guest}`);
 
-  step(`3. helm install ${RELEASE} helm/vmsnap -n ${RELEASE_NAMESPACE}: the operator and the agent as pods`);
+  step(`3. helm install ${RELEASE} helm/vmsnap -n ${RELEASE_NAMESPACE}: the operator and the agent as pods; an S3 server as the snapshots' repository`);
   const base = 20000 + Math.floor(Math.random() * 20000);
   await product.installRelease(cp, images, {
     name: RELEASE,
     namespace: RELEASE_NAMESPACE,
     storageRoot: path.join(stateRoot, 'k8s-demo', 'snapshots'),
     ports: { metrics: base, operatorProbes: base + 1, agentProbes: base + 2 },
+    values: { 'agent.repositorySecrets': `{${S3.secret}}` },
   });
+  const endpoint = await startRepository();
+  console.log(`   S3 repository: SeaweedFS at ${endpoint} (loopback only), bucket ${S3.bucket}; default VMSnapshotClass ${S3.className} uploads every snapshot there`);
 
   step('4. kubectl apply -f examples/vm-pod.yaml: the VM "demo" is a pod; its init fills memory with a pattern and re-checks it');
   await nodeKubectlOk(['apply', '-f', path.join(repoRoot, 'examples/vm-pod.yaml')]);
@@ -123,6 +179,11 @@ async function main(): Promise<void> {
   const snap = await follow('vmsnapshot/demo-snapshot');
   const snapWall = Date.now() - tApply;
   console.log(`   Succeeded: ${snap.status.restoreSizeHuman} in ${snap.status.durationHuman} (${snap.status.throughputHuman}) on ${snap.status.nodeName}: ${snap.status.file.path}`);
+  console.log(`   uploading in the background (the VM runs on) to bucket ${S3.bucket}:`);
+  const upload = await followUpload('vmsnapshot/demo-snapshot');
+  console.log(
+    `   Uploaded: ${(upload.bytesDone / (1 << 20)).toFixed(0)} MiB of present pages (${(upload.storedBytes / (1 << 20)).toFixed(0)} MiB stored) in ${(upload.durationMs / 1000).toFixed(1)} s to s3://${upload.bucket}/${upload.prefix}`,
+  );
 
   step('6. kubectl apply -f examples/vmrestore.yaml (ifRunning: Replace: the pod\'s launcher restarts QEMU, the agent loads the snapshot into it)');
   const checksBefore = guestChecks(await vmLog(VM.namespace, VM.name));
@@ -142,11 +203,11 @@ async function main(): Promise<void> {
   console.log((await nodeKubectlOk(['get', 'pods', '-A', '-o', 'wide'])).trimEnd());
 
   step('\nsummary');
-  console.log(`   kubectl apply -> Succeeded: snapshot ${snapWall} ms (engine ${snap.status.durationMs} ms, VM paused ${snap.status.vmPausedMs} ms), restore ${restoreWall} ms`);
+  console.log(`   kubectl apply -> Succeeded: snapshot ${snapWall} ms (engine ${snap.status.durationMs} ms, VM paused ${snap.status.vmPausedMs} ms), restore ${restoreWall} ms; upload ${upload.durationMs} ms`);
   console.log(`   whole demo ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
   console.log('The stack keeps running. Try:');
   console.log('   kubectl get vmss,vmsr -A              # snapshots and restores');
-  console.log('   kubectl describe vmss demo-snapshot   # the story in events');
+  console.log('   kubectl describe vmss demo-snapshot   # the story in events (the upload too)');
   console.log('   kubectl get vminventories -o wide     # what the agent sees');
   console.log('   kubectl logs -f demo                  # the guest checking its memory');
   console.log(`   kubectl delete pod -n ${RELEASE_NAMESPACE} -l app.kubernetes.io/component=agent   # the VM keeps running`);

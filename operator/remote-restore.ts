@@ -1,6 +1,6 @@
 // Where a VMRestore runs: the snapshot's node, or spec.nodeName, whose agent then fetches the
 // snapshot from its class's repository (so the snapshot must be uploaded first).
-import type { VMRestore, VMSnapshot } from '../api/index.js';
+import { UploadPhase, type VMRestore, type VMSnapshot } from '../api/index.js';
 
 export type RemoteRestore = { kind: 'ok'; node: string } | { kind: 'wait'; message: string } | { kind: 'fail'; message: string };
 
@@ -13,8 +13,8 @@ export function remoteRestoreCheck(restore: Pick<VMRestore, 'spec'>, snapshot: P
     return { kind: 'fail', message: `VMSnapshot "${name}" is on node ${home} and its class has no repository: it cannot be restored on node ${wanted} (spec.nodeName)` };
   }
   const upload = snapshot.status.upload;
-  if (upload?.phase === 'Uploaded') return { kind: 'ok', node: wanted };
-  if (upload?.phase === 'Failed') {
+  if (upload?.phase === UploadPhase.Uploaded) return { kind: 'ok', node: wanted };
+  if (upload?.phase === UploadPhase.Failed) {
     return { kind: 'fail', message: `VMSnapshot "${name}" failed to upload (${upload.message ?? 'no reason recorded'}): it cannot be restored on node ${wanted} (spec.nodeName)` };
   }
   return { kind: 'wait', message: `waiting for VMSnapshot "${name}" to be uploaded to its repository before restoring it on node ${wanted}` };

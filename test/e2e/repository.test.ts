@@ -12,15 +12,16 @@ import { snapshotFileName, type VMRestoreSpecInput } from '../../api/index.js';
 import { repositoryClient } from '../../agent/src/objstore/client.js';
 import { createNamespace, kubectl, kubectlOk } from '../../stack/controlplane.js';
 import { startGuest, type Guest } from '../../kit/guest.js';
-import { startSeaweedFS, type S3Server } from '../objstore/seaweedfs.js';
+import { startSeaweedFS, type S3Server } from '../../stack/seaweedfs.js';
 import { apply, getJson, waitFor, waitForPhase } from './objects.js';
 import { startStack, tearDownStack, type Stack } from '../../stack/e2e.js';
 import { expectVerifying } from '../../kit/guest.js';
-import { killQemusUnder } from '../../kit/qemu.js';
+import { killQemusUnder, qemuPidsMentioning } from '../../kit/qemu.js';
 import { poll } from '../../kit/poll.js';
 import { vmRestore, vmSnapshot, vmSnapshotClass } from '../../kit/manifests.js';
 
 const BUCKET = 'vmsnap-e2e';
+const KEY = randomBytes(32);
 const GRACE_SECONDS = 20;
 let server: S3Server;
 let stack: Stack;
@@ -34,7 +35,7 @@ beforeAll(async () => {
   server = await startSeaweedFS();
   await server.createBucket(BUCKET);
   stack = await startStack(['node-a', 'node-b'], {
-    helmArgs: ['--set', 'agent.repositorySecrets={e2e-s3,e2e-s3-key}'],
+    helmArgs: ['--set', 'agent.repositorySecrets={e2e-s3,e2e-s3-key,e2e-s3-wrong}'],
     operatorEnv: { VMSNAP_NODE_LOSS_GRACE_SECONDS: String(GRACE_SECONDS) },
     // The probes' listener, which also serves /metrics, on a free loopback port.
     agentEnv: { VMSNAP_HEALTH_PORT: '0', VMSNAP_HEALTH_HOST: '127.0.0.1' },
@@ -45,11 +46,14 @@ beforeAll(async () => {
   const secret = (name: string, data: Record<string, string>) => ({ apiVersion: 'v1', kind: 'Secret', metadata: { name, namespace: stack.releaseNamespace }, data });
   await apply([
     secret('e2e-s3', { accessKeyId: b64(server.credentials.accessKeyId), secretAccessKey: b64(server.credentials.secretAccessKey) }),
-    secret('e2e-s3-key', { key: b64(randomBytes(32)) }),
+    secret('e2e-s3-key', { key: b64(KEY) }),
+    secret('e2e-s3-wrong', { accessKeyId: b64(server.credentials.accessKeyId), secretAccessKey: b64('wrong' + server.credentials.secretAccessKey) }),
     vmSnapshotClass(className, {
       deletionPolicy: 'Delete',
       repository: { endpoint: server.endpoint, bucket: BUCKET, prefix: 'e2e/', credentialsSecret: 'e2e-s3', encryptionKeySecret: 'e2e-s3-key', compression: 'Zstd' },
     }),
+    vmSnapshotClass(`${className}-wrong-creds`, { deletionPolicy: 'Retain', repository: { endpoint: server.endpoint, bucket: BUCKET, credentialsSecret: 'e2e-s3-wrong' } }),
+    vmSnapshotClass(`${className}-no-bucket`, { deletionPolicy: 'Retain', repository: { endpoint: server.endpoint, bucket: 'no-such-bucket-e2e', credentialsSecret: 'e2e-s3' } }),
   ]);
 }, 30 * 60 * 1000);
 
@@ -57,7 +61,7 @@ afterAll(async () => {
   if (stack) {
     // Snapshots of the lost node would wait out the grace period: release them here.
     for (const name of ['app-snap', 'db-snap']) await kubectl(['patch', 'vmsnapshot', name, '-n', ns, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']);
-    await kubectl(['delete', 'vmsnapshotclass', className, '--ignore-not-found']);
+    for (const c of [className, `${className}-wrong-creds`, `${className}-no-bucket`]) await kubectl(['delete', 'vmsnapshotclass', c, '--ignore-not-found']);
   }
   await tearDownStack(stack, guests);
   await server?.stop();
@@ -102,9 +106,22 @@ it('uploads a save of node A and restores it on node B, eager then lazy, memory 
 
   const bDir = path.join(agent('node-b').vmRoot, ns, 'app');
   const serial = path.join(bDir, 'serial.log');
+  const cached = path.join(agent('node-b').storageRoot, ns, 'fetched', snapshotFileName(snap as never));
+
+  // A wrong encryption key: refused from the manifest's key check before any part is fetched and
+  // before a QEMU is launched on B (no console log, no process, no cached copy).
+  await setKey(randomBytes(32));
+  await apply(vmRestore('app-wrong-key', { snapshotName: 'app-snap', nodeName: agent('node-b').nodeName }), ns);
+  const refused = await waitForPhase('vmrestore/app-wrong-key', ns, 'Failed', 300_000);
+  expect(refused.status.error.message).toMatch(/was encrypted with another key: the repository's encryptionKeySecret holds the wrong key/);
+  expect(fs.existsSync(serial)).toBe(false);
+  expect(qemuPidsMentioning(bDir)).toEqual([]);
+  expect(fs.existsSync(cached)).toBe(false);
+  expect(fs.existsSync(`${cached}.partial`)).toBe(false);
+  await setKey(KEY);
+
   const eager = await restoreOn('node-b', 'app-on-b', 'app-snap', 'Eager');
   expect(eager.status.nodeName).toBe(agent('node-b').nodeName);
-  const cached = path.join(agent('node-b').storageRoot, ns, 'fetched', snapshotFileName(snap as never));
   expect(fs.existsSync(cached)).toBe(true);
   // The VM runs on B from B's own VM directory (its console log is there), its memory intact.
   await expectVerifying(serial, { from: 0 });
@@ -136,6 +153,34 @@ it('uploads a save of node A and restores it on node B, eager then lazy, memory 
   killQemusUnder(bDir);
 });
 
+it('a failed upload says why in status.upload, the Uploaded condition and an event; the snapshot itself stays usable', async () => {
+  const vm = 'upfail';
+  const g = await startGuest({ dir: path.join(agent('node-a').vmRoot, ns, vm), name: vm, memMiB: 128, fillMiB: 16, seed: 5 });
+  guests.push(g);
+  await g.waitForSerial(/VMSNAP PASS n=1 ok/, 120_000);
+  const cases = [
+    { suffix: 'wrong-creds', reason: /the repository refused the credentials \([A-Za-z0-9 ]+\): check the repository's credentialsSecret/ },
+    { suffix: 'no-bucket', reason: /checking bucket no-such-bucket-e2e: the bucket does not exist: create it or fix repository.bucket/ },
+  ];
+  for (const c of cases) {
+    const name = `${vm}-${c.suffix}`;
+    await apply(vmSnapshot(name, { vmName: vm, className: `${className}-${c.suffix}` }), ns);
+    const saved = await waitForPhase(`vmsnapshot/${name}`, ns, 'Succeeded');
+    expect(saved.status.readyToUse).toBe(true);
+    await waitFor(`vmsnapshot/${name}`, ns, '{.status.upload.phase}', (p) => p === 'Uploaded' || p === 'Failed', 180_000);
+    const snap = await getJson(`vmsnapshot/${name}`, ns);
+    expect(snap.status.upload.phase).toBe('Failed');
+    expect(snap.status.upload.message).toMatch(c.reason);
+    expect(snap.status.conditions.find((x: { type: string }) => x.type === 'Uploaded')).toMatchObject({ status: 'False', reason: 'UploadFailed', message: expect.stringMatching(c.reason) });
+    const events = await kubectlOk(['get', 'events', '-n', ns, '--field-selector', `reason=UploadFailed,involvedObject.name=${name}`, '-o', 'jsonpath={.items[*].message}']);
+    expect(events).toMatch(c.reason);
+    // The save is on node A all the same: a restore there does not need the repository.
+    expect(snap.status.phase).toBe('Succeeded');
+    await kubectlOk(['delete', 'vmsnapshot', name, '-n', ns, '--wait=true', '--timeout=120s']);
+  }
+  await g.kill();
+});
+
 it('survives the loss of node A: its uploaded snapshot restores on B, and deleting it no longer waits for A', async () => {
   const snap = await hibernateUploaded('node-a', 'db', 33);
   expect(snap.status.upload.phase).toBe('Uploaded');
@@ -162,6 +207,10 @@ it('survives the loss of node A: its uploaded snapshot restores on B, and deleti
   const serial = path.join(agent('node-b').vmRoot, ns, 'db', 'serial.log');
   await expectVerifying(serial, { from: fs.readFileSync(serial, 'latin1').length });
 });
+
+async function setKey(key: Buffer): Promise<void> {
+  await kubectlOk(['patch', 'secret', 'e2e-s3-key', '-n', stack.releaseNamespace, '--type=merge', '-p', JSON.stringify({ data: { key: key.toString('base64') } })]);
+}
 
 /** The agent's /metrics, from the port its log says it serves on. */
 async function agentMetrics(node: string): Promise<string> {

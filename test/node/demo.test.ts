@@ -38,6 +38,7 @@ it('npm run demo: the chart and the VM as pods on the node, snapshot and restore
   if (demo.code !== 0) throw new Error(`the demo failed:\n${demo.out.slice(-3000)}`);
   expect(demo.out).toMatch(/5\. kubectl apply -f examples\/vmsnapshot\.yaml[\s\S]*Succeeded: 512Mi/);
   expect(demo.out).toMatch(/\d+\/512 MiB/); // the progress bar
+  expect(demo.out).toMatch(/Uploaded: \d+ MiB of present pages \(\d+ MiB stored\) in [\d.]+ s to s3:\/\/demo-snapshots\/demo\/default\/demo-snapshot-/);
   expect(demo.out).toMatch(/6\. kubectl apply -f examples\/vmrestore\.yaml[\s\S]*Succeeded in/);
   expect(demo.out).toMatch(/after: pass \d+ ok: 256 MiB intact/);
   expect(demo.out).toMatch(/kubectl apply -> Succeeded: snapshot \d+ ms/);

@@ -4,13 +4,14 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync, closeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { CreateMultipartUploadCommand, GetObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
-import { repositoryClient } from '../../agent/src/objstore/client.js';
+import { CreateMultipartUploadCommand, GetObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand, UploadPartCommand } from '@aws-sdk/client-s3';
+import { repositoryClient, signWithPayloadHash } from '../../agent/src/objstore/client.js';
+import { sha256Hex } from '../../agent/src/objstore/codec.js';
 import { downloadSnapshot, readManifest } from '../../agent/src/objstore/download.js';
 import { removeUploadedSnapshot } from '../../agent/src/objstore/remove.js';
 import { uploadSnapshot, type TransferTarget } from '../../agent/src/objstore/upload.js';
 import { objectRanges } from '../../agent/src/objstore/plan.js';
-import { startSeaweedFS, type S3Server } from './seaweedfs.js';
+import { startSeaweedFS, type S3Server } from '../../stack/seaweedfs.js';
 
 const MiB = 1 << 20;
 const BUCKET = 'snapshots';
@@ -100,6 +101,21 @@ describe('upload and download', () => {
   });
 });
 
+describe('the signature of a part', () => {
+  it('carries the SHA-256 the manifest records: a body that does not match it is refused by the server', async () => {
+    const t = target();
+    const { UploadId } = await t.client.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: `${t.prefix}data` }));
+    const body = randomBytes(6 * MiB);
+    const part = (number: number, sha256: string) => {
+      const cmd = new UploadPartCommand({ Bucket: BUCKET, Key: `${t.prefix}data`, UploadId, PartNumber: number, Body: body });
+      signWithPayloadHash(cmd, sha256);
+      return t.client.send(cmd);
+    };
+    await expect(part(1, sha256Hex(body))).resolves.toMatchObject({ ETag: expect.any(String) });
+    await expect(part(2, sha256Hex(Buffer.from('another body')))).rejects.toMatchObject({ name: 'XAmzContentSHA256Mismatch' });
+  });
+});
+
 describe('a flipped byte in the stored object', () => {
   for (const mode of ['clear', 'encrypted'] as const) {
     it(`is refused, naming the part and its file bytes (${mode})`, async () => {
@@ -128,6 +144,17 @@ describe('repository errors', () => {
 
   it('a missing bucket says so', async () => {
     await expect(uploadSnapshot(source, target({ bucket: 'no-such-bucket' }))).rejects.toThrow(/bucket does not exist/);
+  });
+
+  it('a download with wrong credentials or from a missing bucket says so and leaves no file', async () => {
+    const t = target();
+    await uploadSnapshot(source, t, { partBytes: 8 * MiB });
+    const dest = path.join(work, 'refused.vmsnap');
+    const wrong = repositoryClient({ endpoint: server.endpoint }, { ...server.credentials, secretAccessKey: 'wrong' + server.credentials.secretAccessKey });
+    await expect(downloadSnapshot({ ...t, client: wrong }, dest)).rejects.toThrow(/reading the manifest of .*: the repository refused the credentials/);
+    await expect(downloadSnapshot({ ...t, bucket: 'no-such-bucket' }, dest)).rejects.toThrow(/reading the manifest of .*: the bucket does not exist/);
+    expect(existsSync(dest)).toBe(false);
+    expect(existsSync(`${dest}.partial`)).toBe(false);
   });
 
   it('a server killed mid-upload fails the upload and leaves nothing restorable; a retry succeeds', async () => {

@@ -18,7 +18,8 @@ export type DownloadSource = Omit<TransferTarget, 'compression'>;
 async function getBytes(src: DownloadSource, key: string, range: string | undefined, doing: string, signal?: AbortSignal): Promise<Buffer> {
   try {
     const res = await src.client.send(new GetObjectCommand({ Bucket: src.bucket, Key: key, Range: range }), { abortSignal: signal });
-    return Buffer.from(await res.Body!.transformToByteArray());
+    const bytes = await res.Body!.transformToByteArray();
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength); // a view, not a copy
   } catch (err) {
     throw explainS3Error(err, doing);
   }
@@ -77,6 +78,9 @@ export async function downloadSnapshot(
         await fh.write(plain, at, seg.length, seg.offset);
         at += seg.length;
       }
+      // Write-behind: the part goes to the disk while the other workers fetch, so the final sync
+      // has little left to do instead of writing the whole file after the last byte arrived.
+      await fh.datasync();
       bytesDone += part.plainBytes;
       opts.onProgress?.({ bytesDone, bytesTotal: manifest.dataBytes });
     });

@@ -9,7 +9,7 @@
 // (the kernel frees the space when it exits).
 import fs from 'node:fs';
 import path from 'node:path';
-import { snapshotFileName, snapshotObjectPrefix, type VMSnapshot } from '../../../api/index.js';
+import { snapshotFileName, snapshotObjectPrefix, UploadPhase, type VMSnapshot } from '../../../api/index.js';
 import type { Kube } from '../../../kube/client.js';
 import type { AgentContext } from '../daemon/context.js';
 import { headerTrust, snapshotIdentity } from '../daemon/header-trust.js';
@@ -63,7 +63,7 @@ export async function fetchSnapshot(ctx: AgentContext, namespace: string, snap: 
   const repo = snap.status?.effective?.repository;
   const ref = `VMSnapshot ${snap.metadata.namespace}/${snap.metadata.name}`;
   if (!repo) throw new Error(`${ref} is on node ${snap.status?.nodeName} and its class has no repository: restore it on that node`);
-  if (snap.status?.upload?.phase !== 'Uploaded') {
+  if (snap.status?.upload?.phase !== UploadPhase.Uploaded) {
     throw new Error(`${ref} is not uploaded (upload ${snap.status?.upload?.phase ?? 'absent'}${snap.status?.upload?.message ? `: ${snap.status.upload.message}` : ''})`);
   }
   const file = fetchedCopyPath(ctx.config.storageRoot, snap);

@@ -2,11 +2,14 @@
 // the copy stops counting at once, then the data and digests, and any multipart upload left
 // unfinished under the prefix. What is already gone (or a bucket that no longer exists) is fine.
 import { AbortMultipartUploadCommand, DeleteObjectCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
-import { explainS3Error } from './errors.js';
+import { classifyS3Error, explainS3Error } from './errors.js';
 import { OBJECT_KEYS } from './manifest.js';
 import type { TransferTarget } from './upload.js';
 
-const gone = (err: unknown) => ['NoSuchKey', 'NoSuchBucket', 'NoSuchUpload', 'NotFound'].includes((err as { name?: string }).name ?? '');
+const gone = (err: unknown) => {
+  const { kind, code } = classifyS3Error(err);
+  return kind === 'notFound' || kind === 'noBucket' || code === 'NoSuchUpload';
+};
 
 export async function removeUploadedSnapshot(target: Pick<TransferTarget, 'client' | 'bucket' | 'prefix'>): Promise<void> {
   const where = `s3 bucket ${target.bucket} at ${target.prefix}`;

@@ -20,7 +20,8 @@ import { encodePart, keyCheck } from './codec.js';
 import { MANIFEST_FORMAT, OBJECT_KEYS, partAad, type Manifest, type ManifestPart } from './manifest.js';
 import { choosePartBytes, extentsFromFlat, planParts, storedLength, type PartPlan } from './plan.js';
 import { runPool } from './pool.js';
-import { explainS3Error } from './errors.js';
+import { classifyS3Error, explainS3Error } from './errors.js';
+import { signWithPayloadHash } from './client.js';
 
 export interface TransferTarget {
   client: S3Client;
@@ -50,9 +51,9 @@ export async function checkBucket(target: Pick<TransferTarget, 'client' | 'bucke
   try {
     await target.client.send(new HeadBucketCommand({ Bucket: target.bucket }), { abortSignal: signal });
   } catch (err) {
-    const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-    if (status === 404) throw explainS3Error(Object.assign(new Error('no such bucket'), { name: 'NoSuchBucket' }), `checking bucket ${target.bucket}`);
-    throw explainS3Error(err, `checking bucket ${target.bucket}`);
+    // HeadBucket has no body to carry a code: its 404 is the bucket's.
+    const notFound = classifyS3Error(err).kind === 'notFound';
+    throw explainS3Error(notFound ? Object.assign(new Error('no such bucket', { cause: err }), { name: 'NoSuchBucket' }) : err, `checking bucket ${target.bucket}`);
   }
 }
 
@@ -92,10 +93,12 @@ export async function uploadSnapshot(
         const isLast = part.number === plan.length;
         const stored = storedLength(enc.data.length, isLast);
         const body = stored === enc.data.length ? enc.data : Buffer.concat([enc.data, Buffer.alloc(stored - enc.data.length)]);
+        const send = new UploadPartCommand({ Bucket: target.bucket, Key: dataKey, UploadId: uploadId, PartNumber: part.number, Body: body });
+        // A part sent as it is read is signed with the SHA-256 the manifest records anyway, so
+        // its bytes are hashed once, not twice (the SDK would hash the body again to sign it).
+        if (body === plain) signWithPayloadHash(send, enc.sha256);
         const res = await target.client
-          .send(new UploadPartCommand({ Bucket: target.bucket, Key: dataKey, UploadId: uploadId, PartNumber: part.number, Body: body }), {
-            abortSignal: opts.signal,
-          })
+          .send(send, { abortSignal: opts.signal })
           .catch((err) => {
             throw explainS3Error(err, `uploading part ${part.number} to ${where}`);
           });

@@ -2,7 +2,7 @@
 // background: the VM was resumed (or stopped) by the save and is never held up by the upload.
 // Progress and the result go to status.upload, the Uploaded condition and events.
 import fs from 'node:fs';
-import { setCondition, snapshotObjectPrefix, type UploadStatus, type VMSnapshot } from '../../../api/index.js';
+import { Phase, setCondition, snapshotObjectPrefix, UploadPhase, type UploadStatus, type VMSnapshot } from '../../../api/index.js';
 import type { KubeObject } from '../../../kube/client.js';
 import type { AgentContext } from '../daemon/context.js';
 import { patchStatusWithRetry } from '../daemon/context.js';
@@ -18,10 +18,10 @@ const DELETED = 'deleted';
 export function shouldUpload(snap: VMSnapshot, nodeName: string, running: boolean): boolean {
   const s = snap.status;
   if (running || snap.metadata.deletionTimestamp) return false;
-  if (!s?.effective?.repository || s.phase !== 'Succeeded' || !s.readyToUse || !s.file?.path) return false;
+  if (!s?.effective?.repository || s.phase !== Phase.Succeeded || !s.readyToUse || !s.file?.path) return false;
   if (s.nodeName !== nodeName) return false;
   // Pending/Uploading with no upload running here: a previous agent stopped mid-way; start over.
-  return s.upload === undefined || s.upload.phase === 'Pending' || s.upload.phase === 'Uploading';
+  return s.upload === undefined || s.upload.phase === UploadPhase.Pending || s.upload.phase === UploadPhase.Uploading;
 }
 
 export class SnapshotUploads {
@@ -66,7 +66,7 @@ export class SnapshotUploads {
     try {
       if (!fs.existsSync(file)) throw new Error(`the snapshot file ${file} is not on node ${this.ctx.nodeName}`);
       const target = await repositoryTarget(this.ctx.kube, this.namespace, repo, prefix);
-      await this.patch(snap, { phase: 'Uploading', ...base, bytesDone: 0 });
+      await this.patch(snap, { phase: UploadPhase.Uploading, ...base, bytesDone: 0 });
       await this.ctx.events.record(snap as unknown as KubeObject, 'Normal', 'UploadStarted', `uploading to bucket ${repo.bucket} at ${prefix}`);
       let last = 0;
       const run = () =>
@@ -75,7 +75,7 @@ export class SnapshotUploads {
           onProgress: (p) => {
             if (Date.now() - last < PROGRESS_EVERY_MS) return;
             last = Date.now();
-            void this.ctx.kube.patchStatus('vmSnapshot', { namespace: snap.metadata.namespace!, name: snap.metadata.name! }, { status: { upload: { phase: 'Uploading', ...base, ...p } } }).catch(() => undefined);
+            void this.ctx.kube.patchStatus('vmSnapshot', { namespace: snap.metadata.namespace!, name: snap.metadata.name! }, { status: { upload: { phase: UploadPhase.Uploading, ...base, ...p } } }).catch(() => undefined);
           },
         });
       const result = this.ctx.metrics ? await this.ctx.metrics.transfer('upload', run, (r) => r.dataBytes) : await run();
@@ -84,7 +84,7 @@ export class SnapshotUploads {
       const message = `uploaded ${mib.toFixed(1)} MiB of present pages (${(result.storedBytes / (1 << 20)).toFixed(1)} MiB stored, ${result.parts} parts) in ${(durationMs / 1000).toFixed(1)} s`;
       await this.patch(
         snap,
-        { phase: 'Uploaded', ...base, bytesDone: result.dataBytes, bytesTotal: result.dataBytes, storedBytes: result.storedBytes, completionTime: new Date().toISOString(), durationMs },
+        { phase: UploadPhase.Uploaded, ...base, bytesDone: result.dataBytes, bytesTotal: result.dataBytes, storedBytes: result.storedBytes, completionTime: new Date().toISOString(), durationMs },
         { status: 'True', reason: 'Uploaded', message },
       );
       await this.ctx.events.record(snap as unknown as KubeObject, 'Normal', 'Uploaded', message);
@@ -96,7 +96,7 @@ export class SnapshotUploads {
       // Stopped with the agent: a restarted agent starts it over. Cancelled by the deletion: Failed,
       // which tells the operator no upload runs any more and the copy can be removed.
       if (signal.aborted && !deleted) return;
-      await this.patch(snap, { phase: 'Failed', ...base, completionTime: new Date().toISOString(), message }, { status: 'False', reason: 'UploadFailed', message });
+      await this.patch(snap, { phase: UploadPhase.Failed, ...base, completionTime: new Date().toISOString(), message }, { status: 'False', reason: 'UploadFailed', message });
       await this.ctx.events.record(snap as unknown as KubeObject, 'Warning', 'UploadFailed', message);
     }
   }

@@ -1,15 +1,17 @@
-// A real S3 server for tests: SeaweedFS's `weed server` with its S3 gateway, on loopback, with
-// configured credentials (without them the gateway accepts anonymous requests), telemetry off.
-// The binary comes from cluster/ensure-seaweedfs.sh (built once, cached by version).
+// A real S3 server for the repository suites, the bench and the demo: SeaweedFS's `weed server`
+// with its S3 gateway, on loopback, with configured credentials (without them the gateway accepts
+// anonymous requests), telemetry off. The binary comes from cluster/ensure-seaweedfs.sh (built
+// once, cached by version). The demo's server outlives the demo (`detached`) and is stopped by
+// stopDetachedSeaweedFS from its directory.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { CreateBucketCommand, ListBucketsCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { repositoryClient, type RepositoryCredentials } from '../../agent/src/objstore/client.js';
-import { packageRoot } from '../../agent/src/package-root.js';
+import { repositoryClient, type RepositoryCredentials } from '../agent/src/objstore/client.js';
+import { packageRoot } from '../agent/src/package-root.js';
 
 // From source or from dist/ (the repository bench runs it compiled).
 const ROOT = packageRoot();
@@ -62,10 +64,46 @@ async function waitReady(endpoint: string, creds: RepositoryCredentials, child: 
   }
 }
 
-export async function startSeaweedFS(): Promise<S3Server> {
+/** What a detached server leaves in its directory, so another process can stop it. */
+const STATE_FILE = 'server.json';
+interface DetachedState {
+  pid: number;
+  ports: number[];
+  endpoint: string;
+}
+
+/** weed leaves unix sockets for its gRPC ports in /tmp. */
+function removeSockets(ports: number[]): void {
+  for (const f of readdirSync('/tmp')) {
+    if (/^seaweedfs-.*\.sock$/.test(f) && ports.some((p) => f.includes(String(p)) || f.includes(String(p + 10000)))) rmSync(path.join('/tmp', f), { force: true });
+  }
+}
+
+/** Stops the detached server whose directory is `dir` (if it runs) and removes its data. */
+export async function stopDetachedSeaweedFS(dir: string): Promise<void> {
+  const stateFile = path.join(dir, STATE_FILE);
+  if (!existsSync(stateFile)) return rmSync(dir, { recursive: true, force: true });
+  const state = JSON.parse(readFileSync(stateFile, 'utf8')) as DetachedState;
+  const ours = () => {
+    try {
+      return readFileSync(`/proc/${state.pid}/cmdline`, 'utf8').includes(`-dir=${path.join(dir, 'data')}`);
+    } catch {
+      return false;
+    }
+  };
+  if (ours()) {
+    process.kill(state.pid, 'SIGTERM');
+    for (let i = 0; i < 100 && ours(); i++) await new Promise((r) => setTimeout(r, 100));
+    if (ours()) process.kill(state.pid, 'SIGKILL');
+  }
+  removeSockets(state.ports);
+  rmSync(dir, { recursive: true, force: true });
+}
+
+export async function startSeaweedFS(opts: { dir?: string; detached?: boolean } = {}): Promise<S3Server> {
   const weed = weedBinary();
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'vmsnap-s3-'));
-  mkdirSync(path.join(dir, 'data'));
+  const dir = opts.dir ?? mkdtempSync(path.join(os.tmpdir(), 'vmsnap-s3-'));
+  mkdirSync(path.join(dir, 'data'), { recursive: true, mode: 0o700 });
   // The repository's identity may read and write objects but not administer (create buckets);
   // a separate admin identity sets buckets up, as an operator of a real store would.
   const credentials = { accessKeyId: 'vmsnap' + randomBytes(4).toString('hex'), secretAccessKey: randomBytes(20).toString('hex') };
@@ -110,9 +148,14 @@ export async function startSeaweedFS(): Promise<S3Server> {
           '-master.telemetry=false',
           '-master.telemetry.url=http://127.0.0.1:9/',
         ],
-        { stdio: ['ignore', out, out], cwd: dir },
+        { stdio: ['ignore', out, out], cwd: dir, detached: !!opts.detached },
       );
       closeSync(out);
+      if (opts.detached) {
+        child.unref();
+        const state: DetachedState = { pid: child.pid!, ports: [s3, master, volume, filer], endpoint };
+        writeFileSync(path.join(dir, STATE_FILE), JSON.stringify(state));
+      }
       await waitReady(endpoint, credentials, child, log);
     },
     async kill() {
@@ -129,12 +172,7 @@ export async function startSeaweedFS(): Promise<S3Server> {
         await exited;
         clearTimeout(timer);
       }
-      // weed leaves unix sockets for its gRPC ports in /tmp.
-      for (const f of readdirSync('/tmp')) {
-        if (/^seaweedfs-.*\.sock$/.test(f) && [s3, master, volume, filer].some((p) => f.includes(String(p)) || f.includes(String(p + 10000)))) {
-          rmSync(path.join('/tmp', f), { force: true });
-        }
-      }
+      removeSockets([s3, master, volume, filer]);
       rmSync(dir, { recursive: true, force: true });
     },
     async createBucket(name: string) {

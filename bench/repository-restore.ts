@@ -1,0 +1,159 @@
+// A restore on a second node from the repository, against its parts measured in the same run: the
+// download alone (the same object, same parallelism, into a scratch file) plus a local restore of
+// the same snapshot on its own node. On the process stack (real API server, operator, two agents)
+// with a real SeaweedFS and a real QEMU guest: node A saves and uploads; each repetition times a
+// VMRestore with spec.nodeName B (B's cached copy removed first, so it fetches), the download
+// alone, and a VMRestore on A (its file evicted from the page cache first). Times are from creating
+// the VMRestore to the watch seeing it Succeeded.
+import fs from 'node:fs';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import * as k8s from '@kubernetes/client-node';
+import { snapshotFileName, snapshotObjectPrefix, type Repository } from '../api/index.js';
+import { repositoryClient } from '../agent/src/objstore/client.js';
+import { downloadSnapshot } from '../agent/src/objstore/download.js';
+import { Kube } from '../kube/client.js';
+import { createNamespace } from '../stack/controlplane.js';
+import { startStack, type Stack } from '../stack/e2e.js';
+import { startSeaweedFS } from '../stack/seaweedfs.js';
+import { startGuest } from '../kit/guest.js';
+import { killQemusUnder } from '../kit/qemu.js';
+import { evictFile } from './baselines.js';
+import { PhaseWatch } from './phase-watch.js';
+
+const BUCKET = 'bench-restore';
+const SECRET = 'bench-s3';
+
+export interface RemoteRestoreBenchResult {
+  guestMiB: number;
+  filledMiB: number;
+  /** Present pages uploaded (what the download carries). */
+  dataMiB: number;
+  parallelism: number;
+  reps: number;
+  /** Medians over the repetitions, ms. */
+  remoteRestoreMs: number;
+  downloadMs: number;
+  localRestoreMs: number;
+  /** remoteRestoreMs / (downloadMs + localRestoreMs): at most 1 is the goal. */
+  remoteVsSum: number;
+  runs: Array<{ remoteRestoreMs: number; downloadMs: number; localRestoreMs: number }>;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+export async function runRemoteRestoreBench(opts: { guestMiB: number; parallelism: number; reps: number; log: (l: string) => void }): Promise<RemoteRestoreBenchResult> {
+  const { guestMiB, parallelism, reps, log } = opts;
+  const filledMiB = guestMiB - Math.max(Math.floor(guestMiB / 4), 128);
+  const server = await startSeaweedFS();
+  let stack: Stack | undefined;
+  const watches: PhaseWatch[] = [];
+  try {
+    await server.createBucket(BUCKET);
+    stack = await startStack(['node-a', 'node-b'], { helmArgs: ['--set', `agent.repositorySecrets={${SECRET}}`] });
+    const kc = new k8s.KubeConfig();
+    kc.loadFromFile(stack.cp.kubeconfig);
+    const kube = new Kube(kc);
+    const [snapshots, restores] = [await PhaseWatch.start(kube, 'vmSnapshot'), await PhaseWatch.start(kube, 'vmRestore')];
+    watches.push(snapshots, restores);
+    const ns = await createNamespace('bench-remote');
+    const repository: Repository = { endpoint: server.endpoint, bucket: BUCKET, credentialsSecret: SECRET, parallelism };
+    const className = `bench-remote-${Date.now().toString(36)}`;
+    await kube.core.createNamespacedSecret({
+      namespace: stack.releaseNamespace,
+      body: { metadata: { name: SECRET }, stringData: { accessKeyId: server.credentials.accessKeyId, secretAccessKey: server.credentials.secretAccessKey } },
+    });
+    await kube.create('vmSnapshotClass', { apiVersion: 'vmsnap.io/v1alpha1', kind: 'VMSnapshotClass', metadata: { name: className }, repository } as never);
+
+    const [a, b] = [stack.agents.get('node-a')!, stack.agents.get('node-b')!];
+    const vm = 'remote';
+    const dirOn = (node: typeof a) => path.join(node.vmRoot, ns, vm);
+    log(`  ${guestMiB} MiB guest on node A: booting and filling ${filledMiB} MiB under TCG, then a VMSnapshot (afterSnapshot Stop) and its upload`);
+    const guest = await startGuest({ dir: dirOn(a), name: vm, memMiB: guestMiB, fillMiB: filledMiB, seed: 9 });
+    await guest.waitForSerial(/VMSNAP PASS n=1 ok/, 900_000);
+    for (let i = 0; i < 300; i++) {
+      const inv = await kube.get<{ metadata: object; status?: { vms?: Array<{ name: string }> } }>('vmInventory', { name: a.nodeName });
+      if (inv?.status?.vms?.some((v) => v.name === vm)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await kube.create('vmSnapshot', {
+      apiVersion: 'vmsnap.io/v1alpha1',
+      kind: 'VMSnapshot',
+      metadata: { name: vm, namespace: ns },
+      spec: { vmName: vm, className, afterSnapshot: 'Stop' },
+    } as never);
+    await snapshots.until(ns, vm);
+    await guest.exited;
+    let snap = await kube.get<{ metadata: { uid: string }; status?: Record<string, any> }>('vmSnapshot', { namespace: ns, name: vm });
+    for (let i = 0; snap?.status?.upload?.phase !== 'Uploaded'; i++) {
+      if (snap?.status?.upload?.phase === 'Failed') throw new Error(`the upload failed: ${snap.status.upload.message}`);
+      if (i > 3000) throw new Error('the snapshot was not uploaded within 10 minutes');
+      await new Promise((r) => setTimeout(r, 200));
+      snap = await kube.get<{ metadata: { uid: string }; status?: Record<string, any> }>('vmSnapshot', { namespace: ns, name: vm });
+    }
+    const localFile = snap!.status.file.path as string;
+    const cached = path.join(b.storageRoot, ns, 'fetched', snapshotFileName(snap as never));
+    const source = {
+      client: repositoryClient(repository, server.credentials),
+      bucket: BUCKET,
+      prefix: snapshotObjectPrefix(repository, { namespace: ns, name: vm, uid: snap!.metadata.uid }),
+      parallelism,
+    };
+    const scratch = path.join(stack.workDir, 'download-alone.vms');
+
+    const restore = async (name: string, node?: string): Promise<number> => {
+      const t0 = performance.now();
+      await kube.create('vmRestore', {
+        apiVersion: 'vmsnap.io/v1alpha1',
+        kind: 'VMRestore',
+        metadata: { name, namespace: ns },
+        spec: { snapshotName: vm, ...(node ? { nodeName: node } : {}) },
+      } as never);
+      await restores.until(ns, name);
+      return performance.now() - t0;
+    };
+    const runs: RemoteRestoreBenchResult['runs'] = [];
+    for (let rep = 1; rep <= reps; rep++) {
+      fs.rmSync(cached, { force: true });
+      const remoteRestoreMs = await restore(`on-b-${rep}`, b.nodeName);
+      killQemusUnder(dirOn(b));
+      const t0 = performance.now();
+      await downloadSnapshot(source, scratch);
+      const downloadMs = performance.now() - t0;
+      fs.rmSync(scratch, { force: true });
+      evictFile(localFile);
+      const localRestoreMs = await restore(`on-a-${rep}`);
+      killQemusUnder(dirOn(a));
+      await new Promise((r) => setTimeout(r, 500));
+      runs.push({ remoteRestoreMs: Math.round(remoteRestoreMs), downloadMs: Math.round(downloadMs), localRestoreMs: Math.round(localRestoreMs) });
+      log(`  rep ${rep}: restore on node B from the repository ${runs.at(-1)!.remoteRestoreMs} ms; download alone ${runs.at(-1)!.downloadMs} ms + local restore on A ${runs.at(-1)!.localRestoreMs} ms`);
+    }
+    // Deleted while the operator and node A run: the file on A and the repository copy go with it.
+    await kube.delete('vmSnapshot', { namespace: ns, name: vm, uid: snap!.metadata.uid });
+    for (let i = 0; i < 600 && (await kube.get('vmSnapshot', { namespace: ns, name: vm })); i++) await new Promise((r) => setTimeout(r, 100));
+    await kube.custom.deleteClusterCustomObject({ group: 'vmsnap.io', version: 'v1alpha1', plural: 'vmsnapshotclasses', name: className });
+    const remoteRestoreMs = median(runs.map((r) => r.remoteRestoreMs));
+    const downloadMs = median(runs.map((r) => r.downloadMs));
+    const localRestoreMs = median(runs.map((r) => r.localRestoreMs));
+    return {
+      guestMiB,
+      filledMiB,
+      dataMiB: Math.round((snap!.status.upload.bytesDone as number) / (1 << 20)),
+      parallelism,
+      reps,
+      remoteRestoreMs,
+      downloadMs,
+      localRestoreMs,
+      remoteVsSum: Math.round((median(runs.map((r) => r.remoteRestoreMs / (r.downloadMs + r.localRestoreMs))) * 100)) / 100,
+      runs,
+    };
+  } finally {
+    await Promise.all(watches.map((w) => w.stop()));
+    if (stack) {
+      killQemusUnder(stack.workDir);
+      await stack.stop();
+      fs.rmSync(stack.workDir, { recursive: true, force: true });
+    }
+    await server.stop();
+  }
+}
