@@ -2,6 +2,7 @@
 // duration rules, conditions. Each schema carries the Kubernetes-facing metadata
 // (descriptions, CEL rules) so the CRDs in crds/ can be generated from it.
 import { z } from 'zod';
+import { CONVERGENCE_METHODS } from './capture.js';
 
 export const GROUP = 'vmsnap.io';
 export const VERSION = 'v1alpha1';
@@ -181,6 +182,15 @@ export type DirectIO = z.infer<typeof DirectIOSchema>;
 export const CaptureModeSchema = z.enum(['Paused', 'Live']);
 export const CaptureMode = CaptureModeSchema.enum;
 export type CaptureMode = z.infer<typeof CaptureModeSchema>;
+
+/**
+ * How QEMU is made to finish a live capture whatever the guest does: DirtyLimit (KVM's dirty ring: only the
+ * vCPUs that dirty memory fast are slowed), AutoConverge (every vCPU is throttled in steps while the copy does
+ * not converge), None (this QEMU offers neither). agent/src/engine/convergence.ts decides.
+ */
+export const ConvergenceSchema = z.enum(CONVERGENCE_METHODS);
+export const Convergence = ConvergenceSchema.enum;
+export type Convergence = z.infer<typeof ConvergenceSchema>;
 
 export const AfterSnapshotSchema = z.enum(['Resume', 'Stop']);
 export const AfterSnapshot = AfterSnapshotSchema.enum;

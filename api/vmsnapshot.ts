@@ -4,6 +4,7 @@ import {
   API_VERSION,
   AfterSnapshotSchema,
   CaptureModeSchema,
+  ConvergenceSchema,
   DEFAULT_AFTER_SNAPSHOT,
   DEFAULT_CAPTURE_MODE,
   DeletionPolicySchema,
@@ -149,6 +150,27 @@ export const RecordedVMPodSchema = z
   );
 export type RecordedVMPod = z.infer<typeof RecordedVMPodSchema>;
 
+export const LiveCaptureStatusSchema = z
+  .object({
+    convergence: ConvergenceSchema.describe(
+      'How QEMU was made to finish the copy however fast the guest dirties memory: DirtyLimit (KVM dirty ring: only the vCPUs that dirty memory fast are slowed), AutoConverge (every vCPU is throttled in steps while the copy does not converge), None (the QEMU offered neither).',
+    ),
+    reason: z.string().max(1024).optional().describe('Why this method: what the QEMU and its accelerator offered.'),
+    downtimeLimitMs: milliseconds("The final pause QEMU was asked to stay under (its downtime-limit), in milliseconds; vmPausedMs is what it took."),
+    qemuDowntimeMs: milliseconds(
+      "QEMU's downtime, in milliseconds: from stopping the VM to the end of the copy. vmPausedMs adds the wait until the VM was resumed.",
+    ).optional(),
+    cpuThrottlePeakPercent: z
+      .number()
+      .int()
+      .min(0)
+      .max(100)
+      .optional()
+      .describe('AutoConverge: the highest vCPU throttle QEMU applied during the copy (0: the copy converged without slowing the guest).'),
+  })
+  .describe('captureMode Live only: how the copy was brought to its final pause.');
+export type LiveCaptureStatus = z.infer<typeof LiveCaptureStatusSchema>;
+
 export const VMSnapshotStatusSchema = z
   .object({
     phase: PhaseSchema.describe('Pending, InProgress, Succeeded or Failed.').optional(),
@@ -169,6 +191,7 @@ export const VMSnapshotStatusSchema = z
     directIOUsed: z.boolean().optional().describe('Whether O_DIRECT was actually used for the RAM pages.'),
     directIOReason: z.string().max(1024).optional().describe('Why direct I/O was or was not used (e.g. the filesystem refused O_DIRECT).'),
     effective: EffectiveSnapshotSpecSchema.optional(),
+    capture: LiveCaptureStatusSchema.optional(),
     file: SnapshotFileSchema.optional(),
     qemu: QemuInfoSchema.optional(),
     error: ErrorInfoSchema.optional(),

@@ -37,7 +37,9 @@ async function run(cmd: Command): Promise<void> {
         process.stdout.write(
           `saved ${mib(r.bytes)} MiB of ${mib(r.ramBytes)} MiB RAM to ${r.path} in ${r.durationMs} ms ` +
             `(${r.throughputMiBps} MiB/s, ${r.channels} channels, direct I/O ${r.directIO ? 'on' : `off: ${r.directIOReason}`}); ` +
-            `VM paused ${r.vmPausedMs} ms; VM ${r.after === 'stop' ? 'stopped' : 'resumed'}` +
+            `VM paused ${r.vmPausedMs} ms` +
+            (r.capture ? ` (live, ${r.capture.convergence}${r.capture.cpuThrottlePeakPercent ? `, vCPUs throttled up to ${r.capture.cpuThrottlePeakPercent}%` : ''})` : '') +
+            `; VM ${r.after === 'stop' ? 'stopped' : 'resumed'}` +
             `${r.disks.length > 0 ? `; ${r.disks.length} disk(s) frozen (${r.after === 'stop' ? 'as they are' : `${r.diskFreezeMs.toFixed(1)} ms`})` : ''}` +
             (r.digests && 'path' in r.digests ? `; RAM digests (${r.digests.algorithm}) in ${r.digests.path} after ${r.digests.durationMs} ms more` : '') +
             '\n',

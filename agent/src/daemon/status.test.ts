@@ -5,6 +5,19 @@ const now = new Date('2025-01-02T03:04:05.000Z');
 const assigned: Condition = { type: 'Ready', status: 'False', reason: 'Assigned', message: 'assigned', lastTransitionTime: '2025-01-02T03:00:00.000Z' };
 const obj = { metadata: { generation: 2, resourceVersion: '42' }, status: { conditions: [assigned] } };
 
+/** A small save's outcome. */
+const outcome = {
+  path: '/s/ns/x.vms',
+  bytes: 1 << 20,
+  ramBytes: 1 << 30,
+  durationMs: 10,
+  vmPausedMs: 10,
+  directIO: true,
+  logicalBytes: 1 << 30,
+  allocatedBytes: 1 << 20,
+  qemu: { version: '10.0.2', machine: 'pc-i440fx-10.0' },
+};
+
 describe('status patches', () => {
   it('claims with the resourceVersion seen, InProgress and Ready=False', () => {
     const p = claimPatch<VMSnapshotStatus>(obj, 'node-a is saving the VM', now, { file: { path: '/s/ns/x.vms' } });
@@ -55,17 +68,6 @@ describe('status patches', () => {
   });
 
   it('reports the disks frozen with the RAM and the digests, and nothing for a VM without either', () => {
-    const outcome = {
-      path: '/s/ns/x.vms',
-      bytes: 1 << 20,
-      ramBytes: 1 << 30,
-      durationMs: 10,
-      vmPausedMs: 10,
-      directIO: true,
-      logicalBytes: 1 << 30,
-      allocatedBytes: 1 << 20,
-      qemu: { version: '10.0.2', machine: 'pc-i440fx-10.0' },
-    };
     const disk = { device: 'drive0', argvPath: '/vms/a/disk.qcow2', base: '/vms/a/disk.qcow2', baseFormat: 'qcow2', virtualSize: 16 << 30, overlay: '/vms/a/disk.1.qcow2' };
     const s = snapshotSucceededStatus(obj, { ...outcome, disks: [disk], digests: { path: '/s/ns/x.vms.digests', algorithm: 'sha256' } }, now);
     expect(VMSnapshotStatusSchema.parse(s)).toEqual(s);
@@ -75,6 +77,14 @@ describe('status patches', () => {
     const plain = snapshotSucceededStatus(obj, { ...outcome, disks: [], digests: { error: 'no space left' } }, now);
     expect(plain.disks).toBeUndefined();
     expect(plain.digests).toBeUndefined();
+  });
+
+  it('says how a live capture converged (status.capture), and nothing about it for a paused one', () => {
+    const capture = { convergence: 'AutoConverge' as const, reason: 'x'.repeat(2000), downtimeLimitMs: 10, cpuThrottlePeakPercent: 99 };
+    const s = snapshotSucceededStatus(obj, { ...outcome, capture }, now);
+    expect(VMSnapshotStatusSchema.parse(s)).toEqual(s);
+    expect(s.capture).toEqual({ ...capture, reason: 'x'.repeat(1024) });
+    expect(snapshotSucceededStatus(obj, outcome, now).capture).toBeUndefined();
   });
 
   it('marks a hibernation (afterSnapshot Stop): the file is now the VM\'s only state', () => {

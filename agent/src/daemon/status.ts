@@ -13,6 +13,7 @@ import {
   type Condition,
   type FrozenDisk,
   type LazyRestoreStatus,
+  type LiveCaptureStatus,
   type VMRestoreStatus,
   type VMSnapshotStatus,
 } from '../../../api/index.js';
@@ -72,6 +73,8 @@ export interface SaveOutcome {
   disks?: FrozenDisk[];
   /** The RAM digests, when they were recorded (or why not). */
   digests?: { path: string; algorithm: string } | { error: string };
+  /** Live saves: how QEMU was brought to the final pause. */
+  capture?: LiveCaptureStatus;
 }
 
 export function snapshotSucceededStatus(obj: StatusOwner & { status?: { effective?: { afterSnapshot?: string } } }, r: SaveOutcome, now: Date, note = ''): VMSnapshotStatus {
@@ -90,6 +93,7 @@ export function snapshotSucceededStatus(obj: StatusOwner & { status?: { effectiv
     throughputHuman: display.throughputHuman,
     directIOUsed: r.directIO,
     ...(r.directIOReason ? { directIOReason: r.directIOReason.slice(0, 1024) } : {}),
+    ...(r.capture ? { capture: { ...r.capture, ...(r.capture.reason ? { reason: r.capture.reason.slice(0, 1024) } : {}) } } : {}),
     file: { path: r.path, logicalBytes: r.logicalBytes, allocatedBytes: r.allocatedBytes },
     qemu: { version: r.qemu.version, machine: r.qemu.machine },
     ...(r.disks?.length ? { disks: r.disks.map(frozenDisk) } : {}),

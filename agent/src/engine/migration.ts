@@ -5,6 +5,7 @@ import { QmpCommandError } from '../qmp/errors.js';
 import type { QmpClient } from '../qmp/client.js';
 import { watchProgress, type ProgressMeasure } from './stall.js';
 import { VmsnapError } from '../errors.js';
+import { planLiveCapture, type LiveCapturePlan } from './convergence.js';
 
 /** Capabilities that QEMU refuses to combine with mapped-ram. */
 const INCOMPATIBLE_CAPABILITIES = ['xbzrle', 'postcopy-ram', 'postcopy-preempt', 'compress', 'background-snapshot', 'return-path'];
@@ -16,6 +17,8 @@ export interface MigrationSettings {
   unlimitedBandwidth: boolean;
   /** Stop in 'pre-switchover' (VM paused, disks still active) until `migrate-continue`. */
   pauseBeforeSwitchover?: boolean;
+  /** A live save: a short final pause, and a way to finish whatever the guest does (convergence.ts). */
+  live?: boolean;
 }
 
 interface Capability {
@@ -29,14 +32,20 @@ export interface SavedMigrationConfig {
   parameters: Record<string, unknown>;
 }
 
+export interface ConfiguredMigration extends SavedMigrationConfig {
+  /** A live save's: what was set to bring the copy to its final pause. */
+  live?: LiveCapturePlan;
+}
+
 export class MappedRamUnsupportedError extends VmsnapError {
   override name = 'MappedRamUnsupportedError';
 }
 
-export async function configureMigration(client: QmpClient, settings: MigrationSettings): Promise<SavedMigrationConfig> {
-  const [caps, params] = await Promise.all([
+export async function configureMigration(client: QmpClient, settings: MigrationSettings): Promise<ConfiguredMigration> {
+  const [caps, params, kvm] = await Promise.all([
     client.execute<Capability[]>('query-migrate-capabilities'),
     client.execute<Record<string, unknown>>('query-migrate-parameters'),
+    settings.live ? client.execute<{ enabled: boolean }>('query-kvm').catch(() => undefined) : undefined,
   ]);
   const names = new Set(caps.map((c) => c.capability));
   if (!names.has('mapped-ram')) {
@@ -44,30 +53,43 @@ export async function configureMigration(client: QmpClient, settings: MigrationS
       `QEMU ${client.version.major}.${client.version.minor}.${client.version.micro} has no mapped-ram migration capability: vmsnap needs QEMU >= 9.1`,
     );
   }
-  const wanted: Capability[] = [
-    { capability: 'mapped-ram', state: true },
-    { capability: 'multifd', state: true },
-    { capability: 'events', state: true },
-    ...INCOMPATIBLE_CAPABILITIES.filter((c) => names.has(c)).map((c) => ({ capability: c, state: false })),
-    ...(names.has('pause-before-switchover') ? [{ capability: 'pause-before-switchover', state: settings.pauseBeforeSwitchover === true }] : []),
-  ];
-  const changed = wanted.filter((w) => caps.find((c) => c.capability === w.capability)?.state !== w.state);
-  const newParams: Record<string, unknown> = {
-    'multifd-channels': settings.channels,
-    'direct-io': settings.directIO,
+  const apply = async (live: LiveCapturePlan | undefined): Promise<ConfiguredMigration> => {
+    const wanted: Capability[] = [
+      { capability: 'mapped-ram', state: true },
+      { capability: 'multifd', state: true },
+      { capability: 'events', state: true },
+      ...INCOMPATIBLE_CAPABILITIES.filter((c) => names.has(c)).map((c) => ({ capability: c, state: false })),
+      ...(names.has('pause-before-switchover') ? [{ capability: 'pause-before-switchover', state: settings.pauseBeforeSwitchover === true }] : []),
+      ...Object.entries(live?.capabilities ?? {}).map(([capability, state]) => ({ capability, state })),
+    ];
+    const changed = wanted.filter((w) => caps.find((c) => c.capability === w.capability)?.state !== w.state);
+    const newParams: Record<string, unknown> = {
+      'multifd-channels': settings.channels,
+      'direct-io': settings.directIO,
+      ...live?.parameters,
+    };
+    if ('multifd-compression' in params) newParams['multifd-compression'] = 'none';
+    if (settings.unlimitedBandwidth) newParams['max-bandwidth'] = 0;
+    // Pipelined, in this order: QMP runs them one after the other.
+    await Promise.all([
+      changed.length > 0 ? client.execute('migrate-set-capabilities', { capabilities: changed }) : undefined,
+      client.execute('migrate-set-parameters', newParams),
+    ]);
+    return {
+      capabilities: changed.map((c) => ({ capability: c.capability, state: !c.state })),
+      parameters: Object.fromEntries(Object.keys(newParams).filter((k) => k in params).map((k) => [k, params[k]])),
+      ...(live ? { live } : {}),
+    };
   };
-  if ('multifd-compression' in params) newParams['multifd-compression'] = 'none';
-  if (settings.unlimitedBandwidth) newParams['max-bandwidth'] = 0;
-  const saved: SavedMigrationConfig = {
-    capabilities: changed.map((c) => ({ capability: c.capability, state: !c.state })),
-    parameters: Object.fromEntries(Object.keys(newParams).filter((k) => k in params).map((k) => [k, params[k]])),
-  };
-  // Pipelined, in this order: QMP runs them one after the other.
-  await Promise.all([
-    changed.length > 0 ? client.execute('migrate-set-capabilities', { capabilities: changed }) : undefined,
-    client.execute('migrate-set-parameters', newParams),
-  ]);
-  return saved;
+  const offer = { capabilities: names, parameters: new Set(Object.keys(params)), kvm: kvm?.enabled === true };
+  const live = settings.live ? planLiveCapture(offer) : undefined;
+  try {
+    return await apply(live);
+  } catch (err) {
+    // Only QEMU can say whether its KVM has a dirty ring: it refuses the capability without one.
+    if (!(err instanceof QmpCommandError) || live?.convergence !== 'DirtyLimit') throw err;
+    return await apply(planLiveCapture({ ...offer, dirtyLimitRefused: err.message }));
+  }
 }
 
 /** Puts back what configureMigration changed; best effort (QEMU may be gone). */
@@ -114,6 +136,8 @@ export interface MigrationInfo {
   downtime?: number;
   'setup-time'?: number;
   'error-desc'?: string;
+  /** auto-converge's current vCPU throttle. */
+  'cpu-throttle-percentage'?: number;
   ram?: {
     transferred: number;
     total: number;
@@ -123,6 +147,12 @@ export interface MigrationInfo {
     'normal-bytes': number;
     mbps: number;
   };
+}
+
+/** The last query-migrate of a wait, and what the wait saw on the way. */
+export interface MigrationOutcome extends MigrationInfo {
+  /** The highest cpu-throttle-percentage (auto-converge) any poll saw. */
+  cpuThrottlePeakPercent: number;
 }
 
 export interface Progress {
@@ -152,7 +182,8 @@ export async function waitForMigration(
     /** How long one query-migrate may go unanswered (default: the client's); see loadQueryTimeoutMs. */
     queryTimeoutMs?: number;
   },
-): Promise<MigrationInfo> {
+): Promise<MigrationOutcome> {
+  let cpuThrottlePeakPercent = 0;
   let wake: (() => void) | undefined;
   const onEvent = (e: { event: string }) => {
     if (e.event === 'MIGRATION') wake?.();
@@ -175,7 +206,8 @@ export async function waitForMigration(
           elapsedMs: Date.now() - opts.startedAt,
         });
       }
-      if (info.status && (TERMINAL.has(info.status) || opts.until?.includes(info.status))) return info;
+      cpuThrottlePeakPercent = Math.max(cpuThrottlePeakPercent, info['cpu-throttle-percentage'] ?? 0);
+      if (info.status && (TERMINAL.has(info.status) || opts.until?.includes(info.status))) return { ...info, cpuThrottlePeakPercent };
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, opts.pollMs);
         wake = () => {
@@ -210,6 +242,26 @@ export function unlessAborted<T>(p: Promise<T>, signal: AbortSignal | undefined)
       },
     );
   });
+}
+
+/**
+ * `cont` after a completed outgoing migration. QEMU reports 'completed' (and sends the event) a
+ * moment before its run state leaves 'finish-migrate', where it refuses `cont`: it is asked again.
+ */
+export async function resumeAfterMigration(client: QmpClient, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await client.execute('cont');
+      return;
+    } catch (err) {
+      if (!(err instanceof QmpCommandError) || Date.now() > deadline) throw err;
+      // Still finishing, or just left it: asked again (any other refusal is the caller's).
+      const { status } = await client.execute<{ status: string }>('query-status');
+      if (status !== 'finish-migrate' && status !== 'postmigrate') throw err;
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  }
 }
 
 /** Both signals (either may be absent). */

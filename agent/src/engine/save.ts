@@ -19,8 +19,10 @@ import {
   fileUri,
   removeFdSet,
   restoreMigrationConfig,
+  resumeAfterMigration,
   waitForMigration,
   type MigrationInfo,
+  type MigrationOutcome,
   type Progress,
 } from './migration.js';
 import { formatBytes, throughputMiBps } from '../../../api/format.js';
@@ -33,6 +35,8 @@ import { recordableArgv } from './lazy/recorded-argv.js';
 import { fileWriteMeasure, watchProgress, type MigrationStalledError, type ProgressMeasure } from './stall.js';
 import { DEFAULT_STALL_TIMEOUT_SECONDS } from '../../../api/agent-defaults.js';
 import { VmsnapError } from '../errors.js';
+import { liveCaptureOutcome, livePauseMs, type LiveCapturePlan } from './convergence.js';
+import type { LiveCaptureStatus } from '../../../api/vmsnapshot.js';
 
 export type AfterSave = 'resume' | 'stop';
 
@@ -109,6 +113,8 @@ export interface SaveResult {
   /** The frozen disks (see SnapshotMetadata.disks) and how long freezing them paused the VM. */
   disks: DiskRecord[];
   diskFreezeMs: number;
+  /** Live saves: how QEMU was brought to the final pause (status.capture). */
+  capture?: LiveCaptureStatus;
 }
 
 /**
@@ -185,6 +191,8 @@ interface Configured {
   fdsetId: number;
   fdset: Registered;
   config: Registered;
+  /** A live save's: what was set to bring the copy to its final pause. */
+  live?: LiveCapturePlan;
 }
 
 /** A completed migration: when it started, when the VM was stopped (paused saves), how long the disk freeze took. */
@@ -194,6 +202,8 @@ interface Migrated {
   pausedAt: number | undefined;
   migrateMs: number;
   diskFreezeMs: number;
+  /** A live save's: the VM runs again already (resumed at completion); its pause and how the copy converged. */
+  live?: { resumed: boolean; pausedMs: number; capture: LiveCaptureStatus };
 }
 
 /**
@@ -231,7 +241,7 @@ class SaveRun {
     const resuming = vm.running ? undo.defer('resume the VM', () => this.resume()) : undefined;
     const configured = await this.configure(undo, out, directIO.enabled, freeze);
     this.checkAborted();
-    const migrated = await this.migrate(undo, vm, out, configured.fdsetId, disks, freeze);
+    const migrated = await this.migrate(undo, vm, out, configured.fdsetId, disks, freeze, configured.live);
     const finished = await this.finish(out, configured, migrated, freeze);
     const vmPausedMs = await this.leaveVm(vm, migrated, finished.vmPausedMs);
     resuming?.keep();
@@ -252,6 +262,7 @@ class SaveRun {
       after: opts.after,
       disks: out.metadata.disks ?? [],
       diskFreezeMs: migrated.diskFreezeMs,
+      ...(migrated.live ? { capture: migrated.live.capture } : {}),
     };
   }
 
@@ -345,11 +356,13 @@ class SaveRun {
       directIO,
       unlimitedBandwidth: true,
       pauseBeforeSwitchover: freeze,
+      live: opts.live,
     });
+    if (savedConfig.live) out.metadata.capture.convergence = savedConfig.live.convergence;
     const config = undo.defer('put back the migration settings', () => restoreMigrationConfig(client, savedConfig));
     const fdsetId = await addFdSet(client, out.fdsetFds, 'vmsnap-save');
     const fdset = undo.defer(`remove fdset ${fdsetId}`, () => removeFdSet(client, fdsetId).catch(() => undefined));
-    return { fdsetId, fdset, config };
+    return { fdsetId, fdset, config, ...(savedConfig.live ? { live: savedConfig.live } : {}) };
   }
 
   /**
@@ -364,6 +377,7 @@ class SaveRun {
     fdsetId: number,
     disks: { list: WritableDisk[]; freezer: DiskFreezer },
     freeze: boolean,
+    live: LiveCapturePlan | undefined,
   ): Promise<Migrated> {
     const { client, opts } = this;
     const started = Date.now();
@@ -378,6 +392,7 @@ class SaveRun {
     await this.hooks.onMigrating?.(client);
     const wait = (until?: string[]) => this.waitForSave(out.measure, started, until);
     let outcome = await wait(freeze ? ['pre-switchover'] : undefined);
+    const throttlePeak = outcome.cpuThrottlePeakPercent;
     let diskFreezeMs = 0;
     if (outcome.status === 'pre-switchover') {
       // The guest is stopped and the disks are still active: the RAM's instant.
@@ -410,10 +425,16 @@ class SaveRun {
     if (outcome.status !== 'completed') {
       throw new SaveError(`QEMU's save ${outcome.status}: ${outcome['error-desc'] ?? 'no reason given'}`, { noSpace: this.outOfSpace(out.plain, vm.ramBytes) });
     }
-    return { outcome, started, pausedAt, migrateMs: Date.now() - started, diskFreezeMs };
+    const migrateMs = Date.now() - started;
+    // Live: the copy is whole at 'completed', where QEMU holds the VM stopped until told; it runs
+    // again at once, before the file is finished (header, fsync), which it no longer touches.
+    const resumed = !!live && vm.running && opts.after !== 'stop';
+    if (resumed) await resumeAfterMigration(client);
+    const liveOutcome = live && { resumed, pausedMs: livePauseMs(outcome, started, Date.now()), capture: liveCaptureOutcome(live, throttlePeak, outcome.downtime) };
+    return { outcome, started, pausedAt, migrateMs, diskFreezeMs, ...(liveOutcome ? { live: liveOutcome } : {}) };
   }
 
-  private async waitForSave(measure: ProgressMeasure, started: number, until?: string[]): Promise<MigrationInfo> {
+  private async waitForSave(measure: ProgressMeasure, started: number, until?: string[]): Promise<MigrationOutcome> {
     const { opts } = this;
     const watch = watchProgress(measure, { stallMs: this.stallMs, what: 'save', onStall: opts.onStalled });
     try {
@@ -438,7 +459,7 @@ class SaveRun {
     configured.fdset.keep();
     const { endOffset, allocatedBytes: allocated } = finishSnapshotFile(out.plain, opts.outPath, out.metadata, () => {
       durationMs = Date.now() - m.started;
-      vmPausedMs = opts.live ? (m.outcome.downtime ?? 0) : m.pausedAt !== undefined ? Date.now() - m.pausedAt : 0;
+      vmPausedMs = m.live ? m.live.pausedMs : m.pausedAt !== undefined ? Date.now() - m.pausedAt : 0;
       return {
         durationMs,
         migrateMs: m.migrateMs,
@@ -463,7 +484,7 @@ class SaveRun {
       await client.waitClosed(10_000);
       return vmPausedMs;
     }
-    if (!vm.running) return vmPausedMs;
+    if (!vm.running || m.live?.resumed) return vmPausedMs;
     await client.execute('cont');
     return m.pausedAt !== undefined ? Date.now() - m.pausedAt : vmPausedMs;
   }

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { QmpClient } from './client.js';
 import { QmpCommandError, QmpDisconnectedError, QmpTimeoutError } from './errors.js';
-import { configureMigration, MappedRamUnsupportedError } from '../engine/migration.js';
+import { configureMigration, MappedRamUnsupportedError, resumeAfterMigration } from '../engine/migration.js';
 
 type Handler = (msg: Record<string, unknown>, socket: net.Socket) => void;
 
@@ -146,6 +146,72 @@ describe('QmpClient', () => {
     await expect(configureMigration(c, { channels: 4, directIO: true, unlimitedBandwidth: true })).rejects.toThrow(
       new MappedRamUnsupportedError('QEMU 7.2.0 has no mapped-ram migration capability: vmsnap needs QEMU >= 9.1'),
     );
+    c.close();
+  });
+
+  it('a live save on a KVM without a dirty ring: QEMU refuses dirty-limit, the save goes on with auto-converge and says why', async () => {
+    const refusal = "dirty-limit requires KVM with accelerator property 'dirty-ring-size' set";
+    const capsSet: Array<Record<string, boolean>> = [];
+    const sock = await fakeQemu((msg, s) => {
+      const args = msg.arguments as Record<string, unknown> | undefined;
+      if (msg.execute === 'query-migrate-capabilities') {
+        reply(s, msg.id, ['mapped-ram', 'multifd', 'events', 'auto-converge', 'dirty-limit'].map((capability) => ({ capability, state: false })));
+      } else if (msg.execute === 'query-migrate-parameters') {
+        reply(s, msg.id, { 'downtime-limit': 300, 'max-bandwidth': 134217728, 'cpu-throttle-initial': 20 });
+      } else if (msg.execute === 'query-kvm') {
+        reply(s, msg.id, { enabled: true, present: true });
+      } else if (msg.execute === 'migrate-set-capabilities') {
+        const caps = Object.fromEntries((args!.capabilities as Array<{ capability: string; state: boolean }>).map((c) => [c.capability, c.state]));
+        capsSet.push(caps);
+        if (caps['dirty-limit']) s.write(JSON.stringify({ error: { class: 'GenericError', desc: refusal }, id: msg.id }) + '\r\n');
+        else reply(s, msg.id, {});
+      } else {
+        reply(s, msg.id, {});
+      }
+    });
+    const c = await QmpClient.connect(sock);
+    const configured = await configureMigration(c, { channels: 2, directIO: false, unlimitedBandwidth: true, live: true });
+    c.close();
+    // Only what changes is sent: dirty-limit first, then auto-converge instead.
+    expect(capsSet.map((caps) => [caps['dirty-limit'], caps['auto-converge']])).toEqual([
+      [true, undefined],
+      [undefined, true],
+    ]);
+    expect(configured.live).toMatchObject({ convergence: 'AutoConverge' });
+    expect(configured.live!.reason).toContain(refusal);
+    // What is put back afterwards: the capability and the parameters as they were.
+    expect(configured.capabilities).toContainEqual({ capability: 'auto-converge', state: false });
+    expect(configured.parameters).toMatchObject({ 'downtime-limit': 300, 'cpu-throttle-initial': 20 });
+  });
+
+  it("resumes a VM whose save just completed once QEMU has left 'finish-migrate' (it refuses cont until then)", async () => {
+    let state = 'finish-migrate';
+    let refused = 0;
+    const sock = await fakeQemu((msg, s) => {
+      if (msg.execute === 'cont' && state === 'finish-migrate') {
+        refused++;
+        if (refused === 2) state = 'postmigrate';
+        s.write(JSON.stringify({ error: { class: 'GenericError', desc: 'Migration is not finalized yet' }, id: msg.id }) + '\r\n');
+      } else if (msg.execute === 'cont') {
+        state = 'running';
+        reply(s, msg.id, {});
+      } else if (msg.execute === 'query-status') {
+        reply(s, msg.id, { status: state, running: state === 'running' });
+      }
+    });
+    const c = await QmpClient.connect(sock);
+    await resumeAfterMigration(c);
+    expect([refused, state]).toEqual([2, 'running']);
+    c.close();
+  });
+
+  it('passes on any other refusal of cont', async () => {
+    const sock = await fakeQemu((msg, s) => {
+      if (msg.execute === 'cont') s.write(JSON.stringify({ error: { class: 'GenericError', desc: 'Resetting the Virtual Machine is required' }, id: msg.id }) + '\r\n');
+      else reply(s, msg.id, { status: 'internal-error', running: false });
+    });
+    const c = await QmpClient.connect(sock);
+    await expect(resumeAfterMigration(c)).rejects.toThrow(/Resetting the Virtual Machine is required/);
     c.close();
   });
 });

@@ -4,6 +4,7 @@
 // start-up snapshot, bin/vmsnap-agent, deserializes whatever it holds on every start).
 import * as z from 'zod/mini';
 import en from 'zod/v4/locales/en.js';
+import { CONVERGENCE_METHODS } from '../../../api/capture.js';
 
 // Messages that say what was expected (mini has none of its own until told).
 z.config(en());
@@ -47,6 +48,8 @@ export const SnapshotMetadataSchema = z.object({
     mode: z.enum(['Paused', 'Live']),
     wasRunning: z.boolean(),
     after: z.enum(['resume', 'stop']),
+    /** Live: how QEMU was made to finish the copy (engine/convergence.ts). */
+    convergence: z.optional(z.enum(CONVERGENCE_METHODS)),
   }),
   stream: z.object({
     offset: z.int().check(z.positive()),
