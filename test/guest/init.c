@@ -24,6 +24,23 @@
  *
  * A file's bytes are a pattern derived from its name, so `list` proves the
  * contents as well as the names.
+ *
+ * Live-capture mode, for the pause a live save imposes on a busy guest:
+ * `vmsnap.dirty_mib=N` starts a writer thread that rewrites a region of N MiB
+ * of its own (apart from the verified pattern) at `vmsnap.dirty_mibps=R` MiB/s,
+ * or as fast as it can with R=0 (the default). `vmsnap.tick=1` starts a ticker
+ * thread (SCHED_FIFO, above the writer) that wakes every millisecond and
+ * reports, once a second of its own clock:
+ *
+ *   VMSNAP TICKER pa=0x..                               once, before READY
+ *   VMSNAP TICK n=T max_gap_us=G written_mib=W          each second
+ *
+ * T ticks in that second, G the longest gap between two of them (guest clock),
+ * W MiB the writer wrote. The guest clock stands still while QEMU has the VM
+ * stopped, so G shows stalls of a running guest (vCPU throttling, a busy host),
+ * not the final pause: for that, the ticker also counts its ticks in the 64-bit
+ * word at guest-physical address pa+8 (pa holds "VMSNAPTK"), which a host that
+ * maps the guest's RAM can watch with its own clock.
  * PID 1 must never exit (that panics the kernel), so every path ends in a loop.
  */
 #define _GNU_SOURCE
@@ -38,6 +55,8 @@
 #include <sys/mman.h>
 #include <dirent.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -281,6 +300,134 @@ static void disk_wait(long ms) {
   }
 }
 
+/* ---- live-capture mode: a writer dirtying memory at a set rate, a ticker ---- */
+
+static uint64_t now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void usleep_exact(uint64_t us) {
+  struct timespec ts = {(time_t)(us / 1000000u), (long)(us % 1000000u) * 1000L};
+  while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+  }
+}
+
+struct writer_args {
+  unsigned char *region;
+  size_t bytes;
+  uint64_t bytes_per_s; /* 0: as fast as it can */
+};
+static volatile uint64_t written_bytes; /* by the writer, read by the ticker */
+
+static void *writer_main(void *arg) {
+  const struct writer_args *w = arg;
+  const size_t chunk = 1u << 20; /* whole pages, paced per MiB */
+  const uint64_t start = now_us();
+  size_t off = 0;
+  for (uint64_t done = 0, round = 1;; round++) {
+    memset(w->region + off, (int)(round & 0xff), chunk);
+    __asm__ volatile("" : : "r"(w->region) : "memory");
+    off = off + chunk >= w->bytes ? 0 : off + chunk;
+    done += chunk;
+    written_bytes = done;
+    if (w->bytes_per_s) {
+      uint64_t due = start + done * 1000000u / w->bytes_per_s, now = now_us();
+      if (due > now) usleep_exact(due - now);
+    }
+  }
+  return NULL;
+}
+
+struct tick_page {
+  char magic[8]; /* "VMSNAPTK" */
+  volatile uint64_t ticks;
+};
+
+/* Guest-physical address of a mapped, locked page (PID 1 may read PFNs from pagemap). */
+static uint64_t phys_addr(const void *p) {
+  uint64_t entry = 0;
+  int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  off_t at = (off_t)((uintptr_t)p / 4096u) * 8;
+  ssize_t n = pread(fd, &entry, sizeof entry, at);
+  close(fd);
+  if (n != (ssize_t)sizeof entry || !(entry >> 63)) return 0;
+  return (entry & ((1ULL << 55) - 1)) * 4096u + (uintptr_t)p % 4096u;
+}
+
+static void *ticker_main(void *arg) {
+  struct tick_page *page = arg;
+  uint64_t prev = now_us(), window = prev, max_gap = 0, n = 0, written_before = 0;
+  for (;;) {
+    usleep_exact(1000);
+    uint64_t t = now_us();
+    if (t - prev > max_gap) max_gap = t - prev;
+    prev = t;
+    n++;
+    page->ticks++;
+    if (t - window >= 1000000u) {
+      uint64_t written = written_bytes;
+      say("VMSNAP TICK n=%" PRIu64 " max_gap_us=%" PRIu64 " written_mib=%" PRIu64, n, max_gap, (written - written_before) >> 20);
+      written_before = written;
+      window = t;
+      max_gap = 0;
+      n = 0;
+    }
+  }
+  return NULL;
+}
+
+/* Starts the writer and the ticker the command line asks for; returns 0 or -1 (reported). */
+static int live_mode_start(const char *cmdline) {
+  static struct writer_args w;
+  pthread_t th;
+  w.bytes = (size_t)cmdline_u64(cmdline, "vmsnap.dirty_mib", 0) << 20;
+  w.bytes_per_s = cmdline_u64(cmdline, "vmsnap.dirty_mibps", 0) << 20;
+  if (cmdline_u64(cmdline, "vmsnap.tick", 0)) {
+    struct tick_page *page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (page == MAP_FAILED || mlock(page, 4096) < 0) {
+      say("VMSNAP ERROR ticker page: %s", strerror(errno));
+      return -1;
+    }
+    /* Keep the locked page where it is: compaction may otherwise move it to another address. */
+    int fd = open("/proc/sys/vm/compact_unevictable_allowed", O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      if (write(fd, "0", 1) < 0) say("VMSNAP WARN compact_unevictable_allowed: %s", strerror(errno));
+      close(fd);
+    }
+    memcpy(page->magic, "VMSNAPTK", 8);
+    pthread_attr_t attr;
+    struct sched_param sp = {.sched_priority = 10};
+    pthread_attr_init(&attr);
+    pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
+    pthread_attr_setschedpolicy(&attr, SCHED_FIFO);
+    pthread_attr_setschedparam(&attr, &sp);
+    if (pthread_create(&th, &attr, ticker_main, page) != 0) {
+      say("VMSNAP ERROR ticker thread");
+      return -1;
+    }
+    say("VMSNAP TICKER pa=0x%" PRIx64, phys_addr(page));
+  }
+  if (w.bytes > 0) {
+    void *m = mmap(NULL, w.bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
+      say("VMSNAP ERROR mmap dirty_mib: %s", strerror(errno));
+      return -1;
+    }
+    w.region = m;
+#ifdef MADV_POPULATE_WRITE
+    madvise(m, w.bytes, MADV_POPULATE_WRITE);
+#endif
+    if (pthread_create(&th, NULL, writer_main, &w) != 0) {
+      say("VMSNAP ERROR writer thread");
+      return -1;
+    }
+  }
+  return 0;
+}
+
 int main(void) {
   const uint64_t init_ms = now_ms(CLOCK_BOOTTIME); /* kernel boot time */
   open_console();
@@ -320,6 +467,7 @@ int main(void) {
 
   const uint64_t key = splitmix64(seed);
   for (size_t i = 0; i < words; i++) mem[i] = splitmix64((uint64_t)i ^ key);
+  if (live_mode_start(cmdline) < 0) hang();
   const uint64_t ready_ms = now_ms(CLOCK_BOOTTIME);
 
   /* Diagnostics only (boot and fill cost); tests should key on READY. */
