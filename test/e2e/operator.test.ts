@@ -227,3 +227,20 @@ it('the operator leads through its Lease and counts finished work on /metrics', 
   expect(Number(succeeded?.[1])).toBeGreaterThan(0);
   expect(text).toMatch(/vmsnap_operation_duration_seconds_count\{kind="VMSnapshot"\} [1-9]/);
 });
+
+it("captureMode Live: status.capture says AutoConverge under TCG and QEMU's downtime, inside the pause reported; the VM runs on intact", async () => {
+  const ns = await createNamespace('e2e-live');
+  const dir = path.join(stack.agents.get('node-a')!.vmRoot, ns, 'busy');
+  // The guest rewrites 64 MiB of its memory at 100 MiB/s (test/guest/init.c).
+  const guest = await startGuest({ dir, name: 'busy', memMiB: 512, fillMiB: 128, seed: 9, kernelArgs: ['vmsnap.dirty_mib=64', 'vmsnap.dirty_mibps=100'] });
+  guests.push(guest);
+  await guest.waitForSerial(/VMSNAP PASS n=1 ok/, 120_000);
+
+  await apply(vmSnapshot('busy-live', { vmName: 'busy', captureMode: 'Live' }), ns);
+  const snap = await waitForPhase('vmsnapshot/busy-live', ns, 'Succeeded');
+  expect(snap.status.capture).toMatchObject({ convergence: 'AutoConverge', downtimeLimitMs: 10, qemuDowntimeMs: expect.any(Number) });
+  expect(snap.status.capture.reason).toMatch(/not KVM/);
+  expect(snap.status.vmPausedMs).toBeGreaterThanOrEqual(snap.status.capture.qemuDowntimeMs);
+  expect(readHeader(snap.status.file.path).metadata.capture).toMatchObject({ mode: 'Live', convergence: 'AutoConverge' });
+  await expectVerifying(guest.serialPath, { after: guest.lastPass() });
+});
