@@ -329,6 +329,12 @@ async function main(): Promise<void> {
     report.verification = await measureVerification({ dir, sizeGiB: Math.min(...sizes), channels: 4, reps, log: (l) => console.log(l) });
     fs.writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify(report, null, 2) + '\n');
   }
+  // The pause of a live save of a guest writing 100 MiB/s (VMSNAP_BENCH_LIVE_PAUSE=0 skips it; bench/live-pause-main.ts runs it alone).
+  if (process.env.VMSNAP_BENCH_LIVE_PAUSE !== '0') {
+    const { livePauseSection } = await import('./live-pause-main.js');
+    report.livePause = await livePauseSection((l) => console.log(l), dir);
+    fs.writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify(report, null, 2) + '\n');
+  }
   // Lazy against eager restore (VMSNAP_BENCH_LAZY=0 skips it; bench/lazy-main.ts runs it alone).
   if (process.env.VMSNAP_BENCH_LAZY !== '0') {
     const { lazySection } = await import('./lazy-main.js');
