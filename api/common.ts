@@ -29,7 +29,7 @@ export const CATEGORY = 'vmsnap';
  * them; an old schema would prune fields it writes). Bump it when a CRD gains something the
  * operator or agent relies on. CRDs without the annotation are revision 1.
  */
-export const CRD_REVISION = 3;
+export const CRD_REVISION = 4;
 export const CRD_REVISION_ANNOTATION = 'vmsnap.io/crd-revision';
 
 export interface ResourceNames {
