@@ -155,6 +155,18 @@ export interface MigrationOutcome extends MigrationInfo {
   cpuThrottlePeakPercent: number;
 }
 
+/** What a save and a restore both report about the file they moved the VM's state through. */
+export interface FileTransferResult {
+  path: string;
+  bytes: number;
+  ramBytes: number;
+  durationMs: number;
+  throughputMiBps: number;
+  channels: number;
+  directIO: boolean;
+  directIOReason?: string;
+}
+
 export interface Progress {
   bytesDone: number;
   bytesTotal: number;

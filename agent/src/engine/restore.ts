@@ -23,6 +23,7 @@ import {
   removeFdSet,
   waitForMigration,
   type MigrationInfo,
+  type FileTransferResult,
 } from './migration.js';
 import { queryMachine, queryRamBytes, queryStatus } from './qemu-info.js';
 import { buildCompanionStream, type CompanionStream } from './lazy/companion.js';
@@ -107,15 +108,7 @@ export interface LazyRestoreInfo {
   prefetch: { pid?: number; reason?: string } | 'off';
 }
 
-export interface RestoreResult {
-  path: string;
-  bytes: number;
-  ramBytes: number;
-  durationMs: number;
-  throughputMiBps: number;
-  channels: number;
-  directIO: boolean;
-  directIOReason?: string;
+export interface RestoreResult extends FileTransferResult {
   running: boolean;
   launched?: { pid: number; logPath: string };
   /** With `verify`: the check of the RAM digests (before QEMU was touched; not part of durationMs). */

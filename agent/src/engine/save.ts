@@ -24,6 +24,7 @@ import {
   type MigrationInfo,
   type MigrationOutcome,
   type Progress,
+  type FileTransferResult,
 } from './migration.js';
 import { formatBytes, throughputMiBps } from '../../../api/format.js';
 import { finishSnapshotFile } from './finish.js';
@@ -94,15 +95,7 @@ export interface SaveOptions {
   digest?: boolean;
 }
 
-export interface SaveResult {
-  path: string;
-  bytes: number;
-  ramBytes: number;
-  durationMs: number;
-  throughputMiBps: number;
-  channels: number;
-  directIO: boolean;
-  directIOReason?: string;
+export interface SaveResult extends FileTransferResult {
   vmPausedMs: number;
   logicalBytes: number;
   allocatedBytes: number;
