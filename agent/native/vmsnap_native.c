@@ -250,12 +250,8 @@ static napi_value probe_direct_io(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/*
- * fadviseWillNeed(fd, offset, length): starts reading the range into the page
- * cache (POSIX_FADV_WILLNEED) without copying it anywhere: a lazy restore's
- * prefetch, so the VM's page faults find the pages already in memory.
- */
-static napi_value fadvise_willneed(napi_env env, napi_callback_info info) {
+/* posix_fadvise(fd, offset, length, advice) for fadviseWillNeed and fadviseDontNeed. */
+static napi_value fadvise_range(napi_env env, napi_callback_info info, int advice, const char *usage) {
   size_t argc = 3;
   napi_value argv[3];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
@@ -263,14 +259,31 @@ static napi_value fadvise_willneed(napi_env env, napi_callback_info info) {
   int64_t offset, length;
   if (argc != 3 || !get_int(env, argv[0], &fd) || napi_get_value_int64(env, argv[1], &offset) != napi_ok ||
       napi_get_value_int64(env, argv[2], &length) != napi_ok || offset < 0 || length < 0) {
-    napi_throw_type_error(env, NULL, "fadviseWillNeed(fd, offset, length) takes an fd and two non-negative integers");
+    napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
-  int err = posix_fadvise(fd, (off_t)offset, (off_t)length, POSIX_FADV_WILLNEED);
+  int err = posix_fadvise(fd, (off_t)offset, (off_t)length, advice);
   if (err != 0) return throw_errno(env, "posix_fadvise", err);
   napi_value undefined;
   napi_get_undefined(env, &undefined);
   return undefined;
+}
+
+/*
+ * fadviseWillNeed(fd, offset, length): starts reading the range into the page
+ * cache (POSIX_FADV_WILLNEED) without copying it anywhere: a lazy restore's
+ * prefetch, so the VM's page faults find the pages already in memory.
+ */
+static napi_value fadvise_willneed(napi_env env, napi_callback_info info) {
+  return fadvise_range(env, info, POSIX_FADV_WILLNEED, "fadviseWillNeed(fd, offset, length) takes an fd and two non-negative integers");
+}
+
+/*
+ * fadviseDontNeed(fd, offset, length): drops the range's clean pages from the
+ * page cache (POSIX_FADV_DONTNEED; length 0: to the end of the file).
+ */
+static napi_value fadvise_dontneed(napi_env env, napi_callback_info info) {
+  return fadvise_range(env, info, POSIX_FADV_DONTNEED, "fadviseDontNeed(fd, offset, length) takes an fd and two non-negative integers");
 }
 
 /*
@@ -399,6 +412,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"peerCredentials", NULL, peer_credentials, NULL, NULL, NULL, napi_default, NULL},
       {"probeDirectIO", NULL, probe_direct_io, NULL, NULL, NULL, napi_default, NULL},
       {"fadviseWillNeed", NULL, fadvise_willneed, NULL, NULL, NULL, napi_default, NULL},
+      {"fadviseDontNeed", NULL, fadvise_dontneed, NULL, NULL, NULL, napi_default, NULL},
       {"openBeneath", NULL, open_beneath, NULL, NULL, NULL, napi_default, NULL},
       {"peerPidfd", NULL, peer_pidfd, NULL, NULL, NULL, napi_default, NULL},
       {"pidfdSignal", NULL, pidfd_signal, NULL, NULL, NULL, napi_default, NULL},

@@ -23,6 +23,8 @@ interface NativeAddon {
   peerCredentials(socketFd: number): PeerCredentials;
   probeDirectIO(dir: string): string | null;
   fadviseWillNeed(fd: number, offset: number, length: number): void;
+  /** posix_fadvise DONTNEED: drops the range's clean pages from the page cache (length 0: to the end). */
+  fadviseDontNeed(fd: number, offset: number, length: number): void;
   /**
    * openat2(dir, relPath, flags | O_CLOEXEC) with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
    * RESOLVE_NO_MAGICLINKS: fails (ELOOP, EXDEV) when any component is a symlink or the path

@@ -16,7 +16,7 @@ import { useFile, type AgentContext } from './context.js';
 import { assertUnder, vmDir } from './paths.js';
 import { probeQmp, quitQemu } from './qemu-control.js';
 import { runningLazyStatus } from './lazy-residency.js';
-import { restoreSettings, type RestoreSettings } from './settings.js';
+import { readsWithDirectIO, restoreSettings, type RestoreSettings } from './settings.js';
 import { isPodVms } from '../vm/pod-vms.js';
 import { preparePodRestore, runPodRestore, type PodRestorePrep } from './pod-restore.js';
 import { failedStatus, restoreSucceededStatus, restoreSummary, type RestoreOutcome } from './status.js';
@@ -49,7 +49,8 @@ export async function snapshotFileFor(ctx: AgentContext, restore: VMRestore): Pr
   if (snap.status?.phase === 'Succeeded' && snap.status.readyToUse && needsFetch(snap, ctx.nodeName)) {
     // Another node's snapshot: a verified local copy from the class's repository.
     try {
-      return { file: await fetchSnapshot(ctx, ctx.namespace ?? DEFAULT_RELEASE_NAMESPACE, snap), trust: headerTrust(ctx.config.storageRoot, snap) };
+      const forDirectIO = readsWithDirectIO(restoreSettings(restore.status!.effective!));
+      return { file: await fetchSnapshot(ctx, ctx.namespace ?? DEFAULT_RELEASE_NAMESPACE, snap, { forDirectIO }), trust: headerTrust(ctx.config.storageRoot, snap) };
     } catch (err) {
       throw new RestoreRefused(Reason.SnapshotNotFound, `cannot fetch VMSnapshot ${ns}/${name} from its repository: ${(err as Error).message}`);
     }

@@ -1,5 +1,5 @@
 import type { EffectiveRestoreSpec, EffectiveSnapshotSpec } from '../../../api/index.js';
-import { directIOMode, restoreSettings, saveSettings } from './settings.js';
+import { directIOMode, readsWithDirectIO, restoreSettings, saveSettings } from './settings.js';
 
 const snapshot = (over: Partial<EffectiveSnapshotSpec> = {}): EffectiveSnapshotSpec => ({
   channels: 4,
@@ -42,5 +42,12 @@ describe('settings mapping', () => {
     expect(restoreSettings({ ...e, afterRestore: 'Paused', ifRunning: 'Replace' })).toMatchObject({ paused: true, replaceRunning: true });
     expect(restoreSettings({ ...e, restoreMode: 'Lazy', prefetch: 'None' }).lazy).toEqual({ prefetch: false });
     expect(restoreSettings({ ...e, restoreMode: 'Lazy' }).lazy).toEqual({ prefetch: true });
+  });
+  it('reads with direct I/O only an eager restore whose directIO is not Never', () => {
+    const base = restoreSettings({ snapshotName: 's', sourceVMName: 'a', targetVMName: 'a', copy: false, channels: 4, directIO: 'Auto', ifRunning: 'Fail', afterRestore: 'Running', restoreMode: 'Eager' });
+    expect(readsWithDirectIO(base)).toBe(true);
+    expect(readsWithDirectIO({ ...base, directIO: 'on' })).toBe(true);
+    expect(readsWithDirectIO({ ...base, directIO: 'off' })).toBe(false);
+    expect(readsWithDirectIO({ ...base, lazy: { prefetch: true } })).toBe(false);
   });
 });

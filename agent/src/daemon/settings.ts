@@ -43,3 +43,12 @@ export function restoreSettings(e: EffectiveRestoreSpec): RestoreSettings {
     ...(e.restoreMode === 'Lazy' ? { lazy: { prefetch: (legacyPrefetch(e.prefetch) ?? Prefetch.Background) === Prefetch.Background } } : {}),
   };
 }
+
+/**
+ * Whether the restore reads the snapshot file with O_DIRECT (an eager restore whose directIO is
+ * not Never): a fetched copy is then left out of the page cache (objstore/fetch.ts). A lazy
+ * restore maps the file, so its cached pages help it.
+ */
+export function readsWithDirectIO(s: RestoreSettings): boolean {
+  return !s.lazy && s.directIO !== 'off';
+}

@@ -179,7 +179,7 @@ export async function restoreVm(opts: RestoreOptions, hooks: RestoreHooks = {}):
     const early = await startEarly(opts, undo);
     const plan = await planRestore(opts, undo, early);
     const streams = openStreams(opts, plan, undo);
-    traceStep('decided; companion stream built');
+    traceStep(`decided; companion stream built; direct I/O ${plan.directIO.enabled ? 'on' : `off (${plan.directIO.reason})`}`);
     const target = plan.relaunched ? await launchTarget(opts, hooks, plan, plan.relaunched, undo) : await attachTarget(opts, plan, undo);
     const loaded = await load(opts, hooks, plan, streams, target, undo);
     await setRunState(target.client, !!opts.paused);

@@ -1,4 +1,9 @@
-import { fetchedEntriesToRemove } from './fetch.js';
+import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { dropFromPageCache, fetchedEntriesToRemove } from './fetch.js';
 
 describe('the cache rule for fetched copies', () => {
   const dir = '/snaps/a/fetched';
@@ -10,5 +15,26 @@ describe('the cache rule for fetched copies', () => {
   });
   it('keeps every copy whose snapshot exists', () => {
     expect(fetchedEntriesToRemove(dir, ['a.vms', 'a.vms.digests'], new Set(['a.vms']), new Map())).toEqual([]);
+  });
+});
+
+describe('dropFromPageCache', () => {
+  // fincore (util-linux) reads the kernel's own count of the file's resident pages.
+  const resident = (file: string) => Number(execFileSync('fincore', ['--bytes', '--noheadings', '--raw', '--output', 'RES', file]).toString().trim());
+  it("drops a synced file's pages from the page cache, so QEMU's O_DIRECT reads go to the disk", () => {
+    const dir = fs.mkdtempSync(path.join(process.env.VMSNAP_TEST_DIR ?? os.tmpdir(), 'vmsnap-drop-'));
+    try {
+      const file = path.join(dir, 'copy.vms');
+      const fd = fs.openSync(file, 'w');
+      fs.writeSync(fd, crypto.randomBytes(8 << 20));
+      fs.fsyncSync(fd);
+      fs.closeSync(fd);
+      fs.readFileSync(file);
+      expect(resident(file)).toBeGreaterThan(4 << 20);
+      dropFromPageCache(file);
+      expect(resident(file)).toBe(0);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
