@@ -85,6 +85,13 @@ start_retrying() { # $1 = start function, $2 = daemon name, rest = port variable
   local fn=$1 name=$2 v; shift 2
   for _ in 1 2 3; do
     if "$fn"; then save_node_ports; return 0; fi
+    if grep -q 'server is not initialized yet' "$LOGS/$name.log"; then
+      # containerd answers `ctr version` before its CRI service has initialised; the kubelet
+      # exits at once if it asks in between.
+      log "$name: containerd's CRI service is still initialising; trying again"
+      sleep 2
+      continue
+    fi
     grep -q 'address already in use' "$LOGS/$name.log" || break
     log "$name: a port was taken meanwhile; picking new ones"
     for v in "$@"; do printf -v "$v" '%s' "$(free_port)"; done
