@@ -3,7 +3,7 @@
 // names its block and offsets. Refuses a sidecar that belongs to another save.
 import fs from 'node:fs';
 import { SnapshotFileError } from './header.js';
-import { digestBlock, digestsPath } from './digests.js';
+import { closeOutOfPageCache, digestBlock, digestsPath } from './digests.js';
 import { SnapshotDigestsSchema, type SnapshotDigests } from './metadata.js';
 import type { VerifiedSnapshot } from './verify.js';
 
@@ -67,7 +67,7 @@ export async function checkDigests(path: string, snapshot: VerifiedSnapshot): Pr
       });
     }
   } finally {
-    await file.close();
+    await closeOutOfPageCache(file);
   }
   return { algorithm: stored.algorithm, regions, bytesHashed, durationMs: Date.now() - started };
 }
