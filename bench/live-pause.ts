@@ -15,6 +15,7 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { saveVm, type SaveResult } from '../agent/src/engine/save.js';
 import { startGuest, type Guest } from '../kit/guest.js';
+import { sleep } from '../kit/poll.js';
 
 export interface LivePauseRow {
   sizeGiB: number;
@@ -79,7 +80,6 @@ function watchTicks(file: string, offset: number): () => Promise<number> {
   };
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The TICK lines of the serial text: each second's longest gap (µs) and MiB written. */
 function ticks(text: string): Array<{ gapUs: number; writtenMiB: number }> {

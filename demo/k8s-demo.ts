@@ -8,7 +8,8 @@
 // running. `npm run demo:down` ends it.
 import os from 'node:os';
 import path from 'node:path';
-import { UploadPhase } from '../api/index.js';
+import { Phase, UploadPhase } from '../api/index.js';
+import { poll } from '../kit/poll.js';
 
 const stateRoot = process.env.VMSNAP_STATE ?? path.join(os.homedir(), '.local/state/vmsnap');
 // The demo uses the same cluster as `npm run cluster:up`.
@@ -65,25 +66,53 @@ async function startRepository(): Promise<string> {
   return server.endpoint;
 }
 
-/** Polls the snapshot's status.upload until Uploaded (drawing its bytes) or Failed. */
-async function followUpload(resource: string): Promise<Record<string, any>> {
+interface Progress {
+  bytesDone: number;
+  bytesTotal: number;
+  /** Set once the work is over: the error message when it failed, or '' when it succeeded. */
+  failed?: string;
+}
+
+/** Polls an object, drawing the progress `read` finds in it, until `read` says the work is over; returns the object. */
+async function followProgress(resource: string, what: string, read: (obj: Record<string, any>) => Progress): Promise<Record<string, any>> {
   const started = Date.now();
   let lastLine = '';
-  for (;;) {
-    const up = (await getJson(resource)).status?.upload ?? {};
-    if (up.bytesTotal) {
-      const line = bar(up.bytesDone ?? 0, up.bytesTotal, (up.bytesDone ?? 0) / (1 << 20) / Math.max((Date.now() - started) / 1000, 0.001));
-      if (line !== lastLine) process.stdout.write(process.stdout.isTTY ? `\r${line}` : `${line}\n`);
-      lastLine = line;
-    }
-    if (up.phase === UploadPhase.Uploaded || up.phase === UploadPhase.Failed) {
-      if (process.stdout.isTTY && lastLine) process.stdout.write('\n');
-      if (up.phase === UploadPhase.Failed) throw new Error(`${resource}'s upload failed: ${up.message}`);
-      return up;
-    }
-    if (Date.now() - started > 300_000) throw new Error(`${resource} was not uploaded within 5 minutes (upload ${up.phase ?? 'not started'})`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
+  let last: Progress | undefined;
+  const obj = await poll(
+    `${resource} to finish ${what}`,
+    async () => {
+      const o = await getJson(resource);
+      last = read(o);
+      if (last.bytesTotal) {
+        const line = bar(last.bytesDone, last.bytesTotal, last.bytesDone / (1 << 20) / Math.max((Date.now() - started) / 1000, 0.001));
+        if (line !== lastLine) process.stdout.write(process.stdout.isTTY ? `\r${line}` : `${line}\n`);
+        lastLine = line;
+      }
+      return last.failed !== undefined && o;
+    },
+    { timeoutMs: 300_000, intervalMs: 200, describe: () => JSON.stringify(last) },
+  );
+  if (process.stdout.isTTY && lastLine) process.stdout.write('\n');
+  if (last?.failed) throw new Error(`${resource}: ${what} failed: ${last.failed}`);
+  return obj;
+}
+
+/** Follows status.progress until the object is Succeeded or Failed. */
+const follow = (resource: string) =>
+  followProgress(resource, 'its work', (o) => {
+    const st = o.status ?? {};
+    const over = st.phase === Phase.Succeeded || st.phase === Phase.Failed;
+    return { bytesDone: st.progress?.bytesDone ?? 0, bytesTotal: st.progress?.bytesTotal ?? 0, failed: over ? (st.phase === Phase.Failed ? (st.error?.message ?? 'no reason recorded') : '') : undefined };
+  });
+
+/** Follows the snapshot's status.upload until Uploaded or Failed; returns status.upload. */
+async function followUpload(resource: string): Promise<Record<string, any>> {
+  const obj = await followProgress(resource, 'its upload', (o) => {
+    const up = o.status?.upload ?? {};
+    const over = up.phase === UploadPhase.Uploaded || up.phase === UploadPhase.Failed;
+    return { bytesDone: up.bytesDone ?? 0, bytesTotal: up.bytesTotal ?? 0, failed: over ? (up.phase === UploadPhase.Failed ? (up.message ?? 'no reason recorded') : '') : undefined };
+  });
+  return obj.status.upload;
 }
 
 function bar(done: number, total: number, mibps: number): string {
@@ -96,39 +125,20 @@ async function getJson(resource: string): Promise<Record<string, any>> {
   return JSON.parse(await nodeKubectlOk(['get', resource, '-n', VM.namespace, '-o', 'json']));
 }
 
-/** Polls an object until it is Succeeded or Failed, drawing status.progress as it goes. */
-async function follow(resource: string): Promise<Record<string, any>> {
-  const started = Date.now();
-  let lastLine = '';
-  for (;;) {
-    const obj = await getJson(resource);
-    const st = obj.status ?? {};
-    if (st.progress?.bytesTotal) {
-      const secs = (Date.now() - started) / 1000;
-      const line = bar(st.progress.bytesDone, st.progress.bytesTotal, st.progress.bytesDone / (1 << 20) / Math.max(secs, 0.001));
-      if (line !== lastLine) process.stdout.write(process.stdout.isTTY ? `\r${line}` : `${line}\n`);
-      lastLine = line;
-    }
-    if (st.phase === 'Succeeded' || st.phase === 'Failed') {
-      if (process.stdout.isTTY && lastLine) process.stdout.write('\n');
-      if (st.phase === 'Failed') throw new Error(`${resource} failed: ${st.error?.message}`);
-      return obj;
-    }
-    if (Date.now() - started > 300_000) throw new Error(`${resource} did not finish within 5 minutes (phase ${st.phase})`);
-    await new Promise((r) => setTimeout(r, 150));
-  }
-}
-
 /** Waits until the guest's serial console (the pod's log) shows `count` passing memory checks. */
 async function passes(count: number, timeoutMs: number): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const checks = guestChecks(await vmLog(VM.namespace, VM.name));
-    if (checks.bad.length) throw new Error(`the guest found damaged memory: ${checks.bad[0]}`);
-    if (checks.passCount >= count) return checks.lastPass;
-    if (Date.now() > deadline) throw new Error(`the guest passed ${checks.passCount} memory checks, not ${count}, within ${timeoutMs / 1000} s`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
+  let seen = 0;
+  const checks = await poll(
+    `the guest to pass ${count} memory checks`,
+    async () => {
+      const c = guestChecks(await vmLog(VM.namespace, VM.name));
+      if (c.bad.length) throw new Error(`the guest found damaged memory: ${c.bad[0]}`);
+      seen = c.passCount;
+      return c.passCount >= count && c;
+    },
+    { timeoutMs, intervalMs: 250, describe: () => `${seen} passed` },
+  );
+  return checks.lastPass;
 }
 
 async function main(): Promise<void> {
@@ -164,12 +174,11 @@ async function main(): Promise<void> {
   await nodeKubectlOk(['wait', '--for=condition=Ready', `pod/${VM.name}`, '-n', VM.namespace, '--timeout=120s']);
   await passes(1, 180_000);
   const podUid = (await getJson(`pod/${VM.name}`)).metadata.uid as string;
-  for (let i = 0; ; i++) {
-    const inv = await nodeKubectl(['get', 'vminventory', cp.nodeName, '-o', 'jsonpath={.status.vms[*].name}']);
-    if (inv.stdout.split(' ').includes(VM.name)) break;
-    if (i > 240) throw new Error('the agent did not report the demo VM in its VMInventory within 60 s');
-    await new Promise((r) => setTimeout(r, 250));
-  }
+  await poll(
+    `the agent to report the demo VM in VMInventory ${cp.nodeName}`,
+    async () => (await nodeKubectl(['get', 'vminventory', cp.nodeName, '-o', 'jsonpath={.status.vms[*].name}'])).stdout.split(' ').includes(VM.name),
+    { timeoutMs: 60_000, intervalMs: 250 },
+  );
   const qemuBefore = qemuPidsOfPod(podUid);
   console.log(`   running (QEMU pid ${qemuBefore.join(',')} on the node); the agent reports it in VMInventory ${cp.nodeName}`);
 

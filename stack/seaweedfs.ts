@@ -12,6 +12,7 @@ import path from 'node:path';
 import { CreateBucketCommand, ListBucketsCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { repositoryClient, type RepositoryCredentials } from '../agent/src/objstore/client.js';
 import { packageRoot } from '../agent/src/package-root.js';
+import { poll } from '../kit/poll.js';
 
 // From source or from dist/ (the repository bench runs it compiled).
 const ROOT = packageRoot();
@@ -49,19 +50,23 @@ export interface S3Server {
 
 async function waitReady(endpoint: string, creds: RepositoryCredentials, child: ChildProcess, log: string): Promise<void> {
   const client = repositoryClient({ endpoint }, creds, { maxAttempts: 1 });
-  const deadline = Date.now() + 120_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`weed exited ${child.exitCode}; see ${log}`);
-    try {
-      const { Buckets } = await client.send(new ListBucketsCommand({}));
-      // After a restart the gateway may answer before a volume is writable: a write proves it.
-      for (const b of Buckets ?? []) await client.send(new PutObjectCommand({ Bucket: b.Name!, Key: '.ready-probe', Body: 'ok' }));
-      return;
-    } catch {
-      if (Date.now() > deadline) throw new Error(`seaweedfs S3 at ${endpoint} not ready after 120 s; see ${log}`);
-      await new Promise((r) => setTimeout(r, 300));
-    }
-  }
+  let lastError = '';
+  await poll(
+    `the SeaweedFS S3 gateway at ${endpoint} (log ${log})`,
+    async () => {
+      if (child.exitCode !== null) throw new Error(`weed exited ${child.exitCode}; see ${log}`);
+      try {
+        const { Buckets } = await client.send(new ListBucketsCommand({}));
+        // After a restart the gateway may answer before a volume is writable: a write proves it.
+        for (const b of Buckets ?? []) await client.send(new PutObjectCommand({ Bucket: b.Name!, Key: '.ready-probe', Body: 'ok' }));
+        return true;
+      } catch (err) {
+        lastError = String(err);
+        return false;
+      }
+    },
+    { timeoutMs: 120_000, intervalMs: 300, describe: () => lastError },
+  );
 }
 
 /** What a detached server leaves in its directory, so another process can stop it. */
@@ -93,8 +98,7 @@ export async function stopDetachedSeaweedFS(dir: string): Promise<void> {
   };
   if (ours()) {
     process.kill(state.pid, 'SIGTERM');
-    for (let i = 0; i < 100 && ours(); i++) await new Promise((r) => setTimeout(r, 100));
-    if (ours()) process.kill(state.pid, 'SIGKILL');
+    await poll('weed to exit after SIGTERM', () => !ours(), { timeoutMs: 10_000, intervalMs: 100 }).catch(() => process.kill(state.pid, 'SIGKILL'));
   }
   removeSockets(state.ports);
   rmSync(dir, { recursive: true, force: true });
@@ -177,17 +181,22 @@ export async function startSeaweedFS(opts: { dir?: string; detached?: boolean } 
     },
     async createBucket(name: string) {
       const client = repositoryClient({ endpoint }, admin);
-      const deadline = Date.now() + 60_000;
-      for (;;) {
-        try {
-          await client.send(new CreateBucketCommand({ Bucket: name }));
-          return;
-        } catch (err) {
-          if ((err as { name?: string }).name === 'BucketAlreadyOwnedByYou' || (err as { name?: string }).name === 'BucketAlreadyExists') return;
-          if (Date.now() > deadline) throw err;
-          await new Promise((r) => setTimeout(r, 500));
-        }
-      }
+      let lastError: unknown;
+      await poll(
+        `bucket ${name} to be created`,
+        async () => {
+          try {
+            await client.send(new CreateBucketCommand({ Bucket: name }));
+            return true;
+          } catch (err) {
+            const code = (err as { name?: string }).name;
+            if (code === 'BucketAlreadyOwnedByYou' || code === 'BucketAlreadyExists') return true;
+            lastError = err;
+            return false;
+          }
+        },
+        { timeoutMs: 60_000, intervalMs: 500, describe: () => String(lastError) },
+      );
     },
   };
   await server.start();
