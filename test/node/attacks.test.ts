@@ -28,9 +28,9 @@ import { ensureNodeCluster, nodeKubectl, nodeKubectlOk, type NodeCluster } from 
 import { createVmPod, inPod, qemuPidsOfPod, VM_UID, vmLog, vmPodManifest, type VmPodOptions } from '../../stack/vm-pod.js';
 import { guestChecks } from '../../kit/guest.js';
 import { pidsWithCmdline, processUids } from './proc.js';
-import { poll, sleep } from '../../kit/poll.js';
+import { sleep } from '../../kit/poll.js';
 import { procArgv } from '../../kit/qemu.js';
-import { finished, getAsAdmin } from './phase.js';
+import { finished, getAsAdmin, until } from './phase.js';
 
 const suffix = randomBytes(3).toString('hex');
 const tenantNs = `tenant-${suffix}`;
@@ -54,7 +54,6 @@ let tenant: Tenant;
 let victimUid: string;
 let canaryStat: fs.Stats;
 
-const until = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> => poll(what, probe, { timeoutMs, intervalMs: 250 });
 
 async function expectPhase(resource: string, namespace: string, phase: 'Succeeded' | 'Failed', timeoutMs?: number): Promise<Record<string, any>> {
   const o = await finished(resource, namespace, { expected: phase, timeoutMs, context: () => describeRelease(release.namespace) });

@@ -4,6 +4,9 @@ import { isTerminal } from '../../api/protocol.js';
 import { poll } from '../../kit/poll.js';
 import { nodeKubectlOk } from '../../stack/node-cluster.js';
 
+/** The node suites' wait: a probe's value once it has one, polled every 250 ms (default 120 s). */
+export const until = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> => poll(what, probe, { timeoutMs, intervalMs: 250 });
+
 export async function getAsAdmin(resource: string, namespace: string): Promise<Record<string, any>> {
   return JSON.parse(await nodeKubectlOk(['get', resource, '-n', namespace, '-o', 'json']));
 }

@@ -109,17 +109,15 @@ beforeAll(async () => {
   expect(await launcherRequest(path.join(runDir, VM_LAUNCHER_SOCKET), '{"op":"start"}')).toMatchObject({ ok: true, state: 'running' });
   vm = new Vm(diskDir);
   await serial(vm.log, /VMSNAP DISK MOUNTED[^]*VMSNAP PASS n=1 ok/, 0, 180_000);
-  await new Promise<void>((resolve, reject) => {
-    const deadline = Date.now() + 120_000;
-    const poll = async () => {
+  await poll(
+    'the agent to list the VM pod as running',
+    async () => {
       const inv = await nodeKubectl(['get', 'vminventory', cp.nodeName, '-o', 'json']);
       const vms = inv.code === 0 ? ((JSON.parse(inv.stdout).status?.vms ?? []) as any[]) : [];
-      if (vms.some((v) => v.namespace === ns && v.name === VM && v.state === 'running')) return resolve();
-      if (Date.now() > deadline) return reject(new Error('the agent never listed the VM pod as running'));
-      setTimeout(() => void poll(), 500);
-    };
-    void poll();
-  });
+      return vms.some((v) => v.namespace === ns && v.name === VM && v.state === 'running');
+    },
+    { timeoutMs: 120_000, intervalMs: 500 },
+  );
 }, 60 * 60 * 1000);
 
 afterAll(async () => {

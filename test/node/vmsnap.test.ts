@@ -20,8 +20,7 @@ import { capabilityNames, processStatus } from './proc.js';
 import { createVmPod, processesOfPod, qemuPidsOfPod, vmLog } from '../../stack/vm-pod.js';
 import { guestChecks } from '../../kit/guest.js';
 import { AGENT_CAPABILITIES } from '../../api/chart-values.js';
-import { poll } from '../../kit/poll.js';
-import { finished as finishedAsAdmin, getAsAdmin as getJson } from './phase.js';
+import { finished as finishedAsAdmin, getAsAdmin as getJson, until } from './phase.js';
 
 const suffix = randomBytes(3).toString('hex');
 const vmNamespace = `vms-${suffix}`;
@@ -31,7 +30,6 @@ let release: Release;
 let podUid: string;
 
 
-const until = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> => poll(what, probe, { timeoutMs, intervalMs: 250 });
 
 /** Waits for a terminal phase and returns the object; `expected` fails the test on the other one. */
 const finished = (resource: string, expected?: 'Succeeded' | 'Failed', timeoutMs?: number) =>
