@@ -221,7 +221,7 @@ it('restores where the target VM runs without spec.nodeName: fetched onto node B
   const cached = path.join(agent('node-b').storageRoot, ns, 'fetched', snapshotFileName(snap as never));
   expect(fs.existsSync(cached)).toBe(true);
   const started = await kubectlOk(['get', 'events', '-n', ns, '--field-selector', 'reason=RestoreStarted,involvedObject.name=web-where', '-o', 'jsonpath={.items[*].message}']);
-  expect(started).toContain(`/fetched/${snapshotFileName(snap as never)}) into VM web on node ${agent('node-b').nodeName} `);
+  expect(started).toContain(`/fetched/${snapshotFileName(snap as never)}) into VM ${ns}/web on node ${agent('node-b').nodeName} `);
   expect(started).toContain('replacing the running VM');
   await other.exited;
   const pids = qemuPidsMentioning(bDir);
