@@ -122,16 +122,25 @@ condition, and the events \`UploadStarted\`, \`Uploaded\`, \`UploadFailed\`. A f
 \`Failed\` with the reason (refused credentials, a missing bucket, an unreachable server); an upload
 cut short by an agent restart starts over.
 
-**Restore on another node.** A \`VMRestore\` with \`spec.nodeName\` runs on that node once the
-snapshot is \`Uploaded\` (before that it waits; without a repository, or after a failed upload, it
-fails naming \`spec.nodeName\`). That node's agent reads the manifest, refuses a wrong or missing
-key before reading any part, fetches the parts with parallel ranged reads into a sparse local file,
-and checks each part (GCM authentication, then SHA-256) before writing it (each part is synced
-as it lands, so the disk writes overlap the fetches). A changed byte fails
-the restore naming the part and the file bytes it covers; the partial file is removed, so a file
-that failed or was cut short is never restored. The file is then re-sealed with the node's own
-header key (its identity must be the snapshot's and its structure checksum the one recorded at
-save time), and restored like a local file, eager or lazy.
+**Restore on another node.** A \`VMRestore\` runs on \`spec.nodeName\` when it is set. Without it,
+it runs where its target VM is: the node its live VM pods are bound to, or, for a VM without pods,
+the node whose \`VMInventory\` has its QEMU up; a VM that runs nowhere is restored on the snapshot's
+node. Live pods of the VM on several nodes (or its QEMU up on several nodes) fail the restore, which
+names them: the VM has no one place, so delete the extra pods or set \`spec.nodeName\`. A pod not
+yet scheduled makes the restore wait (\`WaitingForPod\`). On a node other than the snapshot's, the
+restore runs once the snapshot is \`Uploaded\` (before that it waits; without a repository, or after
+a failed upload, it fails naming \`spec.nodeName\`; when the restore followed its VM there, the
+message says so, and that stopping the VM, or restoring a copy under another name, restores on the
+snapshot's node instead). The \`Assigned\` event (and the \`Progressing\` condition, reason
+\`Assigned\`) says which node and why ("on node b, where VM "web" runs; fetching VMSnapshot "web-1"
+from its repository"). That node's agent reads the manifest, refuses a wrong or missing key before
+reading any part, fetches the parts with parallel ranged reads into a sparse local file, and checks
+each part (GCM authentication, then SHA-256) before writing it (each part is synced as it lands, so
+the disk writes overlap the fetches). A changed byte fails the restore naming the part and the file
+bytes it covers; the partial file is removed, so a file that failed or was cut short is never
+restored. The file is then re-sealed with the node's own header key (its identity must be the
+snapshot's and its structure checksum the one recorded at save time), and restored like a local
+file, eager or lazy.
 
 **Cache rule.** The fetched copy is kept at
 \`<storageRoot>/<namespace>/fetched/<name>-<uid>.vms\` and reused (after verification) by later
@@ -159,7 +168,7 @@ up on it. \`Retain\` keeps the file and the copy.
 \`VMInventory\` for longer than the operator's grace period (\`operator.nodeLossGraceSeconds\`,
 default 600; an agent renews it every \`agent.inventoryIntervalSeconds\`): a deleted node, a
 NotReady node and a node whose agent is gone all stop renewing it. An uploaded snapshot of a
-lost node still restores on any other node (\`spec.nodeName\`). Deleting a snapshot of a lost
+lost node still restores on any other node (\`spec.nodeName\`, or where its target VM runs). Deleting a snapshot of a lost
 node no longer waits for that node: the operator releases it with a \`NodeLost\` Warning event
 naming the node and the file left on it, after removing the repository copy under \`Delete\`.
 A node that comes back after that keeps the file until it is removed by hand.

@@ -99,7 +99,7 @@ export const VMRestoreSpecSchema = z
       .max(253)
       .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, { error: 'nodeName must be a node name (a DNS-1123 subdomain)' })
       .describe(
-        "Restore on this node instead of the snapshot's: its agent fetches the snapshot from the class's repository (the snapshot must be uploaded), verifies every part and restores from a local copy. Immutable.",
+        "Restore on this node. Without it the restore runs where its target VM is (the node of its live VM pods, or the node whose inventory has its QEMU up), else on the snapshot's node. On a node other than the snapshot's, its agent fetches the snapshot from the class's repository (the snapshot must be uploaded), verifies every part and restores from a local copy. Immutable.",
       )
       .optional(),
     prefetch: prefetchField()
@@ -170,7 +170,7 @@ export const VMRestoreStatusSchema = z
     phase: PhaseSchema.describe('Pending, InProgress, Succeeded or Failed.').optional(),
     conditions: conditionsField().optional(),
     observedGeneration: z.number().int().min(0).optional().describe('The metadata.generation this status reflects.').meta({ format: 'int64' }),
-    nodeName: z.string().max(253).optional().describe('The node whose agent does the work (where the snapshot file is).'),
+    nodeName: z.string().max(253).optional().describe("The node whose agent does the work: spec.nodeName, else the node where the target VM is, else the snapshot's node; the Assigned event says why."),
     snapshotName: z
       .string()
       .max(253)

@@ -2,7 +2,7 @@
 import { DEFAULT_FAILURE_DEADLINE, Phase, Reason, VM_LABEL, effectiveRestoreSpec, inventoryVmIsUp, parseDurationMs, type VMRestore } from '../api/index.js';
 import { isTerminal } from '../api/protocol.js';
 import { assign, deadlineExceeded, fail, nothing, phasePatch, wait, type Decision } from './decision.js';
-import { remoteRestoreCheck } from './remote-restore.js';
+import { remoteRestoreCheck, whereVMRuns } from './remote-restore.js';
 import { decideRestorePod } from './restore-pod.js';
 import { restoreSource } from './restore-source.js';
 import { ownedBy } from './vm-pod-record.js';
@@ -40,11 +40,11 @@ export function reconcileRestore(restore: VMRestore, world: World, now: Date): D
   }
 
   const effective = effectiveRestoreSpec(restore.spec, snapshot);
-  const remote = remoteRestoreCheck(restore, snapshot);
-  if (remote.kind === 'fail') return fail(restore, 'SnapshotNotFound', remote.message, now);
-  if (remote.kind === 'wait') return wait(restore, 'WaitingForSnapshot', remote.message, now, Math.min(WAIT_POLL_MS, remaining));
-  const node = remote.node;
   const target = effective.targetVMName;
+  const remote = remoteRestoreCheck(restore, snapshot, { name: target, where: whereVMRuns(world, ns, target, now.getTime()) });
+  if (remote.kind === 'fail') return fail(restore, 'SnapshotNotFound', remote.message, now);
+  if (remote.kind === 'wait') return wait(restore, remote.reason, remote.message, now, Math.min(WAIT_POLL_MS, remaining));
+  const node = remote.node;
   const poll = Math.min(WAIT_POLL_MS, remaining);
   const holder = operationHoldingVM(world, ns, target, objectKey('VMRestore', ns, restore.metadata.name));
 
@@ -82,12 +82,12 @@ export function reconcileRestore(restore: VMRestore, world: World, now: Date): D
         };
       }
       case 'ready': {
-        const message = `restoring ${effective.copy ? `a copy "${target}" of VM "${effective.sourceVMName}"` : `VM "${target}"`} from VMSnapshot "${snapshotName}" into the new pod ${step.pod.name} on node ${node} (${effective.channels} channels, directIO ${effective.directIO}, ${effective.restoreMode})`;
+        const message = `restoring ${effective.copy ? `a copy "${target}" of VM "${effective.sourceVMName}"` : `VM "${target}"`} from VMSnapshot "${snapshotName}" into the new pod ${step.pod.name} (${effective.channels} channels, directIO ${effective.directIO}, ${effective.restoreMode}) ${remote.where}`;
         return { ...assign(restore, node, vmKey(ns, target), message, now, { effective, restoreSize: snapshot.status.restoreSize, pod: step.pod }), requeueAfterMs: remaining };
       }
       case 'inPlace':
         if (replacesPodInPlace(world, ns, target, node, effective.ifRunning)) {
-          const message = `restoring VM "${target}" from VMSnapshot "${snapshotName}" into its VM pod on node ${node} (${effective.channels} channels, directIO ${effective.directIO}, ${effective.restoreMode}, replacing its QEMU if one runs)`;
+          const message = `restoring VM "${target}" from VMSnapshot "${snapshotName}" into its VM pod (${effective.channels} channels, directIO ${effective.directIO}, ${effective.restoreMode}, replacing its QEMU if one runs) ${remote.where}`;
           return { ...assign(restore, node, vmKey(ns, target), message, now, { effective, restoreSize: snapshot.status.restoreSize }), requeueAfterMs: remaining };
         }
         break;
@@ -108,12 +108,12 @@ export function reconcileRestore(restore: VMRestore, world: World, now: Date): D
     );
   }
   if (running && running.node !== node) {
-    return fail(restore, 'VMRunning', `VM "${target}" runs on node ${running.node} but the snapshot's file is on node ${node}`, now);
+    return fail(restore, 'VMRunning', `VM "${target}" runs on node ${running.node} but the restore would run ${remote.where}`, now);
   }
   if (holder) return wait(restore, 'WaitingForVM', `waiting for ${holder} to finish: one operation per VM at a time`, now, poll);
 
   const what = effective.copy ? `a copy "${target}" of VM "${effective.sourceVMName}"` : `VM "${target}"`;
-  const message = `restoring ${what} from VMSnapshot "${snapshotName}" on node ${node} (${effective.channels} channels, directIO ${effective.directIO}, ${effective.restoreMode}${running ? ', replacing the running VM' : ''})`;
+  const message = `restoring ${what} from VMSnapshot "${snapshotName}" (${effective.channels} channels, directIO ${effective.directIO}, ${effective.restoreMode}${running ? ', replacing the running VM' : ''}) ${remote.where}`;
   return {
     ...assign(restore, node, vmKey(ns, target), message, now, { effective, restoreSize: snapshot.status.restoreSize }),
     requeueAfterMs: remaining,
@@ -124,7 +124,7 @@ export function reconcileRestore(restore: VMRestore, world: World, now: Date): D
  * An in-place restore into the VM's own pod with ifRunning Replace: whether its QEMU runs changes
  * nothing (it is replaced either way; the agent probes it before touching it) and the Pod objects
  * say where the VM is, so the restore need not wait for an inventory newer than the VM's last
- * operation. Only when every live pod of the VM is bound to the snapshot's node; else the inventory decides.
+ * operation. Only when every live pod of the VM is bound to the restore's node; else the inventory decides.
  */
 export function replacesPodInPlace(world: Pick<World, 'pods'>, namespace: string, target: string, node: string, ifRunning: string): boolean {
   if (ifRunning !== 'Replace') return false;

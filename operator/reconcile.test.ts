@@ -295,14 +295,16 @@ describe('reconcileRestore', () => {
       expect(d.pod).toBeUndefined();
       // ifRunning Fail reads whether it runs from the inventory: that must be newer than the save.
       expect(reconcileRestore(restore(), w, now).status).toMatchObject({ phase: 'Pending', conditions: expect.arrayContaining([expect.objectContaining({ type: 'Progressing', reason: 'WaitingForInventory' })]) });
-      // A pod of the VM on another node, or not bound to a node yet: the inventory decides, as for any VM.
+      // A pod of the VM on another node: the restore goes there, which this snapshot (no repository) cannot.
       const elsewhere = { ...pod('vm1'), spec: { ...pod('vm1').spec, nodeName: 'node-b' } };
       expect(reconcileRestore(restore({ ifRunning: 'Replace' }), world({ snapshots: [justSaved], pods: [elsewhere] }), now).status).toMatchObject({
-        conditions: expect.arrayContaining([expect.objectContaining({ type: 'Progressing', reason: 'WaitingForInventory' })]),
+        phase: 'Failed',
+        error: { message: expect.stringMatching(/no repository: it cannot be restored on node node-b, where VM "vm1" runs \(spec.nodeName is not set/) },
       });
+      // Not bound to a node yet: where it will run is not known.
       const unbound = { ...pod('vm1'), spec: { ...pod('vm1').spec, nodeName: undefined } };
       expect(reconcileRestore(restore({ ifRunning: 'Replace' }), world({ snapshots: [justSaved], pods: [unbound] }), now).status).toMatchObject({
-        conditions: expect.arrayContaining([expect.objectContaining({ type: 'Progressing', reason: 'WaitingForInventory' })]),
+        conditions: expect.arrayContaining([expect.objectContaining({ type: 'Progressing', reason: 'WaitingForPod' })]),
       });
       // Another operation on the VM still holds it.
       const running = { ...restore({ ifRunning: 'Replace' }), metadata: { ...restore().metadata, name: 'other', uid: 'uid-o' }, status: { phase: 'InProgress', nodeName: 'node-a', effective: { targetVMName: 'vm1' } } } as VMRestore;

@@ -1,7 +1,8 @@
 // Snapshots leave their node: the operator and two agents (two node names, two storage roots) as
 // processes on the real API server, a real SeaweedFS, real QEMU guests. A save on node A is
 // uploaded in the background; VMRestores with spec.nodeName B fetch it into B's cache and restore
-// it there, eager and lazy, guest memory intact. Then node A is lost (its agent stopped, its
+// it there, eager and lazy, guest memory intact; without spec.nodeName a restore goes where its
+// target VM runs (node B), fetched the same way. Then node A is lost (its agent stopped, its
 // storage root deleted): an uploaded snapshot still restores on B, and deleting a snapshot of
 // the lost node no longer waits for it after the grace period.
 import { randomBytes } from 'node:crypto';
@@ -30,6 +31,8 @@ let className: string;
 const guests: Guest[] = [];
 
 const agent = (node: string) => stack.agents.get(node)!;
+/** A class without repository: its snapshots stay on their node. */
+const localClass = () => `${className}-local`;
 
 beforeAll(async () => {
   server = await startSeaweedFS();
@@ -54,6 +57,7 @@ beforeAll(async () => {
     }),
     vmSnapshotClass(`${className}-wrong-creds`, { deletionPolicy: 'Retain', repository: { endpoint: server.endpoint, bucket: BUCKET, credentialsSecret: 'e2e-s3-wrong' } }),
     vmSnapshotClass(`${className}-no-bucket`, { deletionPolicy: 'Retain', repository: { endpoint: server.endpoint, bucket: 'no-such-bucket-e2e', credentialsSecret: 'e2e-s3' } }),
+    vmSnapshotClass(localClass(), { deletionPolicy: 'Delete' }),
   ]);
 }, 30 * 60 * 1000);
 
@@ -61,7 +65,7 @@ afterAll(async () => {
   if (stack) {
     // Snapshots of the lost node would wait out the grace period: release them here.
     for (const name of ['app-snap', 'db-snap']) await kubectl(['patch', 'vmsnapshot', name, '-n', ns, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']);
-    for (const c of [className, `${className}-wrong-creds`, `${className}-no-bucket`]) await kubectl(['delete', 'vmsnapshotclass', c, '--ignore-not-found']);
+    for (const c of [className, `${className}-wrong-creds`, `${className}-no-bucket`, localClass()]) await kubectl(['delete', 'vmsnapshotclass', c, '--ignore-not-found']);
   }
   await tearDownStack(stack, guests);
   await server?.stop();
@@ -179,6 +183,69 @@ it('a failed upload says why in status.upload, the Uploaded condition and an eve
     await kubectlOk(['delete', 'vmsnapshot', name, '-n', ns, '--wait=true', '--timeout=120s']);
   }
   await g.kill();
+});
+
+it('restores where the target VM runs without spec.nodeName: fetched onto node B over the VM running there; without a repository it fails naming spec.nodeName', async () => {
+  // VM "web" saved on node A twice: once with a class without repository (it keeps running), then
+  // hibernated into a snapshot of the repository class and uploaded.
+  const vm = 'web';
+  const g = await startGuest({ dir: path.join(agent('node-a').vmRoot, ns, vm), name: vm, memMiB: 256, fillMiB: 64, seed: 41 });
+  guests.push(g);
+  await g.waitForSerial(/VMSNAP PASS n=1 ok/, 120_000);
+  await apply(vmSnapshot('web-local', { vmName: vm, className: localClass() }), ns);
+  await waitForPhase('vmsnapshot/web-local', ns, 'Succeeded');
+  await apply(vmSnapshot('web-snap', { vmName: vm, className, afterSnapshot: 'Stop' }), ns);
+  await waitForPhase('vmsnapshot/web-snap', ns, 'Succeeded');
+  await g.exited;
+  await waitFor('vmsnapshot/web-snap', ns, '{.status.upload.phase}', (p) => p === 'Uploaded' || p === 'Failed', 180_000);
+  const snap = await getJson('vmsnapshot/web-snap', ns);
+  expect(snap.status).toMatchObject({ nodeName: agent('node-a').nodeName, upload: { phase: 'Uploaded' } });
+
+  // Another VM "web" (its own memory size and pattern) runs on node B, and B's agent reports it.
+  const bDir = path.join(agent('node-b').vmRoot, ns, vm);
+  const other = await startGuest({ dir: bDir, name: vm, memMiB: 128, fillMiB: 16, seed: 42 });
+  guests.push(other);
+  await other.waitForSerial(/VMSNAP PASS n=1 ok/, 120_000);
+  await poll(`node B's inventory to report VM ${vm} running`, async () => {
+    const inv = JSON.parse(await kubectlOk(['get', 'vminventory', agent('node-b').nodeName, '-o', 'json']));
+    return (inv.status?.vms ?? []).some((v: { namespace: string; name: string; state: string }) => v.namespace === ns && v.name === vm && v.state === 'running');
+  }, { timeoutMs: 60_000, intervalMs: 250 });
+
+  const offset = other.serialText().length;
+  await apply(vmRestore('web-where', { snapshotName: 'web-snap', ifRunning: 'Replace' }), ns);
+  const done = await waitForPhase('vmrestore/web-where', ns, 'Succeeded', 300_000);
+  expect(done.status.nodeName).toBe(agent('node-b').nodeName);
+  const assigned = await kubectlOk(['get', 'events', '-n', ns, '--field-selector', 'reason=Assigned,involvedObject.name=web-where', '-o', 'jsonpath={.items[*].message}']);
+  expect(assigned).toContain(`replacing the running VM) on node ${agent('node-b').nodeName}, where VM "web" runs; fetching VMSnapshot "web-snap" from its repository`);
+  // B's agent fetched it into its cache and replaced the VM running there with the snapshot's.
+  const cached = path.join(agent('node-b').storageRoot, ns, 'fetched', snapshotFileName(snap as never));
+  expect(fs.existsSync(cached)).toBe(true);
+  const started = await kubectlOk(['get', 'events', '-n', ns, '--field-selector', 'reason=RestoreStarted,involvedObject.name=web-where', '-o', 'jsonpath={.items[*].message}']);
+  expect(started).toContain(`/fetched/${snapshotFileName(snap as never)}) into VM ${ns}/web on node ${agent('node-b').nodeName} `);
+  expect(started).toContain('replacing the running VM');
+  await other.exited;
+  const pids = qemuPidsMentioning(bDir);
+  expect(pids).toHaveLength(1);
+  const argv = fs.readFileSync(`/proc/${pids[0]}/cmdline`, 'latin1').split('\0');
+  expect(argv).toEqual(expect.arrayContaining(['-m', '256']));
+  expect(argv.find((a) => a.includes('vmsnap.seed='))).toContain('vmsnap.seed=41');
+  // Guest memory intact, on B's console log.
+  await expectVerifying(other.serialPath, { from: offset });
+
+  // The snapshot without repository cannot follow the VM to node B: Failed, naming why.
+  await apply(vmRestore('web-local-where', { snapshotName: 'web-local', ifRunning: 'Replace' }), ns);
+  const refused = await waitForPhase('vmrestore/web-local-where', ns, 'Failed', 60_000);
+  expect(refused.status.error.message).toBe(
+    `VMSnapshot "web-local" is on node ${agent('node-a').nodeName} and its class has no repository: it cannot be restored on node ${agent('node-b').nodeName}, where VM "web" runs ` +
+      `(spec.nodeName is not set, so a restore goes where its target VM runs): stop VM "web" on node ${agent('node-b').nodeName} to restore it on node ${agent('node-a').nodeName}, or restore a copy (spec.targetVMName)`,
+  );
+  expect(refused.status.nodeName).toBeUndefined();
+  // The VM on B was left alone.
+  expect(qemuPidsMentioning(bDir)).toEqual(pids);
+  await expectVerifying(other.serialPath, { from: other.serialText().length });
+
+  killQemusUnder(bDir);
+  await kubectlOk(['delete', 'vmsnapshot', 'web-snap', 'web-local', '-n', ns, '--wait=true', '--timeout=120s']);
 });
 
 it('survives the loss of node A: its uploaded snapshot restores on B, and deleting it no longer waits for A', async () => {
