@@ -5,6 +5,7 @@ import { type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { native, O_PATH } from '../../agent/src/native.js';
+import { QmpConnectError, QmpDisconnectedError } from '../../agent/src/qmp/errors.js';
 import { connectPodQmp, connectPodStream, openPodSocket, PeerRefusedError, SocketRefusedError } from '../../agent/src/vm/connect.js';
 import type { PodVmIdentity } from '../../agent/src/vm/identity.js';
 import { startGuest, type Guest } from '../../kit/guest.js';
@@ -108,11 +109,24 @@ describeRoot('VM pod sockets: reached beneath the pod directory, peer in the pod
     cgroups.join(b.uid, guest.pid);
     await expect(connectPodQmp(kubelet, vmOf(a, 'a'), 'qmp.sock', 5000)).rejects.toThrow(`in the cgroup of pod ${b.uid}`);
     cgroups.join(a.uid, guest.pid);
-    const client = await connectPodQmp(kubelet, vmOf(a, 'a'), 'qmp.sock', 5000);
+    // QEMU serves one QMP client at a time from a listen backlog of one: right after the refused
+    // connections it may still be closing them, and a new client can meet a full backlog (EAGAIN)
+    // or be dropped with them. The genuine peer must get through once QEMU has caught up.
+    const { client, status } = await poll('a QMP session with the QEMU in pod A', async () => {
+      const c = await connectPodQmp(kubelet, vmOf(a, 'a'), 'qmp.sock', 5000).catch((err) => {
+        if (err instanceof QmpConnectError) return undefined;
+        throw err;
+      });
+      const st = await c?.execute<{ status: string }>('query-status').catch((err) => {
+        c.close();
+        if (err instanceof QmpDisconnectedError) return undefined;
+        throw err;
+      });
+      return c && st && { client: c, status: st };
+    }, 20_000);
     try {
       expect(client.socketPath).toBe(path.join(a.runDir, 'qmp.sock'));
       expect(client.peerCredentials().pid).toBe(guest.pid);
-      const status = await client.execute<{ status: string }>('query-status');
       expect(['running', 'paused']).toContain(status.status);
     } finally {
       client.close();

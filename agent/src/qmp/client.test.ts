@@ -1,7 +1,7 @@
 // The QMP client against a scripted peer: protocol edge cases that a real
 // QEMU rarely shows (the engine tests cover the real one).
 import net from 'node:net';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -135,6 +135,37 @@ describe('QmpClient', () => {
     // The errno code travels with the error: callers decide on it, not on the text.
     await expect(QmpClient.connect(stale)).rejects.toMatchObject({ name: 'QmpConnectError', code: 'ECONNREFUSED', nobodyListens: true });
     await expect(QmpClient.connect(path.join(dir, 'nope.sock'))).rejects.toMatchObject({ code: 'ENOENT', absent: true, nobodyListens: false });
+  });
+
+  it("waits for a full listen backlog to drain (QEMU's is one) instead of failing with EAGAIN", async () => {
+    // A peer whose backlog is full: it listens with a backlog of zero, fills it with a connection of
+    // its own and accepts nothing for `holdMs`; then it greets every client as QEMU does.
+    const sock = path.join(dir, 'busy.sock');
+    const holdMs = 600;
+    const peer = spawn('python3', ['-c', `
+import socket, sys, time, json
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(0)
+filler = socket.socket(socket.AF_UNIX); filler.connect(sys.argv[1])
+print("ready", flush=True); time.sleep(${holdMs / 1000})
+s.accept()[0].close()
+c, _ = s.accept()
+c.sendall(b${JSON.stringify(GREETING + '\r\n')})
+f = c.makefile("rb")
+for line in f:
+    m = json.loads(line); c.sendall((json.dumps({"return": {}, "id": m.get("id")}) + "\\r\\n").encode())
+`, sock]);
+    try {
+      await new Promise((r) => peer.stdout.once('data', r));
+      // Without waiting, the connect fails at once.
+      await expect(QmpClient.connect(sock, { timeoutMs: 10 })).rejects.toMatchObject({ name: 'QmpConnectError', code: 'EAGAIN' });
+      const started = Date.now();
+      const c = await QmpClient.connect(sock, { timeoutMs: 5000 });
+      expect(Date.now() - started).toBeGreaterThanOrEqual(holdMs / 2);
+      expect(c.version).toMatchObject({ major: 7, minor: 2 });
+      c.close();
+    } finally {
+      peer.kill('SIGKILL');
+    }
   });
 
   it('refuses a QEMU without mapped-ram with the version it needs', async () => {

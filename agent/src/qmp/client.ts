@@ -93,14 +93,7 @@ export class QmpClient extends EventEmitter {
   ): Promise<QmpClient> {
     const timeoutMs = opts.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     const name = opts.name ?? socketPath;
-    const socket = await new Promise<net.Socket>((resolve, reject) => {
-      const s = net.createConnection(socketPath);
-      s.once('connect', () => {
-        s.removeAllListeners('error');
-        resolve(s);
-      });
-      s.once('error', (err: NodeJS.ErrnoException) => reject(new QmpConnectError(name, err)));
-    });
+    const socket = await connectSocket(socketPath, name, Date.now() + timeoutMs);
     const client = new QmpClient(name, socket);
     try {
       opts.verifyPeer?.(client.peerCredentials(), client.socketFd());
@@ -292,5 +285,31 @@ export class QmpClient extends EventEmitter {
   close(): void {
     this.fail(new QmpDisconnectedError(`the QMP connection to ${this.socketPath} was closed by vmsnap`));
     this.socket.destroy();
+  }
+}
+
+/** How often a connect that met QEMU's full listen backlog is tried again. */
+const BACKLOG_RETRY_MS = 20;
+
+/**
+ * Connects to the unix socket. QEMU listens for QMP with a backlog of one and serves one client at
+ * a time, so a connect right after another client's can find the backlog full (EAGAIN): that is
+ * tried again until `deadline`; every other error fails at once.
+ */
+async function connectSocket(socketPath: string, name: string, deadline: number): Promise<net.Socket> {
+  for (;;) {
+    try {
+      return await new Promise<net.Socket>((resolve, reject) => {
+        const s = net.createConnection(socketPath);
+        s.once('connect', () => {
+          s.removeAllListeners('error');
+          resolve(s);
+        });
+        s.once('error', (err: NodeJS.ErrnoException) => reject(new QmpConnectError(name, err)));
+      });
+    } catch (err) {
+      if (!(err instanceof QmpConnectError) || err.code !== 'EAGAIN' || Date.now() + BACKLOG_RETRY_MS > deadline) throw err;
+      await new Promise((r) => setTimeout(r, BACKLOG_RETRY_MS));
+    }
   }
 }
