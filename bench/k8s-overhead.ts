@@ -10,6 +10,7 @@ import { poll } from '../kit/poll.js';
 import { fillRandom, startBenchVm } from './qemu-vm.js';
 import * as k8s from '@kubernetes/client-node';
 import { PhaseWatch } from './phase-watch.js';
+import { vmSnapshot } from '../kit/manifests.js';
 
 export interface OverheadRow {
   sizeGiB: number;
@@ -60,12 +61,7 @@ export async function measureK8sOverhead(opts: { sizeGiB: number; reps: number; 
       }
       const name = `${vmName}-${i}`;
       const started = performance.now();
-      await kube.create('vmSnapshot', {
-        apiVersion: 'vmsnap.io/v1alpha1',
-        kind: 'VMSnapshot',
-        metadata: { name, namespace: ns },
-        spec: { vmName, directIO: 'Always', parallelism: { channels: 4 } },
-      } as never);
+      await kube.create('vmSnapshot', vmSnapshot({ name, namespace: ns }, { vmName, directIO: 'Always', parallelism: { channels: 4 } }) as never);
       const s = await snapshots.until(ns, name);
       walls.push(performance.now() - started);
       engines.push(s.durationMs ?? 0);

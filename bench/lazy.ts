@@ -22,6 +22,7 @@ import { evictFile } from './baselines.js';
 import { PhaseWatch } from './phase-watch.js';
 import { killQemusUnder, procArgv } from '../kit/qemu.js';
 import { poll, sleep } from '../kit/poll.js';
+import { vmRestore, vmSnapshot } from '../kit/manifests.js';
 
 export interface LazyTimingRow {
   sizeGiB: number;
@@ -104,12 +105,7 @@ async function k8sRestore(c: BenchCluster, ns: string, snapshot: string, target:
   evictFile(file);
   const dir = path.join(c.stack.agents.get('bench-node')!.vmRoot, ns, target);
   const t0 = performance.now();
-  await c.kube.create('vmRestore', {
-    apiVersion: 'vmsnap.io/v1alpha1',
-    kind: 'VMRestore',
-    metadata: { name: target, namespace: ns },
-    spec: { snapshotName: snapshot, targetVMName: target, restoreMode: lazy ? 'Lazy' : 'Eager' },
-  } as never);
+  await c.kube.create('vmRestore', vmRestore({ name: target, namespace: ns }, { snapshotName: snapshot, targetVMName: target, restoreMode: lazy ? 'Lazy' : 'Eager' }) as never);
   const status = await c.phases.vmRestore.until(ns, target);
   const running = performance.now();
   // (status.restoreMode is absent when another checkout's CRDs, without that field, were applied last.)
@@ -136,12 +132,7 @@ async function hibernatedGuest(c: BenchCluster, ns: string, name: string, mib: n
     const inv = await kube.get<{ metadata: object; status?: { vms?: Array<{ namespace?: string; name: string }> } }>('vmInventory', { name: stack.agents.get('bench-node')!.nodeName });
     return inv?.status?.vms?.some((v) => v.name === name);
   }, { timeoutMs: 30_000, intervalMs: 100 });
-  await kube.create('vmSnapshot', {
-    apiVersion: 'vmsnap.io/v1alpha1',
-    kind: 'VMSnapshot',
-    metadata: { name, namespace: ns },
-    spec: { vmName: name, afterSnapshot: 'Stop', parallelism: { channels: 4 } },
-  } as never);
+  await kube.create('vmSnapshot', vmSnapshot({ name, namespace: ns }, { vmName: name, afterSnapshot: 'Stop', parallelism: { channels: 4 } }) as never);
   const status = await c.phases.vmSnapshot.until(ns, name);
   await guest.exited;
   return { file: status.file.path as string, dir };

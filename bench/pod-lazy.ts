@@ -6,7 +6,6 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
 import * as k8s from '@kubernetes/client-node';
-import { API_VERSION } from '../api/index.js';
 import { Kube } from '../kube/client.js';
 import { PhaseWatch } from './phase-watch.js';
 import { buildAndLoadImages, ensureNamespace, installRelease, nodeHelm, uninstallRelease } from '../stack/product.js';
@@ -15,6 +14,7 @@ import { ensureNodeCluster, nodeKubectl } from '../stack/node-cluster.js';
 import { repoRoot } from '../stack/controlplane.js';
 import { guestChecks } from '../kit/guest.js';
 import { poll } from '../kit/poll.js';
+import { vmRestore, vmSnapshot } from '../kit/manifests.js';
 
 export interface PodLazyRow {
   memGiB: number;
@@ -71,7 +71,7 @@ export async function measurePodLazy(opts: { memGiB: number; fillMiB: number; re
       },
       120_000,
     );
-    await kube.create('vmSnapshot', { apiVersion: API_VERSION, kind: 'VMSnapshot', metadata: { name: 'snap', namespace: ns }, spec: { vmName: vm } } as never);
+    await kube.create('vmSnapshot', vmSnapshot({ name: 'snap', namespace: ns }, { vmName: vm }) as never);
     const saved = await snapshots.until(ns, 'snap');
     opts.log(`  pod lazy: saved the ${opts.memGiB} GiB VM pod in ${saved.durationMs} ms`);
     for (let i = 0; i < opts.reps; i++) {
@@ -79,12 +79,7 @@ export async function measurePodLazy(opts: { memGiB: number; fillMiB: number; re
         const name = `${mode.toLowerCase()}-${i}`;
         const t0 = performance.now();
         const createdAt = Date.now();
-        await kube.create('vmRestore', {
-          apiVersion: API_VERSION,
-          kind: 'VMRestore',
-          metadata: { name, namespace: ns },
-          spec: { snapshotName: 'snap', ifRunning: 'Replace', restoreMode: mode },
-        } as never);
+        await kube.create('vmRestore', vmRestore({ name, namespace: ns }, { snapshotName: 'snap', ifRunning: 'Replace', restoreMode: mode }) as never);
         const s = await restores.until(ns, name).catch((err: Error) => {
           // Reported, not fatal: the other runs still measure; the VM pod waits for the next restore.
           failures.push(`${name}: ${err.message}`);

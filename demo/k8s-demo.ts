@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Phase, UploadPhase } from '../api/index.js';
 import { poll } from '../kit/poll.js';
+import { vmSnapshotClass } from '../kit/manifests.js';
 
 const stateRoot = process.env.VMSNAP_STATE ?? path.join(os.homedir(), '.local/state/vmsnap');
 // The demo uses the same cluster as `npm run cluster:up`.
@@ -53,13 +54,10 @@ async function startRepository(): Promise<string> {
       kind: 'List',
       items: [
         { apiVersion: 'v1', kind: 'Secret', metadata: { name: S3.secret, namespace: RELEASE_NAMESPACE }, stringData: { ...server.credentials } },
-        {
-          apiVersion: 'vmsnap.io/v1alpha1',
-          kind: 'VMSnapshotClass',
-          metadata: { name: S3.className, annotations: { 'vmsnap.io/is-default-class': 'true' } },
-          repository: { endpoint: server.endpoint, bucket: S3.bucket, prefix: 'demo/', credentialsSecret: S3.secret },
-          deletionPolicy: 'Delete',
-        },
+        vmSnapshotClass(
+          { name: S3.className, annotations: { 'vmsnap.io/is-default-class': 'true' } },
+          { repository: { endpoint: server.endpoint, bucket: S3.bucket, prefix: 'demo/', credentialsSecret: S3.secret }, deletionPolicy: 'Delete' },
+        ),
       ],
     }),
   });

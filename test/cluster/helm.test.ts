@@ -13,6 +13,7 @@ import { CLUSTER_STARTUP_TIMEOUT_MS, createNamespace, helm, kubectl, kubectlOk, 
 import { apiRequest } from './api-request.js';
 import { API_PREFIX, crdDocs, ensureCrds, parseYamlDocs } from './crds.js';
 import { poll } from '../../kit/poll.js';
+import { vmRestore, vmSnapshot } from '../../kit/manifests.js';
 
 type Obj = Record<string, any>;
 
@@ -346,8 +347,8 @@ describe('helm install into the local control plane', () => {
 
     // Objects the checks below act on, created as the admin.
     const manifests = [
-      { apiVersion: API_VERSION, kind: 'VMSnapshot', metadata: { name: 'snap', namespace: work }, spec: { vmName: 'demo' } },
-      { apiVersion: API_VERSION, kind: 'VMRestore', metadata: { name: 'rest', namespace: work }, spec: { snapshotName: 'snap' } },
+      vmSnapshot({ name: 'snap', namespace: work }, { vmName: 'demo' }),
+      vmRestore({ name: 'rest', namespace: work }, { snapshotName: 'snap' }),
       { apiVersion: API_VERSION, kind: 'VMInventory', metadata: { name: `${node}-other` } },
       { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'precious', namespace: work }, stringData: { key: 'value' } },
       { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'editor', namespace: work } },

@@ -12,7 +12,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
-import { API_VERSION, VM_RUN_MOUNT, VM_RUN_VOLUME } from '../../api/index.js';
+import { API_VERSION, VM_RUN_MOUNT, VM_RUN_VOLUME, type VMRestoreSpecInput } from '../../api/index.js';
 import { FIXED_BYTES } from '../../agent/src/snapshot-file/header.js';
 import {
   buildAndLoadImages,
@@ -31,6 +31,7 @@ import { pidsWithCmdline, processUids } from './proc.js';
 import { sleep } from '../../kit/poll.js';
 import { procArgv } from '../../kit/qemu.js';
 import { finished, getAsAdmin, until } from './phase.js';
+import { vmRestore, vmSnapshot } from '../../kit/manifests.js';
 
 const suffix = randomBytes(3).toString('hex');
 const tenantNs = `tenant-${suffix}`;
@@ -72,11 +73,11 @@ function note(what: string, o: Record<string, any>): void {
 const why = (o: Record<string, any>) => JSON.stringify(o.status ?? {});
 
 function snapshotJson(namespace: string, name: string, vmName: string): string {
-  return JSON.stringify({ apiVersion: API_VERSION, kind: 'VMSnapshot', metadata: { name, namespace }, spec: { vmName } });
+  return JSON.stringify(vmSnapshot({ name, namespace }, { vmName }));
 }
 
-function restoreJson(namespace: string, name: string, snapshotName: string, extra: Record<string, unknown> = {}): string {
-  return JSON.stringify({ apiVersion: API_VERSION, kind: 'VMRestore', metadata: { name, namespace }, spec: { snapshotName, ifRunning: 'Replace', ...extra } });
+function restoreJson(namespace: string, name: string, snapshotName: string, extra: Partial<VMRestoreSpecInput> = {}): string {
+  return JSON.stringify(vmRestore({ name, namespace }, { snapshotName, ifRunning: 'Replace', ...extra }));
 }
 
 // --- the victim -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { API_VERSION, VM_LAUNCHER_SOCKET, VM_RUN_VOLUME } from '../../api/index.js';
+import { VM_LAUNCHER_SOCKET, VM_RUN_VOLUME } from '../../api/index.js';
 import { readHeader } from '../../agent/src/snapshot-file/read.js';
 import { buildAndLoadImages, describeRelease, ensureNamespace, installRelease, uninstallRelease, type Release } from '../../stack/product.js';
 import { ensureNodeCluster, nodeKubectl, nodeKubectlOk, type NodeCluster } from '../../stack/node-cluster.js';
@@ -18,6 +18,7 @@ import { Vm, ext4Image, inspectDisk, serial } from '../guest/disk.js';
 import { launcherRequest } from '../engine/pod-fixture.js';
 import { poll } from '../../kit/poll.js';
 import { finished as finishedAsAdmin, getAsAdmin } from './phase.js';
+import { vmRestore, vmSnapshot } from '../../kit/manifests.js';
 
 const suffix = randomBytes(3).toString('hex');
 const ns = `vmdisks-${suffix}`;
@@ -38,10 +39,9 @@ const getJson = (resource: string) => getAsAdmin(resource, ns);
 const finished = (resource: string, expected: 'Succeeded' | 'Failed') =>
   finishedAsAdmin(resource, ns, { expected, timeoutMs: 240_000, context: () => describeRelease(release.namespace) });
 
-const apply = (obj: Record<string, unknown>) => nodeKubectlOk(['apply', '-f', '-'], { input: JSON.stringify(obj) });
-const snapshot = (name: string) => apply({ apiVersion: API_VERSION, kind: 'VMSnapshot', metadata: { name, namespace: ns }, spec: { vmName: VM } });
-const restore = (name: string, snapshotName: string) =>
-  apply({ apiVersion: API_VERSION, kind: 'VMRestore', metadata: { name, namespace: ns }, spec: { snapshotName, ifRunning: 'Replace' } });
+const apply = (obj: object) => nodeKubectlOk(['apply', '-f', '-'], { input: JSON.stringify(obj) });
+const snapshot = (name: string) => apply(vmSnapshot({ name, namespace: ns }, { vmName: VM }));
+const restore = (name: string, snapshotName: string) => apply(vmRestore({ name, namespace: ns }, { snapshotName, ifRunning: 'Replace' }));
 
 function sha256(file: string): string {
   return createHash('sha256').update(fs.readFileSync(file)).digest('hex');

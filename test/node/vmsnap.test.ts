@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
-import { API_VERSION } from '../../api/index.js';
+import type { VMRestoreSpecInput, VMSnapshotSpecInput } from '../../api/index.js';
 import {
   buildAndLoadImages,
   describeRelease,
@@ -21,6 +21,7 @@ import { createVmPod, processesOfPod, qemuPidsOfPod, vmLog } from '../../stack/v
 import { guestChecks } from '../../kit/guest.js';
 import { AGENT_CAPABILITIES } from '../../api/chart-values.js';
 import { finished as finishedAsAdmin, getAsAdmin as getJson, until } from './phase.js';
+import { vmRestore, vmSnapshot } from '../../kit/manifests.js';
 
 const suffix = randomBytes(3).toString('hex');
 const vmNamespace = `vms-${suffix}`;
@@ -68,12 +69,12 @@ async function waitAgentReplaced(oldUid: string): Promise<void> {
   }, 180_000);
 }
 
-function snapshot(name: string, extra: Record<string, unknown> = {}) {
-  return JSON.stringify({ apiVersion: API_VERSION, kind: 'VMSnapshot', metadata: { name, namespace: vmNamespace }, spec: { vmName: VM, ...extra } });
+function snapshot(name: string, extra: Partial<VMSnapshotSpecInput> = {}) {
+  return JSON.stringify(vmSnapshot({ name, namespace: vmNamespace }, { vmName: VM, ...extra }));
 }
 
-function restore(name: string, snapshotName: string, extra: Record<string, unknown> = { ifRunning: 'Replace' }) {
-  return JSON.stringify({ apiVersion: API_VERSION, kind: 'VMRestore', metadata: { name, namespace: vmNamespace }, spec: { snapshotName, ...extra } });
+function restore(name: string, snapshotName: string, extra: Partial<VMRestoreSpecInput> = { ifRunning: 'Replace' }) {
+  return JSON.stringify(vmRestore({ name, namespace: vmNamespace }, { snapshotName, ...extra }));
 }
 
 /** A pod's guest runs and verifies its memory: two passing checks from `before` on, no BAD line. */
