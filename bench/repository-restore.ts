@@ -113,14 +113,14 @@ export async function runRemoteRestoreBench(opts: { guestMiB: number; parallelis
       }
       throw new Error(`the VMInventory of ${nodeName} was not updated within 60 s`);
     };
-    const restore = async (name: string, node?: string): Promise<number> => {
+    const restore = async (name: string, node?: string, extra: Record<string, unknown> = {}): Promise<number> => {
       await inventoryCaughtUp(node ?? a.nodeName);
       const t0 = performance.now();
       await kube.create('vmRestore', {
         apiVersion: 'vmsnap.io/v1alpha1',
         kind: 'VMRestore',
         metadata: { name, namespace: ns },
-        spec: { snapshotName: vm, ...(node ? { nodeName: node } : {}) },
+        spec: { snapshotName: vm, ...(node ? { nodeName: node } : {}), ...extra },
       } as never);
       await restores.until(ns, name);
       const ms = performance.now() - t0;
@@ -128,21 +128,40 @@ export async function runRemoteRestoreBench(opts: { guestMiB: number; parallelis
       lastFinished = Date.parse(done?.status?.completionTime ?? '') || Date.now();
       return ms;
     };
+    const downloadAlone = async (): Promise<number> => {
+      const t0 = performance.now();
+      await downloadSnapshot(source, scratch);
+      const ms = performance.now() - t0;
+      fs.rmSync(scratch, { force: true });
+      return ms;
+    };
     const runs: RemoteRestoreBenchResult['runs'] = [];
     for (let rep = 1; rep <= reps; rep++) {
+      // The download alone right before and right after node B's restore: the machine's speed
+      // drifts from second to second, and the mean of the two brackets B's own download.
+      const before = await downloadAlone();
       fs.rmSync(cached, { force: true });
       const remoteRestoreMs = await restore(`on-b-${rep}`, b.nodeName);
       killQemusUnder(dirOn(b));
-      const t0 = performance.now();
-      await downloadSnapshot(source, scratch);
-      const downloadMs = performance.now() - t0;
-      fs.rmSync(scratch, { force: true });
+      const after = await downloadAlone();
+      const downloadMs = (before + after) / 2;
       evictFile(localFile);
       const localRestoreMs = await restore(`on-a-${rep}`);
       killQemusUnder(dirOn(a));
       await new Promise((r) => setTimeout(r, 500));
+      let variantMs = 0;
+      if (process.env.VMSNAP_BENCH_REPO_B_VARIANT) {
+        fs.rmSync(cached, { force: true });
+        variantMs = await restore(`on-b-variant-${rep}`, b.nodeName, JSON.parse(process.env.VMSNAP_BENCH_REPO_B_VARIANT));
+        killQemusUnder(dirOn(b));
+        await new Promise((r) => setTimeout(r, 500));
+      }
       runs.push({ remoteRestoreMs: Math.round(remoteRestoreMs), downloadMs: Math.round(downloadMs), localRestoreMs: Math.round(localRestoreMs) });
-      log(`  rep ${rep}: restore on node B from the repository ${runs.at(-1)!.remoteRestoreMs} ms; download alone ${runs.at(-1)!.downloadMs} ms + local restore on A ${runs.at(-1)!.localRestoreMs} ms`);
+      log(
+        `  rep ${rep}: restore on node B from the repository ${runs.at(-1)!.remoteRestoreMs} ms; download alone ${runs.at(-1)!.downloadMs} ms ` +
+          `(${Math.round(before)} before, ${Math.round(after)} after) + local restore on A ${runs.at(-1)!.localRestoreMs} ms` +
+          (variantMs ? `; variant on B ${Math.round(variantMs)} ms` : ''),
+      );
     }
     // Deleted while the operator and node A run: the file on A and the repository copy go with it.
     await kube.delete('vmSnapshot', { namespace: ns, name: vm, uid: snap!.metadata.uid });

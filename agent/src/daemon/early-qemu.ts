@@ -42,6 +42,8 @@ export function earlyQemu(opts: {
   /** The relaunch's environment and log, as the runner passes them to restoreVm. */
   env: Record<string, string>;
   logPath: string;
+  /** For the agent's log. */
+  onStarted(targetSocket: string): void;
   onSkipped(reason: string): void;
 }): EarlyQemu {
   let attempt: Promise<EarlyStarted | undefined> | undefined;
@@ -59,6 +61,7 @@ export function earlyQemu(opts: {
     const { ready } = await startQemu({ argv, qmpSocket: targetSocket, cwd: meta.qemu.cwd, env: opts.env, logPath: opts.logPath });
     ready.catch(() => undefined); // awaited by restoreVm, or abandoned
     traceStep('agent: QEMU started during the download');
+    opts.onStarted(targetSocket);
     return { targetSocket, launch: { argv, launching: ready } };
   };
   return {

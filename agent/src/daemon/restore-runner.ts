@@ -216,6 +216,7 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
         lazy: !!job.settings.lazy,
         target: (meta) => targetOf(ctx, job, meta),
         ...relaunch,
+        onStarted: (socket) => ctx.log.info({ restore: restore.metadata.name, socket }, 'QEMU started while the snapshot downloads'),
         onSkipped: (reason) => ctx.log.info({ restore: restore.metadata.name, reason }, 'QEMU starts after the download'),
       });
       const earlyQuit = undo.defer('quit the QEMU started during the download', () => early.abandon());

@@ -66,7 +66,7 @@ describe('headerOfFirstPart (the header of a snapshot still downloading)', () =>
     expect(headerOfFirstPart({ segments: [{ offset: 4096, length: 64 << 10 }] }, plainOf(header), snap)).toBeUndefined();
     expect(headerOfFirstPart(first(header.length - 1), plainOf(header), snap)).toBeUndefined();
     expect(headerOfFirstPart(first(64 << 10), plainOf(encodeHeader('incomplete', metadata)), snap)).toBeUndefined();
-    const other = encodeHeader('complete', { ...metadata, snapshot: { ...metadata.snapshot, uid: 'u-2' } });
+    const other = encodeHeader('complete', { ...metadata, snapshot: { namespace: 'ns', name: 'snap', uid: 'u-2' } });
     expect(headerOfFirstPart(first(64 << 10), plainOf(other), snap)).toBeUndefined();
   });
 });
