@@ -79,13 +79,20 @@ export async function directWriter(file: string, fh: FileHandle, chunkBytes: num
     return undefined;
   }
   const bufferBytes = Math.ceil(chunkBytes / WASM_PAGE) * WASM_PAGE;
-  const alignedBuffer = () => buffers.pop() ?? Buffer.from(new WebAssembly.Memory({ initial: bufferBytes / WASM_PAGE }).buffer);
-  try {
-    buffers.push(alignedBuffer());
-  } catch {
+  // One per part in flight, reused; undefined when the memory cannot be had (then that part goes through the page cache).
+  const alignedBuffer = (): Buffer | undefined => {
+    try {
+      return buffers.pop() ?? Buffer.from(new WebAssembly.Memory({ initial: bufferBytes / WASM_PAGE }).buffer);
+    } catch {
+      return undefined;
+    }
+  };
+  const first = alignedBuffer();
+  if (!first) {
     await direct.close();
     return undefined;
   }
+  buffers.push(first);
   // Refused after all (EINVAL: memory or offsets not aligned as this disk wants): the page cache from then on.
   let refused = false;
   return {
@@ -94,7 +101,7 @@ export async function directWriter(file: string, fh: FileHandle, chunkBytes: num
       const buf = alignedBuffer();
       try {
         for (const c of writeChunks(segments, bufferBytes)) {
-          if (c.direct && !refused) {
+          if (c.direct && buf && !refused) {
             plain.copy(buf, 0, c.plainOffset, c.plainOffset + c.length);
             try {
               const { bytesWritten } = await direct.write(buf, 0, c.length, c.fileOffset);
@@ -108,7 +115,7 @@ export async function directWriter(file: string, fh: FileHandle, chunkBytes: num
           if (bytesWritten !== c.length) throw new Error(`short write at file offset ${c.fileOffset}: ${bytesWritten} of ${c.length} bytes`);
         }
       } finally {
-        buffers.push(buf);
+        if (buf) buffers.push(buf);
       }
     },
     close: () => direct.close(),
