@@ -79,20 +79,13 @@ export async function directWriter(file: string, fh: FileHandle, chunkBytes: num
     return undefined;
   }
   const bufferBytes = Math.ceil(chunkBytes / WASM_PAGE) * WASM_PAGE;
-  // One per part in flight, reused; undefined when the memory cannot be had (then that part goes through the page cache).
-  const alignedBuffer = (): Buffer | undefined => {
-    try {
-      return buffers.pop() ?? Buffer.from(new WebAssembly.Memory({ initial: bufferBytes / WASM_PAGE }).buffer);
-    } catch {
-      return undefined;
-    }
-  };
-  const first = alignedBuffer();
-  if (!first) {
+  const alignedBuffer = () => buffers.pop() ?? Buffer.from(new WebAssembly.Memory({ initial: bufferBytes / WASM_PAGE }).buffer);
+  try {
+    buffers.push(alignedBuffer());
+  } catch {
     await direct.close();
     return undefined;
   }
-  buffers.push(first);
   // Refused after all (EINVAL: memory or offsets not aligned as this disk wants): the page cache from then on.
   let refused = false;
   return {
@@ -101,7 +94,7 @@ export async function directWriter(file: string, fh: FileHandle, chunkBytes: num
       const buf = alignedBuffer();
       try {
         for (const c of writeChunks(segments, bufferBytes)) {
-          if (c.direct && buf && !refused) {
+          if (c.direct && !refused) {
             plain.copy(buf, 0, c.plainOffset, c.plainOffset + c.length);
             try {
               const { bytesWritten } = await direct.write(buf, 0, c.length, c.fileOffset);
@@ -115,7 +108,7 @@ export async function directWriter(file: string, fh: FileHandle, chunkBytes: num
           if (bytesWritten !== c.length) throw new Error(`short write at file offset ${c.fileOffset}: ${bytesWritten} of ${c.length} bytes`);
         }
       } finally {
-        if (buf) buffers.push(buf);
+        buffers.push(buf);
       }
     },
     close: () => direct.close(),

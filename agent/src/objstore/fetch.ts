@@ -82,11 +82,9 @@ export function headerOfFirstPart(part: Pick<ManifestPart, 'segments'>, plain: B
 
 /**
  * Drops the copy's pages from the page cache. QEMU's O_DIRECT reads of a file whose pages are
- * cached (as a buffered download leaves them) ran four times slower here than from the disk: 852
- * MiB loaded in 2.3 s against 0.56 s once dropped (docs/benchmarks.md). A download for an O_DIRECT
- * load writes with O_DIRECT where the filesystem allows, so little is left to drop then (the
- * re-seal's reads, a file's unaligned last bytes). The pages are clean: the download and the
- * re-seal synced them.
+ * cached (as a download leaves them) ran four times slower here than from the disk: 852 MiB
+ * loaded in 2.3 s against 0.56 s once dropped (docs/benchmarks.md). The pages are clean: the
+ * download and the re-seal synced them.
  */
 export function dropFromPageCache(file: string): void {
   const fd = fs.openSync(file, 'r');
