@@ -11,7 +11,6 @@ import { explainS3Error } from './errors.js';
 import { ManifestSchema, OBJECT_KEYS, partAad, type Manifest, type ManifestPart } from './manifest.js';
 import { describePart, objectRanges, rangeHeader } from './plan.js';
 import { runPool } from './pool.js';
-import { bufferedWriter, directWriter, DIRECT_ALIGN, type PartWriter } from './direct-write.js';
 import type { TransferTarget, UploadProgress } from './upload.js';
 
 export type DownloadSource = Omit<TransferTarget, 'compression'>;
@@ -56,8 +55,6 @@ export async function downloadSnapshot(
     signal?: AbortSignal;
     /** Each part's plaintext once it checked out, before it is written (the caller may read, not keep, it). */
     onPart?: (part: ManifestPart, plain: Buffer) => void;
-    /** Write the parts with O_DIRECT where the filesystem allows (direct-write.ts): for a copy read with O_DIRECT. */
-    directWrites?: boolean;
   } = {},
 ): Promise<Manifest> {
   const where = `s3 bucket ${src.bucket} at ${src.prefix}`;
@@ -65,12 +62,9 @@ export async function downloadSnapshot(
   checkKey(manifest, src.key, where);
   const partial = `${dest}.partial`;
   const fh = await open(partial, 'w', 0o600);
-  let writer: PartWriter | undefined;
   let bytesDone = 0;
   try {
     await fh.truncate(manifest.fileSize); // sparse: only the parts' extents get written
-    const largestPart = Math.max(0, ...manifest.parts.map((p) => p.plainBytes));
-    writer = (opts.directWrites && largestPart > 0 ? await directWriter(partial, fh, Math.ceil(largestPart / DIRECT_ALIGN) * DIRECT_ALIGN) : undefined) ?? bufferedWriter(fh);
     const ranges = new Map(objectRanges(manifest.parts).map((r) => [r.number, r]));
     await runPool(manifest.parts, src.parallelism, async (part) => {
       const what = `${where}: ${describePart(part)}`;
@@ -85,10 +79,14 @@ export async function downloadSnapshot(
         what,
       });
       opts.onPart?.(part, plain);
-      await writer!.write(plain, part.segments);
+      let at = 0;
+      for (const seg of part.segments) {
+        await fh.write(plain, at, seg.length, seg.offset);
+        at += seg.length;
+      }
       // Write-behind: the part goes to the disk while the other workers fetch, so the final sync
       // has little left to do instead of writing the whole file after the last byte arrived.
-      if (writer!.buffered) await fh.datasync();
+      await fh.datasync();
       bytesDone += part.plainBytes;
       opts.onProgress?.({ bytesDone, bytesTotal: manifest.dataBytes });
     });
@@ -97,12 +95,10 @@ export async function downloadSnapshot(
       await writeFile(digestsPath(dest), digests, { mode: 0o600 });
     }
     await fh.sync();
-    await writer.close();
     await fh.close();
     await rename(partial, dest);
     return manifest;
   } catch (err) {
-    await writer?.close().catch(() => undefined);
     await fh.close().catch(() => undefined);
     await rm(partial, { force: true });
     await rm(digestsPath(dest), { force: true });

@@ -97,7 +97,7 @@ export function dropFromPageCache(file: string): void {
 
 export interface FetchOptions {
   signal?: AbortSignal;
-  /** The restore reads the copy with O_DIRECT, so the download writes it with O_DIRECT and leaves it out of the page cache. */
+  /** The restore reads the copy with O_DIRECT, so it leaves it out of the page cache. */
   forDirectIO?: boolean;
   /** While downloading: the header, once the part that holds it checked out (headerOfFirstPart). Not called for a cached copy. */
   onHeader?: (header: SnapshotHeader) => void;
@@ -113,7 +113,7 @@ export async function fetchSnapshot(ctx: AgentContext, namespace: string, snap: 
   return file;
 }
 
-async function localCopy(ctx: AgentContext, namespace: string, snap: VMSnapshot, { signal, onHeader, forDirectIO }: FetchOptions): Promise<string> {
+async function localCopy(ctx: AgentContext, namespace: string, snap: VMSnapshot, { signal, onHeader }: FetchOptions): Promise<string> {
   const repo = snap.status?.effective?.repository;
   const ref = `VMSnapshot ${snap.metadata.namespace}/${snap.metadata.name}`;
   if (!repo) throw new Error(`${ref} is on node ${snap.status?.nodeName} and its class has no repository: restore it on that node`);
@@ -145,7 +145,7 @@ async function localCopy(ctx: AgentContext, namespace: string, snap: VMSnapshot,
         }
       : undefined;
     traceStep('fetch: downloading');
-    const manifest = await downloadSnapshot(target, file, { signal, onPart, directWrites: forDirectIO });
+    const manifest = await downloadSnapshot(target, file, { signal, onPart });
     traceStep('fetch: downloaded');
     try {
       resealForThisNode(file, ctx.config.storageRoot, snap);
