@@ -132,7 +132,7 @@ export async function runRemoteRestoreBench(opts: { guestMiB: number; parallelis
     };
     const downloadAlone = async (): Promise<number> => {
       const t0 = performance.now();
-      await downloadSnapshot(source, scratch, { directWrites: true }); // as node B's agent writes a copy it loads with O_DIRECT
+      await downloadSnapshot(source, scratch);
       const ms = performance.now() - t0;
       fs.rmSync(scratch, { force: true });
       return ms;
