@@ -140,7 +140,11 @@ the disk writes overlap the fetches). A changed byte fails the restore naming th
 bytes it covers; the partial file is removed, so a file that failed or was cut short is never
 restored. The file is then re-sealed with the node's own header key (its identity must be the
 snapshot's and its structure checksum the one recorded at save time), and restored like a local
-file, eager or lazy.
+file, eager or lazy. An eager restore into a VM the agent launches (none running at the target, no
+writable disks) starts its QEMU (\`-incoming defer\`) as soon as the part holding the file's header
+has checked out, while the rest downloads; it loads into that QEMU only if the re-sealed header
+gives the same command line, and a download that fails or is cancelled quits it before the restore
+reports \`Failed\`.
 
 **Cache rule.** The fetched copy is kept at
 \`<storageRoot>/<namespace>/fetched/<name>-<uid>.vms\` and reused (after verification) by later

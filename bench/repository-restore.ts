@@ -1,10 +1,11 @@
 // A restore on a second node from the repository, against its parts measured in the same run: the
-// download alone (the same object, same parallelism, into a scratch file) plus a local restore of
-// the same snapshot on its own node. On the process stack (real API server, operator, two agents)
-// with a real SeaweedFS and a real QEMU guest: node A saves and uploads; each repetition times a
-// VMRestore with spec.nodeName B (B's cached copy removed first, so it fetches), the download
-// alone, and a VMRestore on A (its file evicted from the page cache first). Times are from creating
-// the VMRestore to the watch seeing it Succeeded; each starts once its node's inventory is current.
+// download alone (the same object, same code and parallelism, into a scratch file on the same
+// filesystem, synced) plus a local restore of the same snapshot on its own node. On the process
+// stack (real API server, operator, two agents) with a real SeaweedFS and a real QEMU guest: node A
+// saves and uploads; each repetition times the download alone, a VMRestore with spec.nodeName B
+// (B's cached copy removed first, so it fetches), the download alone again (its figure is the mean
+// of the two), and a VMRestore on A (its file evicted from the page cache first). Times are from
+// creating the VMRestore to the watch seeing it Succeeded; each starts once its node's inventory is current.
 import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -37,7 +38,8 @@ export interface RemoteRestoreBenchResult {
   localRestoreMs: number;
   /** remoteRestoreMs / (downloadMs + localRestoreMs): at most 1 is the goal. */
   remoteVsSum: number;
-  runs: Array<{ remoteRestoreMs: number; downloadMs: number; localRestoreMs: number }>;
+  /** downloadMs: the mean of the download alone right before and right after B's restore. */
+  runs: Array<{ remoteRestoreMs: number; downloadMs: number; downloadBeforeMs: number; downloadAfterMs: number; localRestoreMs: number }>;
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -128,21 +130,38 @@ export async function runRemoteRestoreBench(opts: { guestMiB: number; parallelis
       lastFinished = Date.parse(done?.status?.completionTime ?? '') || Date.now();
       return ms;
     };
+    const downloadAlone = async (): Promise<number> => {
+      const t0 = performance.now();
+      await downloadSnapshot(source, scratch);
+      const ms = performance.now() - t0;
+      fs.rmSync(scratch, { force: true });
+      return ms;
+    };
     const runs: RemoteRestoreBenchResult['runs'] = [];
     for (let rep = 1; rep <= reps; rep++) {
+      // The download alone right before and right after node B's restore: the machine's speed
+      // drifts from second to second, and the mean of the two brackets B's own download.
+      const before = await downloadAlone();
       fs.rmSync(cached, { force: true });
       const remoteRestoreMs = await restore(`on-b-${rep}`, b.nodeName);
       killQemusUnder(dirOn(b));
-      const t0 = performance.now();
-      await downloadSnapshot(source, scratch);
-      const downloadMs = performance.now() - t0;
-      fs.rmSync(scratch, { force: true });
+      const after = await downloadAlone();
+      const downloadMs = (before + after) / 2;
       evictFile(localFile);
       const localRestoreMs = await restore(`on-a-${rep}`);
       killQemusUnder(dirOn(a));
       await new Promise((r) => setTimeout(r, 500));
-      runs.push({ remoteRestoreMs: Math.round(remoteRestoreMs), downloadMs: Math.round(downloadMs), localRestoreMs: Math.round(localRestoreMs) });
-      log(`  rep ${rep}: restore on node B from the repository ${runs.at(-1)!.remoteRestoreMs} ms; download alone ${runs.at(-1)!.downloadMs} ms + local restore on A ${runs.at(-1)!.localRestoreMs} ms`);
+      runs.push({
+        remoteRestoreMs: Math.round(remoteRestoreMs),
+        downloadMs: Math.round(downloadMs),
+        downloadBeforeMs: Math.round(before),
+        downloadAfterMs: Math.round(after),
+        localRestoreMs: Math.round(localRestoreMs),
+      });
+      log(
+        `  rep ${rep}: restore on node B from the repository ${runs.at(-1)!.remoteRestoreMs} ms; download alone ${runs.at(-1)!.downloadMs} ms ` +
+          `(${runs.at(-1)!.downloadBeforeMs} before, ${runs.at(-1)!.downloadAfterMs} after) + local restore on A ${runs.at(-1)!.localRestoreMs} ms`,
+      );
     }
     // Deleted while the operator and node A run: the file on A and the repository copy go with it.
     await kube.delete('vmSnapshot', { namespace: ns, name: vm, uid: snap!.metadata.uid });

@@ -7,7 +7,8 @@ import { DEFAULT_RELEASE_NAMESPACE, Reason, Verify, restoreVerify, type Effectiv
 import { relaunchArgv, restoreVm, lazyResidency, OverlayLedger, agentLaunchLogPath, type ArgvRewrite, type RestoreResult, type LazyResidency } from '../engine/index.js';
 import { dropReplacedLayers, topLayers } from './disk-layers.js';
 import { verifySnapshotFile } from '../snapshot-file/verify.js';
-import { fetchSnapshot, needsFetch } from '../objstore/fetch.js';
+import { fetchSnapshot, needsFetch, type FetchOptions } from '../objstore/fetch.js';
+import { earlyQemu } from './early-qemu.js';
 import { readHeader } from '../snapshot-file/read.js';
 import { traceStep } from '../clock.js';
 import { cancellationOf, type Cancellation } from './cancellation.js';
@@ -38,8 +39,15 @@ export class RestoreRefused extends VmsnapError {
   }
 }
 
-/** The VMSnapshot's file, checked: same namespace, ready, under this agent's storage root, present; and what its header must prove. */
-export async function snapshotFileFor(ctx: AgentContext, restore: VMRestore): Promise<{ file: string; trust: Required<HeaderTrust> }> {
+/**
+ * The VMSnapshot's file, checked: same namespace, ready, under this agent's storage root, present; and what its header must prove.
+ * Another node's snapshot is fetched from its repository (`fetch`: cancellation, and the header as soon as it arrived).
+ */
+export async function snapshotFileFor(
+  ctx: AgentContext,
+  restore: VMRestore,
+  fetch: Pick<FetchOptions, 'signal' | 'onHeader'> = {},
+): Promise<{ file: string; trust: Required<HeaderTrust> }> {
   const ns = restore.metadata.namespace!;
   const name = restore.status!.effective!.snapshotName;
   const snap = await ctx.kube.get<VMSnapshot>('vmSnapshot', { namespace: ns, name });
@@ -50,7 +58,7 @@ export async function snapshotFileFor(ctx: AgentContext, restore: VMRestore): Pr
     // Another node's snapshot: a verified local copy from the class's repository.
     try {
       const forDirectIO = readsWithDirectIO(restoreSettings(restore.status!.effective!));
-      return { file: await fetchSnapshot(ctx, ctx.namespace ?? DEFAULT_RELEASE_NAMESPACE, snap, { forDirectIO }), trust: headerTrust(ctx.config.storageRoot, snap) };
+      return { file: await fetchSnapshot(ctx, ctx.namespace ?? DEFAULT_RELEASE_NAMESPACE, snap, { ...fetch, forDirectIO }), trust: headerTrust(ctx.config.storageRoot, snap) };
     } catch (err) {
       throw new RestoreRefused(Reason.SnapshotNotFound, `cannot fetch VMSnapshot ${ns}/${name} from its repository: ${(err as Error).message}`);
     }
@@ -202,12 +210,26 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
   };
   try {
     return await withCleanup(async (undo) => {
-      const { file, trust } = await snapshotFileFor(ctx, restore);
+      const relaunch = { env: { [RESTORE_UID_ENV]: restore.metadata.uid ?? '' }, logPath: agentLaunchLogPath(ctx.config.storageRoot, job.ns, effective.targetVMName) };
+      // Another node's snapshot: QEMU starts while the snapshot downloads (early-qemu.ts).
+      const early = earlyQemu({
+        lazy: !!job.settings.lazy,
+        target: (meta) => targetOf(ctx, job, meta),
+        ...relaunch,
+        onStarted: (socket) => ctx.log.info({ restore: restore.metadata.name, socket }, 'QEMU started while the snapshot downloads'),
+        onSkipped: (reason) => ctx.log.info({ restore: restore.metadata.name, reason }, 'QEMU starts after the download'),
+      });
+      const earlyQuit = undo.defer('quit the QEMU started during the download', () => early.abandon());
+      const { file, trust } = await snapshotFileFor(ctx, restore, { signal, onHeader: early.onHeader });
       undo.defer(`release ${file}`, useFile(ctx, file));
       // The header only (written by this agent for this VMSnapshot): restoreVm checks the whole file, for a lazy restore while QEMU starts.
       const meta = readHeader(file, trust).metadata;
       const { targetSocket, rewrite } = await targetOf(ctx, job, meta);
-      const running = await runningTarget(job, targetSocket, undo);
+      const fromDownload = await early.started();
+      if (fromDownload && fromDownload.targetSocket !== targetSocket) await earlyQuit.now();
+      const launched = fromDownload?.targetSocket === targetSocket ? fromDownload.launch : undefined;
+      // The early QEMU is the one at the target socket (its start found none there).
+      const running = launched ? undefined : await runningTarget(job, targetSocket, undo);
       // Checked before a running VM is replaced: a bad file must not cost the user their VM.
       if (running) verifySnapshotFile(file, trust);
       recordStarted(ctx, restore, job, file, !!running);
@@ -220,13 +242,15 @@ export async function runRestore(ctx: AgentContext, restore: VMRestore, signal: 
         launch: true,
         paused: job.settings.paused,
         verify: restoreVerify(restore) === Verify.Digests,
-        relaunch: { rewrite, env: { [RESTORE_UID_ENV]: restore.metadata.uid ?? '' }, logPath: agentLaunchLogPath(ctx.config.storageRoot, job.ns, effective.targetVMName) },
+        relaunch: { rewrite, ...relaunch },
+        early: launched,
         trust,
         ledger: OverlayLedger.forStorageRoot(ctx.config.storageRoot),
         signal,
         lazy: job.settings.lazy,
         ...loadBound(ctx, restore),
       });
+      earlyQuit.keep(); // restoreVm used it (or quit it)
       return restoredCompletion(ctx, restore, job, r, { file, started, downtimeFrom: replaced.downtimeFrom, replacedLayers: replaced.layers });
     });
   } catch (err) {

@@ -63,7 +63,11 @@ export interface RestoreOptions {
   signal?: AbortSignal;
   /** Verification mode: check the RAM pages against <file>.digests before QEMU is touched. */
   verify?: boolean;
-  /** With lazy: a QEMU the caller already started with earlyLazyLaunch (same file, socket and relaunch). */
+  /**
+   * With launch: a QEMU the caller already started (same socket and relaunch), from the command
+   * line it expects the checked header to give: earlyLazyLaunch's for a lazy restore, the plain
+   * relaunch (no disks) for an eager one. Used only when the checked file agrees, else quit.
+   */
   early?: EarlyLaunch;
   /**
    * Map the main RAM block from the file instead of loading it (needs launch):
@@ -189,11 +193,14 @@ export async function restoreVm(opts: RestoreOptions, hooks: RestoreHooks = {}):
   });
 }
 
-/** A lazy launched restore starts QEMU from the raw header while the file is checked; it is quit unless it is used. */
+/**
+ * A launched restore uses the caller's early QEMU, or (lazy) starts one from the raw header while
+ * the file is checked; it is quit unless it is used.
+ */
 async function startEarly(opts: RestoreOptions, undo: CleanupStack): Promise<RestorePlan['early']> {
   const launch =
-    opts.lazy && opts.launch && !opts.signal?.aborted
-      ? (opts.early ?? (await earlyLazyLaunch({ inPath: opts.inPath, qmpSocket: opts.qmpSocket, ...opts.relaunch, trust: opts.trust })))
+    opts.launch && !opts.signal?.aborted
+      ? (opts.early ?? (opts.lazy ? await earlyLazyLaunch({ inPath: opts.inPath, qmpSocket: opts.qmpSocket, ...opts.relaunch, trust: opts.trust }) : undefined))
       : undefined;
   if (opts.early && !launch) await abandonEarlyLaunch(opts.early);
   return launch ? { launch, abandon: undo.defer('quit the early QEMU', () => abandonEarlyLaunch(launch)) } : undefined;
@@ -231,7 +238,8 @@ async function planRestore(opts: RestoreOptions, undo: CleanupStack, early: Rest
     ? { enabled: false, reason: 'lazy restore: the RAM is mapped from the file, not read' }
     : decideDirectIO(opts.directIO, opts.inPath, 'read');
   // The checked header must say what the early launch read from it.
-  const agreed = early && mapped && mapped.argv.join('\0') === early.launch.argv.join('\0') ? early : undefined;
+  const wanted = mapped?.argv ?? relaunched;
+  const agreed = early && wanted && wanted.join('\0') === early.launch.argv.join('\0') ? early : undefined;
   if (early && !agreed) await early.abandon.now();
   return { snapshot, verified, realFile, channels, directIO, relaunched, overlays, lazy, mapped, early: agreed };
 }

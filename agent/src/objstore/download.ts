@@ -8,7 +8,7 @@ import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { digestsPath } from '../snapshot-file/digests.js';
 import { decodePart, keyCheck } from './codec.js';
 import { explainS3Error } from './errors.js';
-import { ManifestSchema, OBJECT_KEYS, partAad, type Manifest } from './manifest.js';
+import { ManifestSchema, OBJECT_KEYS, partAad, type Manifest, type ManifestPart } from './manifest.js';
 import { describePart, objectRanges, rangeHeader } from './plan.js';
 import { runPool } from './pool.js';
 import type { TransferTarget, UploadProgress } from './upload.js';
@@ -50,7 +50,12 @@ export function checkKey(manifest: Manifest, key: Buffer | undefined, where: str
 export async function downloadSnapshot(
   src: DownloadSource,
   dest: string,
-  opts: { onProgress?: (p: UploadProgress) => void; signal?: AbortSignal } = {},
+  opts: {
+    onProgress?: (p: UploadProgress) => void;
+    signal?: AbortSignal;
+    /** Each part's plaintext once it checked out, before it is written (the caller may read, not keep, it). */
+    onPart?: (part: ManifestPart, plain: Buffer) => void;
+  } = {},
 ): Promise<Manifest> {
   const where = `s3 bucket ${src.bucket} at ${src.prefix}`;
   const manifest = await readManifest(src, opts.signal);
@@ -73,6 +78,7 @@ export async function downloadSnapshot(
         plainBytes: part.plainBytes,
         what,
       });
+      opts.onPart?.(part, plain);
       let at = 0;
       for (const seg of part.segments) {
         await fh.write(plain, at, seg.length, seg.offset);

@@ -3,7 +3,9 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { dropFromPageCache, fetchedEntriesToRemove } from './fetch.js';
+import { dropFromPageCache, fetchedEntriesToRemove, headerOfFirstPart } from './fetch.js';
+import { encodeHeader, STREAM_OFFSET } from '../snapshot-file/header.js';
+import type { SnapshotMetadata } from '../snapshot-file/metadata.js';
 
 describe('the cache rule for fetched copies', () => {
   const dir = '/snaps/a/fetched';
@@ -36,5 +38,35 @@ describe('dropFromPageCache', () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('headerOfFirstPart (the header of a snapshot still downloading)', () => {
+  const snap = { metadata: { namespace: 'ns', name: 'snap', uid: 'u-1' } };
+  const metadata: SnapshotMetadata = {
+    formatVersion: 2,
+    createdAt: '2026-12-07T00:00:00.000Z',
+    snapshot: { namespace: 'ns', name: 'snap', uid: 'u-1' },
+    vm: { namespace: 'ns', name: 'vm', qmpSocket: '/run/vms/ns/vm/qmp.sock' },
+    qemu: { version: '10.0.2', machine: 'pc', pid: 1, argv: ['qemu-system-x86_64', '-m', '256'] },
+    ram: { bytes: 256 << 20, mainBlockId: 'pc.ram' },
+    capture: { mode: 'Paused', wasRunning: true, after: 'stop' },
+    stream: { offset: STREAM_OFFSET, channels: 4, directIO: true, endOffset: 300 << 20, structureCrc32: 1 },
+  };
+  // A part's plaintext: the header, then the first stream bytes.
+  const plainOf = (header: Buffer) => Buffer.concat([header, Buffer.alloc(64 << 10, 0xaa)]);
+  const first = (length: number) => ({ segments: [{ offset: 0, length }, { offset: 8 << 20, length: 4096 }] });
+
+  it('reads the header of the part that starts the file', () => {
+    const plain = plainOf(encodeHeader('complete', metadata));
+    expect(headerOfFirstPart(first(64 << 10), plain, snap)?.metadata.qemu.argv).toEqual(metadata.qemu.argv);
+  });
+  it("gives nothing for another part, a header cut by the part's first segment, an incomplete snapshot or another VMSnapshot's header", () => {
+    const header = encodeHeader('complete', metadata);
+    expect(headerOfFirstPart({ segments: [{ offset: 4096, length: 64 << 10 }] }, plainOf(header), snap)).toBeUndefined();
+    expect(headerOfFirstPart(first(header.length - 1), plainOf(header), snap)).toBeUndefined();
+    expect(headerOfFirstPart(first(64 << 10), plainOf(encodeHeader('incomplete', metadata)), snap)).toBeUndefined();
+    const other = encodeHeader('complete', { ...metadata, snapshot: { namespace: 'ns', name: 'snap', uid: 'u-2' } });
+    expect(headerOfFirstPart(first(64 << 10), plainOf(other), snap)).toBeUndefined();
   });
 });
