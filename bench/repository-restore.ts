@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import * as k8s from '@kubernetes/client-node';
-import { snapshotFileName, snapshotObjectPrefix, type Repository } from '../api/index.js';
+import { UploadPhase, snapshotFileName, snapshotObjectPrefix, type Repository } from '../api/index.js';
 import { repositoryClient } from '../agent/src/objstore/client.js';
 import { downloadSnapshot } from '../agent/src/objstore/download.js';
 import { Kube } from '../kube/client.js';
@@ -19,6 +19,8 @@ import { startStack, type Stack } from '../stack/e2e.js';
 import { startSeaweedFS } from '../stack/seaweedfs.js';
 import { startGuest } from '../kit/guest.js';
 import { killQemusUnder } from '../kit/qemu.js';
+import { vmRestore, vmSnapshot, vmSnapshotClass } from '../kit/manifests.js';
+import { poll, sleep } from '../kit/poll.js';
 import { evictFile } from './baselines.js';
 import { PhaseWatch } from './phase-watch.js';
 
@@ -65,7 +67,7 @@ export async function runRemoteRestoreBench(opts: { guestMiB: number; parallelis
       namespace: stack.releaseNamespace,
       body: { metadata: { name: SECRET }, stringData: { accessKeyId: server.credentials.accessKeyId, secretAccessKey: server.credentials.secretAccessKey } },
     });
-    await kube.create('vmSnapshotClass', { apiVersion: 'vmsnap.io/v1alpha1', kind: 'VMSnapshotClass', metadata: { name: className }, repository } as never);
+    await kube.create('vmSnapshotClass', vmSnapshotClass(className, { repository }) as never);
 
     const [a, b] = [stack.agents.get('node-a')!, stack.agents.get('node-b')!];
     const vm = 'remote';
@@ -73,32 +75,24 @@ export async function runRemoteRestoreBench(opts: { guestMiB: number; parallelis
     log(`  ${guestMiB} MiB guest on node A: booting and filling ${filledMiB} MiB under TCG, then a VMSnapshot (afterSnapshot Stop) and its upload`);
     const guest = await startGuest({ dir: dirOn(a), name: vm, memMiB: guestMiB, fillMiB: filledMiB, seed: 9 });
     await guest.waitForSerial(/VMSNAP PASS n=1 ok/, 900_000);
-    for (let i = 0; i < 300; i++) {
+    await poll(`node A's agent to report VM ${vm}`, async () => {
       const inv = await kube.get<{ metadata: object; status?: { vms?: Array<{ name: string }> } }>('vmInventory', { name: a.nodeName });
-      if (inv?.status?.vms?.some((v) => v.name === vm)) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    await kube.create('vmSnapshot', {
-      apiVersion: 'vmsnap.io/v1alpha1',
-      kind: 'VMSnapshot',
-      metadata: { name: vm, namespace: ns },
-      spec: { vmName: vm, className, afterSnapshot: 'Stop' },
-    } as never);
+      return inv?.status?.vms?.some((v) => v.name === vm);
+    }, { timeoutMs: 30_000, intervalMs: 100 });
+    await kube.create('vmSnapshot', vmSnapshot({ name: vm, namespace: ns }, { vmName: vm, className, afterSnapshot: 'Stop' }) as never);
     await snapshots.until(ns, vm);
     await guest.exited;
-    let snap = await kube.get<{ metadata: { uid: string }; status?: Record<string, any> }>('vmSnapshot', { namespace: ns, name: vm });
-    for (let i = 0; snap?.status?.upload?.phase !== 'Uploaded'; i++) {
-      if (snap?.status?.upload?.phase === 'Failed') throw new Error(`the upload failed: ${snap.status.upload.message}`);
-      if (i > 3000) throw new Error('the snapshot was not uploaded within 10 minutes');
-      await new Promise((r) => setTimeout(r, 200));
-      snap = await kube.get<{ metadata: { uid: string }; status?: Record<string, any> }>('vmSnapshot', { namespace: ns, name: vm });
-    }
-    const localFile = snap!.status.file.path as string;
+    const snap = await poll('the snapshot to be uploaded', async () => {
+      const s = await kube.get<{ metadata: { uid: string }; status?: Record<string, any> }>('vmSnapshot', { namespace: ns, name: vm });
+      if (s?.status?.upload?.phase === UploadPhase.Failed) throw new Error(`the upload failed: ${s.status.upload.message}`);
+      return s?.status?.upload?.phase === UploadPhase.Uploaded && { metadata: s.metadata, status: s.status };
+    }, { timeoutMs: 600_000, intervalMs: 200 });
+    const localFile = snap.status.file.path as string;
     const cached = path.join(b.storageRoot, ns, 'fetched', snapshotFileName(snap as never));
     const source = {
       client: repositoryClient(repository, server.credentials),
       bucket: BUCKET,
-      prefix: snapshotObjectPrefix(repository, { namespace: ns, name: vm, uid: snap!.metadata.uid }),
+      prefix: snapshotObjectPrefix(repository, { namespace: ns, name: vm, uid: snap.metadata.uid }),
       parallelism,
     };
     const scratch = path.join(stack.workDir, 'download-alone.vms');
@@ -107,23 +101,15 @@ export async function runRemoteRestoreBench(opts: { guestMiB: number; parallelis
     // operation on any node; the repetitions follow each other faster than inventories refresh,
     // so each waits for that first, off the clock (a wait of the bench's making, not the restore's).
     let lastFinished = 0;
-    const inventoryCaughtUp = async (nodeName: string) => {
-      for (let i = 0; i < 600; i++) {
+    const inventoryCaughtUp = (nodeName: string) =>
+      poll(`the VMInventory of ${nodeName} to be updated`, async () => {
         const inv = await kube.get<{ metadata: object; status?: { updatedTime?: string } }>('vmInventory', { name: nodeName });
-        if (Date.parse(inv?.status?.updatedTime ?? '') >= lastFinished) return;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      throw new Error(`the VMInventory of ${nodeName} was not updated within 60 s`);
-    };
+        return Date.parse(inv?.status?.updatedTime ?? '') >= lastFinished;
+      }, { timeoutMs: 60_000, intervalMs: 100 });
     const restore = async (name: string, node?: string): Promise<number> => {
       await inventoryCaughtUp(node ?? a.nodeName);
       const t0 = performance.now();
-      await kube.create('vmRestore', {
-        apiVersion: 'vmsnap.io/v1alpha1',
-        kind: 'VMRestore',
-        metadata: { name, namespace: ns },
-        spec: { snapshotName: vm, ...(node ? { nodeName: node } : {}) },
-      } as never);
+      await kube.create('vmRestore', vmRestore({ name, namespace: ns }, { snapshotName: vm, ...(node ? { nodeName: node } : {}) }) as never);
       await restores.until(ns, name);
       const ms = performance.now() - t0;
       const done = await kube.get<{ metadata: object; status?: { completionTime?: string } }>('vmRestore', { namespace: ns, name });
@@ -150,7 +136,7 @@ export async function runRemoteRestoreBench(opts: { guestMiB: number; parallelis
       evictFile(localFile);
       const localRestoreMs = await restore(`on-a-${rep}`);
       killQemusUnder(dirOn(a));
-      await new Promise((r) => setTimeout(r, 500));
+      await sleep(500);
       runs.push({
         remoteRestoreMs: Math.round(remoteRestoreMs),
         downloadMs: Math.round(downloadMs),
@@ -164,8 +150,10 @@ export async function runRemoteRestoreBench(opts: { guestMiB: number; parallelis
       );
     }
     // Deleted while the operator and node A run: the file on A and the repository copy go with it.
-    await kube.delete('vmSnapshot', { namespace: ns, name: vm, uid: snap!.metadata.uid });
-    for (let i = 0; i < 600 && (await kube.get('vmSnapshot', { namespace: ns, name: vm })); i++) await new Promise((r) => setTimeout(r, 100));
+    await kube.delete('vmSnapshot', { namespace: ns, name: vm, uid: snap.metadata.uid });
+    await poll(`VMSnapshot ${vm} to be gone`, async () => !(await kube.get('vmSnapshot', { namespace: ns, name: vm })), { timeoutMs: 60_000, intervalMs: 100 }).catch((err: Error) =>
+      log(`  ${err.message} (the measurements stand)`),
+    );
     await kube.custom.deleteClusterCustomObject({ group: 'vmsnap.io', version: 'v1alpha1', plural: 'vmsnapshotclasses', name: className });
     const remoteRestoreMs = median(runs.map((r) => r.remoteRestoreMs));
     const downloadMs = median(runs.map((r) => r.downloadMs));
@@ -173,7 +161,7 @@ export async function runRemoteRestoreBench(opts: { guestMiB: number; parallelis
     return {
       guestMiB,
       filledMiB,
-      dataMiB: Math.round((snap!.status.upload.bytesDone as number) / (1 << 20)),
+      dataMiB: Math.round((snap.status.upload.bytesDone as number) / (1 << 20)),
       parallelism,
       reps,
       remoteRestoreMs,

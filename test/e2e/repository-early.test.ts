@@ -7,11 +7,12 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { snapshotFileName } from '../../api/index.js';
-import { createNamespace, kubectl } from '../../stack/controlplane.js';
+import { kubectl } from '../../stack/controlplane.js';
 import { startGuest, expectVerifying, type Guest } from '../../kit/guest.js';
-import { startSeaweedFS, type S3Server } from '../../stack/seaweedfs.js';
+import type { S3Server } from '../../stack/seaweedfs.js';
+import { startRepositoryStack } from './repository-fixture.js';
 import { apply, getJson, waitFor, waitForPhase } from './objects.js';
-import { startStack, tearDownStack, type Stack } from '../../stack/e2e.js';
+import { tearDownStack, type Stack } from '../../stack/e2e.js';
 import { killQemusUnder, qemuPidsMentioning } from '../../kit/qemu.js';
 import { poll } from '../../kit/poll.js';
 import { vmRestore, vmSnapshot, vmSnapshotClass } from '../../kit/manifests.js';
@@ -26,16 +27,11 @@ const guests: Guest[] = [];
 const agent = (node: string) => stack.agents.get(node)!;
 
 beforeAll(async () => {
-  server = await startSeaweedFS();
-  await server.createBucket(BUCKET);
-  stack = await startStack(['node-a', 'node-b'], { helmArgs: ['--set', 'agent.repositorySecrets={e2e-s3,e2e-s3-key}'] });
-  ns = await createNamespace('e2e-early');
-  className = `e2e-early-${randomBytes(3).toString('hex')}`;
-  const b64 = (s: string | Buffer) => Buffer.from(s).toString('base64');
-  const secret = (name: string, data: Record<string, string>) => ({ apiVersion: 'v1', kind: 'Secret', metadata: { name, namespace: stack.releaseNamespace }, data });
+  const repo = await startRepositoryStack({ bucket: BUCKET, prefix: 'e2e-early', secrets: ['e2e-s3', 'e2e-s3-key'] });
+  ({ server, stack, namespace: ns, className } = repo);
   await apply([
-    secret('e2e-s3', { accessKeyId: b64(server.credentials.accessKeyId), secretAccessKey: b64(server.credentials.secretAccessKey) }),
-    secret('e2e-s3-key', { key: b64(randomBytes(32)) }),
+    repo.credentialsSecret('e2e-s3'),
+    repo.secret('e2e-s3-key', { key: randomBytes(32) }),
     // One part at a time, decrypted and decompressed: the download lasts seconds, long enough to kill the server in it.
     vmSnapshotClass(className, {
       deletionPolicy: 'Delete',

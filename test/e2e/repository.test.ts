@@ -11,11 +11,12 @@ import path from 'node:path';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { snapshotFileName, type VMRestoreSpecInput } from '../../api/index.js';
 import { repositoryClient } from '../../agent/src/objstore/client.js';
-import { createNamespace, kubectl, kubectlOk } from '../../stack/controlplane.js';
+import { kubectl, kubectlOk } from '../../stack/controlplane.js';
 import { startGuest, type Guest } from '../../kit/guest.js';
-import { startSeaweedFS, type S3Server } from '../../stack/seaweedfs.js';
+import type { S3Server } from '../../stack/seaweedfs.js';
+import { startRepositoryStack } from './repository-fixture.js';
 import { apply, getJson, waitFor, waitForPhase } from './objects.js';
-import { startStack, tearDownStack, type Stack } from '../../stack/e2e.js';
+import { tearDownStack, type Stack } from '../../stack/e2e.js';
 import { expectVerifying } from '../../kit/guest.js';
 import { killQemusUnder, qemuPidsMentioning } from '../../kit/qemu.js';
 import { poll } from '../../kit/poll.js';
@@ -35,22 +36,21 @@ const agent = (node: string) => stack.agents.get(node)!;
 const localClass = () => `${className}-local`;
 
 beforeAll(async () => {
-  server = await startSeaweedFS();
-  await server.createBucket(BUCKET);
-  stack = await startStack(['node-a', 'node-b'], {
-    helmArgs: ['--set', 'agent.repositorySecrets={e2e-s3,e2e-s3-key,e2e-s3-wrong}'],
-    operatorEnv: { VMSNAP_NODE_LOSS_GRACE_SECONDS: String(GRACE_SECONDS) },
-    // The probes' listener, which also serves /metrics, on a free loopback port.
-    agentEnv: { VMSNAP_HEALTH_PORT: '0', VMSNAP_HEALTH_HOST: '127.0.0.1' },
+  const repo = await startRepositoryStack({
+    bucket: BUCKET,
+    prefix: 'e2e-repo',
+    secrets: ['e2e-s3', 'e2e-s3-key', 'e2e-s3-wrong'],
+    stack: {
+      operatorEnv: { VMSNAP_NODE_LOSS_GRACE_SECONDS: String(GRACE_SECONDS) },
+      // The probes' listener, which also serves /metrics, on a free loopback port.
+      agentEnv: { VMSNAP_HEALTH_PORT: '0', VMSNAP_HEALTH_HOST: '127.0.0.1' },
+    },
   });
-  ns = await createNamespace('e2e-repo');
-  className = `e2e-repo-${randomBytes(3).toString('hex')}`;
-  const b64 = (s: string | Buffer) => Buffer.from(s).toString('base64');
-  const secret = (name: string, data: Record<string, string>) => ({ apiVersion: 'v1', kind: 'Secret', metadata: { name, namespace: stack.releaseNamespace }, data });
+  ({ server, stack, namespace: ns, className } = repo);
   await apply([
-    secret('e2e-s3', { accessKeyId: b64(server.credentials.accessKeyId), secretAccessKey: b64(server.credentials.secretAccessKey) }),
-    secret('e2e-s3-key', { key: b64(KEY) }),
-    secret('e2e-s3-wrong', { accessKeyId: b64(server.credentials.accessKeyId), secretAccessKey: b64('wrong' + server.credentials.secretAccessKey) }),
+    repo.credentialsSecret('e2e-s3'),
+    repo.secret('e2e-s3-key', { key: KEY }),
+    repo.credentialsSecret('e2e-s3-wrong', 'wrong' + server.credentials.secretAccessKey),
     vmSnapshotClass(className, {
       deletionPolicy: 'Delete',
       repository: { endpoint: server.endpoint, bucket: BUCKET, prefix: 'e2e/', credentialsSecret: 'e2e-s3', encryptionKeySecret: 'e2e-s3-key', compression: 'Zstd' },
